@@ -1,0 +1,68 @@
+# dc-onnx developer targets. `make demo` and `make test` each set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+VENV_RT := .venv-rt
+PY := $(VENV)/bin/python
+PY_RT := $(VENV_RT)/bin/python
+ORT_HEADERS := third_party/onnxruntime/include/onnxruntime_c_api.h
+DEMO := build/demo
+export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
+export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
+
+.PHONY: all venv install install-rt lint cpp test demo clean
+all: install
+
+$(ORT_HEADERS): scripts/fetch_ort_headers.sh
+	bash scripts/fetch_ort_headers.sh third_party/onnxruntime
+
+# Development environment: the `train` flavour (onnxruntime-training) plus the dev tools.
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 'tomli; python_version < "3.11"'
+	$(PY) -m pip install -q "scikit-build-core>=0.10" \
+	  $$($(PY) scripts/extras.py base train dev simplify)
+	touch $@
+
+venv: $(VENV)/.deps
+
+# Build the wheel (C++ library included) and install it: tests run what users install.
+install: $(VENV)/.deps $(ORT_HEADERS)
+	rm -rf dist
+	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w dist .
+	$(PY) -m pip install -q --force-reinstall --no-deps dist/*.whl
+
+# Deployment environment: the latest plain onnxruntime (the `runtime` flavour).
+$(VENV_RT)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV_RT)
+	$(PY_RT) -m pip install -q --upgrade pip
+	$(PY_RT) -m pip install -q $$($(PY) scripts/extras.py base runtime) pytest
+	touch $@
+
+install-rt: install $(VENV_RT)/.deps
+	$(PY_RT) -m pip install -q --force-reinstall --no-deps dist/*.whl
+
+lint: install
+	$(VENV)/bin/ruff check dc_onnx passes tests models scripts
+	$(VENV)/bin/ruff format --check dc_onnx passes tests models scripts
+	cd $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	  $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p dc_onnx
+
+# Standalone C++ build with warnings as errors (also what the wheel build uses).
+cpp: $(ORT_HEADERS)
+	cmake -S runtime_ops -B build/cpp -DCMAKE_BUILD_TYPE=Release -DDC_ONNX_WERROR=ON >/dev/null
+	cmake --build build/cpp -j2
+
+test: lint cpp install-rt
+	$(VENV)/bin/pytest -q tests
+
+demo: install
+	mkdir -p $(DEMO)
+	$(VENV)/bin/dc-onnx compile models/lenet-300-100.onnx -o $(DEMO)/lenet-300-100.dc.onnx \
+	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --index-bits-fc 5 \
+	  --report $(DEMO)/report.json
+	$(PY) models/mnist_inputs.py tests/data/mnist_test_subset.npz $(DEMO)/mnist-1000.npz
+	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.dc.onnx \
+	  --inputs $(DEMO)/mnist-1000.npz
+
+clean:
+	rm -rf build dist $(VENV) $(VENV_RT) third_party

@@ -1,0 +1,21 @@
+"""dc-onnx: Deep Compression (pruning, trained quantization, Huffman coding) for ONNX."""
+
+from dc_onnx.compiler import CompileOptions, CompileResult, compile
+from dc_onnx.errors import CompileError, DcOnnxError, InputError
+from dc_onnx.runtime import InferenceSession, ops_library_path, session_options
+from dc_onnx.verify import verify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompileError",
+    "CompileOptions",
+    "CompileResult",
+    "DcOnnxError",
+    "InferenceSession",
+    "InputError",
+    "compile",
+    "ops_library_path",
+    "session_options",
+    "verify",
+]

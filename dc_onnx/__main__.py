@@ -1,0 +1,5 @@
+import sys
+
+from dc_onnx.cli import main
+
+sys.exit(main())

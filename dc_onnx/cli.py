@@ -1,0 +1,141 @@
+"""The `dc-onnx` command line: parses arguments and calls the library; nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dc_onnx.compiler import CompileOptions, compile
+from dc_onnx.errors import DcOnnxError
+from dc_onnx.verify import load_inputs, verify
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _sparsity_map(text: str) -> dict[str, float]:
+    """GLOB=S,GLOB=S -> {glob: s}."""
+    result = {}
+    for item in filter(None, text.split(",")):
+        glob, sep, value = item.rpartition("=")
+        try:
+            result[glob] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not glob:
+            raise argparse.ArgumentTypeError(f"expected GLOB=SPARSITY, got '{item}'")
+    return result
+
+
+def _bits(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"bits must be in 1..8, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dc-onnx", description="Deep Compression for ONNX models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="compress a model (data-free recipe)")
+    c.add_argument("input", type=Path, help="model to compress (.onnx)")
+    c.add_argument("-o", "--output", type=Path, help="compiled model (default: IN.dc.onnx)")
+    c.add_argument("--sparsity", type=float, help="fraction of weights pruned in every layer")
+    c.add_argument(
+        "--sparsity-per-layer",
+        type=_sparsity_map,
+        default={},
+        metavar="GLOB=S,...",
+        help="per-layer sparsity by glob on node or weight names (first match wins)",
+    )
+    c.add_argument("--quality", type=float, help="prune |w| < quality * std(W) (Han et al. 2015)")
+    c.add_argument("--bits-conv", type=_bits, default=8, help="weight bits, conv (default 8)")
+    c.add_argument("--bits-fc", type=_bits, default=5, help="weight bits, fc (default 5)")
+    c.add_argument("--index-bits-conv", type=_bits, default=8, help="index bits, conv (8)")
+    c.add_argument("--index-bits-fc", type=_bits, default=5, help="index bits, fc (default 5)")
+    c.add_argument(
+        "--init", choices=["linear", "density", "random"], default="linear",
+        help="k-means centroid initialisation (default linear)",
+    )  # fmt: skip
+    c.add_argument("--simplify", action="store_true", help="run onnx-simplifier first")
+    c.add_argument("--single-file", action="store_true", help="embed the streams in the .onnx")
+    c.add_argument("--report", type=Path, help="write the report as JSON")
+    c.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    v = sub.add_parser("verify", help="compare a compiled model with its original")
+    v.add_argument("original", type=Path)
+    v.add_argument("compiled", type=Path)
+    v.add_argument("--inputs", type=Path, help=".npz with one array per input (+ `labels`)")
+    v.add_argument("--batch", type=int, default=8, help="batch of random inputs (default 8)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _compile(args: argparse.Namespace) -> int:
+    output = args.output or args.input.with_name(args.input.stem + ".dc.onnx")
+    options = CompileOptions(
+        sparsity=args.sparsity,
+        sparsity_per_layer=args.sparsity_per_layer,
+        quality=args.quality,
+        bits_conv=args.bits_conv,
+        bits_fc=args.bits_fc,
+        index_bits_conv=args.index_bits_conv,
+        index_bits_fc=args.index_bits_fc,
+        init=args.init,
+        simplify=args.simplify,
+        single_file=args.single_file,
+    )
+    result = compile(args.input, output, options)
+    if args.report:
+        args.report.write_text(json.dumps(result.report.to_json(), indent=2) + "\n")
+    if not args.quiet:
+        print(result.report.format_table())
+        print(f"wrote {output}")
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    inputs = load_inputs(args.inputs) if args.inputs else None
+    result = verify(args.original, args.compiled, inputs, batch=args.batch, seed=args.seed)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return EXIT_OK
+    print(f"{result.samples} samples")
+    for out in result.outputs:
+        agree = "" if out.argmax_agreement is None else f"  argmax agreement {out.argmax_agreement:.2%}"
+        print(
+            f"{out.name}: max abs error {out.max_abs_error:.3g}, "
+            f"max rel error {out.max_rel_error:.3g}{agree}"
+        )
+    if result.accuracy:
+        print(
+            f"top-1 accuracy: original {result.accuracy['original']:.2%}, "
+            f"compiled {result.accuracy['compiled']:.2%}"
+        )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING, format="dc-onnx: %(message)s", stream=sys.stderr)
+    logging.getLogger("dc_onnx").setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        return _compile(args) if args.command == "compile" else _verify(args)
+    except DcOnnxError as e:
+        print(f"dc-onnx: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("dc-onnx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

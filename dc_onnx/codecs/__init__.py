@@ -1,0 +1,67 @@
+"""Codecs for one compressed weight: relative-index entries, then Huffman on both streams."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dc_onnx.codecs import huffman, sparse_index
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedWeight:
+    """Everything the runtime needs to rebuild one stored weight matrix."""
+
+    codebook: np.ndarray  # float32 [k], codebook[0] == 0
+    codes: bytes  # Huffman-coded codebook indices
+    gaps: bytes  # Huffman-coded relative indices
+    code_lengths: np.ndarray  # uint8 [k + 2**index_bits]
+    num_entries: int
+    index_bits: int
+
+    @property
+    def codes_lengths(self) -> np.ndarray:
+        return self.code_lengths[: self.codebook.size]
+
+    @property
+    def gaps_lengths(self) -> np.ndarray:
+        return self.code_lengths[self.codebook.size :]
+
+
+def encode_weight(code_matrix: np.ndarray, codebook: np.ndarray, index_bits: int) -> EncodedWeight:
+    """Encode a matrix of codebook indices (0 = zero weight) in row-major order."""
+    codebook = np.asarray(codebook, dtype=np.float32)
+    if not 1 <= codebook.size <= 256 or codebook[0] != 0.0:
+        raise ValueError("codebook must have 1..256 entries and start with 0.0")
+    if code_matrix.size and int(code_matrix.max()) >= codebook.size:
+        raise ValueError("a code is outside the codebook")
+    gaps, codes = sparse_index.to_entries(code_matrix, index_bits)
+    codes_len = huffman.code_lengths(codes, codebook.size)
+    gaps_len = huffman.code_lengths(gaps, 1 << index_bits)
+    return EncodedWeight(
+        codebook=codebook,
+        codes=huffman.encode(codes, codes_len),
+        gaps=huffman.encode(gaps, gaps_len),
+        code_lengths=np.concatenate([codes_len, gaps_len]),
+        num_entries=int(codes.size),
+        index_bits=index_bits,
+    )
+
+
+def decode_codes(encoded: EncodedWeight, size: int) -> np.ndarray:
+    """Flat codebook indices (uint8, `size` of them) of the stored matrix."""
+    expected = encoded.codebook.size + (1 << encoded.index_bits)
+    if encoded.code_lengths.size != expected:
+        raise huffman.HuffmanError(f"{encoded.code_lengths.size} code lengths, expected {expected}")
+    codes = huffman.decode(encoded.codes, encoded.codes_lengths, encoded.num_entries)
+    gaps = huffman.decode(encoded.gaps, encoded.gaps_lengths, encoded.num_entries)
+    if codes.size and int(codes.max()) >= encoded.codebook.size:
+        raise sparse_index.SparseIndexError("a code is outside the codebook")
+    return sparse_index.from_entries(gaps, codes, size)
+
+
+def decode_weight(encoded: EncodedWeight, shape: tuple[int, ...]) -> np.ndarray:
+    """Reference decoder: the dense float32 stored matrix, bit-identical to the C++ one."""
+    size = int(np.prod(shape))
+    return encoded.codebook[decode_codes(encoded, size)].reshape(shape)

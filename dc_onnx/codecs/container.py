@@ -1,0 +1,92 @@
+"""The side-file container: a header with a checksummed table of streams (docs/format.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+import zlib
+
+MAGIC = b"DCONNXW\0"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sHHIII")  # magic, version, reserved, n_streams, toc_crc, reserved
+_ENTRY = struct.Struct("<QQQIHH")  # offset, nbytes, count, crc32, kind, reserved
+HEADER_SIZE = _HEADER.size
+ENTRY_SIZE = _ENTRY.size
+
+
+class ContainerError(ValueError):
+    """A side file or header that does not follow the container format."""
+
+
+class StreamKind(enum.IntEnum):
+    CODEBOOK = 1
+    CODES = 2
+    GAPS = 3
+    CODE_LENGTHS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    kind: StreamKind
+    data: bytes
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TocEntry:
+    offset: int
+    nbytes: int
+    count: int
+    crc32: int
+    kind: StreamKind
+
+
+def header_size(n_streams: int) -> int:
+    return HEADER_SIZE + ENTRY_SIZE * n_streams
+
+
+def layout(streams: list[Stream]) -> tuple[bytes, list[TocEntry]]:
+    """Header bytes and TOC for streams stored back to back, in the given order."""
+    offset = header_size(len(streams))
+    toc = []
+    for s in streams:
+        toc.append(TocEntry(offset, len(s.data), s.count, zlib.crc32(s.data), s.kind))
+        offset += len(s.data)
+    toc_bytes = b"".join(_ENTRY.pack(e.offset, e.nbytes, e.count, e.crc32, e.kind, 0) for e in toc)
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(streams), zlib.crc32(toc_bytes), 0)
+    return head + toc_bytes, toc
+
+
+def parse_header(data: bytes) -> list[TocEntry]:
+    """The TOC of a side file (or of its header alone), validated."""
+    if len(data) < HEADER_SIZE:
+        raise ContainerError("side file shorter than its header")
+    magic, version, _, n, toc_crc, _ = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise ContainerError("not a dc-onnx side file (bad magic)")
+    if version != FORMAT_VERSION:
+        raise ContainerError(f"side file format version {version}, expected {FORMAT_VERSION}")
+    end = header_size(n)
+    if len(data) < end:
+        raise ContainerError("side file header truncated")
+    if zlib.crc32(data[HEADER_SIZE:end]) != toc_crc:
+        raise ContainerError("side file table of contents is corrupted (CRC-32 mismatch)")
+    toc = []
+    for i in range(n):
+        off, nbytes, count, crc, kind, _ = _ENTRY.unpack_from(data, HEADER_SIZE + i * ENTRY_SIZE)
+        try:
+            toc.append(TocEntry(off, nbytes, count, crc, StreamKind(kind)))
+        except ValueError:
+            raise ContainerError(f"stream {i} has unknown kind {kind}") from None
+    return toc
+
+
+def read_stream(data: bytes, entry: TocEntry, index: int) -> bytes:
+    """Stream bytes from a whole side file, with bounds and checksum checked."""
+    if entry.offset + entry.nbytes > len(data):
+        raise ContainerError(f"stream {index} lies beyond the end of the side file")
+    chunk = data[entry.offset : entry.offset + entry.nbytes]
+    if zlib.crc32(chunk) != entry.crc32:
+        raise ContainerError(f"stream {index} is corrupted (CRC-32 mismatch)")
+    return chunk

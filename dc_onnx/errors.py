@@ -1,0 +1,13 @@
+"""Errors a user can act on. The CLI prints their message and exits non-zero."""
+
+
+class DcOnnxError(Exception):
+    """Base class of every error dc-onnx reports to its user."""
+
+
+class InputError(DcOnnxError):
+    """The input model, file or option is unusable."""
+
+
+class CompileError(DcOnnxError):
+    """A compiler pass failed; the message names it and the passes that ran before it."""

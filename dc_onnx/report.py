@@ -1,0 +1,101 @@
+"""The compile report: the paper's per-layer table (Han et al. 2016, Table 2) and totals."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+FLOAT_BITS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReport:
+    name: str
+    op: str
+    weights: int
+    density: float  # fraction of weights kept (non-zero)
+    entries: int  # stored entries, fillers included
+    codebook_size: int
+    weight_bits: int  # per entry after quantization (P+Q)
+    weight_bits_huffman: float  # per entry after Huffman (P+Q+H)
+    index_bits: int
+    index_bits_huffman: float
+    rate_pq: float  # compression rate of pruning + quantization
+    rate_pqh: float  # ... plus Huffman coding
+
+    @classmethod
+    def from_lower_stats(cls, name: str, s: dict[str, Any]) -> LayerReport:
+        k, m, n = s["codebook_size"], s["entries"], s["weights"]
+        weight_bits = max(1, math.ceil(math.log2(k)))
+        codebook_bits = FLOAT_BITS * k
+        pq_bits = m * (weight_bits + s["index_bits"]) + codebook_bits
+        lengths_bits = 8 * (k + (1 << s["index_bits"]))
+        pqh_bits = 8 * (s["codes_bytes"] + s["gaps_bytes"]) + codebook_bits + lengths_bits
+        return cls(
+            name=name,
+            op=s["op"],
+            weights=n,
+            density=s["nonzeros"] / max(n, 1),
+            entries=m,
+            codebook_size=k,
+            weight_bits=weight_bits,
+            weight_bits_huffman=8 * s["codes_bytes"] / max(m, 1),
+            index_bits=s["index_bits"],
+            index_bits_huffman=8 * s["gaps_bytes"] / max(m, 1),
+            rate_pq=FLOAT_BITS * n / pq_bits,
+            rate_pqh=FLOAT_BITS * n / pqh_bits,
+        )
+
+
+@dataclasses.dataclass
+class Report:
+    layers: list[LayerReport]
+    passes: list[dict[str, Any]]
+    original_bytes: int
+    compressed_bytes: int | None = None  # real files; None until the model is saved
+    files: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.compressed_bytes:
+            return None
+        return self.original_bytes / self.compressed_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "original_bytes": self.original_bytes,
+            "compressed_bytes": self.compressed_bytes,
+            "ratio": self.ratio,
+            "files": self.files,
+            "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "passes": self.passes,
+        }
+
+    def format_table(self) -> str:
+        head = (
+            "layer", "op", "weights", "density", "w bits", "w bits H", "idx bits",
+            "idx bits H", "rate P+Q", "rate P+Q+H",
+        )  # fmt: skip
+        rows = [head]
+        for r in self.layers:
+            rows.append((
+                r.name, r.op, f"{r.weights:,}", f"{100 * r.density:.1f}%", str(r.weight_bits),
+                f"{r.weight_bits_huffman:.2f}", str(r.index_bits), f"{r.index_bits_huffman:.2f}",
+                f"{r.rate_pq:.1f}x", f"{r.rate_pqh:.1f}x",
+            ))  # fmt: skip
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        lines = [
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            for row in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append("")
+        lines.append(f"original:   {self.original_bytes:>12,} bytes")
+        if self.compressed_bytes is not None:
+            lines.append(f"compressed: {self.compressed_bytes:>12,} bytes  ({' + '.join(self.files)})")
+            lines.append(f"ratio:      {self.ratio:>12.1f}x")
+        seconds = sum(p["seconds"] for p in self.passes)
+        timing = ", ".join(f"{p['name']} {p['seconds']:.2f}s" for p in self.passes)
+        lines.append(f"passes:     {seconds:.2f} s ({timing})")
+        return "\n".join(lines)

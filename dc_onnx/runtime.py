@@ -1,0 +1,58 @@
+"""Running compiled models: the custom-op library and ORT sessions that have it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import resources
+from typing import Any
+
+from dc_onnx.errors import DcOnnxError
+
+_LIBRARY = {"linux": "libdc_onnx_ops.so", "darwin": "libdc_onnx_ops.dylib", "win32": "dc_onnx_ops.dll"}
+
+
+def ops_library_path() -> str:
+    """Path of the custom-op shared library installed with the package."""
+    name = _LIBRARY.get(sys.platform, _LIBRARY["linux"])
+    path = resources.files("dc_onnx") / "lib" / name
+    if not path.is_file():
+        raise DcOnnxError(
+            f"custom-op library {name} is not installed with dc_onnx; "
+            "install the package with pip (it builds runtime_ops/), not from a source tree"
+        )
+    return str(path)
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DcOnnxError(
+            "ONNX Runtime is not installed: pip install 'dc-onnx[runtime]' (or '[train]')"
+        ) from None
+    return onnxruntime
+
+
+def session_options(options: Any = None) -> Any:
+    """ORT SessionOptions (new, or the given ones) with the custom-op library registered."""
+    ort = _onnxruntime()
+    options = options if options is not None else ort.SessionOptions()
+    options.register_custom_ops_library(ops_library_path())
+    return options
+
+
+def InferenceSession(
+    path: str | os.PathLike[str],
+    sess_options: Any = None,
+    providers: list[str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """An onnxruntime.InferenceSession that can run compiled models (and any other)."""
+    ort = _onnxruntime()
+    return ort.InferenceSession(
+        os.fspath(path),
+        sess_options=session_options(sess_options),
+        providers=providers or ["CPUExecutionProvider"],
+        **kwargs,
+    )

@@ -1,0 +1,106 @@
+"""`dc-onnx verify`: run an original and a compiled model on the same inputs and compare."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dc_onnx.errors import DcOnnxError, InputError
+from dc_onnx.runtime import InferenceSession
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputComparison:
+    name: str
+    max_abs_error: float
+    max_rel_error: float  # max |a - b| / max |a|, a = original output
+    argmax_agreement: float | None  # along the last axis, when it has more than one class
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    outputs: list[OutputComparison]
+    samples: int
+    accuracy: dict[str, float] | None  # top-1 of both models when labels were given
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _session(path: str | os.PathLike[str]) -> Any:
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return InferenceSession(path)
+    except DcOnnxError:
+        raise
+    except Exception as e:  # ORT raises its own exception types for any load failure
+        raise InputError(f"{path}: ONNX Runtime cannot load it: {e}") from None
+
+
+def random_inputs(session: Any, batch: int, seed: int) -> dict[str, np.ndarray]:
+    """Standard-normal inputs shaped like the model's, with `batch` for symbolic dims."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for arg in session.get_inputs():
+        if arg.type not in _NUMPY_TYPES:
+            raise InputError(f"input '{arg.name}' is {arg.type}: pass real inputs with --inputs")
+        shape = [d if isinstance(d, int) and d > 0 else batch for d in arg.shape]
+        feeds[arg.name] = rng.standard_normal(shape).astype(_NUMPY_TYPES[arg.type])
+    return feeds
+
+
+def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as e:
+        raise InputError(f"{path}: not a readable .npz file ({e})") from None
+
+
+def verify(
+    original: str | os.PathLike[str],
+    compiled: str | os.PathLike[str],
+    inputs: dict[str, np.ndarray] | None = None,
+    batch: int = 8,
+    seed: int = 0,
+) -> VerifyResult:
+    """Compare outputs; `inputs` may also hold `labels` for top-1 accuracy of both."""
+    reference, candidate = _session(original), _session(compiled)
+    names = [i.name for i in reference.get_inputs()]
+    feeds = random_inputs(reference, batch, seed) if inputs is None else dict(inputs)
+    labels = feeds.pop("labels", None)
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise InputError(f"inputs lack {', '.join(missing)} (model inputs: {', '.join(names)})")
+    feeds = {n: feeds[n] for n in names}
+    expected = reference.run(None, feeds)
+    try:
+        actual = candidate.run(None, feeds)
+    except Exception as e:
+        raise InputError(f"{compiled}: running it failed: {e}") from None
+    outputs = []
+    for arg, a, b in zip(reference.get_outputs(), expected, actual, strict=True):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a64.shape != b64.shape:
+            raise InputError(f"output '{arg.name}': shape {b64.shape}, expected {a64.shape}")
+        err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+        scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+        agree = None
+        if a64.ndim >= 1 and a64.shape[-1] > 1:
+            agree = float(np.mean(a64.argmax(-1) == b64.argmax(-1)))
+        outputs.append(OutputComparison(arg.name, err, err / scale if scale else err, agree))
+    accuracy = None
+    if labels is not None:
+        accuracy = {
+            "original": float(np.mean(np.asarray(expected[0]).argmax(-1) == labels)),
+            "compiled": float(np.mean(np.asarray(actual[0]).argmax(-1) == labels)),
+        }
+    samples = int(next(iter(feeds.values())).shape[0]) if feeds else 0
+    return VerifyResult(outputs, samples, accuracy)

@@ -1,0 +1,193 @@
+"""lower: replace every compressible layer by one `ai.dc_onnx` op reading encoded streams.
+
+Each weight becomes a codebook (its distinct values, 0 first) and two Huffman-coded
+streams (codebook indices and relative indices, docs/format.md). The streams and a shared
+header are ordinary uint8/float32 initializers here; `dc_onnx.io.save_compiled` moves them
+into the side file. Nodes other than the replaced layers are left untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from dc_onnx.codecs import EncodedWeight, encode_weight
+from dc_onnx.codecs.container import Stream, StreamKind, layout
+from dc_onnx.errors import CompileError
+from dc_onnx.layers import Layer, WeightGroup, find_weight_groups
+from dc_onnx.pipeline import CompilerPass
+
+logger = logging.getLogger(__name__)
+
+DOMAIN = "ai.dc_onnx"
+OPSET_VERSION = 1
+HEADER_NAME = "dc_onnx.header"
+OP_TYPES = {"Gemm": "CompressedGemm", "MatMul": "CompressedMatMul", "Conv": "CompressedConv"}
+_KEPT_ATTRIBUTES = {
+    "Gemm": ("alpha", "beta", "transA"),
+    "MatMul": (),
+    "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
+}
+_STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerOptions:
+    index_bits_conv: int = 8
+    index_bits_fc: int = 5
+
+    def __post_init__(self) -> None:
+        for bits in (self.index_bits_conv, self.index_bits_fc):
+            if not 1 <= bits <= 8:
+                raise ValueError(f"index bits must be in 1..8, got {bits}")
+
+    def index_bits(self, kind: str) -> int:
+        return self.index_bits_conv if kind == "conv" else self.index_bits_fc
+
+
+def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
+    """Codebook and streams of one weight, which must hold at most 256 distinct values."""
+    stored = np.ascontiguousarray(group.stored_matrix())
+    values = np.unique(stored[stored != 0])
+    if values.size > 255:
+        raise CompileError(
+            f"layer '{group.name}' has {values.size} distinct non-zero weights; at most 255 fit"
+            " a codebook (run the cluster pass first)"
+        )
+    codebook = np.concatenate([[0.0], values]).astype(np.float32)
+    codes = np.zeros(stored.shape, dtype=np.uint8)
+    nonzero = stored != 0
+    codes[nonzero] = np.searchsorted(values, stored[nonzero]) + 1
+    return encode_weight(codes, codebook, index_bits)
+
+
+def _tensor_value(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.Tensor(array, name=name))
+    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    value.shape = ir.Shape(array.shape)
+    graph.register_initializer(value)
+    return value
+
+
+def _unique_name(graph: ir.Graph, base: str) -> str:
+    name, n = base, 0
+    while name in graph.initializers:
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
+def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
+    return [
+        encoded.codebook,
+        np.frombuffer(encoded.codes, dtype=np.uint8).copy(),
+        np.frombuffer(encoded.gaps, dtype=np.uint8).copy(),
+        encoded.code_lengths,
+    ]
+
+
+def _compressed_node(
+    layer: Layer,
+    header: ir.Value,
+    streams: list[ir.Value],
+    stream_ids: list[int],
+    weight_shape: tuple[int, ...],
+    encoded: EncodedWeight,
+) -> ir.Node:
+    node = layer.node
+    op = node.op_type
+    inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
+    if op in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
+        inputs.append(node.inputs[2])
+    attributes = [node.attributes[a] for a in _KEPT_ATTRIBUTES[op] if a in node.attributes]
+    attributes += [
+        ir.AttrInt64s("weight_shape", list(weight_shape)),
+        ir.AttrInt64("num_entries", encoded.num_entries),
+        ir.AttrInt64("index_bits", encoded.index_bits),
+        ir.AttrInt64s("stream_ids", stream_ids),
+        ir.AttrString("layer", layer.name),
+    ]
+    if op == "MatMul":
+        attributes.append(ir.AttrInt64("weight_side", layer.weight_side))
+    return ir.Node(
+        DOMAIN,
+        OP_TYPES[op],
+        inputs,
+        attributes,
+        num_outputs=1,
+        name=node.name,
+        version=OPSET_VERSION,
+    )
+
+
+class LowerPass(CompilerPass):
+    name = "lower"
+
+    def __init__(self, options: LowerOptions) -> None:
+        super().__init__()
+        self.options = options
+
+    def requires(self, model: ir.Model) -> None:
+        if HEADER_NAME in model.graph.initializers:
+            raise CompileError("the model is already compiled (it has a dc-onnx header)")
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        groups = find_weight_groups(graph)
+        if not groups:
+            self.stats = {"layers": {}}
+            return ir.passes.PassResult(model, False)
+        encoded = []
+        for i, group in enumerate(groups, 1):
+            logger.info("encode %d/%d %s", i, len(groups), group.name)
+            encoded.append(encode_group(group, self.options.index_bits(group.kind)))
+        # Codebooks first in the side file so they stay 4-byte aligned (docs/format.md).
+        order = [(g, kind) for kind in range(4) for g in range(len(groups))]
+        stream_ids = {key: n for n, key in enumerate(order)}
+        arrays = [_stream_arrays(e) for e in encoded]
+        header_bytes, _ = layout(
+            [Stream(_STREAM_KINDS[k], arrays[g][k].tobytes(), arrays[g][k].size) for g, k in order]
+        )
+        header = _tensor_value(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
+        layers = {}
+        for g, (group, enc) in enumerate(zip(groups, encoded, strict=True)):
+            base = str(group.weight.name)
+            streams = [
+                _tensor_value(graph, _unique_name(graph, f"{base}.{kind.name.lower()}"), array)
+                for kind, array in zip(_STREAM_KINDS, arrays[g], strict=True)
+            ]
+            ids = [stream_ids[(g, k)] for k in range(4)]
+            shape = group.array().shape if group.kind == "conv" else group.stored_matrix().shape
+            for layer in group.layers:
+                new = _compressed_node(layer, header, streams, ids, shape, enc)
+                ir.convenience.replace_nodes_and_values(
+                    graph, layer.node, [layer.node], [new], layer.node.outputs, new.outputs
+                )
+            graph.initializers.pop(base)
+            layers[group.name] = _layer_stats(group, enc)
+        graph.opset_imports[DOMAIN] = OPSET_VERSION
+        self.stats = {"layers": layers}
+        return ir.passes.PassResult(model, True)
+
+    def ensures(self, model: ir.Model) -> None:
+        for node in model.graph:
+            if node.domain == DOMAIN and len(node.inputs) < 6:
+                raise AssertionError(f"{node.name}: compressed op lacks its stream inputs")
+
+
+def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
+    stored = group.stored_matrix()
+    return {
+        "kind": group.kind,
+        "op": group.layers[0].node.op_type,
+        "weights": int(stored.size),
+        "nonzeros": int(np.count_nonzero(stored)),
+        "entries": enc.num_entries,
+        "codebook_size": int(enc.codebook.size),
+        "index_bits": enc.index_bits,
+        "codes_bytes": len(enc.codes),
+        "gaps_bytes": len(enc.gaps),
+    }

@@ -1,0 +1,33 @@
+"""simplify: optional onnx-simplifier run (constant folding, shape cleanup) before compiling."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from dc_onnx.errors import InputError
+
+
+class SimplifyPass(ir.passes.FunctionalPass):
+    name = "simplify"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: dict[str, int] = {}
+
+    def __str__(self) -> str:
+        return self.name
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        try:
+            import onnxsim
+        except ImportError:
+            raise InputError(
+                "--simplify needs onnx-simplifier: pip install 'dc-onnx[simplify]'"
+            ) from None
+        before = len(model.graph)
+        simplified, ok = onnxsim.simplify(ir.to_proto(model))
+        if not ok:
+            raise InputError("onnx-simplifier could not validate the simplified model")
+        result = ir.from_proto(simplified)
+        self.stats = {"nodes_before": before, "nodes_after": len(result.graph)}
+        return ir.passes.PassResult(result, True)

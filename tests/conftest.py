@@ -1,0 +1,121 @@
+"""Shared helpers: tiny hand-built models and ORT sessions with the custom-op library."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import dc_onnx
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: dict[str, Sequence[int | str]],
+    outputs: dict[str, Sequence[int | str] | None],
+    initializers: dict[str, np.ndarray],
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        list(nodes),
+        "test",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def run(path: Path | onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int = 1) -> list[Any]:
+    """Outputs of a model (compiled or not) in ORT with the custom-op library registered."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    source = path.SerializeToString() if isinstance(path, onnx.ModelProto) else str(path)
+    session = dc_onnx.InferenceSession(source, options)
+    return session.run(None, feeds)
+
+
+def mlp_model(seed: int = 0) -> onnx.ModelProto:
+    """Gemm in all its forms plus MatMul with the weight on either side."""
+    rng = np.random.default_rng(seed)
+    w = {
+        "W1": rng.standard_normal((64, 48)) * 0.2,  # Gemm, transB=0
+        "b1": rng.standard_normal(48),
+        "W2": rng.standard_normal((32, 48)) * 0.2,  # Gemm, transB=1, alpha, beta, C [1, N]
+        "b2": rng.standard_normal((1, 32)),
+        "W3": rng.standard_normal((32, 24)) * 0.2,  # MatMul X @ W
+        "W4": rng.standard_normal((16, 24)) * 0.2,  # Gemm transA: A' = (X W3)^T^T
+        "W5": rng.standard_normal((8, 16)) * 0.2,  # MatMul W @ X
+    }
+    nodes = [
+        helper.make_node("Gemm", ["x", "W1", "b1"], ["g1"], name="fc1"),
+        helper.make_node("Relu", ["g1"], ["r1"]),
+        helper.make_node(
+            "Gemm", ["r1", "W2", "b2"], ["g2"], name="fc2", transB=1, alpha=0.7, beta=1.3
+        ),
+        helper.make_node("MatMul", ["g2", "W3"], ["m3"], name="fc3"),
+        helper.make_node("Transpose", ["m3"], ["t3"], perm=[1, 0]),
+        helper.make_node("Gemm", ["t3", "W4"], ["g4"], name="fc4", transA=1, transB=1),
+        helper.make_node("Transpose", ["g4"], ["t4"], perm=[1, 0]),
+        helper.make_node("MatMul", ["W5", "t4"], ["y"], name="fc5"),
+    ]
+    inits = {k: v.astype(np.float32) for k, v in w.items()}
+    return make_model(nodes, {"x": ["N", 64]}, {"y": [8, "N"]}, inits)
+
+
+def cnn_model(seed: int = 0) -> onnx.ModelProto:
+    """Conv 2-D grouped/strided/padded/dilated, auto_pad, a 1-D conv, then a Gemm head."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "C1": rng.standard_normal((8, 3, 3, 3)) * 0.3,
+        "c1": rng.standard_normal(8),
+        "C2": rng.standard_normal((12, 2, 3, 3)) * 0.3,  # group=4
+        "C3": rng.standard_normal((6, 12, 3, 3)) * 0.3,  # SAME_UPPER, strided
+        "c3": rng.standard_normal(6),
+        "C4": rng.standard_normal((4, 6, 3)) * 0.3,  # 1-D after reshape
+        "shape1d": np.array([0, 6, -1], dtype=np.int64),
+        "W": rng.standard_normal((4 * 3, 10)) * 0.1,
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "C1", "c1"], ["a1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node(
+            "Conv", ["r1", "C2"], ["a2"], name="conv2", group=4, strides=[2, 1],
+            pads=[0, 1, 2, 1], dilations=[1, 2],
+        ),  # fmt: skip
+        helper.make_node(
+            "Conv", ["a2", "C3", "c3"], ["a3"], name="conv3", strides=[2, 2],
+            auto_pad="SAME_UPPER",
+        ),  # fmt: skip
+        helper.make_node("Reshape", ["a3", "shape1d"], ["s1"]),
+        helper.make_node(
+            "Conv", ["s1", "C4"], ["a4"], name="conv4", strides=[2], auto_pad="SAME_LOWER"
+        ),
+        helper.make_node("Flatten", ["a4"], ["f"]),
+        helper.make_node("Gemm", ["f", "W"], ["y"], name="fc"),
+    ]
+    inits = {k: v if v.dtype == np.int64 else v.astype(np.float32) for k, v in inits.items()}
+    model = make_model(nodes, {"x": ["N", 3, 8, 8]}, {"y": ["N", 10]}, inits)
+    return model
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
