@@ -109,7 +109,9 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{result.samples} samples")
     for out in result.outputs:
-        agree = "" if out.argmax_agreement is None else f"  argmax agreement {out.argmax_agreement:.2%}"
+        agree = (
+            "" if out.argmax_agreement is None else f"  argmax agreement {out.argmax_agreement:.2%}"
+        )
         print(
             f"{out.name}: max abs error {out.max_abs_error:.3g}, "
             f"max rel error {out.max_rel_error:.3g}{agree}"

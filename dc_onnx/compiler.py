@@ -14,7 +14,7 @@ from dc_onnx.io import load_model, save_compiled, side_file_path
 from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass, Init
 from dc_onnx.passes.lower import LowerOptions, LowerPass
-from dc_onnx.passes.prune import PrunePolicy, PrunePass
+from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
 from dc_onnx.report import LayerReport, Report
@@ -41,7 +41,13 @@ class CompileOptions:
         cluster = ClusterOptions(self.bits_conv, self.bits_fc, self.init)
         lower = LowerOptions(self.index_bits_conv, self.index_bits_fc)
         front: list[ir.passes.PassBase] = [SimplifyPass()] if self.simplify else []
-        return [*front, CanonicalizePass(), PrunePass(prune), ClusterPass(cluster), LowerPass(lower)]
+        return [
+            *front,
+            CanonicalizePass(),
+            PrunePass(prune),
+            ClusterPass(cluster),
+            LowerPass(lower),
+        ]
 
 
 @dataclasses.dataclass

@@ -20,7 +20,14 @@ from dc_onnx.errors import InputError
 from dc_onnx.io import DOMAIN, HEADER_NAME
 
 _DENSE_OP = {"CompressedGemm": "Gemm", "CompressedMatMul": "MatMul", "CompressedConv": "Conv"}
-_OWN_ATTRIBUTES = {"weight_shape", "num_entries", "index_bits", "stream_ids", "layer", "weight_side"}
+_OWN_ATTRIBUTES = {
+    "weight_shape",
+    "num_entries",
+    "index_bits",
+    "stream_ids",
+    "layer",
+    "weight_side",
+}
 _KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
 
 
@@ -81,13 +88,17 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
             inputs, kept["transB"] = [x, name, *bias], 1
         elif op == "MatMul":
             side = attrs["weight_side"]
-            dense.append(numpy_helper.from_array(np.ascontiguousarray(matrix.T if side else matrix), name))
+            dense.append(
+                numpy_helper.from_array(np.ascontiguousarray(matrix.T if side else matrix), name)
+            )
             inputs = [x, name] if side else [name, x]
         else:
             shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
             dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
             inputs = [x, name, *bias]
-        nodes.append(helper.make_node(op, inputs, list(node.output), name=node.name, **kept))
+        dense_node = helper.make_node(op, inputs, list(node.output), name=node.name)
+        dense_node.attribute.extend(helper.make_attribute(k, v) for k, v in kept.items())
+        nodes.append(dense_node)
     used = {i for n in nodes for i in n.input}
     initializers = [t for t in graph.initializer if t.name in used] + dense
     del graph.node[:]

@@ -107,7 +107,8 @@ def _write_side_file(
             if f.tell() != offset or len(data) != nbytes:
                 raise AssertionError(f"stream {name} does not match the side-file TOC")
             f.write(data)
-            _point_to_side_file(tensor, location, offset, nbytes)
+            if nbytes:  # an empty stream stays embedded: readers take length 0 as "to the end"
+                _point_to_side_file(tensor, location, offset, nbytes)
 
 
 def _raw_bytes(tensor: onnx.TensorProto) -> bytes:

@@ -85,9 +85,7 @@ def _constant_weight(value: ir.Value | None, ndims: Iterable[int]) -> bool:
     if value is None or not value.is_initializer() or value.is_graph_input():
         return False
     tensor = value.const_value
-    return (
-        tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) in ndims
-    )
+    return tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) in ndims
 
 
 def _as_layer(node: ir.Node) -> Layer | None:

@@ -85,15 +85,18 @@ class Report:
                 f"{r.rate_pq:.1f}x", f"{r.rate_pqh:.1f}x",
             ))  # fmt: skip
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        # Names left-aligned, figures right-aligned.
+        align = [str.ljust, str.ljust] + [str.rjust] * (len(head) - 2)
         lines = [
-            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            for row in rows
+            "  ".join(a(c, w) for a, c, w in zip(align, row, widths, strict=True)) for row in rows
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
         lines.append(f"original:   {self.original_bytes:>12,} bytes")
         if self.compressed_bytes is not None:
-            lines.append(f"compressed: {self.compressed_bytes:>12,} bytes  ({' + '.join(self.files)})")
+            lines.append(
+                f"compressed: {self.compressed_bytes:>12,} bytes  ({' + '.join(self.files)})"
+            )
             lines.append(f"ratio:      {self.ratio:>12.1f}x")
         seconds = sum(p["seconds"] for p in self.passes)
         timing = ", ".join(f"{p['name']} {p['seconds']:.2f}s" for p in self.passes)

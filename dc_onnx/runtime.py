@@ -9,7 +9,11 @@ from typing import Any
 
 from dc_onnx.errors import DcOnnxError
 
-_LIBRARY = {"linux": "libdc_onnx_ops.so", "darwin": "libdc_onnx_ops.dylib", "win32": "dc_onnx_ops.dll"}
+_LIBRARY = {
+    "linux": "libdc_onnx_ops.so",
+    "darwin": "libdc_onnx_ops.dylib",
+    "win32": "dc_onnx_ops.dll",
+}
 
 
 def ops_library_path() -> str:

@@ -56,7 +56,7 @@ def _fold_batch_norm(graph: ir.Graph, bn: ir.Node) -> bool:
         return False
     if len(weight_value.uses()) != 1:
         return False  # shared weight: folding would change its other readers
-    scale, shift, mean, var = (np.asarray(p, dtype=np.float64) for p in params)  # type: ignore[arg-type]
+    scale, shift, mean, var = (np.asarray(p, dtype=np.float64) for p in params)
     if scale.ndim != 1:
         return False
     s = scale / np.sqrt(var + bn.attributes.get_float("epsilon", 1e-5))
@@ -95,9 +95,9 @@ class CanonicalizePass(CompilerPass):
         modified = LiftConstantsToInitializersPass(size_limit=0)(model).modified
         folded = 0
         for node in list(graph):
-            if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
-                if _fold_batch_norm(graph, node):
-                    folded += 1
+            is_bn = node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx")
+            if is_bn and _fold_batch_norm(graph, node):
+                folded += 1
         groups = find_weight_groups(graph)
         self.stats = {
             "batch_norms_folded": folded,

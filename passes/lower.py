@@ -89,6 +89,13 @@ def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
     ]
 
 
+def _stream(array: np.ndarray, k: int, encoded: EncodedWeight) -> Stream:
+    """A TOC stream; `count` is symbols for the Huffman streams, elements otherwise."""
+    kind = _STREAM_KINDS[k]
+    huffman = kind in (StreamKind.CODES, StreamKind.GAPS)
+    return Stream(kind, array.tobytes(), encoded.num_entries if huffman else int(array.size))
+
+
 def _compressed_node(
     layer: Layer,
     header: ir.Value,
@@ -148,9 +155,7 @@ class LowerPass(CompilerPass):
         order = [(g, kind) for kind in range(4) for g in range(len(groups))]
         stream_ids = {key: n for n, key in enumerate(order)}
         arrays = [_stream_arrays(e) for e in encoded]
-        header_bytes, _ = layout(
-            [Stream(_STREAM_KINDS[k], arrays[g][k].tobytes(), arrays[g][k].size) for g, k in order]
-        )
+        header_bytes, _ = layout([_stream(arrays[g][k], k, encoded[g]) for g, k in order])
         header = _tensor_value(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
         layers = {}
         for g, (group, enc) in enumerate(zip(groups, encoded, strict=True)):

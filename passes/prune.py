@@ -47,7 +47,7 @@ def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
     flat = w.reshape(-1).copy()
     magnitude = np.abs(flat)
     if rule == "sparsity":
-        n_zero = int(round(amount * flat.size))
+        n_zero = round(amount * flat.size)
         if n_zero > 0:
             # argpartition is exact and deterministic; ties at the threshold are cut by index.
             flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
@@ -87,6 +87,6 @@ class PrunePass(CompilerPass):
             target = self.policy.target(group)
             if target and target[0] == "sparsity":
                 w = group.array()
-                wanted = int(round(target[1] * w.size))
+                wanted = round(target[1] * w.size)
                 if w.size - np.count_nonzero(w) < wanted:
                     raise AssertionError(f"{group.name}: fewer zeros than the target sparsity")

@@ -97,13 +97,23 @@ def cnn_model(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "C1", "c1"], ["a1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["a1"], ["r1"]),
         helper.make_node(
-            "Conv", ["r1", "C2"], ["a2"], name="conv2", group=4, strides=[2, 1],
-            pads=[0, 1, 2, 1], dilations=[1, 2],
-        ),  # fmt: skip
+            "Conv",
+            ["r1", "C2"],
+            ["a2"],
+            name="conv2",
+            group=4,
+            strides=[2, 1],
+            pads=[0, 1, 2, 1],
+            dilations=[1, 2],
+        ),
         helper.make_node(
-            "Conv", ["a2", "C3", "c3"], ["a3"], name="conv3", strides=[2, 2],
+            "Conv",
+            ["a2", "C3", "c3"],
+            ["a3"],
+            name="conv3",
+            strides=[2, 2],
             auto_pad="SAME_UPPER",
-        ),  # fmt: skip
+        ),
         helper.make_node("Reshape", ["a3", "shape1d"], ["s1"]),
         helper.make_node(
             "Conv", ["s1", "C4"], ["a4"], name="conv4", strides=[2], auto_pad="SAME_LOWER"
@@ -119,3 +129,29 @@ def cnn_model(seed: int = 0) -> onnx.ModelProto:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def compile_model(
+    model: onnx.ModelProto, out_dir: Path, name: str = "model", **options: Any
+) -> Path:
+    """Save `model` to out_dir, compile it there, return the compiled model's path."""
+    source = save(model, out_dir / f"{name}.onnx")
+    output = out_dir / f"{name}.dc.onnx"
+    dc_onnx.compile(source, output, dc_onnx.CompileOptions(**options))
+    return output
+
+
+def lower_only(model: onnx.ModelProto, out_dir: Path, index_bits: int = 5) -> Path:
+    """Encode a model whose weights already have <= 256 values, nothing else changed."""
+    import onnx_ir as ir
+
+    from dc_onnx.io import save_compiled
+    from dc_onnx.passes.lower import LowerOptions, LowerPass
+    from dc_onnx.pipeline import run_passes
+
+    compiled, _ = run_passes(
+        ir.from_proto(model), [LowerPass(LowerOptions(index_bits, index_bits))]
+    )
+    output = out_dir / "lowered.dc.onnx"
+    save_compiled(compiled, output)
+    return output

@@ -41,7 +41,9 @@ def test_huffman_limits_code_length_and_keeps_kraft() -> None:
     lengths = huffman.code_lengths(symbols, 32)
     assert int(lengths.max()) == huffman.MAX_CODE_LEN
     assert sum(2.0 ** -int(n) for n in lengths if n) <= 1.0
-    assert np.array_equal(huffman.decode(huffman.encode(symbols, lengths), lengths, symbols.size), symbols)
+    assert np.array_equal(
+        huffman.decode(huffman.encode(symbols, lengths), lengths, symbols.size), symbols
+    )
 
 
 def test_canonical_codes_follow_deflate_order() -> None:
@@ -97,7 +99,7 @@ def test_relative_index_rejects_positions_past_the_end() -> None:
 )
 def test_encode_decode_round_trip(codes, k, index_bits, density) -> None:  # type: ignore[no-untyped-def]
     keep = np.random.default_rng(int(codes.sum())).random(codes.shape) < density
-    codes = np.where(keep, codes % k, 0).astype(np.uint8)
+    codes = np.where(keep, codes.astype(np.int64) % k, 0).astype(np.uint8)
     codebook = np.concatenate([[0.0], np.linspace(-1, 1, k - 1)]).astype(np.float32)
     encoded = encode_weight(codes, codebook, index_bits)
     assert np.array_equal(decode_weight(encoded, codes.shape), codebook[codes])

@@ -6,9 +6,9 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from conftest import make_model
 from onnx import helper
 
+from conftest import make_model
 from dc_onnx.errors import CompileError
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.canonicalize import CanonicalizePass
@@ -46,7 +46,9 @@ def test_canonicalize_leaves_a_canonical_model_alone(rng: np.random.Generator) -
 def test_canonicalize_lifts_constant_weights(rng: np.random.Generator) -> None:
     w = rng.standard_normal((16, 4)).astype(np.float32)
     nodes = [
-        helper.make_node("Constant", [], ["W"], value=helper.make_tensor("W", 1, w.shape, w.ravel())),
+        helper.make_node(
+            "Constant", [], ["W"], value=helper.make_tensor("W", 1, w.shape, w.ravel())
+        ),
         helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
     ]
     model = ir.from_proto(make_model(nodes, {"x": ["N", 16]}, {"y": ["N", 4]}, {}))
@@ -229,5 +231,7 @@ def test_lower_refuses_unclustered_weights(rng: np.random.Generator) -> None:
 def test_pipeline_names_the_failing_pass_and_its_predecessors(rng: np.random.Generator) -> None:
     model = _fc(rng.standard_normal((16, 64)).astype(np.float32))
     passes = [CanonicalizePass(), PrunePass(PrunePolicy(sparsity=0.5)), LowerPass(LowerOptions())]
-    with pytest.raises(CompileError, match=r"pass 'lower' failed \(passes run before it: canonicalize, prune\)"):
+    with pytest.raises(
+        CompileError, match=r"pass 'lower' failed \(passes run before it: canonicalize, prune\)"
+    ):
         run_passes(model, passes)

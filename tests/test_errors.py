@@ -1,0 +1,109 @@
+"""Bad input fails with a clear error, never a crash, and never loses or half-writes files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import dc_onnx
+from conftest import cnn_model, compile_model, make_model, mlp_model, run, save
+from dc_onnx.codecs.container import header_size, parse_header
+
+
+def _tiny_model() -> onnx.ModelProto:
+    w = np.random.default_rng(0).standard_normal((12, 6)).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="tiny")
+    return make_model([node], {"x": ["N", 12]}, {"y": ["N", 6]}, {"W": w})
+
+
+def _session_error(path: Path) -> str:
+    with pytest.raises(Exception) as info:
+        run(path, {"x": np.zeros((1, 12), np.float32)})
+    return str(info.value)
+
+
+def test_every_flipped_byte_of_the_side_file_is_detected(tmp_path: Path) -> None:
+    compiled = compile_model(_tiny_model(), tmp_path, sparsity=0.5, bits_fc=3)
+    side = compiled.with_suffix(".dcw")
+    original = side.read_bytes()
+    for offset in range(len(original)):
+        corrupted = bytearray(original)
+        corrupted[offset] ^= 0x10
+        side.write_bytes(bytes(corrupted))
+        message = _session_error(compiled)
+        assert "dc_onnx" in message and ("tiny" in message or "header" in message), offset
+
+
+def test_flipped_bytes_in_a_larger_model_name_the_layer(tmp_path: Path) -> None:
+    compiled = compile_model(cnn_model(), tmp_path, sparsity=0.5)
+    side = compiled.with_suffix(".dcw")
+    original = side.read_bytes()
+    toc = parse_header(original[: header_size(int.from_bytes(original[12:16], "little"))])
+    rng = np.random.default_rng(0)
+    for entry in toc:
+        if entry.nbytes == 0:
+            continue
+        offset = entry.offset + int(rng.integers(entry.nbytes))
+        corrupted = bytearray(original)
+        corrupted[offset] ^= 0x01
+        side.write_bytes(bytes(corrupted))
+        with pytest.raises(Exception, match=r"layer '(conv\d|fc)'.*CRC"):
+            dc_onnx.InferenceSession(compiled)
+
+
+def test_truncated_side_file_fails_at_session_creation(tmp_path: Path) -> None:
+    compiled = compile_model(_tiny_model(), tmp_path, sparsity=0.5)
+    side = compiled.with_suffix(".dcw")
+    side.write_bytes(side.read_bytes()[:-3])
+    assert _session_error(compiled)
+
+
+def test_missing_side_file_fails_at_session_creation(tmp_path: Path) -> None:
+    compiled = compile_model(_tiny_model(), tmp_path, sparsity=0.5)
+    compiled.with_suffix(".dcw").unlink()
+    assert _session_error(compiled)
+
+
+def test_not_an_onnx_file(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"this is not protobuf \xff\xfe")
+    with pytest.raises(dc_onnx.InputError, match=r"not .*ONNX model"):
+        dc_onnx.compile(bogus, tmp_path / "out.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bogus.onnx"]
+
+
+def test_missing_input_file(tmp_path: Path) -> None:
+    with pytest.raises(dc_onnx.InputError, match="no such file"):
+        dc_onnx.compile(tmp_path / "absent.onnx", tmp_path / "out.onnx")
+
+
+def test_model_with_nothing_to_compress(tmp_path: Path) -> None:
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [4]}, {"y": [4]}, {})
+    with pytest.raises(dc_onnx.InputError, match="nothing to compress"):
+        dc_onnx.compile(save(model, tmp_path / "relu.onnx"), tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    before = source.read_bytes()
+    with pytest.raises(dc_onnx.InputError, match="overwrite"):
+        dc_onnx.compile(source, source)
+    assert source.read_bytes() == before
+
+
+def test_compiling_a_compiled_model_is_refused(tmp_path: Path) -> None:
+    compiled = compile_model(mlp_model(), tmp_path, sparsity=0.5)
+    with pytest.raises(dc_onnx.CompileError, match="already compiled"):
+        dc_onnx.compile(compiled, tmp_path / "twice.onnx")
+
+
+def test_failed_write_leaves_no_files(tmp_path: Path) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    with pytest.raises(dc_onnx.InputError, match="does not exist"):
+        dc_onnx.compile(source, tmp_path / "missing-dir" / "out.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
