@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dc_onnx.compiler import CompileOptions, compile
+from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
 from dc_onnx.errors import DcOnnxError
 from dc_onnx.verify import load_inputs, verify
 
@@ -54,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="GLOB=S,...",
         help="per-layer sparsity by glob on node or weight names (first match wins)",
     )
-    c.add_argument("--quality", type=float, help="prune |w| < quality * std(W) (Han et al. 2015)")
+    c.add_argument(
+        "--quality", type=float, default=DEFAULT_QUALITY,
+        help=f"prune |w| < quality * std(W) where no sparsity is set (default {DEFAULT_QUALITY};"
+        " 0 disables)",
+    )  # fmt: skip
     c.add_argument("--bits-conv", type=_bits, default=8, help="weight bits, conv (default 8)")
     c.add_argument("--bits-fc", type=_bits, default=5, help="weight bits, fc (default 5)")
     c.add_argument("--index-bits-conv", type=_bits, default=8, help="index bits, conv (8)")

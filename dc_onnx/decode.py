@@ -55,6 +55,7 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
         gaps=raw[2],
         code_lengths=np.frombuffer(raw[3], dtype=np.uint8),
         num_entries=int(attrs["num_entries"]),  # type: ignore[call-overload]
+        num_codes=toc[attrs["stream_ids"][1]].count,  # type: ignore[index]
         index_bits=int(attrs["index_bits"]),  # type: ignore[call-overload]
     )
     shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]

@@ -15,21 +15,21 @@ class LayerReport:
     op: str
     weights: int
     density: float  # fraction of weights kept (non-zero)
-    entries: int  # stored entries, fillers included
+    entries: int  # relative indices, escapes included
     codebook_size: int
-    weight_bits: int  # per entry after quantization (P+Q)
-    weight_bits_huffman: float  # per entry after Huffman (P+Q+H)
+    weight_bits: int  # per stored weight after quantization (P+Q)
+    weight_bits_huffman: float  # per stored weight after Huffman (P+Q+H)
     index_bits: int
-    index_bits_huffman: float
+    index_bits_huffman: float  # per stored weight, escapes' share included
     rate_pq: float  # compression rate of pruning + quantization
     rate_pqh: float  # ... plus Huffman coding
 
     @classmethod
     def from_lower_stats(cls, name: str, s: dict[str, Any]) -> LayerReport:
-        k, m, n = s["codebook_size"], s["entries"], s["weights"]
+        k, m, n, stored = s["codebook_size"], s["entries"], s["weights"], s["stored"]
         weight_bits = max(1, math.ceil(math.log2(k)))
         codebook_bits = FLOAT_BITS * k
-        pq_bits = m * (weight_bits + s["index_bits"]) + codebook_bits
+        pq_bits = stored * weight_bits + m * s["index_bits"] + codebook_bits
         lengths_bits = 8 * (k + (1 << s["index_bits"]))
         pqh_bits = 8 * (s["codes_bytes"] + s["gaps_bytes"]) + codebook_bits + lengths_bits
         return cls(
@@ -40,9 +40,9 @@ class LayerReport:
             entries=m,
             codebook_size=k,
             weight_bits=weight_bits,
-            weight_bits_huffman=8 * s["codes_bytes"] / max(m, 1),
+            weight_bits_huffman=8 * s["codes_bytes"] / max(stored, 1),
             index_bits=s["index_bits"],
-            index_bits_huffman=8 * s["gaps_bytes"] / max(m, 1),
+            index_bits_huffman=8 * s["gaps_bytes"] / max(stored, 1),
             rate_pq=FLOAT_BITS * n / pq_bits,
             rate_pqh=FLOAT_BITS * n / pqh_bits,
         )

@@ -92,8 +92,8 @@ def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
 def _stream(array: np.ndarray, k: int, encoded: EncodedWeight) -> Stream:
     """A TOC stream; `count` is symbols for the Huffman streams, elements otherwise."""
     kind = _STREAM_KINDS[k]
-    huffman = kind in (StreamKind.CODES, StreamKind.GAPS)
-    return Stream(kind, array.tobytes(), encoded.num_entries if huffman else int(array.size))
+    count = {StreamKind.CODES: encoded.num_codes, StreamKind.GAPS: encoded.num_entries}
+    return Stream(kind, array.tobytes(), count.get(kind, int(array.size)))
 
 
 def _compressed_node(
@@ -191,6 +191,7 @@ def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
         "weights": int(stored.size),
         "nonzeros": int(np.count_nonzero(stored)),
         "entries": enc.num_entries,
+        "stored": enc.num_codes,
         "codebook_size": int(enc.codebook.size),
         "index_bits": enc.index_bits,
         "codes_bytes": len(enc.codes),

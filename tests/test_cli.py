@@ -46,7 +46,7 @@ def test_verify_reports_errors_and_agreement(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
-    main(["compile", str(source), "--quiet", "--bits-fc", "8"])
+    main(["compile", str(source), "--quiet", "--bits-fc", "8", "--quality", "0"])
     inputs = tmp_path / "inputs.npz"
     x = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
     np.savez(inputs, x=x)

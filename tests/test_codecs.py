@@ -74,20 +74,24 @@ def test_huffman_rejects_invalid_lengths() -> None:
         huffman.check_lengths(np.array([13, 1], dtype=np.uint8))
 
 
-def test_relative_index_inserts_fillers_for_long_gaps() -> None:
+def test_relative_index_escapes_long_gaps() -> None:
     codes = np.zeros(40, dtype=np.uint8)
     codes[[0, 3, 35]] = [5, 6, 7]
-    gaps, entry_codes = sparse_index.to_entries(codes, index_bits=3)  # max gap 7
-    # 31 zeros between positions 3 and 35: three fillers of 8 positions, then gap 7.
-    assert gaps.tolist() == [0, 2, 7, 7, 7, 7]
-    assert entry_codes.tolist() == [5, 6, 0, 0, 0, 7]
-    assert np.array_equal(sparse_index.from_entries(gaps, entry_codes, 40), codes)
+    gaps, stored = sparse_index.to_entries(codes, index_bits=3)  # escape symbol 7
+    # 31 zeros between positions 3 and 35: four escapes of 7 zeros, then a gap of 3.
+    assert gaps.tolist() == [0, 2, 7, 7, 7, 7, 3]
+    assert stored.tolist() == [5, 6, 7]
+    assert np.array_equal(sparse_index.from_entries(gaps, stored, 40, 3), codes)
 
 
 def test_relative_index_rejects_positions_past_the_end() -> None:
     gaps = np.array([3, 3], dtype=np.uint8)
     with pytest.raises(sparse_index.SparseIndexError, match="beyond"):
-        sparse_index.from_entries(gaps, np.array([1, 1], dtype=np.uint8), 7)
+        sparse_index.from_entries(gaps, np.array([1, 1], dtype=np.uint8), 7, 3)
+    with pytest.raises(sparse_index.SparseIndexError, match="beyond"):
+        sparse_index.from_entries(np.array([7, 7], np.uint8), np.zeros(0, np.uint8), 13, 3)
+    with pytest.raises(sparse_index.SparseIndexError, match="codes for"):
+        sparse_index.from_entries(gaps, np.array([1], dtype=np.uint8), 70, 3)
 
 
 @settings(max_examples=60, deadline=None)

@@ -17,7 +17,8 @@ class EncodedWeight:
     codes: bytes  # Huffman-coded codebook indices
     gaps: bytes  # Huffman-coded relative indices
     code_lengths: np.ndarray  # uint8 [k + 2**index_bits]
-    num_entries: int
+    num_entries: int  # gap symbols, escapes included
+    num_codes: int  # code symbols: one per stored weight
     index_bits: int
 
     @property
@@ -44,7 +45,8 @@ def encode_weight(code_matrix: np.ndarray, codebook: np.ndarray, index_bits: int
         codes=huffman.encode(codes, codes_len),
         gaps=huffman.encode(gaps, gaps_len),
         code_lengths=np.concatenate([codes_len, gaps_len]),
-        num_entries=int(codes.size),
+        num_entries=int(gaps.size),
+        num_codes=int(codes.size),
         index_bits=index_bits,
     )
 
@@ -54,11 +56,17 @@ def decode_codes(encoded: EncodedWeight, size: int) -> np.ndarray:
     expected = encoded.codebook.size + (1 << encoded.index_bits)
     if encoded.code_lengths.size != expected:
         raise huffman.HuffmanError(f"{encoded.code_lengths.size} code lengths, expected {expected}")
-    codes = huffman.decode(encoded.codes, encoded.codes_lengths, encoded.num_entries)
     gaps = huffman.decode(encoded.gaps, encoded.gaps_lengths, encoded.num_entries)
+    escape = sparse_index.escape_symbol(encoded.index_bits)
+    num_codes = int(np.count_nonzero(gaps != escape))
+    if num_codes != encoded.num_codes:
+        raise sparse_index.SparseIndexError(
+            f"gaps imply {num_codes} codes, the stream header says {encoded.num_codes}"
+        )
+    codes = huffman.decode(encoded.codes, encoded.codes_lengths, num_codes)
     if codes.size and int(codes.max()) >= encoded.codebook.size:
         raise sparse_index.SparseIndexError("a code is outside the codebook")
-    return sparse_index.from_entries(gaps, codes, size)
+    return sparse_index.from_entries(gaps, codes, size, encoded.index_bits)
 
 
 def decode_weight(encoded: EncodedWeight, shape: tuple[int, ...]) -> np.ndarray:

@@ -104,11 +104,14 @@ def encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
         raise HuffmanError("a symbol has no code")
     codes = canonical_codes(lengths)[symbols]
     lens = lengths[symbols].astype(np.int64)
-    # Bit j of each code, most significant first; only the first `len` columns are real.
-    shifts = lens[:, None] - 1 - np.arange(MAX_CODE_LEN)[None, :]
-    bits = (codes[:, None] >> np.maximum(shifts, 0).astype(np.uint32)) & 1
-    keep = shifts >= 0
-    return np.packbits(bits[keep].astype(np.uint8)).tobytes()
+    starts = np.cumsum(lens) - lens
+    bits = np.zeros(int(starts[-1] + lens[-1]), dtype=np.uint8)
+    # One pass per bit position keeps memory at one byte per output bit.
+    for j in range(int(lens.max())):
+        has = lens > j
+        shift = (lens[has] - 1 - j).astype(np.uint32)
+        bits[starts[has] + j] = (codes[has] >> shift) & 1
+    return np.packbits(bits).tobytes()
 
 
 def decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

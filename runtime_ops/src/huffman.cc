@@ -1,0 +1,81 @@
+#include "huffman.h"
+
+#include <string>
+
+#include "errors.h"
+
+namespace dc_onnx {
+
+HuffmanTable::HuffmanTable(const uint8_t* lengths, size_t num_symbols, uint64_t num_entries,
+                           const char* name)
+    : name_(name) {
+  const std::string what = std::string(name) + " code lengths: ";
+  uint32_t kraft = 0;  // sum of 2^(12 - len): at most 256 * 2^11, no overflow
+  size_t used = 0;
+  for (size_t s = 0; s < num_symbols; ++s) {
+    const unsigned len = lengths[s];
+    if (len > kMaxCodeLen)
+      fail(what + "symbol " + std::to_string(s) + " has length " + std::to_string(len) +
+           " (maximum 12)");
+    if (len != 0) {
+      kraft += 1u << (kMaxCodeLen - len);
+      ++used;
+    }
+  }
+  if (kraft > (1u << kMaxCodeLen)) fail(what + "Kraft sum above 1 (not a prefix code)");
+  if (num_entries > 0 && used == 0) fail(what + "the stream has entries but no symbol has a code");
+
+  // Canonical assignment as in DEFLATE; each code of length L fills 2^(12-L) slots.
+  uint32_t code = 0;
+  for (unsigned len = 1; len <= kMaxCodeLen; ++len) {
+    for (size_t s = 0; s < num_symbols; ++s) {
+      if (lengths[s] != len) continue;
+      const uint32_t first = code << (kMaxCodeLen - len);
+      const uint32_t span = 1u << (kMaxCodeLen - len);
+      const auto entry = static_cast<uint16_t>(len << 8 | s);
+      for (uint32_t i = 0; i < span; ++i) table_[first + i] = entry;
+      ++code;
+    }
+    code <<= 1;
+  }
+}
+
+void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size_t count) const {
+  const std::string what = std::string(name_) + " stream: ";
+  const uint64_t total_bits = uint64_t{nbytes} * 8;
+  uint64_t consumed = 0;  // bits taken by decoded codes
+  uint64_t buf = 0;       // next bits of the stream, MSB-aligned; zeros past the end
+  unsigned nbits = 0;     // bits of `buf` that have been filled
+  size_t pos = 0;         // next byte to load (may run past nbytes: those load as 0)
+  for (size_t i = 0; i < count; ++i) {
+    while (nbits <= 56) {
+      const uint64_t byte = pos < nbytes ? data[pos] : 0;
+      buf |= byte << (56 - nbits);
+      ++pos;
+      nbits += 8;
+    }
+    const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
+    const unsigned len = entry >> 8;
+    if (len == 0) {
+      if (consumed + kMaxCodeLen > total_bits)
+        fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
+             " symbols (truncated)");
+      fail(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
+    }
+    if (consumed + len > total_bits)
+      fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
+           " symbols (truncated)");
+    out[i] = static_cast<uint8_t>(entry & 0xFFu);
+    buf <<= len;
+    nbits -= len;
+    consumed += len;
+  }
+  const uint64_t used_bytes = (consumed + 7) / 8;
+  if (used_bytes != nbytes)
+    fail(what + std::to_string(nbytes - used_bytes) + " trailing bytes after the last symbol");
+  // The refill above always holds >= 45 loaded bits here, so the pad bits are in `buf`.
+  const auto pad = static_cast<unsigned>(used_bytes * 8 - consumed);
+  if (pad != 0 && (buf >> (64 - pad)) != 0) fail(what + "non-zero padding bits");
+}
+
+}  // namespace dc_onnx

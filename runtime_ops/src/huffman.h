@@ -1,0 +1,31 @@
+// Canonical Huffman decoding (docs/format.md, "Canonical Huffman streams"): code
+// lengths <= 12, so one 4096-entry table decodes any symbol with a single look-up.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+namespace dc_onnx {
+
+constexpr unsigned kMaxCodeLen = 12;
+
+class HuffmanTable {
+ public:
+  // Builds the table from one code length per symbol (0 = unused). `name` labels
+  // errors. `num_symbols` <= 256. Throws dc_onnx::Error on a length above 12, a Kraft
+  // sum above 1, or (when `num_entries` > 0) no used symbol at all.
+  HuffmanTable(const uint8_t* lengths, size_t num_symbols, uint64_t num_entries,
+               const char* name);
+
+  // Decodes exactly `count` symbols from `nbytes` bytes into `out`. The stream must end
+  // right after the last code, padded with zero bits. Never reads outside `data`.
+  void decode(const uint8_t* data, size_t nbytes, uint8_t* out, size_t count) const;
+
+ private:
+  // Entry = (code length << 8) | symbol; length 0 marks a bit pattern that is no code.
+  std::array<uint16_t, size_t{1} << kMaxCodeLen> table_{};
+  const char* name_;
+};
+
+}  // namespace dc_onnx

@@ -1,0 +1,63 @@
+// What every compressed op does at kernel creation: read attributes, fetch the
+// constant inputs 1-5, validate them against the side-file header and decode the
+// weight once. Also small tensor helpers shared by the kernels.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+#include "ort_api.h"
+#include "sparse_weight.h"
+
+namespace dc_onnx {
+
+// Optional attributes: std::nullopt when the node does not carry them.
+std::optional<int64_t> attr_int(const OrtKernelInfo* info, const char* name);
+std::optional<float> attr_float(const OrtKernelInfo* info, const char* name);
+std::optional<std::string> attr_string(const OrtKernelInfo* info, const char* name);
+std::optional<std::vector<int64_t>> attr_ints(const OrtKernelInfo* info, const char* name);
+
+// Required attributes: throw dc_onnx::Error naming the attribute when missing.
+int64_t required_int(const OrtKernelInfo* info, const char* name);
+std::vector<int64_t> required_ints(const OrtKernelInfo* info, const char* name);
+
+// "dc_onnx: layer '<layer attribute or node name>': ", the prefix of every message.
+std::string layer_prefix(const OrtKernelInfo* info);
+
+// Runs `body`, rethrowing any exception as dc_onnx::Error whose message starts with
+// `prefix`, so every failure names its layer.
+template <typename F>
+void with_layer(const std::string& prefix, F&& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    throw Error(prefix + e.what(), e.code());
+  } catch (const Ort::Exception& e) {
+    throw Error(prefix + e.what(), e.GetOrtErrorCode());
+  } catch (const std::bad_alloc&) {
+    throw Error(prefix + "out of memory", ORT_FAIL);
+  } catch (const std::exception& e) {
+    throw Error(prefix + e.what(), ORT_FAIL);
+  }
+}
+
+// Reads and validates inputs 1-5 and the stream attributes, then decodes the stored
+// [rows, cols] matrix. Throws dc_onnx::Error (without the layer prefix).
+CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_t cols);
+
+// Checks a weight_shape attribute: `rank` dims (any of `ranks`), each in 1..2^31-1.
+void check_weight_shape(const std::vector<int64_t>& shape, std::initializer_list<size_t> ranks);
+
+// Run-time view of an input tensor.
+struct InputTensor {
+  const float* data = nullptr;
+  std::vector<int64_t> shape;
+  size_t count = 0;
+};
+InputTensor float_input(const Ort::KernelContext& ctx, size_t index);
+std::string shape_str(const std::vector<int64_t>& shape);
+
+}  // namespace dc_onnx

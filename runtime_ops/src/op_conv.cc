@@ -1,0 +1,275 @@
+// CompressedConv: ONNX Conv (1-D, 2-D) computed tap by tap from the non-zero kernel
+// weights: each tap adds value * (the input shifted by the tap's offset) to the output
+// plane, so the work is proportional to the non-zeros and no im2col buffer is built.
+// Parallel over (image, output channel) planes.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "kernel_info.h"
+#include "ops.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace dc_onnx {
+namespace {
+
+std::vector<int64_t> ints_or(const OrtKernelInfo* info, const char* name, size_t size,
+                             int64_t fill_value) {
+  auto v = attr_ints(info, name);
+  if (!v) return std::vector<int64_t>(size, fill_value);
+  if (v->size() != size)
+    fail(std::string("attribute '") + name + "' must have " + std::to_string(size) + " values");
+  return *v;
+}
+
+// Output length and leading pad along one axis (ONNX Conv / ORT rules for auto_pad).
+int64_t output_size(const std::string& auto_pad, int64_t in, int64_t k, int64_t stride,
+                    int64_t dilation, int64_t pad_begin, int64_t pad_end, int64_t* pad_used) {
+  const int64_t span = dilation * (k - 1) + 1;
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    // As ORT: the total pad may be negative (stride > kernel crops the input), and the
+    // head pad rounds toward zero. ORT itself refuses dilations here; we use the span.
+    const int64_t out = (in + stride - 1) / stride;
+    const int64_t total = (out - 1) * stride + span - in;
+    *pad_used = auto_pad == "SAME_UPPER" ? total / 2 : (total + 1) / 2;
+    return out;
+  }
+  if (auto_pad == "VALID") pad_begin = pad_end = 0;
+  *pad_used = pad_begin;
+  const int64_t padded = in + pad_begin + pad_end;
+  if (padded < span)
+    fail_input("input length " + std::to_string(in) + " (padded " + std::to_string(padded) +
+               ") is shorter than the dilated kernel (" + std::to_string(span) + ")");
+  return (padded - span) / stride + 1;
+}
+
+// Output positions o in [0, out) whose input position o * stride + offset lies in [0, in).
+void valid_range(int64_t offset, int64_t stride, int64_t in, int64_t out, int64_t* lo,
+                 int64_t* hi) {
+  *lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  *hi = in - 1 - offset < 0 ? 0 : std::min(out, (in - 1 - offset) / stride + 1);
+}
+
+// Everything the per-plane jobs need for one Run.
+struct Plan {
+  const float* x;  // input, or its zero-padded copy (then pad_top = pad_left = 0)
+  int64_t channels, in_h, in_w;
+  int64_t out_h, out_w, pad_top, pad_left;
+  int64_t sh, sw, dh, dw;
+  int64_t out_channels, out_per_group, in_per_group;
+  const size_t* tap_ptr;
+  const ConvKernel::Tap* taps;
+  const float* bias;
+  float* y;
+};
+
+// General path, any stride and padding: per tap, one shifted axpy per output row.
+DC_ONNX_HOT void plane_by_rows(const Plan& p, int64_t job) {
+  const int64_t n = job / p.out_channels;
+  const int64_t o = job % p.out_channels;
+  const int64_t plane_in = p.in_h * p.in_w;
+  const int64_t plane_out = p.out_h * p.out_w;
+  float* yp = p.y + job * plane_out;
+  std::fill(yp, yp + plane_out, 0.0f);
+  const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
+  for (size_t i = p.tap_ptr[o]; i < p.tap_ptr[o + 1]; ++i) {
+    const ConvKernel::Tap& tap = p.taps[i];
+    const int64_t off_h = tap.ky * p.dh - p.pad_top;
+    const int64_t off_w = tap.kx * p.dw - p.pad_left;
+    int64_t h0, h1, w0, w1;
+    valid_range(off_h, p.sh, p.in_h, p.out_h, &h0, &h1);
+    valid_range(off_w, p.sw, p.in_w, p.out_w, &w0, &w1);
+    if (w0 >= w1) continue;
+    const float v = tap.value;
+    const float* xc = xg + tap.channel * plane_in;
+    const int64_t len = w1 - w0;
+    for (int64_t oh = h0; oh < h1; ++oh) {
+      float* yr = yp + oh * p.out_w + w0;
+      const float* xr = xc + (oh * p.sh + off_h) * p.in_w + (w0 * p.sw + off_w);
+      if (p.sw == 1) {
+        for (int64_t q = 0; q < len; ++q) yr[q] += v * xr[q];
+      } else {
+        for (int64_t q = 0; q < len; ++q) yr[q] += v * xr[q * p.sw];
+      }
+    }
+  }
+  if (p.bias != nullptr)
+    for (int64_t q = 0; q < plane_out; ++q) yp[q] += p.bias[o];
+}
+
+// Stride 1 over a padded input of width in_w: output (oh, ow) reads input
+// (oh + ky*dh, ow + kx*dw), so with rows kept at the input's width every tap is ONE
+// long axpy over the plane. Columns ow >= out_w are scratch, dropped when copying out.
+DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job, float* scratch) {
+  const int64_t n = job / p.out_channels;
+  const int64_t o = job % p.out_channels;
+  const int64_t plane_in = p.in_h * p.in_w;
+  const int64_t plane_out = p.out_h * p.out_w;
+  const int64_t len = (p.out_h - 1) * p.in_w + p.out_w;  // stays inside the input plane
+  float* yp = p.y + job * plane_out;
+  float* acc = p.in_w == p.out_w ? yp : scratch;
+  std::fill(acc, acc + len, 0.0f);
+  const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
+  for (size_t i = p.tap_ptr[o]; i < p.tap_ptr[o + 1]; ++i) {
+    const ConvKernel::Tap& tap = p.taps[i];
+    const float v = tap.value;
+    const float* xr = xg + tap.channel * plane_in + tap.ky * p.dh * p.in_w + tap.kx * p.dw;
+    for (int64_t q = 0; q < len; ++q) acc[q] += v * xr[q];
+  }
+  if (acc != yp)
+    for (int64_t oh = 0; oh < p.out_h; ++oh)
+      std::copy(acc + oh * p.in_w, acc + oh * p.in_w + p.out_w, yp + oh * p.out_w);
+  if (p.bias != nullptr)
+    for (int64_t q = 0; q < plane_out; ++q) yp[q] += p.bias[o];
+}
+
+// Copies x [planes, h, w] into out [planes, h + top + bottom, w + left + right], zeros around.
+void pad_planes(const float* x, int64_t planes, int64_t h, int64_t w, int64_t top, int64_t left,
+                int64_t hp, int64_t wp, float* out) {
+  std::fill(out, out + planes * hp * wp, 0.0f);
+  for (int64_t c = 0; c < planes; ++c)
+    for (int64_t r = 0; r < h; ++r)
+      std::copy(x + (c * h + r) * w, x + (c * h + r + 1) * w, out + (c * hp + r + top) * wp + left);
+}
+
+constexpr int64_t kFlatMaxPlane = 16384;  // larger planes have long rows: row path is fine
+constexpr size_t kFlatMaxTasks = 256;     // bounds the scratch memory of the flat path
+
+}  // namespace
+
+ConvKernel::ConvKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
+  with_layer(prefix_, [&] {
+    const std::vector<int64_t> shape = required_ints(info, "weight_shape");
+    check_weight_shape(shape, {3, 4});
+    one_d_ = shape.size() == 3;
+    const size_t spatial = shape.size() - 2;
+    out_channels_ = shape[0];
+    in_per_group_ = shape[1];
+    kh_ = one_d_ ? 1 : shape[2];
+    kw_ = shape.back();
+
+    group_ = attr_int(info, "group").value_or(1);
+    if (group_ < 1 || out_channels_ % group_ != 0)
+      fail("group " + std::to_string(group_) + " does not divide the " +
+           std::to_string(out_channels_) + " output channels");
+    if (auto ks = attr_ints(info, "kernel_shape");
+        ks && !std::equal(ks->begin(), ks->end(), shape.begin() + 2, shape.end()))
+      fail("kernel_shape " + shape_str(*ks) + " disagrees with weight_shape " + shape_str(shape));
+    const std::vector<int64_t> strides = ints_or(info, "strides", spatial, 1);
+    const std::vector<int64_t> dilations = ints_or(info, "dilations", spatial, 1);
+    const std::vector<int64_t> pads = ints_or(info, "pads", 2 * spatial, 0);
+    for (int64_t v : strides) if (v < 1) fail("strides must be >= 1");
+    for (int64_t v : dilations) if (v < 1) fail("dilations must be >= 1");
+    for (int64_t v : pads) if (v < 0) fail("pads must be >= 0");
+    auto_pad_ = attr_string(info, "auto_pad").value_or("NOTSET");
+    if (auto_pad_ != "NOTSET" && auto_pad_ != "VALID" && auto_pad_ != "SAME_UPPER" &&
+        auto_pad_ != "SAME_LOWER")
+      fail("unknown auto_pad '" + auto_pad_ + "'");
+    if (one_d_) {
+      sw_ = strides[0];
+      dw_ = dilations[0];
+      pads_[1] = pads[0];
+      pads_[3] = pads[1];
+    } else {
+      sh_ = strides[0];
+      sw_ = strides[1];
+      dh_ = dilations[0];
+      dw_ = dilations[1];
+      std::copy(pads.begin(), pads.end(), pads_);
+    }
+
+    const int64_t taps_per_channel = kh_ * kw_;  // dims <= 2^31-1: no overflow here
+    if (taps_per_channel > INT32_MAX / in_per_group_)
+      fail("weight_shape " + shape_str(shape) + " is too large");
+    const CsrMatrix w =
+        load_compressed_weight(info, out_channels_, in_per_group_ * taps_per_channel);
+    tap_ptr_.assign(w.row_ptr.begin(), w.row_ptr.end());
+    taps_.reserve(w.val.size());
+    for (size_t j = 0; j < w.val.size(); ++j) {
+      const int64_t c = w.col[j];
+      const int64_t r = c % taps_per_channel;
+      taps_.push_back({c / taps_per_channel, r / kw_, r % kw_, w.val[j]});
+    }
+  });
+}
+
+void ConvKernel::compute(OrtKernelContext* context) const {
+  with_layer(prefix_, [&] {
+    const Ort::KernelContext ctx(context);
+    const InputTensor x = float_input(ctx, 0);
+    const size_t want_rank = one_d_ ? 3 : 4;
+    if (x.shape.size() != want_rank)
+      fail_input("X must have rank " + std::to_string(want_rank) + ", got shape " +
+                 shape_str(x.shape));
+    const int64_t batch = x.shape[0];
+    const int64_t channels = x.shape[1];
+    if (channels != in_per_group_ * group_)
+      fail_input("X of shape " + shape_str(x.shape) + " has " + std::to_string(channels) +
+                 " channels, the weight expects " + std::to_string(in_per_group_ * group_));
+    const int64_t in_h = one_d_ ? 1 : x.shape[2];
+    const int64_t in_w = x.shape.back();
+    int64_t pad_top = 0, pad_left = 0;
+    const int64_t out_h = one_d_ ? 1 : output_size(auto_pad_, in_h, kh_, sh_, dh_, pads_[0],
+                                                   pads_[2], &pad_top);
+    const int64_t out_w = output_size(auto_pad_, in_w, kw_, sw_, dw_, pads_[1], pads_[3],
+                                      &pad_left);
+
+    const float* bias = nullptr;
+    if (ctx.GetInputCount() > 6 && ctx.GetInput(6) != nullptr) {
+      const InputTensor b = float_input(ctx, 6);
+      if (b.shape.size() != 1 || b.shape[0] != out_channels_)
+        fail_input("bias B of shape " + shape_str(b.shape) + " must be [" +
+                   std::to_string(out_channels_) + "]");
+      bias = b.data;
+    }
+    std::vector<int64_t> y_shape = {batch, out_channels_, out_h, out_w};
+    if (one_d_) y_shape.erase(y_shape.begin() + 2);
+    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
+    const int64_t jobs = batch * out_channels_;  // one (image, output channel) plane each
+    if (jobs == 0 || out_h * out_w == 0) return;
+
+    Plan plan{x.data, channels, in_h, in_w, out_h, out_w, pad_top, pad_left, sh_, sw_, dh_, dw_,
+              out_channels_, out_channels_ / group_, in_per_group_, tap_ptr_.data(),
+              taps_.data(), bias, y};
+    // The flat path needs stride 1 and non-negative pads on all four sides.
+    const int64_t hp = out_h + dh_ * (kh_ - 1);
+    const int64_t wp = out_w + dw_ * (kw_ - 1);
+    const bool flat = sh_ == 1 && sw_ == 1 && pad_top >= 0 && pad_left >= 0 &&
+                      hp >= in_h + pad_top && wp >= in_w + pad_left && out_h * wp <= kFlatMaxPlane;
+    const double taps_avg =
+        static_cast<double>(taps_.size()) / static_cast<double>(out_channels_) + 1.0;
+    size_t tasks = task_count(jobs, taps_avg * static_cast<double>(out_h * out_w));
+    if (flat) tasks = std::min(tasks, kFlatMaxTasks);
+    const int64_t chunk = (jobs + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
+    tasks = static_cast<size_t>((jobs + chunk - 1) / chunk);
+
+    if (!flat) {
+      parallel_for(ctx, tasks, [&](size_t t) {
+        const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
+        for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job)
+          plane_by_rows(plan, job);
+      });
+      return;
+    }
+    std::vector<float> padded;
+    if (hp != in_h || wp != in_w) {
+      padded.resize(static_cast<size_t>(batch * channels * hp * wp));
+      pad_planes(x.data, batch * channels, in_h, in_w, pad_top, pad_left, hp, wp, padded.data());
+      plan.x = padded.data();
+      plan.in_h = hp;
+      plan.in_w = wp;
+      plan.pad_top = plan.pad_left = 0;
+    }
+    const auto scratch_len = static_cast<size_t>((out_h - 1) * wp + out_w);
+    std::vector<float> scratch(wp == out_w ? 0 : tasks * scratch_len);
+    parallel_for(ctx, tasks, [&](size_t t) {
+      float* mine = scratch.empty() ? nullptr : scratch.data() + t * scratch_len;
+      const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
+      for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job)
+        plane_flat(plan, job, mine);
+    });
+  });
+}
+
+}  // namespace dc_onnx

@@ -1,0 +1,86 @@
+// CompressedGemm: ONNX Gemm with B replaced by the decoded sparse weight.
+#include <vector>
+
+#include "kernel_info.h"
+#include "ops.h"
+#include "sparse_matmul.h"
+
+namespace dc_onnx {
+namespace {
+
+constexpr int64_t kFewRows = 4;  // below this, per-row sparse dots beat the K-major path
+
+// Strides that read C, unidirectionally broadcast to [M, N] (scalar, [N], [1,N], [M,1],
+// [M,N], ...), as element offsets per step of m and of n.
+void broadcast_c(const std::vector<int64_t>& s, int64_t m, int64_t n, Epilogue& ep) {
+  auto bad = [&] {
+    fail_input("C of shape " + shape_str(s) + " does not broadcast to [" + std::to_string(m) +
+               "," + std::to_string(n) + "]");
+  };
+  if (s.size() > 2) bad();
+  const int64_t cm = s.size() == 2 ? s[0] : 1;
+  const int64_t cn = s.empty() ? 1 : s.back();
+  if ((cm != 1 && cm != m) || (cn != 1 && cn != n)) bad();
+  ep.c_sm = cm == 1 ? 0 : cn;
+  ep.c_sn = cn == 1 ? 0 : 1;
+}
+
+}  // namespace
+
+GemmKernel::GemmKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
+  with_layer(prefix_, [&] {
+    const std::vector<int64_t> shape = required_ints(info, "weight_shape");
+    check_weight_shape(shape, {2});
+    alpha_ = attr_float(info, "alpha").value_or(1.0f);
+    beta_ = attr_float(info, "beta").value_or(1.0f);
+    const int64_t trans_a = attr_int(info, "transA").value_or(0);
+    if (trans_a != 0 && trans_a != 1) fail("transA must be 0 or 1");
+    trans_a_ = trans_a == 1;
+    w_ = load_compressed_weight(info, shape[0], shape[1]);
+  });
+}
+
+void GemmKernel::compute(OrtKernelContext* context) const {
+  with_layer(prefix_, [&] {
+    const Ort::KernelContext ctx(context);
+    const InputTensor a = float_input(ctx, 0);
+    if (a.shape.size() != 2) fail_input("A must be 2-D, got shape " + shape_str(a.shape));
+    const int64_t m = trans_a_ ? a.shape[1] : a.shape[0];
+    const int64_t k = trans_a_ ? a.shape[0] : a.shape[1];
+    if (k != w_.cols)
+      fail_input("A of shape " + shape_str(a.shape) + (trans_a_ ? " (transA)" : "") +
+                 " has K=" + std::to_string(k) + " but the weight has K=" +
+                 std::to_string(w_.cols));
+    const int64_t n = w_.rows;
+
+    Epilogue ep;
+    ep.alpha = alpha_;
+    if (ctx.GetInputCount() > 6) {
+      const Ort::ConstValue c = ctx.GetInput(6);
+      if (c != nullptr) {
+        const InputTensor ct = float_input(ctx, 6);
+        broadcast_c(ct.shape, m, n, ep);
+        ep.c = ct.data;
+        ep.beta = beta_;
+      }
+    }
+    float* y = ctx.GetOutput(0, {m, n}).GetTensorMutableData<float>();
+    if (m == 0) return;
+
+    if (!trans_a_ && m < kFewRows) {
+      csr_rows_times_w(ctx, w_, a.data, m, k, y, ep);
+      return;
+    }
+    std::vector<float> at;  // A in K-major form; A^T already is when transA
+    const float* x = a.data;
+    if (!trans_a_) {
+      at.resize(static_cast<size_t>(m * k));
+      transpose(a.data, m, k, at.data());
+      x = at.data();
+    }
+    KMajorProblem pr{x, m, 0, m, 1, y, 1, n, 0};
+    csr_times_kmajor(ctx, w_, pr, ep);
+  });
+}
+
+}  // namespace dc_onnx

@@ -1,0 +1,75 @@
+// CompressedMatMul: ONNX MatMul with one operand replaced by the decoded weight.
+#include <vector>
+
+#include "kernel_info.h"
+#include "ops.h"
+#include "sparse_matmul.h"
+
+namespace dc_onnx {
+namespace {
+
+constexpr int64_t kFewRows = 4;  // below this, per-row sparse dots beat the K-major path
+
+int64_t product(const std::vector<int64_t>& v, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) p *= v[i];
+  return p;
+}
+
+}  // namespace
+
+MatMulKernel::MatMulKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
+  with_layer(prefix_, [&] {
+    const std::vector<int64_t> shape = required_ints(info, "weight_shape");
+    check_weight_shape(shape, {2});
+    const int64_t side = required_int(info, "weight_side");
+    if (side != 0 && side != 1) fail("weight_side must be 0 or 1");
+    weight_first_ = side == 0;
+    w_ = load_compressed_weight(info, shape[0], shape[1]);
+  });
+}
+
+void MatMulKernel::compute(OrtKernelContext* context) const {
+  with_layer(prefix_, [&] {
+    const Ort::KernelContext ctx(context);
+    const InputTensor x = float_input(ctx, 0);
+    const size_t rank = x.shape.size();
+    const int64_t k = w_.cols;
+    const int64_t n = w_.rows;
+    if (rank == 0) fail_input("X must have rank >= 1");
+    // K is X's last dim, or (weight first, rank >= 2) its second to last.
+    const size_t k_axis = weight_first_ && rank >= 2 ? rank - 2 : rank - 1;
+    if (x.shape[k_axis] != k)
+      fail_input("X of shape " + shape_str(x.shape) + " has " + std::to_string(x.shape[k_axis]) +
+                 " on the reduction axis but the weight has K=" + std::to_string(k));
+
+    std::vector<int64_t> y_shape(x.shape.begin(), x.shape.begin() + static_cast<long>(k_axis));
+    const Epilogue ep;
+    if (!weight_first_ || rank == 1) {
+      // Y[..., n] = X[..., :] . Wm[n, :]  (also Wm @ x for a 1-D x)
+      y_shape.push_back(n);
+      float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
+      const int64_t rows = product(x.shape, 0, k_axis);
+      if (rows == 0) return;
+      if (rows < kFewRows) {
+        csr_rows_times_w(ctx, w_, x.data, rows, k, y, ep);
+        return;
+      }
+      std::vector<float> xt(static_cast<size_t>(rows * k));
+      transpose(x.data, rows, k, xt.data());
+      KMajorProblem pr{xt.data(), rows, 0, rows, 1, y, 1, n, 0};
+      csr_times_kmajor(ctx, w_, pr, ep);
+      return;
+    }
+    // Y[b] = Wm @ X[b], X[b] of shape [K, P]: already K-major.
+    const int64_t p = x.shape[rank - 1];
+    y_shape.push_back(n);
+    y_shape.push_back(p);
+    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
+    const int64_t batches = product(x.shape, 0, rank - 2);
+    KMajorProblem pr{x.data, p, k * p, p, batches, y, p, 1, n * p};
+    csr_times_kmajor(ctx, w_, pr, ep);
+  });
+}
+
+}  // namespace dc_onnx

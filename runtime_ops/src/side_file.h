@@ -1,0 +1,40 @@
+// The side-file header and its table of contents (docs/format.md, "Side file"), and
+// the checks that tie one stream input tensor to its TOC entry.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace dc_onnx {
+
+enum class StreamKind : uint16_t { kCodebook = 1, kCodes = 2, kGaps = 3, kCodeLengths = 4 };
+
+const char* stream_name(StreamKind kind) noexcept;
+
+struct TocEntry {
+  uint64_t offset = 0;
+  uint64_t nbytes = 0;
+  uint64_t count = 0;
+  uint32_t crc32 = 0;
+  uint16_t kind = 0;
+};
+
+constexpr size_t kHeaderFixedSize = 24;
+constexpr size_t kTocEntrySize = 32;
+constexpr uint16_t kFormatVersion = 1;
+
+// Parses and validates the header bytes (magic, version, reserved fields, size,
+// TOC CRC). Throws dc_onnx::Error on any defect.
+std::vector<TocEntry> parse_header(const uint8_t* data, size_t size);
+
+// `element_count` value for a stream whose count is only known after decoding.
+constexpr uint64_t kCountCheckedLater = UINT64_MAX;
+
+// Checks a stream tensor against TOC entry `stream_id`: id in range, kind, byte size,
+// element count (unless kCountCheckedLater) and CRC-32; returns the TOC's count.
+// Throws dc_onnx::Error on any mismatch.
+uint64_t check_stream(const std::vector<TocEntry>& toc, int64_t stream_id, StreamKind kind,
+                      const uint8_t* data, size_t nbytes, uint64_t element_count);
+
+}  // namespace dc_onnx

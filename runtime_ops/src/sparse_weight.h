@@ -1,0 +1,38 @@
+// The resident form of a compressed weight: the stored [rows, cols] matrix in CSR,
+// holding only the entries whose codebook value is non-zero.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace dc_onnx {
+
+struct CsrMatrix {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<size_t> row_ptr;  // rows + 1 offsets into col/val
+  std::vector<uint32_t> col;
+  std::vector<float> val;
+};
+
+// The raw inputs 2-5 of a compressed op, already checked against the TOC.
+struct EncodedWeight {
+  const float* codebook;
+  size_t k;                    // codebook size
+  const uint8_t* codes;
+  size_t codes_bytes;
+  const uint8_t* gaps;
+  size_t gaps_bytes;
+  const uint8_t* code_lengths;  // k + 2^index_bits lengths
+  size_t code_lengths_count;
+  uint64_t num_entries;        // m, gap symbols (escapes included)
+  uint64_t num_codes;          // code symbols: one per non-escape gap (TOC count)
+  unsigned index_bits;         // b
+};
+
+// Validates and Huffman-decodes the streams into CSR over a [rows, cols] matrix.
+// Throws dc_onnx::Error on any defect (see docs/format.md, "Validation").
+CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols);
+
+}  // namespace dc_onnx
