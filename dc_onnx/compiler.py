@@ -19,7 +19,6 @@ from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
 from dc_onnx.report import LayerReport, Report
 
-
 # Without data there is no retraining, so the default pruning is mild: on LeNet-300-100
 # it costs 0.1 points of accuracy (docs/results.md); a --sparsity target overrides it.
 DEFAULT_QUALITY = 0.5
