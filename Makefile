@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp test demo clean
+.PHONY: all venv install install-rt lint cpp test demo results clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -65,6 +65,12 @@ demo: install
 	$(PY) models/mnist_inputs.py tests/data/mnist_test_subset.npz $(DEMO)/mnist-1000.npz
 	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.dc.onnx \
 	  --inputs $(DEMO)/mnist-1000.npz
+
+# Data-free figures on the bundled LeNets (docs/results.md). MNIST defaults to the
+# committed 1k subset; `make results MNIST=../shared/data/mnist.npz` for the full test set.
+MNIST ?= tests/data/mnist_test_subset.npz
+results: install
+	$(PY) models/data_free_results.py --data $(MNIST)
 
 clean:
 	rm -rf build dist $(VENV) $(VENV_RT) third_party
