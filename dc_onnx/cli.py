@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--single-file", action="store_true", help="embed the streams in the .onnx")
     c.add_argument("--report", type=Path, help="write the report as JSON")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    c.set_defaults(run=_compile)
 
     v = sub.add_parser("verify", help="compare a compiled model with its original")
     v.add_argument("original", type=Path)
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--batch", type=int, default=8, help="batch of random inputs (default 8)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.set_defaults(run=_verify)
     return parser
 
 
@@ -134,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="dc-onnx: %(message)s", stream=sys.stderr)
     logging.getLogger("dc_onnx").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
-        return _compile(args) if args.command == "compile" else _verify(args)
+        code: int = args.run(args)
+        return code
     except DcOnnxError as e:
         print(f"dc-onnx: error: {e}", file=sys.stderr)
         return EXIT_ERROR

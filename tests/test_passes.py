@@ -15,6 +15,7 @@ from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass, kmeans_1d
 from dc_onnx.passes.lower import DOMAIN, LowerOptions, LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
+from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
 
 
@@ -235,3 +236,31 @@ def test_pipeline_names_the_failing_pass_and_its_predecessors(rng: np.random.Gen
         CompileError, match=r"pass 'lower' failed \(passes run before it: canonicalize, prune\)"
     ):
         run_passes(model, passes)
+
+
+# simplify -----------------------------------------------------------------------------
+
+
+def test_simplify_folds_a_computed_weight_into_a_compressible_one(
+    rng: np.random.Generator,
+) -> None:
+    nodes = [
+        helper.make_node("Add", ["A", "B"], ["W"]),
+        helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+    ]
+    inits = {"A": rng.standard_normal((16, 8)), "B": rng.standard_normal((16, 8))}
+    model = ir.from_proto(
+        make_model(nodes, {"x": ["N", 16]}, {"y": ["N", 8]},
+                   {k: v.astype(np.float32) for k, v in inits.items()})
+    )  # fmt: skip
+    assert find_weight_groups(model.graph) == []
+    result = SimplifyPass()(model)
+    assert result.modified and result.model is not model
+    assert [layer.name for g in find_weight_groups(result.model.graph) for layer in g.layers] == [
+        "mm"
+    ]
+
+
+def test_simplify_of_a_simple_model_is_not_modified(rng: np.random.Generator) -> None:
+    model = _fc(rng.standard_normal((16, 4)).astype(np.float32))
+    assert not SimplifyPass()(model).modified
