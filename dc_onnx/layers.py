@@ -135,6 +135,19 @@ def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
     return groups
 
 
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """Register `array` as a new initializer named `name` (suffixed until unique)."""
+    base, n = name, 0
+    while name in graph.initializers:
+        n += 1
+        name = f"{base}_{n}"
+    value = ir.Value(name=name, const_value=ir.Tensor(array, name=name))
+    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    value.shape = ir.Shape(array.shape)
+    graph.register_initializer(value)
+    return value
+
+
 def first_match(group: WeightGroup, patterns: dict[str, float]) -> float | None:
     """The value of the first glob that matches the weight's or a node's name."""
     for pattern, value in patterns.items():

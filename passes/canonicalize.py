@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
-from dc_onnx.layers import find_weight_groups
+from dc_onnx.layers import add_initializer, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -25,18 +25,6 @@ def _initializer(value: ir.Value | None) -> np.ndarray | None:
         return None
     tensor = value.const_value
     return None if tensor is None else tensor.numpy()
-
-
-def _new_initializer(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
-    base, n = name, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}_{n}"
-    value = ir.Value(name=name, const_value=ir.Tensor(array.astype(np.float32), name=name))
-    value.type = ir.TensorType(ir.DataType.FLOAT)
-    value.shape = ir.Shape(array.shape)
-    graph.register_initializer(value)
-    return value
 
 
 def _fold_batch_norm(graph: ir.Graph, bn: ir.Node) -> bool:
@@ -75,7 +63,7 @@ def _fold_batch_norm(graph: ir.Graph, bn: ir.Node) -> bool:
         producer.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
     weight_value.const_value = ir.Tensor(new_weight.astype(np.float32), name=weight_value.name)
     name = f"{producer.name or weight_value.name}.folded_bias"
-    new_bias_value = _new_initializer(graph, np.asarray(new_bias), name)
+    new_bias_value = add_initializer(graph, name, np.asarray(new_bias, dtype=np.float32))
     if len(producer.inputs) > 2:
         producer.replace_input_with(2, new_bias_value)
     else:

@@ -17,7 +17,7 @@ import onnx_ir as ir
 from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
 from dc_onnx.errors import CompileError
-from dc_onnx.layers import Layer, WeightGroup, find_weight_groups
+from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -62,22 +62,6 @@ def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
     nonzero = stored != 0
     codes[nonzero] = np.searchsorted(values, stored[nonzero]) + 1
     return encode_weight(codes, codebook, index_bits)
-
-
-def _tensor_value(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.Tensor(array, name=name))
-    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
-    value.shape = ir.Shape(array.shape)
-    graph.register_initializer(value)
-    return value
-
-
-def _unique_name(graph: ir.Graph, base: str) -> str:
-    name, n = base, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}_{n}"
-    return name
 
 
 def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
@@ -156,12 +140,12 @@ class LowerPass(CompilerPass):
         stream_ids = {key: n for n, key in enumerate(order)}
         arrays = [_stream_arrays(e) for e in encoded]
         header_bytes, _ = layout([_stream(arrays[g][k], k, encoded[g]) for g, k in order])
-        header = _tensor_value(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
+        header = add_initializer(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
         layers = {}
         for g, (group, enc) in enumerate(zip(groups, encoded, strict=True)):
             base = str(group.weight.name)
             streams = [
-                _tensor_value(graph, _unique_name(graph, f"{base}.{kind.name.lower()}"), array)
+                add_initializer(graph, f"{base}.{kind.name.lower()}", array)
                 for kind, array in zip(_STREAM_KINDS, arrays[g], strict=True)
             ]
             ids = [stream_ids[(g, k)] for k in range(4)]
