@@ -1,13 +1,16 @@
-// CompressedConv: ONNX Conv (1-D, 2-D) computed tap by tap from the non-zero kernel
-// weights: each tap adds value * (the input shifted by the tap's offset) to the output
-// plane, so the work is proportional to the non-zeros and no im2col buffer is built.
-// Parallel over (image, output channel) planes.
+// CompressedConv: ONNX Conv (1-D, 2-D) computed from the non-zero kernel taps only:
+// each tap adds value * (the input shifted by the tap's offset) to the output plane, so
+// the work is proportional to the non-zeros and no im2col buffer is built. Stride 1 (the
+// common case) runs over a zero-padded copy of the input where every tap is one shift
+// of the whole flattened plane, 64 outputs at a time with the sums in registers
+// (panel.h); other strides go row by row. Parallel over (image, output channel) planes.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "kernel_info.h"
 #include "ops.h"
+#include "panel.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -58,8 +61,13 @@ struct Plan {
   int64_t out_h, out_w, pad_top, pad_left;
   int64_t sh, sw, dh, dw;
   int64_t out_channels, out_per_group, in_per_group;
+  int64_t kw;
   const size_t* tap_ptr;
-  const ConvKernel::Tap* taps;
+  const uint8_t* codes;
+  const uint32_t* keys;
+  unsigned tap_bits;
+  const float* codebook;
+  const int64_t* tap_offset;  // flat path: offset in the padded plane of tap r = ky*kw + kx
   const float* bias;
   float* y;
 };
@@ -73,16 +81,18 @@ DC_ONNX_HOT void plane_by_rows(const Plan& p, int64_t job) {
   float* yp = p.y + job * plane_out;
   std::fill(yp, yp + plane_out, 0.0f);
   const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
+  const uint32_t tap_mask = (uint32_t{1} << p.tap_bits) - 1;
   for (size_t i = p.tap_ptr[o]; i < p.tap_ptr[o + 1]; ++i) {
-    const ConvKernel::Tap& tap = p.taps[i];
-    const int64_t off_h = tap.ky * p.dh - p.pad_top;
-    const int64_t off_w = tap.kx * p.dw - p.pad_left;
+    const uint32_t key = p.keys[i];
+    const int64_t r = key & tap_mask;
+    const int64_t off_h = (r / p.kw) * p.dh - p.pad_top;
+    const int64_t off_w = (r % p.kw) * p.dw - p.pad_left;
     int64_t h0, h1, w0, w1;
     valid_range(off_h, p.sh, p.in_h, p.out_h, &h0, &h1);
     valid_range(off_w, p.sw, p.in_w, p.out_w, &w0, &w1);
     if (w0 >= w1) continue;
-    const float v = tap.value;
-    const float* xc = xg + tap.channel * plane_in;
+    const float v = p.codebook[p.codes[i]];
+    const float* xc = xg + static_cast<int64_t>(key >> p.tap_bits) * plane_in;
     const int64_t len = w1 - w0;
     for (int64_t oh = h0; oh < h1; ++oh) {
       float* yr = yp + oh * p.out_w + w0;
@@ -99,42 +109,49 @@ DC_ONNX_HOT void plane_by_rows(const Plan& p, int64_t job) {
 }
 
 // Stride 1 over a padded input of width in_w: output (oh, ow) reads input
-// (oh + ky*dh, ow + kx*dw), so with rows kept at the input's width every tap is ONE
-// long axpy over the plane. Columns ow >= out_w are scratch, dropped when copying out.
-DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job, float* scratch) {
+// (oh + ky*dh, ow + kx*dw), so with rows kept at the input's width, output position
+// q = oh * in_w + ow reads input q + tap_offset[r]. Positions with ow >= out_w are
+// computed and dropped; the input buffer has 16 floats of slack for the last panel.
+DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job) {
   const int64_t n = job / p.out_channels;
   const int64_t o = job % p.out_channels;
   const int64_t plane_in = p.in_h * p.in_w;
-  const int64_t plane_out = p.out_h * p.out_w;
   const int64_t len = (p.out_h - 1) * p.in_w + p.out_w;  // stays inside the input plane
-  float* yp = p.y + job * plane_out;
-  float* acc = p.in_w == p.out_w ? yp : scratch;
-  std::fill(acc, acc + len, 0.0f);
+  float* yp = p.y + job * p.out_h * p.out_w;
   const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
-  for (size_t i = p.tap_ptr[o]; i < p.tap_ptr[o + 1]; ++i) {
-    const ConvKernel::Tap& tap = p.taps[i];
-    const float v = tap.value;
-    const float* xr = xg + tap.channel * plane_in + tap.ky * p.dh * p.in_w + tap.kx * p.dw;
-    for (int64_t q = 0; q < len; ++q) acc[q] += v * xr[q];
+  const uint32_t* keys = p.keys;
+  const int64_t* tap_offset = p.tap_offset;
+  const unsigned bits = p.tap_bits;
+  const uint32_t mask = (uint32_t{1} << bits) - 1;
+  auto offset = [&](size_t j) {
+    const uint32_t key = keys[j];
+    return static_cast<int64_t>(key >> bits) * plane_in + tap_offset[key & mask];
+  };
+  const float bias = p.bias != nullptr ? p.bias[o] : 0.0f;
+  alignas(64) float acc[kPanel];
+  int64_t row = 0, col = 0;  // (oh, ow) of the next position q
+  for (int64_t q0 = 0; q0 < len; q0 += kPanel) {
+    const int64_t width = std::min(kPanel, len - q0);
+    sparse_panel_upto64(width, p.codes, p.tap_ptr[o], p.tap_ptr[o + 1], p.codebook, xg + q0,
+                        offset, acc);
+    for (int64_t i = 0; i < width; ++i) {
+      if (col < p.out_w) yp[row * p.out_w + col] = p.bias != nullptr ? acc[i] + bias : acc[i];
+      if (++col == p.in_w) {
+        col = 0;
+        ++row;
+      }
+    }
   }
-  if (acc != yp)
-    for (int64_t oh = 0; oh < p.out_h; ++oh)
-      std::copy(acc + oh * p.in_w, acc + oh * p.in_w + p.out_w, yp + oh * p.out_w);
-  if (p.bias != nullptr)
-    for (int64_t q = 0; q < plane_out; ++q) yp[q] += p.bias[o];
 }
 
-// Copies x [planes, h, w] into out [planes, h + top + bottom, w + left + right], zeros around.
+// Copies x [planes, h, w] into out [planes, hp, wp] at (top, left), zeros around.
 void pad_planes(const float* x, int64_t planes, int64_t h, int64_t w, int64_t top, int64_t left,
                 int64_t hp, int64_t wp, float* out) {
-  std::fill(out, out + planes * hp * wp, 0.0f);
   for (int64_t c = 0; c < planes; ++c)
     for (int64_t r = 0; r < h; ++r)
       std::copy(x + (c * h + r) * w, x + (c * h + r + 1) * w, out + (c * hp + r + top) * wp + left);
 }
 
-constexpr int64_t kFlatMaxPlane = 16384;  // larger planes have long rows: row path is fine
-constexpr size_t kFlatMaxTasks = 256;     // bounds the scratch memory of the flat path
 
 }  // namespace
 
@@ -184,12 +201,16 @@ ConvKernel::ConvKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
       fail("weight_shape " + shape_str(shape) + " is too large");
     const CsrMatrix w =
         load_compressed_weight(info, out_channels_, in_per_group_ * taps_per_channel);
-    tap_ptr_.assign(w.row_ptr.begin(), w.row_ptr.end());
-    taps_.reserve(w.val.size());
-    for (size_t j = 0; j < w.val.size(); ++j) {
-      const int64_t c = w.col[j];
-      const int64_t r = c % taps_per_channel;
-      taps_.push_back({c / taps_per_channel, r / kw_, r % kw_, w.val[j]});
+    while ((int64_t{1} << tap_bits_) < taps_per_channel) ++tap_bits_;
+    // channel < in_per_group and 2^tap_bits < 2 * taps, so keys stay below 2^32.
+    tap_ptr_ = w.row_ptr;
+    codes_ = w.code;
+    codebook_ = w.codebook;
+    keys_.reserve(w.col.size());
+    for (const uint32_t c : w.col) {
+      const auto channel = static_cast<uint32_t>(c / static_cast<uint64_t>(taps_per_channel));
+      const auto r = static_cast<uint32_t>(c % static_cast<uint64_t>(taps_per_channel));
+      keys_.push_back(channel << tap_bits_ | r);
     }
   });
 }
@@ -230,17 +251,16 @@ void ConvKernel::compute(OrtKernelContext* context) const {
     if (jobs == 0 || out_h * out_w == 0) return;
 
     Plan plan{x.data, channels, in_h, in_w, out_h, out_w, pad_top, pad_left, sh_, sw_, dh_, dw_,
-              out_channels_, out_channels_ / group_, in_per_group_, tap_ptr_.data(),
-              taps_.data(), bias, y};
+              out_channels_, out_channels_ / group_, in_per_group_, kw_, tap_ptr_.data(),
+              codes_.data(), keys_.data(), tap_bits_, codebook_.data(), nullptr, bias, y};
     // The flat path needs stride 1 and non-negative pads on all four sides.
     const int64_t hp = out_h + dh_ * (kh_ - 1);
     const int64_t wp = out_w + dw_ * (kw_ - 1);
     const bool flat = sh_ == 1 && sw_ == 1 && pad_top >= 0 && pad_left >= 0 &&
-                      hp >= in_h + pad_top && wp >= in_w + pad_left && out_h * wp <= kFlatMaxPlane;
+                      hp >= in_h + pad_top && wp >= in_w + pad_left;
     const double taps_avg =
-        static_cast<double>(taps_.size()) / static_cast<double>(out_channels_) + 1.0;
+        static_cast<double>(codes_.size()) / static_cast<double>(out_channels_) + 1.0;
     size_t tasks = task_count(jobs, taps_avg * static_cast<double>(out_h * out_w));
-    if (flat) tasks = std::min(tasks, kFlatMaxTasks);
     const int64_t chunk = (jobs + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
     tasks = static_cast<size_t>((jobs + chunk - 1) / chunk);
 
@@ -252,22 +272,20 @@ void ConvKernel::compute(OrtKernelContext* context) const {
       });
       return;
     }
-    std::vector<float> padded;
-    if (hp != in_h || wp != in_w) {
-      padded.resize(static_cast<size_t>(batch * channels * hp * wp));
-      pad_planes(x.data, batch * channels, in_h, in_w, pad_top, pad_left, hp, wp, padded.data());
-      plan.x = padded.data();
-      plan.in_h = hp;
-      plan.in_w = wp;
-      plan.pad_top = plan.pad_left = 0;
-    }
-    const auto scratch_len = static_cast<size_t>((out_h - 1) * wp + out_w);
-    std::vector<float> scratch(wp == out_w ? 0 : tasks * scratch_len);
+    // Always copied: the padding, and 16 floats of slack for the last panel's reads.
+    std::vector<float> padded(static_cast<size_t>(batch * channels * hp * wp + 16), 0.0f);
+    pad_planes(x.data, batch * channels, in_h, in_w, pad_top, pad_left, hp, wp, padded.data());
+    std::vector<int64_t> tap_offset(size_t{1} << tap_bits_, 0);
+    for (int64_t r = 0; r < kh_ * kw_; ++r)
+      tap_offset[static_cast<size_t>(r)] = (r / kw_) * dh_ * wp + (r % kw_) * dw_;
+    plan.x = padded.data();
+    plan.in_h = hp;
+    plan.in_w = wp;
+    plan.pad_top = plan.pad_left = 0;
+    plan.tap_offset = tap_offset.data();
     parallel_for(ctx, tasks, [&](size_t t) {
-      float* mine = scratch.empty() ? nullptr : scratch.data() + t * scratch_len;
       const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
-      for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job)
-        plane_flat(plan, job, mine);
+      for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job) plane_flat(plan, job);
     });
   });
 }
