@@ -110,8 +110,8 @@ DC_ONNX_HOT void plane_by_rows(const Plan& p, int64_t job) {
 
 // Stride 1 over a padded input of width in_w: output (oh, ow) reads input
 // (oh + ky*dh, ow + kx*dw), so with rows kept at the input's width, output position
-// q = oh * in_w + ow reads input q + tap_offset[r]. Positions with ow >= out_w are
-// computed and dropped; the input buffer has 16 floats of slack for the last panel.
+// q = oh * in_w + ow reads input q + tap_offset[r] (see compute for the shifted copies
+// this offset points into). Positions with ow >= out_w are computed and dropped.
 DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job) {
   const int64_t n = job / p.out_channels;
   const int64_t o = job % p.out_channels;
@@ -128,11 +128,12 @@ DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job) {
     return static_cast<int64_t>(key >> bits) * plane_in + tap_offset[key & mask];
   };
   const float bias = p.bias != nullptr ? p.bias[o] : 0.0f;
-  alignas(64) float acc[kPanel];
+  constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
+  alignas(64) float acc[kWidest];
   int64_t row = 0, col = 0;  // (oh, ow) of the next position q
-  for (int64_t q0 = 0; q0 < len; q0 += kPanel) {
-    const int64_t width = std::min(kPanel, len - q0);
-    sparse_panel_upto64(width, p.codes, p.tap_ptr[o], p.tap_ptr[o + 1], p.codebook, xg + q0,
+  for (int64_t q0 = 0; q0 < len; q0 += kWidest) {
+    const int64_t width = std::min(kWidest, len - q0);
+    sparse_panel_any(width, p.codes, p.tap_ptr[o], p.tap_ptr[o + 1], p.codebook, xg + q0,
                         offset, acc);
     for (int64_t i = 0; i < width; ++i) {
       if (col < p.out_w) yp[row * p.out_w + col] = p.bias != nullptr ? acc[i] + bias : acc[i];
@@ -247,8 +248,7 @@ void ConvKernel::compute(OrtKernelContext* context) const {
     std::vector<int64_t> y_shape = {batch, out_channels_, out_h, out_w};
     if (one_d_) y_shape.erase(y_shape.begin() + 2);
     float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
-    const int64_t jobs = batch * out_channels_;  // one (image, output channel) plane each
-    if (jobs == 0 || out_h * out_w == 0) return;
+    if (batch * out_channels_ == 0 || out_h * out_w == 0) return;
 
     Plan plan{x.data, channels, in_h, in_w, out_h, out_w, pad_top, pad_left, sh_, sw_, dh_, dw_,
               out_channels_, out_channels_ / group_, in_per_group_, kw_, tap_ptr_.data(),
@@ -260,33 +260,48 @@ void ConvKernel::compute(OrtKernelContext* context) const {
                       hp >= in_h + pad_top && wp >= in_w + pad_left;
     const double taps_avg =
         static_cast<double>(codes_.size()) / static_cast<double>(out_channels_) + 1.0;
-    size_t tasks = task_count(jobs, taps_avg * static_cast<double>(out_h * out_w));
-    const int64_t chunk = (jobs + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
-    tasks = static_cast<size_t>((jobs + chunk - 1) / chunk);
-
-    if (!flat) {
+    const double plane_work = taps_avg * static_cast<double>(out_h * out_w);
+    auto run_jobs = [&](int64_t jobs, auto&& job_fn) {  // (image, channel) planes in chunks
+      size_t tasks = task_count(jobs, plane_work);
+      const int64_t chunk = (jobs + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
+      tasks = static_cast<size_t>((jobs + chunk - 1) / chunk);
       parallel_for(ctx, tasks, [&](size_t t) {
         const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
-        for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job)
-          plane_by_rows(plan, job);
+        for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job) job_fn(job);
       });
+    };
+    if (!flat) {
+      run_jobs(batch * out_channels_, [&](int64_t job) { plane_by_rows(plan, job); });
       return;
     }
-    // Always copied: the padding, and 16 floats of slack for the last panel's reads.
-    std::vector<float> padded(static_cast<size_t>(batch * channels * hp * wp + 16), 0.0f);
-    pad_planes(x.data, batch * channels, in_h, in_w, pad_top, pad_left, hp, wp, padded.data());
+    // Flat path, one image at a time (bounds the buffer): kw copies of the zero-padded
+    // image, copy kx shifted left by kx * dw. With rows padded to a multiple of 16 floats,
+    // tap (c, ky, kx) then starts on a 64-byte boundary in copy kx, so no panel load splits
+    // a cache line. 16 floats of slack per copy cover the last panel's reads.
+    const int64_t wpa = (wp + 15) / 16 * 16;
+    const int64_t plane = hp * wpa;
+    const int64_t copy_len = channels * plane + 16;
+    std::vector<float> buffer(static_cast<size_t>(kw_ * copy_len + 16), 0.0f);
+    float* copies = buffer.data();
+    while (reinterpret_cast<uintptr_t>(copies) % 64 != 0) ++copies;
     std::vector<int64_t> tap_offset(size_t{1} << tap_bits_, 0);
     for (int64_t r = 0; r < kh_ * kw_; ++r)
-      tap_offset[static_cast<size_t>(r)] = (r / kw_) * dh_ * wp + (r % kw_) * dw_;
-    plan.x = padded.data();
+      tap_offset[static_cast<size_t>(r)] = (r % kw_) * copy_len + (r / kw_) * dh_ * wpa;
+    plan.x = copies;
     plan.in_h = hp;
-    plan.in_w = wp;
+    plan.in_w = wpa;
     plan.pad_top = plan.pad_left = 0;
     plan.tap_offset = tap_offset.data();
-    parallel_for(ctx, tasks, [&](size_t t) {
-      const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
-      for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job) plane_flat(plan, job);
-    });
+    const int64_t image_in = channels * in_h * in_w;
+    const int64_t image_out = out_channels_ * out_h * out_w;
+    for (int64_t n = 0; n < batch; ++n) {
+      // Padding cells stay zero from the allocation; only the interior is rewritten.
+      pad_planes(x.data + n * image_in, channels, in_h, in_w, pad_top, pad_left, hp, wpa, copies);
+      for (int64_t kx = 1; kx < kw_; ++kx)
+        std::copy(copies + kx * dw_, copies + copy_len, copies + kx * copy_len);
+      plan.y = y + n * image_out;
+      run_jobs(out_channels_, [&](int64_t job) { plane_flat(plan, job); });
+    }
   });
 }
 

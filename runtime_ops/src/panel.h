@@ -4,7 +4,7 @@
 // The accumulators live in registers (GCC vector types, lowered to whatever width the
 // enclosing DC_ONNX_HOT clone targets), so each non-zero costs one codebook look-up, V
 // loads, V multiplies and V adds; no accumulator goes through memory. Narrow panels
-// (V < 4) spread consecutive non-zeros over U = 4/V accumulator sets to hide add latency.
+// (V = 1, 2) spread consecutive non-zeros over U = 4/V accumulator sets to hide add latency.
 // Which set a non-zero goes to depends only on its position in the row, so results do
 // not depend on threads or on the CPU; with one non-zero product (identity input) the
 // sum is that product exactly.
@@ -31,7 +31,7 @@ DC_ONNX_INLINE void axpy16(Vec16& acc, float w, const float* p) {
 template <size_t V, typename Offset>
 DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const float* codebook,
                                  const float* x, Offset offset, float* out) {
-  constexpr size_t U = 4 / V;
+  constexpr size_t U = V >= 3 ? 1 : 4 / V;
   Vec16 acc[U][V];
   for (size_t u = 0; u < U; ++u)
     for (size_t i = 0; i < V; ++i) acc[u][i] = Vec16{};
@@ -53,19 +53,24 @@ DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const 
   for (size_t i = 0; i < V; ++i) __builtin_memcpy(out + 16 * i, &acc[0][i], sizeof(Vec16));
 }
 
-// Calls sparse_panel with the smallest V (1, 2 or 4) whose panel covers `width` <= 64.
+// Calls sparse_panel with the smallest V whose panel covers `width` (<= 16 * kMaxV).
 template <typename Offset>
-DC_ONNX_INLINE void sparse_panel_upto64(int64_t width, const uint8_t* code, size_t b, size_t e,
-                                        const float* codebook, const float* x, Offset offset,
-                                        float* out) {
-  if (width > 32)
-    sparse_panel<4>(code, b, e, codebook, x, offset, out);
-  else if (width > 16)
-    sparse_panel<2>(code, b, e, codebook, x, offset, out);
-  else
-    sparse_panel<1>(code, b, e, codebook, x, offset, out);
+DC_ONNX_INLINE void sparse_panel_any(int64_t width, const uint8_t* code, size_t b, size_t e,
+                                     const float* codebook, const float* x, Offset offset,
+                                     float* out) {
+  switch ((width + 15) / 16) {
+    case 1: return sparse_panel<1>(code, b, e, codebook, x, offset, out);
+    case 2: return sparse_panel<2>(code, b, e, codebook, x, offset, out);
+    case 3: return sparse_panel<3>(code, b, e, codebook, x, offset, out);
+    case 4: return sparse_panel<4>(code, b, e, codebook, x, offset, out);
+    case 5: return sparse_panel<5>(code, b, e, codebook, x, offset, out);
+    case 6: return sparse_panel<6>(code, b, e, codebook, x, offset, out);
+    case 7: return sparse_panel<7>(code, b, e, codebook, x, offset, out);
+    default: return sparse_panel<8>(code, b, e, codebook, x, offset, out);
+  }
 }
 
-constexpr int64_t kPanel = 64;  // widest panel: 4 vectors of 16 floats
+constexpr size_t kMaxV = 8;     // widest panel: 8 vectors of 16 floats (8 of 32 zmm registers)
+constexpr int64_t kPanel = 64;  // Gemm/MatMul panel width (batch 64 is one panel)
 
 }  // namespace dc_onnx

@@ -5,6 +5,7 @@
 #include "panel.h"
 #include "parallel.h"
 #include "simd.h"
+#include "sparse_dot.h"
 
 namespace dc_onnx {
 namespace {
@@ -15,37 +16,29 @@ inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
   return v;
 }
 
-// Sparse row . dense vector with 16 partial sums (non-zero j feeds sum j mod 16), added
-// pairwise at the end: wide enough for the compiler to use vector gathers, and the same
-// order on every CPU.
-template <typename Index>
-DC_ONNX_INLINE float sparse_dot(const Index* col, const uint8_t* code, size_t nnz,
-                                const float* codebook, const float* x) {
-  constexpr size_t kLanes = 16;
-  float s[kLanes] = {};
-  size_t j = 0;
-  for (; j + kLanes <= nnz; j += kLanes)
-    for (size_t l = 0; l < kLanes; ++l) s[l] += codebook[code[j + l]] * x[col[j + l]];
-  for (size_t l = 0; j + l < nnz; ++l) s[l] += codebook[code[j + l]] * x[col[j + l]];
-  for (size_t half = kLanes / 2; half > 0; half /= 2)
-    for (size_t l = 0; l < half; ++l) s[l] += s[l + half];
-  return s[0];
-}
-
 // Output rows [n0, n1) of rows_times_w.
-DC_ONNX_HOT void rows_task(const CodedRows& w, const float* a, int64_t num_rows, int64_t lda,
-                           float* y, const Epilogue& ep, int64_t n0, int64_t n1) {
+template <typename Index>
+void rows_task(const CodedRows& w, const Index* col, const float* a, int64_t num_rows,
+               int64_t lda, float* y, const Epilogue& ep, int64_t n0, int64_t n1) {
   const int64_t n_out = w.rows;
+#ifdef DC_ONNX_AVX512_DOT
+  const bool wide = have_avx512();
+  const bool small_codebook = w.small_codebook;
+#endif
   for (int64_t m = 0; m < num_rows; ++m) {
     const float* x = a + m * lda;
     float* yr = y + m * n_out;
     for (int64_t n = n0; n < n1; ++n) {
       const size_t b = w.ptr[static_cast<size_t>(n)];
       const size_t nnz = w.ptr[static_cast<size_t>(n) + 1] - b;
+      const uint8_t* code = w.code.data() + b;
+#ifdef DC_ONNX_AVX512_DOT
       const float acc =
-          w.col32.empty()
-              ? sparse_dot(w.col16.data() + b, w.code.data() + b, nnz, w.codebook.data(), x)
-              : sparse_dot(w.col32.data() + b, w.code.data() + b, nnz, w.codebook.data(), x);
+          wide ? sparse_dot_avx512(col + b, code, nnz, w.codebook.data(), x, small_codebook)
+               : sparse_dot_scalar(col + b, code, nnz, w.codebook.data(), x);
+#else
+      const float acc = sparse_dot_scalar(col + b, code, nnz, w.codebook.data(), x);
+#endif
       yr[n] = finish(acc, m, n, ep);
     }
   }
@@ -57,17 +50,17 @@ DC_ONNX_HOT void kmajor_task(const CodedRows& w, const KMajorProblem& pr, const 
   const float* xb = pr.x + b * pr.x_bs + p0;
   float* yb = pr.y + b * pr.y_bs + p0 * pr.ys_p;
   const int64_t ldx = pr.ldx;
-  alignas(64) float acc[kPanel];
+  alignas(64) float acc[16 * kMaxV];  // widths are <= kPanel; sized for any V
   for (int64_t n = n0; n < n1; ++n) {
     const size_t begin = w.ptr[static_cast<size_t>(n)];
     const size_t end = w.ptr[static_cast<size_t>(n) + 1];
     if (w.col32.empty()) {
       const uint16_t* col = w.col16.data();
-      sparse_panel_upto64(width, w.code.data(), begin, end, w.codebook.data(), xb,
+      sparse_panel_any(width, w.code.data(), begin, end, w.codebook.data(), xb,
                           [&](size_t j) { return col[j] * ldx; }, acc);
     } else {
       const uint32_t* col = w.col32.data();
-      sparse_panel_upto64(width, w.code.data(), begin, end, w.codebook.data(), xb,
+      sparse_panel_any(width, w.code.data(), begin, end, w.codebook.data(), xb,
                           [&](size_t j) { return col[j] * ldx; }, acc);
     }
     float* yr = yb + n * pr.ys_n;
@@ -84,6 +77,8 @@ CodedRows pack_rows(const CsrMatrix& m) {
   w.ptr = m.row_ptr;
   w.code = m.code;
   w.codebook = m.codebook;
+  w.small_codebook = true;
+  for (size_t i = 32; i < w.codebook.size(); ++i) w.small_codebook &= w.codebook[i] == 0.0f;
   if (m.cols <= 65536)
     w.col16.assign(m.col.begin(), m.col.end());  // every column index is < 65536
   else
@@ -102,7 +97,11 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
   const auto tasks = static_cast<size_t>((n_out + chunk - 1) / chunk);
   parallel_for(ctx, tasks, [&](size_t t) {
     const int64_t n0 = static_cast<int64_t>(t) * chunk;
-    rows_task(w, a, num_rows, lda, y, ep, n0, std::min(n_out, n0 + chunk));
+    const int64_t n1 = std::min(n_out, n0 + chunk);
+    if (w.col32.empty())
+      rows_task(w, w.col16.data(), a, num_rows, lda, y, ep, n0, n1);
+    else
+      rows_task(w, w.col32.data(), a, num_rows, lda, y, ep, n0, n1);
   });
 }
 

@@ -23,6 +23,7 @@ struct CodedRows {
   std::vector<uint16_t> col16;  // used when cols <= 65536
   std::vector<uint32_t> col32;  // otherwise
   std::array<float, 256> codebook{};
+  bool small_codebook = false;  // entries 32.. are all zero (never referenced)
 };
 CodedRows pack_rows(const CsrMatrix& m);
 
