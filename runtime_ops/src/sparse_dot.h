@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -70,8 +71,9 @@ __attribute__((target("avx512f"))) inline float sparse_dot_avx512(
   return finish_dot(s, j, col, code, nnz, codebook, x);
 }
 
+// DC_ONNX_SCALAR_DOT=1 forces the scalar loop (tests compare the two bit for bit).
 inline bool have_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
+  static const bool yes = __builtin_cpu_supports("avx512f") && std::getenv("DC_ONNX_SCALAR_DOT") == nullptr;
   return yes;
 }
 #endif
