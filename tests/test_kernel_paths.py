@@ -63,8 +63,9 @@ def test_scalar_and_vector_dots_give_the_same_bits(fc_model: Path, tmp_path: Pat
     assert outputs[0] == outputs[1]
 
 
-# Stride-1 convolutions (the flat path): panels from 16 to 128 wide over planes of
-# several widths, dilation, groups, asymmetric pads, a kernel wider than 16 taps' worth.
+# Convolutions: panels from 16 to 128 wide over planes of several widths, dilation,
+# groups, asymmetric pads; strides (phase planes), with dilation, and SAME_UPPER with a
+# stride above the kernel (negative total pad).
 CONVS = [
     dict(shape=(6, 4, 3, 3), hw=(5, 5), pads=[1, 1, 1, 1]),
     dict(shape=(8, 2, 3, 3), hw=(13, 13), pads=[1, 1, 1, 1], group=2),
@@ -72,17 +73,21 @@ CONVS = [
     dict(shape=(5, 3, 3, 2), hw=(9, 20), pads=[0, 2, 1, 0], dilations=[2, 3]),
     dict(shape=(4, 2, 1, 1), hw=(7, 40)),
     dict(shape=(6, 2, 5), hw=(33,), pads=[2, 1]),
+    dict(shape=(4, 3, 11, 11), hw=(35, 35), strides=[4, 4]),
+    dict(shape=(4, 2, 3, 3), hw=(17, 12), strides=[2, 3], dilations=[2, 1], pads=[1, 0, 2, 1]),
+    dict(shape=(3, 2, 2, 2), hw=(9, 10), strides=[3, 3], auto_pad="SAME_UPPER"),
+    dict(shape=(3, 2, 3), hw=(20,), strides=[2], pads=[1, 1]),
 ]
 
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("conv", CONVS, ids=[str(c["shape"]) for c in CONVS])
-def test_conv_flat_paths(conv: dict, batch: int, tmp_path: Path) -> None:  # type: ignore[type-arg]
+def test_conv_paths(conv: dict, batch: int, tmp_path: Path) -> None:  # type: ignore[type-arg]
     rng = np.random.default_rng(len(conv["shape"]) * 7 + batch)
     shape = conv["shape"]
     w = rng.standard_normal(shape).astype(np.float32)
     group = conv.get("group", 1)
-    attrs = {k: conv[k] for k in ("pads", "dilations") if k in conv}
+    attrs = {k: conv[k] for k in ("pads", "dilations", "strides", "auto_pad") if k in conv}
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", group=group, **attrs)
     channels = shape[1] * group
     y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]

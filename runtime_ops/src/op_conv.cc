@@ -1,9 +1,13 @@
 // CompressedConv: ONNX Conv (1-D, 2-D) computed from the non-zero kernel taps only:
 // each tap adds value * (the input shifted by the tap's offset) to the output plane, so
-// the work is proportional to the non-zeros and no im2col buffer is built. Stride 1 (the
-// common case) runs over a zero-padded copy of the input where every tap is one shift
-// of the whole flattened plane, 64 outputs at a time with the sums in registers
-// (panel.h); other strides go row by row. Parallel over (image, output channel) planes.
+// the work is proportional to the non-zeros and no im2col buffer is built.
+//
+// Strides become stride 1 by splitting the padded input into stride_h * stride_w phase
+// planes (phase (a, b) holds rows a, a + sh, ... and columns b, b + sw, ...): tap
+// (c, ky, kx) reads phase ((ky*dh) % sh, (kx*dw) % sw) of channel c shifted by
+// ((ky*dh) / sh, (kx*dw) / sw). With phase rows laid out at a fixed width, every tap is
+// then one shift of the whole flattened plane, computed 128 outputs at a time with the
+// sums in registers (panel.h). Parallel over output channels, one image at a time.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -47,85 +51,38 @@ int64_t output_size(const std::string& auto_pad, int64_t in, int64_t k, int64_t 
   return (padded - span) / stride + 1;
 }
 
-// Output positions o in [0, out) whose input position o * stride + offset lies in [0, in).
-void valid_range(int64_t offset, int64_t stride, int64_t in, int64_t out, int64_t* lo,
-                 int64_t* hi) {
-  *lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  *hi = in - 1 - offset < 0 ? 0 : std::min(out, (in - 1 - offset) / stride + 1);
-}
-
-// Everything the per-plane jobs need for one Run.
+// Everything the per-channel jobs need for one image.
 struct Plan {
-  const float* x;  // input, or its zero-padded copy (then pad_top = pad_left = 0)
-  int64_t channels, in_h, in_w;
-  int64_t out_h, out_w, pad_top, pad_left;
-  int64_t sh, sw, dh, dw;
-  int64_t out_channels, out_per_group, in_per_group;
-  int64_t kw;
+  const float* x;          // phase planes of the image (first of the shifted copies)
+  int64_t channel_stride;  // floats between the phase planes of consecutive channels
+  int64_t row_width;       // floats per phase-plane row (a multiple of 16)
+  int64_t out_h, out_w;
+  int64_t out_per_group, in_per_group;
   const size_t* tap_ptr;
   const uint8_t* codes;
   const uint32_t* keys;
   unsigned tap_bits;
   const float* codebook;
-  const int64_t* tap_offset;  // flat path: offset in the padded plane of tap r = ky*kw + kx
+  const int64_t* tap_offset;  // offset of tap r = ky*kw + kx from its channel's planes
   const float* bias;
   float* y;
 };
 
-// General path, any stride and padding: per tap, one shifted axpy per output row.
-DC_ONNX_HOT void plane_by_rows(const Plan& p, int64_t job) {
-  const int64_t n = job / p.out_channels;
-  const int64_t o = job % p.out_channels;
-  const int64_t plane_in = p.in_h * p.in_w;
-  const int64_t plane_out = p.out_h * p.out_w;
-  float* yp = p.y + job * plane_out;
-  std::fill(yp, yp + plane_out, 0.0f);
-  const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
-  const uint32_t tap_mask = (uint32_t{1} << p.tap_bits) - 1;
-  for (size_t i = p.tap_ptr[o]; i < p.tap_ptr[o + 1]; ++i) {
-    const uint32_t key = p.keys[i];
-    const int64_t r = key & tap_mask;
-    const int64_t off_h = (r / p.kw) * p.dh - p.pad_top;
-    const int64_t off_w = (r % p.kw) * p.dw - p.pad_left;
-    int64_t h0, h1, w0, w1;
-    valid_range(off_h, p.sh, p.in_h, p.out_h, &h0, &h1);
-    valid_range(off_w, p.sw, p.in_w, p.out_w, &w0, &w1);
-    if (w0 >= w1) continue;
-    const float v = p.codebook[p.codes[i]];
-    const float* xc = xg + static_cast<int64_t>(key >> p.tap_bits) * plane_in;
-    const int64_t len = w1 - w0;
-    for (int64_t oh = h0; oh < h1; ++oh) {
-      float* yr = yp + oh * p.out_w + w0;
-      const float* xr = xc + (oh * p.sh + off_h) * p.in_w + (w0 * p.sw + off_w);
-      if (p.sw == 1) {
-        for (int64_t q = 0; q < len; ++q) yr[q] += v * xr[q];
-      } else {
-        for (int64_t q = 0; q < len; ++q) yr[q] += v * xr[q * p.sw];
-      }
-    }
-  }
-  if (p.bias != nullptr)
-    for (int64_t q = 0; q < plane_out; ++q) yp[q] += p.bias[o];
-}
-
-// Stride 1 over a padded input of width in_w: output (oh, ow) reads input
-// (oh + ky*dh, ow + kx*dw), so with rows kept at the input's width, output position
-// q = oh * in_w + ow reads input q + tap_offset[r] (see compute for the shifted copies
-// this offset points into). Positions with ow >= out_w are computed and dropped.
-DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job) {
-  const int64_t n = job / p.out_channels;
-  const int64_t o = job % p.out_channels;
-  const int64_t plane_in = p.in_h * p.in_w;
-  const int64_t len = (p.out_h - 1) * p.in_w + p.out_w;  // stays inside the input plane
-  float* yp = p.y + job * p.out_h * p.out_w;
-  const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
+// Output channel o of one image: output position q = oh * row_width + ow reads
+// x[channel * channel_stride + tap_offset[r] + q]. Positions with ow >= out_w are
+// computed and dropped.
+DC_ONNX_HOT void plane_flat(const Plan& p, int64_t o) {
+  const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
+  float* yp = p.y + o * p.out_h * p.out_w;
+  const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * p.channel_stride;
   const uint32_t* keys = p.keys;
   const int64_t* tap_offset = p.tap_offset;
+  const int64_t channel_stride = p.channel_stride;
   const unsigned bits = p.tap_bits;
   const uint32_t mask = (uint32_t{1} << bits) - 1;
   auto offset = [&](size_t j) {
     const uint32_t key = keys[j];
-    return static_cast<int64_t>(key >> bits) * plane_in + tap_offset[key & mask];
+    return static_cast<int64_t>(key >> bits) * channel_stride + tap_offset[key & mask];
   };
   const float bias = p.bias != nullptr ? p.bias[o] : 0.0f;
   constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
@@ -134,10 +91,10 @@ DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job) {
   for (int64_t q0 = 0; q0 < len; q0 += kWidest) {
     const int64_t width = std::min(kWidest, len - q0);
     sparse_panel_any(width, p.codes, p.tap_ptr[o], p.tap_ptr[o + 1], p.codebook, xg + q0,
-                        offset, acc);
+                     offset, acc);
     for (int64_t i = 0; i < width; ++i) {
       if (col < p.out_w) yp[row * p.out_w + col] = p.bias != nullptr ? acc[i] + bias : acc[i];
-      if (++col == p.in_w) {
+      if (++col == p.row_width) {
         col = 0;
         ++row;
       }
@@ -145,12 +102,38 @@ DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job) {
   }
 }
 
-// Copies x [planes, h, w] into out [planes, hp, wp] at (top, left), zeros around.
-void pad_planes(const float* x, int64_t planes, int64_t h, int64_t w, int64_t top, int64_t left,
-                int64_t hp, int64_t wp, float* out) {
-  for (int64_t c = 0; c < planes; ++c)
-    for (int64_t r = 0; r < h; ++r)
-      std::copy(x + (c * h + r) * w, x + (c * h + r + 1) * w, out + (c * hp + r + top) * wp + left);
+// Geometry of the phase planes for one Run.
+struct Phases {
+  int64_t sh, sw;         // strides = phases per axis
+  int64_t hp, wp;         // rows and used columns of a phase plane
+  int64_t row_width;      // wp rounded up to 16
+  int64_t plane;          // hp * row_width
+  int64_t copy_len;       // one shifted copy: channels * sh * sw planes + 16 floats slack
+  int64_t copies;         // distinct column shifts (kx*dw) / sw, hence shifted copies
+};
+
+// Phase plane (c, a, b)[h, w] = input[c, h*sh + a - pad_top, w*sw + b - pad_left], zero
+// outside the input; written for channels [0, channels) of one image into `out`.
+void build_phases(const float* x, int64_t channels, int64_t in_h, int64_t in_w, int64_t pad_top,
+                  int64_t pad_left, const Phases& ph, float* out) {
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t a = 0; a < ph.sh; ++a)
+      for (int64_t b = 0; b < ph.sw; ++b) {
+        float* plane = out + ((c * ph.sh + a) * ph.sw + b) * ph.plane;
+        for (int64_t h = 0; h < ph.hp; ++h) {
+          float* row = plane + h * ph.row_width;
+          const int64_t i = h * ph.sh + a - pad_top;
+          if (i < 0 || i >= in_h) {
+            std::fill(row, row + ph.wp, 0.0f);
+            continue;
+          }
+          const float* xr = x + (c * in_h + i) * in_w;
+          for (int64_t w = 0; w < ph.wp; ++w) {
+            const int64_t j = w * ph.sw + b - pad_left;
+            row[w] = j >= 0 && j < in_w ? xr[j] : 0.0f;
+          }
+        }
+      }
 }
 
 
@@ -250,57 +233,48 @@ void ConvKernel::compute(OrtKernelContext* context) const {
     float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
     if (batch * out_channels_ == 0 || out_h * out_w == 0) return;
 
-    Plan plan{x.data, channels, in_h, in_w, out_h, out_w, pad_top, pad_left, sh_, sw_, dh_, dw_,
-              out_channels_, out_channels_ / group_, in_per_group_, kw_, tap_ptr_.data(),
-              codes_.data(), keys_.data(), tap_bits_, codebook_.data(), nullptr, bias, y};
-    // The flat path needs stride 1 and non-negative pads on all four sides.
-    const int64_t hp = out_h + dh_ * (kh_ - 1);
-    const int64_t wp = out_w + dw_ * (kw_ - 1);
-    const bool flat = sh_ == 1 && sw_ == 1 && pad_top >= 0 && pad_left >= 0 &&
-                      hp >= in_h + pad_top && wp >= in_w + pad_left;
-    const double taps_avg =
-        static_cast<double>(codes_.size()) / static_cast<double>(out_channels_) + 1.0;
-    const double plane_work = taps_avg * static_cast<double>(out_h * out_w);
-    auto run_jobs = [&](int64_t jobs, auto&& job_fn) {  // (image, channel) planes in chunks
-      size_t tasks = task_count(jobs, plane_work);
-      const int64_t chunk = (jobs + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
-      tasks = static_cast<size_t>((jobs + chunk - 1) / chunk);
-      parallel_for(ctx, tasks, [&](size_t t) {
-        const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
-        for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job) job_fn(job);
-      });
-    };
-    if (!flat) {
-      run_jobs(batch * out_channels_, [&](int64_t job) { plane_by_rows(plan, job); });
-      return;
-    }
-    // Flat path, one image at a time (bounds the buffer): kw copies of the zero-padded
-    // image, copy kx shifted left by kx * dw. With rows padded to a multiple of 16 floats,
-    // tap (c, ky, kx) then starts on a 64-byte boundary in copy kx, so no panel load splits
-    // a cache line. 16 floats of slack per copy cover the last panel's reads.
-    const int64_t wpa = (wp + 15) / 16 * 16;
-    const int64_t plane = hp * wpa;
-    const int64_t copy_len = channels * plane + 16;
-    std::vector<float> buffer(static_cast<size_t>(kw_ * copy_len + 16), 0.0f);
+    Phases ph{};
+    ph.sh = sh_;
+    ph.sw = sw_;
+    ph.hp = out_h + (kh_ - 1) * dh_ / sh_;
+    ph.wp = out_w + (kw_ - 1) * dw_ / sw_;
+    ph.row_width = (ph.wp + 15) / 16 * 16;
+    ph.plane = ph.hp * ph.row_width;
+    ph.copy_len = channels * sh_ * sw_ * ph.plane + 16;
+    ph.copies = (kw_ - 1) * dw_ / sw_ + 1;
+    // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
+    // 16, tap (c, ky, kx) then starts 64-byte aligned in copy (kx*dw) / sw, so no panel
+    // load splits a cache line; 16 floats of slack cover the last panel's reads.
+    std::vector<float> buffer(static_cast<size_t>(ph.copies * ph.copy_len + 16), 0.0f);
     float* copies = buffer.data();
     while (reinterpret_cast<uintptr_t>(copies) % 64 != 0) ++copies;
     std::vector<int64_t> tap_offset(size_t{1} << tap_bits_, 0);
-    for (int64_t r = 0; r < kh_ * kw_; ++r)
-      tap_offset[static_cast<size_t>(r)] = (r % kw_) * copy_len + (r / kw_) * dh_ * wpa;
-    plan.x = copies;
-    plan.in_h = hp;
-    plan.in_w = wpa;
-    plan.pad_top = plan.pad_left = 0;
-    plan.tap_offset = tap_offset.data();
+    for (int64_t r = 0; r < kh_ * kw_; ++r) {
+      const int64_t ty = (r / kw_) * dh_, tx = (r % kw_) * dw_;
+      const int64_t phase = (ty % sh_) * sw_ + tx % sw_;
+      tap_offset[static_cast<size_t>(r)] =
+          (tx / sw_) * ph.copy_len + phase * ph.plane + (ty / sh_) * ph.row_width;
+    }
+    Plan plan{copies, sh_ * sw_ * ph.plane, ph.row_width, out_h, out_w, out_channels_ / group_,
+              in_per_group_, tap_ptr_.data(), codes_.data(), keys_.data(), tap_bits_,
+              codebook_.data(), tap_offset.data(), bias, y};
+    const double taps_avg =
+        static_cast<double>(codes_.size()) / static_cast<double>(out_channels_) + 1.0;
+    size_t tasks = task_count(out_channels_, taps_avg * static_cast<double>(out_h * out_w));
+    const int64_t chunk =
+        (out_channels_ + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
+    tasks = static_cast<size_t>((out_channels_ + chunk - 1) / chunk);
     const int64_t image_in = channels * in_h * in_w;
     const int64_t image_out = out_channels_ * out_h * out_w;
     for (int64_t n = 0; n < batch; ++n) {
-      // Padding cells stay zero from the allocation; only the interior is rewritten.
-      pad_planes(x.data + n * image_in, channels, in_h, in_w, pad_top, pad_left, hp, wpa, copies);
-      for (int64_t kx = 1; kx < kw_; ++kx)
-        std::copy(copies + kx * dw_, copies + copy_len, copies + kx * copy_len);
+      build_phases(x.data + n * image_in, channels, in_h, in_w, pad_top, pad_left, ph, copies);
+      for (int64_t s = 1; s < ph.copies; ++s)  // the last s floats of copy s stay zero
+        std::copy(copies + s, copies + ph.copy_len, copies + s * ph.copy_len);
       plan.y = y + n * image_out;
-      run_jobs(out_channels_, [&](int64_t job) { plane_flat(plan, job); });
+      parallel_for(ctx, tasks, [&](size_t t) {
+        const int64_t o1 = std::min(out_channels_, (static_cast<int64_t>(t) + 1) * chunk);
+        for (int64_t o = static_cast<int64_t>(t) * chunk; o < o1; ++o) plane_flat(plan, o);
+      });
     }
   });
 }
