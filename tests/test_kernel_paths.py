@@ -77,6 +77,10 @@ CONVS = [
     dict(shape=(4, 2, 3, 3), hw=(17, 12), strides=[2, 3], dilations=[2, 1], pads=[1, 0, 2, 1]),
     dict(shape=(3, 2, 2, 2), hw=(9, 10), strides=[3, 3], auto_pad="SAME_UPPER"),
     dict(shape=(3, 2, 3), hw=(20,), strides=[2], pads=[1, 1]),
+    # Above half dense: ORT's own Conv on the decoded weight, with and without bias.
+    dict(shape=(4, 3, 5, 5), hw=(19, 19), strides=[2, 2], pads=[1, 1, 1, 1], sparsity=0.2),
+    dict(shape=(6, 2, 3, 3), hw=(9, 9), group=2, bias=True, sparsity=0.3),
+    dict(shape=(4, 2, 3), hw=(11,), dilations=[2], bias=True, sparsity=0.1),
 ]
 
 
@@ -88,10 +92,13 @@ def test_conv_paths(conv: dict, batch: int, tmp_path: Path) -> None:  # type: ig
     w = rng.standard_normal(shape).astype(np.float32)
     group = conv.get("group", 1)
     attrs = {k: conv[k] for k in ("pads", "dilations", "strides", "auto_pad") if k in conv}
-    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", group=group, **attrs)
+    inits = {"W": w}
+    if conv.get("bias"):
+        inits["B"] = rng.standard_normal(shape[0]).astype(np.float32)
+    node = helper.make_node("Conv", ["x", *inits], ["y"], name="conv", group=group, **attrs)
     channels = shape[1] * group
     y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
-    model = make_model([node], {"x": ["N", channels, *conv["hw"]]}, {"y": y_shape}, {"W": w})
-    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8)
+    model = make_model([node], {"x": ["N", channels, *conv["hw"]]}, {"y": y_shape}, inits)
+    compiled = compile_model(model, tmp_path, sparsity=conv.get("sparsity", 0.6), bits_conv=8)
     x = rng.standard_normal((batch, channels, *conv["hw"])).astype(np.float32)
     _check(compiled, x)

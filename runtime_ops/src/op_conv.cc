@@ -7,9 +7,12 @@
 // (c, ky, kx) reads phase ((ky*dh) % sh, (kx*dw) % sw) of channel c shifted by
 // ((ky*dh) / sh, (kx*dw) / sw). With phase rows laid out at a fixed width, every tap is
 // then one shift of the whole flattened plane, computed 128 outputs at a time with the
-// sums in registers (panel.h). Parallel over output channels, one image at a time.
+// sums in registers (panel.h), input channels in blocks that stay in L1 while a range of
+// output channels uses them. Parallel over output-channel ranges, one image at a time.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "kernel_info.h"
@@ -58,23 +61,25 @@ struct Plan {
   int64_t row_width;       // floats per phase-plane row (a multiple of 16)
   int64_t out_h, out_w;
   int64_t out_per_group, in_per_group;
-  const size_t* tap_ptr;
+  int64_t num_blocks;         // input-channel blocks
+  const size_t* block_ptr;    // per output channel, num_blocks + 1 tap offsets
   const uint8_t* codes;
   const uint32_t* keys;
   unsigned tap_bits;
   const float* codebook;
   const int64_t* tap_offset;  // offset of tap r = ky*kw + kx from its channel's planes
-  const float* bias;
-  float* y;
+  float* sums;                // per output channel, `len_pad` flat partial sums
+  int64_t len_pad;
 };
 
-// Output channel o of one image: output position q = oh * row_width + ow reads
-// x[channel * channel_stride + tap_offset[r] + q]. Positions with ow >= out_w are
-// computed and dropped.
-DC_ONNX_HOT void plane_flat(const Plan& p, int64_t o) {
+constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
+
+// Output channels [o0, o1) of one image into plan.sums: output position
+// q = oh * row_width + ow sums x[channel * channel_stride + tap_offset[r] + q] over the
+// taps. Loop order panel > input-channel block > output channel, so the block of input
+// a panel reads stays in L1 while every output channel of the range uses it.
+DC_ONNX_HOT void channels_task(const Plan& p, int64_t o0, int64_t o1) {
   const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
-  float* yp = p.y + o * p.out_h * p.out_w;
-  const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * p.channel_stride;
   const uint32_t* keys = p.keys;
   const int64_t* tap_offset = p.tap_offset;
   const int64_t channel_stride = p.channel_stride;
@@ -84,21 +89,18 @@ DC_ONNX_HOT void plane_flat(const Plan& p, int64_t o) {
     const uint32_t key = keys[j];
     return static_cast<int64_t>(key >> bits) * channel_stride + tap_offset[key & mask];
   };
-  const float bias = p.bias != nullptr ? p.bias[o] : 0.0f;
-  constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
-  alignas(64) float acc[kWidest];
-  int64_t row = 0, col = 0;  // (oh, ow) of the next position q
+  const auto nb = static_cast<size_t>(p.num_blocks);
   for (int64_t q0 = 0; q0 < len; q0 += kWidest) {
     const int64_t width = std::min(kWidest, len - q0);
-    sparse_panel_any(width, p.codes, p.tap_ptr[o], p.tap_ptr[o + 1], p.codebook, xg + q0,
-                     offset, acc);
-    for (int64_t i = 0; i < width; ++i) {
-      if (col < p.out_w) yp[row * p.out_w + col] = p.bias != nullptr ? acc[i] + bias : acc[i];
-      if (++col == p.row_width) {
-        col = 0;
-        ++row;
+    for (size_t blk = 0; blk < nb; ++blk)
+      for (int64_t o = o0; o < o1; ++o) {
+        const size_t* ptr = p.block_ptr + static_cast<size_t>(o) * (nb + 1) + blk;
+        if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
+        const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
+        float* out = p.sums + o * p.len_pad + q0;
+        sparse_panel_any(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
+                         blk > 0 ? out : nullptr, out);
       }
-    }
   }
 }
 
@@ -183,8 +185,34 @@ ConvKernel::ConvKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     const int64_t taps_per_channel = kh_ * kw_;  // dims <= 2^31-1: no overflow here
     if (taps_per_channel > INT32_MAX / in_per_group_)
       fail("weight_shape " + shape_str(shape) + " is too large");
-    const CsrMatrix w =
-        load_compressed_weight(info, out_channels_, in_per_group_ * taps_per_channel);
+    const int64_t cols = in_per_group_ * taps_per_channel;
+    const CsrMatrix w = load_compressed_weight(info, out_channels_, cols);
+    const double density =
+        static_cast<double>(w.code.size()) / static_cast<double>(out_channels_ * cols);
+    if (density >= kDenseConvDensity && (auto_pad_ == "NOTSET" || auto_pad_ == "VALID")) {
+      std::vector<float> dense(static_cast<size_t>(out_channels_ * cols), 0.0f);
+      for (size_t r = 0; r < static_cast<size_t>(out_channels_); ++r)
+        for (size_t j = w.row_ptr[r]; j < w.row_ptr[r + 1]; ++j)
+          dense[r * static_cast<size_t>(cols) + w.col[j]] = w.codebook[w.code[j]];
+      ConvAttributes a;
+      a.group = group_;
+      a.auto_pad = auto_pad_;
+      if (one_d_) {
+        a.kernel_shape = {kw_};
+        a.strides = {sw_};
+        a.dilations = {dw_};
+        a.pads = {pads_[1], pads_[3]};
+      } else {
+        a.kernel_shape = {kh_, kw_};
+        a.strides = {sh_, sw_};
+        a.dilations = {dh_, dw_};
+        a.pads = {pads_[0], pads_[1], pads_[2], pads_[3]};
+      }
+      size_t inputs = 0;
+      Ort::ThrowOnError(Ort::GetApi().KernelInfo_GetInputCount(info, &inputs));
+      dense_ = std::make_unique<DenseConv>(info, std::move(dense), shape, a, inputs > 6);
+      return;
+    }
     while ((int64_t{1} << tap_bits_) < taps_per_channel) ++tap_bits_;
     // channel < in_per_group and 2^tap_bits < 2 * taps, so keys stay below 2^32.
     tap_ptr_ = w.row_ptr;
@@ -230,8 +258,14 @@ void ConvKernel::compute(OrtKernelContext* context) const {
     }
     std::vector<int64_t> y_shape = {batch, out_channels_, out_h, out_w};
     if (one_d_) y_shape.erase(y_shape.begin() + 2);
-    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
+    Ort::UnownedValue y_value = ctx.GetOutput(0, y_shape);
+    float* y = y_value.GetTensorMutableData<float>();
     if (batch * out_channels_ == 0 || out_h * out_w == 0) return;
+    if (dense_) {
+      const OrtValue* b = bias != nullptr ? static_cast<const OrtValue*>(ctx.GetInput(6)) : nullptr;
+      dense_->run(ctx, ctx.GetInput(0), b, y_value);
+      return;
+    }
 
     Phases ph{};
     ph.sh = sh_;
@@ -255,25 +289,54 @@ void ConvKernel::compute(OrtKernelContext* context) const {
       tap_offset[static_cast<size_t>(r)] =
           (tx / sw_) * ph.copy_len + phase * ph.plane + (ty / sh_) * ph.row_width;
     }
+    // Input-channel blocks small enough that what one panel reads from a block (every
+    // shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB.
+    const int64_t rows_reached = (kh_ - 1) * dh_ / sh_;
+    const int64_t per_channel_bytes =
+        ph.copies * sh_ * sw_ * (kWidest + rows_reached * ph.row_width) * 4;
+    const int64_t block = std::clamp<int64_t>(24576 / per_channel_bytes, 1, in_per_group_);
+    const int64_t num_blocks = (in_per_group_ + block - 1) / block;
+    // Taps are sorted by key, hence by input channel: block starts by binary search.
+    std::vector<size_t> block_ptr(static_cast<size_t>(out_channels_ * (num_blocks + 1)));
+    for (int64_t o = 0; o < out_channels_; ++o) {
+      const uint32_t* first = keys_.data() + tap_ptr_[static_cast<size_t>(o)];
+      const uint32_t* last = keys_.data() + tap_ptr_[static_cast<size_t>(o) + 1];
+      size_t* ptr = block_ptr.data() + o * (num_blocks + 1);
+      for (int64_t k = 0; k <= num_blocks; ++k) {
+        const auto channel = static_cast<uint32_t>(std::min(k * block, in_per_group_));
+        ptr[k] = static_cast<size_t>(std::lower_bound(first, last, channel << tap_bits_) -
+                                     keys_.data());
+      }
+    }
+    const int64_t len = (out_h - 1) * ph.row_width + out_w;
+    const int64_t len_pad = (len + kWidest - 1) / kWidest * kWidest;
+    std::vector<float> sums(static_cast<size_t>(out_channels_ * len_pad));
     Plan plan{copies, sh_ * sw_ * ph.plane, ph.row_width, out_h, out_w, out_channels_ / group_,
-              in_per_group_, tap_ptr_.data(), codes_.data(), keys_.data(), tap_bits_,
-              codebook_.data(), tap_offset.data(), bias, y};
-    const double taps_avg =
-        static_cast<double>(codes_.size()) / static_cast<double>(out_channels_) + 1.0;
-    size_t tasks = task_count(out_channels_, taps_avg * static_cast<double>(out_h * out_w));
-    const int64_t chunk =
-        (out_channels_ + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
-    tasks = static_cast<size_t>((out_channels_ + chunk - 1) / chunk);
+              in_per_group_, num_blocks, block_ptr.data(), codes_.data(), keys_.data(),
+              tap_bits_, codebook_.data(), tap_offset.data(), sums.data(), len_pad};
+    // Ranges of output channels share each loaded block: 16 ranges, of 4 channels or more.
+    const int64_t chunk = std::max<int64_t>(4, (out_channels_ + 15) / 16);
+    const auto tasks = static_cast<size_t>((out_channels_ + chunk - 1) / chunk);
     const int64_t image_in = channels * in_h * in_w;
-    const int64_t image_out = out_channels_ * out_h * out_w;
+    const int64_t plane_out = out_h * out_w;
     for (int64_t n = 0; n < batch; ++n) {
       build_phases(x.data + n * image_in, channels, in_h, in_w, pad_top, pad_left, ph, copies);
       for (int64_t s = 1; s < ph.copies; ++s)  // the last s floats of copy s stay zero
         std::copy(copies + s, copies + ph.copy_len, copies + s * ph.copy_len);
-      plan.y = y + n * image_out;
+      float* yn = y + n * out_channels_ * plane_out;
       parallel_for(ctx, tasks, [&](size_t t) {
-        const int64_t o1 = std::min(out_channels_, (static_cast<int64_t>(t) + 1) * chunk);
-        for (int64_t o = static_cast<int64_t>(t) * chunk; o < o1; ++o) plane_flat(plan, o);
+        const int64_t o0 = static_cast<int64_t>(t) * chunk;
+        const int64_t o1 = std::min(out_channels_, o0 + chunk);
+        channels_task(plan, o0, o1);
+        // Keep the columns ow < out_w of each flat row, then add the bias.
+        for (int64_t o = o0; o < o1; ++o) {
+          const float* src = sums.data() + o * len_pad;
+          float* dst = yn + o * plane_out;
+          for (int64_t oh = 0; oh < out_h; ++oh)
+            for (int64_t ow = 0; ow < out_w; ++ow)
+              dst[oh * out_w + ow] = bias != nullptr ? src[oh * ph.row_width + ow] + bias[o]
+                                                     : src[oh * ph.row_width + ow];
+        }
       });
     }
   });

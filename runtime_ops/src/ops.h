@@ -2,9 +2,11 @@
 #pragma once
 
 #include <array>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "dense_conv.h"
 #include "ort_api.h"
 #include "sparse_matmul.h"
 
@@ -56,6 +58,7 @@ class ConvKernel {
   std::vector<uint32_t> keys_;
   std::array<float, 256> codebook_{};
   unsigned tap_bits_ = 0;
+  std::unique_ptr<DenseConv> dense_;  // set for layers above kDenseConvDensity
 };
 
 }  // namespace dc_onnx

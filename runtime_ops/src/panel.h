@@ -28,13 +28,17 @@ DC_ONNX_INLINE void axpy16(Vec16& acc, float w, const float* p) {
 }
 
 // Non-zeros [b, e) of one row; `offset(j)` gives the panel start in x for non-zero j.
+// The sums start from `init[0 .. 16V)` (partial sums of earlier non-zeros; may be `out`)
+// or from zero when `init` is null.
 template <size_t V, typename Offset>
 DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const float* codebook,
-                                 const float* x, Offset offset, float* out) {
+                                 const float* x, Offset offset, const float* init, float* out) {
   constexpr size_t U = V >= 3 ? 1 : 4 / V;
   Vec16 acc[U][V];
   for (size_t u = 0; u < U; ++u)
     for (size_t i = 0; i < V; ++i) acc[u][i] = Vec16{};
+  if (init != nullptr)
+    for (size_t i = 0; i < V; ++i) __builtin_memcpy(&acc[0][i], init + 16 * i, sizeof(Vec16));
   size_t j = b;
   for (; j + U <= e; j += U)
     for (size_t u = 0; u < U; ++u) {
@@ -57,16 +61,16 @@ DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const 
 template <typename Offset>
 DC_ONNX_INLINE void sparse_panel_any(int64_t width, const uint8_t* code, size_t b, size_t e,
                                      const float* codebook, const float* x, Offset offset,
-                                     float* out) {
+                                     const float* init, float* out) {
   switch ((width + 15) / 16) {
-    case 1: return sparse_panel<1>(code, b, e, codebook, x, offset, out);
-    case 2: return sparse_panel<2>(code, b, e, codebook, x, offset, out);
-    case 3: return sparse_panel<3>(code, b, e, codebook, x, offset, out);
-    case 4: return sparse_panel<4>(code, b, e, codebook, x, offset, out);
-    case 5: return sparse_panel<5>(code, b, e, codebook, x, offset, out);
-    case 6: return sparse_panel<6>(code, b, e, codebook, x, offset, out);
-    case 7: return sparse_panel<7>(code, b, e, codebook, x, offset, out);
-    default: return sparse_panel<8>(code, b, e, codebook, x, offset, out);
+    case 1: return sparse_panel<1>(code, b, e, codebook, x, offset, init, out);
+    case 2: return sparse_panel<2>(code, b, e, codebook, x, offset, init, out);
+    case 3: return sparse_panel<3>(code, b, e, codebook, x, offset, init, out);
+    case 4: return sparse_panel<4>(code, b, e, codebook, x, offset, init, out);
+    case 5: return sparse_panel<5>(code, b, e, codebook, x, offset, init, out);
+    case 6: return sparse_panel<6>(code, b, e, codebook, x, offset, init, out);
+    case 7: return sparse_panel<7>(code, b, e, codebook, x, offset, init, out);
+    default: return sparse_panel<8>(code, b, e, codebook, x, offset, init, out);
   }
 }
 

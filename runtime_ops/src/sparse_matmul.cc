@@ -57,11 +57,11 @@ DC_ONNX_HOT void kmajor_task(const CodedRows& w, const KMajorProblem& pr, const 
     if (w.col32.empty()) {
       const uint16_t* col = w.col16.data();
       sparse_panel_any(width, w.code.data(), begin, end, w.codebook.data(), xb,
-                          [&](size_t j) { return col[j] * ldx; }, acc);
+                          [&](size_t j) { return col[j] * ldx; }, nullptr, acc);
     } else {
       const uint32_t* col = w.col32.data();
       sparse_panel_any(width, w.code.data(), begin, end, w.codebook.data(), xb,
-                          [&](size_t j) { return col[j] * ldx; }, acc);
+                          [&](size_t j) { return col[j] * ldx; }, nullptr, acc);
     }
     float* yr = yb + n * pr.ys_n;
     for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = finish(acc[i], p0 + i, n, ep);
