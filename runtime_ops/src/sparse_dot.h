@@ -39,9 +39,13 @@ inline float sparse_dot_scalar(const Index* col, const uint8_t* code, size_t nnz
 }
 
 #ifdef DC_ONNX_AVX512_DOT
+// GCC 12 reports the undefined upper halves inside its own cast/extract intrinsics as
+// maybe-uninitialized; they are fully written before use.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // `small_codebook`: codebook[0..32) are all the entries (the rest of the 256 are zero).
 template <typename Index>
-__attribute__((target("avx512f"))) inline float sparse_dot_avx512(
+__attribute__((target("avx512f,avx512dq"))) inline float sparse_dot_avx512(
     const Index* col, const uint8_t* code, size_t nnz, const float* codebook, const float* x,
     bool small_codebook) {
   const __m512 cb_lo = _mm512_loadu_ps(codebook);
@@ -63,7 +67,13 @@ __attribute__((target("avx512f"))) inline float sparse_dot_avx512(
       cols = _mm512_loadu_si512(col + j);
     const __m512 w = small_codebook ? _mm512_permutex2var_ps(cb_lo, codes, cb_hi)
                                     : _mm512_mask_i32gather_ps(zero, all, codes, codebook, 4);
-    const __m512 xs = _mm512_mask_i32gather_ps(zero, all, cols, x, 4);
+    // Two 8-wide gathers: on AMD Zen 4 they retire faster than one 16-wide gather.
+    const __m256 half = _mm256_setzero_ps();
+    const __m256 x_lo = _mm256_mask_i32gather_ps(half, x, _mm512_castsi512_si256(cols),
+                                                 _mm256_castsi256_ps(_mm256_set1_epi32(-1)), 4);
+    const __m256 x_hi = _mm256_mask_i32gather_ps(half, x, _mm512_maskz_extracti64x4_epi64(0xFF, cols, 1),
+                                                 _mm256_castsi256_ps(_mm256_set1_epi32(-1)), 4);
+    const __m512 xs = _mm512_insertf32x8(_mm512_zextps256_ps512(x_lo), x_hi, 1);
     acc = _mm512_add_ps(acc, _mm512_mul_ps(w, xs));
   }
   alignas(64) float s[kDotLanes];
@@ -72,8 +82,12 @@ __attribute__((target("avx512f"))) inline float sparse_dot_avx512(
 }
 
 // DC_ONNX_SCALAR_DOT=1 forces the scalar loop (tests compare the two bit for bit).
+#pragma GCC diagnostic pop
+
 inline bool have_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && std::getenv("DC_ONNX_SCALAR_DOT") == nullptr;
+  static const bool yes = __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512dq") &&
+                          std::getenv("DC_ONNX_SCALAR_DOT") == nullptr;
   return yes;
 }
 #endif
