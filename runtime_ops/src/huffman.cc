@@ -66,7 +66,25 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
         nbits += 8;
       }
     }
-    // >= 56 bits in `buf`: four codes of at most 12 bits each.
+    // >= 56 bits in `buf`: four codes of at most 12 bits each. Far from the end of the
+    // stream they cannot run past it, so only invalid patterns need checking.
+    if (count - i >= 4 && consumed + 4 * kMaxCodeLen <= total_bits) {
+      bool valid = true;
+      for (size_t k = 0; k < 4; ++k) {
+        const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
+        const unsigned len = entry >> 8;
+        valid &= len != 0;
+        out[i + k] = static_cast<uint8_t>(entry & 0xFFu);
+        buf <<= len;
+        nbits -= len;
+        consumed += len;
+      }
+      if (valid) {
+        i += 4;
+        continue;
+      }
+      fail(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
+    }
     const size_t batch_end = count - i < 4 ? count : i + 4;
     for (; i < batch_end; ++i) {
       const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
