@@ -314,8 +314,9 @@ void ConvKernel::compute(OrtKernelContext* context) const {
     Plan plan{copies, sh_ * sw_ * ph.plane, ph.row_width, out_h, out_w, out_channels_ / group_,
               in_per_group_, num_blocks, block_ptr.data(), codes_.data(), keys_.data(),
               tap_bits_, codebook_.data(), tap_offset.data(), sums.data(), len_pad};
-    // Ranges of output channels share each loaded block: 16 ranges, of 4 channels or more.
-    const int64_t chunk = std::max<int64_t>(4, (out_channels_ + 15) / 16);
+    // Ranges of output channels share each loaded block, and each range reads the whole
+    // image once: few ranges (4, of 4 channels or more) keep that traffic low.
+    const int64_t chunk = std::max<int64_t>(4, (out_channels_ + 3) / 4);
     const auto tasks = static_cast<size_t>((out_channels_ + chunk - 1) / chunk);
     const int64_t image_in = channels * in_h * in_w;
     const int64_t plane_out = out_h * out_w;
