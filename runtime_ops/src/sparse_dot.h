@@ -95,6 +95,18 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) inline float spars
   return _mm_cvtss_f32(a1);
 }
 
+// Rows [n0, n1) of a CSR matrix (offsets `ptr`) into out[0 .. n1 - n0): one call per
+// block of rows, so the codebook registers and the call cost are paid once.
+template <typename Index>
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) void sparse_dots_avx512(
+    const size_t* ptr, const Index* col, const uint8_t* code, const float* codebook,
+    const float* x, bool small_codebook, int64_t n0, int64_t n1, float* out) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const size_t b = ptr[n];
+    out[n - n0] = sparse_dot_avx512(col + b, code + b, ptr[n + 1] - b, codebook, x, small_codebook);
+  }
+}
+
 #pragma GCC diagnostic pop
 
 // DC_ONNX_SCALAR_DOT=1 forces the scalar loop (tests compare the two bit for bit).

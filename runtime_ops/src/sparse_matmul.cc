@@ -21,24 +21,22 @@ template <typename Index>
 void rows_task(const CodedRows& w, const Index* col, const float* a, int64_t num_rows,
                int64_t lda, float* y, const Epilogue& ep, int64_t n0, int64_t n1) {
   const int64_t n_out = w.rows;
-#ifdef DC_ONNX_AVX512_DOT
-  const bool wide = have_avx512();
-  const bool small_codebook = w.small_codebook;
-#endif
   for (int64_t m = 0; m < num_rows; ++m) {
     const float* x = a + m * lda;
     float* yr = y + m * n_out;
+#ifdef DC_ONNX_AVX512_DOT
+    if (have_avx512()) {
+      sparse_dots_avx512(w.ptr.data(), col, w.code.data(), w.codebook.data(), x,
+                         w.small_codebook, n0, n1, yr + n0);
+      for (int64_t n = n0; n < n1; ++n) yr[n] = finish(yr[n], m, n, ep);
+      continue;
+    }
+#endif
     for (int64_t n = n0; n < n1; ++n) {
       const size_t b = w.ptr[static_cast<size_t>(n)];
       const size_t nnz = w.ptr[static_cast<size_t>(n) + 1] - b;
-      const uint8_t* code = w.code.data() + b;
-#ifdef DC_ONNX_AVX512_DOT
       const float acc =
-          wide ? sparse_dot_avx512(col + b, code, nnz, w.codebook.data(), x, small_codebook)
-               : sparse_dot_scalar(col + b, code, nnz, w.codebook.data(), x);
-#else
-      const float acc = sparse_dot_scalar(col + b, code, nnz, w.codebook.data(), x);
-#endif
+          sparse_dot_scalar(col + b, w.code.data() + b, nnz, w.codebook.data(), x);
       yr[n] = finish(acc, m, n, ep);
     }
   }
