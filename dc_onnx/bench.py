@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -178,7 +179,12 @@ def _create_compiled(
                 del os.environ[DECODE_STATS_ENV]
             else:
                 os.environ[DECODE_STATS_ENV] = previous
-        matches = _DECODE_LINE.findall(log.read_text(errors="replace"))
+        text = log.read_text(errors="replace")
+    # Anything else ORT or the library wrote meanwhile (warnings) goes back to stderr.
+    others = [line for line in text.splitlines() if not _DECODE_LINE.search(line)]
+    if others:
+        print("\n".join(others), file=sys.stderr)
+    matches = _DECODE_LINE.findall(text)
     decode = None
     if matches:
         decode = DecodeStats(
