@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp test demo results clean
+.PHONY: all venv install install-rt lint cpp test demo results bench clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -77,6 +77,25 @@ demo: install
 MNIST ?= tests/data/mnist_test_subset.npz
 results: install
 	$(PY) models/data_free_results.py --data $(MNIST)
+
+# Kernel and whole-model benchmarks against ORT's dense kernels (docs/benchmarks.md).
+# Writes the models under build/imagenet (about 1 GB) and prints every `dc-onnx bench`.
+BENCH := build/imagenet
+THREADS ?= 1
+bench: install
+	$(PY) models/imagenet_shapes.py --out $(BENCH)
+	uptime
+	for m in fc4096_d09 fc4096_d04 fc4096_d25; do \
+	  $(VENV)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,64 \
+	    --threads $(THREADS) --repeat 30 || exit 1; done
+	for m in alex_conv2 alex_conv3 alex_conv4 alex_conv5; do \
+	  $(VENV)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,8 \
+	    --threads $(THREADS) --repeat 30 || exit 1; done
+	$(VENV)/bin/dc-onnx bench $(BENCH)/alexnet.onnx $(BENCH)/alexnet.dc.onnx --batch 1,8 \
+	  --threads $(THREADS) --repeat 30
+	$(VENV)/bin/dc-onnx bench $(BENCH)/vgg16.onnx $(BENCH)/vgg16.dc.onnx --batch 1 \
+	  --threads $(THREADS) --repeat 5
+	uptime
 
 clean:
 	rm -rf build dist $(VENV) $(VENV_RT) third_party

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dc_onnx.bench import bench
 from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
 from dc_onnx.errors import DcOnnxError
 from dc_onnx.verify import load_inputs, verify
@@ -81,7 +82,30 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(run=_verify)
+
+    b = sub.add_parser("bench", help="time a compiled model against its original in ORT")
+    b.add_argument("original", type=Path)
+    b.add_argument("compiled", type=Path)
+    b.add_argument(
+        "--batch", type=_batches, default=[1, 8, 64], metavar="B,B,...",
+        help="batch sizes of the random inputs (default 1,8,64)",
+    )  # fmt: skip
+    b.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (default 1)")
+    b.add_argument("--repeat", type=int, default=20, help="timed runs per model and batch")
+    b.add_argument("--max-seconds", type=float, default=20.0, help="time budget per batch")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    b.set_defaults(run=_bench)
     return parser
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive batch sizes like 1,8,64, got '{text}'")
+    return values
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -127,6 +151,15 @@ def _verify(args: argparse.Namespace) -> int:
             f"top-1 accuracy: original {result.accuracy['original']:.2%}, "
             f"compiled {result.accuracy['compiled']:.2%}"
         )
+    return EXIT_OK
+
+
+def _bench(args: argparse.Namespace) -> int:
+    result = bench(
+        args.original, args.compiled, args.batch, threads=args.threads, repeat=args.repeat,
+        max_seconds=args.max_seconds,
+    )  # fmt: skip
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
     return EXIT_OK
 
 

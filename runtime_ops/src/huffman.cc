@@ -1,5 +1,6 @@
 #include "huffman.h"
 
+#include <cstring>
 #include <string>
 
 #include "errors.h"
@@ -47,33 +48,67 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
   uint64_t buf = 0;       // next bits of the stream, MSB-aligned; zeros past the end
   unsigned nbits = 0;     // bits of `buf` that have been filled
   size_t pos = 0;         // next byte to load (may run past nbytes: those load as 0)
-  for (size_t i = 0; i < count; ++i) {
-    while (nbits <= 56) {
-      const uint64_t byte = pos < nbytes ? data[pos] : 0;
-      buf |= byte << (56 - nbits);
-      ++pos;
-      nbits += 8;
+  size_t i = 0;
+  while (i < count) {
+    if (pos + 8 <= nbytes) {
+      // Refill with one 8-byte load: whole bytes up to 56..63 bits. Bits of the next byte
+      // that also land in `buf` are the same ones the next refill ORs in again.
+      uint64_t word;
+      std::memcpy(&word, data + pos, sizeof word);
+      buf |= __builtin_bswap64(word) >> nbits;
+      pos += (63 - nbits) >> 3;
+      nbits |= 56;
+    } else {
+      while (nbits <= 56) {
+        const uint64_t byte = pos < nbytes ? data[pos] : 0;
+        buf |= byte << (56 - nbits);
+        ++pos;
+        nbits += 8;
+      }
     }
-    const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
-    const unsigned len = entry >> 8;
-    if (len == 0) {
-      if (consumed + kMaxCodeLen > total_bits)
-        fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-             " symbols (truncated)");
+    // >= 56 bits in `buf`: four codes of at most 12 bits each. Far from the end of the
+    // stream they cannot run past it, so only invalid patterns need checking.
+    if (count - i >= 4 && consumed + 4 * kMaxCodeLen <= total_bits) {
+      bool valid = true;
+      for (size_t k = 0; k < 4; ++k) {
+        const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
+        const unsigned len = entry >> 8;
+        valid &= len != 0;
+        out[i + k] = static_cast<uint8_t>(entry & 0xFFu);
+        buf <<= len;
+        nbits -= len;
+        consumed += len;
+      }
+      if (valid) {
+        i += 4;
+        continue;
+      }
       fail(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
     }
-    if (consumed + len > total_bits)
-      fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-           " symbols (truncated)");
-    out[i] = static_cast<uint8_t>(entry & 0xFFu);
-    buf <<= len;
-    nbits -= len;
-    consumed += len;
+    const size_t batch_end = count - i < 4 ? count : i + 4;
+    for (; i < batch_end; ++i) {
+      const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
+      const unsigned len = entry >> 8;
+      if (len == 0) {
+        if (consumed + kMaxCodeLen > total_bits)
+          fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
+               " symbols (truncated)");
+        fail(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
+      }
+      if (consumed + len > total_bits)
+        fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
+             " symbols (truncated)");
+      out[i] = static_cast<uint8_t>(entry & 0xFFu);
+      buf <<= len;
+      nbits -= len;
+      consumed += len;
+    }
   }
   const uint64_t used_bytes = (consumed + 7) / 8;
   if (used_bytes != nbytes)
     fail(what + std::to_string(nbytes - used_bytes) + " trailing bytes after the last symbol");
-  // The refill above always holds >= 45 loaded bits here, so the pad bits are in `buf`.
+  // Each refill leaves >= 56 bits and at most 48 are consumed before the next, so >= 8
+  // loaded bits remain: the (< 8) pad bits of the last byte are in `buf`.
   const auto pad = static_cast<unsigned>(used_bytes * 8 - consumed);
   if (pad != 0 && (buf >> (64 - pad)) != 0) fail(what + "non-zero padding bits");
 }

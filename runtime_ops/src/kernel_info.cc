@@ -1,6 +1,8 @@
 #include "kernel_info.h"
 
 #include <array>
+#include <cstdio>
+#include <cstdlib>
 
 #include "side_file.h"
 
@@ -159,7 +161,15 @@ CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_
   w.num_entries = m;
   w.num_codes = num_codes;
   w.index_bits = static_cast<unsigned>(index_bits);
-  return decode_weight(w, rows, cols);
+  CsrMatrix csr = decode_weight(w, rows, cols);
+  // Opt-in throughput log, read back by `dc-onnx bench` (one line per layer).
+  if (const char* env = std::getenv("DC_ONNX_DECODE_STATS"); env != nullptr && *env != '\0') {
+    const std::string layer = attr_string(info, "layer").value_or("?");
+    std::fprintf(stderr, "dc_onnx: layer '%s': decoded %llu symbols in %llu ns\n", layer.c_str(),
+                 static_cast<unsigned long long>(csr.symbols),
+                 static_cast<unsigned long long>(csr.decode_ns));
+  }
+  return csr;
 }
 
 InputTensor float_input(const Ort::KernelContext& ctx, size_t index) {

@@ -1,13 +1,23 @@
-// CompressedConv: ONNX Conv (1-D, 2-D) computed tap by tap from the non-zero kernel
-// weights: each tap adds value * (the input shifted by the tap's offset) to the output
-// plane, so the work is proportional to the non-zeros and no im2col buffer is built.
-// Parallel over (image, output channel) planes.
+// CompressedConv: ONNX Conv (1-D, 2-D) computed from the non-zero kernel taps only:
+// each tap adds value * (the input shifted by the tap's offset) to the output plane, so
+// the work is proportional to the non-zeros and no im2col buffer is built.
+//
+// Strides become stride 1 by splitting the padded input into stride_h * stride_w phase
+// planes (phase (a, b) holds rows a, a + sh, ... and columns b, b + sw, ...): tap
+// (c, ky, kx) reads phase ((ky*dh) % sh, (kx*dw) % sw) of channel c shifted by
+// ((ky*dh) / sh, (kx*dw) / sw). With phase rows laid out at a fixed width, every tap is
+// then one shift of the whole flattened plane, computed 128 outputs at a time with the
+// sums in registers (panel.h), input channels in blocks that stay in L1 while a range of
+// output channels uses them. Parallel over output-channel ranges, one image at a time.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "kernel_info.h"
 #include "ops.h"
+#include "panel.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -44,97 +54,90 @@ int64_t output_size(const std::string& auto_pad, int64_t in, int64_t k, int64_t 
   return (padded - span) / stride + 1;
 }
 
-// Output positions o in [0, out) whose input position o * stride + offset lies in [0, in).
-void valid_range(int64_t offset, int64_t stride, int64_t in, int64_t out, int64_t* lo,
-                 int64_t* hi) {
-  *lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-  *hi = in - 1 - offset < 0 ? 0 : std::min(out, (in - 1 - offset) / stride + 1);
-}
-
-// Everything the per-plane jobs need for one Run.
+// Everything the per-channel jobs need for one image.
 struct Plan {
-  const float* x;  // input, or its zero-padded copy (then pad_top = pad_left = 0)
-  int64_t channels, in_h, in_w;
-  int64_t out_h, out_w, pad_top, pad_left;
-  int64_t sh, sw, dh, dw;
-  int64_t out_channels, out_per_group, in_per_group;
-  const size_t* tap_ptr;
-  const ConvKernel::Tap* taps;
-  const float* bias;
-  float* y;
+  const float* x;          // phase planes of the image (first of the shifted copies)
+  int64_t channel_stride;  // floats between the phase planes of consecutive channels
+  int64_t row_width;       // floats per phase-plane row (a multiple of 16)
+  int64_t out_h, out_w;
+  int64_t out_per_group, in_per_group;
+  int64_t num_blocks;         // input-channel blocks
+  const size_t* block_ptr;    // per output channel, num_blocks + 1 tap offsets
+  const uint8_t* codes;
+  const uint32_t* keys;
+  unsigned tap_bits;
+  const float* codebook;
+  const int64_t* tap_offset;  // offset of tap r = ky*kw + kx from its channel's planes
+  float* sums;                // per output channel, `len_pad` flat partial sums
+  int64_t len_pad;
 };
 
-// General path, any stride and padding: per tap, one shifted axpy per output row.
-DC_ONNX_HOT void plane_by_rows(const Plan& p, int64_t job) {
-  const int64_t n = job / p.out_channels;
-  const int64_t o = job % p.out_channels;
-  const int64_t plane_in = p.in_h * p.in_w;
-  const int64_t plane_out = p.out_h * p.out_w;
-  float* yp = p.y + job * plane_out;
-  std::fill(yp, yp + plane_out, 0.0f);
-  const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
-  for (size_t i = p.tap_ptr[o]; i < p.tap_ptr[o + 1]; ++i) {
-    const ConvKernel::Tap& tap = p.taps[i];
-    const int64_t off_h = tap.ky * p.dh - p.pad_top;
-    const int64_t off_w = tap.kx * p.dw - p.pad_left;
-    int64_t h0, h1, w0, w1;
-    valid_range(off_h, p.sh, p.in_h, p.out_h, &h0, &h1);
-    valid_range(off_w, p.sw, p.in_w, p.out_w, &w0, &w1);
-    if (w0 >= w1) continue;
-    const float v = tap.value;
-    const float* xc = xg + tap.channel * plane_in;
-    const int64_t len = w1 - w0;
-    for (int64_t oh = h0; oh < h1; ++oh) {
-      float* yr = yp + oh * p.out_w + w0;
-      const float* xr = xc + (oh * p.sh + off_h) * p.in_w + (w0 * p.sw + off_w);
-      if (p.sw == 1) {
-        for (int64_t q = 0; q < len; ++q) yr[q] += v * xr[q];
-      } else {
-        for (int64_t q = 0; q < len; ++q) yr[q] += v * xr[q * p.sw];
+constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
+
+// Output channels [o0, o1) of one image into plan.sums: output position
+// q = oh * row_width + ow sums x[channel * channel_stride + tap_offset[r] + q] over the
+// taps. Loop order panel > input-channel block > output channel, so the block of input
+// a panel reads stays in L1 while every output channel of the range uses it.
+DC_ONNX_HOT void channels_task(const Plan& p, int64_t o0, int64_t o1) {
+  const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
+  const uint32_t* keys = p.keys;
+  const int64_t* tap_offset = p.tap_offset;
+  const int64_t channel_stride = p.channel_stride;
+  const unsigned bits = p.tap_bits;
+  const uint32_t mask = (uint32_t{1} << bits) - 1;
+  auto offset = [&](size_t j) {
+    const uint32_t key = keys[j];
+    return static_cast<int64_t>(key >> bits) * channel_stride + tap_offset[key & mask];
+  };
+  const auto nb = static_cast<size_t>(p.num_blocks);
+  for (int64_t q0 = 0; q0 < len; q0 += kWidest) {
+    const int64_t width = std::min(kWidest, len - q0);
+    for (size_t blk = 0; blk < nb; ++blk)
+      for (int64_t o = o0; o < o1; ++o) {
+        const size_t* ptr = p.block_ptr + static_cast<size_t>(o) * (nb + 1) + blk;
+        if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
+        const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
+        float* out = p.sums + o * p.len_pad + q0;
+        sparse_panel_any(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
+                         blk > 0 ? out : nullptr, out);
       }
-    }
   }
-  if (p.bias != nullptr)
-    for (int64_t q = 0; q < plane_out; ++q) yp[q] += p.bias[o];
 }
 
-// Stride 1 over a padded input of width in_w: output (oh, ow) reads input
-// (oh + ky*dh, ow + kx*dw), so with rows kept at the input's width every tap is ONE
-// long axpy over the plane. Columns ow >= out_w are scratch, dropped when copying out.
-DC_ONNX_HOT void plane_flat(const Plan& p, int64_t job, float* scratch) {
-  const int64_t n = job / p.out_channels;
-  const int64_t o = job % p.out_channels;
-  const int64_t plane_in = p.in_h * p.in_w;
-  const int64_t plane_out = p.out_h * p.out_w;
-  const int64_t len = (p.out_h - 1) * p.in_w + p.out_w;  // stays inside the input plane
-  float* yp = p.y + job * plane_out;
-  float* acc = p.in_w == p.out_w ? yp : scratch;
-  std::fill(acc, acc + len, 0.0f);
-  const float* xg = p.x + (n * p.channels + (o / p.out_per_group) * p.in_per_group) * plane_in;
-  for (size_t i = p.tap_ptr[o]; i < p.tap_ptr[o + 1]; ++i) {
-    const ConvKernel::Tap& tap = p.taps[i];
-    const float v = tap.value;
-    const float* xr = xg + tap.channel * plane_in + tap.ky * p.dh * p.in_w + tap.kx * p.dw;
-    for (int64_t q = 0; q < len; ++q) acc[q] += v * xr[q];
-  }
-  if (acc != yp)
-    for (int64_t oh = 0; oh < p.out_h; ++oh)
-      std::copy(acc + oh * p.in_w, acc + oh * p.in_w + p.out_w, yp + oh * p.out_w);
-  if (p.bias != nullptr)
-    for (int64_t q = 0; q < plane_out; ++q) yp[q] += p.bias[o];
+// Geometry of the phase planes for one Run.
+struct Phases {
+  int64_t sh, sw;         // strides = phases per axis
+  int64_t hp, wp;         // rows and used columns of a phase plane
+  int64_t row_width;      // wp rounded up to 16
+  int64_t plane;          // hp * row_width
+  int64_t copy_len;       // one shifted copy: channels * sh * sw planes + 16 floats slack
+  int64_t copies;         // distinct column shifts (kx*dw) / sw, hence shifted copies
+};
+
+// Phase plane (c, a, b)[h, w] = input[c, h*sh + a - pad_top, w*sw + b - pad_left], zero
+// outside the input; written for channels [0, channels) of one image into `out`.
+void build_phases(const float* x, int64_t channels, int64_t in_h, int64_t in_w, int64_t pad_top,
+                  int64_t pad_left, const Phases& ph, float* out) {
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t a = 0; a < ph.sh; ++a)
+      for (int64_t b = 0; b < ph.sw; ++b) {
+        float* plane = out + ((c * ph.sh + a) * ph.sw + b) * ph.plane;
+        for (int64_t h = 0; h < ph.hp; ++h) {
+          float* row = plane + h * ph.row_width;
+          const int64_t i = h * ph.sh + a - pad_top;
+          if (i < 0 || i >= in_h) {
+            std::fill(row, row + ph.wp, 0.0f);
+            continue;
+          }
+          const float* xr = x + (c * in_h + i) * in_w;
+          for (int64_t w = 0; w < ph.wp; ++w) {
+            const int64_t j = w * ph.sw + b - pad_left;
+            row[w] = j >= 0 && j < in_w ? xr[j] : 0.0f;
+          }
+        }
+      }
 }
 
-// Copies x [planes, h, w] into out [planes, h + top + bottom, w + left + right], zeros around.
-void pad_planes(const float* x, int64_t planes, int64_t h, int64_t w, int64_t top, int64_t left,
-                int64_t hp, int64_t wp, float* out) {
-  std::fill(out, out + planes * hp * wp, 0.0f);
-  for (int64_t c = 0; c < planes; ++c)
-    for (int64_t r = 0; r < h; ++r)
-      std::copy(x + (c * h + r) * w, x + (c * h + r + 1) * w, out + (c * hp + r + top) * wp + left);
-}
-
-constexpr int64_t kFlatMaxPlane = 16384;  // larger planes have long rows: row path is fine
-constexpr size_t kFlatMaxTasks = 256;     // bounds the scratch memory of the flat path
 
 }  // namespace
 
@@ -182,14 +185,44 @@ ConvKernel::ConvKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     const int64_t taps_per_channel = kh_ * kw_;  // dims <= 2^31-1: no overflow here
     if (taps_per_channel > INT32_MAX / in_per_group_)
       fail("weight_shape " + shape_str(shape) + " is too large");
-    const CsrMatrix w =
-        load_compressed_weight(info, out_channels_, in_per_group_ * taps_per_channel);
-    tap_ptr_.assign(w.row_ptr.begin(), w.row_ptr.end());
-    taps_.reserve(w.val.size());
-    for (size_t j = 0; j < w.val.size(); ++j) {
-      const int64_t c = w.col[j];
-      const int64_t r = c % taps_per_channel;
-      taps_.push_back({c / taps_per_channel, r / kw_, r % kw_, w.val[j]});
+    const int64_t cols = in_per_group_ * taps_per_channel;
+    const CsrMatrix w = load_compressed_weight(info, out_channels_, cols);
+    const double density =
+        static_cast<double>(w.code.size()) / static_cast<double>(out_channels_ * cols);
+    if (density >= kDenseConvDensity && (auto_pad_ == "NOTSET" || auto_pad_ == "VALID")) {
+      std::vector<float> dense(static_cast<size_t>(out_channels_ * cols), 0.0f);
+      for (size_t r = 0; r < static_cast<size_t>(out_channels_); ++r)
+        for (size_t j = w.row_ptr[r]; j < w.row_ptr[r + 1]; ++j)
+          dense[r * static_cast<size_t>(cols) + w.col[j]] = w.codebook[w.code[j]];
+      ConvAttributes a;
+      a.group = group_;
+      a.auto_pad = auto_pad_;
+      if (one_d_) {
+        a.kernel_shape = {kw_};
+        a.strides = {sw_};
+        a.dilations = {dw_};
+        a.pads = {pads_[1], pads_[3]};
+      } else {
+        a.kernel_shape = {kh_, kw_};
+        a.strides = {sh_, sw_};
+        a.dilations = {dh_, dw_};
+        a.pads = {pads_[0], pads_[1], pads_[2], pads_[3]};
+      }
+      size_t inputs = 0;
+      Ort::ThrowOnError(Ort::GetApi().KernelInfo_GetInputCount(info, &inputs));
+      dense_ = std::make_unique<DenseConv>(info, std::move(dense), shape, a, inputs > 6);
+      return;
+    }
+    while ((int64_t{1} << tap_bits_) < taps_per_channel) ++tap_bits_;
+    // channel < in_per_group and 2^tap_bits < 2 * taps, so keys stay below 2^32.
+    tap_ptr_ = w.row_ptr;
+    codes_ = w.code;
+    codebook_ = w.codebook;
+    keys_.reserve(w.col.size());
+    for (const uint32_t c : w.col) {
+      const auto channel = static_cast<uint32_t>(c / static_cast<uint64_t>(taps_per_channel));
+      const auto r = static_cast<uint32_t>(c % static_cast<uint64_t>(taps_per_channel));
+      keys_.push_back(channel << tap_bits_ | r);
     }
   });
 }
@@ -225,50 +258,88 @@ void ConvKernel::compute(OrtKernelContext* context) const {
     }
     std::vector<int64_t> y_shape = {batch, out_channels_, out_h, out_w};
     if (one_d_) y_shape.erase(y_shape.begin() + 2);
-    float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
-    const int64_t jobs = batch * out_channels_;  // one (image, output channel) plane each
-    if (jobs == 0 || out_h * out_w == 0) return;
-
-    Plan plan{x.data, channels, in_h, in_w, out_h, out_w, pad_top, pad_left, sh_, sw_, dh_, dw_,
-              out_channels_, out_channels_ / group_, in_per_group_, tap_ptr_.data(),
-              taps_.data(), bias, y};
-    // The flat path needs stride 1 and non-negative pads on all four sides.
-    const int64_t hp = out_h + dh_ * (kh_ - 1);
-    const int64_t wp = out_w + dw_ * (kw_ - 1);
-    const bool flat = sh_ == 1 && sw_ == 1 && pad_top >= 0 && pad_left >= 0 &&
-                      hp >= in_h + pad_top && wp >= in_w + pad_left && out_h * wp <= kFlatMaxPlane;
-    const double taps_avg =
-        static_cast<double>(taps_.size()) / static_cast<double>(out_channels_) + 1.0;
-    size_t tasks = task_count(jobs, taps_avg * static_cast<double>(out_h * out_w));
-    if (flat) tasks = std::min(tasks, kFlatMaxTasks);
-    const int64_t chunk = (jobs + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
-    tasks = static_cast<size_t>((jobs + chunk - 1) / chunk);
-
-    if (!flat) {
-      parallel_for(ctx, tasks, [&](size_t t) {
-        const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
-        for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job)
-          plane_by_rows(plan, job);
-      });
+    Ort::UnownedValue y_value = ctx.GetOutput(0, y_shape);
+    float* y = y_value.GetTensorMutableData<float>();
+    if (batch * out_channels_ == 0 || out_h * out_w == 0) return;
+    if (dense_) {
+      const OrtValue* b = bias != nullptr ? static_cast<const OrtValue*>(ctx.GetInput(6)) : nullptr;
+      dense_->run(ctx, ctx.GetInput(0), b, y_value);
       return;
     }
-    std::vector<float> padded;
-    if (hp != in_h || wp != in_w) {
-      padded.resize(static_cast<size_t>(batch * channels * hp * wp));
-      pad_planes(x.data, batch * channels, in_h, in_w, pad_top, pad_left, hp, wp, padded.data());
-      plan.x = padded.data();
-      plan.in_h = hp;
-      plan.in_w = wp;
-      plan.pad_top = plan.pad_left = 0;
+
+    Phases ph{};
+    ph.sh = sh_;
+    ph.sw = sw_;
+    ph.hp = out_h + (kh_ - 1) * dh_ / sh_;
+    ph.wp = out_w + (kw_ - 1) * dw_ / sw_;
+    ph.row_width = (ph.wp + 15) / 16 * 16;
+    ph.plane = ph.hp * ph.row_width;
+    ph.copy_len = channels * sh_ * sw_ * ph.plane + 16;
+    ph.copies = (kw_ - 1) * dw_ / sw_ + 1;
+    // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
+    // 16, tap (c, ky, kx) then starts 64-byte aligned in copy (kx*dw) / sw, so no panel
+    // load splits a cache line; 16 floats of slack cover the last panel's reads.
+    std::vector<float> buffer(static_cast<size_t>(ph.copies * ph.copy_len + 16), 0.0f);
+    float* copies = buffer.data();
+    while (reinterpret_cast<uintptr_t>(copies) % 64 != 0) ++copies;
+    std::vector<int64_t> tap_offset(size_t{1} << tap_bits_, 0);
+    for (int64_t r = 0; r < kh_ * kw_; ++r) {
+      const int64_t ty = (r / kw_) * dh_, tx = (r % kw_) * dw_;
+      const int64_t phase = (ty % sh_) * sw_ + tx % sw_;
+      tap_offset[static_cast<size_t>(r)] =
+          (tx / sw_) * ph.copy_len + phase * ph.plane + (ty / sh_) * ph.row_width;
     }
-    const auto scratch_len = static_cast<size_t>((out_h - 1) * wp + out_w);
-    std::vector<float> scratch(wp == out_w ? 0 : tasks * scratch_len);
-    parallel_for(ctx, tasks, [&](size_t t) {
-      float* mine = scratch.empty() ? nullptr : scratch.data() + t * scratch_len;
-      const int64_t j1 = std::min(jobs, (static_cast<int64_t>(t) + 1) * chunk);
-      for (int64_t job = static_cast<int64_t>(t) * chunk; job < j1; ++job)
-        plane_flat(plan, job, mine);
-    });
+    // Input-channel blocks small enough that what one panel reads from a block (every
+    // shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB.
+    const int64_t rows_reached = (kh_ - 1) * dh_ / sh_;
+    const int64_t per_channel_bytes =
+        ph.copies * sh_ * sw_ * (kWidest + rows_reached * ph.row_width) * 4;
+    const int64_t block = std::clamp<int64_t>(24576 / per_channel_bytes, 1, in_per_group_);
+    const int64_t num_blocks = (in_per_group_ + block - 1) / block;
+    // Taps are sorted by key, hence by input channel: block starts by binary search.
+    std::vector<size_t> block_ptr(static_cast<size_t>(out_channels_ * (num_blocks + 1)));
+    for (int64_t o = 0; o < out_channels_; ++o) {
+      const uint32_t* first = keys_.data() + tap_ptr_[static_cast<size_t>(o)];
+      const uint32_t* last = keys_.data() + tap_ptr_[static_cast<size_t>(o) + 1];
+      size_t* ptr = block_ptr.data() + o * (num_blocks + 1);
+      for (int64_t k = 0; k <= num_blocks; ++k) {
+        const auto channel = static_cast<uint32_t>(std::min(k * block, in_per_group_));
+        ptr[k] = static_cast<size_t>(std::lower_bound(first, last, channel << tap_bits_) -
+                                     keys_.data());
+      }
+    }
+    const int64_t len = (out_h - 1) * ph.row_width + out_w;
+    const int64_t len_pad = (len + kWidest - 1) / kWidest * kWidest;
+    std::vector<float> sums(static_cast<size_t>(out_channels_ * len_pad));
+    Plan plan{copies, sh_ * sw_ * ph.plane, ph.row_width, out_h, out_w, out_channels_ / group_,
+              in_per_group_, num_blocks, block_ptr.data(), codes_.data(), keys_.data(),
+              tap_bits_, codebook_.data(), tap_offset.data(), sums.data(), len_pad};
+    // Ranges of output channels share each loaded block, and each range reads the whole
+    // image once: few ranges (4, of 4 channels or more) keep that traffic low.
+    const int64_t chunk = std::max<int64_t>(4, (out_channels_ + 3) / 4);
+    const auto tasks = static_cast<size_t>((out_channels_ + chunk - 1) / chunk);
+    const int64_t image_in = channels * in_h * in_w;
+    const int64_t plane_out = out_h * out_w;
+    for (int64_t n = 0; n < batch; ++n) {
+      build_phases(x.data + n * image_in, channels, in_h, in_w, pad_top, pad_left, ph, copies);
+      for (int64_t s = 1; s < ph.copies; ++s)  // the last s floats of copy s stay zero
+        std::copy(copies + s, copies + ph.copy_len, copies + s * ph.copy_len);
+      float* yn = y + n * out_channels_ * plane_out;
+      parallel_for(ctx, tasks, [&](size_t t) {
+        const int64_t o0 = static_cast<int64_t>(t) * chunk;
+        const int64_t o1 = std::min(out_channels_, o0 + chunk);
+        channels_task(plan, o0, o1);
+        // Keep the columns ow < out_w of each flat row, then add the bias.
+        for (int64_t o = o0; o < o1; ++o) {
+          const float* src = sums.data() + o * len_pad;
+          float* dst = yn + o * plane_out;
+          for (int64_t oh = 0; oh < out_h; ++oh)
+            for (int64_t ow = 0; ow < out_w; ++ow)
+              dst[oh * out_w + ow] = bias != nullptr ? src[oh * ph.row_width + ow] + bias[o]
+                                                     : src[oh * ph.row_width + ow];
+        }
+      });
+    }
   });
 }
 

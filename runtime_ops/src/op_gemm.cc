@@ -8,7 +8,8 @@
 namespace dc_onnx {
 namespace {
 
-constexpr int64_t kFewRows = 4;  // below this, per-row sparse dots beat the K-major path
+// Below this many rows, sparse dots per row (rows_times_w) beat 16-column panels.
+constexpr int64_t kFewRows = 4;
 
 // Strides that read C, unidirectionally broadcast to [M, N] (scalar, [N], [1,N], [M,1],
 // [M,N], ...), as element offsets per step of m and of n.
@@ -36,7 +37,7 @@ GemmKernel::GemmKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     const int64_t trans_a = attr_int(info, "transA").value_or(0);
     if (trans_a != 0 && trans_a != 1) fail("transA must be 0 or 1");
     trans_a_ = trans_a == 1;
-    w_ = load_compressed_weight(info, shape[0], shape[1]);
+    w_ = pack_rows(load_compressed_weight(info, shape[0], shape[1]));
   });
 }
 
@@ -68,18 +69,15 @@ void GemmKernel::compute(OrtKernelContext* context) const {
     if (m == 0) return;
 
     if (!trans_a_ && m < kFewRows) {
-      csr_rows_times_w(ctx, w_, a.data, m, k, y, ep);
+      rows_times_w(ctx, w_, a.data, m, k, y, ep);
       return;
     }
-    std::vector<float> at;  // A in K-major form; A^T already is when transA
-    const float* x = a.data;
-    if (!trans_a_) {
-      at.resize(static_cast<size_t>(m * k));
-      transpose(a.data, m, k, at.data());
-      x = at.data();
-    }
-    KMajorProblem pr{x, m, 0, m, 1, y, 1, n, 0};
-    csr_times_kmajor(ctx, w_, pr, ep);
+    // K-major copy of A: a transpose, or (transA) a plain copy padded to 16 columns.
+    int64_t ldx = 0;
+    const std::vector<float> x = trans_a_ ? kmajor_copy(a.data, 1, k, m, 0, m, 1, &ldx)
+                                          : kmajor_copy(a.data, 1, k, m, 0, 1, k, &ldx);
+    const KMajorProblem pr{x.data(), ldx, 0, m, 1, y, 1, n, 0};
+    w_times_kmajor(ctx, w_, pr, ep);
   });
 }
 

@@ -8,7 +8,8 @@
 namespace dc_onnx {
 namespace {
 
-constexpr int64_t kFewRows = 4;  // below this, per-row sparse dots beat the K-major path
+// Below this many rows, sparse dots per row (rows_times_w) beat 16-column panels.
+constexpr int64_t kFewRows = 4;
 
 int64_t product(const std::vector<int64_t>& v, size_t begin, size_t end) {
   int64_t p = 1;
@@ -25,7 +26,7 @@ MatMulKernel::MatMulKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(inf
     const int64_t side = required_int(info, "weight_side");
     if (side != 0 && side != 1) fail("weight_side must be 0 or 1");
     weight_first_ = side == 0;
-    w_ = load_compressed_weight(info, shape[0], shape[1]);
+    w_ = pack_rows(load_compressed_weight(info, shape[0], shape[1]));
   });
 }
 
@@ -52,23 +53,26 @@ void MatMulKernel::compute(OrtKernelContext* context) const {
       const int64_t rows = product(x.shape, 0, k_axis);
       if (rows == 0) return;
       if (rows < kFewRows) {
-        csr_rows_times_w(ctx, w_, x.data, rows, k, y, ep);
+        rows_times_w(ctx, w_, x.data, rows, k, y, ep);
         return;
       }
-      std::vector<float> xt(static_cast<size_t>(rows * k));
-      transpose(x.data, rows, k, xt.data());
-      KMajorProblem pr{xt.data(), rows, 0, rows, 1, y, 1, n, 0};
-      csr_times_kmajor(ctx, w_, pr, ep);
+      int64_t ldx = 0;
+      const std::vector<float> xt = kmajor_copy(x.data, 1, k, rows, 0, 1, k, &ldx);
+      const KMajorProblem pr{xt.data(), ldx, 0, rows, 1, y, 1, n, 0};
+      w_times_kmajor(ctx, w_, pr, ep);
       return;
     }
-    // Y[b] = Wm @ X[b], X[b] of shape [K, P]: already K-major.
+    // Y[b] = Wm @ X[b], X[b] of shape [K, P]: already K-major, copied to pad its rows.
     const int64_t p = x.shape[rank - 1];
     y_shape.push_back(n);
     y_shape.push_back(p);
     float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
     const int64_t batches = product(x.shape, 0, rank - 2);
-    KMajorProblem pr{x.data, p, k * p, p, batches, y, p, 1, n * p};
-    csr_times_kmajor(ctx, w_, pr, ep);
+    if (batches == 0 || p == 0) return;
+    int64_t ldx = 0;
+    const std::vector<float> xt = kmajor_copy(x.data, batches, k, p, k * p, p, 1, &ldx);
+    const KMajorProblem pr{xt.data(), ldx, k * ldx, p, batches, y, p, 1, n * p};
+    w_times_kmajor(ctx, w_, pr, ep);
   });
 }
 

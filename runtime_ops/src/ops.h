@@ -1,11 +1,14 @@
 // The three kernels of domain ai.dc_onnx (see docs/format.md, "Op schemas").
 #pragma once
 
+#include <array>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "dense_conv.h"
 #include "ort_api.h"
-#include "sparse_weight.h"
+#include "sparse_matmul.h"
 
 namespace dc_onnx {
 
@@ -20,7 +23,7 @@ class GemmKernel {
   float alpha_ = 1.0f;
   float beta_ = 1.0f;
   bool trans_a_ = false;
-  CsrMatrix w_;
+  CodedRows w_;
 };
 
 // weight_side 1: Y = X @ Wm^T; weight_side 0: Y = Wm @ X.
@@ -32,7 +35,7 @@ class MatMulKernel {
  private:
   std::string prefix_;
   bool weight_first_ = false;  // weight_side == 0
-  CsrMatrix w_;
+  CodedRows w_;
 };
 
 // ONNX Conv, 1-D and 2-D (1-D runs as 2-D with a height of 1).
@@ -41,13 +44,6 @@ class ConvKernel {
   explicit ConvKernel(const OrtKernelInfo* info);
   void compute(OrtKernelContext* context) const;
 
-  // One non-zero kernel tap of an output channel.
-  struct Tap {
-    int64_t channel;  // input channel within the group
-    int64_t ky, kx;   // kernel offsets
-    float value;
-  };
-
  private:
   std::string prefix_;
   int64_t out_channels_ = 0, group_ = 1, in_per_group_ = 0;
@@ -55,8 +51,14 @@ class ConvKernel {
   int64_t pads_[4] = {0, 0, 0, 0};  // top, left, bottom, right
   std::string auto_pad_ = "NOTSET";
   bool one_d_ = false;
-  std::vector<size_t> tap_ptr_;  // out_channels + 1 offsets into taps_
-  std::vector<Tap> taps_;
+  // Resident weight: per output channel, its non-zero taps as a one-byte codebook index
+  // and a key (input channel << tap_bits_) | (ky * kw + kx): 5 bytes per non-zero.
+  std::vector<size_t> tap_ptr_;  // out_channels + 1 offsets into codes_ and keys_
+  std::vector<uint8_t> codes_;
+  std::vector<uint32_t> keys_;
+  std::array<float, 256> codebook_{};
+  unsigned tap_bits_ = 0;
+  std::unique_ptr<DenseConv> dense_;  // set for layers above kDenseConvDensity
 };
 
 }  // namespace dc_onnx

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 
+#include "panel.h"
 #include "parallel.h"
 #include "simd.h"
+#include "sparse_dot.h"
 
 namespace dc_onnx {
 namespace {
@@ -14,51 +16,50 @@ inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
   return v;
 }
 
-// Sparse row . dense row, four partial sums (order differs from one running sum only
-// by rounding; for an identity input all but one product is exactly zero).
-inline float sparse_dot(const uint32_t* col, const float* val, size_t nnz, const float* x) {
-  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-  size_t j = 0;
-  for (; j + 4 <= nnz; j += 4) {
-    s0 += val[j] * x[col[j]];
-    s1 += val[j + 1] * x[col[j + 1]];
-    s2 += val[j + 2] * x[col[j + 2]];
-    s3 += val[j + 3] * x[col[j + 3]];
-  }
-  for (; j < nnz; ++j) s0 += val[j] * x[col[j]];
-  return (s0 + s1) + (s2 + s3);
-}
-
-constexpr int64_t kBlockP = 64;  // output columns accumulated at once (fits in L1)
-
-// Output rows [n0, n1) of csr_rows_times_w.
-DC_ONNX_HOT void rows_task(const CsrMatrix& w, const float* a, int64_t num_rows, int64_t lda,
-                           float* y, const Epilogue& ep, int64_t n0, int64_t n1) {
+// Output rows [n0, n1) of rows_times_w.
+template <typename Index>
+void rows_task(const CodedRows& w, const Index* col, const float* a, int64_t num_rows,
+               int64_t lda, float* y, const Epilogue& ep, int64_t n0, int64_t n1) {
   const int64_t n_out = w.rows;
   for (int64_t m = 0; m < num_rows; ++m) {
     const float* x = a + m * lda;
     float* yr = y + m * n_out;
+#ifdef DC_ONNX_AVX512_DOT
+    if (have_avx512()) {
+      sparse_dots_avx512(w.ptr.data(), col, w.code.data(), w.codebook.data(), x,
+                         w.small_codebook, n0, n1, yr + n0);
+      for (int64_t n = n0; n < n1; ++n) yr[n] = finish(yr[n], m, n, ep);
+      continue;
+    }
+#endif
     for (int64_t n = n0; n < n1; ++n) {
-      const size_t b = w.row_ptr[static_cast<size_t>(n)];
-      const size_t e = w.row_ptr[static_cast<size_t>(n) + 1];
-      yr[n] = finish(sparse_dot(w.col.data() + b, w.val.data() + b, e - b, x), m, n, ep);
+      const size_t b = w.ptr[static_cast<size_t>(n)];
+      const size_t nnz = w.ptr[static_cast<size_t>(n) + 1] - b;
+      const float acc =
+          sparse_dot_scalar(col + b, w.code.data() + b, nnz, w.codebook.data(), x);
+      yr[n] = finish(acc, m, n, ep);
     }
   }
 }
 
-// Output rows [n0, n1) x columns [p0, p0 + width) of batch b for csr_times_kmajor.
-DC_ONNX_HOT void kmajor_task(const CsrMatrix& w, const KMajorProblem& pr, const Epilogue& ep,
+// Output rows [n0, n1) x columns [p0, p0 + width) of batch b for w_times_kmajor.
+DC_ONNX_HOT void kmajor_task(const CodedRows& w, const KMajorProblem& pr, const Epilogue& ep,
                              int64_t b, int64_t p0, int64_t width, int64_t n0, int64_t n1) {
   const float* xb = pr.x + b * pr.x_bs + p0;
   float* yb = pr.y + b * pr.y_bs + p0 * pr.ys_p;
-  float acc[kBlockP];
+  const int64_t ldx = pr.ldx;
+  alignas(64) float acc[16 * kMaxV];  // widths are <= kPanel; sized for any V
   for (int64_t n = n0; n < n1; ++n) {
-    std::fill(acc, acc + width, 0.0f);
-    const size_t e = w.row_ptr[static_cast<size_t>(n) + 1];
-    for (size_t j = w.row_ptr[static_cast<size_t>(n)]; j < e; ++j) {
-      const float v = w.val[j];
-      const float* xr = xb + static_cast<int64_t>(w.col[j]) * pr.ldx;
-      for (int64_t i = 0; i < width; ++i) acc[i] += v * xr[i];
+    const size_t begin = w.ptr[static_cast<size_t>(n)];
+    const size_t end = w.ptr[static_cast<size_t>(n) + 1];
+    if (w.col32.empty()) {
+      const uint16_t* col = w.col16.data();
+      sparse_panel_any(width, w.code.data(), begin, end, w.codebook.data(), xb,
+                          [&](size_t j) { return col[j] * ldx; }, nullptr, acc);
+    } else {
+      const uint32_t* col = w.col32.data();
+      sparse_panel_any(width, w.code.data(), begin, end, w.codebook.data(), xb,
+                          [&](size_t j) { return col[j] * ldx; }, nullptr, acc);
     }
     float* yr = yb + n * pr.ys_n;
     for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = finish(acc[i], p0 + i, n, ep);
@@ -67,28 +68,50 @@ DC_ONNX_HOT void kmajor_task(const CsrMatrix& w, const KMajorProblem& pr, const 
 
 }  // namespace
 
-void csr_rows_times_w(const Ort::KernelContext& ctx, const CsrMatrix& w, const float* a,
-                      int64_t num_rows, int64_t lda, float* y, const Epilogue& ep) {
+CodedRows pack_rows(const CsrMatrix& m) {
+  CodedRows w;
+  w.rows = m.rows;
+  w.cols = m.cols;
+  w.ptr = m.row_ptr;
+  w.code = m.code;
+  w.codebook = m.codebook;
+  w.small_codebook = true;
+  for (size_t i = 32; i < w.codebook.size(); ++i) w.small_codebook &= w.codebook[i] == 0.0f;
+  if (m.cols <= 65536)
+    w.col16.assign(m.col.begin(), m.col.end());  // every column index is < 65536
+  else
+    w.col32 = m.col;
+  return w;
+}
+
+void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
+                  int64_t num_rows, int64_t lda, float* y, const Epilogue& ep) {
   const int64_t n_out = w.rows;
   if (num_rows == 0 || n_out == 0) return;
-  const double nnz_per_row = static_cast<double>(w.val.size()) / static_cast<double>(n_out) + 1.0;
+  const double nnz_per_row =
+      static_cast<double>(w.code.size()) / static_cast<double>(n_out) + 1.0;
   const size_t tasks_n = task_count(n_out, nnz_per_row * static_cast<double>(num_rows));
   const int64_t chunk = (n_out + static_cast<int64_t>(tasks_n) - 1) / static_cast<int64_t>(tasks_n);
   const auto tasks = static_cast<size_t>((n_out + chunk - 1) / chunk);
   parallel_for(ctx, tasks, [&](size_t t) {
     const int64_t n0 = static_cast<int64_t>(t) * chunk;
-    rows_task(w, a, num_rows, lda, y, ep, n0, std::min(n_out, n0 + chunk));
+    const int64_t n1 = std::min(n_out, n0 + chunk);
+    if (w.col32.empty())
+      rows_task(w, w.col16.data(), a, num_rows, lda, y, ep, n0, n1);
+    else
+      rows_task(w, w.col32.data(), a, num_rows, lda, y, ep, n0, n1);
   });
 }
 
-void csr_times_kmajor(const Ort::KernelContext& ctx, const CsrMatrix& w, const KMajorProblem& pr,
-                      const Epilogue& ep) {
+void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMajorProblem& pr,
+                    const Epilogue& ep) {
   const int64_t n_out = w.rows;
   if (pr.batches == 0 || pr.p == 0 || n_out == 0) return;
-  const int64_t p_blocks = (pr.p + kBlockP - 1) / kBlockP;
+  const int64_t p_blocks = (pr.p + kPanel - 1) / kPanel;
   const int64_t cells = pr.batches * p_blocks;  // independent (batch, column block) pairs
-  const double nnz_per_row = static_cast<double>(w.val.size()) / static_cast<double>(n_out) + 1.0;
-  const double block_width = static_cast<double>(std::min(pr.p, kBlockP));
+  const double nnz_per_row =
+      static_cast<double>(w.code.size()) / static_cast<double>(n_out) + 1.0;
+  const double block_width = static_cast<double>(std::min(pr.p, kPanel));
   // Tasks = (batch, column block) cells x chunks of output rows.
   const size_t want = task_count(cells * n_out, nnz_per_row * block_width);
   const int64_t row_tasks = std::max<int64_t>(1, static_cast<int64_t>(want) / cells);
@@ -99,18 +122,26 @@ void csr_times_kmajor(const Ort::KernelContext& ctx, const CsrMatrix& w, const K
     const int64_t n0 = (static_cast<int64_t>(t) % chunks) * chunk;
     const int64_t n1 = std::min(n_out, n0 + chunk);
     const int64_t b = cell / p_blocks;
-    const int64_t p0 = (cell % p_blocks) * kBlockP;
-    kmajor_task(w, pr, ep, b, p0, std::min(kBlockP, pr.p - p0), n0, n1);
+    const int64_t p0 = (cell % p_blocks) * kPanel;
+    kmajor_task(w, pr, ep, b, p0, std::min(kPanel, pr.p - p0), n0, n1);
   });
 }
 
-void transpose(const float* a, int64_t rows, int64_t cols, float* out) {
-  constexpr int64_t kTile = 32;  // tiles keep both sides cache-friendly
-  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
-    for (int64_t c0 = 0; c0 < cols; c0 += kTile)
-      for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r)
-        for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c)
-          out[c * rows + r] = a[r * cols + c];
+std::vector<float> kmajor_copy(const float* a, int64_t batches, int64_t k, int64_t p,
+                               int64_t a_bs, int64_t a_sk, int64_t a_sp, int64_t* ldx) {
+  *ldx = (p + 15) / 16 * 16;
+  std::vector<float> out(static_cast<size_t>(batches * k * *ldx), 0.0f);
+  constexpr int64_t kTile = 32;  // tiles keep both sides cache-friendly when transposing
+  for (int64_t b = 0; b < batches; ++b) {
+    const float* ab = a + b * a_bs;
+    float* ob = out.data() + b * k * *ldx;
+    for (int64_t k0 = 0; k0 < k; k0 += kTile)
+      for (int64_t p0 = 0; p0 < p; p0 += kTile)
+        for (int64_t pi = p0; pi < std::min(p, p0 + kTile); ++pi)
+          for (int64_t ki = k0; ki < std::min(k, k0 + kTile); ++ki)
+            ob[ki * *ldx + pi] = ab[ki * a_sk + pi * a_sp];
+  }
+  return out;
 }
 
 }  // namespace dc_onnx

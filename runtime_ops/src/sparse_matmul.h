@@ -1,15 +1,31 @@
-// The two CSR products behind CompressedGemm and CompressedMatMul. W is the stored
-// [rows, cols] matrix, cols = the reduction dimension K. Each output is the sum, in
-// stored order, of products with W's non-zeros only, so X = identity reproduces W
-// bit-exactly.
+// The sparse products behind CompressedGemm and CompressedMatMul, and the resident form
+// they read. W is the stored [rows, cols] matrix, cols = the reduction dimension K.
+// Every output sums products with W's non-zeros only, in an order fixed by the weight
+// and the batch size (never by the thread count), so X = identity reproduces W exactly.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <vector>
 
 #include "ort_api.h"
 #include "sparse_weight.h"
 
 namespace dc_onnx {
+
+// CSR with one byte per non-zero for its codebook index and the narrowest column index:
+// 3 bytes per non-zero for layers with up to 65536 inputs (dense fp32 takes 4 per weight).
+struct CodedRows {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<size_t> ptr;      // rows + 1 offsets
+  std::vector<uint8_t> code;
+  std::vector<uint16_t> col16;  // used when cols <= 65536
+  std::vector<uint32_t> col32;  // otherwise
+  std::array<float, 256> codebook{};
+  bool small_codebook = false;  // entries 32.. are all zero (never referenced)
+};
+CodedRows pack_rows(const CsrMatrix& m);
 
 // y = alpha * acc + beta * C[m * c_sm + n * c_sn] (C may be null: no bias term).
 struct Epilogue {
@@ -20,15 +36,15 @@ struct Epilogue {
   int64_t c_sn = 0;
 };
 
-// Row-major activations, best for few rows (batch 1 GEMV): for m < M, n < W.rows
-//   Y[m * W.rows + n] = sum_j W[n, j] * A[m * lda + j].
-void csr_rows_times_w(const Ort::KernelContext& ctx, const CsrMatrix& w, const float* a,
-                      int64_t num_rows, int64_t lda, float* y, const Epilogue& ep);
+// Row-major activations, for few rows (batch 1 GEMV): for m < num_rows, n < W.rows
+//   Y[m * W.rows + n] = sum_j W[n, j] * A[m * lda + j]   (sparse dot, 16 partial sums).
+void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
+                  int64_t num_rows, int64_t lda, float* y, const Epilogue& ep);
 
-// K-major activations, best for many columns: X holds `batches` matrices [K, P]
-// (column stride 1, row stride ldx, batch stride x_bs); for n < W.rows, p < P
-//   Y[b * y_bs + n * ys_n + p * ys_p] = sum_j W[n, j] * X[b * x_bs + j * ldx + p].
-// Inner loops run over p, contiguous in X: vectorisable axpy per non-zero.
+// K-major activations: X holds `batches` matrices [K, P] (row stride ldx, batch stride
+// x_bs); every row must be readable up to P rounded up to 16 (see kmajor_copy). For
+// n < W.rows, p < P:  Y[b * y_bs + n * ys_n + p * ys_p] = sum_j W[n, j] * X[b][j, p],
+// computed 64 columns at a time with the accumulators in registers (panel.h).
 struct KMajorProblem {
   const float* x;
   int64_t ldx;
@@ -40,10 +56,12 @@ struct KMajorProblem {
   int64_t ys_p;
   int64_t y_bs;
 };
-void csr_times_kmajor(const Ort::KernelContext& ctx, const CsrMatrix& w, const KMajorProblem& pr,
-                      const Epilogue& ep);
+void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMajorProblem& pr,
+                    const Epilogue& ep);
 
-// Copies row-major A [rows, cols] into out [cols, rows] (so csr_times_kmajor can use it).
-void transpose(const float* a, int64_t rows, int64_t cols, float* out);
+// Copies `batches` matrices A[b][k, p] = a[b * a_bs + k * a_sk + p * a_sp] into a
+// zero-padded K-major buffer [batches, K, ldx], ldx = P rounded up to 16.
+std::vector<float> kmajor_copy(const float* a, int64_t batches, int64_t k, int64_t p,
+                               int64_t a_bs, int64_t a_sk, int64_t a_sp, int64_t* ldx);
 
 }  // namespace dc_onnx

@@ -1,5 +1,7 @@
 #include "sparse_weight.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -31,8 +33,10 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   if (m > uint64_t{w.gaps_bytes} * 8)
     fail("gaps stream is too short for " + std::to_string(m) + " entries (truncated)");
 
+  using Clock = std::chrono::steady_clock;
   const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
   std::vector<uint8_t> gaps(static_cast<size_t>(m));
+  auto start = Clock::now();
   gap_table.decode(w.gaps, w.gaps_bytes, gaps.data(), gaps.size());
   // The largest gap symbol is the escape: it skips that many zeros and carries no code.
   const auto escape = static_cast<uint8_t>(num_gaps - 1);
@@ -45,11 +49,21 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
     fail("codes stream is too short for " + std::to_string(c) + " codes (truncated)");
   const HuffmanTable code_table(w.code_lengths, w.k, c, "codes");
   std::vector<uint8_t> codes(static_cast<size_t>(c));
+  auto gap_time = Clock::now() - start;
+  start = Clock::now();
   code_table.decode(w.codes, w.codes_bytes, codes.data(), codes.size());
+  const auto total = gap_time + (Clock::now() - start);
+
 
   CsrMatrix csr;
   csr.rows = rows;
   csr.cols = cols;
+  csr.symbols = m + c;
+  csr.decode_ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(total).count());
+  std::copy(w.codebook, w.codebook + w.k, csr.codebook.begin());
+  csr.col.reserve(static_cast<size_t>(c));
+  csr.code.reserve(static_cast<size_t>(c));
   csr.row_ptr.assign(static_cast<size_t>(rows) + 1, 0);
   const auto ucols = static_cast<uint64_t>(cols);
   uint64_t next = 0;  // the first position the next weight may take
@@ -68,11 +82,10 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
     const uint8_t code = codes[i++];
     if (code >= w.k)
       fail("entry " + std::to_string(j) + " has code " + std::to_string(code) + " >= k");
-    const float v = w.codebook[code];
-    if (v == 0.0f) continue;  // a weight clustered to exactly zero adds nothing
+    if (w.codebook[code] == 0.0f) continue;  // a weight clustered to exactly zero adds nothing
     ++csr.row_ptr[static_cast<size_t>(p / ucols) + 1];
     csr.col.push_back(static_cast<uint32_t>(p % ucols));
-    csr.val.push_back(v);
+    csr.code.push_back(code);
   }
   for (size_t r = 0; r < static_cast<size_t>(rows); ++r) csr.row_ptr[r + 1] += csr.row_ptr[r];
   return csr;

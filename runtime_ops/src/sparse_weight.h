@@ -1,7 +1,9 @@
-// The resident form of a compressed weight: the stored [rows, cols] matrix in CSR,
-// holding only the entries whose codebook value is non-zero.
+// The decoded form of a compressed weight: the stored [rows, cols] matrix in CSR with
+// one-byte codebook indices, holding only the entries whose codebook value is non-zero.
+// Kernels repack it into their own resident form (narrower indices, conv tap keys).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -13,7 +15,10 @@ struct CsrMatrix {
   int64_t cols = 0;
   std::vector<size_t> row_ptr;  // rows + 1 offsets into col/val
   std::vector<uint32_t> col;
-  std::vector<float> val;
+  std::vector<uint8_t> code;          // codebook index per entry; its value is never 0
+  std::array<float, 256> codebook{};  // zero past the stored codebook's k entries
+  uint64_t symbols = 0;               // Huffman symbols decoded (gaps + codes)
+  uint64_t decode_ns = 0;             // time spent in the Huffman decoder alone
 };
 
 // The raw inputs 2-5 of a compressed op, already checked against the TOC.

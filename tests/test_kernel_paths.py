@@ -1,0 +1,104 @@
+"""Every kernel path (chosen by batch size, panel width, codebook size, conv geometry)
+against the reference decoder, and the same bits whatever the thread count."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from conftest import compile_model, make_model, run
+from dc_onnx.decode import decode_model
+
+# Batch 1-3: sparse dots (AVX-512 gathers where the CPU has them); 4 and up: panels of
+# 16 (V=1), 32, 48, 64 columns, and 70 = a panel of 64 plus one of 16.
+FC_BATCHES = [1, 3, 4, 20, 40, 64, 70]
+
+
+def _check(compiled: Path, x: np.ndarray) -> None:
+    (expected,) = run(decode_model(compiled), {"x": x})
+    one, two = (run(compiled, {"x": x}, threads)[0] for threads in (1, 2))
+    np.testing.assert_allclose(one, expected, rtol=1e-5, atol=1e-4)
+    assert one.tobytes() == two.tobytes()  # no dependence on the thread count
+
+
+@pytest.fixture(scope="module", params=[5, 8], ids=["codebook32", "codebook256"])
+def fc_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # K = 300 gives rows of ~90 non-zeros: full 16-lane groups plus a tail.
+    w = np.random.default_rng(0).standard_normal((300, 70)).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")
+    model = make_model([node], {"x": ["N", 300]}, {"y": ["N", 70]}, {"W": w})
+    out = tmp_path_factory.mktemp("fc")
+    return compile_model(model, out, sparsity=0.7, bits_fc=request.param)
+
+
+@pytest.mark.parametrize("batch", FC_BATCHES)
+def test_fc_paths(fc_model: Path, batch: int) -> None:
+    x = np.random.default_rng(batch).standard_normal((batch, 300)).astype(np.float32)
+    _check(fc_model, x)
+
+
+def test_scalar_and_vector_dots_give_the_same_bits(fc_model: Path, tmp_path: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((1, 300)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np, dc_onnx;"
+        "s = dc_onnx.InferenceSession(sys.argv[1]);"
+        "np.save(sys.argv[3], s.run(None, {'x': np.load(sys.argv[2])})[0])"
+    )
+    outputs = []
+    for scalar in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "DC_ONNX_SCALAR_DOT"}
+        if scalar:
+            env["DC_ONNX_SCALAR_DOT"] = "1"
+        out = tmp_path / f"y{int(scalar)}.npy"
+        args = [sys.executable, "-c", script, str(fc_model), str(tmp_path / "x.npy"), str(out)]
+        subprocess.run(args, env=env, check=True, cwd=tmp_path)  # not the source tree
+        outputs.append(np.load(out).tobytes())
+    assert outputs[0] == outputs[1]
+
+
+# Convolutions: panels from 16 to 128 wide over planes of several widths, dilation,
+# groups, asymmetric pads; strides (phase planes), with dilation, and SAME_UPPER with a
+# stride above the kernel (negative total pad).
+CONVS = [
+    dict(shape=(6, 4, 3, 3), hw=(5, 5), pads=[1, 1, 1, 1]),
+    dict(shape=(8, 2, 3, 3), hw=(13, 13), pads=[1, 1, 1, 1], group=2),
+    dict(shape=(4, 3, 5, 5), hw=(27, 27), pads=[2, 2, 2, 2]),
+    dict(shape=(5, 3, 3, 2), hw=(9, 20), pads=[0, 2, 1, 0], dilations=[2, 3]),
+    dict(shape=(4, 2, 1, 1), hw=(7, 40)),
+    dict(shape=(6, 2, 5), hw=(33,), pads=[2, 1]),
+    dict(shape=(4, 3, 11, 11), hw=(35, 35), strides=[4, 4]),
+    dict(shape=(4, 2, 3, 3), hw=(17, 12), strides=[2, 3], dilations=[2, 1], pads=[1, 0, 2, 1]),
+    dict(shape=(3, 2, 2, 2), hw=(9, 10), strides=[3, 3], auto_pad="SAME_UPPER"),
+    dict(shape=(3, 2, 3), hw=(20,), strides=[2], pads=[1, 1]),
+    # Above half dense: ORT's own Conv on the decoded weight, with and without bias.
+    dict(shape=(4, 3, 5, 5), hw=(19, 19), strides=[2, 2], pads=[1, 1, 1, 1], sparsity=0.2),
+    dict(shape=(6, 2, 3, 3), hw=(9, 9), group=2, bias=True, sparsity=0.3),
+    dict(shape=(4, 2, 3), hw=(11,), dilations=[2], bias=True, sparsity=0.1),
+]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("conv", CONVS, ids=[str(c["shape"]) for c in CONVS])
+def test_conv_paths(conv: dict, batch: int, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    rng = np.random.default_rng(len(conv["shape"]) * 7 + batch)
+    shape = conv["shape"]
+    w = rng.standard_normal(shape).astype(np.float32)
+    group = conv.get("group", 1)
+    attrs = {k: conv[k] for k in ("pads", "dilations", "strides", "auto_pad") if k in conv}
+    inits = {"W": w}
+    if conv.get("bias"):
+        inits["B"] = rng.standard_normal(shape[0]).astype(np.float32)
+    node = helper.make_node("Conv", ["x", *inits], ["y"], name="conv", group=group, **attrs)
+    channels = shape[1] * group
+    y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
+    model = make_model([node], {"x": ["N", channels, *conv["hw"]]}, {"y": y_shape}, inits)
+    compiled = compile_model(model, tmp_path, sparsity=conv.get("sparsity", 0.6), bits_conv=8)
+    x = rng.standard_normal((batch, channels, *conv["hw"])).astype(np.float32)
+    _check(compiled, x)
