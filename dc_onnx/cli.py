@@ -106,9 +106,13 @@ def _add_training_arguments(c: argparse.ArgumentParser) -> None:
     t.add_argument("--val", type=Path, help="validation .npz: the best epoch is kept")
     t.add_argument("--labels", default="labels", help="key of the labels (default: labels)")
     t.add_argument(
-        "--loss", choices=["auto", "cross-entropy", "distill"], default="auto",
-        help="auto: cross-entropy with labels, else distillation from the original model",
+        "--loss", choices=["auto", "cross-entropy", "distill", "distill-mse"], default="auto",
+        help="auto: cross-entropy with labels, else distill (the original model's softened "
+        "class probabilities as targets); distill-mse matches its raw outputs",
     )  # fmt: skip
+    t.add_argument(
+        "--temperature", type=float, default=4.0, help="distill: softening temperature (4)"
+    )
     t.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     t.add_argument("--prune-rounds", type=int, default=1, help="prune -> retrain cycles (1)")
     t.add_argument("--epochs", type=int, default=2, help="epochs per pruning round (2)")
@@ -159,6 +163,7 @@ def _train_options(args: argparse.Namespace, epochs: int, lr: float) -> TrainOpt
             optimizer=args.optimizer,
             weight_decay=args.weight_decay,
             loss=args.loss,
+            temperature=args.temperature,
             seed=args.seed,
         )
     except ValueError as e:

@@ -76,7 +76,7 @@ class CompileOptions:
         val = Dataset(self.val, self.labels) if self.val is not None else None
         data = TrainingData(train, val)
         losses = {resolve_loss(o.loss, data) for o in (self.retrain, self.retrain_centroids)}
-        if "distill" in losses:
+        if losses - {"cross-entropy"}:
             data = dataclasses.replace(data, teacher=ir.to_proto(source).SerializeToString())
         return data
 

@@ -1,11 +1,13 @@
 """Fine-tuning a trainable model with onnxruntime-training's on-device API.
 
 `generate_artifacts` turns the trainable graph into training, eval and optimizer graphs plus
-a checkpoint; `Module` / `Optimizer` / `CheckpointState` run them. Two losses:
+a checkpoint; `Module` / `Optimizer` / `CheckpointState` run them. The losses:
 
 - `cross-entropy` against the labels in the data;
-- `distill`: mean squared error against the teacher's (the original model's) outputs on the
-  same inputs, for users who have inputs but no labels (logit matching, Ba & Caruana 2014).
+- `distill`: for users who have inputs but no labels, the teacher (the original model)
+  labels them: cross-entropy against its class probabilities softened by a temperature
+  (`dc_onnx.losses`); `distill-mse` matches its raw outputs instead (mean squared error),
+  for models whose output is not a vector of class scores.
 
 With a validation set the parameters of the best epoch are kept (highest accuracy with
 labels, else lowest loss); without one, those of the last epoch.
@@ -31,12 +33,13 @@ import onnx
 
 from dc_onnx.data import Batch, Dataset
 from dc_onnx.errors import InputError
+from dc_onnx.losses import soft_target_loss, softened
 from dc_onnx.ort_training import OrtTrainingUnavailableError, load_training_api
 from dc_onnx.training_graph import TrainableModel
 
 logger = logging.getLogger(__name__)
 
-Loss = Literal["auto", "cross-entropy", "distill"]
+Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
 
@@ -59,6 +62,7 @@ class TrainOptions:
     weight_decay: float = 0.0  # AdamW's decoupled decay; SGD has none in ORT
     schedule: Schedule = "cosine"  # cosine decay to zero over all steps, or constant
     loss: Loss = "auto"  # cross-entropy when the data has labels, else distill
+    temperature: float = 4.0  # distill: softening of the teacher's probabilities
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,6 +72,8 @@ class TrainOptions:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +95,9 @@ class EpochRecord:
     seconds: float
 
 
-def resolve_loss(loss: Loss, data: TrainingData) -> Literal["cross-entropy", "distill"]:
+def resolve_loss(
+    loss: Loss, data: TrainingData
+) -> Literal["cross-entropy", "distill", "distill-mse"]:
     if loss == "auto":
         return "cross-entropy" if data.train.has_labels else "distill"
     if loss == "cross-entropy" and not data.train.has_labels:
@@ -159,11 +167,10 @@ def _generate(training: Any, trainable: TrainableModel, loss: str, options: Trai
         optimizer = artifacts.onnxblock.optim.AdamW(weight_decay=options.weight_decay)
     else:
         optimizer = artifacts.OptimType.SGD
-    loss_type = (
-        artifacts.LossType.CrossEntropyLoss
-        if loss == "cross-entropy"
-        else artifacts.LossType.MSELoss
-    )
+    loss_type = {
+        "cross-entropy": artifacts.LossType.CrossEntropyLoss,
+        "distill-mse": artifacts.LossType.MSELoss,
+    }.get(loss) or soft_target_loss(artifacts.onnxblock, options.temperature)
     try:
         with _native_stderr_to_debug_log():
             artifacts.generate_artifacts(
@@ -206,7 +213,7 @@ def train(trainable: TrainableModel, data: TrainingData, options: TrainOptions,
         if loss == "cross-entropy" and not data.val.has_labels:
             raise InputError(f"{data.val.path} has no '{data.val.labels_key}' array")
     teacher = None
-    if loss == "distill":
+    if loss != "cross-entropy":
         if data.teacher is None:
             raise InputError("distillation needs the original model as the teacher")
         teacher = _Teacher(data.teacher, trainable.output)
@@ -238,6 +245,8 @@ def train(trainable: TrainableModel, data: TrainingData, options: TrainOptions,
             else:
                 assert teacher is not None
                 target = teacher(feeds)
+                if loss == "distill":
+                    target = softened(target, options.temperature)
             ordered = [feeds[n] for n in names]
             return [*ordered, target], labels
 

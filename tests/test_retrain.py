@@ -104,14 +104,40 @@ def test_centroids_phase_keeps_codes_and_zeros_and_moves_the_codebook(tmp_path: 
             assert np.unique(w[old == value]).size == 1
 
 
-def test_distillation_without_labels(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["auto", "distill-mse"])
+def test_distillation_without_labels(tmp_path: Path, loss: str) -> None:
     model = _pruned(0.8)
     data = _training_data(tmp_path, labels=False, teacher=True)
-    retrain = RetrainPass("weights", data, FAST)
+    retrain = RetrainPass("weights", data, dataclasses.replace(FAST, loss=loss))  # type: ignore[arg-type]
     retrain(model)
     epochs = retrain.stats["epochs"]
     assert epochs[-1]["loss"] < epochs[0]["loss"]
     assert epochs[-1]["accuracy"] is None and epochs[-1]["val_loss"] is not None
+
+
+def test_distillation_loss_matches_numpy(tmp_path: Path) -> None:
+    from dc_onnx.losses import soft_target_loss, softened
+    from dc_onnx.ort_training import load_training_api
+
+    training = load_training_api()
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "W"], ["z"])
+    model = make_model([node], {"x": ["N", 6]}, {"z": ["N", 4]}, {"W": w})
+    training.artifacts.generate_artifacts(
+        model, requires_grad=["W"], loss=soft_target_loss(training.artifacts.onnxblock, 2.0),
+        artifact_directory=tmp_path,
+    )  # fmt: skip
+    state = training.api.CheckpointState.load_checkpoint(str(tmp_path / "checkpoint"))
+    module = training.api.Module(str(tmp_path / "training_model.onnx"), state)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    p = softened(rng.standard_normal((5, 4)).astype(np.float32) * 3, 2.0)
+    np.testing.assert_allclose(p.sum(-1), 1, rtol=1e-6)
+    z = (x @ w) / 2.0
+    log_softmax = z - z.max(-1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+    expected = -4.0 * np.mean(np.sum(p * log_softmax, -1))
+    np.testing.assert_allclose(float(module(x, p)), expected, rtol=1e-5)
 
 
 def test_cross_entropy_needs_labels(tmp_path: Path) -> None:
