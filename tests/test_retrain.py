@@ -230,3 +230,12 @@ def test_compile_command_with_data(tmp_path: Path, capsys: pytest.CaptureFixture
     ])  # fmt: skip
     assert code == 0
     assert (tmp_path / "out.dcw").is_file()
+
+
+def test_prune_rounds_remove_the_same_share_of_survivors() -> None:
+    policy = PrunePolicy(0.96, {"fc1": 0.75}, 0.5)
+    rounds = [policy.round(r, 2) for r in (1, 2)]
+    assert rounds[0].sparsity == pytest.approx(0.8)  # density 1 -> 0.2 -> 0.04
+    assert rounds[0].per_layer["fc1"] == pytest.approx(0.5)
+    assert rounds[1].sparsity == pytest.approx(0.96)
+    assert rounds[0].quality == pytest.approx(0.25) and rounds[1].quality == pytest.approx(0.5)
