@@ -192,9 +192,10 @@ def _generate(training: Any, trainable: TrainableModel, loss: str, options: Trai
         raise
 
 
-def train(trainable: TrainableModel, data: TrainingData, options: TrainOptions,
-          label: str = "retrain") -> tuple[dict[str, np.ndarray], list[EpochRecord]]:  # fmt: skip
-    """Train the parameters of `trainable`; return the kept values and the epoch history."""
+def train(
+    trainable: TrainableModel, data: TrainingData, options: TrainOptions, label: str = "retrain"
+) -> tuple[dict[str, np.ndarray], list[EpochRecord], int]:
+    """Train the parameters of `trainable`: (kept values, epoch history, kept epoch)."""
     training = _training_api()
     import onnxruntime as ort
 
@@ -278,6 +279,7 @@ def train(trainable: TrainableModel, data: TrainingData, options: TrainOptions,
         history: list[EpochRecord] = []
         best = params()
         best_score: float | None = None
+        kept_epoch = 0
         for epoch in range(1, options.epochs + 1):
             start = time.perf_counter()
             module.train()
@@ -293,19 +295,13 @@ def train(trainable: TrainableModel, data: TrainingData, options: TrainOptions,
             )
             history.append(record)
             logger.info("%s epoch %d/%d: %s", label, epoch, options.epochs, _describe(record))
-            if data.val is None:
-                best = params()
-                continue
-            score = -val_loss if val_accuracy is None else val_accuracy  # type: ignore[operator]
-            if best_score is None or score > best_score:
-                best_score, best = score, params()
+            # Without validation the last epoch is kept; with it, the best (ties: earliest).
+            score = 0.0 if val_loss is None else -val_loss if val_accuracy is None else val_accuracy
+            if val_loss is None or best_score is None or score > best_score:
+                best_score, best, kept_epoch = score, params(), epoch
         if data.val is not None and history:
-            kept = max(
-                history,
-                key=lambda r: r.val_accuracy if r.val_accuracy is not None else -(r.val_loss or 0),
-            )
-            logger.info("%s: keeping epoch %d (best on the validation set)", label, kept.epoch)
-    return best, history
+            logger.info("%s: keeping epoch %d (best on the validation set)", label, kept_epoch)
+    return best, history, kept_epoch
 
 
 def _describe(r: EpochRecord) -> str:

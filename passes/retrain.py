@@ -37,12 +37,12 @@ class RetrainPass(CompilerPass):
             for g in find_weight_groups(model.graph)
         }
         if self.options.epochs == 0:
-            self.stats = {"epochs": []}
+            self.stats = {"epochs": [], "kept_epoch": 0}
             return ir.passes.PassResult(model, False)
         trainable = build_trainable(model, self.phase)
-        trained, history = train(trainable, self.data, self.options, label=self.name)
+        trained, history, kept = train(trainable, self.data, self.options, label=self.name)
         trainable.write_back(trained)
-        self.stats = {"epochs": [dataclasses.asdict(r) for r in history]}
+        self.stats = {"epochs": [dataclasses.asdict(r) for r in history], "kept_epoch": kept}
         return ir.passes.PassResult(model, True)
 
     def ensures(self, model: ir.Model) -> None:

@@ -81,7 +81,10 @@ def test_weights_phase_lowers_the_loss_and_keeps_pruned_weights_zero(tmp_path: P
     assert retrain(model).modified
     epochs = retrain.stats["epochs"]
     assert epochs[-1]["loss"] < epochs[0]["loss"]
-    assert epochs[-1]["val_accuracy"] is not None
+    val = [e["val_accuracy"] for e in epochs]
+    assert retrain.stats["kept_epoch"] == 1 + val.index(max(val))  # the best epoch is kept
+    ir.save(model, tmp_path / "kept.onnx")
+    assert evaluate(tmp_path / "kept.onnx", tmp_path / "val.npz").top1 == max(val)
     for name, w in _weights(model).items():
         assert np.all(w[before[name] == 0] == 0)
         assert not np.array_equal(w, before[name])
