@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp test demo results bench clean
+.PHONY: all venv install install-rt lint cpp test demo results paper bench clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -77,6 +77,12 @@ demo: install
 MNIST ?= tests/data/mnist_test_subset.npz
 results: install
 	$(PY) models/data_free_results.py --data $(MNIST)
+
+# The paper's Table 1, measured: the deep-compression recipe (with retraining) on the
+# bundled LeNets and the full MNIST (docs/results.md). MNIST_FULL: x_train, y_train, ...
+MNIST_FULL ?= ../shared/data/mnist.npz
+paper: install
+	$(PY) models/deep_compression_results.py --mnist $(MNIST_FULL)
 
 # Kernel and whole-model benchmarks against ORT's dense kernels (docs/benchmarks.md).
 # Writes the models under build/imagenet (about 1 GB) and prints every `dc-onnx bench`.

@@ -2,7 +2,9 @@
 
 from dc_onnx.compiler import CompileOptions, CompileResult, compile
 from dc_onnx.errors import CompileError, DcOnnxError, InputError
+from dc_onnx.evaluate import EvalResult, evaluate
 from dc_onnx.runtime import InferenceSession, ops_library_path, session_options
+from dc_onnx.trainer import TrainOptions
 from dc_onnx.verify import verify
 
 __version__ = "0.1.0"
@@ -12,9 +14,12 @@ __all__ = [
     "CompileOptions",
     "CompileResult",
     "DcOnnxError",
+    "EvalResult",
     "InferenceSession",
     "InputError",
+    "TrainOptions",
     "compile",
+    "evaluate",
     "ops_library_path",
     "session_options",
     "verify",

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from dc_onnx.bench import bench
 from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
-from dc_onnx.errors import DcOnnxError
+from dc_onnx.errors import DcOnnxError, InputError
+from dc_onnx.evaluate import evaluate
+from dc_onnx.recipes import RECIPES
+from dc_onnx.trainer import TrainOptions
 from dc_onnx.verify import load_inputs, verify
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compile", help="compress a model (data-free recipe)")
+    c = sub.add_parser("compile", help="compress a model")
     c.add_argument("input", type=Path, help="model to compress (.onnx)")
     c.add_argument("-o", "--output", type=Path, help="compiled model (default: IN.dc.onnx)")
     c.add_argument("--sparsity", type=float, help="fraction of weights pruned in every layer")
@@ -72,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--single-file", action="store_true", help="embed the streams in the .onnx")
     c.add_argument("--report", type=Path, help="write the report as JSON")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _add_training_arguments(c)
     c.set_defaults(run=_compile)
 
     v = sub.add_parser("verify", help="compare a compiled model with its original")
@@ -95,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--max-seconds", type=float, default=20.0, help="time budget per batch")
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(run=_bench)
+    e = sub.add_parser("eval", help="top-1 / top-5 accuracy of a model (dense or compiled)")
+    e.add_argument("model", type=Path)
+    e.add_argument("--data", type=Path, required=True, help=".npz (or directory) with labels")
+    e.add_argument("--labels", default="labels", help="key of the labels (default: labels)")
+    e.add_argument("--batch", type=int, default=1000, help="batch size (default 1000)")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(run=_eval)
     return parser
 
 
@@ -106,6 +117,34 @@ def _batches(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive batch sizes like 1,8,64, got '{text}'")
     return values
+
+
+def _add_training_arguments(c: argparse.ArgumentParser) -> None:
+    t = c.add_argument_group("retraining (needs the 'train' extra)")
+    t.add_argument(
+        "--recipe", choices=list(RECIPES),
+        help="pass list (default: deep-compression with --data, else data-free)",
+    )  # fmt: skip
+    t.add_argument("--data", type=Path, help="training .npz or directory of .npz shards")
+    t.add_argument("--val", type=Path, help="validation .npz: the best epoch is kept")
+    t.add_argument("--labels", default="labels", help="key of the labels (default: labels)")
+    t.add_argument(
+        "--loss", choices=["auto", "cross-entropy", "distill", "distill-mse"], default="auto",
+        help="auto: cross-entropy with labels, else distill (the original model's softened "
+        "class probabilities as targets); distill-mse matches its raw outputs",
+    )  # fmt: skip
+    t.add_argument(
+        "--temperature", type=float, default=4.0, help="distill: softening temperature (4)"
+    )
+    t.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    t.add_argument("--prune-rounds", type=int, default=1, help="prune -> retrain cycles (1)")
+    t.add_argument("--epochs", type=int, default=2, help="epochs per pruning round (2)")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate, weights (1e-3)")
+    t.add_argument("--centroid-epochs", type=int, default=2, help="epochs, centroids (2)")
+    t.add_argument("--centroid-lr", type=float, default=1e-4, help="learning rate, centroids")
+    t.add_argument("--batch-size", type=int, default=64, help="(default 64)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled decay (0)")
+    t.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -121,6 +160,13 @@ def _compile(args: argparse.Namespace) -> int:
         init=args.init,
         simplify=args.simplify,
         single_file=args.single_file,
+        recipe=args.recipe,
+        data=args.data,
+        val=args.val,
+        labels=args.labels,
+        prune_rounds=args.prune_rounds,
+        retrain=_train_options(args, args.epochs, args.lr),
+        retrain_centroids=_train_options(args, args.centroid_epochs, args.centroid_lr),
     )
     result = compile(args.input, output, options)
     if args.report:
@@ -128,6 +174,32 @@ def _compile(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result.report.format_table())
         print(f"wrote {output}")
+    return EXIT_OK
+
+
+def _train_options(args: argparse.Namespace, epochs: int, lr: float) -> TrainOptions:
+    try:
+        return TrainOptions(
+            epochs=epochs,
+            lr=lr,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            loss=args.loss,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    result = evaluate(args.model, args.data, args.labels, args.batch)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return EXIT_OK
+    top5 = "" if result.top5 is None else f", top-5 {result.top5:.2%}"
+    print(f"{args.model}: {result.samples} samples, top-1 {result.top1:.2%}{top5}")
     return EXIT_OK
 
 

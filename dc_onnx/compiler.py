@@ -9,15 +9,15 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from dc_onnx import recipes
+from dc_onnx.data import Dataset
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model, save_compiled, side_file_path
-from dc_onnx.passes.canonicalize import CanonicalizePass
-from dc_onnx.passes.cluster import ClusterOptions, ClusterPass, Init
-from dc_onnx.passes.lower import LowerOptions, LowerPass
-from dc_onnx.passes.prune import PrunePass, PrunePolicy
+from dc_onnx.passes.cluster import Init
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
 from dc_onnx.report import LayerReport, Report
+from dc_onnx.trainer import TrainingData, TrainOptions, resolve_loss
 
 # Without data there is no retraining, so the default pruning is mild: on LeNet-300-100
 # it costs 0.1 points of accuracy (docs/results.md); a --sparsity target overrides it.
@@ -26,7 +26,12 @@ DEFAULT_QUALITY = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class CompileOptions:
-    """What `dc-onnx compile` does; the bits default to the paper's (conv 8/8, fc 5/5)."""
+    """What `dc-onnx compile` does; the bits default to the paper's (conv 8/8, fc 5/5).
+
+    With `data` (a training `.npz` or a directory of shards) the default recipe is
+    deep-compression (prune, retrain, cluster, retrain the centroids, encode); without it,
+    data-free. `recipe` picks one by name (see `dc_onnx.recipes.RECIPES`).
+    """
 
     sparsity: float | None = None
     sparsity_per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -38,20 +43,42 @@ class CompileOptions:
     init: Init = "linear"
     simplify: bool = False
     single_file: bool = False
+    recipe: str | None = None
+    data: str | os.PathLike[str] | None = None  # training set
+    val: str | os.PathLike[str] | None = None  # validation set: the best epoch is kept
+    labels: str = "labels"  # key of the labels in the data files
+    prune_rounds: int = 1  # iterative pruning: prune -> retrain cycles to reach the target
+    # after each pruning round, and after clustering
+    retrain: TrainOptions = dataclasses.field(default_factory=TrainOptions)
+    retrain_centroids: TrainOptions = dataclasses.field(
+        default_factory=lambda: TrainOptions(lr=1e-4)
+    )
 
-    def passes(self) -> list[ir.passes.PassBase]:
-        """The data-free recipe: canonicalize, prune, cluster, lower (encode)."""
-        prune = PrunePolicy(self.sparsity, dict(self.sparsity_per_layer), self.quality)
-        cluster = ClusterOptions(self.bits_conv, self.bits_fc, self.init)
-        lower = LowerOptions(self.index_bits_conv, self.index_bits_fc)
+    def recipe_name(self) -> str:
+        if self.recipe is not None:
+            return self.recipe
+        return recipes.DEFAULT_WITH_DATA if self.data is not None else recipes.DEFAULT_WITHOUT_DATA
+
+    def passes(self, data: TrainingData | None = None) -> list[ir.passes.PassBase]:
+        """The passes of the chosen recipe (data-free by default)."""
+        if self.prune_rounds < 1:
+            raise ValueError(f"prune rounds must be >= 1, got {self.prune_rounds}")
         front: list[ir.passes.PassBase] = [SimplifyPass()] if self.simplify else []
-        return [
-            *front,
-            CanonicalizePass(),
-            PrunePass(prune),
-            ClusterPass(cluster),
-            LowerPass(lower),
-        ]
+        return [*front, *recipes.build(self.recipe_name(), self, data)]
+
+    def training_data(self, source: ir.Model) -> TrainingData | None:
+        """The datasets named by `data`/`val`, plus `source` as the teacher if distilling."""
+        if self.data is None:
+            if self.val is not None:
+                raise InputError("--val needs --data")
+            return None
+        train = Dataset(self.data, self.labels)
+        val = Dataset(self.val, self.labels) if self.val is not None else None
+        data = TrainingData(train, val)
+        losses = {resolve_loss(o.loss, data) for o in (self.retrain, self.retrain_centroids)}
+        if losses - {"cross-entropy"}:
+            data = dataclasses.replace(data, teacher=ir.to_proto(source).SerializeToString())
+        return data
 
 
 @dataclasses.dataclass
@@ -80,10 +107,6 @@ def compile(
 ) -> CompileResult:
     """Compress a model; with `output`, also write it (plus its side file) and size it."""
     options = options or CompileOptions()
-    try:
-        passes = options.passes()
-    except ValueError as e:
-        raise InputError(str(e)) from None
     if isinstance(model, ir.Model):
         source = model
         original_bytes = ir.to_proto(model).ByteSize()
@@ -96,6 +119,10 @@ def compile(
             raise InputError(f"refusing to overwrite the input {in_path}")
         source = load_model(in_path)
         original_bytes = _file_bytes(in_path)
+    try:
+        passes = options.passes(options.training_data(source))
+    except ValueError as e:
+        raise InputError(str(e)) from None
     compiled, records = run_passes(source, passes)
     lower_stats = records[-1].stats["layers"]
     if not lower_stats:

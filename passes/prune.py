@@ -41,6 +41,20 @@ class PrunePolicy:
             return ("sparsity", s)
         return None if self.quality is None else ("quality", self.quality)
 
+    def round(self, r: int, rounds: int) -> PrunePolicy:
+        """Round r (1-based) of iterative pruning: each round removes the same share of the
+        surviving weights, so the last round lands on the target (quality grows linearly)."""
+        f = r / rounds
+
+        def step(s: float) -> float:
+            return 1.0 - (1.0 - s) ** f
+
+        return PrunePolicy(
+            None if self.sparsity is None else step(self.sparsity),
+            {k: step(v) for k, v in self.per_layer.items()},
+            None if self.quality is None else self.quality * f,
+        )
+
 
 def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
     """`w` with its smallest-magnitude weights set to exactly zero."""

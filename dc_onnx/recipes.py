@@ -1,0 +1,120 @@
+"""Recipes: named pass lists, written as data.
+
+A recipe is a tuple of steps; each step names a pass builder and its parameters. The
+builders read the numbers (sparsity, bits, epochs, ...) from `CompileOptions`, so a recipe
+only says what runs in which order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import onnx_ir as ir
+
+from dc_onnx.passes.canonicalize import CanonicalizePass
+from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
+from dc_onnx.passes.lower import LowerOptions, LowerPass
+from dc_onnx.passes.prune import PrunePass, PrunePolicy
+from dc_onnx.passes.retrain import RetrainPass
+from dc_onnx.trainer import TrainingData
+
+if TYPE_CHECKING:
+    from dc_onnx.compiler import CompileOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    builder: str
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+RECIPES: dict[str, tuple[Step, ...]] = {
+    # Without data: prune by magnitude, share weights by k-means, encode.
+    "data-free": (Step("canonicalize"), Step("prune"), Step("cluster"), Step("lower")),
+    # Han et al. 2016: prune -> retrain (repeated `prune_rounds` times) -> cluster ->
+    # retrain the centroids -> encode.
+    "deep-compression": (
+        Step("canonicalize"),
+        Step("prune", {"retrain": True}),
+        Step("cluster"),
+        Step("retrain", {"phase": "centroids"}),
+        Step("lower"),
+    ),
+}
+
+DEFAULT_WITH_DATA = "deep-compression"
+DEFAULT_WITHOUT_DATA = "data-free"
+
+Builder = Callable[..., list[ir.passes.PassBase]]
+
+
+def _canonicalize(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+    return [CanonicalizePass()]
+
+
+def _prune(
+    options: CompileOptions, data: TrainingData | None, retrain: bool = False
+) -> list[ir.passes.PassBase]:
+    policy = PrunePolicy(options.sparsity, dict(options.sparsity_per_layer), options.quality)
+    if not retrain:
+        return [PrunePass(policy)]
+    assert data is not None
+    passes: list[ir.passes.PassBase] = []
+    rounds = options.prune_rounds
+    for r in range(1, rounds + 1):
+        prune = PrunePass(policy.round(r, rounds))
+        retrain_pass = RetrainPass("weights", data, options.retrain)
+        if rounds > 1:
+            prune.name = f"prune-{r}/{rounds}"
+            retrain_pass.name = f"retrain-weights-{r}/{rounds}"
+        passes += [prune, retrain_pass]
+    return passes
+
+
+def _cluster(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+    return [ClusterPass(ClusterOptions(options.bits_conv, options.bits_fc, options.init))]
+
+
+def _retrain(
+    options: CompileOptions, data: TrainingData | None, phase: str
+) -> list[ir.passes.PassBase]:
+    assert data is not None
+    train = options.retrain if phase == "weights" else options.retrain_centroids
+    return [RetrainPass("weights" if phase == "weights" else "centroids", data, train)]
+
+
+def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+    return [LowerPass(LowerOptions(options.index_bits_conv, options.index_bits_fc))]
+
+
+BUILDERS: dict[str, Builder] = {
+    "canonicalize": _canonicalize,
+    "prune": _prune,
+    "cluster": _cluster,
+    "retrain": _retrain,
+    "lower": _lower,
+}
+
+
+def needs_data(steps: tuple[Step, ...]) -> bool:
+    return any(s.builder == "retrain" or s.params.get("retrain") for s in steps)
+
+
+def build(
+    name: str, options: CompileOptions, data: TrainingData | None
+) -> list[ir.passes.PassBase]:
+    """The passes of recipe `name`; ValueError for an unknown recipe or missing data."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe '{name}' (known: {', '.join(RECIPES)})")
+    steps = RECIPES[name]
+    if needs_data(steps) and data is None:
+        raise ValueError(
+            f"recipe '{name}' retrains, so it needs training data (--data); "
+            f"without data use --recipe {DEFAULT_WITHOUT_DATA}"
+        )
+    passes: list[ir.passes.PassBase] = []
+    for step in steps:
+        passes += BUILDERS[step.builder](options, data, **step.params)
+    return passes
