@@ -1,4 +1,4 @@
-"""`dc_onnx.compile`: the data-free Deep Compression pipeline as one function call."""
+"""`dc_onnx.compile`: the Deep Compression pipeline (a recipe of passes) as one function call."""
 
 from __future__ import annotations
 
