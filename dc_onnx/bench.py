@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from dc_onnx.errors import DcOnnxError, InputError
-from dc_onnx.runtime import InferenceSession, _onnxruntime, session_options
+from dc_onnx.errors import InputError
+from dc_onnx.runtime import _onnxruntime, open_session, session_options
 from dc_onnx.verify import random_inputs
 
 DECODE_STATS_ENV = "DC_ONNX_DECODE_STATS"
@@ -144,19 +144,12 @@ def _stderr_to(path: Path) -> Iterator[None]:
 
 
 def _create(path: str | os.PathLike[str], threads: int) -> tuple[Any, SessionStats]:
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file")
     options = _onnxruntime().SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     before = _rss_bytes()
     start = time.perf_counter()
-    try:
-        session = InferenceSession(path, options)
-    except DcOnnxError:
-        raise
-    except Exception as e:  # ORT raises its own exception types for any load failure
-        raise InputError(f"{path}: ONNX Runtime cannot load it: {e}") from None
+    session = open_session(path, options)
     elapsed = time.perf_counter() - start
     after = _rss_bytes()
     rss = None if before is None or after is None else after - before

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dc_onnx.data import Dataset
-from dc_onnx.errors import DcOnnxError, InputError
-from dc_onnx.runtime import InferenceSession
+from dc_onnx.errors import InputError
+from dc_onnx.runtime import open_session
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
 
@@ -33,17 +32,10 @@ def evaluate(
     batch_size: int = 1000,
 ) -> EvalResult:
     """Accuracy of the model's first output (class scores, last axis) against the labels."""
-    if not Path(model).is_file():
-        raise InputError(f"{model}: no such file")
+    session = open_session(model)
     dataset = Dataset(data, labels)
     if not dataset.has_labels:
         raise InputError(f"{data} has no '{labels}' array (pass --labels KEY)")
-    try:
-        session = InferenceSession(model)
-    except DcOnnxError:
-        raise
-    except Exception as e:  # ORT raises its own exception types for any load failure
-        raise InputError(f"{model}: ONNX Runtime cannot load it: {e}") from None
     names = [i.name for i in session.get_inputs()]
     dtypes = {i.name: np.dtype(_NUMPY[i.type]) for i in session.get_inputs() if i.type in _NUMPY}
     samples = correct1 = correct5 = 0

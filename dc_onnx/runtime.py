@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from dc_onnx.errors import DcOnnxError
+from dc_onnx.errors import DcOnnxError, InputError
 
 _LIBRARY = {
     "linux": "libdc_onnx_ops.so",
@@ -60,3 +61,15 @@ def InferenceSession(
         providers=providers or ["CPUExecutionProvider"],
         **kwargs,
     )
+
+
+def open_session(path: str | os.PathLike[str], sess_options: Any = None) -> Any:
+    """InferenceSession on a user-given file; InputError (not ORT's exception) on failure."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return InferenceSession(path, sess_options)
+    except DcOnnxError:
+        raise
+    except Exception as e:  # ORT raises its own exception types for any load failure
+        raise InputError(f"{path}: ONNX Runtime cannot load it: {e}") from None

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dc_onnx.errors import DcOnnxError, InputError
-from dc_onnx.runtime import InferenceSession
+from dc_onnx.errors import InputError
+from dc_onnx.runtime import open_session
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
@@ -31,17 +30,6 @@ class VerifyResult:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _session(path: str | os.PathLike[str]) -> Any:
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        return InferenceSession(path)
-    except DcOnnxError:
-        raise
-    except Exception as e:  # ORT raises its own exception types for any load failure
-        raise InputError(f"{path}: ONNX Runtime cannot load it: {e}") from None
 
 
 def random_inputs(session: Any, batch: int, seed: int) -> dict[str, np.ndarray]:
@@ -72,7 +60,7 @@ def verify(
     seed: int = 0,
 ) -> VerifyResult:
     """Compare outputs; `inputs` may also hold `labels` for top-1 accuracy of both."""
-    reference, candidate = _session(original), _session(compiled)
+    reference, candidate = open_session(original), open_session(compiled)
     names = [i.name for i in reference.get_inputs()]
     feeds = random_inputs(reference, batch, seed) if inputs is None else dict(inputs)
     labels = feeds.pop("labels", None)

@@ -17,14 +17,13 @@ import onnx_ir as ir
 from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
 from dc_onnx.errors import CompileError
+from dc_onnx.io import DOMAIN, HEADER_NAME
 from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
 
-DOMAIN = "ai.dc_onnx"
 OPSET_VERSION = 1
-HEADER_NAME = "dc_onnx.header"
 OP_TYPES = {"Gemm": "CompressedGemm", "MatMul": "CompressedMatMul", "Conv": "CompressedConv"}
 _KEPT_ATTRIBUTES = {
     "Gemm": ("alpha", "beta", "transA"),
