@@ -2,10 +2,10 @@
 
 from dc_onnx.compiler import CompileOptions, CompileResult, compile
 from dc_onnx.errors import CompileError, DcOnnxError, InputError
-from dc_onnx.evaluate import EvalResult, evaluate
 from dc_onnx.runtime import InferenceSession, ops_library_path, session_options
-from dc_onnx.trainer import TrainOptions
-from dc_onnx.verify import verify
+from dc_onnx.tools.evaluate import EvalResult, evaluate
+from dc_onnx.tools.verify import verify
+from dc_onnx.training.trainer import TrainOptions
 
 __version__ = "0.1.0"
 

@@ -9,13 +9,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dc_onnx.bench import bench
 from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
 from dc_onnx.errors import DcOnnxError, InputError
-from dc_onnx.evaluate import evaluate
 from dc_onnx.recipes import RECIPES
-from dc_onnx.trainer import TrainOptions
-from dc_onnx.verify import load_inputs, verify
+from dc_onnx.tools.bench import bench
+from dc_onnx.tools.evaluate import evaluate
+from dc_onnx.tools.verify import load_inputs, verify
+from dc_onnx.training.trainer import TrainOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 

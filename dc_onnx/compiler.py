@@ -17,7 +17,7 @@ from dc_onnx.passes.cluster import Init
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
 from dc_onnx.report import LayerReport, Report
-from dc_onnx.trainer import TrainingData, TrainOptions, resolve_loss
+from dc_onnx.training.trainer import TrainingData, TrainOptions, resolve_loss
 
 # Without data there is no retraining, so the default pruning is mild: on LeNet-300-100
 # it costs 0.1 points of accuracy (docs/results.md); a --sparsity target overrides it.

@@ -18,7 +18,7 @@ from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.lower import LowerOptions, LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
-from dc_onnx.trainer import TrainingData
+from dc_onnx.training.trainer import TrainingData
 
 if TYPE_CHECKING:
     from dc_onnx.compiler import CompileOptions

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import dc_onnx
-from dc_onnx.evaluate import evaluate
-from dc_onnx.trainer import TrainOptions
+from dc_onnx.tools.evaluate import evaluate
+from dc_onnx.training.trainer import TrainOptions
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -37,11 +37,11 @@ from onnx import TensorProto, helper, numpy_helper
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:
-    from dc_onnx.ort_training import TrainingAPI
+    from dc_onnx.training.ort_training import TrainingAPI
 
 
 def _ort_training() -> ModuleType:
-    """``dc_onnx.ort_training``, from the installed package or from this checkout.
+    """``dc_onnx.training.ort_training``, from the installed package or from this checkout.
 
     In a checkout the package may not be importable as a whole (``dc_onnx.passes`` only
     exists once installed), so fall back to loading the stdlib-only module file directly.
@@ -49,9 +49,9 @@ def _ort_training() -> ModuleType:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     try:
-        return importlib.import_module("dc_onnx.ort_training")
+        return importlib.import_module("dc_onnx.training.ort_training")
     except ImportError:
-        path = REPO_ROOT / "dc_onnx" / "ort_training.py"
+        path = REPO_ROOT / "dc_onnx" / "training" / "ort_training.py"
         spec = importlib.util.spec_from_file_location("_dc_onnx_ort_training", path)
         if spec is None or spec.loader is None:
             raise

@@ -16,8 +16,8 @@ import onnx_ir as ir
 
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.pipeline import CompilerPass
-from dc_onnx.trainer import TrainingData, TrainOptions, train
-from dc_onnx.training_graph import Phase, build_trainable
+from dc_onnx.training.graph import Phase, build_trainable
+from dc_onnx.training.trainer import TrainingData, TrainOptions, train
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pytest
 from onnx import helper
 
 from conftest import compile_model, make_model, run
-from dc_onnx.decode import decode_model
+from dc_onnx.tools.decompile import decode_model
 
 # Batch 1-3: sparse dots (AVX-512 gathers where the CPU has them); 4 and up: panels of
 # 16 (V=1), 32, 48, 64 columns, and 70 = a panel of 64 plus one of 16.

@@ -10,7 +10,7 @@ import pytest
 
 import dc_onnx
 from conftest import DATA, MODELS, run
-from dc_onnx.decode import decode_model
+from dc_onnx.tools.decompile import decode_model
 
 PAPER_LENET_300_100 = {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}  # 8%, 9%, 26% kept
 

@@ -17,13 +17,13 @@ import dc_onnx
 from conftest import make_model, save
 from dc_onnx.cli import main
 from dc_onnx.data import Dataset
-from dc_onnx.evaluate import evaluate
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.pipeline import run_passes
-from dc_onnx.trainer import TrainingData, TrainOptions
+from dc_onnx.tools.evaluate import evaluate
+from dc_onnx.training.trainer import TrainingData, TrainOptions
 
 FAST = TrainOptions(epochs=3, lr=3e-3, batch_size=32)
 
@@ -119,8 +119,8 @@ def test_distillation_without_labels(tmp_path: Path, loss: str) -> None:
 
 
 def test_distillation_loss_matches_numpy(tmp_path: Path) -> None:
-    from dc_onnx.losses import soft_target_loss, softened
-    from dc_onnx.ort_training import load_training_api
+    from dc_onnx.training.losses import soft_target_loss, softened
+    from dc_onnx.training.ort_training import load_training_api
 
     training = load_training_api()
     rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from onnx import helper
 
 from conftest import cnn_model, compile_model, lower_only, make_model, mlp_model, run
-from dc_onnx.decode import decode_model
+from dc_onnx.tools.decompile import decode_model
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

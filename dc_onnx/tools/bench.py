@@ -31,7 +31,7 @@ import numpy as np
 
 from dc_onnx.errors import InputError
 from dc_onnx.runtime import _onnxruntime, open_session, session_options
-from dc_onnx.verify import random_inputs
+from dc_onnx.tools.verify import random_inputs
 
 DECODE_STATS_ENV = "DC_ONNX_DECODE_STATS"
 _DECODE_LINE = re.compile(r"decoded (\d+) symbols in (\d+) ns")

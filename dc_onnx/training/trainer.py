@@ -6,7 +6,7 @@ a checkpoint; `Module` / `Optimizer` / `CheckpointState` run them. The losses:
 - `cross-entropy` against the labels in the data;
 - `distill`: for users who have inputs but no labels, the teacher (the original model)
   labels them: cross-entropy against its class probabilities softened by a temperature
-  (`dc_onnx.losses`); `distill-mse` matches its raw outputs instead (mean squared error),
+  (`dc_onnx.training.losses`); `distill-mse` matches its raw outputs instead (mean squared error),
   for models whose output is not a vector of class scores.
 
 With a validation set the parameters of the best epoch are kept (highest accuracy with
@@ -33,9 +33,9 @@ import onnx
 
 from dc_onnx.data import Batch, Dataset
 from dc_onnx.errors import InputError
-from dc_onnx.losses import soft_target_loss, softened
-from dc_onnx.ort_training import OrtTrainingUnavailableError, load_training_api
-from dc_onnx.training_graph import TrainableModel
+from dc_onnx.training.graph import TrainableModel
+from dc_onnx.training.losses import soft_target_loss, softened
+from dc_onnx.training.ort_training import OrtTrainingUnavailableError, load_training_api
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Retraining through onnxruntime-training: the trainable graph, the loop, the losses."""
