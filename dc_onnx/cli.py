@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
 from dc_onnx.errors import DcOnnxError, InputError
+from dc_onnx.quantize import INITS
 from dc_onnx.recipes import RECIPES
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
@@ -35,10 +36,23 @@ def _sparsity_map(text: str) -> dict[str, float]:
 
 
 def _bits(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits must be an integer, got '{text}'") from None
     if not 1 <= value <= 8:
         raise argparse.ArgumentTypeError(f"bits must be in 1..8, got {value}")
     return value
+
+
+def _bits_map(text: str) -> dict[str, int]:
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, bits = item.rpartition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"expected NAME=BITS, got '{item}'")
+        result[name] = _bits(bits)
+    return result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--index-bits-conv", type=_bits, default=8, help="index bits, conv (8)")
     c.add_argument("--index-bits-fc", type=_bits, default=5, help="index bits, fc (default 5)")
     c.add_argument(
-        "--init", choices=["linear", "density", "random"], default="linear",
-        help="k-means centroid initialisation (default linear)",
+        "--bits-per-layer",
+        type=_bits_map,
+        default={},
+        metavar="NAME=N,...",
+        help="weight bits by weight name or glob on node or weight names (exact names first)",
+    )
+    c.add_argument(
+        "--init", choices=list(INITS), default=None,
+        help="k-means start: mse (least squared error), or the paper's linear, density, random"
+        " (default: mse without retraining, linear with)",
     )  # fmt: skip
     c.add_argument("--simplify", action="store_true", help="run onnx-simplifier first")
     c.add_argument("--single-file", action="store_true", help="embed the streams in the .onnx")
@@ -157,6 +179,7 @@ def _compile(args: argparse.Namespace) -> int:
         bits_fc=args.bits_fc,
         index_bits_conv=args.index_bits_conv,
         index_bits_fc=args.index_bits_fc,
+        bits_per_layer=args.bits_per_layer,
         init=args.init,
         simplify=args.simplify,
         single_file=args.single_file,

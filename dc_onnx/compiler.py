@@ -13,9 +13,9 @@ from dc_onnx import recipes
 from dc_onnx.data import Dataset
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model, save_compiled, side_file_path
-from dc_onnx.passes.cluster import Init
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
+from dc_onnx.quantize import Init
 from dc_onnx.report import LayerReport, Report
 from dc_onnx.training.trainer import TrainingData, TrainOptions, resolve_loss
 
@@ -38,9 +38,11 @@ class CompileOptions:
     quality: float | None = DEFAULT_QUALITY
     bits_conv: int = 8
     bits_fc: int = 5
+    # weight name (or glob on weight or node names) -> bits, over the per-kind defaults
+    bits_per_layer: dict[str, int] = dataclasses.field(default_factory=dict)
     index_bits_conv: int = 8
     index_bits_fc: int = 5
-    init: Init = "linear"
+    init: Init | None = None  # None: the recipe's choice (mse data-free, linear retrained)
     simplify: bool = False
     single_file: bool = False
     recipe: str | None = None

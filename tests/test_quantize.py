@@ -1,0 +1,181 @@
+"""Weight sharing quality: outliers, non-finite weights, narrow dtypes, per-weight bits, and
+the pure `quantize()` that the error budget calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from onnx import helper
+
+import dc_onnx
+from conftest import make_model, run, save
+from dc_onnx.layers import find_weight_groups
+from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
+from dc_onnx.passes.prune import PrunePass, PrunePolicy
+from dc_onnx.quantize import kmeans_1d, prune_array, quantize, share_values
+
+
+def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a64 - b64) / np.linalg.norm(a64))
+
+
+def _with_outliers(rng: np.random.Generator, n: int = 50_000) -> np.ndarray:
+    w = rng.standard_normal(n).astype(np.float32)
+    w[rng.choice(n, 6, replace=False)] *= 100  # what BatchNorm folding leaves behind
+    return w
+
+
+def test_outliers_do_not_stretch_the_8bit_grid(rng: np.random.Generator) -> None:
+    w = _with_outliers(rng)
+    # The squared-error optimum for a Gaussian at 255 levels is about 0.65% (Panter-Dite).
+    assert _relative_error(w, quantize(w, 8)) < 0.008
+    centroids, assignment, _ = kmeans_1d(w, 255, "linear")
+    assert _relative_error(w, centroids[assignment]) > 0.03  # the paper's start strands them
+    big = np.abs(w) > 20
+    assert _relative_error(w[big], quantize(w, 8)[big]) < 1e-3  # outliers nearly exact
+
+
+def test_mse_start_beats_the_paper_starts_on_gaussian_weights(rng: np.random.Generator) -> None:
+    w = rng.standard_normal(20_000)
+    errors = {}
+    for init in ("mse", "linear", "density"):
+        centroids, assignment, _ = kmeans_1d(w, 31, init)  # type: ignore[arg-type]
+        errors[init] = _relative_error(w, centroids[assignment])
+    assert errors["mse"] <= min(errors["linear"], errors["density"]) * 1.001
+
+
+def test_mse_uses_every_centroid(rng: np.random.Generator) -> None:
+    w = _with_outliers(rng, 5000)
+    centroids, assignment, _ = kmeans_1d(w, 255, "mse")
+    assert np.unique(assignment).size == 255
+    # A Lloyd fixed point: each centroid is the mean of its points.
+    for j in range(0, 255, 17):
+        assert np.isclose(w[assignment == j].astype(np.float64).mean(), centroids[j])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_keep_their_own_entry(bad: float, rng: np.random.Generator) -> None:
+    w = rng.standard_normal(4096).astype(np.float32)
+    w[[3, 100]] = bad
+    shared, _ = share_values(w, 31)
+    assert np.array_equal(shared[[3, 100]], w[[3, 100]], equal_nan=True)
+    finite = np.isfinite(w)
+    assert np.all(np.isfinite(shared[finite]))
+    assert np.unique(shared[finite]).size == 30  # the non-finite value took one of 31
+    assert _relative_error(w[finite], shared[finite]) < 0.06  # optimum at 30 levels: 5.5%
+
+
+def test_all_three_non_finite_values_at_two_bits_are_refused() -> None:
+    w = np.array([np.nan, np.inf, -np.inf, 1.0, 2.0], np.float32)
+    with pytest.raises(ValueError, match="non-finite"):
+        share_values(w, 3)
+
+
+def test_prune_quality_ignores_non_finite_weights(rng: np.random.Generator) -> None:
+    w = rng.standard_normal(1000).astype(np.float32)
+    w[0] = np.nan
+    pruned = prune_array(w, "quality", 0.5)
+    assert np.isnan(pruned[0])
+    assert 0.3 < np.mean(pruned == 0) < 0.45  # P(|z| < 0.5) = 0.38
+    pruned = prune_array(w, "sparsity", 0.9)
+    assert np.isnan(pruned[0]) and np.count_nonzero(pruned == 0) == 900
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_compiled_layer_with_a_non_finite_weight_matches(
+    bad: float, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    w[0, 0] = bad
+    node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
+    src = save(make_model([node], {"x": [2, 64]}, {"y": [2, 64]}, {"W": w}), tmp_path / "m.onnx")
+    dc_onnx.compile(src, tmp_path / "m.dc.onnx", dc_onnx.CompileOptions(sparsity=0.0, bits_fc=8))
+    x = {"x": rng.standard_normal((2, 64)).astype(np.float32)}
+    (ref,) = run(src, x)
+    (out,) = run(tmp_path / "m.dc.onnx", x)
+    assert np.array_equal(np.isfinite(ref), np.isfinite(out))
+    assert np.array_equal(ref[~np.isfinite(ref)], out[~np.isfinite(ref)], equal_nan=True)
+    fin = np.isfinite(ref)
+    assert np.abs(ref[fin] - out[fin]).max() < 0.02 * np.abs(ref[fin]).max()
+
+
+def test_fp16_centroids_are_exact_in_fp16(rng: np.random.Generator) -> None:
+    w = (rng.standard_normal(20_000) * 0.05).astype(np.float16)
+    out = quantize(w, 8)
+    assert out.dtype == np.float16 and np.unique(out[out != 0]).size <= 255
+    # Values stored as float32 (a codebook) still round-trip through fp16 exactly.
+    shared, _ = share_values(w.astype(np.float32), 255, dtype=np.dtype(np.float16))
+    assert np.array_equal(shared.astype(np.float16).astype(np.float32), shared)
+    assert _relative_error(w.astype(np.float32), shared) < 0.01
+
+
+def test_bf16_centroids_are_exact_in_bf16(rng: np.random.Generator) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    w = (rng.standard_normal(20_000) * 0.05).astype(bf16).astype(np.float32)
+    shared, _ = share_values(w, 255, dtype=bf16)
+    assert np.array_equal(shared.astype(bf16).astype(np.float32), shared)
+    assert _relative_error(w, shared) < 0.02
+
+
+def test_quantize_is_prune_then_cluster(rng: np.random.Generator) -> None:
+    w = (rng.standard_normal((48, 64)) * 0.1).astype(np.float32)
+    out = quantize(w, 4, sparsity=0.7)
+    assert out.shape == w.shape and out.dtype == w.dtype
+    assert np.count_nonzero(out == 0) == round(0.7 * w.size)
+    assert np.unique(out[out != 0]).size <= 15
+    assert np.array_equal(out, quantize(w, 4, sparsity=0.7))  # deterministic
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")
+    model = ir.from_proto(make_model([node], {"x": ["N", 48]}, {"y": ["N", 64]}, {"W": w}))
+    PrunePass(PrunePolicy(sparsity=0.7))(model)
+    ClusterPass(ClusterOptions(bits_fc=4))(model)
+    (passes,) = [g.array() for g in find_weight_groups(model.graph)]
+    assert np.array_equal(passes, out)
+
+
+def test_quantize_rejects_bad_settings() -> None:
+    w = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="bits"):
+        quantize(w, 9)
+    with pytest.raises(ValueError, match="sparsity"):
+        quantize(w, 8, sparsity=1.0)
+
+
+def test_per_weight_bits_override_the_kind_default(rng: np.random.Generator) -> None:
+    nodes = [
+        helper.make_node("Gemm", ["x", "W1"], ["h"], name="fc1"),
+        helper.make_node("Gemm", ["h", "W2"], ["y"], name="fc2"),
+    ]
+    inits = {
+        "W1": rng.standard_normal((16, 32)).astype(np.float32),
+        "W2": rng.standard_normal((32, 8)).astype(np.float32),
+    }
+    model = ir.from_proto(make_model(nodes, {"x": ["N", 16]}, {"y": ["N", 8]}, inits))
+    pass_ = ClusterPass(ClusterOptions(bits_fc=6, per_weight={"W2": 2}))
+    pass_(model)
+    w1, w2 = (g.array() for g in find_weight_groups(model.graph))
+    assert np.unique(w1).size == 63 and np.unique(w2).size == 3
+    assert pass_.stats["layers"]["fc2"]["bits"] == 2
+    glob = ClusterPass(ClusterOptions(bits_fc=6, per_weight={"fc*": 3}))
+    glob(ir.from_proto(make_model(nodes, {"x": ["N", 16]}, {"y": ["N", 8]}, inits)))
+    assert {s["bits"] for s in glob.stats["layers"].values()} == {3}
+
+
+def test_per_weight_bits_are_checked() -> None:
+    with pytest.raises(ValueError, match="bits"):
+        ClusterOptions(per_weight={"W": 0})
+    with pytest.raises(ValueError, match="init"):
+        ClusterOptions(init="kmeans++")  # type: ignore[arg-type]
+
+
+def test_compile_options_carry_per_weight_bits(tmp_path: Path, rng: np.random.Generator) -> None:
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
+    src = save(make_model([node], {"x": [2, 64]}, {"y": [2, 64]}, {"W": w}), tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(sparsity=0.0, bits_per_layer={"W": 3})
+    result = dc_onnx.compile(src, tmp_path / "m.dc.onnx", options)
+    assert result.report.layers[0].codebook_size == 8  # 7 shared values + the zero
