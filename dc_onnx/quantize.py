@@ -27,6 +27,8 @@ INITS: tuple[Init, ...] = ("mse", "linear", "density", "random")
 
 _MAX_ITERATIONS = {"mse": 300}  # splitting keeps finding work after the means settle
 _COMPANDER_BINS = 4096
+_LOOKUP_BITS = 20  # table size of the fast nearest-centroid search for float32
+_LOOKUP_MIN_SIZE = 1 << 18  # below this, a plain binary search is cheaper than the table
 
 
 def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
@@ -46,42 +48,77 @@ def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
             flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
     else:
         finite = flat[np.isfinite(flat)]
-        std = float(np.std(finite, dtype=np.float64)) if finite.size else 0.0
+        std = float(np.std(finite)) if finite.size else 0.0
         flat[magnitude < amount * std] = 0.0
     return flat.reshape(w.shape)
 
 
-def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:
+def _initial_centroids(data: _SortedValues, k: int, init: Init, seed: int) -> np.ndarray:
+    x = data.x
     if init == "linear":
         return np.linspace(x[0], x[-1], k)
     if init == "density":
         return x[np.linspace(0, x.size - 1, k).round().astype(np.int64)]
     if init == "mse":
-        return _companded(x, k)
+        return _companded(data, k)
     rng = np.random.default_rng(seed)
     return np.sort(x[rng.choice(x.size, size=k, replace=False)])
 
 
-def _companded(x: np.ndarray, k: int) -> np.ndarray:
+def _companded(data: _SortedValues, k: int) -> np.ndarray:
     """Centroids spread with density proportional to p(x)^(1/3), the high-resolution optimum
-    for squared error (Panter & Dite). p is read off equal-count bins: a bin of width w holds
-    1/m of the points, so its share of p^(1/3) dx is proportional to w^(2/3)."""
-    edges = x[np.linspace(0, x.size - 1, min(x.size, _COMPANDER_BINS)).round().astype(np.int64)]
+    for squared error (Panter & Dite); p is the importance-weighted density. It is read off
+    bins of equal weight: a bin of width w holds 1/m of it, so its share of p^(1/3) dx is
+    proportional to w^(2/3)."""
+    x = data.x
+    bins = min(x.size, _COMPANDER_BINS)
+    edges = x[data.quantile_index(np.linspace(0.0, 1.0, bins))]
     mass = np.concatenate([[0.0], np.cumsum(np.diff(edges) ** (2.0 / 3.0))])
     if mass[-1] <= 0:
         return np.linspace(x[0], x[-1], k)
     return np.interp((np.arange(k) + 0.5) / k * mass[-1], mass, edges)
 
 
-class _SortedValues:
-    """Sorted values and their prefix sums: the sum and squared error of any range in O(1)."""
+def _prefix_sum(a: np.ndarray) -> np.ndarray:
+    out = np.empty(a.size + 1, np.float64)
+    out[0] = 0.0
+    np.cumsum(a, out=out[1:])
+    return out
 
-    def __init__(self, x: np.ndarray) -> None:
+
+class _SortedValues:
+    """Sorted values, optionally with an importance per value, and prefix sums: the weighted
+    mean and squared error of any range in O(1)."""
+
+    def __init__(self, x: np.ndarray, importance: np.ndarray | None = None) -> None:
         self.x = x
-        self.shift = float(x[x.size // 2])  # centring keeps the squared sums well conditioned
-        centred = x - self.shift
-        self.s1 = np.concatenate([[0.0], np.cumsum(centred)])
-        self.s2 = np.concatenate([[0.0], np.cumsum(centred * centred)])
+        self.importance = importance
+        self.s0 = None if importance is None else _prefix_sum(importance)
+        self.s1 = _prefix_sum(x if importance is None else importance * x)
+        self.shift = float(x[x.size // 2])
+        self._s2: np.ndarray | None = None
+
+    @property
+    def s2(self) -> np.ndarray:
+        """Prefix sums of squares about a central value (so the errors keep their precision);
+        built on first use, as only the splitting needs them."""
+        if self._s2 is None:
+            centred = self.x - self.shift
+            np.multiply(centred, centred, out=centred)
+            if self.importance is not None:
+                centred *= self.importance
+            self._s2 = _prefix_sum(centred)
+        return self._s2
+
+    def weight(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return (hi - lo).astype(np.float64) if self.s0 is None else self.s0[hi] - self.s0[lo]
+
+    def quantile_index(self, q: np.ndarray) -> np.ndarray:
+        """Index of the values below which a fraction q of the weight lies."""
+        if self.s0 is None:
+            return (q * (self.x.size - 1)).round().astype(np.int64)
+        index = np.searchsorted(self.s0, q * self.s0[-1], side="right") - 1
+        return np.clip(index, 0, self.x.size - 1)
 
     def ranges(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[lo, hi) of the points nearest to each (sorted) centroid."""
@@ -89,11 +126,21 @@ class _SortedValues:
         return np.concatenate([[0], cut]), np.concatenate([cut, [self.x.size]])
 
     def mean(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        return (self.s1[hi] - self.s1[lo]) / np.maximum(hi - lo, 1) + self.shift
+        w = self.weight(lo, hi)
+        return (self.s1[hi] - self.s1[lo]) / np.where(w > 0, w, 1.0)
 
     def squared_error(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        total = self.s1[hi] - self.s1[lo]
-        return np.maximum(self.s2[hi] - self.s2[lo] - total * total / np.maximum(hi - lo, 1), 0.0)
+        w = self.weight(lo, hi)
+        total = self.s1[hi] - self.s1[lo] - self.shift * w  # sum of the centred values
+        return np.maximum(self.s2[hi] - self.s2[lo] - total * total / np.where(w > 0, w, 1), 0.0)
+
+    def median(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """A cut inside each range that splits its weight in two (lo < cut < hi)."""
+        if self.s0 is None:
+            mid = (lo + hi) // 2
+        else:
+            mid = np.searchsorted(self.s0, (self.s0[lo] + self.s0[hi]) / 2)
+        return np.clip(mid, lo + 1, hi - 1)
 
 
 def _split_worst(
@@ -109,7 +156,7 @@ def _split_worst(
     worst = worst[error[worst] > 0]
     if worst.size == 0:
         return means, False
-    mid = (lo[worst] + hi[worst]) // 2
+    mid = data.median(lo[worst], hi[worst])
     means = means.copy()
     means[empty[: worst.size]] = data.mean(mid, hi[worst])
     means[worst] = data.mean(lo[worst], mid)
@@ -122,18 +169,26 @@ def kmeans_1d(
     init: Init = "linear",
     max_iterations: int | None = None,
     seed: int = 0,
+    importance: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(centroids, index of each value's centroid, iterations) for 1-D k-means on finite
-    values. With k or fewer distinct values each one is its own centroid."""
-    # Sorting in the values' own dtype is the cheap part (SIMD sorts for float32).
-    x = np.sort(values.reshape(-1)).astype(np.float64)
+    values, minimising the squared error weighted by `importance` (one positive number per
+    value; default 1). With k or fewer distinct values each one is its own centroid."""
+    flat = values.reshape(-1)
+    if importance is None:
+        # Sorting in the values' own dtype is the cheap part (SIMD sorts for float32).
+        x = np.sort(flat).astype(np.float64)
+        v = None
+    else:
+        order = np.argsort(flat, kind="stable")
+        x = flat[order].astype(np.float64)
+        v = np.asarray(importance, np.float64).reshape(-1)[order]
     if x.size == 0:
         return np.zeros(0), np.zeros(values.shape, np.int64), 0
-    starts = np.concatenate([[True], x[1:] != x[:-1]])
-    if np.count_nonzero(starts) <= k:  # nothing to share
-        centroids = x[starts]
+    if np.count_nonzero(x[1:] != x[:-1]) < k:  # k or fewer distinct values: nothing to share
+        centroids = np.unique(x)
         return centroids, np.searchsorted(centroids, values.astype(np.float64)), 0
-    centroids, iterations = _lloyd(_SortedValues(x), k, init, max_iterations, seed)
+    centroids, iterations = _lloyd(_SortedValues(x, v), k, init, max_iterations, seed)
     return centroids, nearest(centroids, values), iterations
 
 
@@ -141,7 +196,7 @@ def _lloyd(
     data: _SortedValues, k: int, init: Init, max_iterations: int | None, seed: int
 ) -> tuple[np.ndarray, int]:
     x = data.x
-    centroids = _initial_centroids(x, k, init, seed).astype(np.float64)
+    centroids = _initial_centroids(data, k, init, seed).astype(np.float64)
     limit = max_iterations if max_iterations is not None else _MAX_ITERATIONS.get(init, 100)
     tolerance = 1e-9 * max(abs(x[0]), abs(x[-1]))
     iterations = 0
@@ -162,7 +217,28 @@ def _lloyd(
 def nearest(centroids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Index of the nearest of the sorted `centroids` for each value."""
     bounds = (centroids[1:] + centroids[:-1]) / 2
+    if values.dtype == np.float32 and values.size >= _LOOKUP_MIN_SIZE and bounds.size:
+        return _nearest_float32(bounds, values)
     return np.searchsorted(bounds, values.astype(np.float64).reshape(-1)).reshape(values.shape)
+
+
+def _nearest_float32(bounds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`searchsorted(bounds, values)` for float32 values through a table over the top 20 bits
+    of their bit patterns: every float in a table bucket lies between the bucket's two end
+    values, so when both ends fall between the same bounds the answer holds for the whole
+    bucket. Only values in buckets that straddle a bound (a few percent) are searched."""
+    ends = np.arange(1 << _LOOKUP_BITS, dtype=np.uint32) << (32 - _LOOKUP_BITS)
+    with np.errstate(invalid="ignore"):  # NaN patterns: no finite value lands in their buckets
+        low = ends.view(np.float32).astype(np.float64)
+        high = (ends | ((1 << (32 - _LOOKUP_BITS)) - 1)).view(np.float32).astype(np.float64)
+        first = np.searchsorted(bounds, np.minimum(low, high)).astype(np.int16)
+        last = np.searchsorted(bounds, np.maximum(low, high)).astype(np.int16)
+    flat = values.reshape(-1)
+    bucket = flat.view(np.uint32) >> np.uint32(32 - _LOOKUP_BITS)
+    out = first[bucket].astype(np.int64)
+    unsure = np.flatnonzero(out != last[bucket])
+    out[unsure] = np.searchsorted(bounds, flat[unsure].astype(np.float64))
+    return out.reshape(values.shape)
 
 
 def representable(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -178,31 +254,41 @@ def share_values(
     dtype: np.dtype | None = None,
     max_iterations: int | None = None,
     seed: int = 0,
+    importance: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """`values` (no zeros among them, any shape) with at most `k` distinct values, and the
     k-means iterations taken. Each distinct non-finite value keeps its own entry; the finite
-    ones share the rest, rounded to `dtype` (default: the values' dtype)."""
+    ones share the rest, rounded to `dtype` (default: the values' dtype). `importance`
+    (same shape as `values`) weighs each value's squared error."""
     dtype = np.dtype(dtype if dtype is not None else values.dtype)
     flat = values.reshape(-1)
     finite = np.isfinite(flat)
-    special = np.unique(flat[~finite])  # NaN, -Inf, +Inf: at most three entries
+    all_finite = bool(finite.all())  # the usual case skips every masked copy below
+    finite_values = flat if all_finite else flat[finite]
+    special = np.unique(flat[~finite]) if not all_finite else flat[:0]  # NaN, -Inf, +Inf
     room = k - special.size
-    out = flat.astype(dtype, copy=True)
-    finite_values = flat[finite]
-    if finite_values.size == 0:
-        return out.reshape(values.shape), 0
-    if room < 1:
+    if finite_values.size and room < 1:
         raise ValueError(
             f"{special.size} distinct non-finite weights leave no shared value for the finite ones"
             f" (k = {k})"
         )
-    centroids, assignment, iterations = kmeans_1d(finite_values, room, init, max_iterations, seed)
-    rounded = representable(centroids, dtype)
-    if rounded.size < centroids.size or dtype.itemsize < 4:
-        # Rounding merged centroids or moved them by more than float32's last bit: the
-        # nearest rounded value is what minimises the error now.
-        assignment = nearest(rounded, finite_values)
-    out[finite] = rounded.astype(dtype)[assignment]
+    iterations = 0
+    shared = finite_values.astype(dtype)
+    if finite_values.size:
+        weights = None if importance is None else np.asarray(importance).reshape(-1)[finite]
+        centroids, assignment, iterations = kmeans_1d(
+            finite_values, room, init, max_iterations, seed, weights
+        )
+        rounded = representable(centroids, dtype)
+        if rounded.size < centroids.size or dtype.itemsize < 4:
+            # Rounding merged centroids or moved them by more than float32's last bit: the
+            # nearest rounded value is what minimises the error now.
+            assignment = nearest(rounded, finite_values)
+        shared = rounded.astype(dtype)[assignment]
+    if all_finite:
+        return shared.reshape(values.shape), iterations
+    out = flat.astype(dtype, copy=True)
+    out[finite] = shared
     return out.reshape(values.shape), iterations
 
 
@@ -221,7 +307,10 @@ def quantize(
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     pruned = prune_array(array, "sparsity", sparsity) if sparsity > 0 else array
+    k = (1 << bits) - 1
     mask = pruned != 0
+    if mask.all():
+        return share_values(pruned, k, init, array.dtype, seed=seed)[0]
     out = pruned.copy()
-    out[mask] = share_values(pruned[mask], (1 << bits) - 1, init, array.dtype, seed=seed)[0]
+    out[mask] = share_values(pruned[mask], k, init, array.dtype, seed=seed)[0]
     return out

@@ -15,7 +15,7 @@ from conftest import make_model, run, save
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
-from dc_onnx.quantize import kmeans_1d, prune_array, quantize, share_values
+from dc_onnx.quantize import kmeans_1d, nearest, prune_array, quantize, share_values
 
 
 def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -179,3 +179,27 @@ def test_compile_options_carry_per_weight_bits(tmp_path: Path, rng: np.random.Ge
     options = dc_onnx.CompileOptions(sparsity=0.0, bits_per_layer={"W": 3})
     result = dc_onnx.compile(src, tmp_path / "m.dc.onnx", options)
     assert result.report.layers[0].codebook_size == 8  # 7 shared values + the zero
+
+
+def test_importance_weighs_the_squared_error(rng: np.random.Generator) -> None:
+    w = rng.standard_normal(20_000)
+    plain = kmeans_1d(w, 15, "mse")
+    ones = kmeans_1d(w, 15, "mse", importance=np.ones_like(w))
+    error = _relative_error(w, plain[0][plain[1]])
+    assert abs(_relative_error(w, ones[0][ones[1]]) - error) < 0.01 * error
+    # Values that matter 100x more get finer centroids around them.
+    important = w > 1.0
+    weighted = kmeans_1d(w, 15, "mse", importance=np.where(important, 100.0, 1.0))
+    before = _relative_error(w[important], plain[0][plain[1]][important])
+    after = _relative_error(w[important], weighted[0][weighted[1]][important])
+    assert after < 0.6 * before
+
+
+def test_nearest_table_search_matches_binary_search(rng: np.random.Generator) -> None:
+    values = (rng.standard_normal(1 << 18) * 1e-3).astype(np.float32)
+    values[:8] = [0.0, -0.0, 1e-42, -1e-42, 3e38, -3e38, 1e-3, -1e-3]
+    centroids = np.sort(rng.standard_normal(255) * 1e-3)
+    bounds = (centroids[1:] + centroids[:-1]) / 2
+    expected = np.searchsorted(bounds, values.astype(np.float64))
+    assert np.array_equal(nearest(centroids, values), expected)
+    assert np.array_equal(nearest(centroids, values.reshape(512, -1)), expected.reshape(512, -1))
