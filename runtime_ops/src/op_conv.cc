@@ -8,6 +8,7 @@
 
 #include "kernel_info.h"
 #include "ops.h"
+#include "weight_loader.h"
 
 namespace dc_onnx {
 namespace {

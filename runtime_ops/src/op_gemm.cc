@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "kernel_info.h"
+#include "weight_loader.h"
 #include "ops.h"
 #include "sparse_matmul.h"
 
