@@ -28,14 +28,12 @@ void broadcast_c(const std::vector<int64_t>& s, int64_t m, int64_t n, Epilogue& 
 
 GemmKernel::GemmKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
   with_layer(prefix_, [&] {
-    const std::vector<int64_t> shape = required_ints(info, "weight_shape");
-    check_weight_shape(shape, {2});
     alpha_ = attr_float(info, "alpha").value_or(1.0f);
     beta_ = attr_float(info, "beta").value_or(1.0f);
     const int64_t trans_a = attr_int(info, "transA").value_or(0);
     if (trans_a != 0 && trans_a != 1) fail("transA must be 0 or 1");
     trans_a_ = trans_a == 1;
-    w_ = pack_rows(load_compressed_weight(info, shape[0], shape[1]));
+    w_ = pack_rows(load_matrix_weight(info));
   });
 }
 

@@ -19,12 +19,10 @@ int64_t product(const std::vector<int64_t>& v, size_t begin, size_t end) {
 
 MatMulKernel::MatMulKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
   with_layer(prefix_, [&] {
-    const std::vector<int64_t> shape = required_ints(info, "weight_shape");
-    check_weight_shape(shape, {2});
     const int64_t side = required_int(info, "weight_side");
     if (side != 0 && side != 1) fail("weight_side must be 0 or 1");
     weight_first_ = side == 0;
-    w_ = pack_rows(load_compressed_weight(info, shape[0], shape[1]));
+    w_ = pack_rows(load_matrix_weight(info));
   });
 }
 

@@ -1,10 +1,9 @@
 #include "weight_loader.h"
 
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "decode_stats.h"
 #include "decoder.h"
 #include "kernel_info.h"
 
@@ -56,14 +55,14 @@ CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_
   streams.code_lengths = constant_input(info, 5, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
 
   CsrMatrix csr = decode_layer(streams, attrs);
-  // Opt-in throughput log, read back by `dc-onnx bench` (one line per layer).
-  if (const char* env = std::getenv("DC_ONNX_DECODE_STATS"); env != nullptr && *env != '\0') {
-    const std::string layer = attr_string(info, "layer").value_or("?");
-    std::fprintf(stderr, "dc_onnx: layer '%s': decoded %llu symbols in %llu ns\n", layer.c_str(),
-                 static_cast<unsigned long long>(csr.symbols),
-                 static_cast<unsigned long long>(csr.decode_ns));
-  }
+  report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
   return csr;
+}
+
+CsrMatrix load_matrix_weight(const OrtKernelInfo* info) {
+  const std::vector<int64_t> shape = required_ints(info, "weight_shape");
+  check_weight_shape(shape, {2});
+  return load_compressed_weight(info, shape[0], shape[1]);
 }
 
 }  // namespace dc_onnx
