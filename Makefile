@@ -50,11 +50,11 @@ lint: install
 	cd build/typecheck && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p dc_onnx
 
 # Standalone C++ build with warnings as errors (also what the wheel build uses), then the
-# C++ tests (the standalone decoder's, runtime_ops/tests/).
+# C++ tests (the standalone decoder's, runtime_ops/tests/; `ctest --test-dir` needs CMake 3.20).
 cpp: $(ORT_HEADERS)
 	cmake -S runtime_ops -B build/cpp -DCMAKE_BUILD_TYPE=Release -DDC_ONNX_WERROR=ON >/dev/null
 	cmake --build build/cpp -j2
-	ctest --test-dir build/cpp --output-on-failure
+	cd build/cpp && ctest --output-on-failure
 
 test: lint cpp install-rt
 	$(VENV)/bin/pytest -q tests

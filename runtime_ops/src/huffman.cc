@@ -17,14 +17,15 @@ HuffmanTable::HuffmanTable(const uint8_t* lengths, size_t num_symbols, uint64_t 
     const unsigned len = lengths[s];
     if (len > kMaxCodeLen)
       fail_decode(what + "symbol " + std::to_string(s) + " has length " + std::to_string(len) +
-           " (maximum 12)");
+                  " (maximum 12)");
     if (len != 0) {
       kraft += 1u << (kMaxCodeLen - len);
       ++used;
     }
   }
   if (kraft > (1u << kMaxCodeLen)) fail_decode(what + "Kraft sum above 1 (not a prefix code)");
-  if (num_entries > 0 && used == 0) fail_decode(what + "the stream has entries but no symbol has a code");
+  if (num_entries > 0 && used == 0)
+    fail_decode(what + "the stream has entries but no symbol has a code");
 
   // Canonical assignment as in DEFLATE; each code of length L fills 2^(12-L) slots.
   uint32_t code = 0;
@@ -92,12 +93,12 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
       if (len == 0) {
         if (consumed + kMaxCodeLen > total_bits)
           fail_decode(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-               " symbols (truncated)");
+                      " symbols (truncated)");
         fail_decode(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
       }
       if (consumed + len > total_bits)
         fail_decode(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-             " symbols (truncated)");
+                    " symbols (truncated)");
       out[i] = static_cast<uint8_t>(entry & 0xFFu);
       buf <<= len;
       nbits -= len;
@@ -106,7 +107,8 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
   }
   const uint64_t used_bytes = (consumed + 7) / 8;
   if (used_bytes != nbytes)
-    fail_decode(what + std::to_string(nbytes - used_bytes) + " trailing bytes after the last symbol");
+    fail_decode(what + std::to_string(nbytes - used_bytes) +
+                " trailing bytes after the last symbol");
   // Each refill leaves >= 56 bits and at most 48 are consumed before the next, so >= 8
   // loaded bits remain: the (< 8) pad bits of the last byte are in `buf`.
   const auto pad = static_cast<unsigned>(used_bytes * 8 - consumed);

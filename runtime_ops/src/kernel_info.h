@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "decode_error.h"
 #include "errors.h"
 #include "ort_api.h"
-#include "decode_error.h"
 
 namespace dc_onnx {
 

@@ -2,9 +2,9 @@
 #include <vector>
 
 #include "kernel_info.h"
-#include "weight_loader.h"
 #include "ops.h"
 #include "sparse_matmul.h"
+#include "weight_loader.h"
 
 namespace dc_onnx {
 namespace {

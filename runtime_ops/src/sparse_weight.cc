@@ -18,12 +18,12 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
     fail_decode("index_bits " + std::to_string(w.index_bits) + " out of range 1..8");
   const size_t num_gaps = size_t{1} << w.index_bits;
   if (w.code_lengths_count != w.k + num_gaps)
-    fail_decode("code_lengths has " + std::to_string(w.code_lengths_count) + " entries, expected k + " +
-         "2^index_bits = " + std::to_string(w.k + num_gaps));
+    fail_decode("code_lengths has " + std::to_string(w.code_lengths_count) +
+                " entries, expected k + 2^index_bits = " + std::to_string(w.k + num_gaps));
   // Column indices are stored as uint32; both limits also keep rows*cols below 2^62.
   if (rows < 1 || cols < 1 || rows > INT32_MAX || cols > INT32_MAX)
     fail_decode("stored matrix [" + std::to_string(rows) + "," + std::to_string(cols) +
-         "] has a dimension outside 1..2^31-1");
+                "] has a dimension outside 1..2^31-1");
   const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols);
   const uint64_t m = w.num_entries;
   // Every entry sits on its own position and every code takes at least one bit; checking
@@ -44,7 +44,7 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   for (uint8_t g : gaps) c += g != escape;
   if (c != w.num_codes)
     fail_decode("gaps stream implies " + std::to_string(c) + " codes but the TOC says " +
-         std::to_string(w.num_codes));
+                std::to_string(w.num_codes));
   if (c > uint64_t{w.codes_bytes} * 8)
     fail_decode("codes stream is too short for " + std::to_string(c) + " codes (truncated)");
   const HuffmanTable code_table(w.code_lengths, w.k, c, "codes");
@@ -77,7 +77,7 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
     const uint64_t p = next + gaps[j];
     if (p >= n)
       fail_decode("entry " + std::to_string(j) + " lands on position " + std::to_string(p) +
-           " >= rows*cols = " + std::to_string(n));
+                  " >= rows*cols = " + std::to_string(n));
     next = p + 1;
     const uint8_t code = codes[i++];
     if (code >= w.k)
