@@ -3,6 +3,7 @@ the pure `quantize()` that the error budget calls."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from onnx import helper
 
 import dc_onnx
-from conftest import make_model, run, save
+from conftest import make_model, mlp_model, run, save
+from dc_onnx.cli import main
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
@@ -203,3 +205,23 @@ def test_nearest_table_search_matches_binary_search(rng: np.random.Generator) ->
     expected = np.searchsorted(bounds, values.astype(np.float64))
     assert np.array_equal(nearest(centroids, values), expected)
     assert np.array_equal(nearest(centroids, values.reshape(512, -1)), expected.reshape(512, -1))
+
+
+def test_cli_takes_per_layer_bits_and_the_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    report = tmp_path / "report.json"
+    code = main([
+        "compile", str(source), "-o", str(tmp_path / "out.onnx"), "--sparsity", "0",
+        "--bits-per-layer", "W1=2,fc[45]=3", "--init", "linear", "--report", str(report),
+    ])  # fmt: skip
+    assert code == 0
+    layers = {layer["name"]: layer for layer in json.loads(report.read_text())["layers"]}
+    assert layers["fc1"]["codebook_size"] == 4
+    assert layers["fc4"]["codebook_size"] == layers["fc5"]["codebook_size"] == 8
+    assert layers["fc2"]["codebook_size"] == 32  # the fc default, 5 bits
+    with pytest.raises(SystemExit) as exit_:
+        main(["compile", str(source), "--bits-per-layer", "W1=9"])
+    assert exit_.value.code == 2
+    assert "bits must be in 1..8" in capsys.readouterr().err
