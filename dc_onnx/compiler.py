@@ -25,8 +25,6 @@ __all__ = ["CompileOptions", "CompileResult", "compile"]
 def _training_data(options: CompileOptions, source: ir.Model) -> TrainingData | None:
     """The datasets named by `data`/`val`, plus `source` as the teacher if distilling."""
     if options.data is None:
-        if options.val is not None:
-            raise InputError("--val needs --data")
         return None
     train = Dataset(options.data, options.labels)
     val = Dataset(options.val, options.labels) if options.val is not None else None

@@ -21,7 +21,7 @@ from dc_onnx.codecs.schema import (
 )
 from dc_onnx.errors import InputError
 
-__all__ = ["DOMAIN", "HEADER_NAME", "SIDE_FILE_SUFFIX", "load_model", "save_compiled"]
+__all__ = ["load_model", "save_compiled", "side_file_path"]
 
 
 def side_file_path(model_path: str | os.PathLike[str]) -> Path:

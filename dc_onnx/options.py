@@ -224,3 +224,10 @@ class CompileOptions(OptionGroup):
     labels: str = option("labels", "key of the labels in the data files")
     simplify: bool = option(False, "run onnx-simplifier first")
     single_file: bool = option(False, "embed the streams in the .onnx")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.val is not None and self.data is None:
+            raise ValueError(
+                "val (a validation set) needs data (a training set): --val needs --data"
+            )

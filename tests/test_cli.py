@@ -101,6 +101,7 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
         (["--centroid-lr", "0"], "lr must be a finite number > 0"),
         (["--prune-rounds", "0"], "rounds must be >= 1"),
         (["--recipe", "nope"], "invalid choice: 'nope'"),
+        (["--val", "v.npz"], "--val needs --data"),
     ],
 )
 def test_bad_option_values_are_usage_errors_naming_the_option(

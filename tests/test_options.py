@@ -32,6 +32,11 @@ def test_each_group_checks_its_values(build: object, message: str) -> None:
         build()  # type: ignore[operator]
 
 
+def test_validation_without_training_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="--val needs --data"):
+        dc_onnx.CompileOptions(val="val.npz")
+
+
 def test_defaults_are_the_papers() -> None:
     options = dc_onnx.CompileOptions()
     assert (options.cluster.bits_conv, options.cluster.bits_fc) == (8, 5)

@@ -170,9 +170,11 @@ class _TrainingLoop:
     ) -> None:  # fmt: skip
         import onnxruntime as ort
 
-        self.trainable, self.data, self.options, self.loss, self.label = (
-            trainable, data, options, loss, label,
-        )  # fmt: skip
+        self.trainable = trainable
+        self.data = data
+        self.options = options
+        self.loss = loss
+        self.label = label
         self.names = _input_names(trainable)
         self.dtypes = {
             i.name: _numpy_dtype(i.type.tensor_type.elem_type)
