@@ -22,7 +22,6 @@ Init = Literal["linear", "density", "random"]
 Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
-LayerKind = Literal["conv", "fc"]
 
 Check = Callable[[str, Any], None]
 
