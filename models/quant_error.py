@@ -40,11 +40,8 @@ def relative_l2(reference: list[np.ndarray], actual: list[np.ndarray]) -> float:
 
 def measure(model: Path, feeds: dict[str, np.ndarray], bits: int, init: str) -> dict[str, object]:
     options = dc_onnx.CompileOptions(
-        sparsity=0.0,
-        quality=None,
-        bits_conv=bits,
-        bits_fc=bits,
-        init=init,  # type: ignore[arg-type]
+        prune=dc_onnx.PruneOptions(sparsity=0.0),
+        cluster=dc_onnx.ClusterOptions(bits_conv=bits, bits_fc=bits, init=init),  # type: ignore[arg-type]
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "m.dc.onnx"

@@ -8,56 +8,33 @@ the weights, picks their bits and records what it did.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.errors import CompileError
+from dc_onnx.errors import CompileError, InputError
 from dc_onnx.layers import WeightGroup, find_weight_groups
+from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
-from dc_onnx.quantize import INITS, Init, kmeans_1d, share_values
+from dc_onnx.quantize import Init, kmeans_1d, share_values
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class ClusterOptions:
-    bits_conv: int = 8
-    bits_fc: int = 5
-    init: Init = "mse"
-    max_iterations: int | None = None  # None: the init's own limit
-    seed: int = 0
-    # weight name (or a glob on weight or node names) -> bits; exact names win, then the
-    # first matching glob, then the kind's default
-    per_weight: Mapping[str, int] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for bits in (self.bits_conv, self.bits_fc, *self.per_weight.values()):
-            if not 1 <= bits <= 8:
-                raise ValueError(f"weight bits must be in 1..8, got {bits}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init '{self.init}' (known: {', '.join(INITS)})")
-
-    def bits(self, group: WeightGroup) -> int:
-        name = str(group.weight.name)
-        if name in self.per_weight:
-            return self.per_weight[name]
-        for pattern, bits in self.per_weight.items():
-            if group.matches(pattern):
-                return bits
-        return self.bits_conv if group.kind == "conv" else self.bits_fc
-
-    def unmatched(self, groups: list[WeightGroup]) -> list[str]:
-        """Per-weight entries that name no weight of the model."""
-        names = [str(g.weight.name) for g in groups]
-        return [
-            p for p in self.per_weight if p not in names and not any(g.matches(p) for g in groups)
-        ]
+def bits_of(options: ClusterOptions, group: WeightGroup) -> int:
+    """The group's bits: its weight's name in `bits_per_layer`, else the first glob there
+    that matches a weight or node name, else the kind's default."""
+    per_layer = options.bits_per_layer
+    name = str(group.weight.name)
+    if name in per_layer:
+        return per_layer[name]
+    for pattern, bits in per_layer.items():
+        if group.matches(pattern):
+            return bits
+    return options.bits(group.kind)
 
 
 def _relative_error(before: np.ndarray, after: np.ndarray) -> float:
@@ -70,19 +47,34 @@ def _relative_error(before: np.ndarray, after: np.ndarray) -> float:
 class ClusterPass(CompilerPass):
     name = "cluster"
 
-    def __init__(self, options: ClusterOptions) -> None:
+    def __init__(self, options: ClusterOptions, default_init: Init = "mse") -> None:
         super().__init__()
         self.options = options
+        self.init: Init = options.init or default_init
+
+    def requires(self, model: ir.Model) -> None:
+        # As for --sparsity-per-layer: a name that matches nothing is most likely a typo.
+        groups = find_weight_groups(model.graph)
+        names = {str(g.weight.name) for g in groups}
+        unmatched = [
+            p
+            for p in self.options.bits_per_layer
+            if p not in names and not any(g.matches(p) for g in groups)
+        ]
+        if unmatched:
+            layers = ", ".join(g.name for g in groups) or "none"
+            raise InputError(
+                f"--bits-per-layer: {', '.join(repr(p) for p in unmatched)} matches no layer"
+                f" (layers: {layers})"
+            )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
         groups = find_weight_groups(model.graph)
-        for pattern in self.options.unmatched(groups):
-            logger.warning("per-weight bits '%s' match no compressible weight", pattern)
         for i, group in enumerate(groups, 1):
             w = group.array()
-            bits = self.options.bits(group)
+            bits = bits_of(self.options, group)
             mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
             shared = w.copy()
             iterations = 0
@@ -91,7 +83,7 @@ class ClusterPass(CompilerPass):
                     shared[mask], iterations = share_values(
                         w[mask],
                         (1 << bits) - 1,
-                        self.options.init,
+                        self.init,
                         max_iterations=self.options.max_iterations,
                         seed=self.options.seed,
                     )
@@ -119,5 +111,5 @@ class ClusterPass(CompilerPass):
     def ensures(self, model: ir.Model) -> None:
         for group in find_weight_groups(model.graph):
             distinct = np.unique(group.array()).size
-            if distinct > 1 << self.options.bits(group):
+            if distinct > 1 << bits_of(self.options, group):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

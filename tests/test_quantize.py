@@ -14,6 +14,7 @@ from onnx import helper
 import dc_onnx
 from conftest import make_model, mlp_model, run, save
 from dc_onnx.cli import main
+from dc_onnx.errors import InputError
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
@@ -95,7 +96,10 @@ def test_compiled_layer_with_a_non_finite_weight_matches(
     w[0, 0] = bad
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     src = save(make_model([node], {"x": [2, 64]}, {"y": [2, 64]}, {"W": w}), tmp_path / "m.onnx")
-    dc_onnx.compile(src, tmp_path / "m.dc.onnx", dc_onnx.CompileOptions(sparsity=0.0, bits_fc=8))
+    options = dc_onnx.CompileOptions(
+        prune=dc_onnx.PruneOptions(sparsity=0.0), cluster=dc_onnx.ClusterOptions(bits_fc=8)
+    )
+    dc_onnx.compile(src, tmp_path / "m.dc.onnx", options)
     x = {"x": rng.standard_normal((2, 64)).astype(np.float32)}
     (ref,) = run(src, x)
     (out,) = run(tmp_path / "m.dc.onnx", x)
@@ -157,28 +161,39 @@ def test_per_weight_bits_override_the_kind_default(rng: np.random.Generator) -> 
         "W2": rng.standard_normal((32, 8)).astype(np.float32),
     }
     model = ir.from_proto(make_model(nodes, {"x": ["N", 16]}, {"y": ["N", 8]}, inits))
-    pass_ = ClusterPass(ClusterOptions(bits_fc=6, per_weight={"W2": 2}))
+    pass_ = ClusterPass(ClusterOptions(bits_fc=6, bits_per_layer={"W2": 2}))
     pass_(model)
     w1, w2 = (g.array() for g in find_weight_groups(model.graph))
     assert np.unique(w1).size == 63 and np.unique(w2).size == 3
     assert pass_.stats["layers"]["fc2"]["bits"] == 2
-    glob = ClusterPass(ClusterOptions(bits_fc=6, per_weight={"fc*": 3}))
+    glob = ClusterPass(ClusterOptions(bits_fc=6, bits_per_layer={"fc*": 3}))
     glob(ir.from_proto(make_model(nodes, {"x": ["N", 16]}, {"y": ["N", 8]}, inits)))
     assert {s["bits"] for s in glob.stats["layers"].values()} == {3}
 
 
 def test_per_weight_bits_are_checked() -> None:
-    with pytest.raises(ValueError, match="bits"):
-        ClusterOptions(per_weight={"W": 0})
-    with pytest.raises(ValueError, match="init"):
+    with pytest.raises(ValueError, match="bits_per_layer 'W'"):
+        ClusterOptions(bits_per_layer={"W": 0})
+    with pytest.raises(ValueError, match="init must be one of"):
         ClusterOptions(init="kmeans++")  # type: ignore[arg-type]
+
+
+def test_per_weight_bits_naming_no_layer_are_refused(rng: np.random.Generator) -> None:
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    model = ir.from_proto(make_model([node], {"x": ["N", 16]}, {"y": ["N", 8]}, {"W": w}))
+    with pytest.raises(InputError, match="'V' matches no layer"):
+        ClusterPass(ClusterOptions(bits_per_layer={"W": 3, "V": 3})).requires(model)
 
 
 def test_compile_options_carry_per_weight_bits(tmp_path: Path, rng: np.random.Generator) -> None:
     w = rng.standard_normal((64, 64)).astype(np.float32)
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     src = save(make_model([node], {"x": [2, 64]}, {"y": [2, 64]}, {"W": w}), tmp_path / "m.onnx")
-    options = dc_onnx.CompileOptions(sparsity=0.0, bits_per_layer={"W": 3})
+    options = dc_onnx.CompileOptions(
+        prune=dc_onnx.PruneOptions(sparsity=0.0),
+        cluster=dc_onnx.ClusterOptions(bits_per_layer={"W": 3}),
+    )
     result = dc_onnx.compile(src, tmp_path / "m.dc.onnx", options)
     assert result.report.layers[0].codebook_size == 8  # 7 shared values + the zero
 
@@ -224,4 +239,4 @@ def test_cli_takes_per_layer_bits_and_the_init(
     with pytest.raises(SystemExit) as exit_:
         main(["compile", str(source), "--bits-per-layer", "W1=9"])
     assert exit_.value.code == 2
-    assert "bits must be in 1..8" in capsys.readouterr().err
+    assert "must be in 1..8" in capsys.readouterr().err
