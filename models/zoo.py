@@ -55,6 +55,7 @@ class ZooModel:
     sha256: str
     covers: str
     inputs: dict[str, InputSpec] = dataclasses.field(default_factory=dict)
+    dims: dict[str, int] = dataclasses.field(default_factory=dict)  # symbolic dim -> size
     derive: str | None = None  # a transform applied after extraction (see DERIVATIONS)
     derived_sha256: str | None = None  # sha256 of the derived file
 
@@ -117,13 +118,15 @@ ZOO: tuple[ZooModel, ...] = (
         "ddddocr-ctc", "ddddocr==1.6.1", "ddddocr/common.onnx",
         "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
         "captcha CRNN: Conv backbone + LSTM + Gemm classifier (recurrent network)",
-        {"input1": _image((1, 1, 64, 160), 0.0, 1.0)},
+        {"input1": InputSpec(None, ("uniform", 0.0, 1.0))},
+        dims={"image_width": 160},
     ),
     ZooModel(
         "ddddocr-old-int8", "ddddocr==1.6.1", "ddddocr/common_old.onnx",
         "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
         "already int8-quantized CRNN: ConvInteger, DynamicQuantizeLSTM, MatMulInteger",
-        {"input1": _image((1, 1, 64, 160), 0.0, 1.0)},
+        {"input1": InputSpec(None, ("uniform", 0.0, 1.0))},
+        dims={"image_width": 160},
     ),
     ZooModel(
         "ddddocr-det", "ddddocr==1.6.1", "ddddocr/common_det.onnx",
@@ -381,9 +384,13 @@ def model_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 def synth_inputs(
-    proto: onnx.ModelProto, specs: dict[str, InputSpec], seed: int = 0
+    proto: onnx.ModelProto,
+    specs: dict[str, InputSpec],
+    seed: int = 0,
+    dims: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded inputs: spec shapes, else the model's dims with 1 for each symbolic dim."""
+    """Seeded inputs: a spec's shape, else the model's dims, symbolic ones from `dims` or 1."""
+    dims = dims or {}
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for arg in model_inputs(proto):
@@ -396,7 +403,9 @@ def synth_inputs(
             shape = tuple(spec.shape)
         else:
             shape = tuple(
-                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                d.dim_value
+                if d.HasField("dim_value") and d.dim_value > 0
+                else dims.get(d.dim_param, 1)
                 for d in tt.shape.dim
             )
         dist = spec.dist or (("normal", 1.0) if dtype.kind == "f" else ("int", 0, 2))
@@ -419,7 +428,7 @@ def _draw(rng: np.random.Generator, dist: Dist, shape: tuple[int, ...], dtype: A
 
 def write_inputs(model: ZooModel, cache: Path, seed: int = 0) -> Path:
     proto = onnx.load(str(model_path(model, cache)), load_external_data=False)
-    feeds = synth_inputs(proto, model.inputs, seed)
+    feeds = synth_inputs(proto, model.inputs, seed, model.dims)
     out = inputs_path(model, cache)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.npz")

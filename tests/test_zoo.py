@@ -64,6 +64,8 @@ def test_inputs_fill_symbolic_dims_and_keep_integers_in_range() -> None:
     assert all(np.array_equal(feeds[k], again[k]) for k in feeds), "seeded: same inputs"
     other = zoo.synth_inputs(_model_with_inputs(), specs, seed=4)
     assert not np.array_equal(feeds["x"], other["x"])
+    sized = zoo.synth_inputs(_model_with_inputs(), specs, seed=3, dims={"batch": 2, "h": 5})
+    assert sized["x"].shape == (2, 3, 5)
 
 
 def _tensor(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> onnx.TensorProto:
