@@ -122,32 +122,28 @@ class OptionGroup:
                 check(f.name, value)
 
 
-def parse_sparsity_map(text: str) -> dict[str, float]:
-    """GLOB=S,GLOB=S -> {glob: s}; ValueError on a malformed item."""
+def _parse_map(text: str, value_type: Callable[[str], Any], form: str) -> dict[str, Any]:
+    """KEY=V,KEY=V -> {key: value_type(v)}; ValueError naming `form` on a malformed item."""
     result = {}
     for item in filter(None, text.split(",")):
-        glob, sep, value = item.rpartition("=")
+        key, sep, value = item.rpartition("=")
         try:
-            result[glob] = float(value)
+            result[key] = value_type(value)
         except ValueError:
             sep = ""
-        if not sep or not glob:
-            raise ValueError(f"expected GLOB=SPARSITY, got '{item}'")
+        if not sep or not key:
+            raise ValueError(f"expected {form}, got '{item}'")
     return result
+
+
+def parse_sparsity_map(text: str) -> dict[str, float]:
+    """GLOB=S,GLOB=S -> {glob: s}."""
+    return _parse_map(text, float, "GLOB=SPARSITY")
 
 
 def parse_bits_map(text: str) -> dict[str, int]:
-    """NAME=N,GLOB=N -> {name: n}; ValueError on a malformed item."""
-    result = {}
-    for item in filter(None, text.split(",")):
-        name, sep, value = item.rpartition("=")
-        try:
-            result[name] = int(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name:
-            raise ValueError(f"expected NAME=BITS, got '{item}'")
-    return result
+    """NAME=N,GLOB=N -> {name: n}."""
+    return _parse_map(text, int, "NAME=BITS")
 
 
 @dataclasses.dataclass(frozen=True)
