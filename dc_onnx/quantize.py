@@ -298,10 +298,12 @@ def quantize(
     sparsity: float = 0.0,
     init: Init = "mse",
     seed: int = 0,
+    importance: np.ndarray | None = None,
 ) -> np.ndarray:
     """The dense result of compressing `array`: the smallest `sparsity` fraction set to zero,
     then the survivors sharing `2**bits - 1` values (zero is the extra code). The same math as
-    the prune and cluster passes, in the array's dtype."""
+    the prune and cluster passes, in the array's dtype. `importance` (the array's shape)
+    weighs each weight's squared error, e.g. by the mean square of the input it multiplies."""
     if not 1 <= bits <= 8:
         raise ValueError(f"weight bits must be in 1..8, got {bits}")
     if not 0.0 <= sparsity < 1.0:
@@ -310,7 +312,8 @@ def quantize(
     k = (1 << bits) - 1
     mask = pruned != 0
     if mask.all():
-        return share_values(pruned, k, init, array.dtype, seed=seed)[0]
+        return share_values(pruned, k, init, array.dtype, seed=seed, importance=importance)[0]
+    weights = None if importance is None else np.asarray(importance)[mask]
     out = pruned.copy()
-    out[mask] = share_values(pruned[mask], k, init, array.dtype, seed=seed)[0]
+    out[mask] = share_values(pruned[mask], k, init, array.dtype, seed=seed, importance=weights)[0]
     return out

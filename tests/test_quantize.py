@@ -19,6 +19,7 @@ from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.quantize import kmeans_1d, nearest, prune_array, quantize, share_values
+from dc_onnx.recipes import build_passes
 
 
 def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -240,3 +241,29 @@ def test_cli_takes_per_layer_bits_and_the_init(
         main(["compile", str(source), "--bits-per-layer", "W1=9"])
     assert exit_.value.code == 2
     assert "must be in 1..8" in capsys.readouterr().err
+
+
+def test_quantize_edge_cases(rng: np.random.Generator) -> None:
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+    one = quantize(w, 1)
+    assert np.unique(one).size == 1 and np.isclose(one[0, 0], w.mean(), atol=1e-6)
+    zeros = np.zeros((4, 4), np.float32)
+    assert np.array_equal(quantize(zeros, 8, 0.5), zeros)
+    importance = np.where(np.arange(64).reshape(8, 8) < 8, 100.0, 1.0)
+    weighted = quantize(w, 3, sparsity=0.25, importance=importance)
+    plain = quantize(w, 3, sparsity=0.25)
+    assert np.array_equal(weighted == 0, plain == 0)
+    assert _relative_error(w[0], weighted[0]) < _relative_error(w[0], plain[0])
+
+
+def test_the_recipe_picks_the_start_unless_the_options_do() -> None:
+    def start(recipe: str, cluster: ClusterOptions) -> str:
+        options = dc_onnx.CompileOptions(recipe=recipe, cluster=cluster)
+        data = object()  # the retraining recipe only checks that there is some
+        passes = build_passes(options, data)  # type: ignore[arg-type]
+        (cluster_pass,) = [p for p in passes if isinstance(p, ClusterPass)]
+        return cluster_pass.init
+
+    assert start("data-free", ClusterOptions()) == "mse"
+    assert start("deep-compression", ClusterOptions()) == "linear"  # the paper's
+    assert start("deep-compression", ClusterOptions(init="mse")) == "mse"
