@@ -88,7 +88,7 @@ class Form:
     """One model being compared: the original, the compiled one, or one of ORT's peers."""
 
     name: str
-    path: str | None
+    path: str | None  # None for the peers: their temporary directory is gone
     bytes: int | None = None  # the model file and every external-data file it names
     session: SessionStats | None = None
     rel_l2_error: float | None = None  # worst output and batch, against the original
@@ -374,11 +374,14 @@ def _bench(
         try:
             session, stats = _create(build.path, threads)
         except InputError as e:
-            skipped.append(Form(build.name, build.path, reason=_one_line(e), note=build.note))
+            reason = _one_line(e).removeprefix(f"{build.path}: ")  # a temporary path
+            skipped.append(Form(build.name, None, reason=reason, note=build.note))
             continue
         live.append(_Live(Form(build.name, build.path, session=stats, note=build.note), session))
     orig_session, orig_stats = _create(original, threads)
     live.insert(0, _Live(Form(ORIGINAL, os.fspath(original), session=orig_stats), orig_session))
+    order = [ORIGINAL, COMPILED, *peer_forms.PEERS]
+    live.sort(key=lambda item: order.index(item.form.name))  # rows in a fixed order
     names = [i.name for i in orig_session.get_inputs()]
     if names != [i.name for i in comp_session.get_inputs()]:
         raise InputError("the two models have different inputs")
@@ -392,12 +395,15 @@ def _bench(
         if item.failed is not None:
             forms.append(dataclasses.replace(item.form, reason=item.failed, session=None))
         else:
+            path = item.form.path or ""
+            kept = path if item.form.name in (ORIGINAL, COMPILED) else None  # peers: removed
             forms.append(
                 dataclasses.replace(
-                    item.form, bytes=model_bytes(item.form.path or ""), rel_l2_error=item.error
+                    item.form, path=kept, bytes=model_bytes(path), rel_l2_error=item.error
                 )
             )
     forms.extend(skipped)
+    forms.sort(key=lambda f: order.index(f.name))
     return BenchResult(threads, load, ISOLATION, meter.method, forms, timings, decode)
 
 
@@ -423,7 +429,7 @@ def _time_batch(
         except Exception as e:  # ORT's own exception types; the form becomes a row with why
             if item.form.name in (ORIGINAL, COMPILED):
                 raise InputError(f"{item.form.path}: running it failed: {_one_line(e)}") from None
-            item.failed = f"ONNX Runtime cannot run it: {_one_line(e)}"
+            item.failed = f"ONNX Runtime cannot run it at batch {batch}: {_one_line(e)}"
             continue
         if reference is None:
             reference = outputs

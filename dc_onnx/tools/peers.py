@@ -200,9 +200,11 @@ def build_peers_in_child(
     """`build_peers` in a child Python process (see the module docstring)."""
     command = [sys.executable, "-m", "dc_onnx.tools.peers", os.fspath(original), os.fspath(out_dir)]
     try:
+        # PYTHONSAFEPATH: the child imports the installed dc_onnx, not a source tree in cwd.
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
+            command, capture_output=True, text=True, timeout=timeout_s, check=False,
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         return [
             PeerBuild(n, None, f"quantizers did not finish in {timeout_s:.0f} s") for n in PEERS
