@@ -306,10 +306,6 @@ def _rel_l2(expected: list[Any], actual: list[Any]) -> float:
     return worst
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
-
-
 @dataclasses.dataclass
 class _Live:
     """A form being measured: its session and what has been gathered so far."""
@@ -374,7 +370,7 @@ def _bench(
         try:
             session, stats = _create(build.path, threads)
         except InputError as e:
-            reason = _one_line(e).removeprefix(f"{build.path}: ")  # a temporary path
+            reason = peer_forms.one_line(e).removeprefix(f"{build.path}: ")  # a temporary path
             skipped.append(Form(build.name, None, reason=reason, note=build.note))
             continue
         live.append(_Live(Form(build.name, build.path, session=stats, note=build.note), session))
@@ -428,8 +424,10 @@ def _time_batch(
                 item.session.run(None, feeds)
         except Exception as e:  # ORT's own exception types; the form becomes a row with why
             if item.form.name in (ORIGINAL, COMPILED):
-                raise InputError(f"{item.form.path}: running it failed: {_one_line(e)}") from None
-            item.failed = f"ONNX Runtime cannot run it at batch {batch}: {_one_line(e)}"
+                raise InputError(
+                    f"{item.form.path}: running it failed: {peer_forms.one_line(e)}"
+                ) from None
+            item.failed = f"ONNX Runtime cannot run it at batch {batch}: {peer_forms.one_line(e)}"
             continue
         if reference is None:
             reference = outputs

@@ -51,7 +51,8 @@ class PeerBuild:
     note: str | None = None  # what was done to the model besides ORT's quantizer
 
 
-def _one_line(error: BaseException | str) -> str:
+def one_line(error: BaseException | str) -> str:
+    """An error message on one line, cut to a table cell's worth."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:_REASON_CHARS]
 
@@ -85,7 +86,7 @@ def _four_bit_quantizer() -> Callable[..., Any]:
             imported = __import__(module, fromlist=[name])
             quantizer: Callable[..., Any] = getattr(imported, name)
         except (ImportError, AttributeError) as e:
-            errors.append(f"{module.rsplit('.', 1)[1]}: {_one_line(e)[:80]}")
+            errors.append(f"{module.rsplit('.', 1)[1]}: {one_line(e)[:80]}")
             continue
         return quantizer
     raise ImportError(
@@ -180,7 +181,7 @@ def build_peers(
     try:
         prepared, note = _prepare(Path(original), Path(out_dir))
     except Exception as e:  # an unreadable model: every peer says why
-        return [PeerBuild(n, None, f"{type(e).__name__}: {_one_line(e)}") for n in PEERS]
+        return [PeerBuild(n, None, f"{type(e).__name__}: {one_line(e)}") for n in PEERS]
     builds = []
     for name, builder in _BUILDERS.items():
         out = Path(out_dir) / f"{name}.onnx"
@@ -188,7 +189,7 @@ def build_peers(
             builder(prepared, out)
         except Exception as e:  # any quantizer failure becomes a row with its reason
             logger.debug("%s failed", name, exc_info=True)
-            builds.append(PeerBuild(name, None, f"{type(e).__name__}: {_one_line(e)}", note))
+            builds.append(PeerBuild(name, None, f"{type(e).__name__}: {one_line(e)}", note))
             continue
         builds.append(PeerBuild(name, str(out), None, note))
     return builds
@@ -214,9 +215,7 @@ def build_peers_in_child(
         return [PeerBuild(**row) for row in rows]
     except (IndexError, ValueError, TypeError):
         tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-        return [
-            PeerBuild(n, None, f"quantizer process failed: {_one_line(tail[0])}") for n in PEERS
-        ]
+        return [PeerBuild(n, None, f"quantizer process failed: {one_line(tail[0])}") for n in PEERS]
 
 
 def main(argv: Sequence[str]) -> int:
