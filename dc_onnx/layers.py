@@ -1,6 +1,7 @@
 """Finding the compressible layers of a model and moving weights to the stored layout.
 
-A layer is a Gemm, MatMul or Conv node whose weight is a float32 initializer. Compression
+A layer is a Gemm, MatMul or Conv node whose weight is a float32 initializer, or a Gather
+(axis 0) on a float32 or float16 table: an embedding. Compression
 works per weight, not per node: a weight shared by several nodes is compressed once, and
 only when every node that reads it is a layer that stores it the same way.
 """
@@ -18,7 +19,9 @@ import onnx_ir as ir
 
 logger = logging.getLogger(__name__)
 
-LayerKind = Literal["conv", "fc"]
+LayerKind = Literal["conv", "fc", "embedding"]
+# Kinds whose stored matrix is the weight flattened after its first axis (no transpose).
+_ROW_MAJOR_KINDS = ("conv", "embedding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +32,8 @@ class Layer:
     weight: ir.Value
     kind: LayerKind
     transposed: bool  # the stored [out, in] matrix is the weight transposed
-    weight_side: int  # MatMul: 1 for X @ W, 0 for W @ X; Gemm and Conv: 1
+    weight_side: int  # the weight's input index: MatMul 1 for X @ W, 0 for W @ X;
+    # Gemm and Conv 1; Gather 0 (the table)
 
     @property
     def name(self) -> str:
@@ -65,27 +69,52 @@ class WeightGroup:
         return tensor.numpy()
 
     def set_array(self, array: np.ndarray) -> None:
-        self.weight.const_value = ir.Tensor(array.astype(np.float32), name=self.weight.name)
+        """Replace the weight's values, keeping its dtype (float16 tables stay float16)."""
+        dtype = self.array().dtype
+        self.weight.const_value = ir.Tensor(array.astype(dtype), name=self.weight.name)
 
     def stored_matrix(self, array: np.ndarray | None = None) -> np.ndarray:
         """The weight as the [out, in] matrix of docs/format.md."""
         w = self.array() if array is None else array
-        if self.kind == "conv":
+        if self.kind in _ROW_MAJOR_KINDS:
             return w.reshape(w.shape[0], -1)
         return w.T if self.layers[0].transposed else w
 
     def from_stored(self, matrix: np.ndarray) -> np.ndarray:
         original = self.array()
-        if self.kind == "conv":
+        if self.kind in _ROW_MAJOR_KINDS:
             return matrix.reshape(original.shape)
         return matrix.T if self.layers[0].transposed else matrix
 
 
-def _constant_weight(value: ir.Value | None, ndims: Iterable[int]) -> bool:
+def _constant_weight(
+    value: ir.Value | None,
+    ndims: Iterable[int],
+    dtypes: tuple[ir.DataType, ...] = (ir.DataType.FLOAT,),
+) -> bool:
     if value is None or not value.is_initializer() or value.is_graph_input():
         return False
     tensor = value.const_value
-    return tensor is not None and tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) in ndims
+    return tensor is not None and tensor.dtype in dtypes and len(tensor.shape) in ndims
+
+
+# Gather tables: the vocabulary axis plus up to 7 row axes (the kernel's limit), fp32/fp16.
+_TABLE_RANKS = range(1, 9)
+_TABLE_DTYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
+
+
+def _embedding(node: ir.Node) -> Layer | None:
+    """A Gather on axis 0 of a constant table with run-time indices."""
+    table, indices = (list(node.inputs) + [None, None])[:2]
+    if not _constant_weight(table, _TABLE_RANKS, _TABLE_DTYPES) or indices is None:
+        return None
+    if indices.is_initializer() and not indices.is_graph_input():
+        return None  # both constant: a folded constant, not an embedding look-up
+    assert table is not None and table.const_value is not None
+    axis = node.attributes.get_int("axis", 0)
+    if axis not in (0, -len(table.const_value.shape)):
+        return None
+    return Layer(node, table, "embedding", transposed=False, weight_side=0)
 
 
 def _as_layer(node: ir.Node) -> Layer | None:
@@ -104,6 +133,8 @@ def _as_layer(node: ir.Node) -> Layer | None:
         if _constant_weight(a, (2,)) and not _constant_weight(b, (1, 2, 3, 4, 5, 6)):
             assert a is not None
             return Layer(node, a, "fc", transposed=False, weight_side=0)
+    if node.op_type == "Gather" and len(inputs) == 2:
+        return _embedding(node)
     if node.op_type == "Conv" and len(inputs) >= 2 and _constant_weight(inputs[1], (3, 4)):
         assert inputs[1] is not None
         return Layer(node, inputs[1], "conv", transposed=False, weight_side=1)

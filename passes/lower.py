@@ -24,11 +24,17 @@ from dc_onnx.pipeline import CompilerPass
 logger = logging.getLogger(__name__)
 
 OPSET_VERSION = 1
-OP_TYPES = {"Gemm": "CompressedGemm", "MatMul": "CompressedMatMul", "Conv": "CompressedConv"}
+OP_TYPES = {
+    "Gemm": "CompressedGemm",
+    "MatMul": "CompressedMatMul",
+    "Conv": "CompressedConv",
+    "Gather": "CompressedGather",
+}
 _KEPT_ATTRIBUTES = {
     "Gemm": ("alpha", "beta", "transA"),
     "MatMul": (),
     "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
+    "Gather": (),  # axis is 0 (layers.py only takes those)
 }
 _STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
 
@@ -49,7 +55,7 @@ class LowerOptions:
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
     """Codebook and streams of one weight, which must hold at most 256 distinct values."""
-    stored = np.ascontiguousarray(group.stored_matrix())
+    stored = np.ascontiguousarray(group.stored_matrix()).astype(np.float32)
     values = np.unique(stored[stored != 0])
     if values.size > 255:
         raise CompileError(
@@ -86,7 +92,9 @@ def _compressed_node(
     stream_ids: list[int],
     weight_shape: tuple[int, ...],
     encoded: EncodedWeight,
-) -> ir.Node:
+) -> list[ir.Node]:
+    """The compressed op replacing `layer.node`, followed by a Cast when the weight is not
+    float32 (the ops compute in float32; a float16 table's values are exact in float32)."""
     node = layer.node
     op = node.op_type
     inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
@@ -102,7 +110,7 @@ def _compressed_node(
     ]
     if op == "MatMul":
         attributes.append(ir.AttrInt64("weight_side", layer.weight_side))
-    return ir.Node(
+    new = ir.Node(
         DOMAIN,
         OP_TYPES[op],
         inputs,
@@ -111,6 +119,20 @@ def _compressed_node(
         name=node.name,
         version=OPSET_VERSION,
     )
+    tensor = layer.weight.const_value
+    assert tensor is not None
+    if tensor.dtype == ir.DataType.FLOAT:
+        return [new]
+    new.outputs[0].name = f"{node.outputs[0].name}.float32"
+    cast = ir.Node(
+        "",
+        "Cast",
+        new.outputs,
+        [ir.AttrInt64("to", tensor.dtype.value)],
+        num_outputs=1,
+        name=f"{node.name}.cast" if node.name else None,
+    )
+    return [new, cast]
 
 
 class LowerPass(CompilerPass):
@@ -148,11 +170,12 @@ class LowerPass(CompilerPass):
                 for kind, array in zip(_STREAM_KINDS, arrays[g], strict=True)
             ]
             ids = [stream_ids[(g, k)] for k in range(4)]
-            shape = group.array().shape if group.kind == "conv" else group.stored_matrix().shape
+            fc = group.kind == "fc"
+            shape = group.stored_matrix().shape if fc else group.array().shape
             for layer in group.layers:
                 new = _compressed_node(layer, header, streams, ids, shape, enc)
                 ir.convenience.replace_nodes_and_values(
-                    graph, layer.node, [layer.node], [new], layer.node.outputs, new.outputs
+                    graph, layer.node, [layer.node], new, layer.node.outputs, new[-1].outputs
                 )
             graph.initializers.pop(base)
             layers[group.name] = _layer_stats(group, enc)

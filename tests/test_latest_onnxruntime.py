@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime
 
 from conftest import REPO, cnn_model, compile_model, mlp_model, run
+from test_embedding import embedding_model
 
 SCRIPT = """
 import json, sys
@@ -53,3 +54,20 @@ def test_compiled_models_run_in_the_latest_onnxruntime(tmp_path: Path) -> None:
         (expected,) = run(compiled, {"x": x})
         np.testing.assert_allclose(np.load(result), expected, rtol=1e-6, atol=1e-6)
     print(f"latest onnxruntime: {version}; dev: {onnxruntime.__version__}", file=sys.stderr)
+
+
+def test_embedding_gather_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
+    python = _runtime_python()
+    table = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float16)
+    compiled = compile_model(embedding_model(table, 2), tmp_path, sparsity=0.5)
+    idx = np.array([[0, -1, 42], [99, -100, 7]], dtype=np.int64)
+    inputs, result = tmp_path / "inputs.npz", tmp_path / "out.npy"
+    np.savez(inputs, idx=idx)
+    done = subprocess.run(
+        [str(python), "-c", SCRIPT, str(compiled), str(inputs), str(result)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (expected,) = run(compiled, {"idx": idx})
+    assert np.load(result).dtype == np.float16
+    assert np.load(result).tobytes() == expected.tobytes()

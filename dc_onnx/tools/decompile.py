@@ -19,7 +19,12 @@ from dc_onnx.codecs.container import ContainerError, StreamKind, parse_header
 from dc_onnx.errors import InputError
 from dc_onnx.io import DOMAIN, HEADER_NAME
 
-_DENSE_OP = {"CompressedGemm": "Gemm", "CompressedMatMul": "MatMul", "CompressedConv": "Conv"}
+_DENSE_OP = {
+    "CompressedGemm": "Gemm",
+    "CompressedMatMul": "MatMul",
+    "CompressedConv": "Conv",
+    "CompressedGather": "Gather",
+}
 _OWN_ATTRIBUTES = {
     "weight_shape",
     "num_entries",
@@ -93,6 +98,10 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
                 numpy_helper.from_array(np.ascontiguousarray(matrix.T if side else matrix), name)
             )
             inputs = [x, name] if side else [name, x]
+        elif op == "Gather":
+            shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+            dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
+            inputs = [name, x]
         else:
             shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
             dense.append(numpy_helper.from_array(matrix.reshape(shape), name))

@@ -1,0 +1,141 @@
+"""Embeddings: Gather on a constant table becomes CompressedGather, which expands only the
+rows it is asked for. Checked against the reference decoder (bits), the original model
+(values), and ORT's own Gather for the errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import compile_model, run
+from dc_onnx.io import DOMAIN
+from dc_onnx.layers import find_weight_groups
+from dc_onnx.tools.decompile import decode_model
+
+_NP_TO_ONNX = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
+
+
+def embedding_model(
+    table: np.ndarray,
+    index_rank: int = 2,
+    index_type: int = TensorProto.INT64,
+    axis: int = 0,
+    then_relu: bool = False,
+) -> onnx.ModelProto:
+    """idx -> Gather(table, idx) [-> Relu]: the table a constant, the indices an input."""
+    elem = _NP_TO_ONNX[table.dtype.type]
+    idx_shape = [f"i{d}" for d in range(index_rank)]
+    nodes = [helper.make_node("Gather", ["E", "idx"], ["g" if then_relu else "y"], name="emb", axis=axis)]
+    if then_relu:
+        nodes.append(helper.make_node("Relu", ["g"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "embedding",
+        [helper.make_tensor_value_info("idx", index_type, idx_shape)],
+        [helper.make_tensor_value_info("y", elem, [f"o{d}" for d in range(index_rank + table.ndim - 1)])],
+        [numpy_helper.from_array(table, "E")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _table(rows: int = 300, width: int = 24, dtype: type = np.float32) -> np.ndarray:
+    return np.random.default_rng(rows + width).standard_normal((rows, width)).astype(dtype)
+
+
+def _stream_bytes(compiled: Path) -> int:
+    """Bytes of the compressed streams (codebook, codes, gaps, lengths) of every layer."""
+    model = onnx.load(str(compiled), load_external_data=True)
+    tensors = {t.name: t for t in model.graph.initializer}
+    names = {name for n in model.graph.node if n.domain == DOMAIN for name in n.input[2:6]}
+    return sum(len(numpy_helper.to_array(tensors[n]).tobytes()) for n in names)
+
+
+def _ops(compiled: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(compiled), load_external_data=False).graph.node]
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.9], ids=["dense-codes", "csr-rows"])
+def test_gather_matches_decoder_and_original(sparsity: float, tmp_path: Path) -> None:
+    table = _table()
+    model = embedding_model(table)
+    compiled = compile_model(model, tmp_path, sparsity=sparsity, quality=0.0, bits_fc=8)
+    assert _ops(compiled) == ["CompressedGather"]
+    assert _stream_bytes(compiled) < table.nbytes / 3
+    # 2-D indices with negative entries, repeats and both ends of the vocabulary.
+    idx = np.array([[0, 299, -1, -300], [5, 5, -150, 17]], dtype=np.int64)
+    (actual,) = run(compiled, {"idx": idx})
+    (decoded,) = run(decode_model(compiled), {"idx": idx})
+    assert actual.shape == (2, 4, 24)
+    assert actual.tobytes() == decoded.tobytes()
+    if sparsity == 0.0:  # 8-bit codebook, nothing pruned: close to the original table
+        (expected,) = run(model, {"idx": idx})
+        np.testing.assert_allclose(actual, expected, atol=0.02 * np.abs(table).max())
+
+
+@pytest.mark.parametrize("index_rank", [0, 1, 3])
+def test_gather_index_ranks_and_int32(index_rank: int, tmp_path: Path) -> None:
+    table = _table(50, 8).reshape(50, 2, 4)  # a 3-D table: rows of shape [2, 4]
+    model = embedding_model(table, index_rank, TensorProto.INT32)
+    compiled = compile_model(model, tmp_path, sparsity=0.5)
+    idx = np.random.default_rng(index_rank).integers(-50, 50, size=(3,) * index_rank)
+    idx = idx.astype(np.int32)
+    (actual,) = run(compiled, {"idx": idx})
+    (decoded,) = run(decode_model(compiled), {"idx": idx})
+    assert actual.shape == idx.shape + (2, 4)
+    assert actual.tobytes() == decoded.tobytes()
+
+
+def test_gather_float16_table_keeps_float16(tmp_path: Path) -> None:
+    table = _table(200, 16, np.float16)
+    model = embedding_model(table, then_relu=True)
+    compiled = compile_model(model, tmp_path, quality=0.0, bits_fc=8)
+    assert _ops(compiled) == ["CompressedGather", "Cast", "Relu"]
+    assert _stream_bytes(compiled) < table.nbytes / 1.5
+    idx = np.array([[3, -4, 199]], dtype=np.int64)
+    (actual,) = run(compiled, {"idx": idx})
+    (expected,) = run(model, {"idx": idx})
+    (decoded,) = run(decode_model(compiled), {"idx": idx})
+    assert actual.dtype == np.float16
+    assert actual.tobytes() == decoded.tobytes()
+    np.testing.assert_allclose(actual, expected, atol=0.02 * float(np.abs(table).max()))
+
+
+def test_gather_threads_give_the_same_bits(tmp_path: Path) -> None:
+    # 4096 x 64 floats: above the size where rows are expanded on several threads.
+    table = _table(1000, 64)
+    compiled = compile_model(embedding_model(table, 1), tmp_path, sparsity=0.6)
+    idx = np.random.default_rng(0).integers(-1000, 1000, size=4096)
+    one, two = (run(compiled, {"idx": idx}, threads)[0] for threads in (1, 2))
+    assert one.tobytes() == two.tobytes()
+    assert one.tobytes() == run(decode_model(compiled), {"idx": idx})[0].tobytes()
+
+
+@pytest.mark.parametrize("bad", [300, -301])
+def test_gather_out_of_range_index_names_the_layer(bad: int, tmp_path: Path) -> None:
+    table = _table()
+    compiled = compile_model(embedding_model(table, 1), tmp_path, sparsity=0.5)
+    idx = np.array([1, bad], dtype=np.int64)
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument) as err:
+        run(compiled, {"idx": idx})
+    message = str(err.value)
+    assert "layer 'emb'" in message and str(bad) in message and "[-300, 299]" in message
+    with pytest.raises(Exception, match="out of"):  # ORT's Gather refuses it as well
+        run(decode_model(compiled), {"idx": idx})
+
+
+def test_only_axis_0_gathers_are_embeddings() -> None:
+    table = _table(40, 30)
+    kinds = {
+        axis: [g.kind for g in find_weight_groups(ir.from_proto(embedding_model(table, 1, axis=axis)).graph)]
+        for axis in (0, -2, 1, -1)
+    }
+    assert kinds == {0: ["embedding"], -2: ["embedding"], 1: [], -1: []}

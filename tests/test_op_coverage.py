@@ -1,0 +1,114 @@
+"""Every form of the compute ops the sparse kernels take: Gemm with each transA / transB /
+alpha / beta / C broadcast, MatMul with the weight on either side and activations of
+any rank, Conv 1-D. Each compiled model is checked against the reference decoder (tight)
+and the original (8-bit, unpruned: loose), and its weight streams against the weight."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from conftest import compile_model, make_model, run
+from dc_onnx.io import DOMAIN
+from dc_onnx.tools.decompile import decode_model
+
+M, K, N = 5, 40, 24
+
+
+def stream_bytes(compiled: Path) -> int:
+    """Bytes of the compressed streams (codebook, codes, gaps, lengths) of every layer."""
+    model = onnx.load(str(compiled), load_external_data=True)
+    tensors = {t.name: t for t in model.graph.initializer}
+    names = {name for n in model.graph.node if n.domain == DOMAIN for name in n.input[2:6]}
+    return sum(len(numpy_helper.to_array(tensors[n]).tobytes()) for n in names)
+
+
+def check(model: onnx.ModelProto, x: np.ndarray, tmp_path: Path, op: str) -> None:
+    """8-bit unpruned compile: one compressed op, streams below the weight's bytes, the
+    decoder's bits up to float rounding, the original's values up to the codebook error."""
+    weight_bytes = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    compiled = compile_model(model, tmp_path, quality=0.0, bits_fc=8, bits_conv=8)
+    ops = [n.op_type for n in onnx.load(str(compiled), load_external_data=False).graph.node]
+    assert ops == [op]
+    assert stream_bytes(compiled) < weight_bytes
+    (actual,) = run(compiled, {"x": x})
+    (decoded,) = run(decode_model(compiled), {"x": x})
+    (expected,) = run(model, {"x": x})
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, decoded, rtol=1e-5, atol=1e-5)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, atol=0.03 * scale)
+
+
+# C shapes ONNX Gemm broadcasts to [M, N]; None = no C.
+C_SHAPES = [None, (), (1,), (N,), (1, N), (M, 1), (M, N)]
+GEMMS = list(itertools.product([0, 1], [0, 1], C_SHAPES))
+
+
+@pytest.mark.parametrize(("trans_a", "trans_b", "c_shape"), GEMMS)
+def test_gemm_forms(trans_a: int, trans_b: int, c_shape: tuple[int, ...] | None, tmp_path: Path) -> None:
+    rng = np.random.default_rng(trans_a * 100 + trans_b * 10 + len(c_shape or ()))
+    inits = {"W": (rng.standard_normal((N, K) if trans_b else (K, N)) * 0.2).astype(np.float32)}
+    if c_shape is not None:
+        inits["C"] = rng.standard_normal(c_shape).astype(np.float32)
+    alpha, beta = (0.5, -2.0) if trans_a == trans_b else (1.0, 1.0)
+    node = helper.make_node(
+        "Gemm", ["x", *inits], ["y"], name="fc", transA=trans_a, transB=trans_b, alpha=alpha, beta=beta
+    )
+    x_shape = (K, M) if trans_a else (M, K)
+    model = make_model([node], {"x": list(x_shape)}, {"y": [M, N]}, inits)
+    check(model, rng.standard_normal(x_shape).astype(np.float32), tmp_path, "CompressedGemm")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 9])
+def test_gemm_trans_a_every_row_count(rows: int, tmp_path: Path) -> None:
+    rng = np.random.default_rng(rows)
+    inits = {"W": (rng.standard_normal((K, N)) * 0.2).astype(np.float32)}
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transA=1, alpha=1.5)
+    model = make_model([node], {"x": [K, "M"]}, {"y": ["M", N]}, inits)
+    check(model, rng.standard_normal((K, rows)).astype(np.float32), tmp_path, "CompressedGemm")
+
+
+# (x shape, weight first): X @ W with X of rank 1..4, and W @ X with X of rank 1..4.
+MATMULS = [
+    ((K,), False),
+    ((3, K), False),
+    ((2, 3, K), False),
+    ((2, 1, 6, K), False),
+    ((K,), True),
+    ((K, 7), True),
+    ((2, K, 7), True),
+    ((2, 3, K, 1), True),
+]
+
+
+@pytest.mark.parametrize(("x_shape", "weight_first"), MATMULS, ids=str)
+def test_matmul_forms(x_shape: tuple[int, ...], weight_first: bool, tmp_path: Path) -> None:
+    rng = np.random.default_rng(len(x_shape) + 10 * weight_first)
+    w = (rng.standard_normal((N, K) if weight_first else (K, N)) * 0.2).astype(np.float32)
+    inputs = ["W", "x"] if weight_first else ["x", "W"]
+    node = helper.make_node("MatMul", inputs, ["y"], name="mm")
+    if not weight_first:
+        y_shape = [*x_shape[:-1], N]
+    else:
+        y_shape = [N] if len(x_shape) == 1 else [*x_shape[:-2], N, x_shape[-1]]
+    model = make_model([node], {"x": list(x_shape)}, {"y": y_shape}, {"W": w})
+    check(model, rng.standard_normal(x_shape).astype(np.float32), tmp_path, "CompressedMatMul")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv1d(bias: bool, tmp_path: Path) -> None:
+    rng = np.random.default_rng(int(bias))
+    inits = {"W": (rng.standard_normal((32, 8, 5)) * 0.3).astype(np.float32)}
+    if bias:
+        inits["B"] = rng.standard_normal(32).astype(np.float32)
+    node = helper.make_node(
+        "Conv", ["x", *inits], ["y"], name="conv", strides=[2], pads=[2, 1], dilations=[2]
+    )
+    model = make_model([node], {"x": ["N", 8, 50]}, {"y": ["N", 32, "L"]}, inits)
+    check(model, rng.standard_normal((2, 8, 50)).astype(np.float32), tmp_path, "CompressedConv")
