@@ -105,7 +105,7 @@ _TABLE_DTYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
 
 def _embedding(node: ir.Node) -> Layer | None:
     """A Gather on axis 0 of a constant table with run-time indices."""
-    table, indices = (list(node.inputs) + [None, None])[:2]
+    table, indices = node.inputs[0], node.inputs[1]
     if not _constant_weight(table, _TABLE_RANKS, _TABLE_DTYPES) or indices is None:
         return None
     if indices.is_initializer() and not indices.is_graph_input():

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+from test_embedding import embedding_model
 
 from conftest import REPO, cnn_model, compile_model, mlp_model, run
-from test_embedding import embedding_model
 
 SCRIPT = """
 import json, sys

@@ -51,14 +51,23 @@ GEMMS = list(itertools.product([0, 1], [0, 1], C_SHAPES))
 
 
 @pytest.mark.parametrize(("trans_a", "trans_b", "c_shape"), GEMMS)
-def test_gemm_forms(trans_a: int, trans_b: int, c_shape: tuple[int, ...] | None, tmp_path: Path) -> None:
+def test_gemm_forms(
+    trans_a: int, trans_b: int, c_shape: tuple[int, ...] | None, tmp_path: Path
+) -> None:
     rng = np.random.default_rng(trans_a * 100 + trans_b * 10 + len(c_shape or ()))
     inits = {"W": (rng.standard_normal((N, K) if trans_b else (K, N)) * 0.2).astype(np.float32)}
     if c_shape is not None:
         inits["C"] = rng.standard_normal(c_shape).astype(np.float32)
     alpha, beta = (0.5, -2.0) if trans_a == trans_b else (1.0, 1.0)
     node = helper.make_node(
-        "Gemm", ["x", *inits], ["y"], name="fc", transA=trans_a, transB=trans_b, alpha=alpha, beta=beta
+        "Gemm",
+        ["x", *inits],
+        ["y"],
+        name="fc",
+        transA=trans_a,
+        transB=trans_b,
+        alpha=alpha,
+        beta=beta,
     )
     x_shape = (K, M) if trans_a else (M, K)
     model = make_model([node], {"x": list(x_shape)}, {"y": [M, N]}, inits)
