@@ -142,3 +142,47 @@ def test_only_axis_0_gathers_are_embeddings() -> None:
         graph = ir.from_proto(embedding_model(table, 1, axis=axis)).graph
         kinds[axis] = [g.kind for g in find_weight_groups(graph)]
     assert kinds == {0: ["embedding"], -2: ["embedding"], 1: [], -1: []}
+
+
+def _bag_of_embeddings(dtype: type) -> onnx.ModelProto:
+    """idx [N, 4] -> table rows -> flattened -> Gemm -> 3 outputs: a trainable embedding."""
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((60, 8)).astype(dtype)
+    w = (rng.standard_normal((32, 3)) * 0.3).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["E", "idx"], ["g"], name="emb"),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Cast", ["f"], ["c"], to=TensorProto.FLOAT),
+        helper.make_node("Gemm", ["c", "W"], ["y"], name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bag",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(table, "E"), numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_retraining_trains_the_table(dtype: type, tmp_path: Path) -> None:
+    from dc_onnx.data import Dataset
+    from dc_onnx.passes.prune import PrunePass, PrunePolicy
+    from dc_onnx.passes.retrain import RetrainPass
+    from dc_onnx.training.trainer import TrainingData, TrainOptions
+
+    model = _bag_of_embeddings(dtype)
+    idx = np.random.default_rng(0).integers(0, 60, size=(256, 4))
+    np.savez(tmp_path / "train.npz", idx=idx)
+    data = TrainingData(Dataset(tmp_path / "train.npz"), None, model.SerializeToString())
+    pruned = ir.from_proto(model)
+    PrunePass(PrunePolicy(0.5))(pruned)
+    table = pruned.graph.initializers["E"].const_value.numpy().copy()  # type: ignore[union-attr]
+    options = TrainOptions(epochs=2, lr=1e-2, batch_size=32, loss="distill-mse")
+    assert RetrainPass("weights", data, options)(pruned).modified
+    trained = pruned.graph.initializers["E"].const_value.numpy()  # type: ignore[union-attr]
+    assert trained.dtype == dtype
+    assert np.all(trained[table == 0] == 0) and not np.array_equal(trained, table)

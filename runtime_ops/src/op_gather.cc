@@ -7,6 +7,7 @@
 
 #include "kernel_info.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace dc_onnx {
 namespace {
@@ -42,6 +43,20 @@ std::vector<int64_t> checked_indices(const Ort::ConstValue& value, int64_t rows)
     if (v < 0) out[i] = v + rows;
   }
   return out;
+}
+
+// One row from dense codes: a codebook look-up per weight (vector gathers in the clones).
+DC_ONNX_HOT void expand_codes(const uint8_t* __restrict codes, size_t width,
+                              const float* __restrict codebook, float* __restrict out) {
+  for (size_t j = 0; j < width; ++j) out[j] = codebook[codes[j]];
+}
+
+// One row from CSR: zeros, then each non-zero scattered to its column.
+template <typename Col>
+void expand_csr(const uint8_t* codes, const Col* cols, size_t count, size_t width,
+                const float* codebook, float* out) {
+  std::fill(out, out + width, 0.0f);
+  for (size_t j = 0; j < count; ++j) out[cols[j]] = codebook[codes[j]];
 }
 
 }  // namespace
@@ -94,18 +109,18 @@ GatherKernel::GatherKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(inf
 
 void GatherKernel::expand_row(int64_t row, float* out) const {
   const auto width = static_cast<size_t>(width_);
+  const auto r = static_cast<size_t>(row);
   if (dense_) {
-    const uint8_t* c = codes_.data() + static_cast<size_t>(row) * width;
-    for (size_t j = 0; j < width; ++j) out[j] = codebook_[c[j]];
+    expand_codes(codes_.data() + r * width, width, codebook_.data(), out);
     return;
   }
-  std::fill(out, out + width, 0.0f);
-  const size_t begin = row_ptr_[static_cast<size_t>(row)];
-  const size_t end = row_ptr_[static_cast<size_t>(row) + 1];
+  const size_t begin = row_ptr_[r];
+  const size_t count = row_ptr_[r + 1] - begin;
+  const uint8_t* codes = codes_.data() + begin;
   if (col32_.empty())
-    for (size_t j = begin; j < end; ++j) out[col16_[j]] = codebook_[codes_[j]];
+    expand_csr(codes, col16_.data() + begin, count, width, codebook_.data(), out);
   else
-    for (size_t j = begin; j < end; ++j) out[col32_[j]] = codebook_[codes_[j]];
+    expand_csr(codes, col32_.data() + begin, count, width, codebook_.data(), out);
 }
 
 void GatherKernel::compute(OrtKernelContext* context) const {
