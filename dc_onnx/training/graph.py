@@ -140,12 +140,11 @@ def build_trainable(model: ir.Model, phase: Phase) -> TrainableModel:
                     "Gather", [f"{name}.codebook", f"{name}.codes"], [source], name=f"{name}.gather"
                 )
             )
-        if w.dtype == np.float32:
-            front.append(helper.make_node("Mul", [source, mask_name], [name], name=f"{name}.masked"))
-        else:  # trained in float32; readers see the weight's own dtype (float16 tables)
-            masked = f"{name}.masked_float32"
+        # Trained in float32; readers see the weight's own dtype (float16 tables: a Cast).
+        masked = name if w.dtype == np.float32 else f"{name}.masked_float32"
+        front.append(helper.make_node("Mul", [source, mask_name], [masked], name=f"{name}.masked"))
+        if masked != name:
             to = helper.np_dtype_to_tensor_dtype(w.dtype)
-            front.append(helper.make_node("Mul", [source, mask_name], [masked], name=masked))
             front.append(helper.make_node("Cast", [masked], [name], name=f"{name}.cast", to=to))
         weights.append(_Weight(group, mask, codes))
     nodes = front + list(proto.graph.node)
