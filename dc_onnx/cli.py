@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
 from dc_onnx.errors import DcOnnxError, InputError
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS
 from dc_onnx.recipes import RECIPES
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
@@ -41,6 +42,16 @@ def _bits(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dc-onnx", description="Deep Compression for ONNX models."
@@ -65,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     c.add_argument("--bits-conv", type=_bits, default=8, help="weight bits, conv (default 8)")
     c.add_argument("--bits-fc", type=_bits, default=5, help="weight bits, fc (default 5)")
+    c.add_argument(
+        "--bits-other", type=_bits, default=8,
+        help="weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise (8)",
+    )  # fmt: skip
+    c.add_argument(
+        "--min-weight-elements", type=_positive_int, default=DEFAULT_MIN_ELEMENTS,
+        help="compress weights read by other ops than Gemm/MatMul/Conv from this many elements"
+        f" (default {DEFAULT_MIN_ELEMENTS})",
+    )  # fmt: skip
     c.add_argument("--index-bits-conv", type=_bits, default=8, help="index bits, conv (8)")
     c.add_argument("--index-bits-fc", type=_bits, default=5, help="index bits, fc (default 5)")
     c.add_argument(
@@ -155,6 +175,8 @@ def _compile(args: argparse.Namespace) -> int:
         quality=args.quality,
         bits_conv=args.bits_conv,
         bits_fc=args.bits_fc,
+        bits_other=args.bits_other,
+        min_weight_elements=args.min_weight_elements,
         index_bits_conv=args.index_bits_conv,
         index_bits_fc=args.index_bits_fc,
         init=args.init,

@@ -13,6 +13,7 @@ from dc_onnx import recipes
 from dc_onnx.data import Dataset
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model, save_compiled, side_file_path
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS
 from dc_onnx.passes.cluster import Init
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
@@ -38,6 +39,10 @@ class CompileOptions:
     quality: float | None = DEFAULT_QUALITY
     bits_conv: int = 8
     bits_fc: int = 5
+    bits_other: int = 8  # storage-form float weights (LSTM, embeddings, elementwise, ...)
+    # Weights read by anything but a Gemm/MatMul/Conv of the main graph are compressed in
+    # storage form from this many elements; smaller tensors stay as they are.
+    min_weight_elements: int = DEFAULT_MIN_ELEMENTS
     index_bits_conv: int = 8
     index_bits_fc: int = 5
     init: Init = "linear"
@@ -125,14 +130,21 @@ def compile(
         raise InputError(str(e)) from None
     compiled, records = run_passes(source, passes)
     lower_stats = records[-1].stats["layers"]
+    found = next((r.stats for r in records if r.name == "canonicalize"), {})
+    left = found.get("left", []) + records[-1].stats.get("left", [])
     if not lower_stats:
+        why = "".join(f"; '{w['name']}': {w['reason']}" for w in left)
         raise InputError(
-            "nothing to compress: no Gemm, MatMul or Conv reads a constant float32 weight"
+            "nothing to compress: no weight of at least "
+            f"{options.min_weight_elements} elements, and no Gemm, MatMul or Conv reading a "
+            f"constant float32 weight{why}"
         )
     report = Report(
         layers=[LayerReport.from_lower_stats(name, s) for name, s in lower_stats.items()],
         passes=[dataclasses.asdict(r) for r in records],
         original_bytes=original_bytes,
+        weights=found.get("weights", []),
+        left=left,
     )
     if output is not None:
         files = save_compiled(compiled, output, single_file=options.single_file)

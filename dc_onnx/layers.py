@@ -1,9 +1,16 @@
-"""Finding the compressible layers of a model and moving weights to the stored layout.
+"""Finding the weights of a model, deciding the form each is stored in, and the layouts.
 
-A layer is a Gemm, MatMul or Conv node whose weight is a float32 initializer, or a Gather
-(axis 0) on a float32 or float16 table: an embedding. Compression
-works per weight, not per node: a weight shared by several nodes is compressed once, and
-only when every node that reads it is a layer that stores it the same way.
+A *layer* is a Gemm, MatMul or Conv node of the main graph whose weight is a float32
+initializer, or a Gather (axis 0) on a float32 or float16 table (an embedding): its weight
+gets a compute kernel (a `WeightGroup`). Compression works per weight, not per node: a
+weight shared by several nodes is compressed once, as a layer weight only when every node
+that reads it is a layer that stores it the same way.
+
+Every other initializer at or above a size threshold gets the *storage* form
+(`StoredWeight`): decoded once at session creation and handed to whatever reads it (LSTM,
+Gather on other axes, elementwise ops, layers inside If/Loop bodies, weights shared oddly). Integer
+weights (int8/uint8) are stored losslessly. What cannot be stored is listed with a reason
+(`Skipped`), so the report can say why a big tensor stayed as it was.
 """
 
 from __future__ import annotations
@@ -141,8 +148,8 @@ def _as_layer(node: ir.Node) -> Layer | None:
     return None
 
 
-def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
-    """Compressible weights in graph order (subgraphs of If/Loop are not searched)."""
+def _compute_groups(graph: ir.Graph) -> tuple[list[WeightGroup], list[ir.Value]]:
+    """Layer weights in graph order, and the layer weights that are shared oddly."""
     by_weight: dict[int, list[Layer]] = {}
     weights: dict[int, ir.Value] = {}
     for node in graph:
@@ -150,20 +157,165 @@ def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
         if layer is not None:
             by_weight.setdefault(id(layer.weight), []).append(layer)
             weights[id(layer.weight)] = layer.weight
-    groups = []
+    groups, odd = [], []
     for key, layers in by_weight.items():
         weight = weights[key]
         readers = {id(user) for user, _ in weight.uses()}
         shared_oddly = len(readers) != len(layers) or len({lay.layout for lay in layers}) != 1
         if shared_oddly or weight.is_graph_output():
-            logger.warning(
-                "weight '%s' is also read by nodes that cannot use a compressed form; "
-                "it stays dense",
-                weight.name,
-            )
+            odd.append(weight)
             continue
         groups.append(WeightGroup(weight, tuple(layers)))
-    return groups
+    return groups, odd
+
+
+def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
+    """Layer weights (compute kernels), in graph order; only the main graph has layers:
+    the kernels read their streams as constant initializers of their own graph."""
+    return _compute_groups(graph)[0]
+
+
+# Storage form: the dtypes the decode op outputs (docs/format.md, CompressedConstant).
+FLOAT_DTYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+INTEGER_DTYPES = (ir.DataType.INT8, ir.DataType.UINT8)
+DEFAULT_MIN_ELEMENTS = 4096
+StoredKind = Literal["storage", "integer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredWeight:
+    """A weight kept in storage form: decoded once, read by any op (subgraphs included)."""
+
+    weight: ir.Value
+    kind: StoredKind  # "integer": int8/uint8, stored losslessly (never pruned nor clustered)
+    readers: tuple[str, ...]  # op types of the nodes that read it
+
+    @property
+    def name(self) -> str:
+        return str(self.weight.name)
+
+    @property
+    def dtype(self) -> ir.DataType:
+        tensor = self.weight.const_value
+        assert tensor is not None
+        return tensor.dtype
+
+    def matches(self, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(self.name, pattern)
+
+    def array(self) -> np.ndarray:
+        """The weight in its own dtype (ml_dtypes.bfloat16 for bf16)."""
+        tensor = self.weight.const_value
+        assert tensor is not None
+        return tensor.numpy()
+
+    def set_array(self, array: np.ndarray) -> None:
+        """Store new values, rounded to the weight's own dtype (round to nearest even)."""
+        dtype = self.array().dtype
+        self.weight.const_value = ir.Tensor(np.asarray(array).astype(dtype), name=self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A weight at or above the threshold that keeps its original form, and why."""
+
+    name: str
+    dtype: str
+    elements: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """Every weight of a model, by the form it will be stored in."""
+
+    groups: list[WeightGroup]
+    stored: list[StoredWeight]
+    skipped: list[Skipped]
+    small: int  # initializers below the threshold (left as they are)
+    small_bytes: int
+
+    def to_stats(self) -> dict[str, object]:
+        found = [
+            {"name": str(g.weight.name), "kind": g.kind, "dtype": "FLOAT",
+             "elements": int(g.array().size), "readers": [lay.node.op_type for lay in g.layers]}
+            for g in self.groups
+        ] + [
+            {"name": s.name, "kind": s.kind, "dtype": s.dtype.name,
+             "elements": int(s.array().size), "readers": list(s.readers)}
+            for s in self.stored
+        ]  # fmt: skip
+        return {
+            "weights": found,
+            "left": [dataclasses.asdict(s) for s in self.skipped],
+            "small_tensors": self.small,
+            "small_bytes": self.small_bytes,
+        }
+
+
+def _readers(value: ir.Value) -> list[ir.Node]:
+    seen: dict[int, ir.Node] = {}
+    for user, _ in value.uses():
+        seen[id(user)] = user
+    return list(seen.values())
+
+
+def _storage_refusal(value: ir.Value, main: ir.Graph) -> str | None:
+    """Why `value` cannot take the storage form (None: it can)."""
+    tensor = value.const_value
+    assert tensor is not None
+    if tensor.dtype not in FLOAT_DTYPES + INTEGER_DTYPES:
+        return f"dtype {tensor.dtype.name} has no storage form"
+    if value.is_graph_input():
+        return "also a graph input (callers may override it)"
+    if value.graph is not main:
+        return "initializer of a subgraph that could not be lifted to the main graph"
+    for node in _readers(value):
+        if node.domain not in ("", "ai.onnx"):
+            return f"read by {node.domain}::{node.op_type}, which may need a constant input"
+    if tensor.dtype in FLOAT_DTYPES:
+        array = tensor.numpy().astype(np.float32)
+        if not np.all(np.isfinite(array)):
+            return "holds NaN or infinite values"
+    return None
+
+
+def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
+    """Sort every initializer of `graph` (and of its subgraphs) by storage form."""
+    groups, odd = _compute_groups(graph)
+    layer_weights = {id(g.weight) for g in groups}
+    odd_ids = {id(v) for v in odd}
+    stored, skipped = [], []
+    small = small_bytes = 0
+    graphs = [graph, *graph.subgraphs()]
+    for owner in graphs:
+        for value in owner.initializers.values():
+            tensor = value.const_value
+            if id(value) in layer_weights or tensor is None:
+                continue
+            if not value.uses() and not value.is_graph_output():
+                continue  # unused: canonicalize drops it
+            size = int(np.prod(tensor.shape.numpy())) if tensor.shape.numpy() else 1
+            if size < min_elements:
+                small += 1
+                small_bytes += tensor.nbytes
+                if id(value) in odd_ids:
+                    logger.info("weight '%s' is shared by nodes that store it differently "
+                                "and below the threshold: it stays dense", value.name)  # fmt: skip
+                continue
+            reason = _storage_refusal(value, graph)
+            if reason is not None:
+                skipped.append(Skipped(str(value.name), tensor.dtype.name, size, reason))
+                logger.warning("weight '%s' stays uncompressed: %s", value.name, reason)
+                continue
+            kind: StoredKind = "integer" if tensor.dtype in INTEGER_DTYPES else "storage"
+            readers = tuple(node.op_type for node in _readers(value))
+            stored.append(StoredWeight(value, kind, readers))
+    return Survey(groups, stored, skipped, small, small_bytes)
+
+
+def find_stored_weights(graph: ir.Graph, min_elements: int) -> list[StoredWeight]:
+    return survey(graph, min_elements).stored
 
 
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
@@ -179,7 +331,7 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
-def first_match(group: WeightGroup, patterns: dict[str, float]) -> float | None:
+def first_match(group: WeightGroup | StoredWeight, patterns: dict[str, float]) -> float | None:
     """The value of the first glob that matches the weight's or a node's name."""
     for pattern, value in patterns.items():
         if group.matches(pattern):

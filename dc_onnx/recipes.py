@@ -51,13 +51,18 @@ Builder = Callable[..., list[ir.passes.PassBase]]
 
 
 def _canonicalize(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [CanonicalizePass()]
+    return [CanonicalizePass(options.min_weight_elements)]
 
 
 def _prune(
     options: CompileOptions, data: TrainingData | None, retrain: bool = False
 ) -> list[ir.passes.PassBase]:
-    policy = PrunePolicy(options.sparsity, dict(options.sparsity_per_layer), options.quality)
+    policy = PrunePolicy(
+        options.sparsity,
+        dict(options.sparsity_per_layer),
+        options.quality,
+        options.min_weight_elements,
+    )
     if not retrain:
         return [PrunePass(policy)]
     assert data is not None
@@ -74,7 +79,14 @@ def _prune(
 
 
 def _cluster(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [ClusterPass(ClusterOptions(options.bits_conv, options.bits_fc, options.init))]
+    cluster = ClusterOptions(
+        options.bits_conv,
+        options.bits_fc,
+        options.init,
+        bits_other=options.bits_other,
+        min_weight_elements=options.min_weight_elements,
+    )
+    return [ClusterPass(cluster)]
 
 
 def _retrain(
@@ -86,7 +98,12 @@ def _retrain(
 
 
 def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [LowerPass(LowerOptions(options.index_bits_conv, options.index_bits_fc))]
+    lower = LowerOptions(
+        options.index_bits_conv,
+        options.index_bits_fc,
+        min_weight_elements=options.min_weight_elements,
+    )
+    return [LowerPass(lower)]
 
 
 BUILDERS: dict[str, Builder] = {

@@ -27,8 +27,9 @@ class LayerReport:
     @classmethod
     def from_lower_stats(cls, name: str, s: dict[str, Any]) -> LayerReport:
         k, m, n, stored = s["codebook_size"], s["entries"], s["weights"], s["stored"]
+        dense_bits = s.get("dtype_bits", FLOAT_BITS)
         weight_bits = max(1, math.ceil(math.log2(k)))
-        codebook_bits = FLOAT_BITS * k
+        codebook_bits = dense_bits * k
         pq_bits = stored * weight_bits + m * s["index_bits"] + codebook_bits
         lengths_bits = 8 * (k + (1 << s["index_bits"]))
         pqh_bits = 8 * (s["codes_bytes"] + s["gaps_bytes"]) + codebook_bits + lengths_bits
@@ -43,8 +44,8 @@ class LayerReport:
             weight_bits_huffman=8 * s["codes_bytes"] / max(stored, 1),
             index_bits=s["index_bits"],
             index_bits_huffman=8 * s["gaps_bytes"] / max(stored, 1),
-            rate_pq=FLOAT_BITS * n / pq_bits,
-            rate_pqh=FLOAT_BITS * n / pqh_bits,
+            rate_pq=dense_bits * n / pq_bits,
+            rate_pqh=dense_bits * n / pqh_bits,
         )
 
 
@@ -55,6 +56,10 @@ class Report:
     original_bytes: int
     compressed_bytes: int | None = None  # real files; None until the model is saved
     files: list[str] = dataclasses.field(default_factory=list)
+    # Every weight found (name, kind, dtype, elements, readers), and those at or above the
+    # size threshold left uncompressed, each with its reason (dc_onnx.layers.survey).
+    weights: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    left: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
@@ -69,6 +74,8 @@ class Report:
             "ratio": self.ratio,
             "files": self.files,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "weights": self.weights,
+            "left_uncompressed": self.left,
             "passes": self.passes,
         }
 
@@ -92,6 +99,15 @@ class Report:
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
+        kinds: dict[str, int] = {}
+        for w in self.weights:
+            kinds[w["kind"]] = kinds.get(w["kind"], 0) + 1
+        if kinds:
+            found = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+            lines.append(f"weights:    {found}")
+        for w in self.left:
+            size = f"{w['dtype']}, {w['elements']:,}"
+            lines.append(f"left as is: {w['name']} ({size}): {w['reason']}")
         lines.append(f"original:   {self.original_bytes:>12,} bytes")
         if self.compressed_bytes is not None:
             lines.append(

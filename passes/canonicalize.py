@@ -1,6 +1,10 @@
 """canonicalize: bring a model into the form the other passes expect.
 
-- Constant nodes become initializers, so weights given as `Constant` are found;
+- Constant nodes become initializers (in subgraphs too), and initializers of If / Loop /
+  Scan bodies move to the main graph, where the subgraphs read them as outer-scope values:
+  every weight is then found in one place and stored once;
+- constant-only chains (Cast, Transpose, Reshape, Squeeze, Unsqueeze, Identity) are folded
+  into a new initializer (passes/fold.py), so the consumer reads the weight directly;
 - a BatchNormalization that follows a Conv or Gemm is folded into its weight and bias,
   so the folded weight is what gets compressed;
 - the compressible layers are listed in the stats (graph helpers in dc_onnx.layers).
@@ -12,9 +16,13 @@ import logging
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import LiftConstantsToInitializersPass
+from onnx_ir.passes.common import (
+    LiftConstantsToInitializersPass,
+    LiftSubgraphInitializersToMainGraphPass,
+)
 
-from dc_onnx.layers import add_initializer, find_weight_groups
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, add_initializer, survey
+from dc_onnx.passes.fold import fold_constant_chains
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -78,18 +86,33 @@ def _fold_batch_norm(graph: ir.Graph, bn: ir.Node) -> bool:
 class CanonicalizePass(CompilerPass):
     name = "canonicalize"
 
+    def __init__(self, min_weight_elements: int = DEFAULT_MIN_ELEMENTS) -> None:
+        super().__init__()
+        self.min_weight_elements = min_weight_elements
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
+        in_subgraphs = [str(name) for sub in graph.subgraphs() for name in sub.initializers] + [
+            str(node.outputs[0].name)
+            for sub in graph.subgraphs()
+            for node in sub
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+        ]
         modified = LiftConstantsToInitializersPass(size_limit=0)(model).modified
+        modified = LiftSubgraphInitializersToMainGraphPass()(model).modified or modified
+        chains = fold_constant_chains(model)
         folded = 0
         for node in list(graph):
             is_bn = node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx")
             if is_bn and _fold_batch_norm(graph, node):
                 folded += 1
-        groups = find_weight_groups(graph)
+        found = survey(graph, self.min_weight_elements)
         self.stats = {
             "batch_norms_folded": folded,
-            "layers": [layer.name for g in groups for layer in g.layers],
+            "chains_folded": chains,
+            "lifted_from_subgraphs": in_subgraphs,
+            "layers": [layer.name for g in found.groups for layer in g.layers],
+            **found.to_stats(),
         }
         unused = [
             v
@@ -98,4 +121,4 @@ class CanonicalizePass(CompilerPass):
         ]
         for value in unused:
             graph.initializers.pop(str(value.name))
-        return ir.passes.PassResult(model, modified or folded > 0 or bool(unused))
+        return ir.passes.PassResult(model, modified or folded > 0 or bool(chains) or bool(unused))

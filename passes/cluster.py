@@ -3,6 +3,10 @@
 The surviving (non-zero) weights of each layer share `2**bits - 1` centroids; code 0 is the
 exact zero, so pruned weights stay pruned. 1-D k-means on sorted data: clusters are
 contiguous ranges, so one sort and a prefix sum make each Lloyd iteration O(k log n).
+
+Storage-form float weights are clustered with `bits_other`; fp16/bf16 centroids are
+rounded to the weight's dtype, so the codebook holds values that dtype represents exactly.
+Integer weights (already quantized) are never clustered: they are stored losslessly.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.layers import find_weight_groups
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    StoredWeight,
+    WeightGroup,
+    find_stored_weights,
+    find_weight_groups,
+)
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -29,14 +39,21 @@ class ClusterOptions:
     init: Init = "linear"
     max_iterations: int = 100
     seed: int = 0
+    bits_other: int = 8  # storage-form float weights (LSTM, tables, elementwise, ...)
+    min_weight_elements: int = DEFAULT_MIN_ELEMENTS
 
     def __post_init__(self) -> None:
-        for bits in (self.bits_conv, self.bits_fc):
+        for bits in (self.bits_conv, self.bits_fc, self.bits_other):
             if not 1 <= bits <= 8:
                 raise ValueError(f"weight bits must be in 1..8, got {bits}")
 
     def bits(self, kind: str) -> int:
-        return self.bits_conv if kind == "conv" else self.bits_fc
+        return {"conv": self.bits_conv, "fc": self.bits_fc}.get(kind, self.bits_other)
+
+    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
+        """Layer weights, then storage-form float weights (integer ones are left alone)."""
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [*find_weight_groups(model.graph), *(s for s in stored if s.kind == "storage")]
 
 
 def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:
@@ -86,7 +103,7 @@ class ClusterPass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        groups = find_weight_groups(model.graph)
+        groups = self.options.weights(model)
         for i, group in enumerate(groups, 1):
             w = group.array()
             bits = self.options.bits(group.kind)
@@ -120,7 +137,7 @@ class ClusterPass(CompilerPass):
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
-        for group in find_weight_groups(model.graph):
+        for group in self.options.weights(model):
             distinct = np.unique(group.array()).size
             if distinct > 1 << self.options.bits(group.kind):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

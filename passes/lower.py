@@ -4,6 +4,12 @@ Each weight becomes a codebook (its distinct values, 0 first) and two Huffman-co
 streams (codebook indices and relative indices, docs/format.md). The streams and a shared
 header are ordinary uint8/float32 initializers here; `dc_onnx.io.save_compiled` moves them
 into the side file. Nodes other than the replaced layers are left untouched.
+
+Storage-form weights (dc_onnx.layers.StoredWeight) become one `CompressedConstant` node
+each, at the top of the main graph, whose output takes the weight's name: every reader,
+in the main graph or in an If / Loop / Scan body, now reads the decoded tensor. Their
+codebook keeps the weight's dtype. A storage weight with more distinct values than a
+codebook holds is left as it is and reported.
 """
 
 from __future__ import annotations
@@ -17,8 +23,17 @@ import onnx_ir as ir
 from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
 from dc_onnx.errors import CompileError
-from dc_onnx.io import DOMAIN, HEADER_NAME
-from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
+from dc_onnx.io import CONSTANT_OP, DOMAIN, HEADER_NAME, header_input, stream_inputs
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    Layer,
+    Skipped,
+    StoredWeight,
+    WeightGroup,
+    add_initializer,
+    find_stored_weights,
+    find_weight_groups,
+)
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -43,14 +58,17 @@ _STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamK
 class LowerOptions:
     index_bits_conv: int = 8
     index_bits_fc: int = 5
+    index_bits_other: int = 5  # storage-form weights (mostly dense: gaps cost ~1 bit each)
+    min_weight_elements: int = DEFAULT_MIN_ELEMENTS
 
     def __post_init__(self) -> None:
-        for bits in (self.index_bits_conv, self.index_bits_fc):
+        for bits in (self.index_bits_conv, self.index_bits_fc, self.index_bits_other):
             if not 1 <= bits <= 8:
                 raise ValueError(f"index bits must be in 1..8, got {bits}")
 
     def index_bits(self, kind: str) -> int:
-        return self.index_bits_conv if kind == "conv" else self.index_bits_fc
+        bits = {"conv": self.index_bits_conv, "fc": self.index_bits_fc}
+        return bits.get(kind, self.index_bits_other)
 
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
@@ -67,6 +85,35 @@ def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
     nonzero = stored != 0
     codes[nonzero] = np.searchsorted(values, stored[nonzero]) + 1
     return encode_weight(codes, codebook, index_bits)
+
+
+def stored_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """[rows, cols] of a storage-form weight: its first dim by the rest (rank < 2: one row)."""
+    size = int(np.prod(shape))
+    rows = int(shape[0]) if len(shape) >= 2 else 1
+    return rows, size // rows
+
+
+def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
+    """Codebook (in the weight's dtype) and streams, or why the weight cannot be encoded."""
+    w = weight.array()
+    rows, cols = stored_matrix_shape(w.shape)
+    if rows > 2**31 - 1 or cols > 2**31 - 1:
+        return f"shape {list(w.shape)} has more than 2^31-1 elements per row"
+    # float32 holds every fp16, bf16, int8 and uint8 value exactly: compare there.
+    flat = w.reshape(rows, cols).astype(np.float32)
+    nonzero = flat != 0
+    values = np.unique(flat[nonzero])
+    if values.size > 255:
+        return f"{values.size} distinct non-zero values, at most 255 fit a codebook"
+    codebook = np.concatenate([[0.0], values]).astype(np.float32).astype(w.dtype)
+    codes = np.zeros(flat.shape, dtype=np.uint8)
+    codes[nonzero] = np.searchsorted(values, flat[nonzero]) + 1
+    encoded = encode_weight(codes, codebook, index_bits)
+    stored = len(encoded.codes) + len(encoded.gaps) + encoded.codebook.nbytes
+    if stored + encoded.code_lengths.size >= w.nbytes:
+        return f"incompressible: its streams would take {stored} bytes, it has {w.nbytes}"
+    return encoded
 
 
 def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
@@ -149,44 +196,116 @@ class LowerPass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         groups = find_weight_groups(graph)
-        if not groups:
-            self.stats = {"layers": {}}
-            return ir.passes.PassResult(model, False)
-        encoded = []
+        jobs: list[tuple[WeightGroup | StoredWeight, EncodedWeight]] = []
         for i, group in enumerate(groups, 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
-            encoded.append(encode_group(group, self.options.index_bits(group.kind)))
-        # Codebooks first in the side file so they stay 4-byte aligned (docs/format.md).
-        order = [(g, kind) for kind in range(4) for g in range(len(groups))]
+            jobs.append((group, encode_group(group, self.options.index_bits(group.kind))))
+        left: list[Skipped] = []
+        for weight in find_stored_weights(graph, self.options.min_weight_elements):
+            logger.info("encode %s (%s, read by %s)", weight.name, weight.kind, weight.readers)
+            enc = encode_stored(weight, self.options.index_bits(weight.kind))
+            if isinstance(enc, str):
+                logger.warning("weight '%s' stays uncompressed: %s", weight.name, enc)
+                array = weight.array()
+                left.append(Skipped(weight.name, weight.dtype.name, int(array.size), enc))
+                continue
+            jobs.append((weight, enc))
+        self.stats = {"layers": {}, "left": [dataclasses.asdict(s) for s in left]}
+        if not jobs:
+            return ir.passes.PassResult(model, False)
+        arrays = [_stream_arrays(e) for _, e in jobs]
+        # Codebooks first in the side file, widest dtype first, so each stays aligned to its
+        # element size (docs/format.md); then the byte streams.
+        by_width = sorted(range(len(jobs)), key=lambda j: -arrays[j][0].dtype.itemsize)
+        order = [(j, 0) for j in by_width] + [(j, k) for k in (1, 2, 3) for j in range(len(jobs))]
         stream_ids = {key: n for n, key in enumerate(order)}
-        arrays = [_stream_arrays(e) for e in encoded]
-        header_bytes, _ = layout([_stream(arrays[g][k], k, encoded[g]) for g, k in order])
+        header_bytes, _ = layout([_stream(arrays[j][k], k, jobs[j][1]) for j, k in order])
         header = add_initializer(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
-        layers = {}
-        for g, (group, enc) in enumerate(zip(groups, encoded, strict=True)):
-            base = str(group.weight.name)
+        layers: dict[str, dict[str, object]] = {}
+        decoders: list[ir.Node] = []
+        for j, (job, enc) in enumerate(jobs):
+            base = str(job.weight.name)
             streams = [
                 add_initializer(graph, f"{base}.{kind.name.lower()}", array)
-                for kind, array in zip(_STREAM_KINDS, arrays[g], strict=True)
+                for kind, array in zip(_STREAM_KINDS, arrays[j], strict=True)
             ]
-            ids = [stream_ids[(g, k)] for k in range(4)]
-            fc = group.kind == "fc"
-            shape = group.stored_matrix().shape if fc else group.array().shape
-            for layer in group.layers:
+            ids = [stream_ids[(j, k)] for k in range(4)]
+            if isinstance(job, StoredWeight):
+                decoders.append(_replace_stored(graph, job, header, streams, ids, enc))
+                layers[job.name] = _stored_stats(job, enc)
+                continue
+            fc = job.kind == "fc"
+            shape = job.stored_matrix().shape if fc else job.array().shape
+            for layer in job.layers:
                 new = _compressed_node(layer, header, streams, ids, shape, enc)
                 ir.convenience.replace_nodes_and_values(
                     graph, layer.node, [layer.node], new, layer.node.outputs, new[-1].outputs
                 )
             graph.initializers.pop(base)
-            layers[group.name] = _layer_stats(group, enc)
+            layers[job.name] = _layer_stats(job, enc)
+        if decoders:
+            graph.insert_before(graph[0], decoders)
         graph.opset_imports[DOMAIN] = OPSET_VERSION
-        self.stats = {"layers": layers}
+        self.stats["layers"] = layers
         return ir.passes.PassResult(model, True)
 
     def ensures(self, model: ir.Model) -> None:
         for node in model.graph:
-            if node.domain == DOMAIN and len(node.inputs) < 6:
+            if node.domain == DOMAIN and len(node.inputs) < stream_inputs(node.op_type).stop:
                 raise AssertionError(f"{node.name}: compressed op lacks its stream inputs")
+            if node.domain == DOMAIN and node.inputs[header_input(node.op_type)] is None:
+                raise AssertionError(f"{node.name}: compressed op lacks its header")
+
+
+def _replace_stored(
+    graph: ir.Graph,
+    weight: StoredWeight,
+    header: ir.Value,
+    streams: list[ir.Value],
+    stream_ids: list[int],
+    encoded: EncodedWeight,
+) -> ir.Node:
+    """A CompressedConstant node that takes the place (and the name) of the initializer."""
+    value = weight.weight
+    name = str(value.name)
+    node = ir.Node(
+        DOMAIN,
+        CONSTANT_OP,
+        [header, *streams],
+        [
+            ir.AttrInt64s("weight_shape", [int(d) for d in weight.array().shape]),
+            ir.AttrInt64("num_entries", encoded.num_entries),
+            ir.AttrInt64("index_bits", encoded.index_bits),
+            ir.AttrInt64s("stream_ids", stream_ids),
+            ir.AttrString("layer", name),
+        ],
+        num_outputs=1,
+        name=f"{name}.decode",
+        version=OPSET_VERSION,
+    )
+    output = node.outputs[0]
+    output.type, output.shape = value.type, value.shape
+    value.replace_all_uses_with(output, replace_graph_outputs=True)
+    graph.initializers.pop(name)
+    output.name = name  # readers in subgraphs find it by name, as they found the initializer
+    return node
+
+
+def _stored_stats(weight: StoredWeight, enc: EncodedWeight) -> dict[str, object]:
+    w = weight.array()
+    return {
+        "kind": weight.kind,
+        "op": "/".join(sorted(set(weight.readers))),
+        "dtype_bits": 8 * w.dtype.itemsize,
+        "weights": int(w.size),
+        "nonzeros": int(np.count_nonzero(w.astype(np.float32))),
+        "entries": enc.num_entries,
+        "stored": enc.num_codes,
+        "codebook_size": int(enc.codebook.size),
+        "index_bits": enc.index_bits,
+        "codes_bytes": len(enc.codes),
+        "gaps_bytes": len(enc.gaps),
+    }
 
 
 def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
@@ -194,6 +313,7 @@ def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
     return {
         "kind": group.kind,
         "op": group.layers[0].node.op_type,
+        "dtype_bits": 32,
         "weights": int(stored.size),
         "nonzeros": int(np.count_nonzero(stored)),
         "entries": enc.num_entries,

@@ -3,6 +3,10 @@
 The threshold is either `quality * std(W)` or the magnitude that zeroes a target fraction
 of the weight. Per-layer targets are given by globs on node or weight names; the first
 matching glob wins, then the global sparsity, then the quality.
+
+Storage-form weights (LSTM, embedding tables, elementwise constants, ...) feed ops whose
+sensitivity to zeros nobody measured, so they are pruned only when a per-layer glob names
+them. Integer weights (already quantized) are never pruned.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.layers import WeightGroup, find_weight_groups, first_match
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    StoredWeight,
+    WeightGroup,
+    find_stored_weights,
+    find_weight_groups,
+    first_match,
+)
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -24,6 +35,7 @@ class PrunePolicy:
     sparsity: float | None = None  # fraction of weights set to zero, every layer
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)  # glob -> sparsity
     quality: float | None = None  # threshold = quality * std, where no sparsity applies
+    min_weight_elements: int = DEFAULT_MIN_ELEMENTS  # storage weights from this size
 
     def __post_init__(self) -> None:
         for s in [self.sparsity, *self.per_layer.values()]:
@@ -32,9 +44,12 @@ class PrunePolicy:
         if self.quality is not None and self.quality < 0:
             raise ValueError(f"quality must be >= 0, got {self.quality}")
 
-    def target(self, group: WeightGroup) -> tuple[str, float] | None:
+    def target(self, group: WeightGroup | StoredWeight) -> tuple[str, float] | None:
         """('sparsity', s) or ('quality', q) for the group, or None to leave it alone."""
         s = first_match(group, self.per_layer)
+        if isinstance(group, StoredWeight) or group.kind == "embedding":
+            # Tables: a pruned row changes every token that reads it; only when asked.
+            return None if s is None or group.kind == "integer" else ("sparsity", s)
         if s is None:
             s = self.sparsity
         if s is not None:
@@ -53,20 +68,25 @@ class PrunePolicy:
             None if self.sparsity is None else step(self.sparsity),
             {k: step(v) for k, v in self.per_layer.items()},
             None if self.quality is None else self.quality * f,
+            self.min_weight_elements,
         )
+
+    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [*find_weight_groups(model.graph), *stored]
 
 
 def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
     """`w` with its smallest-magnitude weights set to exactly zero."""
     flat = w.reshape(-1).copy()
-    magnitude = np.abs(flat)
+    magnitude = np.abs(flat.astype(np.float32))
     if rule == "sparsity":
         n_zero = round(amount * flat.size)
         if n_zero > 0:
             # argpartition is exact and deterministic; ties at the threshold are cut by index.
             flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
     else:
-        flat[magnitude < amount * float(np.std(w))] = 0.0
+        flat[magnitude < amount * float(np.std(w.astype(np.float32)))] = 0.0
     return flat.reshape(w.shape)
 
 
@@ -80,7 +100,7 @@ class PrunePass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        for group in find_weight_groups(model.graph):
+        for group in self.policy.weights(model):
             w = group.array()
             target = self.policy.target(group)
             pruned = w if target is None else prune_array(w, *target)
@@ -97,7 +117,7 @@ class PrunePass(CompilerPass):
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
-        for group in find_weight_groups(model.graph):
+        for group in self.policy.weights(model):
             target = self.policy.target(group)
             if target and target[0] == "sparsity":
                 w = group.array()

@@ -1,9 +1,9 @@
 """Per-run cost of CompressedGather against ORT's dense Gather (docs/format.md, "Embeddings").
 
 Builds a 30000 x 384 float32 embedding table (and a 3000-row one, to show the cost does
-not follow the table size), compiles each at 8 bits with no pruning and at 90% sparsity,
-and times Run() gathering 128 and 1024 rows, sessions alternating, one thread, spinning
-off. Prints median times and their ratio to the dense Gather of the same table.
+not follow the table size), compiles each with the defaults (8 bits, tables not pruned)
+and at 90% sparsity, and times Run() gathering 128 and 1024 rows, sessions alternating,
+one thread, spinning off. Prints median times and their ratio to the dense Gather of the same table.
 
     .venv/bin/python scripts/bench_gather.py [--repeat 400]
 """
@@ -57,7 +57,7 @@ def main() -> None:
             sessions = {"dense Gather": _session(source)}
             for label, sparsity in (("8-bit", 0.0), ("8-bit, 90% pruned", 0.9)):
                 out = Path(tmp) / f"emb{rows}_{int(sparsity * 100)}.dc.onnx"
-                options = dc_onnx.CompileOptions(sparsity=sparsity, quality=0.0, bits_fc=8)
+                options = dc_onnx.CompileOptions(sparsity_per_layer={"emb": sparsity})
                 dc_onnx.compile(source, out, options)
                 sessions[f"CompressedGather {label}"] = _session(out)
             for n in (128, 1024):

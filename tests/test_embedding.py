@@ -70,7 +70,7 @@ def _ops(compiled: Path) -> list[str]:
 def test_gather_matches_decoder_and_original(sparsity: float, tmp_path: Path) -> None:
     table = _table()
     model = embedding_model(table)
-    compiled = compile_model(model, tmp_path, sparsity=sparsity, quality=0.0, bits_fc=8)
+    compiled = compile_model(model, tmp_path, sparsity_per_layer={"emb": sparsity})
     assert _ops(compiled) == ["CompressedGather"]
     assert _stream_bytes(compiled) < table.nbytes / 3
     # 2-D indices with negative entries, repeats and both ends of the vocabulary.
@@ -79,7 +79,7 @@ def test_gather_matches_decoder_and_original(sparsity: float, tmp_path: Path) ->
     (decoded,) = run(decode_model(compiled), {"idx": idx})
     assert actual.shape == (2, 4, 24)
     assert actual.tobytes() == decoded.tobytes()
-    if sparsity == 0.0:  # 8-bit codebook, nothing pruned: close to the original table
+    if sparsity == 0.0:  # the defaults: 8-bit codebook, nothing pruned: close to the table
         (expected,) = run(model, {"idx": idx})
         np.testing.assert_allclose(actual, expected, atol=0.02 * np.abs(table).max())
 
@@ -88,7 +88,7 @@ def test_gather_matches_decoder_and_original(sparsity: float, tmp_path: Path) ->
 def test_gather_index_ranks_and_int32(index_rank: int, tmp_path: Path) -> None:
     table = _table(50, 8).reshape(50, 2, 4)  # a 3-D table: rows of shape [2, 4]
     model = embedding_model(table, index_rank, TensorProto.INT32)
-    compiled = compile_model(model, tmp_path, sparsity=0.5)
+    compiled = compile_model(model, tmp_path, sparsity_per_layer={"emb": 0.5})
     idx = np.random.default_rng(index_rank).integers(-50, 50, size=(3,) * index_rank)
     idx = idx.astype(np.int32)
     (actual,) = run(compiled, {"idx": idx})
@@ -100,7 +100,7 @@ def test_gather_index_ranks_and_int32(index_rank: int, tmp_path: Path) -> None:
 def test_gather_float16_table_keeps_float16(tmp_path: Path) -> None:
     table = _table(200, 16, np.float16)
     model = embedding_model(table, then_relu=True)
-    compiled = compile_model(model, tmp_path, quality=0.0, bits_fc=8)
+    compiled = compile_model(model, tmp_path)
     assert _ops(compiled) == ["CompressedGather", "Cast", "Relu"]
     assert _stream_bytes(compiled) < table.nbytes / 1.5
     idx = np.array([[3, -4, 199]], dtype=np.int64)
@@ -115,7 +115,7 @@ def test_gather_float16_table_keeps_float16(tmp_path: Path) -> None:
 def test_gather_threads_give_the_same_bits(tmp_path: Path) -> None:
     # 4096 x 64 floats: above the size where rows are expanded on several threads.
     table = _table(1000, 64)
-    compiled = compile_model(embedding_model(table, 1), tmp_path, sparsity=0.6)
+    compiled = compile_model(embedding_model(table, 1), tmp_path, sparsity_per_layer={"E": 0.6})
     idx = np.random.default_rng(0).integers(-1000, 1000, size=4096)
     one, two = (run(compiled, {"idx": idx}, threads)[0] for threads in (1, 2))
     assert one.tobytes() == two.tobytes()
@@ -125,7 +125,7 @@ def test_gather_threads_give_the_same_bits(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [300, -301])
 def test_gather_out_of_range_index_names_the_layer(bad: int, tmp_path: Path) -> None:
     table = _table()
-    compiled = compile_model(embedding_model(table, 1), tmp_path, sparsity=0.5)
+    compiled = compile_model(embedding_model(table, 1), tmp_path)
     idx = np.array([1, bad], dtype=np.int64)
     with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument) as err:
         run(compiled, {"idx": idx})
@@ -133,6 +133,16 @@ def test_gather_out_of_range_index_names_the_layer(bad: int, tmp_path: Path) -> 
     assert "layer 'emb'" in message and str(bad) in message and "[-300, 299]" in message
     with pytest.raises(Exception, match="out of"):  # ORT's Gather refuses it as well
         run(decode_model(compiled), {"idx": idx})
+
+
+def test_embeddings_are_pruned_only_when_named(tmp_path: Path) -> None:
+    table = _table()
+    model = embedding_model(table, 1)
+    plain = compile_model(model, tmp_path, name="plain", sparsity=0.9)
+    named = compile_model(model, tmp_path, name="named", sparsity_per_layer={"em*": 0.9})
+    idx = np.arange(300)
+    assert np.count_nonzero(run(plain, {"idx": idx})[0]) == table.size
+    assert np.count_nonzero(run(named, {"idx": idx})[0]) == round(0.1 * table.size)
 
 
 def test_only_axis_0_gathers_are_embeddings() -> None:

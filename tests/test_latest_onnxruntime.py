@@ -59,7 +59,7 @@ def test_compiled_models_run_in_the_latest_onnxruntime(tmp_path: Path) -> None:
 def test_embedding_gather_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
     python = _runtime_python()
     table = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float16)
-    compiled = compile_model(embedding_model(table, 2), tmp_path, sparsity=0.5)
+    compiled = compile_model(embedding_model(table, 2), tmp_path, sparsity_per_layer={"E": 0.5})
     idx = np.array([[0, -1, 42], [99, -100, 7]], dtype=np.int64)
     inputs, result = tmp_path / "inputs.npz", tmp_path / "out.npy"
     np.savez(inputs, idx=idx)

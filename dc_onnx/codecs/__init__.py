@@ -13,7 +13,7 @@ from dc_onnx.codecs import huffman, sparse_index
 class EncodedWeight:
     """Everything the runtime needs to rebuild one stored weight matrix."""
 
-    codebook: np.ndarray  # float32 [k], codebook[0] == 0
+    codebook: np.ndarray  # [k], codebook[0] == 0; float32, or the stored weight's dtype
     codes: bytes  # Huffman-coded codebook indices
     gaps: bytes  # Huffman-coded relative indices
     code_lengths: np.ndarray  # uint8 [k + 2**index_bits]
@@ -32,8 +32,10 @@ class EncodedWeight:
 
 def encode_weight(code_matrix: np.ndarray, codebook: np.ndarray, index_bits: int) -> EncodedWeight:
     """Encode a matrix of codebook indices (0 = zero weight) in row-major order."""
-    codebook = np.asarray(codebook, dtype=np.float32)
-    if not 1 <= codebook.size <= 256 or codebook[0] != 0.0:
+    codebook = np.asarray(codebook)
+    if codebook.dtype == np.float64:
+        codebook = codebook.astype(np.float32)
+    if not 1 <= codebook.size <= 256 or codebook[0] != 0:
         raise ValueError("codebook must have 1..256 entries and start with 0.0")
     if code_matrix.size and int(code_matrix.max()) >= codebook.size:
         raise ValueError("a code is outside the codebook")
@@ -70,6 +72,7 @@ def decode_codes(encoded: EncodedWeight, size: int) -> np.ndarray:
 
 
 def decode_weight(encoded: EncodedWeight, shape: tuple[int, ...]) -> np.ndarray:
-    """Reference decoder: the dense float32 stored matrix, bit-identical to the C++ one."""
+    """Reference decoder: the dense stored matrix (in the codebook's dtype), bit-identical
+    to the C++ one."""
     size = int(np.prod(shape))
     return encoded.codebook[decode_codes(encoded, size)].reshape(shape)

@@ -12,17 +12,21 @@
 
 namespace dc_onnx {
 
-// Inputs common to all ops: X, header, codebook, codes, gaps, code_lengths [, bias].
-// Types by position; input 0 is `x_type` (float32 activations, or UNDEFINED = any type,
-// which the kernel checks: CompressedGather takes int32 or int64 indices).
-inline ONNXTensorElementDataType compressed_input_type(size_t index,
-                                                       ONNXTensorElementDataType x_type) {
+// Inputs common to all three ops: X, header, codebook, codes, gaps, code_lengths
+// [, bias]. Types by position.
+inline ONNXTensorElementDataType compressed_input_type(size_t index) {
   switch (index) {
-    case 0: return x_type;
     case 1: case 3: case 4: case 5: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
     default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
 }
+
+// Input and output element types of an op; ops with other types specialize it.
+template <typename Kernel>
+struct OpTypes {
+  static ONNXTensorElementDataType input(size_t index) { return compressed_input_type(index); }
+  static ONNXTensorElementDataType output(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
 
 template <typename F>
 OrtStatusPtr guarded(F&& body) noexcept {
@@ -46,23 +50,16 @@ template <typename Kernel>
 class CustomOp : public OrtCustomOp {
  public:
   // `num_inputs` counts the optional bias, when `last_input_optional`.
-  CustomOp(const char* name, size_t num_inputs, bool last_input_optional,
-           ONNXTensorElementDataType x_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-      : OrtCustomOp{},
-        name_(name),
-        num_inputs_(num_inputs),
-        last_optional_(last_input_optional),
-        x_type_(x_type) {
+  CustomOp(const char* name, size_t num_inputs, bool last_input_optional)
+      : OrtCustomOp{}, name_(name), num_inputs_(num_inputs), last_optional_(last_input_optional) {
     // The version ORT reads: fields added after API 17 are never looked at.
     version = kOrtApiVersion;
     GetName = [](const OrtCustomOp* op) { return self(op).name_; };
     GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };
     GetInputTypeCount = [](const OrtCustomOp* op) { return self(op).num_inputs_; };
-    GetInputType = [](const OrtCustomOp* op, size_t i) {
-      return compressed_input_type(i, self(op).x_type_);
-    };
+    GetInputType = [](const OrtCustomOp*, size_t i) { return OpTypes<Kernel>::input(i); };
     GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{1}; };
-    GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
+    GetOutputType = [](const OrtCustomOp*, size_t i) { return OpTypes<Kernel>::output(i); };
     GetInputCharacteristic = [](const OrtCustomOp* op, size_t i) {
       const CustomOp& s = self(op);
       return s.last_optional_ && i + 1 == s.num_inputs_ ? INPUT_OUTPUT_OPTIONAL
@@ -93,7 +90,6 @@ class CustomOp : public OrtCustomOp {
   const char* name_;
   size_t num_inputs_;
   bool last_optional_;
-  ONNXTensorElementDataType x_type_;
 };
 
 }  // namespace dc_onnx

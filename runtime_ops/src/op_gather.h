@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "custom_op.h"
 #include "ort_api.h"
 
 namespace dc_onnx {
@@ -33,6 +34,15 @@ class GatherKernel {
   std::vector<uint16_t> col16_;  // CSR, width_ <= 65536
   std::vector<uint32_t> col32_;  // CSR, wider rows
   std::array<float, 256> codebook_{};
+};
+
+// Input 0 takes indices of any type (the kernel accepts int32 and int64); output float32.
+template <>
+struct OpTypes<GatherKernel> {
+  static ONNXTensorElementDataType input(size_t index) {
+    return index == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED : compressed_input_type(index);
+  }
+  static ONNXTensorElementDataType output(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
 }  // namespace dc_onnx

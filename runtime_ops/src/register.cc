@@ -1,10 +1,11 @@
 // Library entry point: ORT calls RegisterCustomOps when a session's options load this
-// library; it adds the domain ai.dc_onnx with its ops to those options.
+// library; it adds the domain ai.dc_onnx with its five ops to those options.
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "custom_op.h"
+#include "op_constant.h"
 #include "op_gather.h"
 #include "ops.h"
 
@@ -16,9 +17,8 @@ using dc_onnx::CustomOp;
 const CustomOp<dc_onnx::GemmKernel> kGemmOp("CompressedGemm", 7, true);
 const CustomOp<dc_onnx::MatMulKernel> kMatMulOp("CompressedMatMul", 6, false);
 const CustomOp<dc_onnx::ConvKernel> kConvOp("CompressedConv", 7, true);
-// Indices of any type here; the kernel accepts int32 and int64.
-const CustomOp<dc_onnx::GatherKernel> kGatherOp("CompressedGather", 6, false,
-                                                ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED);
+const CustomOp<dc_onnx::ConstantKernel> kConstantOp("CompressedConstant", 5, false);
+const CustomOp<dc_onnx::GatherKernel> kGatherOp("CompressedGather", 6, false);
 
 constexpr const char* kDomain = "ai.dc_onnx";
 
@@ -62,6 +62,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     for (const OrtCustomOp* op : {static_cast<const OrtCustomOp*>(&kGemmOp),
                                   static_cast<const OrtCustomOp*>(&kMatMulOp),
                                   static_cast<const OrtCustomOp*>(&kConvOp),
+                                  static_cast<const OrtCustomOp*>(&kConstantOp),
                                   static_cast<const OrtCustomOp*>(&kGatherOp)})
       Ort::ThrowOnError(api->CustomOpDomain_Add(raw, const_cast<OrtCustomOp*>(op)));
     {  // kept before handing it to ORT, so the options never point to a freed domain
