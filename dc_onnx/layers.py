@@ -41,6 +41,9 @@ class Layer:
     transposed: bool  # the stored [out, in] matrix is the weight transposed
     weight_side: int  # the weight's input index: MatMul 1 for X @ W, 0 for W @ X;
     # Gemm and Conv 1; Gather 0 (the table)
+    # No sparse kernel (Conv 3-D, ConvTranspose): the weight is pruned and clustered as a
+    # layer's, then lowered to the decode op (CompressedConstant) feeding the node itself.
+    decoded: bool = False
 
     @property
     def name(self) -> str:
@@ -61,6 +64,10 @@ class WeightGroup:
     @property
     def kind(self) -> LayerKind:
         return self.layers[0].kind
+
+    @property
+    def decoded(self) -> bool:
+        return self.layers[0].decoded
 
     @property
     def name(self) -> str:
@@ -142,9 +149,14 @@ def _as_layer(node: ir.Node) -> Layer | None:
             return Layer(node, a, "fc", transposed=False, weight_side=0)
     if node.op_type == "Gather" and len(inputs) == 2:
         return _embedding(node)
-    if node.op_type == "Conv" and len(inputs) >= 2 and _constant_weight(inputs[1], (3, 4)):
+    if node.op_type == "Conv" and len(inputs) >= 2 and _constant_weight(inputs[1], (3, 4, 5)):
+        assert inputs[1] is not None and inputs[1].const_value is not None
+        three_d = len(inputs[1].const_value.shape) == 5
+        return Layer(node, inputs[1], "conv", transposed=False, weight_side=1, decoded=three_d)
+    is_deconv = node.op_type == "ConvTranspose" and len(inputs) >= 2
+    if is_deconv and _constant_weight(inputs[1], (3, 4, 5)):
         assert inputs[1] is not None
-        return Layer(node, inputs[1], "conv", transposed=False, weight_side=1)
+        return Layer(node, inputs[1], "conv", transposed=False, weight_side=1, decoded=True)
     return None
 
 

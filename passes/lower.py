@@ -234,6 +234,12 @@ class LowerPass(CompilerPass):
                 decoders.append(_replace_stored(graph, job, header, streams, ids, enc))
                 layers[job.name] = _stored_stats(job, enc)
                 continue
+            if job.decoded:  # Conv 3-D, ConvTranspose: ORT's own op reads the decoded weight
+                readers = tuple(layer.node.op_type for layer in job.layers)
+                stored = StoredWeight(job.weight, "storage", readers)
+                decoders.append(_replace_stored(graph, stored, header, streams, ids, enc))
+                layers[job.name] = _layer_stats(job, enc)
+                continue
             fc = job.kind == "fc"
             shape = job.stored_matrix().shape if fc else job.array().shape
             for layer in job.layers:

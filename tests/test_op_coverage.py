@@ -1,7 +1,8 @@
-"""Every form of the compute ops the sparse kernels take: Gemm with each transA / transB /
-alpha / beta / C broadcast, MatMul with the weight on either side and activations of
-any rank, Conv 1-D. Each compiled model is checked against the reference decoder (tight)
-and the original (8-bit, unpruned: loose), and its weight streams against the weight."""
+"""Every form of the compute ops the compiler takes: Gemm with each transA / transB / alpha
+/ beta / C broadcast, MatMul with the weight on either side and activations of any rank,
+Conv 1-D (sparse kernels); Conv 3-D and ConvTranspose through the decode op. Each compiled
+model is checked against the reference decoder (tight) and the original (8-bit, unpruned:
+loose), and its weight streams against the weight."""
 
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ def stream_bytes(compiled: Path) -> int:
     return sum(len(numpy_helper.to_array(tensors[n]).tobytes()) for n in names)
 
 
-def check(model: onnx.ModelProto, x: np.ndarray, tmp_path: Path, op: str) -> None:
-    """8-bit unpruned compile: one compressed op, streams below the weight's bytes, the
+def check(model: onnx.ModelProto, x: np.ndarray, tmp_path: Path, op: str | list[str]) -> None:
+    """8-bit unpruned compile: the compressed op(s), streams below the weight's bytes, the
     decoder's bits up to float rounding, the original's values up to the codebook error."""
     weight_bytes = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
     compiled = compile_model(model, tmp_path, quality=0.0, bits_fc=8, bits_conv=8)
     ops = [n.op_type for n in onnx.load(str(compiled), load_external_data=False).graph.node]
-    assert ops == [op]
+    assert ops == ([op] if isinstance(op, str) else op)
     assert stream_bytes(compiled) < weight_bytes
     (actual,) = run(compiled, {"x": x})
     (decoded,) = run(decode_model(compiled), {"x": x})
@@ -121,3 +122,56 @@ def test_conv1d(bias: bool, tmp_path: Path) -> None:
     )
     model = make_model([node], {"x": ["N", 8, 50]}, {"y": ["N", 32, "L"]}, inits)
     check(model, rng.standard_normal((2, 8, 50)).astype(np.float32), tmp_path, "CompressedConv")
+
+
+# Conv 3-D and ConvTranspose have no sparse kernel: ORT's own op reads the decoded weight.
+DECODED = [
+    ("Conv", (16, 4, 3, 3, 3), (2, 8, 6, 7, 5), dict(group=2, pads=[1, 0, 1, 1, 0, 1])),
+    ("ConvTranspose", (16, 8, 4), (2, 16, 9), dict(strides=[2], pads=[1, 1])),
+    ("ConvTranspose", (16, 4, 3, 3), (1, 16, 5, 6), dict(strides=[2, 1], group=2)),
+    (
+        "ConvTranspose",
+        (8, 4, 3, 3, 3),
+        (1, 8, 3, 4, 5),
+        dict(output_padding=[1, 0, 0], strides=[2, 1, 1]),
+    ),
+]
+
+
+@pytest.mark.parametrize(("op", "w_shape", "x_shape", "attrs"), DECODED, ids=lambda v: str(v))
+@pytest.mark.parametrize("bias", [False, True])
+def test_decoded_convolutions(
+    op: str,
+    w_shape: tuple[int, ...],
+    x_shape: tuple[int, ...],
+    attrs: dict[str, list[int] | int],
+    bias: bool,
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(len(w_shape) + int(bias))
+    inits = {"W": (rng.standard_normal(w_shape) * 0.3).astype(np.float32)}
+    if bias:
+        group = attrs.get("group", 1)
+        assert isinstance(group, int)
+        out = w_shape[0] if op == "Conv" else w_shape[1] * group
+        inits["B"] = rng.standard_normal(out).astype(np.float32)
+    node = helper.make_node(op, ["x", *inits], ["y"], name="conv", **attrs)
+    y_shape = ["N", "C", *(f"s{i}" for i in range(len(x_shape) - 2))]
+    model = make_model([node], {"x": ["N", *x_shape[1:]]}, {"y": y_shape}, inits)
+    check(
+        model, rng.standard_normal(x_shape).astype(np.float32), tmp_path, ["CompressedConstant", op]
+    )
+
+
+def test_decoded_convolution_is_pruned_as_a_layer(tmp_path: Path) -> None:
+    w = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "W"], ["y"], name="deconv")
+    model = make_model([node], {"x": [1, 8, 5, 5]}, {"y": [1, 8, 7, 7]}, {"W": w})
+    compiled = compile_model(model, tmp_path, sparsity=0.75)
+    decoded = decode_model(compiled)
+    weight = numpy_helper.to_array(next(t for t in decoded.graph.initializer if t.name == "W"))
+    assert np.count_nonzero(weight) == w.size // 4
+    x = np.random.default_rng(1).standard_normal((1, 8, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(
+        run(compiled, {"x": x})[0], run(decoded, {"x": x})[0], rtol=1e-5, atol=1e-5
+    )
