@@ -8,6 +8,7 @@
 #include "kernel_info.h"
 #include "parallel.h"
 #include "simd.h"
+#include "weight_loader.h"
 
 namespace dc_onnx {
 namespace {
