@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+from onnx import helper
 from test_embedding import embedding_model
 
-from conftest import REPO, cnn_model, compile_model, mlp_model, run
+from conftest import REPO, cnn_model, compile_model, make_model, mlp_model, run
 
 SCRIPT = """
 import json, sys
@@ -71,3 +72,21 @@ def test_embedding_gather_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None
     (expected,) = run(compiled, {"idx": idx})
     assert np.load(result).dtype == np.float16
     assert np.load(result).tobytes() == expected.tobytes()
+
+
+def test_decoded_conv_transpose_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
+    python = _runtime_python()
+    w = np.random.default_rng(0).standard_normal((16, 4, 3, 3)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "W"], ["y"], name="up", strides=[2, 2], group=2)
+    model = make_model([node], {"x": [1, 16, 5, 6]}, {"y": [1, 8, 11, 13]}, {"W": w})
+    compiled = compile_model(model, tmp_path, sparsity=0.5)
+    x = np.random.default_rng(1).standard_normal((1, 16, 5, 6)).astype(np.float32)
+    inputs, result = tmp_path / "inputs.npz", tmp_path / "out.npy"
+    np.savez(inputs, x=x)
+    done = subprocess.run(
+        [str(python), "-c", SCRIPT, str(compiled), str(inputs), str(result)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (expected,) = run(compiled, {"x": x})
+    np.testing.assert_allclose(np.load(result), expected, rtol=1e-5, atol=1e-5)
