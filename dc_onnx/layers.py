@@ -249,7 +249,7 @@ class Survey:
 
     def to_stats(self) -> dict[str, object]:
         found = [
-            {"name": str(g.weight.name), "kind": g.kind, "dtype": "FLOAT",
+            {"name": str(g.weight.name), "kind": g.kind, "dtype": _dtype_name(g.weight),
              "elements": int(g.array().size), "readers": [lay.node.op_type for lay in g.layers]}
             for g in self.groups
         ] + [
@@ -263,6 +263,12 @@ class Survey:
             "small_tensors": self.small,
             "small_bytes": self.small_bytes,
         }
+
+
+def _dtype_name(value: ir.Value) -> str:
+    tensor = value.const_value
+    assert tensor is not None
+    return tensor.dtype.name
 
 
 def _readers(value: ir.Value) -> list[ir.Node]:

@@ -319,7 +319,7 @@ def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
     return {
         "kind": group.kind,
         "op": group.layers[0].node.op_type,
-        "dtype_bits": 32,
+        "dtype_bits": 8 * stored.dtype.itemsize,  # float16 tables: 16
         "weights": int(stored.size),
         "nonzeros": int(np.count_nonzero(stored)),
         "entries": enc.num_entries,
