@@ -4,6 +4,7 @@ rows it is asked for. Checked against the reference decoder (bits), the original
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import compile_model, run
+from conftest import compile_model, lower_only, run
 from dc_onnx.io import DOMAIN
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.tools.decompile import decode_model
@@ -82,6 +85,28 @@ def test_gather_matches_decoder_and_original(sparsity: float, tmp_path: Path) ->
     if sparsity == 0.0:  # the defaults: 8-bit codebook, nothing pruned: close to the table
         (expected,) = run(model, {"idx": idx})
         np.testing.assert_allclose(actual, expected, atol=0.02 * np.abs(table).max())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.integers(1, 60),
+    width=st.integers(1, 40),
+    k=st.integers(1, 256),
+    index_bits=st.integers(1, 8),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_gathering_every_row_gives_the_table_bits(  # type: ignore[no-untyped-def]
+    rows, width, k, index_bits, density, seed
+) -> None:
+    rng = np.random.default_rng(seed)
+    codebook = np.concatenate([[0.0], rng.standard_normal(k - 1)]).astype(np.float32)
+    codes = rng.integers(0, k, size=(rows, width)) * (rng.random((rows, width)) < density)
+    table = codebook[codes]  # dense codes or CSR rows, whichever the density makes smaller
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = lower_only(embedding_model(table, 1), Path(tmp), index_bits)
+        (actual,) = run(compiled, {"idx": np.arange(rows) - rows * (seed % 2)})
+    assert actual.tobytes() == table.tobytes()
 
 
 @pytest.mark.parametrize("index_rank", [0, 1, 3])
