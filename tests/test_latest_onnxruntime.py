@@ -57,36 +57,34 @@ def test_compiled_models_run_in_the_latest_onnxruntime(tmp_path: Path) -> None:
     print(f"latest onnxruntime: {version}; dev: {onnxruntime.__version__}", file=sys.stderr)
 
 
-def test_embedding_gather_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
-    python = _runtime_python()
-    table = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float16)
-    compiled = compile_model(embedding_model(table, 2), tmp_path, sparsity_per_layer={"E": 0.5})
-    idx = np.array([[0, -1, 42], [99, -100, 7]], dtype=np.int64)
+def _run_latest(compiled: Path, feeds: dict[str, np.ndarray], tmp_path: Path) -> np.ndarray:
+    """The compiled model's first output, computed in the latest-onnxruntime venv."""
     inputs, result = tmp_path / "inputs.npz", tmp_path / "out.npy"
-    np.savez(inputs, idx=idx)
+    np.savez(inputs, **feeds)
     done = subprocess.run(
-        [str(python), "-c", SCRIPT, str(compiled), str(inputs), str(result)],
+        [str(_runtime_python()), "-c", SCRIPT, str(compiled), str(inputs), str(result)],
         capture_output=True, text=True, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return np.load(result)
+
+
+def test_embedding_gather_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
+    table = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float16)
+    compiled = compile_model(embedding_model(table, 2), tmp_path, sparsity_per_layer={"E": 0.5})
+    idx = np.array([[0, -1, 42], [99, -100, 7]], dtype=np.int64)
+    latest = _run_latest(compiled, {"idx": idx}, tmp_path)
     (expected,) = run(compiled, {"idx": idx})
-    assert np.load(result).dtype == np.float16
-    assert np.load(result).tobytes() == expected.tobytes()
+    assert latest.dtype == np.float16
+    assert latest.tobytes() == expected.tobytes()
 
 
 def test_decoded_conv_transpose_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
-    python = _runtime_python()
     w = np.random.default_rng(0).standard_normal((16, 4, 3, 3)).astype(np.float32)
     node = helper.make_node("ConvTranspose", ["x", "W"], ["y"], name="up", strides=[2, 2], group=2)
     model = make_model([node], {"x": [1, 16, 5, 6]}, {"y": [1, 8, 11, 13]}, {"W": w})
     compiled = compile_model(model, tmp_path, sparsity=0.5)
     x = np.random.default_rng(1).standard_normal((1, 16, 5, 6)).astype(np.float32)
-    inputs, result = tmp_path / "inputs.npz", tmp_path / "out.npy"
-    np.savez(inputs, x=x)
-    done = subprocess.run(
-        [str(python), "-c", SCRIPT, str(compiled), str(inputs), str(result)],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    latest = _run_latest(compiled, {"x": x}, tmp_path)
     (expected,) = run(compiled, {"x": x})
-    np.testing.assert_allclose(np.load(result), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(latest, expected, rtol=1e-5, atol=1e-5)
