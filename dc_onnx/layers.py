@@ -125,8 +125,11 @@ def _embedding(node: ir.Node) -> Layer | None:
     if indices.is_initializer() and not indices.is_graph_input():
         return None  # both constant: a folded constant, not an embedding look-up
     assert table is not None and table.const_value is not None
+    shape = table.const_value.shape.numpy()
+    if 0 in shape or max(shape) > 2**31 - 1:
+        return None  # the kernel takes dims in 1..2^31-1
     axis = node.attributes.get_int("axis", 0)
-    if axis not in (0, -len(table.const_value.shape)):
+    if axis not in (0, -len(shape)):
         return None
     return Layer(node, table, "embedding", transposed=False, weight_side=0)
 

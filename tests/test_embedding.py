@@ -122,6 +122,17 @@ def test_gather_index_ranks_and_int32(index_rank: int, tmp_path: Path) -> None:
     assert actual.tobytes() == decoded.tobytes()
 
 
+def test_gather_of_no_indices(tmp_path: Path) -> None:
+    compiled = compile_model(embedding_model(_table(), 2), tmp_path)
+    (actual,) = run(compiled, {"idx": np.zeros((3, 0), dtype=np.int64)})
+    assert actual.shape == (3, 0, 24)
+
+
+def test_empty_tables_are_left_alone() -> None:
+    graph = ir.from_proto(embedding_model(np.zeros((0, 4), np.float32), 1)).graph
+    assert find_weight_groups(graph) == []
+
+
 def test_gather_float16_table_keeps_float16(tmp_path: Path) -> None:
     table = _table(200, 16, np.float16)
     model = embedding_model(table, then_relu=True)
