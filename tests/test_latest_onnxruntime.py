@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+from coverage_models import BUILDERS
 
 from conftest import REPO, cnn_model, compile_model, mlp_model, run
 
@@ -53,3 +54,20 @@ def test_compiled_models_run_in_the_latest_onnxruntime(tmp_path: Path) -> None:
         (expected,) = run(compiled, {"x": x})
         np.testing.assert_allclose(np.load(result), expected, rtol=1e-6, atol=1e-6)
     print(f"latest onnxruntime: {version}; dev: {onnxruntime.__version__}", file=sys.stderr)
+
+
+def test_storage_forms_run_in_the_latest_onnxruntime(tmp_path: Path) -> None:
+    """Subgraphs, LSTM/GRU, fp16/bf16 and int8 storage forms: same outputs in both ORTs."""
+    python = _runtime_python()
+    for name, build in BUILDERS.items():
+        model, feeds, _ = build()
+        compiled = compile_model(model, tmp_path, name=name)
+        inputs, result = tmp_path / f"{name}.npz", tmp_path / f"{name}.npy"
+        np.savez(inputs, **feeds)
+        done = subprocess.run(
+            [str(python), "-c", SCRIPT, str(compiled), str(inputs), str(result)],
+            capture_output=True, text=True, check=False, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+        (expected,) = run(compiled, feeds)
+        np.testing.assert_allclose(np.load(result), expected, rtol=1e-5, atol=1e-5, err_msg=name)
