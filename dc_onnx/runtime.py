@@ -48,16 +48,29 @@ def session_options(options: Any = None) -> Any:
 
 
 def InferenceSession(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | bytes,
     sess_options: Any = None,
     providers: list[str] | None = None,
+    materialize: bool = True,
     **kwargs: Any,
 ) -> Any:
-    """An onnxruntime.InferenceSession that can run compiled models (and any other)."""
+    """An onnxruntime.InferenceSession that can run compiled models (and any other).
+
+    With `materialize` (the default), storage-form weights (CompressedConstant nodes) are
+    decoded once here and given to ORT as plain initializers, so no Run pays for them
+    (dc_onnx.materialize); without it they are decoded at session creation by the op and
+    copied to its output on every Run, as in any other ORT host.
+    """
     ort = _onnxruntime()
+    options = session_options(sess_options)
+    model = path if isinstance(path, bytes) else os.fspath(path)
+    if materialize:
+        from dc_onnx.materialize import materialize as decode_constants
+
+        model = decode_constants(path, options) or model
     return ort.InferenceSession(
-        os.fspath(path),
-        sess_options=session_options(sess_options),
+        model,
+        sess_options=options,
         providers=providers or ["CPUExecutionProvider"],
         **kwargs,
     )
