@@ -39,11 +39,24 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+_REGISTERED_KEY = "dc_onnx.custom_ops_registered"
+
+
 def session_options(options: Any = None) -> Any:
-    """ORT SessionOptions (new, or the given ones) with the custom-op library registered."""
+    """ORT SessionOptions (new, or the given ones) with the custom-op library registered.
+
+    Registering twice on the same options makes newer ORTs refuse the next session
+    ("Domain already set in registry"), so the options remember it in a config entry.
+    """
     ort = _onnxruntime()
     options = options if options is not None else ort.SessionOptions()
-    options.register_custom_ops_library(ops_library_path())
+    try:
+        registered = options.get_session_config_entry(_REGISTERED_KEY) == "1"
+    except RuntimeError:  # ORT raises for a key it does not hold
+        registered = False
+    if not registered:
+        options.register_custom_ops_library(ops_library_path())
+        options.add_session_config_entry(_REGISTERED_KEY, "1")
     return options
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 from coverage_models import BUILDERS
 
@@ -56,18 +57,42 @@ def test_compiled_models_run_in_the_latest_onnxruntime(tmp_path: Path) -> None:
     print(f"latest onnxruntime: {version}; dev: {onnxruntime.__version__}", file=sys.stderr)
 
 
+BATCH_SCRIPT = """
+import json, sys
+import numpy as np, onnxruntime as ort
+import dc_onnx
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+for model, inputs, output in json.loads(sys.argv[1]):
+    feeds = dict(np.load(inputs))
+    np.save(output, dc_onnx.InferenceSession(model, options).run(None, feeds)[0])
+"""
+
+
 def test_storage_forms_run_in_the_latest_onnxruntime(tmp_path: Path) -> None:
-    """Subgraphs, LSTM/GRU, fp16/bf16 and int8 storage forms: same outputs in both ORTs."""
+    """Subgraphs, LSTM/GRU, fp16/bf16 and int8 storage forms: in the latest ORT too, the
+    compiled model computes what the original computes there (bit for bit when lossless:
+    that ORT may fuse DequantizeLinear + MatMul differently from 1.19, in both models)."""
     python = _runtime_python()
+    jobs = []
     for name, build in BUILDERS.items():
         model, feeds, _ = build()
-        compiled = compile_model(model, tmp_path, name=name)
-        inputs, result = tmp_path / f"{name}.npz", tmp_path / f"{name}.npy"
+        source = tmp_path / f"{name}.onnx"
+        onnx.save(model, str(source))
+        compiled = compile_model(model, tmp_path, name=name, quality=0.0, bits_fc=8)
+        inputs = tmp_path / f"{name}.npz"
         np.savez(inputs, **feeds)
-        done = subprocess.run(
-            [str(python), "-c", SCRIPT, str(compiled), str(inputs), str(result)],
-            capture_output=True, text=True, check=False, cwd=tmp_path,
-        )  # fmt: skip
-        assert done.returncode == 0, f"{name}: {done.stderr}"
-        (expected,) = run(compiled, feeds)
-        np.testing.assert_allclose(np.load(result), expected, rtol=1e-5, atol=1e-5, err_msg=name)
+        jobs.append((name, [str(p) for p in (source, inputs, tmp_path / f"{name}.npy")]))
+        jobs.append((name, [str(p) for p in (compiled, inputs, tmp_path / f"{name}.dc.npy")]))
+    done = subprocess.run(
+        [str(python), "-c", BATCH_SCRIPT, json.dumps([job for _, job in jobs])],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in BUILDERS:
+        expected, actual = (np.load(tmp_path / f"{name}{s}.npy") for s in ("", ".dc"))
+        if name in ("qdq_int8", "matmul_integer"):
+            assert np.array_equal(actual, expected), name
+        else:
+            error = np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+            assert error < 0.03, f"{name}: relative error {error:.4f}"

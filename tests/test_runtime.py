@@ -18,6 +18,7 @@ from conftest import cnn_model, compile_model, lower_only, make_model, mlp_model
 from dc_onnx.io import save_compiled
 from dc_onnx.passes.lower import LowerOptions, LowerPass
 from dc_onnx.pipeline import run_passes
+from dc_onnx.tools.bench import DECODE_STATS_ENV, read_decode_stats
 from dc_onnx.tools.decompile import decode_model
 
 
@@ -159,3 +160,27 @@ def test_storage_decoder_is_bit_identical_to_python(
         python = decode_model(path).graph.initializer[0]
     assert cpp.dtype == expected.dtype and cpp.tobytes() == expected.tobytes()
     assert python.raw_data == w.tobytes() or numpy_helper.to_array(python).tobytes() == w.tobytes()
+
+
+def test_decode_stats_file_gets_one_json_line_per_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled = compile_model(mlp_model(), tmp_path, sparsity=0.6)
+    stats = tmp_path / "decode.jsonl"
+    stats.write_text(
+        '{"layer": "earlier run", "rows": 1, "cols": 1, "nonzeros": 0, '
+        '"symbols": 0, "decode_ns": 0}\n'
+    )  # the library appends
+    monkeypatch.setenv(DECODE_STATS_ENV, str(stats))
+    x = np.zeros((1, 64), np.float32)
+    run(compiled, {"x": x})
+    earlier, *records = read_decode_stats(stats)
+    assert earlier["layer"] == "earlier run"
+    layers = {r["layer"]: r for r in records}
+    assert len(records) == 5 and sorted(layers) == ["fc1", "fc2", "fc3", "fc4", "fc5"]
+    for r in records:
+        assert set(r) == {"layer", "rows", "cols", "nonzeros", "symbols", "decode_ns"}
+        # every stored non-zero took a gap and a code
+        assert 0 < r["nonzeros"] <= r["rows"] * r["cols"] and r["symbols"] >= 2 * r["nonzeros"]
+        assert r["decode_ns"] >= 0
+    assert (layers["fc1"]["rows"], layers["fc1"]["cols"]) == (48, 64)
