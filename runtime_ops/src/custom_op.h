@@ -12,7 +12,7 @@
 
 namespace dc_onnx {
 
-// Inputs common to all three ops: X, header, codebook, codes, gaps, code_lengths
+// Inputs of the three compute ops: X, header, codebook, codes, gaps, code_lengths
 // [, bias]. Types by position.
 inline ONNXTensorElementDataType compressed_input_type(size_t index) {
   switch (index) {

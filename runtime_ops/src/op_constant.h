@@ -21,7 +21,6 @@ class ConstantKernel {
  private:
   std::string prefix_;
   std::vector<int64_t> shape_;
-  ONNXTensorElementDataType type_ = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   std::vector<uint8_t> dense_;  // the decoded weight, in its own dtype, row-major
 };
 
