@@ -116,10 +116,16 @@ def test_embedding_gather_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None
     table = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float16)
     compiled = compile_model(embedding_model(table, 2), tmp_path, sparsity_per_layer={"E": 0.5})
     idx = np.array([[0, -1, 42], [99, -100, 7]], dtype=np.int64)
-    latest = _run_latest(compiled, {"idx": idx}, tmp_path)
     (expected,) = run(compiled, {"idx": idx})
+    latest = _run_latest(compiled, {"idx": idx}, tmp_path)
     assert latest.dtype == np.float16
     assert latest.tobytes() == expected.tobytes()
+    int32_model = embedding_model(table, 2, onnx.TensorProto.INT32)
+    compiled = compile_model(int32_model, tmp_path, name="int32")
+    idx32 = idx.astype(np.int32)
+    assert _run_latest(compiled, {"idx": idx32}, tmp_path).tobytes() == (
+        run(compiled, {"idx": idx32})[0].tobytes()
+    )
 
 
 def test_decoded_conv_transpose_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
