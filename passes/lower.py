@@ -110,10 +110,16 @@ def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
     codes = np.zeros(flat.shape, dtype=np.uint8)
     codes[nonzero] = np.searchsorted(values, flat[nonzero]) + 1
     encoded = encode_weight(codes, codebook, index_bits)
+    return _larger_than(encoded, w.nbytes) or encoded
+
+
+def _larger_than(encoded: EncodedWeight, nbytes: int) -> str | None:
+    """Why the streams are not worth it (they take `nbytes` or more), else None."""
     stored = len(encoded.codes) + len(encoded.gaps) + encoded.codebook.nbytes
-    if stored + encoded.code_lengths.size >= w.nbytes:
-        return f"incompressible: its streams would take {stored} bytes, it has {w.nbytes}"
-    return encoded
+    stored += encoded.code_lengths.size
+    if stored >= nbytes:
+        return f"incompressible: its streams would take {stored} bytes, it has {nbytes}"
+    return None
 
 
 def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
@@ -197,10 +203,22 @@ class LowerPass(CompilerPass):
         graph = model.graph
         groups = find_weight_groups(graph)
         jobs: list[tuple[WeightGroup | StoredWeight, EncodedWeight]] = []
+        left: list[Skipped] = []
         for i, group in enumerate(groups, 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
-            jobs.append((group, encode_group(group, self.options.index_bits(group.kind))))
-        left: list[Skipped] = []
+            encoded = encode_group(group, self.options.index_bits(group.kind))
+            # A small table (token types, ...) is cheaper as it is: its codebook alone
+            # can outweigh it. Compute layers keep the paper's rule: every one is encoded.
+            tensor = group.weight.const_value
+            assert tensor is not None
+            embedding = group.kind == "embedding"
+            larger = _larger_than(encoded, tensor.nbytes) if embedding else None
+            if larger is not None:
+                logger.info("table '%s' stays as it is: %s", group.weight.name, larger)
+                size = int(group.array().size)
+                left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
+                continue
+            jobs.append((group, encoded))
         for weight in find_stored_weights(graph, self.options.min_weight_elements):
             logger.info("encode %s (%s, read by %s)", weight.name, weight.kind, weight.readers)
             enc = encode_stored(weight, self.options.index_bits(weight.kind))
