@@ -194,6 +194,9 @@ def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
 FLOAT_DTYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 INTEGER_DTYPES = (ir.DataType.INT8, ir.DataType.UINT8)
 DEFAULT_MIN_ELEMENTS = 4096
+# Ops outside the standard domain known to read their weights as ordinary inputs (ORT
+# pre-packs them when constant, and computes from the input otherwise).
+_CONTRIB_READERS = {("com.microsoft", "DynamicQuantizeLSTM")}
 StoredKind = Literal["storage", "integer"]
 
 
@@ -274,6 +277,13 @@ def _dtype_name(value: ir.Value) -> str:
     return tensor.dtype.name
 
 
+def _nbytes(tensor: ir.TensorProtocol) -> int:
+    try:
+        return int(tensor.nbytes)
+    except (TypeError, ValueError):  # strings have no fixed width
+        return 0
+
+
 def _readers(value: ir.Value) -> list[ir.Node]:
     seen: dict[int, ir.Node] = {}
     for user, _ in value.uses():
@@ -292,7 +302,10 @@ def _storage_refusal(value: ir.Value, main: ir.Graph) -> str | None:
     if value.graph is not main:
         return "initializer of a subgraph that could not be lifted to the main graph"
     for node in _readers(value):
-        if node.domain not in ("", "ai.onnx"):
+        if (
+            node.domain not in ("", "ai.onnx")
+            and (node.domain, node.op_type) not in _CONTRIB_READERS
+        ):
             return f"read by {node.domain}::{node.op_type}, which may need a constant input"
     if tensor.dtype in FLOAT_DTYPES:
         array = tensor.numpy().astype(np.float32)
@@ -319,7 +332,7 @@ def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
             size = int(np.prod(tensor.shape.numpy())) if tensor.shape.numpy() else 1
             if size < min_elements:
                 small += 1
-                small_bytes += tensor.nbytes
+                small_bytes += _nbytes(tensor)
                 if id(value) in odd_ids:
                     logger.info("weight '%s' is shared by nodes that store it differently "
                                 "and below the threshold: it stays dense", value.name)  # fmt: skip

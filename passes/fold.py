@@ -108,13 +108,17 @@ def _fold(node: ir.Node) -> np.ndarray | None:
         return None
     if len({id(user) for user, _ in data.uses()}) != 1:
         return None  # shared data: the folded copy would store the weight twice
+    assert data.const_value is not None
+    if data.const_value.dtype == ir.DataType.STRING:
+        return None  # not a weight; and onnx-ir stores string tensors differently
     if x.dtype == np.float64 and node.op_type != "Cast":
         return None
     try:
-        return np.ascontiguousarray(_FOLDERS[node.op_type](node, x))
+        folded = _FOLDERS[node.op_type](node, x)
     except ValueError as e:  # a shape that does not fit: ORT would fail too; leave it
         logger.warning("cannot fold %s '%s': %s", node.op_type, node.name, e)
         return None
+    return None if folded is None else np.ascontiguousarray(folded)
 
 
 def fold_constant_chains(model: ir.Model) -> list[str]:

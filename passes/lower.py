@@ -317,29 +317,24 @@ def _replace_stored(
 
 def _stored_stats(weight: StoredWeight, enc: EncodedWeight) -> dict[str, object]:
     w = weight.array()
-    return {
-        "kind": weight.kind,
-        "op": "/".join(sorted(set(weight.readers))),
-        "dtype_bits": 8 * w.dtype.itemsize,
-        "weights": int(w.size),
-        "nonzeros": int(np.count_nonzero(w.astype(np.float32))),
-        "entries": enc.num_entries,
-        "stored": enc.num_codes,
-        "codebook_size": int(enc.codebook.size),
-        "index_bits": enc.index_bits,
-        "codes_bytes": len(enc.codes),
-        "gaps_bytes": len(enc.gaps),
-    }
+    op = "/".join(sorted(set(weight.readers)))
+    return _stats(weight.kind, op, w.astype(np.float32), 8 * w.dtype.itemsize, enc)
 
 
 def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
-    stored = group.stored_matrix()
+    stored = group.stored_matrix()  # float16 tables: 16 bits a weight
+    return _stats(group.kind, group.layers[0].node.op_type, stored, 8 * stored.dtype.itemsize, enc)
+
+
+def _stats(
+    kind: str, op: str, w: np.ndarray, dtype_bits: int, enc: EncodedWeight
+) -> dict[str, object]:
     return {
-        "kind": group.kind,
-        "op": group.layers[0].node.op_type,
-        "dtype_bits": 8 * stored.dtype.itemsize,  # float16 tables: 16
-        "weights": int(stored.size),
-        "nonzeros": int(np.count_nonzero(stored)),
+        "kind": kind,
+        "op": op,
+        "dtype_bits": dtype_bits,
+        "weights": int(w.size),
+        "nonzeros": int(np.count_nonzero(w)),
         "entries": enc.num_entries,
         "stored": enc.num_codes,
         "codebook_size": int(enc.codebook.size),

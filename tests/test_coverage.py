@@ -153,3 +153,19 @@ def test_decode_op_at_run_time_matches_materialised_weights(name: str, tmp_path:
     np.testing.assert_allclose(op_path[0], materialised, rtol=1e-5, atol=1e-6)
     flat = onnx.load_from_string(materialize(compiled, dc_onnx.runtime.session_options()))
     assert all(n.op_type != "CompressedConstant" for n in flat.graph.node)
+
+
+def test_fold_leaves_casts_it_cannot_reproduce_alone() -> None:
+    """An int32 -> int64 Cast (a shape computation) stays a Cast: not a weight chain."""
+    nodes = [
+        helper.make_node("Cast", ["n"], ["n64"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["x", "n64"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6])],
+        [numpy_helper.from_array(np.array([6], dtype=np.int32), "n")],
+    )  # fmt: skip
+    ir_model = ir.from_proto(helper.make_model(graph))
+    assert fold_constant_chains(ir_model) == []
+    assert [n.op_type for n in ir_model.graph] == ["Cast", "Reshape"]

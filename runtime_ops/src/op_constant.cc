@@ -15,34 +15,14 @@ namespace {
 
 const char* const kInputNames[] = {"header", "codebook", "codes", "gaps", "code_lengths"};
 
-// The raw bytes of constant input `index` (1-D), and its element type.
-Bytes constant_bytes(const OrtKernelInfo* info, size_t index,
-                     ONNXTensorElementDataType* type) {
-  const std::string name = std::string("input ") + std::to_string(index) + " (" +
-                           kInputNames[index] + ")";
-  int is_constant = 0;
-  const OrtValue* value = nullptr;
-  if (!ok(Ort::GetApi().KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value)) ||
-      !is_constant || value == nullptr)
-    fail(name + " must be a constant initializer (the weight is decoded at session creation)");
-  Ort::ConstValue v{value};
-  if (!v.IsTensor()) fail(name + " is not a tensor");
-  const auto ti = v.GetTensorTypeAndShapeInfo();
-  if (ti.GetDimensionsCount() != 1) fail(name + " must be 1-D");
-  *type = ti.GetElementType();
-  Bytes b;
-  b.size = ti.GetElementCount();
-  b.data = b.size == 0 ? nullptr : static_cast<const uint8_t*>(v.GetTensorRawData());
-  return b;
+std::string input_name(size_t index) {
+  return std::string("input ") + std::to_string(index) + " (" + kInputNames[index] + ")";
 }
 
 Bytes byte_input(const OrtKernelInfo* info, size_t index) {
-  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  const Bytes b = constant_bytes(info, index, &type);
-  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8)
-    fail(std::string("input ") + std::to_string(index) + " (" + kInputNames[index] +
-         ") must be uint8");
-  return b;
+  const ConstantTensor t = constant_tensor(info, index, input_name(index));
+  if (t.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) fail(input_name(index) + " must be uint8");
+  return Bytes{t.data, t.count};
 }
 
 CodebookType codebook_type(ONNXTensorElementDataType type) {
@@ -77,12 +57,11 @@ ConstantKernel::ConstantKernel(const OrtKernelInfo* info) : prefix_(layer_prefix
     attrs.stream_ids = required_ints(info, "stream_ids");
 
     LayerStreams streams;
-    ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     streams.header = byte_input(info, 0);
-    const Bytes codebook = constant_bytes(info, 1, &type);
-    streams.codebook_type = codebook_type(type);
+    const ConstantTensor codebook = constant_tensor(info, 1, input_name(1));
+    streams.codebook_type = codebook_type(codebook.type);
     const size_t es = codebook_element_size(streams.codebook_type);
-    streams.codebook = Bytes{codebook.data, codebook.size * es};
+    streams.codebook = Bytes{codebook.data, codebook.count * es};
     streams.codes = byte_input(info, 2);
     streams.gaps = byte_input(info, 3);
     streams.code_lengths = byte_input(info, 4);
