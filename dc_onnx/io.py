@@ -12,23 +12,10 @@ import onnx
 import onnx_ir as ir
 
 from dc_onnx.codecs.container import parse_header
+from dc_onnx.codecs.schema import DOMAIN, HEADER_NAME, SIDE_FILE_SUFFIX, stream_inputs
 from dc_onnx.errors import InputError
 
-SIDE_FILE_SUFFIX = ".dcw"
-HEADER_NAME = "dc_onnx.header"
-DOMAIN = "ai.dc_onnx"
-# The storage-form op: decodes a weight once and outputs it, in its own dtype, on each run.
-CONSTANT_OP = "CompressedConstant"
-
-
-def stream_inputs(op_type: str) -> slice:
-    """Where the four stream inputs sit: after X and the header, or (CompressedConstant,
-    which has no X) right after the header."""
-    return slice(1, 5) if op_type == CONSTANT_OP else slice(2, 6)
-
-
-def header_input(op_type: str) -> int:
-    return 0 if op_type == CONSTANT_OP else 1
+__all__ = ["load_model", "save_compiled", "side_file_path"]
 
 
 def side_file_path(model_path: str | os.PathLike[str]) -> Path:
@@ -68,7 +55,8 @@ def _stream_order(graph: onnx.GraphProto) -> list[str]:
         if node.domain != DOMAIN:
             continue
         ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        for stream_id, name in zip(ids, node.input[stream_inputs(node.op_type)], strict=True):
+        streams = node.input[stream_inputs(node.op_type)]
+        for stream_id, name in zip(ids, streams, strict=True):
             by_id[stream_id] = name
     return [by_id[i] for i in sorted(by_id)]
 

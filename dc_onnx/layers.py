@@ -19,7 +19,7 @@ import dataclasses
 import fnmatch
 import logging
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -253,7 +253,7 @@ class Survey:
     small: int  # initializers below the threshold (left as they are)
     small_bytes: int
 
-    def to_stats(self) -> dict[str, object]:
+    def to_stats(self) -> SurveyStats:
         found = [
             {"name": str(g.weight.name), "kind": g.kind, "dtype": _dtype_name(g.weight),
              "elements": int(g.array().size), "readers": [lay.node.op_type for lay in g.layers]}
@@ -263,12 +263,17 @@ class Survey:
              "elements": int(s.array().size), "readers": list(s.readers)}
             for s in self.stored
         ]  # fmt: skip
-        return {
-            "weights": found,
-            "left": [dataclasses.asdict(s) for s in self.skipped],
-            "small_tensors": self.small,
-            "small_bytes": self.small_bytes,
-        }
+        return SurveyStats(found, list(self.skipped), self.small, self.small_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class SurveyStats:
+    """What the report says about the weights found (canonicalize's survey)."""
+
+    weights: list[dict[str, Any]]  # name, kind, dtype, elements, readers
+    left: list[Skipped]  # at or above the threshold, left as they are
+    small_tensors: int
+    small_bytes: int
 
 
 def _dtype_name(value: ir.Value) -> str:

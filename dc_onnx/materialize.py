@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dc_onnx.io import CONSTANT_OP, DOMAIN, stream_inputs
+from dc_onnx.codecs.schema import CONSTANT_OP, DOMAIN, stream_inputs
 
 logger = logging.getLogger(__name__)
 

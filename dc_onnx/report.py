@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
+
+from dc_onnx.layers import Skipped
+from dc_onnx.passes.canonicalize import CanonicalizeStats
+from dc_onnx.passes.lower import LayerStats, LowerStats
+from dc_onnx.pipeline import PassRecord, stats_of
 
 FLOAT_BITS = 32
 
@@ -25,41 +31,51 @@ class LayerReport:
     rate_pqh: float  # ... plus Huffman coding
 
     @classmethod
-    def from_lower_stats(cls, name: str, s: dict[str, Any]) -> LayerReport:
-        k, m, n, stored = s["codebook_size"], s["entries"], s["weights"], s["stored"]
-        dense_bits = s.get("dtype_bits", FLOAT_BITS)
+    def from_lower_stats(cls, name: str, s: LayerStats) -> LayerReport:
+        k, m, n, stored = s.codebook_size, s.entries, s.weights, s.stored
         weight_bits = max(1, math.ceil(math.log2(k)))
-        codebook_bits = dense_bits * k
-        pq_bits = stored * weight_bits + m * s["index_bits"] + codebook_bits
-        lengths_bits = 8 * (k + (1 << s["index_bits"]))
-        pqh_bits = 8 * (s["codes_bytes"] + s["gaps_bytes"]) + codebook_bits + lengths_bits
+        codebook_bits = s.dtype_bits * k
+        pq_bits = stored * weight_bits + m * s.index_bits + codebook_bits
+        lengths_bits = 8 * (k + (1 << s.index_bits))
+        pqh_bits = 8 * (s.codes_bytes + s.gaps_bytes) + codebook_bits + lengths_bits
         return cls(
             name=name,
-            op=s["op"],
+            op=s.op,
             weights=n,
-            density=s["nonzeros"] / max(n, 1),
+            density=s.nonzeros / max(n, 1),
             entries=m,
             codebook_size=k,
             weight_bits=weight_bits,
-            weight_bits_huffman=8 * s["codes_bytes"] / max(stored, 1),
-            index_bits=s["index_bits"],
-            index_bits_huffman=8 * s["gaps_bytes"] / max(stored, 1),
-            rate_pq=dense_bits * n / pq_bits,
-            rate_pqh=dense_bits * n / pqh_bits,
+            weight_bits_huffman=8 * s.codes_bytes / max(stored, 1),
+            index_bits=s.index_bits,
+            index_bits_huffman=8 * s.gaps_bytes / max(stored, 1),
+            rate_pq=s.dtype_bits * n / pq_bits,
+            rate_pqh=s.dtype_bits * n / pqh_bits,
         )
 
 
 @dataclasses.dataclass
 class Report:
     layers: list[LayerReport]
-    passes: list[dict[str, Any]]
+    passes: list[PassRecord]
     original_bytes: int
     compressed_bytes: int | None = None  # real files; None until the model is saved
     files: list[str] = dataclasses.field(default_factory=list)
     # Every weight found (name, kind, dtype, elements, readers), and those at or above the
     # size threshold left uncompressed, each with its reason (dc_onnx.layers.survey).
     weights: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    left: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    left: list[Skipped] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_records(
+        cls, records: Sequence[PassRecord], lowered: LowerStats, original_bytes: int
+    ) -> Report:
+        """The report of a run whose lowering produced `lowered` (see pipeline.stats_of)."""
+        layers = [LayerReport.from_lower_stats(name, s) for name, s in lowered.layers.items()]
+        found = stats_of(records, CanonicalizeStats)
+        weights = [] if found is None else found.survey.weights
+        left = ([] if found is None else found.survey.left) + lowered.left
+        return cls(layers, list(records), original_bytes, weights=weights, left=left)
 
     @property
     def ratio(self) -> float | None:
@@ -74,9 +90,9 @@ class Report:
             "ratio": self.ratio,
             "files": self.files,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "passes": [record.to_json() for record in self.passes],
             "weights": self.weights,
-            "left_uncompressed": self.left,
-            "passes": self.passes,
+            "left_uncompressed": [dataclasses.asdict(s) for s in self.left],
         }
 
     def format_table(self) -> str:
@@ -103,18 +119,16 @@ class Report:
         for w in self.weights:
             kinds[w["kind"]] = kinds.get(w["kind"], 0) + 1
         if kinds:
-            found = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-            lines.append(f"weights:    {found}")
-        for w in self.left:
-            size = f"{w['dtype']}, {w['elements']:,}"
-            lines.append(f"left as is: {w['name']} ({size}): {w['reason']}")
+            lines.append(f"weights:    {', '.join(f'{n} {kind}' for kind, n in kinds.items())}")
+        for s in self.left:
+            lines.append(f"left as is: {s.name} ({s.dtype}, {s.elements:,}): {s.reason}")
         lines.append(f"original:   {self.original_bytes:>12,} bytes")
         if self.compressed_bytes is not None:
             lines.append(
                 f"compressed: {self.compressed_bytes:>12,} bytes  ({' + '.join(self.files)})"
             )
             lines.append(f"ratio:      {self.ratio:>12.1f}x")
-        seconds = sum(p["seconds"] for p in self.passes)
-        timing = ", ".join(f"{p['name']} {p['seconds']:.2f}s" for p in self.passes)
+        seconds = sum(p.seconds for p in self.passes)
+        timing = ", ".join(f"{p.name} {p.seconds:.2f}s" for p in self.passes)
         lines.append(f"passes:     {seconds:.2f} s ({timing})")
         return "\n".join(lines)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -21,7 +22,7 @@ from onnx_ir.passes.common import (
     LiftSubgraphInitializersToMainGraphPass,
 )
 
-from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, add_initializer, survey
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, SurveyStats, add_initializer, survey
 from dc_onnx.passes.fold import fold_constant_chains
 from dc_onnx.pipeline import CompilerPass
 
@@ -83,6 +84,15 @@ def _fold_batch_norm(graph: ir.Graph, bn: ir.Node) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class CanonicalizeStats:
+    batch_norms_folded: int
+    chains_folded: list[str]  # nodes of constant-only chains folded into initializers
+    lifted_from_subgraphs: list[str]  # weights that were subgraph initializers or Constants
+    layers: list[str]
+    survey: SurveyStats
+
+
 class CanonicalizePass(CompilerPass):
     name = "canonicalize"
 
@@ -107,13 +117,8 @@ class CanonicalizePass(CompilerPass):
             if is_bn and _fold_batch_norm(graph, node):
                 folded += 1
         found = survey(graph, self.min_weight_elements)
-        self.stats = {
-            "batch_norms_folded": folded,
-            "chains_folded": chains,
-            "lifted_from_subgraphs": in_subgraphs,
-            "layers": [layer.name for g in found.groups for layer in g.layers],
-            **found.to_stats(),
-        }
+        layers = [layer.name for g in found.groups for layer in g.layers]
+        self.stats = CanonicalizeStats(folded, chains, in_subgraphs, layers, found.to_stats())
         unused = [
             v
             for v in graph.initializers.values()

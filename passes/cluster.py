@@ -11,9 +11,7 @@ Integer weights (already quantized) are never clustered: they are stored lossles
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -25,35 +23,12 @@ from dc_onnx.layers import (
     find_stored_weights,
     find_weight_groups,
 )
+from dc_onnx.options import ClusterOptions, Init
 from dc_onnx.pipeline import CompilerPass
 
+__all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
+
 logger = logging.getLogger(__name__)
-
-Init = Literal["linear", "density", "random"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterOptions:
-    bits_conv: int = 8
-    bits_fc: int = 5
-    init: Init = "linear"
-    max_iterations: int = 100
-    seed: int = 0
-    bits_other: int = 8  # storage-form float weights (LSTM, tables, elementwise, ...)
-    min_weight_elements: int = DEFAULT_MIN_ELEMENTS
-
-    def __post_init__(self) -> None:
-        for bits in (self.bits_conv, self.bits_fc, self.bits_other):
-            if not 1 <= bits <= 8:
-                raise ValueError(f"weight bits must be in 1..8, got {bits}")
-
-    def bits(self, kind: str) -> int:
-        return {"conv": self.bits_conv, "fc": self.bits_fc}.get(kind, self.bits_other)
-
-    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
-        """Layer weights, then storage-form float weights (integer ones are left alone)."""
-        stored = find_stored_weights(model.graph, self.min_weight_elements)
-        return [*find_weight_groups(model.graph), *(s for s in stored if s.kind == "storage")]
 
 
 def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:
@@ -96,14 +71,22 @@ def kmeans_1d(
 class ClusterPass(CompilerPass):
     name = "cluster"
 
-    def __init__(self, options: ClusterOptions) -> None:
+    def __init__(
+        self, options: ClusterOptions, min_weight_elements: int = DEFAULT_MIN_ELEMENTS
+    ) -> None:
         super().__init__()
         self.options = options
+        self.min_weight_elements = min_weight_elements
+
+    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
+        """Layer weights, then storage-form float weights (integer ones are left alone)."""
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [*find_weight_groups(model.graph), *(s for s in stored if s.kind == "storage")]
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        groups = self.options.weights(model)
+        groups = self.weights(model)
         for i, group in enumerate(groups, 1):
             w = group.array()
             bits = self.options.bits(group.kind)
@@ -137,7 +120,7 @@ class ClusterPass(CompilerPass):
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
-        for group in self.options.weights(model):
+        for group in self.weights(model):
             distinct = np.unique(group.array()).size
             if distinct > 1 << self.options.bits(group.kind):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

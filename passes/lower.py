@@ -9,7 +9,8 @@ Storage-form weights (dc_onnx.layers.StoredWeight) become one `CompressedConstan
 each, at the top of the main graph, whose output takes the weight's name: every reader,
 in the main graph or in an If / Loop / Scan body, now reads the decoded tensor. Their
 codebook keeps the weight's dtype. A storage weight with more distinct values than a
-codebook holds is left as it is and reported.
+codebook holds, or whose streams would not be smaller than it, is left as it is and
+reported.
 """
 
 from __future__ import annotations
@@ -22,8 +23,21 @@ import onnx_ir as ir
 
 from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
+from dc_onnx.codecs.schema import (
+    COMPRESSED_OP,
+    CONSTANT_OP,
+    DOMAIN,
+    HEADER_NAME,
+    KEPT_ATTRIBUTES,
+    MAX_NONZERO_VALUES,
+    OPSET_VERSION,
+    STREAM_KINDS,
+    CodebookOverflowError,
+    header_input,
+    split_codebook,
+    stream_inputs,
+)
 from dc_onnx.errors import CompileError
-from dc_onnx.io import CONSTANT_OP, DOMAIN, HEADER_NAME, header_input, stream_inputs
 from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     Layer,
@@ -34,56 +48,44 @@ from dc_onnx.layers import (
     find_stored_weights,
     find_weight_groups,
 )
+from dc_onnx.options import LowerOptions
 from dc_onnx.pipeline import CompilerPass
+
+__all__ = ["DOMAIN", "LayerStats", "LowerOptions", "LowerPass", "LowerStats", "encode_group"]
 
 logger = logging.getLogger(__name__)
 
-OPSET_VERSION = 1
-OP_TYPES = {
-    "Gemm": "CompressedGemm",
-    "MatMul": "CompressedMatMul",
-    "Conv": "CompressedConv",
-    "Gather": "CompressedGather",
-}
-_KEPT_ATTRIBUTES = {
-    "Gemm": ("alpha", "beta", "transA"),
-    "MatMul": (),
-    "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
-    "Gather": (),  # axis is 0 (layers.py only takes those)
-}
-_STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
+
+@dataclasses.dataclass(frozen=True)
+class LayerStats:
+    """What lowering one weight produced (the report's per-layer row is computed from it)."""
+
+    kind: str  # conv, fc, storage or integer
+    op: str  # the dense op type (storage: the readers' op types)
+    weights: int
+    nonzeros: int
+    entries: int  # relative indices, escapes included
+    stored: int  # codes stored (non-zeros plus escape fillers)
+    codebook_size: int
+    index_bits: int
+    codes_bytes: int
+    gaps_bytes: int
+    dtype_bits: int = 32  # bits of one weight in the original model
 
 
 @dataclasses.dataclass(frozen=True)
-class LowerOptions:
-    index_bits_conv: int = 8
-    index_bits_fc: int = 5
-    index_bits_other: int = 5  # storage-form weights (mostly dense: gaps cost ~1 bit each)
-    min_weight_elements: int = DEFAULT_MIN_ELEMENTS
-
-    def __post_init__(self) -> None:
-        for bits in (self.index_bits_conv, self.index_bits_fc, self.index_bits_other):
-            if not 1 <= bits <= 8:
-                raise ValueError(f"index bits must be in 1..8, got {bits}")
-
-    def index_bits(self, kind: str) -> int:
-        bits = {"conv": self.index_bits_conv, "fc": self.index_bits_fc}
-        return bits.get(kind, self.index_bits_other)
+class LowerStats:
+    layers: dict[str, LayerStats]
+    left: list[Skipped] = dataclasses.field(default_factory=list)  # storage weights refused
 
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
-    """Codebook and streams of one weight, which must hold at most 256 distinct values."""
-    stored = np.ascontiguousarray(group.stored_matrix()).astype(np.float32)
-    values = np.unique(stored[stored != 0])
-    if values.size > 255:
-        raise CompileError(
-            f"layer '{group.name}' has {values.size} distinct non-zero weights; at most 255 fit"
-            " a codebook (run the cluster pass first)"
-        )
-    codebook = np.concatenate([[0.0], values]).astype(np.float32)
-    codes = np.zeros(stored.shape, dtype=np.uint8)
-    nonzero = stored != 0
-    codes[nonzero] = np.searchsorted(values, stored[nonzero]) + 1
+    """Codebook and streams of one weight, which must fit a codebook (schema.MAX_CODEBOOK)."""
+    stored = np.ascontiguousarray(group.stored_matrix())
+    try:
+        codebook, codes = split_codebook(stored)
+    except CodebookOverflowError as e:
+        raise CompileError(f"layer '{group.name}' has {e}") from None
     return encode_weight(codes, codebook, index_bits)
 
 
@@ -104,8 +106,8 @@ def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
     flat = w.reshape(rows, cols).astype(np.float32)
     nonzero = flat != 0
     values = np.unique(flat[nonzero])
-    if values.size > 255:
-        return f"{values.size} distinct non-zero values, at most 255 fit a codebook"
+    if values.size > MAX_NONZERO_VALUES:
+        return f"{values.size} distinct non-zero values; a codebook holds {MAX_NONZERO_VALUES}"
     codebook = np.concatenate([[0.0], values]).astype(np.float32).astype(w.dtype)
     codes = np.zeros(flat.shape, dtype=np.uint8)
     codes[nonzero] = np.searchsorted(values, flat[nonzero]) + 1
@@ -133,7 +135,7 @@ def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
 
 def _stream(array: np.ndarray, k: int, encoded: EncodedWeight) -> Stream:
     """A TOC stream; `count` is symbols for the Huffman streams, elements otherwise."""
-    kind = _STREAM_KINDS[k]
+    kind = STREAM_KINDS[k]
     count = {StreamKind.CODES: encoded.num_codes, StreamKind.GAPS: encoded.num_entries}
     return Stream(kind, array.tobytes(), count.get(kind, int(array.size)))
 
@@ -153,7 +155,7 @@ def _compressed_node(
     inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
     if op in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
         inputs.append(node.inputs[2])
-    attributes = [node.attributes[a] for a in _KEPT_ATTRIBUTES[op] if a in node.attributes]
+    attributes = [node.attributes[a] for a in KEPT_ATTRIBUTES[op] if a in node.attributes]
     attributes += [
         ir.AttrInt64s("weight_shape", list(weight_shape)),
         ir.AttrInt64("num_entries", encoded.num_entries),
@@ -165,7 +167,7 @@ def _compressed_node(
         attributes.append(ir.AttrInt64("weight_side", layer.weight_side))
     new = ir.Node(
         DOMAIN,
-        OP_TYPES[op],
+        COMPRESSED_OP[op],
         inputs,
         attributes,
         num_outputs=1,
@@ -191,9 +193,12 @@ def _compressed_node(
 class LowerPass(CompilerPass):
     name = "lower"
 
-    def __init__(self, options: LowerOptions) -> None:
+    def __init__(
+        self, options: LowerOptions, min_weight_elements: int = DEFAULT_MIN_ELEMENTS
+    ) -> None:
         super().__init__()
         self.options = options
+        self.min_weight_elements = min_weight_elements
 
     def requires(self, model: ir.Model) -> None:
         if HEADER_NAME in model.graph.initializers:
@@ -219,7 +224,7 @@ class LowerPass(CompilerPass):
                 left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
                 continue
             jobs.append((group, encoded))
-        for weight in find_stored_weights(graph, self.options.min_weight_elements):
+        for weight in find_stored_weights(graph, self.min_weight_elements):
             logger.info("encode %s (%s, read by %s)", weight.name, weight.kind, weight.readers)
             enc = encode_stored(weight, self.options.index_bits(weight.kind))
             if isinstance(enc, str):
@@ -228,7 +233,7 @@ class LowerPass(CompilerPass):
                 left.append(Skipped(weight.name, weight.dtype.name, int(array.size), enc))
                 continue
             jobs.append((weight, enc))
-        self.stats = {"layers": {}, "left": [dataclasses.asdict(s) for s in left]}
+        self.stats = LowerStats({}, left)
         if not jobs:
             return ir.passes.PassResult(model, False)
         arrays = [_stream_arrays(e) for _, e in jobs]
@@ -239,13 +244,13 @@ class LowerPass(CompilerPass):
         stream_ids = {key: n for n, key in enumerate(order)}
         header_bytes, _ = layout([_stream(arrays[j][k], k, jobs[j][1]) for j, k in order])
         header = add_initializer(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
-        layers: dict[str, dict[str, object]] = {}
+        layers: dict[str, LayerStats] = {}
         decoders: list[ir.Node] = []
         for j, (job, enc) in enumerate(jobs):
             base = str(job.weight.name)
             streams = [
                 add_initializer(graph, f"{base}.{kind.name.lower()}", array)
-                for kind, array in zip(_STREAM_KINDS, arrays[j], strict=True)
+                for kind, array in zip(STREAM_KINDS, arrays[j], strict=True)
             ]
             ids = [stream_ids[(j, k)] for k in range(4)]
             if isinstance(job, StoredWeight):
@@ -270,14 +275,16 @@ class LowerPass(CompilerPass):
         if decoders:
             graph.insert_before(graph[0], decoders)
         graph.opset_imports[DOMAIN] = OPSET_VERSION
-        self.stats["layers"] = layers
+        self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, True)
 
     def ensures(self, model: ir.Model) -> None:
         for node in model.graph:
-            if node.domain == DOMAIN and len(node.inputs) < stream_inputs(node.op_type).stop:
+            if node.domain != DOMAIN:
+                continue
+            if len(node.inputs) < stream_inputs(node.op_type).stop:
                 raise AssertionError(f"{node.name}: compressed op lacks its stream inputs")
-            if node.domain == DOMAIN and node.inputs[header_input(node.op_type)] is None:
+            if node.inputs[header_input(node.op_type)] is None:
                 raise AssertionError(f"{node.name}: compressed op lacks its header")
 
 
@@ -315,30 +322,28 @@ def _replace_stored(
     return node
 
 
-def _stored_stats(weight: StoredWeight, enc: EncodedWeight) -> dict[str, object]:
+def _stored_stats(weight: StoredWeight, enc: EncodedWeight) -> LayerStats:
     w = weight.array()
     op = "/".join(sorted(set(weight.readers)))
     return _stats(weight.kind, op, w.astype(np.float32), 8 * w.dtype.itemsize, enc)
 
 
-def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
+def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> LayerStats:
     stored = group.stored_matrix()  # float16 tables: 16 bits a weight
     return _stats(group.kind, group.layers[0].node.op_type, stored, 8 * stored.dtype.itemsize, enc)
 
 
-def _stats(
-    kind: str, op: str, w: np.ndarray, dtype_bits: int, enc: EncodedWeight
-) -> dict[str, object]:
-    return {
-        "kind": kind,
-        "op": op,
-        "dtype_bits": dtype_bits,
-        "weights": int(w.size),
-        "nonzeros": int(np.count_nonzero(w)),
-        "entries": enc.num_entries,
-        "stored": enc.num_codes,
-        "codebook_size": int(enc.codebook.size),
-        "index_bits": enc.index_bits,
-        "codes_bytes": len(enc.codes),
-        "gaps_bytes": len(enc.gaps),
-    }
+def _stats(kind: str, op: str, w: np.ndarray, dtype_bits: int, enc: EncodedWeight) -> LayerStats:
+    return LayerStats(
+        kind=kind,
+        op=op,
+        weights=int(w.size),
+        nonzeros=int(np.count_nonzero(w)),
+        entries=enc.num_entries,
+        stored=enc.num_codes,
+        codebook_size=int(enc.codebook.size),
+        index_bits=enc.index_bits,
+        codes_bytes=len(enc.codes),
+        gaps_bytes=len(enc.gaps),
+        dtype_bits=dtype_bits,
+    )

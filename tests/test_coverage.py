@@ -19,7 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 import dc_onnx
 from conftest import run, save
 from dc_onnx.errors import InputError
+from dc_onnx.passes.canonicalize import CanonicalizeStats
 from dc_onnx.passes.fold import fold_constant_chains
+from dc_onnx.pipeline import stats_of
 from dc_onnx.tools.decompile import decode_model
 
 LOSSLESS = {"qdq_int8", "matmul_integer"}
@@ -84,14 +86,14 @@ def test_shared_weight_is_decoded_once(tmp_path: Path) -> None:
     decoders = [n for n in graph.node if n.op_type == "CompressedConstant"]
     assert [n.output[0] for n in decoders] == ["S"]
     assert [n.op_type for n in graph.node if n.name == "chained"] == ["CompressedMatMul"]
-    canonicalize = next(p for p in result.report.passes if p["name"] == "canonicalize")
-    assert len(canonicalize["stats"]["chains_folded"]) == 2
+    canonicalize = stats_of(result.report.passes, CanonicalizeStats)
+    assert canonicalize is not None and len(canonicalize.chains_folded) == 2
 
 
 def test_subgraph_weights_move_to_the_main_graph(tmp_path: Path) -> None:
     compiled, result = _compile("if_branches", tmp_path)
-    canonicalize = next(p for p in result.report.passes if p["name"] == "canonicalize")
-    assert "W_else" in canonicalize["stats"]["lifted_from_subgraphs"]
+    canonicalize = stats_of(result.report.passes, CanonicalizeStats)
+    assert canonicalize is not None and "W_else" in canonicalize.lifted_from_subgraphs
     graph = onnx.load(str(compiled), load_external_data=False).graph
     for attr in next(n for n in graph.node if n.op_type == "If").attribute:
         assert not attr.g.initializer and all(n.op_type != "Constant" for n in attr.g.node)

@@ -149,7 +149,7 @@ def test_storage_decoder_is_bit_identical_to_python(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with tempfile.TemporaryDirectory() as tmp:
         ir_model = ir.from_proto(model)
-        lower = LowerPass(LowerOptions(index_bits, index_bits, index_bits, min_weight_elements=1))
+        lower = LowerPass(LowerOptions(index_bits, index_bits, index_bits), min_weight_elements=1)
         compiled, _ = run_passes(ir_model, [lower])
         if not any(n.op_type == "CompressedConstant" for n in compiled.graph):
             event("left uncompressed")

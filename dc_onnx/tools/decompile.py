@@ -16,25 +16,20 @@ import onnx
 from onnx import helper, numpy_helper
 
 from dc_onnx.codecs import EncodedWeight, decode_weight
-from dc_onnx.codecs.container import ContainerError, StreamKind, parse_header
+from dc_onnx.codecs.container import ContainerError, parse_header
+from dc_onnx.codecs.schema import (
+    BIAS_INPUT,
+    CONSTANT_OP,
+    DENSE_OP,
+    DOMAIN,
+    HEADER_NAME,
+    OWN_ATTRIBUTES,
+    STREAM_KINDS,
+    header_input,
+    stream_inputs,
+)
 from dc_onnx.errors import InputError
-from dc_onnx.io import CONSTANT_OP, DOMAIN, HEADER_NAME, header_input, stream_inputs
 
-_DENSE_OP = {
-    "CompressedGemm": "Gemm",
-    "CompressedMatMul": "MatMul",
-    "CompressedConv": "Conv",
-    "CompressedGather": "Gather",
-}
-_OWN_ATTRIBUTES = {
-    "weight_shape",
-    "num_entries",
-    "index_bits",
-    "stream_ids",
-    "layer",
-    "weight_side",
-}
-_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
 # Codebook dtypes by ONNX element type: float32 for the compute ops, the weight's own
 # dtype for CompressedConstant. bfloat16 is kept as its uint16 bit pattern.
 _CODEBOOK_DTYPES: dict[int, np.dtype[Any]] = {
@@ -57,17 +52,18 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> bytes:
 
 
 def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> np.ndarray:
-    """The stored [rows, cols] weight matrix of one compressed node, every check applied;
-    in the codebook's dtype (bfloat16 as uint16 bit patterns)."""
+    """The stored weight of one compressed node, every check applied: [rows, cols] for the
+    compute ops, the original shape for CompressedConstant; in the codebook's dtype
+    (bfloat16 as uint16 bit patterns)."""
     attrs = _attributes(node)
     layer = attrs.get("layer", node.name)
     toc = parse_header(_tensor_bytes(tensors[node.input[header_input(node.op_type)]]))
-    names = node.input[stream_inputs(node.op_type)]
-    codebook_dtype = _CODEBOOK_DTYPES.get(tensors[names[0]].data_type)
+    inputs = node.input[stream_inputs(node.op_type)]
+    codebook_dtype = _CODEBOOK_DTYPES.get(tensors[inputs[0]].data_type)
     if codebook_dtype is None:
         raise ContainerError(f"layer '{layer}': codebook has an unsupported element type")
     raw = []
-    for kind, stream_id, name in zip(_KINDS, attrs["stream_ids"], names, strict=True):  # type: ignore[call-overload]
+    for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):  # type: ignore[call-overload]
         data = _tensor_bytes(tensors[name])
         entry = toc[stream_id] if stream_id < len(toc) else None
         if entry is None or entry.kind != kind or entry.nbytes != len(data):
@@ -86,14 +82,10 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
     )
     shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
     if node.op_type == CONSTANT_OP:
-        return decode_weight(encoded, _stored_shape(shape)).reshape(shape)
+        rows = shape[0] if len(shape) >= 2 else 1
+        return decode_weight(encoded, (rows, int(np.prod(shape)) // rows)).reshape(shape)
     rows, cols = shape[0], int(np.prod(shape[1:]))
     return decode_weight(encoded, (rows, cols))
-
-
-def _stored_shape(shape: list[int]) -> tuple[int, int]:
-    rows = shape[0] if len(shape) >= 2 else 1
-    return rows, int(np.prod(shape)) // rows
 
 
 def _constant_tensor(
@@ -141,9 +133,9 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         attrs = _attributes(node)
         matrix = decode_node_weight(node, tensors)
         name = f"{attrs['layer']}.decoded_weight"
-        kept = {k: v for k, v in attrs.items() if k not in _OWN_ATTRIBUTES}
-        x, bias = node.input[0], list(node.input[6:7])
-        op = _DENSE_OP[node.op_type]
+        kept = {k: v for k, v in attrs.items() if k not in OWN_ATTRIBUTES}
+        x, bias = node.input[0], list(node.input[BIAS_INPUT : BIAS_INPUT + 1])
+        op = DENSE_OP[node.op_type]
         if op == "Gemm":
             dense.append(numpy_helper.from_array(matrix, name))
             inputs, kept["transB"] = [x, name, *bias], 1
