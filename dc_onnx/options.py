@@ -18,7 +18,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-Init = Literal["linear", "density", "random"]
+from dc_onnx.quantize import INITS, Init
+
 Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
@@ -46,6 +47,16 @@ def check_sparsity(name: str, value: float) -> None:
 def check_sparsity_map(name: str, value: Mapping[str, float]) -> None:
     for glob, s in value.items():
         check_sparsity(f"{name} '{glob}'", s)
+
+
+def check_bits_map(name: str, value: Mapping[str, int]) -> None:
+    for key, bits in value.items():
+        check_bits(f"{name} '{key}'", bits)
+
+
+def check_init(name: str, value: str) -> None:
+    if value not in INITS:
+        raise ValueError(f"{name} must be one of {', '.join(INITS)}, got '{value}'")
 
 
 def check_non_negative(name: str, value: float) -> None:
@@ -111,18 +122,28 @@ class OptionGroup:
                 check(f.name, value)
 
 
-def parse_sparsity_map(text: str) -> dict[str, float]:
-    """GLOB=S,GLOB=S -> {glob: s}; ValueError on a malformed item."""
+def _parse_map(text: str, value_type: Callable[[str], Any], form: str) -> dict[str, Any]:
+    """KEY=V,KEY=V -> {key: value_type(v)}; ValueError naming `form` on a malformed item."""
     result = {}
     for item in filter(None, text.split(",")):
-        glob, sep, value = item.rpartition("=")
+        key, sep, value = item.rpartition("=")
         try:
-            result[glob] = float(value)
+            result[key] = value_type(value)
         except ValueError:
             sep = ""
-        if not sep or not glob:
-            raise ValueError(f"expected GLOB=SPARSITY, got '{item}'")
+        if not sep or not key:
+            raise ValueError(f"expected {form}, got '{item}'")
     return result
+
+
+def parse_sparsity_map(text: str) -> dict[str, float]:
+    """GLOB=S,GLOB=S -> {glob: s}."""
+    return _parse_map(text, float, "GLOB=SPARSITY")
+
+
+def parse_bits_map(text: str) -> dict[str, int]:
+    """NAME=N,GLOB=N -> {name: n}."""
+    return _parse_map(text, int, "NAME=BITS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +177,17 @@ class ClusterOptions(OptionGroup):
         8, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
         "layers in subgraphs", check=check_bits,
     )  # fmt: skip
-    init: Init = option("linear", "k-means centroid initialisation")
-    max_iterations: int = option(100, check=check_count)
+    bits_per_layer: Mapping[str, int] = option(
+        {}, "weight bits by weight name, else by glob on node or weight names (first match);"
+        " a name or glob that matches no layer is an error",
+        check=check_bits_map, metavar="NAME=N,...", parse=parse_bits_map,
+    )  # fmt: skip
+    init: Init | None = option(
+        None, "k-means start: mse (least squared error: density^(1/3) start, empty clusters"
+        " split the worst) or the paper's linear, density, random (default: mse without"
+        " retraining, linear with)", check=check_init,
+    )  # fmt: skip
+    max_iterations: int | None = option(None, check=check_count)  # None: the start's own
     seed: int = 0  # random initialisation only
 
     def bits(self, kind: str) -> int:

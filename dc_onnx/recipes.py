@@ -21,6 +21,7 @@ from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
+from dc_onnx.quantize import Init
 from dc_onnx.training.trainer import TrainingData
 
 
@@ -31,14 +32,16 @@ class Step:
 
 
 RECIPES: dict[str, tuple[Step, ...]] = {
-    # Without data: prune by magnitude, share weights by k-means, encode.
+    # Without data: prune by magnitude, share weights by k-means (least squared error, as
+    # nothing retrains afterwards), encode.
     "data-free": (Step("canonicalize"), Step("prune"), Step("cluster"), Step("lower")),
     # Han et al. 2016: prune -> retrain (repeated `prune_rounds` times) -> cluster ->
-    # retrain the centroids -> encode.
+    # retrain the centroids -> encode. Linear centroids, as in the paper: with retraining
+    # they beat density-based starts, because the large weights keep centroids of their own.
     "deep-compression": (
         Step("canonicalize"),
         Step("prune", {"retrain": True}),
-        Step("cluster"),
+        Step("cluster", {"init": "linear"}),
         Step("retrain", {"phase": "centroids"}),
         Step("lower"),
     ),
@@ -76,8 +79,11 @@ def _prune(
     return passes
 
 
-def _cluster(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [ClusterPass(options.cluster, options.min_weight_elements)]
+def _cluster(
+    options: CompileOptions, data: TrainingData | None, init: Init = "mse"
+) -> list[ir.passes.PassBase]:
+    """`init` is the recipe's k-means start, used unless the options name one."""
+    return [ClusterPass(options.cluster, options.min_weight_elements, default_init=init)]
 
 
 def _retrain(

@@ -28,6 +28,7 @@ from dc_onnx.layers import (
 )
 from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.quantize import prune_array
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +78,6 @@ class PrunePolicy:
         """Layer weights, then storage-form weights."""
         stored = find_stored_weights(model.graph, self.min_weight_elements)
         return [*find_weight_groups(model.graph), *stored]
-
-
-def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
-    """`w` with its smallest-magnitude weights set to exactly zero."""
-    flat = w.reshape(-1).copy()
-    magnitude = np.abs(flat.astype(np.float32))
-    if rule == "sparsity":
-        n_zero = round(amount * flat.size)
-        if n_zero > 0:
-            # argpartition is exact and deterministic; ties at the threshold are cut by index.
-            flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
-    else:
-        flat[magnitude < amount * float(np.std(w.astype(np.float32)))] = 0.0
-    return flat.reshape(w.shape)
 
 
 class PrunePass(CompilerPass):

@@ -155,7 +155,7 @@ def test_compile_help_shows_every_option_with_its_default(
     text = " ".join(capsys.readouterr().out.split())
     for flag, default in [
         ("--quality", "0.5"), ("--bits-conv", "8"), ("--bits-fc", "5"),
-        ("--index-bits-conv", "8"), ("--index-bits-fc", "5"), ("--init", "linear"),
+        ("--index-bits-conv", "8"), ("--index-bits-fc", "5"),
         ("--prune-rounds", "1"), ("--epochs", "2"), ("--lr", "0.001"),
         ("--centroid-epochs", "2"), ("--centroid-lr", "0.0001"), ("--batch-size", "64"),
         ("--optimizer", "adamw"), ("--loss", "auto"), ("--temperature", "4.0"),
@@ -165,7 +165,8 @@ def test_compile_help_shows_every_option_with_its_default(
         after = text[text.rindex(flag + " ") :]
         assert f"(default {default})" in after, flag
     for flag in ("--sparsity", "--sparsity-per-layer", "--simplify", "--single-file", "--data",
-                 "--val", "--recipe", "--report", "--quiet"):  # fmt: skip
+                 "--val", "--recipe", "--report", "--quiet", "--init",
+                 "--bits-per-layer"):  # fmt: skip
         assert flag in text
 
 
