@@ -135,12 +135,12 @@ def test_empty_tables_are_left_alone() -> None:
 
 
 def test_gather_float16_table_keeps_float16(tmp_path: Path) -> None:
-    table = _table(200, 16, np.float16)
+    table = _table(1000, 32, np.float16)
     model = embedding_model(table, then_relu=True)
     compiled = compile_model(model, tmp_path)
     assert _ops(compiled) == ["CompressedGather", "Cast", "Relu"]
     assert _stream_bytes(compiled) < table.nbytes / 1.5
-    idx = np.array([[3, -4, 199]], dtype=np.int64)
+    idx = np.array([[3, -4, 999]], dtype=np.int64)
     (actual,) = run(compiled, {"idx": idx})
     (expected,) = run(model, {"idx": idx})
     (decoded,) = run(decode_model(compiled), {"idx": idx})

@@ -113,9 +113,9 @@ def _run_latest(compiled: Path, feeds: dict[str, np.ndarray], tmp_path: Path) ->
 
 
 def test_embedding_gather_runs_in_the_latest_onnxruntime(tmp_path: Path) -> None:
-    table = np.random.default_rng(0).standard_normal((100, 12)).astype(np.float16)
+    table = np.random.default_rng(0).standard_normal((400, 24)).astype(np.float16)
     compiled = compile_model(embedding_model(table, 2), tmp_path, sparsity_per_layer={"E": 0.5})
-    idx = np.array([[0, -1, 42], [99, -100, 7]], dtype=np.int64)
+    idx = np.array([[0, -1, 42], [399, -400, 7]], dtype=np.int64)
     (expected,) = run(compiled, {"idx": idx})
     latest = _run_latest(compiled, {"idx": idx}, tmp_path)
     assert latest.dtype == np.float16
