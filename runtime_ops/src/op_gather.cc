@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "kernel_info.h"
 #include "parallel.h"
@@ -46,7 +48,8 @@ std::vector<int64_t> checked_indices(const Ort::ConstValue& value, int64_t rows)
   return out;
 }
 
-// One row from dense codes: a codebook look-up per weight (vector gathers in the clones).
+// One row from dense codes: a codebook look-up per weight (the wider clones assemble
+// the looked-up values into vector stores).
 DC_ONNX_HOT void expand_codes(const uint8_t* __restrict codes, size_t width,
                               const float* __restrict codebook, float* __restrict out) {
   for (size_t j = 0; j < width; ++j) out[j] = codebook[codes[j]];
