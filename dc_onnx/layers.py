@@ -31,6 +31,19 @@ LayerKind = Literal["conv", "fc", "embedding"]
 _ROW_MAJOR_KINDS = ("conv", "embedding")
 
 
+def weight_values(value: ir.Value) -> np.ndarray:
+    """An initializer's values, in its own dtype."""
+    tensor = value.const_value
+    assert tensor is not None
+    return tensor.numpy()
+
+
+def set_weight_values(value: ir.Value, array: np.ndarray) -> None:
+    """Replace an initializer's values, rounded to its own dtype (round to nearest even)."""
+    dtype = weight_values(value).dtype
+    value.const_value = ir.Tensor(np.asarray(array).astype(dtype), name=value.name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Layer:
     """One node that reads a compressible weight."""
@@ -78,14 +91,11 @@ class WeightGroup:
         return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
     def array(self) -> np.ndarray:
-        tensor = self.weight.const_value
-        assert tensor is not None
-        return tensor.numpy()
+        return weight_values(self.weight)
 
     def set_array(self, array: np.ndarray) -> None:
         """Replace the weight's values, keeping its dtype (float16 tables stay float16)."""
-        dtype = self.array().dtype
-        self.weight.const_value = ir.Tensor(array.astype(dtype), name=self.weight.name)
+        set_weight_values(self.weight, array)
 
     def stored_matrix(self, array: np.ndarray | None = None) -> np.ndarray:
         """The weight as the [out, in] matrix of docs/format.md."""
@@ -223,14 +233,11 @@ class StoredWeight:
 
     def array(self) -> np.ndarray:
         """The weight in its own dtype (ml_dtypes.bfloat16 for bf16)."""
-        tensor = self.weight.const_value
-        assert tensor is not None
-        return tensor.numpy()
+        return weight_values(self.weight)
 
     def set_array(self, array: np.ndarray) -> None:
         """Store new values, rounded to the weight's own dtype (round to nearest even)."""
-        dtype = self.array().dtype
-        self.weight.const_value = ir.Tensor(np.asarray(array).astype(dtype), name=self.name)
+        set_weight_values(self.weight, array)
 
 
 @dataclasses.dataclass(frozen=True)
