@@ -346,13 +346,12 @@ def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
                 small += 1
                 small_bytes += _nbytes(tensor)
                 if id(value) in odd_ids:
-                    logger.info("weight '%s' is shared by nodes that store it differently "
-                                "and below the threshold: it stays dense", value.name)  # fmt: skip
+                    logger.debug("weight '%s' is shared by nodes that store it differently "
+                                 "and below the threshold: it stays dense", value.name)  # fmt: skip
                 continue
             reason = _storage_refusal(value, graph)
             if reason is not None:
                 skipped.append(Skipped(str(value.name), tensor.dtype.name, size, reason))
-                logger.warning("weight '%s' stays uncompressed: %s", value.name, reason)
                 continue
             kind: StoredKind = "integer" if tensor.dtype in INTEGER_DTYPES else "storage"
             readers = tuple(node.op_type for node in _readers(value))

@@ -117,6 +117,8 @@ class CanonicalizePass(CompilerPass):
             if is_bn and _fold_batch_norm(graph, node):
                 folded += 1
         found = survey(graph, self.min_weight_elements)
+        for skipped in found.skipped:  # every pass surveys again; one warning is enough
+            logger.warning("weight '%s' stays uncompressed: %s", skipped.name, skipped.reason)
         layers = [layer.name for g in found.groups for layer in g.layers]
         self.stats = CanonicalizeStats(folded, chains, in_subgraphs, layers, found.to_stats())
         unused = [
