@@ -84,7 +84,8 @@ def compile(
         why = "".join(f"; '{s.name}': {s.reason}" for s in report.left)
         raise InputError(
             f"nothing to compress: no weight of at least {options.min_weight_elements} "
-            f"elements, and no Gemm, MatMul or Conv reading a constant float32 weight{why}"
+            "elements, no Gemm, MatMul or Conv reading a constant float32 weight and no "
+            f"embedding table worth encoding{why}"
         )
     if output is not None:
         files = save_compiled(compiled, output, single_file=options.single_file)

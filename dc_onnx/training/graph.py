@@ -96,7 +96,7 @@ def build_trainable(model: ir.Model, phase: Phase) -> TrainableModel:
     """The trainable ONNX form of `model` (left unchanged) for the given phase."""
     groups = find_weight_groups(model.graph)
     if not groups:
-        raise InputError("nothing to retrain: no Gemm, MatMul or Conv reads a float32 weight")
+        raise InputError("nothing to retrain: no Gemm, MatMul, Conv or Gather reads a float weight")
     if not model.graph.outputs:
         raise InputError("the model has no outputs")
     proto = ir.to_proto(model)
