@@ -89,6 +89,11 @@ def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
     return encode_weight(codes, codebook, index_bits)
 
 
+# From this share of non-zeros on, a storage weight takes the dense form (index_bits 0): a
+# gap costs at least one bit per stored weight, more than the zero codes it saves.
+DENSE_FORM_DENSITY = 0.9
+
+
 def stored_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     """[rows, cols] of a storage-form weight: its first dim by the rest (rank < 2: one row)."""
     size = int(np.prod(shape))
@@ -111,7 +116,9 @@ def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
     codebook = np.concatenate([[0.0], values]).astype(np.float32).astype(w.dtype)
     codes = np.zeros(flat.shape, dtype=np.uint8)
     codes[nonzero] = np.searchsorted(values, flat[nonzero]) + 1
-    encoded = encode_weight(codes, codebook, index_bits)
+    # Mostly dense (no pruning): the dense form drops the gaps, one code per position.
+    dense = np.count_nonzero(nonzero) >= DENSE_FORM_DENSITY * nonzero.size
+    encoded = encode_weight(codes, codebook, 0 if dense else index_bits)
     return _larger_than(encoded, w.nbytes) or encoded
 
 
@@ -211,7 +218,12 @@ class LowerPass(CompilerPass):
         left: list[Skipped] = []
         for i, group in enumerate(groups, 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
-            encoded = encode_group(group, self.options.index_bits(group.kind))
+            index_bits = self.options.index_bits(group.kind)
+            if group.kind == "embedding":  # tables are rarely pruned: drop the gaps then
+                w = group.array()
+                if np.count_nonzero(w) >= DENSE_FORM_DENSITY * w.size:
+                    index_bits = 0
+            encoded = encode_group(group, index_bits)
             # A small table (token types, ...) is cheaper as it is: its codebook alone
             # can outweigh it. Compute layers keep the paper's rule: every one is encoded.
             tensor = group.weight.const_value

@@ -171,3 +171,17 @@ def test_fold_leaves_casts_it_cannot_reproduce_alone() -> None:
     ir_model = ir.from_proto(helper.make_model(graph))
     assert fold_constant_chains(ir_model) == []
     assert [n.op_type for n in ir_model.graph] == ["Cast", "Reshape"]
+
+
+def test_dense_form_round_trips_and_drops_the_gaps() -> None:
+    """index_bits 0: no gaps stream, one code per position (zeros included)."""
+    from dc_onnx.codecs import decode_codes, encode_weight
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 17, size=(40, 50)).astype(np.uint8)
+    codebook = np.concatenate([[0.0], rng.standard_normal(16)]).astype(np.float16)
+    dense = encode_weight(codes, codebook, 0)
+    sparse = encode_weight(codes, codebook, 4)
+    assert dense.gaps == b"" and dense.num_entries == 0 and dense.num_codes == codes.size
+    assert np.array_equal(decode_codes(dense, codes.size), codes.reshape(-1))
+    assert len(dense.codes) + len(dense.gaps) < len(sparse.codes) + len(sparse.gaps)

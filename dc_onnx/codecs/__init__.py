@@ -39,7 +39,11 @@ def encode_weight(code_matrix: np.ndarray, codebook: np.ndarray, index_bits: int
         raise ValueError("codebook must have 1..256 entries and start with 0.0")
     if code_matrix.size and int(code_matrix.max()) >= codebook.size:
         raise ValueError("a code is outside the codebook")
-    gaps, codes = sparse_index.to_entries(code_matrix, index_bits)
+    if index_bits == 0:  # dense: no relative indices, one code per position (zeros too)
+        codes = np.ascontiguousarray(code_matrix, dtype=np.uint8).reshape(-1)
+        gaps = np.zeros(0, dtype=np.uint8)
+    else:
+        gaps, codes = sparse_index.to_entries(code_matrix, index_bits)
     codes_len = huffman.code_lengths(codes, codebook.size)
     gaps_len = huffman.code_lengths(gaps, 1 << index_bits)
     return EncodedWeight(
@@ -58,6 +62,13 @@ def decode_codes(encoded: EncodedWeight, size: int) -> np.ndarray:
     expected = encoded.codebook.size + (1 << encoded.index_bits)
     if encoded.code_lengths.size != expected:
         raise huffman.HuffmanError(f"{encoded.code_lengths.size} code lengths, expected {expected}")
+    if encoded.index_bits == 0:  # dense: one code per position
+        if encoded.num_entries or encoded.gaps or encoded.num_codes != size:
+            raise sparse_index.SparseIndexError("a dense weight has no gaps, one code each")
+        codes = huffman.decode(encoded.codes, encoded.codes_lengths, size)
+        if codes.size and int(codes.max()) >= encoded.codebook.size:
+            raise sparse_index.SparseIndexError("a code is outside the codebook")
+        return codes
     gaps = huffman.decode(encoded.gaps, encoded.gaps_lengths, encoded.num_entries)
     escape = sparse_index.escape_symbol(encoded.index_bits)
     num_codes = int(np.count_nonzero(gaps != escape))

@@ -64,8 +64,8 @@ size_t codebook_element_size(CodebookType type) noexcept {
 
 CsrMatrix decode_layer(const LayerStreams& s, const LayerAttributes& a) {
   if (a.num_entries < 0) fail_decode("num_entries is negative");
-  if (a.index_bits < 1 || a.index_bits > 8)
-    fail_decode("index_bits " + std::to_string(a.index_bits) + " out of range 1..8");
+  if (a.index_bits < 0 || a.index_bits > 8)
+    fail_decode("index_bits " + std::to_string(a.index_bits) + " out of range 0..8");
   if (a.stream_ids.size() != 4) fail_decode("stream_ids must hold 4 TOC indices");
   const size_t element_size = codebook_element_size(s.codebook_type);
   if (s.codebook.size % element_size != 0)
