@@ -181,6 +181,26 @@ def test_every_session_has_spinning_off(
             assert options.get_session_config_entry(key) == "0"
 
 
+def test_a_peer_that_fails_at_one_batch_size_is_a_row(
+    fc_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = fc_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # batch 1 only
+    fixed = save(model, tmp_path / "fixed.onnx")
+
+    def fake_peers(original: Any, out_dir: Any) -> list[peers.PeerBuild]:
+        return [peers.PeerBuild(peers.INT8, str(fixed))]
+
+    monkeypatch.setattr(bench_module.peer_forms, "build_peers_in_child", fake_peers)
+    source, compiled = fc_pair
+    result = bench_module.bench(source, compiled, [1, 2], repeat=3, peers=True)
+    int8 = result.form(peers.INT8)
+    assert int8.reason is not None and "cannot run it at batch 2" in int8.reason
+    assert int8.path is None and int8.session is None
+    assert peers.INT8 in result.batches[0].forms and peers.INT8 not in result.batches[1].forms
+    assert "ort-int8  not measured: ONNX Runtime cannot run it at batch 2" in result.format_table()
+
+
 def test_a_peer_that_cannot_be_built_or_loaded_is_a_row(
     fc_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -388,16 +388,18 @@ def _bench(
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     forms = []
     for item in live:
+        path = item.form.path or ""
+        kept = path if item.form.name in (ORIGINAL, COMPILED) else None  # peers: removed
         if item.failed is not None:
-            forms.append(dataclasses.replace(item.form, reason=item.failed, session=None))
-        else:
-            path = item.form.path or ""
-            kept = path if item.form.name in (ORIGINAL, COMPILED) else None  # peers: removed
             forms.append(
-                dataclasses.replace(
-                    item.form, path=kept, bytes=model_bytes(path), rel_l2_error=item.error
-                )
+                dataclasses.replace(item.form, path=kept, reason=item.failed, session=None)
             )
+            continue
+        forms.append(
+            dataclasses.replace(
+                item.form, path=kept, bytes=model_bytes(path), rel_l2_error=item.error
+            )
+        )
     forms.extend(skipped)
     forms.sort(key=lambda f: order.index(f.name))
     return BenchResult(threads, load, ISOLATION, meter.method, forms, timings, decode)
