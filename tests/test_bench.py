@@ -125,7 +125,7 @@ def _check_result(result: dict[str, Any], batches: list[int], with_4bit: bool) -
         assert b["runs"] == 3 and set(b["forms"]) == set(measured)
         for t in b["forms"].values():
             assert 0 < t["median_ms"] <= t["p90_ms"]
-            assert t["run_peak_bytes"] is not None
+            assert t["first_run_peak_bytes"] is not None and t["run_peak_bytes"] is not None
             expected = b["forms"]["original"]["median_ms"] / t["median_ms"]
             assert t["speedup"] == pytest.approx(expected)
     assert "allow_spinning=0" in result["isolation"]

@@ -17,9 +17,11 @@ alternating runs wrong at 2 or more threads. Runs alternate between the forms af
 warm-up, with a different form first in each round, so slow drifts in a shared machine's
 load hit all alike; medians and 90th percentiles are per batch size.
 
-Memory during Run and output error come from the first (untimed) warm-up run of each form
-at each batch size, which includes the growth of ORT's arena and any scratch space:
-`dc_onnx.tools.memory` says how the peak is read. The error of a form is the relative L2
+Memory during Run: the peak RSS growth in the first (untimed) warm-up run of each form at
+each batch size, which includes the growth of ORT's arena and any scratch space, and in
+the last warm-up run, where only what a Run allocates anew each time shows (a kernel that
+keeps its scratch space shows about 0). `dc_onnx.tools.memory` says how the peak is read.
+Output error comes from the first warm-up run. The error of a form is the relative L2
 distance of its outputs to the original's on the same random inputs, worst output and
 batch.
 
@@ -69,7 +71,10 @@ class SessionStats:
 class Timing:
     median_ms: float
     p90_ms: float
-    run_peak_bytes: int | None  # peak RSS growth during the form's first Run at this batch
+    # Peak RSS growth above the RSS just before a Run: the form's first Run at this batch
+    # (arena growth included), and its last warm-up Run (None with a single warm-up run).
+    first_run_peak_bytes: int | None
+    run_peak_bytes: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,14 +175,14 @@ class BenchResult:
             )
         lines.append(
             f"{'batch':>5} {'runs':>5} {'form':<9} {'median ms':>10} {'p90 ms':>9} "
-            f"{'speedup':>8} {'Run peak MiB':>12}"
+            f"{'speedup':>8} {'1st Run MiB':>11} {'Run MiB':>8}"
         )
         for t in self.batches:
             for name, timing in t.forms.items():
                 lines.append(
                     f"{t.batch:>5} {t.runs:>5} {name:<9} {timing.median_ms:>10.3f} "
                     f"{timing.p90_ms:>9.3f} {t.speedup(name):>7.2f}x "
-                    f"{_mib(timing.run_peak_bytes):>12}"
+                    f"{_mib(timing.first_run_peak_bytes):>11} {_mib(timing.run_peak_bytes):>8}"
                 )
         return "\n".join(lines)
 
@@ -415,15 +420,18 @@ def _time_batch(
     seed: int,
 ) -> BatchTiming:
     feeds = random_inputs(live[0].session, batch, seed)
-    peaks: dict[str, int | None] = {}
+    peaks: dict[str, tuple[int | None, int | None]] = {}
     reference = None
     for item in live:
         if item.failed is not None:
             continue
         try:
-            outputs, peaks[item.form.name] = meter.measure(partial(item.session.run, None, feeds))
+            run = partial(item.session.run, None, feeds)
+            outputs, first = meter.measure(run)
+            steady = None
             for _ in range(warmup - 1):
-                item.session.run(None, feeds)
+                _, steady = meter.measure(run)
+            peaks[item.form.name] = (first, steady)
         except Exception as e:  # ORT's own exception types; the form becomes a row with why
             if item.form.name in (ORIGINAL, COMPILED):
                 raise InputError(
@@ -448,7 +456,7 @@ def _time_batch(
         batch,
         rounds,
         {
-            name: Timing(float(np.median(ms)), float(np.percentile(ms, 90)), peaks.get(name))
+            name: Timing(float(np.median(ms)), float(np.percentile(ms, 90)), *peaks[name])
             for name, ms in times.items()
         },
     )
