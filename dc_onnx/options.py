@@ -22,6 +22,7 @@ Init = Literal["linear", "density", "random"]
 Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
+Target = Literal["ort", "portable"]
 
 Check = Callable[[str, Any], None]
 
@@ -223,6 +224,10 @@ class CompileOptions(OptionGroup):
     labels: str = option("labels", "key of the labels in the data files")
     simplify: bool = option(False, "run onnx-simplifier first")
     single_file: bool = option(False, "embed the streams in the .onnx")
+    target: Target = option(
+        "ort", "ort: custom ops + Huffman-coded side file (needs the dc-onnx library); "
+        "portable: standard ONNX ops only (codes + Gather), loads in any runtime",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -18,6 +18,7 @@ from dc_onnx.options import CompileOptions
 from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterPass
 from dc_onnx.passes.lower import LowerPass
+from dc_onnx.passes.lower_portable import PortableLowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
@@ -87,6 +88,8 @@ def _retrain(
 
 
 def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+    if options.target == "portable":
+        return [PortableLowerPass()]
     return [LowerPass(options.lower)]
 
 

@@ -15,6 +15,7 @@ import onnx_ir as ir
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.options import ClusterOptions, Init
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.progress import track
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
 
@@ -69,7 +70,7 @@ class ClusterPass(CompilerPass):
         modified = False
         layers = {}
         groups = find_weight_groups(model.graph)
-        for i, group in enumerate(groups, 1):
+        for i, group in enumerate(track(groups, "cluster"), 1):
             w = group.array()
             bits = self.options.bits(group.kind)
             mask = w != 0

@@ -31,6 +31,7 @@ from dc_onnx.errors import CompileError
 from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
 from dc_onnx.options import LowerOptions
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.progress import track
 
 __all__ = ["DOMAIN", "LayerStats", "LowerOptions", "LowerPass", "LowerStats", "encode_group"]
 
@@ -136,7 +137,7 @@ class LowerPass(CompilerPass):
             self.stats = LowerStats({})
             return ir.passes.PassResult(model, False)
         encoded = []
-        for i, group in enumerate(groups, 1):
+        for i, group in enumerate(track(groups, "encode"), 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
             encoded.append(encode_group(group, self.options.index_bits(group.kind)))
         # Codebooks first in the side file so they stay 4-byte aligned (docs/format.md).

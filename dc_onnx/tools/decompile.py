@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from typing import Any
 
 import numpy as np
 import onnx
@@ -28,18 +29,20 @@ from dc_onnx.codecs.schema import (
 from dc_onnx.errors import InputError
 
 
-def _attributes(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """A node's attributes as Python values; strings (the `layer` name) as str, not bytes."""
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
 def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> np.ndarray:
     """The stored [rows, cols] weight matrix of one compressed node, every check applied."""
-    attrs = _attributes(node)
+    attrs = node_attributes(node)
     layer = attrs.get("layer", node.name)
     toc = parse_header(numpy_helper.to_array(tensors[node.input[1]]).tobytes())
     raw = []
     inputs = node.input[FIRST_STREAM_INPUT:BIAS_INPUT]
-    for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):  # type: ignore[call-overload]
+    for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):
         data = numpy_helper.to_array(tensors[name]).tobytes()
         entry = toc[stream_id] if stream_id < len(toc) else None
         if entry is None or entry.kind != kind or entry.nbytes != len(data):
@@ -52,11 +55,11 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
         codes=raw[1],
         gaps=raw[2],
         code_lengths=np.frombuffer(raw[3], dtype=np.uint8),
-        num_entries=int(attrs["num_entries"]),  # type: ignore[call-overload]
-        num_codes=toc[attrs["stream_ids"][1]].count,  # type: ignore[index]
-        index_bits=int(attrs["index_bits"]),  # type: ignore[call-overload]
+        num_entries=int(attrs["num_entries"]),
+        num_codes=toc[attrs["stream_ids"][1]].count,
+        index_bits=int(attrs["index_bits"]),
     )
-    shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+    shape = [int(d) for d in attrs["weight_shape"]]
     rows, cols = shape[0], int(np.prod(shape[1:]))
     return decode_weight(encoded, (rows, cols))
 
@@ -76,7 +79,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         if node.domain != DOMAIN:
             nodes.append(node)
             continue
-        attrs = _attributes(node)
+        attrs = node_attributes(node)
         matrix = decode_node_weight(node, tensors)
         name = f"{attrs['layer']}.decoded_weight"
         kept = {k: v for k, v in attrs.items() if k not in OWN_ATTRIBUTES}
@@ -92,7 +95,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
             )
             inputs = [x, name] if side else [name, x]
         else:
-            shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+            shape = [int(d) for d in attrs["weight_shape"]]
             dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
             inputs = [x, name, *bias]
         dense_node = helper.make_node(op, inputs, list(node.output), name=node.name)
