@@ -193,13 +193,27 @@ class RetrainOptions(OptionGroup):
 TrainOptions = RetrainOptions  # the name before options were grouped
 
 
-@dataclasses.dataclass(frozen=True)
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+# Flat names that differ from their group field's name (the API before options were grouped).
+_FLAT_ALIASES = {"prune_rounds": ("prune", "rounds")}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
 class CompileOptions(OptionGroup):
     """What `dc-onnx compile` does; the bits default to the paper's (conv 8/8, fc 5/5).
 
     With `data` (a training `.npz` or a directory of shards) the default recipe is
     deep-compression (prune, retrain, cluster, retrain the centroids, encode); without it,
     data-free. `recipe` picks one by name (see `dc_onnx.recipes.RECIPES`).
+
+    Groups are given whole (`prune=PruneOptions(sparsity=0.8)`) or by their fields' flat
+    names (`CompileOptions(sparsity=0.8, bits_fc=6)`), as the Python API took them before
+    options were grouped; a flat name two groups share must be given inside its group.
     """
 
     prune: PruneOptions = group(PruneOptions, "pruning")
@@ -228,6 +242,29 @@ class CompileOptions(OptionGroup):
         "ort", "ort: custom ops + Huffman-coded side file (needs the dc-onnx library); "
         "portable: standard ONNX ops only (codes + Gather), loads in any runtime",
     )  # fmt: skip
+
+    def __init__(self, **kwargs: Any) -> None:
+        values = {
+            f.name: kwargs.pop(f.name) if f.name in kwargs else _default(f)
+            for f in dataclasses.fields(self)
+        }
+        # Flat names go to the one group that has such a field ("shares" groups excluded).
+        flat_owners: dict[str, list[tuple[str, str]]] = {}
+        for f in dataclasses.fields(self):
+            if "title" in f.metadata and "shares" not in f.metadata:
+                for inner in dataclasses.fields(values[f.name]):
+                    flat_owners.setdefault(inner.name, []).append((f.name, inner.name))
+        for alias, target in _FLAT_ALIASES.items():
+            flat_owners[alias] = [target]
+        for key, value in kwargs.items():
+            owners = flat_owners.get(key, [])
+            if len(owners) != 1:
+                raise TypeError(f"CompileOptions: unknown or ambiguous option '{key}'")
+            group_name, field_name = owners[0]
+            values[group_name] = dataclasses.replace(values[group_name], **{field_name: value})
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         super().__post_init__()
