@@ -76,6 +76,17 @@ demo: install
 	  --report $(DEMO)/report.paper.json
 	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.paper.onnx \
 	  --inputs $(DEMO)/mnist-1000.npz
+	# Deployment: look inside, draw the figures (one PNG per kind), go back to a plain
+	# model, and the portable form that loads without the custom-op library.
+	$(VENV)/bin/dc-onnx inspect $(DEMO)/lenet-300-100.paper.onnx
+	$(VENV)/bin/dc-onnx compile models/lenet5.onnx -o $(DEMO)/lenet5.paper.onnx --quiet \
+	  --sparsity-per-layer 'conv1=0.34,conv2=0.88,ip1=0.92,ip2=0.81' --plot $(DEMO)/plots
+	ls $(DEMO)/plots
+	$(VENV)/bin/dc-onnx decompress $(DEMO)/lenet-300-100.paper.onnx -o $(DEMO)/lenet-300-100.plain.onnx
+	$(VENV)/bin/dc-onnx compile models/lenet-300-100.onnx -o $(DEMO)/lenet-300-100.portable.onnx \
+	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --target portable
+	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.portable.onnx \
+	  --inputs $(DEMO)/mnist-1000.npz
 
 # Data-free figures on the bundled LeNets (docs/results.md). MNIST defaults to the
 # committed 1k subset; `make results MNIST=../shared/data/mnist.npz` for the full test set.

@@ -3,8 +3,9 @@
 Progress is shown only when the `dc_onnx` logger lets INFO through: the CLI does that
 unless `--quiet`, and a library user who configured no logging sees nothing. On a terminal
 it is a tqdm bar on stderr; when stderr is not a terminal (a log file, CI) the bar would be
-a stream of carriage returns, so it becomes plain log lines instead: one at the start, at
-each tenth of the work and at the end, at most one every few seconds in between.
+a stream of carriage returns, so it becomes plain log lines instead, and only for work
+that lasts: nothing in the first seconds, then a line at each tenth of the work and at
+the end, and at most one every few seconds in between.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = ["Progress", "track"]
 T = TypeVar("T")
 
 _PLAIN_INTERVAL_S = 5.0  # plain lines: at most one this often, besides every 10%
+_PLAIN_AFTER_S = 2.0  # ... and none for work that is done sooner
 
 
 class Progress:
@@ -70,6 +72,8 @@ class Progress:
             self._bar.update(n)
             return
         now = time.perf_counter()
+        if now - self._start < _PLAIN_AFTER_S:
+            return
         tenth = self.done * 10 // max(self.total, 1)
         if tenth >= self._next_tenth or now - self._last_line >= _PLAIN_INTERVAL_S:
             self._next_tenth = tenth + 1
@@ -87,7 +91,7 @@ class Progress:
             self._redirect.__exit__(None, None, None)
             self._bar.close()
             self._bar = None
-        elif self.enabled and finished and self.done and self._next_tenth <= 10:
+        elif self.enabled and finished and self._last_line and self._next_tenth <= 10:
             self._line(time.perf_counter())
         self.enabled = False
 

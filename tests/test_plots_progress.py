@@ -64,8 +64,9 @@ def test_plot_refuses_the_portable_target(
 
 
 def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("dc_onnx.progress._PLAIN_AFTER_S", 0.0)  # as if the work were long
     logging.getLogger("dc_onnx").setLevel(logging.INFO)
     try:
         with caplog.at_level(logging.INFO, logger="dc_onnx"), Progress(20, "retrain", "step") as p:
@@ -105,9 +106,20 @@ def test_progress_draws_a_tqdm_bar_on_a_terminal(
     assert "encode:" in err and "/4 [" in err and "layer/s" in err and "\r" in err
 
 
+def test_short_work_prints_no_progress_lines(caplog: pytest.LogCaptureFixture) -> None:
+    logging.getLogger("dc_onnx").setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO, logger="dc_onnx"):
+            assert list(track(list(range(5)), "cluster")) == list(range(5))
+    finally:
+        logging.getLogger("dc_onnx").setLevel(logging.NOTSET)
+    assert not [r for r in caplog.records if r.name == "dc_onnx.progress"]
+
+
 def test_compile_cli_logs_per_layer_progress(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("dc_onnx.progress._PLAIN_AFTER_S", 0.0)
     source = save(mlp_model(), tmp_path / "m.onnx")
     with caplog.at_level(logging.INFO, logger="dc_onnx"):
         assert main(["compile", str(source), "--sparsity", "0.5"]) == 0

@@ -68,6 +68,8 @@ def _with_code_lengths(ax: Any, counts: np.ndarray, lengths: np.ndarray, xlabel:
     right.step(symbols[used], lengths[used], where="mid", color=_LINE, label="code bits")
     right.set_ylabel("Huffman code length (bits)", color=_LINE)
     right.set_ylim(0, max(int(lengths.max(initial=1)) + 1, 2))
+    last = int(np.flatnonzero(counts).max(initial=0))  # 8-bit gaps rarely use all 256
+    ax.set_xlim(-0.5, last + 1.5)
 
 
 def _weights(plt: Any, layers: Sequence[LayerInfo], originals: Mapping[str, np.ndarray]) -> Any:
