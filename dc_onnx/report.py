@@ -118,6 +118,7 @@ class Report:
         if self.zipped_bytes is not None:
             zipped = self.original_bytes / self.zipped_bytes
             lines.append(f"zipped:     {self.zipped_bytes:>12,} bytes  ({zipped:.1f}x)")
+            lines.append("portable:   codes and gaps are plain bytes (the H columns), not Huffman")
         seconds = sum(p.seconds for p in self.passes)
         timing = ", ".join(f"{p.name} {p.seconds:.2f}s" for p in self.passes)
         lines.append(f"passes:     {seconds:.2f} s ({timing})")

@@ -42,6 +42,12 @@ def _stream_location(compiled: Path, layer: str, stream: str) -> tuple[int, int]
     return info["offset"], info["length"]
 
 
+def _damage(side: Path, position: int, mask: int) -> None:
+    data = bytearray(side.read_bytes())
+    data[position] ^= mask
+    side.write_bytes(bytes(data))
+
+
 def test_inspect_lists_every_layer_with_checked_streams(tmp_path: Path) -> None:
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.8, bits_fc=4)
     result = inspect(compiled)
@@ -88,10 +94,7 @@ def test_inspect_on_a_damaged_side_file_names_the_layer(
 ) -> None:
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.8)
     offset, length = _stream_location(compiled, "fc3", stream)
-    side = compiled.with_suffix(".dcw")
-    data = bytearray(side.read_bytes())
-    data[offset + length // 2] ^= 0x5A
-    side.write_bytes(bytes(data))
+    _damage(compiled.with_suffix(".dcw"), offset + length // 2, 0x5A)
     assert main(["inspect", str(compiled)]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out
@@ -168,10 +171,7 @@ def test_decompress_of_a_damaged_model_names_the_layer(
 ) -> None:
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.8)
     offset, _ = _stream_location(compiled, "fc2", "codes")
-    side = compiled.with_suffix(".dcw")
-    data = bytearray(side.read_bytes())
-    data[offset] ^= 0xFF
-    side.write_bytes(bytes(data))
+    _damage(compiled.with_suffix(".dcw"), offset, 0xFF)
     out = tmp_path / "plain.onnx"
     assert main(["decompress", str(compiled), "-o", str(out)]) == 1
     assert "layer 'fc2'" in capsys.readouterr().err

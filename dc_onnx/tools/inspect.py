@@ -30,6 +30,7 @@ from dc_onnx.codecs.schema import (
 )
 from dc_onnx.codecs.sparse_index import SparseIndexError
 from dc_onnx.errors import InputError
+from dc_onnx.io import load_proto
 from dc_onnx.tools.decompile import decode_node_weight, node_attributes
 
 __all__ = ["DenseNode", "InspectResult", "LayerInfo", "inspect", "load_compiled"]
@@ -153,12 +154,7 @@ class InspectResult:
 def load_compiled(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """A compiled model's graph, its external data not yet read (InputError if unusable)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # protobuf reports bad files with many exception types
-        raise InputError(f"{p}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    model = load_proto(p, external_data=False)
     if not any(t.name == HEADER_NAME for t in model.graph.initializer):
         raise InputError(f"{p}: not a compiled dc-onnx model (it has no {HEADER_NAME})")
     return model
@@ -198,10 +194,10 @@ def _why_dense(
     wanted = (3, 4) if node.op_type == "Conv" else (2,)
     if rank not in wanted:
         return f"weight has rank {rank}; {node.op_type} is compressed for rank {wanted}"
-    if node.op_type == "MatMul" and len(node.input) == 2:
-        return "both MatMul inputs are constant, or the weight's rank does not fit"
     if readers > 1:
         return f"weight is read by {readers} nodes that do not all store it the same way"
+    if node.op_type == "MatMul":
+        return "both MatMul inputs are constant"
     return "left dense by the compiler"
 
 
