@@ -102,9 +102,9 @@ def measure(
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     reference: np.ndarray | None = None
     variants = {
-        "custom ops + .dcw": passes[-1], "portable, auto": PortableLowerPass("auto"),
-        "portable, dense codes": PortableLowerPass("never"),
-        "portable, sparse codes": PortableLowerPass("always"),
+        "custom ops + .dcw": passes[-1], "portable, auto": PortableLowerPass(sparse="auto"),
+        "portable, dense codes": PortableLowerPass(sparse="never"),
+        "portable, sparse codes": PortableLowerPass(sparse="always"),
     }  # fmt: skip
     for label, lower in variants.items():
         model, _ = run_passes(ir.from_proto(proto), [lower])

@@ -30,7 +30,15 @@ import onnx_ir as ir
 
 from dc_onnx.codecs.schema import CodebookOverflowError, split_codebook
 from dc_onnx.errors import CompileError
-from dc_onnx.layers import WeightGroup, add_initializer, find_weight_groups
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    Skipped,
+    StoredWeight,
+    WeightGroup,
+    add_initializer,
+    find_stored_weights,
+    find_weight_groups,
+)
 from dc_onnx.passes.lower import LayerStats, LowerStats
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.progress import track
@@ -75,7 +83,7 @@ class _Builder:
     def const(self, suffix: str, array: np.ndarray) -> ir.Value:
         return add_initializer(self.graph, f"{self.base}.{suffix}", array)
 
-    def op(self, op_type: str, inputs: list[ir.Value], **attributes: int) -> ir.Value:
+    def op(self, op_type: str, inputs: list[ir.Value], **attributes: int | ir.Tensor) -> ir.Value:
         attrs = [ir.convenience.convert_attribute(k, v) for k, v in attributes.items()]
         node = ir.Node("", op_type, inputs, attrs, num_outputs=1,
                        name=f"{self.base}/{op_type}_{len(self.nodes)}")  # fmt: skip
@@ -99,18 +107,27 @@ def _rebuild_sparse(
     positions = b.op("Sub", [b.op("CumSum", [steps, b.const("axis", np.array(0, np.int64))]), one])
     index = b.op("Reshape", [positions, b.const("index_shape", np.array([-1, 1], np.int64))])
     stored = b.lookup(b.const("codebook", codebook), b.const("codes", values))
-    zeros = b.op("ConstantOfShape", [b.const("size", np.array([codes.size], np.int64))])
+    zero = ir.Tensor(np.zeros(1, dtype=codebook.dtype), name=f"{b.base}.zero")
+    zeros = b.op("ConstantOfShape", [b.const("size", np.array([codes.size], np.int64))],
+                 value=zero)  # fmt: skip
     flat = b.op("ScatterND", [zeros, index, stored])
     return b.op("Reshape", [flat, b.const("shape", np.array(codes.shape, np.int64))])
 
 
 class PortableLowerPass(CompilerPass):
-    """Replace each compressible weight by codes + codebook rebuilt with standard ops."""
+    """Replace each compressible weight by codes + codebook rebuilt with standard ops.
+
+    The layers' weights must fit a codebook (run `cluster` first); the other weights of
+    `min_weight_elements` or more (storage form, as `lower` finds them) are rebuilt the
+    same way when they fit one, else left as they are.
+    """
 
     name = "lower-portable"
 
-    def __init__(self, sparse: Sparse = "auto") -> None:
+    def __init__(self, min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
+                 sparse: Sparse = "auto") -> None:  # fmt: skip
         super().__init__()
+        self.min_weight_elements = min_weight_elements
         self.sparse = sparse
 
     def _use_sparse(self, model: ir.Model, n: int, entries: int) -> bool:
@@ -120,19 +137,30 @@ class PortableLowerPass(CompilerPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        groups = find_weight_groups(graph)
+        weights: list[WeightGroup | StoredWeight] = [*find_weight_groups(graph)]
+        weights += find_stored_weights(graph, self.min_weight_elements)
         layers: dict[str, LayerStats] = {}
+        left: list[Skipped] = []
         new_nodes: list[ir.Node] = []
-        for group in track(groups, "lower-portable"):
-            weight = group.array()
+        for group in track(weights, "lower-portable"):
+            array = group.array()
             try:
-                codebook, codes = split_codebook(weight)
+                codebook, codes = split_codebook(array)
             except CodebookOverflowError as e:
-                raise CompileError(f"layer '{group.name}' has {e}") from None
+                if isinstance(group, WeightGroup):
+                    raise CompileError(f"layer '{group.name}' has {e}") from None
+                dtype = array.dtype.name
+                left.append(Skipped(group.name, dtype, int(array.size), str(e)))
+                continue
+            codebook = codebook.astype(array.dtype)  # exact: the values came from `array`
             gaps, values = relative_entries(codes)
             name = str(group.weight.name)
             b = _Builder(graph, name)
             sparse = self._use_sparse(model, codes.size, gaps.size)
+            if not sparse and array.dtype.itemsize == 1:  # int8/uint8: codes are no smaller
+                reason = "one byte per value already; uint8 codes would not be smaller"
+                left.append(Skipped(group.name, array.dtype.name, int(array.size), reason))
+                continue
             if sparse:
                 rebuilt = _rebuild_sparse(b, codebook, codes, gaps, values)
             else:
@@ -141,24 +169,26 @@ class PortableLowerPass(CompilerPass):
             ir.convenience.replace_all_uses_with(group.weight, rebuilt)
             graph.initializers.pop(name)
             rebuilt.name = name
-            rebuilt.type = ir.TensorType(ir.DataType.FLOAT)
-            rebuilt.shape = ir.Shape(weight.shape)
+            rebuilt.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+            rebuilt.shape = ir.Shape(array.shape)
             logger.info("%s: %s codes", group.name, "sparse" if sparse else "dense")
-            layers[group.name] = _layer_stats(group, weight, codebook, gaps, sparse)
+            layers[group.name] = _layer_stats(group, array, codebook, gaps, sparse)
         if new_nodes:
             graph.insert_before(graph.node(0), new_nodes)
-        self.stats = LowerStats(layers)
-        return ir.passes.PassResult(model, bool(groups))
+        self.stats = LowerStats(layers, left)
+        return ir.passes.PassResult(model, bool(layers))
 
 
 def _layer_stats(
-    group: WeightGroup, weight: np.ndarray, codebook: np.ndarray, gaps: np.ndarray, sparse: bool
-) -> LayerStats:
+    group: WeightGroup | StoredWeight, weight: np.ndarray, codebook: np.ndarray,
+    gaps: np.ndarray, sparse: bool,
+) -> LayerStats:  # fmt: skip
     """The report's figures: raw bytes (one per code, one per gap), no Huffman."""
     n = int(weight.size)
+    is_layer = isinstance(group, WeightGroup)
     return LayerStats(
         kind=group.kind,
-        op=group.layers[0].node.op_type,
+        op=group.layers[0].node.op_type if is_layer else ",".join(group.readers),  # type: ignore[union-attr]
         weights=n,
         nonzeros=int(np.count_nonzero(weight)),
         entries=int(gaps.size) if sparse else 0,
@@ -167,4 +197,5 @@ def _layer_stats(
         index_bits=8,
         codes_bytes=int(gaps.size) if sparse else n,
         gaps_bytes=int(gaps.size) if sparse else 0,
+        dtype_bits=8 * weight.dtype.itemsize,
     )

@@ -72,7 +72,7 @@ def test_inspect_names_the_nodes_left_dense_and_why(tmp_path: Path) -> None:
     compiled = compile_model(_model_with_a_dense_node(), tmp_path, sparsity=0.5)
     (dense,) = inspect(compiled).dense
     assert (dense.name, dense.op, dense.weight, dense.elements) == ("scale", "Mul", "scale", 128)
-    assert "no compressed form" in dense.reason
+    assert "below the storage-form threshold" in dense.reason
 
 
 def test_inspect_cli_prints_a_table_and_json(

@@ -21,16 +21,16 @@ from onnx import external_data_helper, numpy_helper
 from dc_onnx.codecs.container import HEADER_SIZE, ContainerError
 from dc_onnx.codecs.huffman import HuffmanError
 from dc_onnx.codecs.schema import (
-    BIAS_INPUT,
-    COMPRESSED_OP,
     DENSE_OP,
     DOMAIN,
-    FIRST_STREAM_INPUT,
     HEADER_NAME,
+    header_input,
+    stream_inputs,
 )
 from dc_onnx.codecs.sparse_index import SparseIndexError
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_proto
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS
 from dc_onnx.tools.decompile import decode_node_weight, node_attributes
 
 __all__ = ["DenseNode", "InspectResult", "LayerInfo", "inspect", "load_compiled"]
@@ -180,33 +180,22 @@ def _load_data(tensor: onnx.TensorProto, base: Path) -> str | None:
     return None
 
 
-def _why_dense(
-    node: onnx.NodeProto, index: int, tensor: onnx.TensorProto, readers: int
-) -> str:  # fmt: skip
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).name
-    if node.op_type not in COMPRESSED_OP or node.domain not in ("", "ai.onnx"):
-        return f"{node.op_type} has no compressed form (only {', '.join(COMPRESSED_OP)})"
-    if node.op_type != "MatMul" and index != 1:
+def _why_dense(node: onnx.NodeProto, index: int, tensor: onnx.TensorProto) -> str:
+    """Why a constant weight that a node reads was left as it is (the likely reason: the
+    compile options are not recorded in the model)."""
+    elements = math.prod(tensor.dims)
+    if node.op_type in ("Gemm", "Conv") and index == 2:
         return "a bias: stored as it is"
-    if tensor.data_type != onnx.TensorProto.FLOAT:
-        return f"weight is {dtype}; only float32 weights are compressed"
-    rank = len(tensor.dims)
-    wanted = (3, 4) if node.op_type == "Conv" else (2,)
-    if rank not in wanted:
-        return f"weight has rank {rank}; {node.op_type} is compressed for rank {wanted}"
-    if readers > 1:
-        return f"weight is read by {readers} nodes that do not all store it the same way"
-    if node.op_type == "MatMul":
-        return "both MatMul inputs are constant"
-    return "left dense by the compiler"
+    if node.op_type == "MatMul" and len(node.input) == 2:
+        return "both MatMul inputs are constant: nothing to compute with a compressed kernel"
+    if elements < DEFAULT_MIN_ELEMENTS:
+        return (f"{elements} values: below the storage-form threshold "
+                f"(--min-weight-elements, default {DEFAULT_MIN_ELEMENTS})")  # fmt: skip
+    return "left as it is by the compiler (the compile report's left_uncompressed says why)"
 
 
 def _dense_nodes(graph: onnx.GraphProto) -> list[DenseNode]:
     tensors = {t.name: t for t in graph.initializer}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in set(node.input):
-            readers[name] = readers.get(name, 0) + 1
     dense = []
     for node in graph.node:
         if node.domain == DOMAIN:
@@ -218,7 +207,7 @@ def _dense_nodes(graph: onnx.GraphProto) -> list[DenseNode]:
             elements = math.prod(tensor.dims)
             if elements < MIN_LISTED_ELEMENTS:
                 continue
-            reason = _why_dense(node, index, tensor, readers.get(name, 0))
+            reason = _why_dense(node, index, tensor)
             dense.append(DenseNode(node.name or node.op_type, node.op_type, name, elements, reason))
     return dense
 
@@ -232,17 +221,16 @@ def _layer(
 ) -> LayerInfo:
     attrs = node_attributes(node)
     shape = [int(d) for d in attrs["weight_shape"]]
-    codebook = numpy_helper.to_array(tensors[node.input[FIRST_STREAM_INPUT]]) if not problem \
-        else None  # fmt: skip
+    streams = node.input[stream_inputs(node.op_type)]
+    codebook = numpy_helper.to_array(tensors[streams[0]]) if not problem else None
     matrix = None
     if problem is None:
         try:
             matrix = decode_node_weight(node, tensors)
         except _DECODE_ERRORS as e:
-            problem = str(e).removeprefix(f"layer '{attrs['layer']}': ")
-    streams = node.input[FIRST_STREAM_INPUT:BIAS_INPUT]
+            problem = str(e).removeprefix(f"layer '{attrs.get('layer', node.name)}': ")
     sizes = [_stored_bytes(tensors[name]) for name in streams]
-    k = sizes[0] // 4
+    k = math.prod(tensors[streams[0]].dims)
     return LayerInfo(
         name=str(attrs.get("layer", node.name)),
         op=DENSE_OP.get(node.op_type, node.op_type),
@@ -301,8 +289,8 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
     for node in graph.node:
         if node.domain != DOMAIN:
             continue
-        problems = [_load_data(tensors[n], p.parent)
-                    for n in node.input[FIRST_STREAM_INPUT:BIAS_INPUT]]  # fmt: skip
+        names = [node.input[header_input(node.op_type)], *node.input[stream_inputs(node.op_type)]]
+        problems = [_load_data(tensors[n], p.parent) for n in names]
         layers.append(_layer(node, tensors, next((q for q in problems if q), None)))
     opset = next((o.version for o in model.opset_import if o.domain == DOMAIN), 0)
     return InspectResult(str(p), version, opset, files, layers, _dense_nodes(graph))
