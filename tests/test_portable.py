@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from conftest import MODELS, REPO, cnn_model, compile_model, mlp_model, run, save
 from dc_onnx.cli import main
 from dc_onnx.passes.lower_portable import relative_entries
-from dc_onnx.tools.decompile import decode_node_weight
+from dc_onnx.tools.decompile import decode_model, decode_node_weight
 
 LENETS = {"lenet-300-100": (1, 1, 28, 28), "lenet5": (1, 1, 28, 28)}
 
@@ -58,6 +58,10 @@ def _plain_session(path: Path, optimized: Path | None = None) -> ort.InferenceSe
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(optimized)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _plain_session_of(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize(
@@ -148,3 +152,36 @@ def test_portable_lenets_run_in_both_onnxruntimes_without_the_library(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_portable_tables_and_storage_weights_keep_their_dtype(tmp_path: Path) -> None:
+    """A float16 Gather table and a 5,120-value Add constant (storage form in the custom-op
+    target) are rebuilt by standard ops too, bit for bit the custom form's decoded values."""
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((1000, 32)).astype(np.float16)
+    bias = rng.standard_normal((64, 80)).astype(np.float32)
+    nodes = [
+        onnx.helper.make_node("Gather", ["E", "idx"], ["g"], name="emb", axis=0),
+        onnx.helper.make_node("Add", ["x", "B"], ["y"], name="add"),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes, "tables",
+        [onnx.helper.make_tensor_value_info("idx", onnx.TensorProto.INT64, ["n"]),
+         onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [64, 80])],
+        [onnx.helper.make_tensor_value_info("g", onnx.TensorProto.FLOAT16, ["n", 32]),
+         onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64, 80])],
+        [onnx.numpy_helper.from_array(table, "E"), onnx.numpy_helper.from_array(bias, "B")],
+    )  # fmt: skip
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    portable = compile_model(model, tmp_path, "portable", target="portable")
+    custom = compile_model(model, tmp_path, "custom")
+    proto = onnx.load(str(portable))
+    onnx.checker.check_model(proto, full_check=True)
+    assert not {i.name for i in proto.graph.initializer} & {"E", "B"}  # both rebuilt
+    feeds = {"idx": np.array([0, 5, 999, 5], np.int64), "x": np.zeros((64, 80), np.float32)}
+    got = _plain_session(portable).run(None, feeds)
+    expected = _plain_session_of(decode_model(custom)).run(None, feeds)
+    assert got[0].dtype == np.float16
+    for a, b in zip(got, expected, strict=True):
+        assert a.tobytes() == b.tobytes()
