@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp test demo results paper bench zoo clean
+.PHONY: all venv install install-rt lint cpp example test demo results paper bench zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -20,7 +20,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'tomli; python_version < "3.11"'
 	$(PY) -m pip install -q "scikit-build-core>=0.10" \
-	  $$($(PY) scripts/extras.py base train dev simplify)
+	  $$($(PY) scripts/extras.py base train dev simplify plot)
 	touch $@
 
 venv: $(VENV)/.deps
@@ -53,7 +53,13 @@ cpp: $(ORT_HEADERS)
 	cmake --build build/cpp -j2
 	cd build/cpp && ctest --output-on-failure
 
-test: lint cpp install-rt
+# The C++ API example (examples/cpp), built against the latest onnxruntime wheel's library.
+example: install-rt
+	cmake -S examples/cpp -B build/example -DCMAKE_BUILD_TYPE=Release \
+	  -DORT_LIBRARY="$$(ls $(CURDIR)/$(VENV_RT)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n1)" >/dev/null
+	cmake --build build/example -j2
+
+test: lint cpp install-rt example
 	$(VENV)/bin/pytest -q tests
 
 # LeNet-300-100 twice: the data-free defaults (accuracy kept), then the paper's densities
@@ -69,6 +75,17 @@ demo: install
 	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --index-bits-fc 5 \
 	  --report $(DEMO)/report.paper.json
 	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.paper.onnx \
+	  --inputs $(DEMO)/mnist-1000.npz
+	# Deployment: look inside, draw the figures (one PNG per kind), go back to a plain
+	# model, and the portable form that loads without the custom-op library.
+	$(VENV)/bin/dc-onnx inspect $(DEMO)/lenet-300-100.paper.onnx
+	$(VENV)/bin/dc-onnx compile models/lenet5.onnx -o $(DEMO)/lenet5.paper.onnx --quiet \
+	  --sparsity-per-layer 'conv1=0.34,conv2=0.88,ip1=0.92,ip2=0.81' --plot $(DEMO)/plots
+	ls $(DEMO)/plots
+	$(VENV)/bin/dc-onnx decompress $(DEMO)/lenet-300-100.paper.onnx -o $(DEMO)/lenet-300-100.plain.onnx
+	$(VENV)/bin/dc-onnx compile models/lenet-300-100.onnx -o $(DEMO)/lenet-300-100.portable.onnx \
+	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --target portable
+	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.portable.onnx \
 	  --inputs $(DEMO)/mnist-1000.npz
 
 # Data-free figures on the bundled LeNets (docs/results.md). MNIST defaults to the

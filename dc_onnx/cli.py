@@ -16,6 +16,8 @@ from dc_onnx.cli_args import (
     positive_int,
     positive_ints,
 )
+from dc_onnx.cli_deploy import add_commands as add_deploy_commands
+from dc_onnx.cli_deploy import add_compile_plot, check_compile_plot, plot_compiled
 from dc_onnx.compiler import compile
 from dc_onnx.data import read_npz
 from dc_onnx.errors import DcOnnxError
@@ -40,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     add_options(c, CompileOptions, choices={"recipe": list(RECIPES)})
     c.add_argument("--report", type=Path, help="write the report as JSON")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_compile_plot(c)  # --plot DIR (dc_onnx/cli_deploy.py)
     c.set_defaults(run=_compile, parser=c)
 
     v = sub.add_parser("verify", help="compare a compiled model with its original")
@@ -82,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=positive_int, default=1000, help="batch size (default 1000)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(run=_eval)
+    add_deploy_commands(sub)  # inspect, decompress (dc_onnx/cli_deploy.py)
     return parser
 
 
@@ -91,7 +95,9 @@ def _compile(args: argparse.Namespace) -> int:
         options = options_from_args(args, CompileOptions)
     except ValueError as e:  # a rule across options; single values were checked by argparse
         args.parser.error(str(e))
+    check_compile_plot(args)
     result = compile(args.input, output, options)
+    plot_compiled(args, output)
     if args.report:
         args.report.write_text(json.dumps(result.report.to_json(), indent=2) + "\n")
     if not args.quiet:

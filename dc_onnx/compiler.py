@@ -16,7 +16,7 @@ from dc_onnx.options import CompileOptions
 from dc_onnx.passes.lower import LowerStats
 from dc_onnx.pipeline import run_passes, stats_of
 from dc_onnx.recipes import build_passes
-from dc_onnx.report import Report
+from dc_onnx.report import Report, zip_bytes
 from dc_onnx.training.trainer import TrainingData, resolve_loss
 
 __all__ = ["CompileOptions", "CompileResult", "compile"]
@@ -91,4 +91,6 @@ def compile(
         files = save_compiled(compiled, output, single_file=options.single_file)
         report.compressed_bytes = sum(f.stat().st_size for f in files)
         report.files = [f.name for f in files]
+        if options.target == "portable":  # no Huffman coding there: zip does that part
+            report.zipped_bytes = zip_bytes(files)
     return CompileResult(compiled, report)

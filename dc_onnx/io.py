@@ -15,24 +15,31 @@ from dc_onnx.codecs.container import parse_header
 from dc_onnx.codecs.schema import DOMAIN, HEADER_NAME, SIDE_FILE_SUFFIX, stream_inputs
 from dc_onnx.errors import InputError
 
-__all__ = ["load_model", "save_compiled", "side_file_path"]
+__all__ = ["load_model", "load_proto", "save_compiled", "side_file_path"]
 
 
 def side_file_path(model_path: str | os.PathLike[str]) -> Path:
     return Path(model_path).with_suffix(SIDE_FILE_SUFFIX)
 
 
-def load_model(path: str | os.PathLike[str]) -> ir.Model:
-    """Load an ONNX model (external data included) or raise InputError saying why not."""
+def load_proto(path: str | os.PathLike[str], external_data: bool = True) -> onnx.ModelProto:
+    """An ONNX file as a ModelProto (with or without its external data), or InputError."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:
-        proto = onnx.load(str(p), load_external_data=True)
+        proto = onnx.load(str(p), load_external_data=external_data)
     except Exception as e:  # protobuf reports bad files with many exception types
         raise InputError(f"{p}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     if not proto.HasField("graph") or not proto.graph.node:
         raise InputError(f"{p}: not an ONNX model (no graph nodes)")
+    return proto
+
+
+def load_model(path: str | os.PathLike[str]) -> ir.Model:
+    """Load an ONNX model (external data included) or raise InputError saying why not."""
+    p = Path(path)
+    proto = load_proto(p)
     try:
         return ir.from_proto(proto)
     except Exception as e:

@@ -28,6 +28,7 @@ from dc_onnx.layers import (
 )
 from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.progress import track
 from dc_onnx.quantize import Init, kmeans_1d, share_values
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
@@ -81,7 +82,7 @@ class ClusterPass(CompilerPass):
         modified = False
         layers = {}
         groups = self.weights(model)
-        for i, group in enumerate(groups, 1):
+        for i, group in enumerate(track(groups, "cluster"), 1):
             w = group.array()
             bits = bits_of(self.options, group)
             mask = w != 0  # NaN too: a non-finite weight is kept, never pruned

@@ -50,6 +50,7 @@ from dc_onnx.layers import (
 )
 from dc_onnx.options import LowerOptions
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.progress import track
 
 __all__ = ["DOMAIN", "LayerStats", "LowerOptions", "LowerPass", "LowerStats", "encode_group"]
 
@@ -216,7 +217,7 @@ class LowerPass(CompilerPass):
         groups = find_weight_groups(graph)
         jobs: list[tuple[WeightGroup | StoredWeight, EncodedWeight]] = []
         left: list[Skipped] = []
-        for i, group in enumerate(groups, 1):
+        for i, group in enumerate(track(groups, "encode"), 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
             index_bits = self.options.index_bits(group.kind)
             if group.kind == "embedding":  # tables are rarely pruned: drop the gaps then
