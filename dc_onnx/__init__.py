@@ -1,7 +1,7 @@
 """dc-onnx: Deep Compression (pruning, trained quantization, Huffman coding) for ONNX."""
 
 from dc_onnx.compiler import CompileOptions, CompileResult, compile
-from dc_onnx.errors import CompileError, DcOnnxError, InputError
+from dc_onnx.errors import CompileError, DcOnnxError, InputError, OutputError
 from dc_onnx.runtime import InferenceSession, ops_library_path, session_options
 from dc_onnx.tools.evaluate import EvalResult, evaluate
 from dc_onnx.tools.verify import verify
@@ -17,6 +17,7 @@ __all__ = [
     "EvalResult",
     "InferenceSession",
     "InputError",
+    "OutputError",
     "TrainOptions",
     "compile",
     "evaluate",

@@ -9,13 +9,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
+from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile, input_files
 from dc_onnx.errors import DcOnnxError, InputError
+from dc_onnx.paths import check_report
 from dc_onnx.recipes import RECIPES
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
 from dc_onnx.tools.verify import load_inputs, verify
 from dc_onnx.training.trainer import TrainOptions
+from dc_onnx.writer import write_file
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -168,9 +170,11 @@ def _compile(args: argparse.Namespace) -> int:
         retrain=_train_options(args, args.epochs, args.lr),
         retrain_centroids=_train_options(args, args.centroid_epochs, args.centroid_lr),
     )
+    if args.report:  # a bad report path fails now, before any output is written
+        check_report(args.report, output, input_files(args.input))
     result = compile(args.input, output, options)
     if args.report:
-        args.report.write_text(json.dumps(result.report.to_json(), indent=2) + "\n")
+        write_file(args.report, json.dumps(result.report.to_json(), indent=2) + "\n")
     if not args.quiet:
         print(result.report.format_table())
         print(f"wrote {output}")
@@ -245,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except DcOnnxError as e:
         print(f"dc-onnx: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # a file that vanished, a full disk, a permission: say which file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dc-onnx: error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("dc-onnx: interrupted", file=sys.stderr)

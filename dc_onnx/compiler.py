@@ -6,18 +6,19 @@ import dataclasses
 import os
 from pathlib import Path
 
-import onnx
 import onnx_ir as ir
 
 from dc_onnx import recipes
 from dc_onnx.data import Dataset
 from dc_onnx.errors import InputError
-from dc_onnx.io import load_model, save_compiled, side_file_path
+from dc_onnx.io import external_data_files, load_model, referenced_files
 from dc_onnx.passes.cluster import Init
 from dc_onnx.passes.simplify import SimplifyPass
+from dc_onnx.paths import check_output
 from dc_onnx.pipeline import run_passes
 from dc_onnx.report import LayerReport, Report
 from dc_onnx.training.trainer import TrainingData, TrainOptions, resolve_loss
+from dc_onnx.writer import save_compiled
 
 # Without data there is no retraining, so the default pruning is mild: on LeNet-300-100
 # it costs 0.1 points of accuracy (docs/results.md); a --sparsity target overrides it.
@@ -87,17 +88,12 @@ class CompileResult:
     report: Report
 
 
-def _file_bytes(path: Path) -> int:
-    """Size of an ONNX file plus the external data files it names."""
-    total = path.stat().st_size
-    proto = onnx.load(str(path), load_external_data=False)
-    locations = {
-        entry.value
-        for tensor in proto.graph.initializer
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return total + sum((path.parent / loc).stat().st_size for loc in locations)
+def input_files(model: ir.Model | str | os.PathLike[str]) -> list[Path]:
+    """The files an input is made of: no output may replace one of them."""
+    if isinstance(model, ir.Model):
+        return sorted(referenced_files(model))
+    path = Path(model)
+    return [path, *external_data_files(path)] if path.is_file() else [path]
 
 
 def compile(
@@ -111,14 +107,15 @@ def compile(
         source = model
         original_bytes = ir.to_proto(model).ByteSize()
     else:
-        in_path = Path(model)
-        if output is not None and in_path.resolve() in (
-            Path(output).resolve(),
-            side_file_path(output).resolve(),
-        ):
-            raise InputError(f"refusing to overwrite the input {in_path}")
-        source = load_model(in_path)
-        original_bytes = _file_bytes(in_path)
+        source = load_model(model)
+        original_bytes = sum(f.stat().st_size for f in input_files(model))
+    protected = input_files(source if isinstance(model, ir.Model) else model)
+    if options.simplify or options.data is not None:
+        # onnx-simplifier and the training graph take the model as one protobuf: they need
+        # every weight in memory (and such a model is below protobuf's 2 GiB anyway).
+        ir.external_data.load_to_model(source)
+    if output is not None:
+        check_output(Path(output), protected)  # before the work, not after it
     try:
         passes = options.passes(options.training_data(source))
     except ValueError as e:
@@ -135,7 +132,7 @@ def compile(
         original_bytes=original_bytes,
     )
     if output is not None:
-        files = save_compiled(compiled, output, single_file=options.single_file)
+        files = save_compiled(compiled, output, options.single_file, protected)
         report.compressed_bytes = sum(f.stat().st_size for f in files)
         report.files = [f.name for f in files]
     return CompileResult(compiled, report)

@@ -122,8 +122,9 @@ def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
     groups = []
     for key, layers in by_weight.items():
         weight = weights[key]
-        readers = {id(user) for user, _ in weight.uses()}
-        shared_oddly = len(readers) != len(layers) or len({lay.layout for lay in layers}) != 1
+        # Every use must be a layer's weight input: a node reading the weight twice
+        # (Gemm(A, W, W)) would still need the dense W after lowering.
+        shared_oddly = len(weight.uses()) != len(layers) or len({lay.layout for lay in layers}) != 1
         if shared_oddly or weight.is_graph_output():
             logger.warning(
                 "weight '%s' is also read by nodes that cannot use a compressed form; "

@@ -92,7 +92,12 @@ def _compressed_node(
     inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
     if op in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
         inputs.append(node.inputs[2])
-    attributes = [node.attributes[a] for a in _KEPT_ATTRIBUTES[op] if a in node.attributes]
+    kept = [a for a in _KEPT_ATTRIBUTES[op] if a in node.attributes]
+    if op == "Conv" and node.attributes.get_string("auto_pad", "NOTSET") == "VALID":
+        # VALID is zero padding: say it with pads alone, since the kernel's dense path
+        # hands its attributes to ORT's Conv, which refuses auto_pad and pads together.
+        kept = [a for a in kept if a not in ("auto_pad", "pads")]
+    attributes = [node.attributes[a] for a in kept]
     attributes += [
         ir.AttrInt64s("weight_shape", list(weight_shape)),
         ir.AttrInt64("num_entries", encoded.num_entries),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from onnx import helper
 
 from conftest import cnn_model, compile_model, lower_only, make_model, mlp_model, run
+from dc_onnx.io import side_file_of
 from dc_onnx.tools.decompile import decode_model
 
 
@@ -62,7 +63,9 @@ def test_single_file_runs_the_same(build, tmp_path: Path) -> None:  # type: igno
     model = build()
     side = compile_model(model, tmp_path, name="side", sparsity=0.5)
     single = compile_model(model, tmp_path, name="single", sparsity=0.5, single_file=True)
-    assert side.with_suffix(".dcw").exists() and not single.with_suffix(".dcw").exists()
+    side_file = side_file_of(side)
+    assert side_file is not None and side_file.is_file() and side_file_of(single) is None
+    assert sorted(p.name for p in tmp_path.glob("single*")) == ["single.dc.onnx", "single.onnx"]
     shape = [
         2 if d.dim_param else d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim
     ]
