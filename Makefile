@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp test demo results paper bench clean
+.PHONY: all venv install install-rt lint cpp test test-slow demo results paper bench clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -53,6 +53,11 @@ cpp: $(ORT_HEADERS)
 
 test: lint cpp install-rt
 	$(VENV)/bin/pytest -q tests
+
+# A 2.8 GB model (external data) compiled under a memory bound, then run: ~5 GB of disk in
+# a temporary folder, minutes. Prints the compile's peak RSS and time.
+test-slow: install
+	$(VENV)/bin/pytest -q -s -m slow tests/slow
 
 # LeNet-300-100 twice: the data-free defaults (accuracy kept), then the paper's densities
 # (35x; without retraining they cost accuracy), each run in ORT on 1000 MNIST images.

@@ -17,6 +17,7 @@ from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.paths import check_output
 from dc_onnx.pipeline import run_passes
 from dc_onnx.report import LayerReport, Report
+from dc_onnx.scratch import materialize, scratch_directory
 from dc_onnx.training.trainer import TrainingData, TrainOptions, resolve_loss
 from dc_onnx.writer import save_compiled
 
@@ -120,19 +121,24 @@ def compile(
         passes = options.passes(options.training_data(source))
     except ValueError as e:
         raise InputError(str(e)) from None
-    compiled, records = run_passes(source, passes)
-    lower_stats = records[-1].stats["layers"]
-    if not lower_stats:
-        raise InputError(
-            "nothing to compress: no Gemm, MatMul or Conv reads a constant float32 weight"
+    # Rewritten weights of 16 MiB or more go to scratch files beside the output, so a
+    # model larger than memory is compiled one weight at a time (dc_onnx/scratch.py).
+    parent = None if output is None else Path(output).parent
+    with scratch_directory(parent, prefix=f".{Path(output or 'dc-onnx').name}"):
+        compiled, records = run_passes(source, passes)
+        lower_stats = records[-1].stats["layers"]
+        if not lower_stats:
+            raise InputError(
+                "nothing to compress: no Gemm, MatMul or Conv reads a constant float32 weight"
+            )
+        report = Report(
+            layers=[LayerReport.from_lower_stats(name, s) for name, s in lower_stats.items()],
+            passes=[dataclasses.asdict(r) for r in records],
+            original_bytes=original_bytes,
         )
-    report = Report(
-        layers=[LayerReport.from_lower_stats(name, s) for name, s in lower_stats.items()],
-        passes=[dataclasses.asdict(r) for r in records],
-        original_bytes=original_bytes,
-    )
-    if output is not None:
-        files = save_compiled(compiled, output, options.single_file, protected)
-        report.compressed_bytes = sum(f.stat().st_size for f in files)
-        report.files = [f.name for f in files]
+        if output is not None:
+            files = save_compiled(compiled, output, options.single_file, protected)
+            report.compressed_bytes = sum(f.stat().st_size for f in files)
+            report.files = [f.name for f in files]
+        materialize(compiled)
     return CompileResult(compiled, report)

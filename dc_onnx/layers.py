@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
+from dc_onnx import scratch
+
 logger = logging.getLogger(__name__)
 
 LayerKind = Literal["conv", "fc"]
@@ -65,7 +67,15 @@ class WeightGroup:
         return tensor.numpy()
 
     def set_array(self, array: np.ndarray) -> None:
-        self.weight.const_value = ir.Tensor(array.astype(np.float32), name=self.weight.name)
+        self.set_tensor(scratch.as_tensor(array.astype(np.float32), self.weight.name))
+
+    def set_tensor(self, tensor: ir.TensorProtocol) -> None:
+        self.release()
+        self.weight.const_value = tensor
+
+    def release(self) -> None:
+        """Unmap the weight if it is memory-mapped; a large model is read one weight at a time."""
+        scratch.release(self.weight.const_value)
 
     def stored_matrix(self, array: np.ndarray | None = None) -> np.ndarray:
         """The weight as the [out, in] matrix of docs/format.md."""

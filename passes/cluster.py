@@ -94,6 +94,8 @@ class ClusterPass(CompilerPass):
             survivors = w[mask]
             if survivors.size == 0:
                 layers[group.name] = {"bits": bits, "clusters": 0, "iterations": 0}
+                del w
+                group.release()
                 continue
             centroids, assignment, iterations = kmeans_1d(
                 survivors,
@@ -112,6 +114,8 @@ class ClusterPass(CompilerPass):
                 "clusters": int(np.unique(shared[mask]).size),
                 "iterations": iterations,
             }
+            del w, shared
+            group.release()  # a large model is held in memory one weight at a time
             logger.info(
                 "cluster %d/%d %s: %d weights -> %d centroids (%d iterations)",
                 i, len(groups), group.name, survivors.size, centroids.size, iterations,
@@ -122,5 +126,6 @@ class ClusterPass(CompilerPass):
     def ensures(self, model: ir.Model) -> None:
         for group in find_weight_groups(model.graph):
             distinct = np.unique(group.array()).size
+            group.release()
             if distinct > 1 << self.options.bits(group.kind):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

@@ -139,6 +139,7 @@ class LowerPass(CompilerPass):
         for i, group in enumerate(groups, 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
             encoded.append(encode_group(group, self.options.index_bits(group.kind)))
+            group.release()  # a large model is held in memory one weight at a time
         # Codebooks first in the side file so they stay 4-byte aligned (docs/format.md).
         order = [(g, kind) for kind in range(4) for g in range(len(groups))]
         stream_ids = {key: n for n, key in enumerate(order)}
@@ -161,6 +162,7 @@ class LowerPass(CompilerPass):
                 )
             graph.initializers.pop(base)
             layers[group.name] = _layer_stats(group, enc)
+            group.release()
         graph.opset_imports[DOMAIN] = OPSET_VERSION
         self.stats = {"layers": layers}
         return ir.passes.PassResult(model, True)

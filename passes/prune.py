@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+from collections.abc import Iterator
 
 import numpy as np
 import onnx_ir as ir
 
+from dc_onnx import scratch
 from dc_onnx.layers import WeightGroup, find_weight_groups, first_match
 from dc_onnx.pipeline import CompilerPass
 
@@ -70,6 +73,70 @@ def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
     return flat.reshape(w.shape)
 
 
+# Weights of more than CHUNK elements are pruned chunk by chunk, so pruning one needs
+# memory for the weight (mapped from its file) plus a few chunks, not several copies.
+# Smaller weights keep the in-memory path above, whose results the docs' figures measure.
+CHUNK = 1 << 22
+
+
+def _chunks(flat: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, flat.size, CHUNK):
+        yield flat[start : start + CHUNK]
+
+
+def _std(flat: np.ndarray) -> float:
+    """Standard deviation in float64, two passes over the chunks."""
+    mean = sum(float(np.sum(c, dtype=np.float64)) for c in _chunks(flat)) / flat.size
+    squares = sum(float(np.sum(np.square(c.astype(np.float64) - mean))) for c in _chunks(flat))
+    return math.sqrt(squares / flat.size)
+
+
+def _magnitude_bits(chunk: np.ndarray) -> np.ndarray:
+    # For floats >= 0 the order of the IEEE bit patterns is the order of the values.
+    return np.abs(chunk).view(np.uint32)
+
+
+def _kth_magnitude(flat: np.ndarray, rank: int) -> tuple[np.float32, int]:
+    """The magnitude of 0-based `rank` in sorted order, and how many magnitudes are below it.
+
+    A radix select on the float32 bit patterns: a histogram of their high 16 bits finds
+    the bucket, a second one of the low 16 bits inside it finds the value.
+    """
+    high = np.zeros(1 << 16, np.int64)
+    for c in _chunks(flat):
+        high += np.bincount(_magnitude_bits(c) >> 16, minlength=1 << 16)
+    cumulative = np.cumsum(high)
+    top = int(np.searchsorted(cumulative, rank, side="right"))
+    below = int(cumulative[top - 1]) if top else 0
+    low = np.zeros(1 << 16, np.int64)
+    for c in _chunks(flat):
+        bits = _magnitude_bits(c)
+        low += np.bincount(bits[(bits >> 16) == top] & 0xFFFF, minlength=1 << 16)
+    cumulative = np.cumsum(low)
+    bottom = int(np.searchsorted(cumulative, rank - below, side="right"))
+    below += int(cumulative[bottom - 1]) if bottom else 0
+    return np.array([(top << 16) | bottom], np.uint32).view(np.float32)[0], below
+
+
+def prune_chunks(flat: np.ndarray, rule: str, amount: float) -> Iterator[np.ndarray]:
+    """The chunks of `flat` with the same weights zeroed as `prune_array` (ties by index)."""
+    ties = 0
+    if rule == "sparsity":
+        n_zero = round(amount * flat.size)
+        threshold, below = _kth_magnitude(flat, n_zero - 1) if n_zero else (np.float32(0), 0)
+        ties = n_zero - below  # weights equal to the threshold that are zeroed too
+    else:
+        threshold = np.float32(amount * _std(flat))
+    for c in _chunks(flat):
+        magnitude = np.abs(c)
+        zero = magnitude < threshold
+        if ties > 0:
+            equal = np.flatnonzero(magnitude == threshold)[:ties]
+            zero[equal] = True
+            ties -= equal.size
+        yield np.where(zero, np.float32(0), c)
+
+
 class PrunePass(CompilerPass):
     name = "prune"
 
@@ -81,15 +148,28 @@ class PrunePass(CompilerPass):
         modified = False
         layers = {}
         for group in find_weight_groups(model.graph):
-            w = group.array()
             target = self.policy.target(group)
-            pruned = w if target is None else prune_array(w, *target)
-            if not np.array_equal(pruned, w):
-                group.set_array(pruned)
-                modified = True
+            w = group.array()
+            size, before = int(w.size), int(np.count_nonzero(w))
+            if target is not None and w.size > CHUNK:
+                flat = w.reshape(-1)
+                del w  # the weight's map is released once the pruned copy is written
+                group.set_tensor(
+                    scratch.from_chunks(prune_chunks(flat, *target), group.array().shape,
+                                        np.dtype(np.float32), group.weight.name)
+                )  # fmt: skip
+                del flat
+            elif target is not None:
+                pruned = prune_array(w, *target)
+                if not np.array_equal(pruned, w):
+                    group.set_array(pruned)
+                del w, pruned
+            after = _count_nonzero(group.array())
+            group.release()
+            modified = modified or after != before
             layers[group.name] = {
-                "weights": int(w.size),
-                "density": float(np.count_nonzero(pruned)) / max(w.size, 1),
+                "weights": size,
+                "density": after / max(size, 1),
                 "rule": None if target is None else f"{target[0]}={target[1]:g}",
             }
             logger.debug("prune %s: density %.3f", group.name, layers[group.name]["density"])
@@ -101,6 +181,14 @@ class PrunePass(CompilerPass):
             target = self.policy.target(group)
             if target and target[0] == "sparsity":
                 w = group.array()
-                wanted = round(target[1] * w.size)
-                if w.size - np.count_nonzero(w) < wanted:
+                size, wanted = w.size, round(target[1] * w.size)
+                nonzero = _count_nonzero(w)
+                del w
+                group.release()
+                if size - nonzero < wanted:
                     raise AssertionError(f"{group.name}: fewer zeros than the target sparsity")
+
+
+def _count_nonzero(w: np.ndarray) -> int:
+    flat = w.reshape(-1)
+    return sum(int(np.count_nonzero(c)) for c in _chunks(flat))
