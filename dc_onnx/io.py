@@ -46,7 +46,10 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
 def external_data_files(path: Path, proto: onnx.ModelProto | None = None) -> list[Path]:
     """The external data files the model at `path` refers to (main graph initializers)."""
     if proto is None:
-        proto = onnx.load(str(path), load_external_data=False)
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception:  # not a model: it names no files (load_model says what is wrong)
+            return []
     locations = {
         entry.value
         for tensor in proto.graph.initializer

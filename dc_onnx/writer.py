@@ -33,7 +33,7 @@ from dc_onnx.paths import check_not_protected, check_output, same_file
 logger = logging.getLogger(__name__)
 
 PROTOBUF_LIMIT = 2**31  # a serialized ModelProto must stay below 2 GiB
-_HASH_CHARS = 16
+_HASH_CHARS = 8  # names only need to differ from the previous output's
 _CHUNK = 16 << 20  # copy external data 16 MiB at a time: memory stays bounded
 _PAGE = 4096  # large dense tensors start on a page boundary, so ORT can map them
 

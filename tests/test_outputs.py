@@ -168,7 +168,7 @@ def test_single_file_over_the_protobuf_limit_is_a_clear_error(
     dc_onnx.compile(source, tmp_path / "out.onnx")  # without --single-file it fits
 
 
-def _cli(*args: str, limit_fsize: int | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(cwd: Path, *args: str, limit_fsize: int | None = None) -> subprocess.CompletedProcess[str]:
     def limit() -> None:
         if limit_fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, limit_fsize))
@@ -177,7 +177,7 @@ def _cli(*args: str, limit_fsize: int | None = None) -> subprocess.CompletedProc
         [sys.executable, "-m", "dc_onnx", *args],
         capture_output=True,
         text=True,
-        cwd=Path(dc_onnx.__file__).parent.parent.parent,  # never the source checkout
+        cwd=cwd,  # not the source checkout, whose dc_onnx/ would shadow the installed one
         preexec_fn=limit,
         timeout=300,
     )
@@ -195,21 +195,31 @@ LENET = str(MODELS / "lenet-300-100.onnx")
 
 
 def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
-    line = _one_error_line(_cli("compile", LENET, "-o", str(tmp_path / "c.onnx"), limit_fsize=0))
+    line = _one_error_line(
+        _cli(tmp_path.parent, "compile", LENET, "-o", str(tmp_path / "c.onnx"), limit_fsize=0)
+    )
     assert "cannot write the output" in line
     assert list(tmp_path.iterdir()) == []
 
 
 def test_output_path_that_is_a_folder(tmp_path: Path) -> None:
     (tmp_path / "dir.onnx").mkdir()
-    line = _one_error_line(_cli("compile", LENET, "-o", str(tmp_path / "dir.onnx")))
+    line = _one_error_line(
+        _cli(tmp_path.parent, "compile", LENET, "-o", str(tmp_path / "dir.onnx"))
+    )
     assert "is a directory" in line
     assert [p.name for p in tmp_path.iterdir()] == ["dir.onnx"]
 
 
 def test_report_in_a_missing_folder_is_refused_before_writing(tmp_path: Path) -> None:
     result = _cli(
-        "compile", LENET, "-o", str(tmp_path / "c.onnx"), "--report", str(tmp_path / "no/r.json")
+        tmp_path.parent,
+        "compile",
+        LENET,
+        "-o",
+        str(tmp_path / "c.onnx"),
+        "--report",
+        str(tmp_path / "no/r.json"),
     )
     assert "directory does not exist" in _one_error_line(result)
     assert list(tmp_path.iterdir()) == []
@@ -221,7 +231,9 @@ def test_unwritable_folder(tmp_path: Path) -> None:
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        line = _one_error_line(_cli("compile", LENET, "-o", str(folder / "c.onnx")))
+        line = _one_error_line(
+            _cli(tmp_path.parent, "compile", LENET, "-o", str(folder / "c.onnx"))
+        )
     finally:
         folder.chmod(0o755)
     assert "no permission" in line
@@ -230,6 +242,7 @@ def test_unwritable_folder(tmp_path: Path) -> None:
 
 def test_report_is_written_after_the_outputs(tmp_path: Path) -> None:
     result = _cli(
+        tmp_path.parent,
         "compile", LENET, "-o", str(tmp_path / "c.onnx"), "--report", str(tmp_path / "r.json"),
         "--quiet",
     )  # fmt: skip
