@@ -104,13 +104,13 @@ def compile(
 ) -> CompileResult:
     """Compress a model; with `output`, also write it (plus its side file) and size it."""
     options = options or CompileOptions()
+    protected = input_files(model)  # no output may replace one of these
     if isinstance(model, ir.Model):
         source = model
         original_bytes = ir.to_proto(model).ByteSize()
     else:
         source = load_model(model)
-        original_bytes = sum(f.stat().st_size for f in input_files(model))
-    protected = input_files(source if isinstance(model, ir.Model) else model)
+        original_bytes = sum(f.stat().st_size for f in protected)
     if options.simplify or options.data is not None:
         # onnx-simplifier and the training graph take the model as one protobuf: they need
         # every weight in memory (and such a model is below protobuf's 2 GiB anyway).

@@ -14,7 +14,8 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.layers import find_weight_groups
+from dc_onnx.large_weights import cluster_large, distinct_values, is_large
+from dc_onnx.layers import WeightGroup, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -88,8 +89,12 @@ class ClusterPass(CompilerPass):
         layers = {}
         groups = find_weight_groups(model.graph)
         for i, group in enumerate(groups, 1):
-            w = group.array()
             bits = self.options.bits(group.kind)
+            if is_large(group):  # block by block: a weight of GBs is never copied whole
+                layers[group.name] = {"bits": bits, **self._cluster_large(group, bits)}
+                modified = True
+                continue
+            w = group.array()
             mask = w != 0
             survivors = w[mask]
             if survivors.size == 0:
@@ -123,9 +128,18 @@ class ClusterPass(CompilerPass):
         self.stats = {"layers": layers}
         return ir.passes.PassResult(model, modified)
 
+    def _cluster_large(self, group: WeightGroup, bits: int) -> dict[str, int]:
+        o, k = self.options, (1 << bits) - 1
+        initial = lambda x: _initial_centroids(x, k, o.init, o.seed)  # noqa: E731
+        return cluster_large(group, k, initial, o.max_iterations)
+
     def ensures(self, model: ir.Model) -> None:
         for group in find_weight_groups(model.graph):
-            distinct = np.unique(group.array()).size
-            group.release()
-            if distinct > 1 << self.options.bits(group.kind):
+            limit = 1 << self.options.bits(group.kind)
+            if is_large(group):
+                distinct = distinct_values(group, limit)
+            else:
+                distinct = np.unique(group.array()).size
+                group.release()
+            if distinct > limit:
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

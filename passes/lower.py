@@ -18,6 +18,7 @@ from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
 from dc_onnx.errors import CompileError
 from dc_onnx.io import DOMAIN, HEADER_NAME
+from dc_onnx.large_weights import encode_large, is_large
 from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
 
@@ -49,6 +50,8 @@ class LowerOptions:
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
     """Codebook and streams of one weight, which must hold at most 256 distinct values."""
+    if is_large(group):  # block by block: a weight of GBs is never copied whole
+        return encode_large(group, index_bits)
     stored = np.ascontiguousarray(group.stored_matrix())
     values = np.unique(stored[stored != 0])
     if values.size > 255:
