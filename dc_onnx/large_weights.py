@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from dc_onnx import scratch
-from dc_onnx import blocks
+from dc_onnx import blocks, scratch
 from dc_onnx.blocks import flat_blocks, stored_row_blocks, weight_size
 from dc_onnx.codecs import EncodedWeight
 from dc_onnx.codecs.blocks import encode_blocks
