@@ -70,7 +70,7 @@ class WeightGroup:
         self.set_tensor(scratch.as_tensor(array.astype(np.float32), self.weight.name))
 
     def set_tensor(self, tensor: ir.TensorProtocol) -> None:
-        self.release()
+        scratch.discard(self.weight.const_value)  # a previous scratch file goes now
         self.weight.const_value = tensor
 
     def release(self) -> None:

@@ -79,6 +79,14 @@ def release(tensor: ir.TensorProtocol | None) -> None:
         tensor.raw = None
 
 
+def discard(tensor: ir.TensorProtocol | None) -> None:
+    """Release a tensor that was replaced; delete its file if it is one of ours."""
+    release(tensor)
+    if is_scratch(tensor):
+        assert isinstance(tensor, ir.ExternalTensor)
+        Path(tensor.path).unlink(missing_ok=True)  # a map still open keeps the data alive
+
+
 def is_scratch(tensor: ir.TensorProtocol | None) -> bool:
     folder = _active.get()
     return (

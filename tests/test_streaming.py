@@ -65,6 +65,8 @@ def test_spilled_tensors_are_mapped_files_removed_with_the_folder(
         scratch.release(tensor)  # a view is still alive: no error, the map goes with it
         np.testing.assert_array_equal(view, array)
         assert list(folder.iterdir())
+        scratch.discard(tensor)  # replaced: its file goes at once
+        assert list(folder.iterdir()) == []
     assert list(tmp_path.iterdir()) == []
     assert isinstance(scratch.as_tensor(array, "w"), ir.Tensor)  # no folder: in memory
 
