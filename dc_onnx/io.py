@@ -8,12 +8,10 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from dc_onnx.codecs.schema import HEADER_NAME
 from dc_onnx.errors import InputError
 
-SIDE_FILE_SUFFIX = ".dcw"
-DATA_FILE_SUFFIX = ".data"
-HEADER_NAME = "dc_onnx.header"
-DOMAIN = "ai.dc_onnx"
+__all__ = ["external_data_files", "load_model", "referenced_files", "side_file_of"]
 
 
 def load_model(path: str | os.PathLike[str]) -> ir.Model:

@@ -10,7 +10,7 @@ from block-wise prefix sums instead of one prefix-sum array).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -28,13 +28,18 @@ def is_large(group: WeightGroup) -> bool:
     return weight_size(group) * 4 > blocks.BLOCK_BYTES
 
 
+def _shared(block: np.ndarray) -> np.ndarray:
+    # Non-finite weights keep values of their own (as in dc_onnx.quantize): not shared.
+    return (block != 0) & np.isfinite(block)
+
+
 def sorted_survivors(group: WeightGroup) -> np.ndarray:
-    """The non-zero weights, sorted (float32: one copy of the survivors, no more)."""
-    n = sum(int(np.count_nonzero(b)) for b in flat_blocks(group))
+    """The finite non-zero weights, sorted (float32: one copy of them, no more)."""
+    n = sum(int(np.count_nonzero(_shared(b))) for b in flat_blocks(group))
     x = np.empty(n, np.float32)
     filled = 0
     for block in flat_blocks(group):
-        kept = block[block != 0]
+        kept = block[_shared(block)]
         x[filled : filled + kept.size] = kept
         filled += kept.size
     x.sort()
@@ -84,29 +89,53 @@ def kmeans_sorted(
     return centroids, iterations
 
 
+def initial_centroids(x: np.ndarray, k: int, init: str, seed: int) -> np.ndarray:
+    """The paper's starts on sorted `x`. "mse" (companded, needs the in-memory prefix sums)
+    starts linear here: Lloyd then runs from the paper's best start."""
+    if init == "density":
+        return x[np.linspace(0, x.size - 1, k).round().astype(np.int64)].astype(np.float64)
+    if init == "random":
+        rng = np.random.default_rng(seed)
+        return np.sort(x[rng.choice(x.size, size=k, replace=False)]).astype(np.float64)
+    return np.linspace(float(x[0]), float(x[-1]), k)
+
+
 def cluster_large(
-    group: WeightGroup,
-    k: int,
-    initial: Callable[[np.ndarray], np.ndarray],
-    max_iterations: int,
-) -> dict[str, int]:
-    """ClusterPass on one large weight: k shared values for its non-zero weights."""
+    group: WeightGroup, k: int, init: str, max_iterations: int, seed: int
+) -> dict[str, float]:
+    """ClusterPass on one large weight: k shared values for its finite non-zero weights."""
+    nonfinite = sum(int(np.count_nonzero(~np.isfinite(b))) for b in flat_blocks(group))
     x = sorted_survivors(group)
     if x.size == 0:
-        return {"clusters": 0, "iterations": 0}
+        return {"clusters": 0, "iterations": 0, "nonfinite": nonfinite, "relative_error": 0.0}
     first = np.concatenate([[True], x[1:] != x[:-1]])
     if int(np.count_nonzero(first)) <= k:  # nothing to share: each value is its own centroid
         centroids, iterations = x[first].astype(np.float64), 0
     else:
-        centroids, iterations = kmeans_sorted(x, initial(x), max_iterations)
+        centroids, iterations = kmeans_sorted(
+            x, initial_centroids(x, k, init, seed), max_iterations
+        )
     del first
     # Clusters that keep members (a weight on a bound goes to the lower one, as below).
     ends = np.searchsorted(x, (centroids[1:] + centroids[:-1]) / 2, side="right")
     members = np.diff(np.concatenate([[0], ends, [x.size]]))
     clusters = int(np.unique(centroids.astype(np.float32)[members > 0]).size)
+    # Squared error of the sharing, from the sorted values and their nearest centroids.
+    bounds = (centroids[1:] + centroids[:-1]) / 2
+    error = norm = 0.0
+    for start in range(0, x.size, 1 << 22):
+        part = x[start : start + (1 << 22)].astype(np.float64)
+        error += float(np.sum((part - centroids[np.searchsorted(bounds, part)]) ** 2))
+        norm += float(np.sum(part**2))
     del x
     write_shared(group, centroids)
-    return {"clusters": clusters, "iterations": iterations}
+    relative = float(np.sqrt(error / norm)) if norm else 0.0
+    return {
+        "clusters": clusters,
+        "iterations": iterations,
+        "nonfinite": nonfinite,
+        "relative_error": relative,
+    }
 
 
 def shared_blocks(group: WeightGroup, centroids: np.ndarray) -> Iterator[np.ndarray]:
@@ -114,8 +143,8 @@ def shared_blocks(group: WeightGroup, centroids: np.ndarray) -> Iterator[np.ndar
     bounds = (centroids[1:] + centroids[:-1]) / 2
     values = centroids.astype(np.float32)
     for block in flat_blocks(group):
-        nonzero = block != 0
-        block[nonzero] = values[np.searchsorted(bounds, block[nonzero].astype(np.float64))]
+        shared = _shared(block)
+        block[shared] = values[np.searchsorted(bounds, block[shared].astype(np.float64))]
         yield block
 
 

@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from dc_onnx.codecs.schema import SIDE_FILE_SUFFIX
 from dc_onnx.errors import OutputError
-from dc_onnx.io import SIDE_FILE_SUFFIX
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -26,8 +26,15 @@ import onnx
 import onnx_ir as ir
 
 from dc_onnx.codecs.container import MAGIC, parse_header
+from dc_onnx.codecs.schema import (
+    DATA_FILE_SUFFIX,
+    DOMAIN,
+    FIRST_STREAM_INPUT,
+    HEADER_NAME,
+    SIDE_FILE_SUFFIX,
+    STREAM_KINDS,
+)
 from dc_onnx.errors import OutputError
-from dc_onnx.io import DATA_FILE_SUFFIX, DOMAIN, HEADER_NAME, SIDE_FILE_SUFFIX
 from dc_onnx.paths import check_not_protected, check_output, same_file
 
 logger = logging.getLogger(__name__)
@@ -270,7 +277,8 @@ def _stream_order(graph: onnx.GraphProto) -> list[str]:
         if node.domain != DOMAIN:
             continue
         ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        for stream_id, name in zip(ids, node.input[2:6], strict=True):
+        streams = node.input[FIRST_STREAM_INPUT : FIRST_STREAM_INPUT + len(STREAM_KINDS)]
+        for stream_id, name in zip(ids, streams, strict=True):
             by_id[stream_id] = name
     return [by_id[i] for i in sorted(by_id)]
 

@@ -16,8 +16,11 @@ import numpy as np
 import onnx_ir as ir
 
 from dc_onnx import scratch
+from dc_onnx.errors import InputError
 from dc_onnx.layers import WeightGroup, find_weight_groups, first_match
+from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.quantize import prune_array
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +31,12 @@ class PrunePolicy:
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)  # glob -> sparsity
     quality: float | None = None  # threshold = quality * std, where no sparsity applies
 
-    def __post_init__(self) -> None:
-        for s in [self.sparsity, *self.per_layer.values()]:
-            if s is not None and not 0.0 <= s < 1.0:
-                raise ValueError(f"sparsity must be in [0, 1), got {s}")
-        if self.quality is not None and self.quality < 0:
-            raise ValueError(f"quality must be >= 0, got {self.quality}")
+    def __post_init__(self) -> None:  # the rules of dc_onnx.options.PruneOptions
+        if self.sparsity is not None:
+            check_sparsity("sparsity", self.sparsity)
+        check_sparsity_map("sparsity_per_layer", self.per_layer)
+        if self.quality is not None:
+            check_non_negative("quality", self.quality)
 
     def target(self, group: WeightGroup) -> tuple[str, float] | None:
         """('sparsity', s) or ('quality', q) for the group, or None to leave it alone."""
@@ -59,23 +62,9 @@ class PrunePolicy:
         )
 
 
-def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
-    """`w` with its smallest-magnitude weights set to exactly zero."""
-    flat = w.reshape(-1).copy()
-    magnitude = np.abs(flat)
-    if rule == "sparsity":
-        n_zero = round(amount * flat.size)
-        if n_zero > 0:
-            # argpartition is exact and deterministic; ties at the threshold are cut by index.
-            flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
-    else:
-        flat[magnitude < amount * float(np.std(w))] = 0.0
-    return flat.reshape(w.shape)
-
-
 # Weights of more than CHUNK elements are pruned chunk by chunk, so pruning one needs
 # memory for the weight (mapped from its file) plus a few chunks, not several copies.
-# Smaller weights keep the in-memory path above, whose results the docs' figures measure.
+# Smaller weights keep `prune_array`, whose results the docs' figures measure.
 CHUNK = 1 << 22
 
 
@@ -85,14 +74,21 @@ def _chunks(flat: np.ndarray) -> Iterator[np.ndarray]:
 
 
 def _std(flat: np.ndarray) -> float:
-    """Standard deviation in float64, two passes over the chunks."""
-    mean = sum(float(np.sum(c, dtype=np.float64)) for c in _chunks(flat)) / flat.size
-    squares = sum(float(np.sum(np.square(c.astype(np.float64) - mean))) for c in _chunks(flat))
-    return math.sqrt(squares / flat.size)
+    """Standard deviation of the finite weights in float64, two passes over the chunks."""
+    n = sum(int(np.count_nonzero(np.isfinite(c))) for c in _chunks(flat))
+    if n == 0:
+        return 0.0
+    total = sum(float(np.sum(c[np.isfinite(c)], dtype=np.float64)) for c in _chunks(flat))
+    mean = total / n
+    squares = sum(
+        float(np.sum(np.square(c[np.isfinite(c)].astype(np.float64) - mean))) for c in _chunks(flat)
+    )
+    return math.sqrt(squares / n)
 
 
 def _magnitude_bits(chunk: np.ndarray) -> np.ndarray:
-    # For floats >= 0 the order of the IEEE bit patterns is the order of the values.
+    # For floats >= 0 the order of the IEEE bit patterns is the order of the values, and
+    # NaN comes after +Inf: non-finite weights are the largest, never pruned first.
     return np.abs(chunk).view(np.uint32)
 
 
@@ -128,13 +124,18 @@ def prune_chunks(flat: np.ndarray, rule: str, amount: float) -> Iterator[np.ndar
     else:
         threshold = np.float32(amount * _std(flat))
     for c in _chunks(flat):
-        magnitude = np.abs(c)
-        zero = magnitude < threshold
+        magnitude = _magnitude_bits(c)  # NaN compares as the largest, like prune_array
+        bound = np.array([threshold], np.float32).view(np.uint32)[0]
+        zero = magnitude < bound
         if ties > 0:
-            equal = np.flatnonzero(magnitude == threshold)[:ties]
+            equal = np.flatnonzero(magnitude == bound)[:ties]
             zero[equal] = True
             ties -= equal.size
         yield np.where(zero, np.float32(0), c)
+
+
+def _count_nonzero(w: np.ndarray) -> int:
+    return sum(int(np.count_nonzero(c)) for c in _chunks(w.reshape(-1)))
 
 
 class PrunePass(CompilerPass):
@@ -144,26 +145,39 @@ class PrunePass(CompilerPass):
         super().__init__()
         self.policy = policy
 
+    def requires(self, model: ir.Model) -> None:
+        # A glob that matches nothing is most likely a typo, which would silently change
+        # the result; refuse it and say which layers there are.
+        groups = find_weight_groups(model.graph)
+        unmatched = [p for p in self.policy.per_layer if not any(g.matches(p) for g in groups)]
+        if unmatched:
+            names = ", ".join(g.name for g in groups) or "none"
+            raise InputError(
+                f"--sparsity-per-layer: {', '.join(repr(p) for p in unmatched)} matches no layer"
+                f" (layers: {names})"
+            )
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
         for group in find_weight_groups(model.graph):
             target = self.policy.target(group)
             w = group.array()
-            size, before = int(w.size), int(np.count_nonzero(w))
+            size, before = int(w.size), _count_nonzero(w)
             if target is not None and w.size > CHUNK:
                 flat = w.reshape(-1)
                 del w  # the weight's map is released once the pruned copy is written
+                pruned = prune_chunks(flat, *target)
+                shape = group.array().shape
                 group.set_tensor(
-                    scratch.from_chunks(prune_chunks(flat, *target), group.array().shape,
-                                        np.dtype(np.float32), group.weight.name)
-                )  # fmt: skip
+                    scratch.from_chunks(pruned, shape, np.dtype(np.float32), group.weight.name)
+                )
                 del flat
             elif target is not None:
-                pruned = prune_array(w, *target)
-                if not np.array_equal(pruned, w):
-                    group.set_array(pruned)
-                del w, pruned
+                pruned_array = prune_array(w, *target)
+                if not np.array_equal(pruned_array, w, equal_nan=True):
+                    group.set_array(pruned_array)
+                del w, pruned_array
             after = _count_nonzero(group.array())
             group.release()
             modified = modified or after != before
@@ -181,14 +195,8 @@ class PrunePass(CompilerPass):
             target = self.policy.target(group)
             if target and target[0] == "sparsity":
                 w = group.array()
-                size, wanted = w.size, round(target[1] * w.size)
-                nonzero = _count_nonzero(w)
+                size, wanted, nonzero = w.size, round(target[1] * w.size), _count_nonzero(w)
                 del w
                 group.release()
                 if size - nonzero < wanted:
                     raise AssertionError(f"{group.name}: fewer zeros than the target sparsity")
-
-
-def _count_nonzero(w: np.ndarray) -> int:
-    flat = w.reshape(-1)
-    return sum(int(np.count_nonzero(c)) for c in _chunks(flat))
