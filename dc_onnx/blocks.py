@@ -37,16 +37,11 @@ def flat_blocks(group: WeightGroup) -> Iterator[np.ndarray]:
 
 def stored_row_blocks(group: WeightGroup) -> Iterator[np.ndarray]:
     """Row blocks of the stored [out, in] matrix (docs/format.md), as C-contiguous copies."""
-    tensor = group.weight.const_value
-    assert tensor is not None
-    shape = tuple(int(d) for d in tensor.shape.numpy())
-    if group.kind == "conv":
-        rows, cols = shape[0], int(np.prod(shape[1:]))
-    else:
-        rows, cols = (shape[1], shape[0]) if group.layers[0].transposed else shape
+    rows, cols = group.stored_matrix().shape  # a view: nothing is copied here
+    group.release()
     step = _rows_per_block(cols * 4)
     for start in range(0, rows, step):
-        matrix = group.stored_matrix(group.array().reshape(shape))
+        matrix = group.stored_matrix()
         block = np.ascontiguousarray(matrix[start : start + step])
         del matrix
         group.release()

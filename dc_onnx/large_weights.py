@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import onnx_ir as ir
 
 from dc_onnx import blocks, scratch
 from dc_onnx.blocks import flat_blocks, stored_row_blocks, weight_size
@@ -25,7 +26,10 @@ _SPAN = 4096  # elements per prefix-sum step
 
 
 def is_large(group: WeightGroup) -> bool:
-    return weight_size(group) * 4 > blocks.BLOCK_BYTES
+    """A float32 weight over one block (other dtypes are small tables: in memory)."""
+    tensor = group.weight.const_value
+    is_float32 = tensor is not None and tensor.dtype == ir.DataType.FLOAT
+    return is_float32 and weight_size(group) * 4 > blocks.BLOCK_BYTES
 
 
 def _shared(block: np.ndarray) -> np.ndarray:
@@ -186,12 +190,3 @@ def encode_large(group: WeightGroup, index_bits: int) -> EncodedWeight:
 
     codebook = np.concatenate([[0.0], values]).astype(np.float32)
     return encode_blocks(codes, codebook, index_bits)
-
-
-def stored_shape(group: WeightGroup) -> tuple[int, ...]:
-    tensor = group.weight.const_value
-    assert tensor is not None
-    shape = tuple(int(d) for d in tensor.shape.numpy())
-    if group.kind == "conv":
-        return shape
-    return (shape[1], shape[0]) if group.layers[0].transposed else shape

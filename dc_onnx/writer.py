@@ -29,10 +29,9 @@ from dc_onnx.codecs.container import MAGIC, parse_header
 from dc_onnx.codecs.schema import (
     DATA_FILE_SUFFIX,
     DOMAIN,
-    FIRST_STREAM_INPUT,
     HEADER_NAME,
     SIDE_FILE_SUFFIX,
-    STREAM_KINDS,
+    stream_inputs,
 )
 from dc_onnx.errors import OutputError
 from dc_onnx.paths import check_not_protected, check_output, same_file
@@ -277,7 +276,7 @@ def _stream_order(graph: onnx.GraphProto) -> list[str]:
         if node.domain != DOMAIN:
             continue
         ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        streams = node.input[FIRST_STREAM_INPUT : FIRST_STREAM_INPUT + len(STREAM_KINDS)]
+        streams = node.input[stream_inputs(node.op_type)]
         for stream_id, name in zip(ids, streams, strict=True):
             by_id[stream_id] = name
     return [by_id[i] for i in sorted(by_id)]
