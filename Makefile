@@ -90,14 +90,19 @@ paper: install
 
 # Kernel and whole-model benchmarks against ORT's dense kernels (docs/benchmarks.md).
 # Writes the models under build/imagenet (about 1 GB) and prints every `dc-onnx bench`.
+# The FC layers also against ORT's int8 and 4-bit forms (--peers), in onnxruntime-training
+# and again in the latest onnxruntime (.venv-rt), which has the 4-bit quantizer.
 BENCH := build/imagenet
 THREADS ?= 1
-bench: install
+bench: install-rt
 	$(PY) models/imagenet_shapes.py --out $(BENCH)
 	uptime
 	for m in fc4096_d09 fc4096_d04 fc4096_d25; do \
 	  $(VENV)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,64 \
-	    --threads $(THREADS) --repeat 30 || exit 1; done
+	    --threads $(THREADS) --repeat 30 --peers || exit 1; done
+	for m in fc4096_d09 fc4096_d04; do \
+	  $(VENV_RT)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,64 \
+	    --threads $(THREADS) --repeat 30 --peers || exit 1; done
 	for m in alex_conv2 alex_conv3 alex_conv4 alex_conv5; do \
 	  $(VENV)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,8 \
 	    --threads $(THREADS) --repeat 30 || exit 1; done

@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--max-seconds", type=positive_float, default=20.0, help="time budget per batch (20)"
     )
+    b.add_argument(
+        "--peers", action="store_true",
+        help="also measure ORT's own int8 (quantize_dynamic) and 4-bit (MatMulNBits) forms",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(run=_bench)
     e = sub.add_parser("eval", help="top-1 / top-5 accuracy of a model (dense or compiled)")
@@ -136,7 +140,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     result = bench(
         args.original, args.compiled, args.batch, threads=args.threads, repeat=args.repeat,
-        max_seconds=args.max_seconds,
+        max_seconds=args.max_seconds, peers=args.peers,
     )  # fmt: skip
     print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
     return EXIT_OK

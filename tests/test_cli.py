@@ -198,29 +198,6 @@ def test_the_flags_build_the_nested_options() -> None:
     )
 
 
-def test_bench_prints_timings_memory_and_decode_rate(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    source = save(mlp_model(), tmp_path / "m.onnx")
-    main(["compile", str(source), "--quiet", "--sparsity", "0.8"])
-    compiled = str(tmp_path / "m.dc.onnx")
-    args = ["bench", str(source), compiled, "--batch", "1,5", "--repeat", "3", "--threads", "2"]
-    assert main([*args, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["threads"] == 2
-    assert [b["batch"] for b in result["batches"]] == [1, 5]
-    for b in result["batches"]:
-        assert b["runs"] == 3
-        assert b["original_median_ms"] > 0 and b["compiled_p90_ms"] >= b["compiled_median_ms"]
-        assert b["speedup"] == pytest.approx(b["original_median_ms"] / b["compiled_median_ms"])
-    for side in ("original", "compiled"):
-        assert result[side]["creation_s"] > 0 and result[side]["rss_bytes"] is not None
-    assert result["decode"]["layers"] == 5 and result["decode"]["symbols"] > 0
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "huffman decode:" in out and "speedup" in out and "RSS +" in out
-
-
 def test_bench_rejects_bad_batches(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "a.onnx", "b.onnx", "--batch", "0,x"])
