@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp example test demo results paper bench zoo clean
+.PHONY: all venv install install-rt lint cpp example test test-slow demo results paper bench zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -61,6 +61,11 @@ example: install-rt
 
 test: lint cpp install-rt example
 	$(VENV)/bin/pytest -q tests
+
+# A 2.8 GB model (external data) compiled under a memory bound, then run: ~5 GB of disk in
+# a temporary folder, minutes. Prints the compile's peak RSS and time.
+test-slow: install
+	$(VENV)/bin/pytest -q -s -m slow tests/slow
 
 # LeNet-300-100 twice: the data-free defaults (accuracy kept), then the paper's densities
 # (35x; without retraining they cost accuracy), each run in ORT on 1000 MNIST images.

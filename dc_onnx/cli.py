@@ -18,14 +18,16 @@ from dc_onnx.cli_args import (
 )
 from dc_onnx.cli_deploy import add_commands as add_deploy_commands
 from dc_onnx.cli_deploy import add_compile_plot, check_compile_plot, plot_compiled
-from dc_onnx.compiler import compile
+from dc_onnx.compiler import compile, input_files
 from dc_onnx.data import read_npz
 from dc_onnx.errors import DcOnnxError
 from dc_onnx.options import CompileOptions
+from dc_onnx.paths import check_report
 from dc_onnx.recipes import RECIPES
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
 from dc_onnx.tools.verify import verify
+from dc_onnx.writer import write_file
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -96,10 +98,12 @@ def _compile(args: argparse.Namespace) -> int:
     except ValueError as e:  # a rule across options; single values were checked by argparse
         args.parser.error(str(e))
     check_compile_plot(args)
+    if args.report:  # a bad report path fails now, before any output is written
+        check_report(args.report, output, input_files(args.input))
     result = compile(args.input, output, options)
     plot_compiled(args, output)
     if args.report:
-        args.report.write_text(json.dumps(result.report.to_json(), indent=2) + "\n")
+        write_file(args.report, json.dumps(result.report.to_json(), indent=2) + "\n")
     if not args.quiet:
         print(result.report.format_table())
         print(f"wrote {output}")
@@ -158,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except DcOnnxError as e:
         print(f"dc-onnx: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # a file that vanished, a full disk, a permission: say which file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dc-onnx: error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("dc-onnx: interrupted", file=sys.stderr)

@@ -16,6 +16,7 @@ from test_latest_onnxruntime import _runtime_python
 
 from conftest import make_model, run, save
 from dc_onnx.cli import main
+from dc_onnx.io import side_file_of
 from dc_onnx.tools import bench as bench_module
 from dc_onnx.tools import peers
 from dc_onnx.tools.memory import HIGH_WATER_MARK, PeakMeter
@@ -116,7 +117,8 @@ def _check_result(result: dict[str, Any], batches: list[int], with_4bit: bool) -
         assert forms[peers.FOUR_BIT]["size_ratio"] > 2
     else:
         assert forms[peers.FOUR_BIT]["reason"], forms[peers.FOUR_BIT]
-    compiled_files = Path(forms["compiled"]["path"]).with_suffix(".dcw")
+    compiled_files = side_file_of(forms["compiled"]["path"])
+    assert compiled_files is not None
     assert forms["compiled"]["bytes"] == (
         Path(forms["compiled"]["path"]).stat().st_size + compiled_files.stat().st_size
     )

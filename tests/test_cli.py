@@ -11,6 +11,7 @@ from coverage_models import BUILDERS
 
 from conftest import mlp_model, save
 from dc_onnx.cli import main
+from dc_onnx.io import side_file_of
 
 
 def test_compile_prints_the_table_and_writes_the_report(
@@ -26,8 +27,10 @@ def test_compile_prints_the_table_and_writes_the_report(
     out = capsys.readouterr().out
     assert "rate P+Q+H" in out and "fc1" in out and "ratio:" in out
     data = json.loads(report.read_text())
+    side = side_file_of(tmp_path / "out.onnx")
+    assert side is not None and side.parent == tmp_path
     assert data["compressed_bytes"] == sum(
-        (tmp_path / f).stat().st_size for f in ("out.onnx", "out.dcw")
+        (tmp_path / f).stat().st_size for f in ("out.onnx", side.name)
     )
     assert data["ratio"] == pytest.approx(data["original_bytes"] / data["compressed_bytes"])
     layers = {layer["name"]: layer for layer in data["layers"]}
@@ -40,7 +43,8 @@ def test_compile_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     source = save(mlp_model(), tmp_path / "m.onnx")
     assert main(["compile", str(source), "--quiet", "--sparsity", "0.5"]) == 0
     assert capsys.readouterr() == ("", "")
-    assert (tmp_path / "m.dc.onnx").exists() and (tmp_path / "m.dc.dcw").exists()
+    side = side_file_of(tmp_path / "m.dc.onnx")
+    assert side is not None and side.is_file() and side.name.startswith("m.dc.")
 
 
 def test_verify_reports_errors_and_agreement(

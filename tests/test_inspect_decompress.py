@@ -13,6 +13,7 @@ from onnx import helper
 
 from conftest import compile_model, make_model, mlp_model, run, save
 from dc_onnx.cli import main
+from dc_onnx.io import side_file_of
 from dc_onnx.tools.decompile import decode_node_weight
 from dc_onnx.tools.inspect import inspect
 
@@ -61,7 +62,7 @@ def test_inspect_lists_every_layer_with_checked_streams(tmp_path: Path) -> None:
     assert fc1.stream_bytes == 4 * fc1.codebook_size + fc1.codes_bytes + fc1.gaps_bytes + (
         fc1.codebook_size + (1 << fc1.index_bits)
     )
-    side = compiled.with_suffix(".dcw")
+    side = _side(compiled)
     assert result.file_bytes == {
         compiled.name: compiled.stat().st_size, side.name: side.stat().st_size
     }  # fmt: skip
@@ -94,7 +95,7 @@ def test_inspect_on_a_damaged_side_file_names_the_layer(
 ) -> None:
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.8)
     offset, length = _stream_location(compiled, "fc3", stream)
-    _damage(compiled.with_suffix(".dcw"), offset + length // 2, 0x5A)
+    _damage(_side(compiled), offset + length // 2, 0x5A)
     assert main(["inspect", str(compiled)]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out
@@ -108,7 +109,7 @@ def test_inspect_on_a_truncated_side_file_names_a_layer(
 ) -> None:
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.8)
     offset, _ = _stream_location(compiled, "fc5", "gaps")
-    side = compiled.with_suffix(".dcw")
+    side = _side(compiled)
     side.write_bytes(side.read_bytes()[:offset])
     assert main(["inspect", str(compiled)]) == 1
     err = capsys.readouterr().err
@@ -158,7 +159,7 @@ def test_decompress_refuses_a_plain_model_and_its_own_input(
     assert "not a compiled dc-onnx model" in err and "Traceback" not in err
     assert not (tmp_path / "out.onnx").exists()
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.5)
-    side = compiled.with_suffix(".dcw")
+    side = _side(compiled)
     before = compiled.read_bytes(), side.read_bytes()
     for target in (compiled, side):
         assert main(["decompress", str(compiled), "-o", str(target)]) == 1
@@ -171,8 +172,14 @@ def test_decompress_of_a_damaged_model_names_the_layer(
 ) -> None:
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.8)
     offset, _ = _stream_location(compiled, "fc2", "codes")
-    _damage(compiled.with_suffix(".dcw"), offset, 0xFF)
+    _damage(_side(compiled), offset, 0xFF)
     out = tmp_path / "plain.onnx"
     assert main(["decompress", str(compiled), "-o", str(out)]) == 1
     assert "layer 'fc2'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _side(compiled: Path) -> Path:
+    side = side_file_of(compiled)
+    assert side is not None
+    return side

@@ -17,6 +17,7 @@ import dc_onnx
 from conftest import make_model, save
 from dc_onnx.cli import main
 from dc_onnx.data import Dataset
+from dc_onnx.io import side_file_of
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
@@ -235,7 +236,8 @@ def test_compile_command_with_data(tmp_path: Path, capsys: pytest.CaptureFixture
         "--epochs", "1", "--centroid-epochs", "1", "--bits-fc", "4", "--quiet",
     ])  # fmt: skip
     assert code == 0
-    assert (tmp_path / "out.dcw").is_file()
+    side = side_file_of(tmp_path / "out.onnx")
+    assert side is not None and side.is_file()
 
 
 def test_prune_rounds_remove_the_same_share_of_survivors() -> None:

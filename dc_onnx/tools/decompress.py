@@ -18,7 +18,7 @@ import onnx
 
 from dc_onnx.codecs.huffman import HuffmanError
 from dc_onnx.errors import InputError
-from dc_onnx.io import side_file_path
+from dc_onnx.io import external_data_files
 from dc_onnx.tools.decompile import decode_model
 from dc_onnx.tools.inspect import load_compiled
 
@@ -40,7 +40,7 @@ def decompress(path: str | os.PathLike[str], output: str | os.PathLike[str]) -> 
     """Write the dense model of the compiled model at `path` to `output`."""
     source, out = Path(path), Path(output)
     load_compiled(source)  # refuses a missing file or a model that is not compiled
-    protected = {source.resolve(), side_file_path(source).resolve()}
+    protected = {source.resolve(), *(f.resolve() for f in external_data_files(source))}
     if out.resolve() in protected:
         raise InputError(f"refusing to overwrite the input {out}")
     if not out.parent.is_dir():
