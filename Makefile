@@ -20,7 +20,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'tomli; python_version < "3.11"'
 	$(PY) -m pip install -q "scikit-build-core>=0.10" \
-	  $$($(PY) scripts/extras.py base train dev simplify)
+	  $$($(PY) scripts/extras.py base train dev simplify plot)
 	touch $@
 
 venv: $(VENV)/.deps

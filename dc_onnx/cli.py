@@ -9,15 +9,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
+from dc_onnx.budget.calibration import parse_input_shapes
+from dc_onnx.budget.plot import plot_sensitivity
+from dc_onnx.compiler import DEFAULT_MAX_ERROR, DEFAULT_QUALITY, CompileOptions, compile
 from dc_onnx.errors import DcOnnxError, InputError
 from dc_onnx.recipes import RECIPES
+from dc_onnx.tools.analyze import analyze_model
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
 from dc_onnx.tools.verify import load_inputs, verify
 from dc_onnx.training.trainer import TrainOptions
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OVER_BUDGET = 0, 1, 2, 3
 
 
 def _sparsity_map(text: str) -> dict[str, float]:
@@ -59,24 +62,33 @@ def _parser() -> argparse.ArgumentParser:
         help="per-layer sparsity by glob on node or weight names (first match wins)",
     )
     c.add_argument(
-        "--quality", type=float, default=DEFAULT_QUALITY,
-        help=f"prune |w| < quality * std(W) where no sparsity is set (default {DEFAULT_QUALITY};"
-        " 0 disables)",
+        "--quality", type=float,
+        help=f"prune |w| < quality * std(W) where no sparsity is set (manual mode: default "
+        f"{DEFAULT_QUALITY}; 0 disables)",
     )  # fmt: skip
-    c.add_argument("--bits-conv", type=_bits, default=8, help="weight bits, conv (default 8)")
-    c.add_argument("--bits-fc", type=_bits, default=5, help="weight bits, fc (default 5)")
-    c.add_argument("--index-bits-conv", type=_bits, default=8, help="index bits, conv (8)")
-    c.add_argument("--index-bits-fc", type=_bits, default=5, help="index bits, fc (default 5)")
+    c.add_argument("--bits-conv", type=_bits, help="weight bits, conv (manual mode: 8)")
+    c.add_argument("--bits-fc", type=_bits, help="weight bits, fc (manual mode: 5)")
+    c.add_argument("--index-bits-conv", type=_bits, help="index bits, conv (manual mode: 8)")
+    c.add_argument("--index-bits-fc", type=_bits, help="index bits, fc (manual mode: 5)")
     c.add_argument(
         "--init", choices=["linear", "density", "random"], default="linear",
         help="k-means centroid initialisation (default linear)",
     )  # fmt: skip
     c.add_argument("--simplify", action="store_true", help="run onnx-simplifier first")
     c.add_argument("--single-file", action="store_true", help="embed the streams in the .onnx")
+    _add_budget_arguments(c, compile_command=True)
     c.add_argument("--report", type=Path, help="write the report as JSON")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
     _add_training_arguments(c)
     c.set_defaults(run=_compile)
+
+    a = sub.add_parser("analyze", help="per-layer sensitivity curves (error vs sparsity, bits)")
+    a.add_argument("input", type=Path, help="model to analyse (.onnx)")
+    _add_budget_arguments(a, compile_command=False)
+    a.add_argument("--plot", type=Path, metavar="PNG", help="draw the curves (needs [plot])")
+    a.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    a.add_argument("--quiet", action="store_true", help="no progress lines")
+    a.set_defaults(run=_analyze)
 
     v = sub.add_parser("verify", help="compare a compiled model with its original")
     v.add_argument("original", type=Path)
@@ -119,6 +131,27 @@ def _batches(text: str) -> list[int]:
     return values
 
 
+def _add_budget_arguments(c: argparse.ArgumentParser, compile_command: bool) -> None:
+    g = c.add_argument_group("output-error budget")
+    if compile_command:
+        g.add_argument(
+            "--max-error", type=float,
+            help=f"budget: relative L2 error of the worst output against the original on the "
+            f"calibration inputs (default {DEFAULT_MAX_ERROR}). Without explicit sparsity or "
+            "bits, per-layer settings are chosen to stay within it; given explicitly, a "
+            "compiled model over it exits with status 3",
+        )  # fmt: skip
+    g.add_argument(
+        "--calibration", type=Path, metavar="DATA.npz|DIR",
+        help="inputs the error is measured on (one array per model input; labels optional);"
+        " default: --val or --data if given, else synthesized from the input specs",
+    )  # fmt: skip
+    g.add_argument(
+        "--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+        help="shape of a synthesized input with symbolic dims (repeatable)",
+    )  # fmt: skip
+
+
 def _add_training_arguments(c: argparse.ArgumentParser) -> None:
     t = c.add_argument_group("retraining (needs the 'train' extra)")
     t.add_argument(
@@ -158,6 +191,9 @@ def _compile(args: argparse.Namespace) -> int:
         index_bits_conv=args.index_bits_conv,
         index_bits_fc=args.index_bits_fc,
         init=args.init,
+        max_error=DEFAULT_MAX_ERROR if args.max_error is None else args.max_error,
+        calibration=args.calibration,
+        input_shapes=parse_input_shapes(args.input_shape),
         simplify=args.simplify,
         single_file=args.single_file,
         recipe=args.recipe,
@@ -174,6 +210,23 @@ def _compile(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result.report.format_table())
         print(f"wrote {output}")
+    # The budget mode promises the budget; in manual mode only an explicit one is a demand.
+    demanded = result.report.mode == "budget" or args.max_error is not None
+    if result.report.within_budget is False and demanded:
+        return EXIT_OVER_BUDGET
+    return EXIT_OK
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    analysis = analyze_model(args.input, args.calibration, parse_input_shapes(args.input_shape))
+    if args.plot:
+        plot_sensitivity(analysis, args.plot)
+    if args.json:
+        print(json.dumps(analysis.to_json(), indent=2))
+    else:
+        print(analysis.format_table())
+        if args.plot:
+            print(f"wrote {args.plot}")
     return EXIT_OK
 
 

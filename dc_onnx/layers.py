@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 LayerKind = Literal["conv", "fc"]
 
+# Per-weight settings the allocate pass leaves on a weight for the prune, cluster and
+# lower passes: "sparsity", "bits", "index_bits", or "keep" (left dense, not a layer).
+ANNOTATION_PREFIX = "dc_onnx."
+ANNOTATIONS = ("sparsity", "bits", "index_bits", "keep")
+
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
@@ -58,6 +63,11 @@ class WeightGroup:
     def matches(self, pattern: str) -> bool:
         names = [str(self.weight.name)] + [layer.name for layer in self.layers]
         return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+
+    def annotation(self, key: str) -> float | None:
+        """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
+        text = self.weight.metadata_props.get(ANNOTATION_PREFIX + key)
+        return None if text is None else float(text)
 
     def array(self) -> np.ndarray:
         tensor = self.weight.const_value
@@ -124,6 +134,8 @@ def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
         weight = weights[key]
         readers = {id(user) for user, _ in weight.uses()}
         shared_oddly = len(readers) != len(layers) or len({lay.layout for lay in layers}) != 1
+        if weight.metadata_props.get(ANNOTATION_PREFIX + "keep"):
+            continue  # the allocation left it dense
         if shared_oddly or weight.is_graph_output():
             logger.warning(
                 "weight '%s' is also read by nodes that cannot use a compressed form; "
@@ -133,6 +145,19 @@ def find_weight_groups(graph: ir.Graph) -> list[WeightGroup]:
             continue
         groups.append(WeightGroup(weight, tuple(layers)))
     return groups
+
+
+def annotate(weight: ir.Value, **settings: float) -> None:
+    """Record per-weight settings (see ANNOTATIONS) on a weight value."""
+    for key, value in settings.items():
+        assert key in ANNOTATIONS, key
+        weight.metadata_props[ANNOTATION_PREFIX + key] = repr(value)
+
+
+def clear_annotations(graph: ir.Graph) -> None:
+    for value in graph.initializers.values():
+        for key in ANNOTATIONS:
+            value.metadata_props.pop(ANNOTATION_PREFIX + key, None)
 
 
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:

@@ -2,7 +2,9 @@
 
 A recipe is a tuple of steps; each step names a pass builder and its parameters. The
 builders read the numbers (sparsity, bits, epochs, ...) from `CompileOptions`, so a recipe
-only says what runs in which order.
+only says what runs in which order. The `allocate` step builds nothing in manual mode (the
+user set the sparsity or bits); in budget mode it chooses per-layer settings that the prune,
+cluster and lower steps then apply.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
+from dc_onnx.budget.calibration import Calibration
+from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.lower import LowerOptions, LowerPass
@@ -32,11 +36,18 @@ class Step:
 
 RECIPES: dict[str, tuple[Step, ...]] = {
     # Without data: prune by magnitude, share weights by k-means, encode.
-    "data-free": (Step("canonicalize"), Step("prune"), Step("cluster"), Step("lower")),
+    "data-free": (
+        Step("canonicalize"),
+        Step("allocate"),
+        Step("prune"),
+        Step("cluster"),
+        Step("lower"),
+    ),
     # Han et al. 2016: prune -> retrain (repeated `prune_rounds` times) -> cluster ->
     # retrain the centroids -> encode.
     "deep-compression": (
         Step("canonicalize"),
+        Step("allocate"),
         Step("prune", {"retrain": True}),
         Step("cluster"),
         Step("retrain", {"phase": "centroids"}),
@@ -50,22 +61,30 @@ DEFAULT_WITHOUT_DATA = "data-free"
 Builder = Callable[..., list[ir.passes.PassBase]]
 
 
-def _canonicalize(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What the builders need besides the options: training data, calibration inputs."""
+
+    data: TrainingData | None = None
+    calibration: Calibration | None = None
+
+
+def _canonicalize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     return [CanonicalizePass()]
 
 
 def _prune(
-    options: CompileOptions, data: TrainingData | None, retrain: bool = False
+    options: CompileOptions, ctx: Context, retrain: bool = False
 ) -> list[ir.passes.PassBase]:
     policy = PrunePolicy(options.sparsity, dict(options.sparsity_per_layer), options.quality)
     if not retrain:
         return [PrunePass(policy)]
-    assert data is not None
+    assert ctx.data is not None
     passes: list[ir.passes.PassBase] = []
     rounds = options.prune_rounds
     for r in range(1, rounds + 1):
         prune = PrunePass(policy.round(r, rounds))
-        retrain_pass = RetrainPass("weights", data, options.retrain)
+        retrain_pass = RetrainPass("weights", ctx.data, options.retrain)
         if rounds > 1:
             prune.name = f"prune-{r}/{rounds}"
             retrain_pass.name = f"retrain-weights-{r}/{rounds}"
@@ -73,24 +92,35 @@ def _prune(
     return passes
 
 
-def _cluster(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [ClusterPass(ClusterOptions(options.bits_conv, options.bits_fc, options.init))]
+def _allocate(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+    if not options.budgeted:
+        return []
+    if ctx.calibration is None:
+        raise ValueError("budget mode needs calibration inputs")
+    return [AllocatePass(ctx.calibration, options.max_error)]
+
+
+def _cluster(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+    bits_conv, bits_fc, _, _ = options.bits()
+    return [ClusterPass(ClusterOptions(bits_conv, bits_fc, options.init))]
 
 
 def _retrain(
-    options: CompileOptions, data: TrainingData | None, phase: str
+    options: CompileOptions, ctx: Context, phase: str
 ) -> list[ir.passes.PassBase]:
-    assert data is not None
+    assert ctx.data is not None
     train = options.retrain if phase == "weights" else options.retrain_centroids
-    return [RetrainPass("weights" if phase == "weights" else "centroids", data, train)]
+    return [RetrainPass("weights" if phase == "weights" else "centroids", ctx.data, train)]
 
 
-def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [LowerPass(LowerOptions(options.index_bits_conv, options.index_bits_fc))]
+def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+    _, _, index_bits_conv, index_bits_fc = options.bits()
+    return [LowerPass(LowerOptions(index_bits_conv, index_bits_fc))]
 
 
 BUILDERS: dict[str, Builder] = {
     "canonicalize": _canonicalize,
+    "allocate": _allocate,
     "prune": _prune,
     "cluster": _cluster,
     "retrain": _retrain,
@@ -103,18 +133,18 @@ def needs_data(steps: tuple[Step, ...]) -> bool:
 
 
 def build(
-    name: str, options: CompileOptions, data: TrainingData | None
+    name: str, options: CompileOptions, ctx: Context
 ) -> list[ir.passes.PassBase]:
     """The passes of recipe `name`; ValueError for an unknown recipe or missing data."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe '{name}' (known: {', '.join(RECIPES)})")
     steps = RECIPES[name]
-    if needs_data(steps) and data is None:
+    if needs_data(steps) and ctx.data is None:
         raise ValueError(
             f"recipe '{name}' retrains, so it needs training data (--data); "
             f"without data use --recipe {DEFAULT_WITHOUT_DATA}"
         )
     passes: list[ir.passes.PassBase] = []
     for step in steps:
-        passes += BUILDERS[step.builder](options, data, **step.params)
+        passes += BUILDERS[step.builder](options, ctx, **step.params)
     return passes

@@ -55,6 +55,21 @@ class Report:
     original_bytes: int
     compressed_bytes: int | None = None  # real files; None until the model is saved
     files: list[str] = dataclasses.field(default_factory=list)
+    mode: str = "manual"  # "budget": settings chosen by the allocation
+    max_error: float | None = None  # the output-error budget
+    error: dict[str, Any] | None = None  # measured on the compiled model (OutputError json)
+    calibration: dict[str, Any] | None = None  # what the error was measured on
+    kept_dense: list[str] = dataclasses.field(default_factory=list)
+
+    def set_error(self, error: Any, max_error: float, calibration: dict[str, Any]) -> None:
+        self.error, self.max_error, self.calibration = error.to_json(), max_error, calibration
+
+    @property
+    def within_budget(self) -> bool | None:
+        """None when the error was not measured."""
+        if self.error is None or self.max_error is None:
+            return None
+        return bool(self.error["relative_l2"] <= self.max_error)
 
     @property
     def ratio(self) -> float | None:
@@ -68,6 +83,12 @@ class Report:
             "compressed_bytes": self.compressed_bytes,
             "ratio": self.ratio,
             "files": self.files,
+            "mode": self.mode,
+            "max_error": self.max_error,
+            "error": self.error,
+            "within_budget": self.within_budget,
+            "calibration": self.calibration,
+            "kept_dense": self.kept_dense,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "passes": self.passes,
         }
@@ -98,7 +119,23 @@ class Report:
                 f"compressed: {self.compressed_bytes:>12,} bytes  ({' + '.join(self.files)})"
             )
             lines.append(f"ratio:      {self.ratio:>12.1f}x")
+        if self.kept_dense:
+            lines.append(f"left dense: {', '.join(self.kept_dense)}")
+        lines.extend(self._error_lines())
         seconds = sum(p["seconds"] for p in self.passes)
         timing = ", ".join(f"{p['name']} {p['seconds']:.2f}s" for p in self.passes)
         lines.append(f"passes:     {seconds:.2f} s ({timing})")
         return "\n".join(lines)
+
+    def _error_lines(self) -> list[str]:
+        if self.error is None:
+            return ["output error: not measured"]
+        top1 = self.error.get("top1_agreement")
+        agreement = "" if top1 is None else f", top-1 agreement {100 * top1:.2f}%"
+        verdict = "within" if self.within_budget else "OVER"
+        calibration = (self.calibration or {}).get("description", "")
+        return [
+            f"output error: {100 * self.error['relative_l2']:.3f}% relative L2, worst output"
+            f"{agreement} ({verdict} the budget {100 * (self.max_error or 0):g}%, {self.mode} mode)",
+            f"calibration: {calibration}",
+        ]

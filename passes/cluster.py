@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.layers import find_weight_groups
+from dc_onnx.layers import WeightGroup, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,12 @@ class ClusterOptions:
             if not 1 <= bits <= 8:
                 raise ValueError(f"weight bits must be in 1..8, got {bits}")
 
-    def bits(self, kind: str) -> int:
-        return self.bits_conv if kind == "conv" else self.bits_fc
+    def bits(self, group: WeightGroup) -> int:
+        """The allocate pass's bits for this weight, else the bits of its kind."""
+        allocated = group.annotation("bits")
+        if allocated is not None:
+            return int(allocated)
+        return self.bits_conv if group.kind == "conv" else self.bits_fc
 
 
 def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:
@@ -89,7 +93,7 @@ class ClusterPass(CompilerPass):
         groups = find_weight_groups(model.graph)
         for i, group in enumerate(groups, 1):
             w = group.array()
-            bits = self.options.bits(group.kind)
+            bits = self.options.bits(group)
             mask = w != 0
             survivors = w[mask]
             if survivors.size == 0:
@@ -122,5 +126,5 @@ class ClusterPass(CompilerPass):
     def ensures(self, model: ir.Model) -> None:
         for group in find_weight_groups(model.graph):
             distinct = np.unique(group.array()).size
-            if distinct > 1 << self.options.bits(group.kind):
+            if distinct > 1 << self.options.bits(group):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

@@ -18,7 +18,13 @@ from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
 from dc_onnx.errors import CompileError
 from dc_onnx.io import DOMAIN, HEADER_NAME
-from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
+from dc_onnx.layers import (
+    Layer,
+    WeightGroup,
+    add_initializer,
+    clear_annotations,
+    find_weight_groups,
+)
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -43,8 +49,12 @@ class LowerOptions:
             if not 1 <= bits <= 8:
                 raise ValueError(f"index bits must be in 1..8, got {bits}")
 
-    def index_bits(self, kind: str) -> int:
-        return self.index_bits_conv if kind == "conv" else self.index_bits_fc
+    def index_bits(self, group: WeightGroup) -> int:
+        """The allocate pass's index bits for this weight, else those of its kind."""
+        allocated = group.annotation("index_bits")
+        if allocated is not None:
+            return int(allocated)
+        return self.index_bits_conv if group.kind == "conv" else self.index_bits_fc
 
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
@@ -128,12 +138,13 @@ class LowerPass(CompilerPass):
         graph = model.graph
         groups = find_weight_groups(graph)
         if not groups:
+            clear_annotations(graph)
             self.stats = {"layers": {}}
             return ir.passes.PassResult(model, False)
         encoded = []
         for i, group in enumerate(groups, 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
-            encoded.append(encode_group(group, self.options.index_bits(group.kind)))
+            encoded.append(encode_group(group, self.options.index_bits(group)))
         # Codebooks first in the side file so they stay 4-byte aligned (docs/format.md).
         order = [(g, kind) for kind in range(4) for g in range(len(groups))]
         stream_ids = {key: n for n, key in enumerate(order)}
@@ -157,6 +168,7 @@ class LowerPass(CompilerPass):
             graph.initializers.pop(base)
             layers[group.name] = _layer_stats(group, enc)
         graph.opset_imports[DOMAIN] = OPSET_VERSION
+        clear_annotations(graph)
         self.stats = {"layers": layers}
         return ir.passes.PassResult(model, True)
 

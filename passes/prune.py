@@ -24,6 +24,7 @@ class PrunePolicy:
     sparsity: float | None = None  # fraction of weights set to zero, every layer
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)  # glob -> sparsity
     quality: float | None = None  # threshold = quality * std, where no sparsity applies
+    fraction: float = 1.0  # share of the way to an allocated target (iterative pruning)
 
     def __post_init__(self) -> None:
         for s in [self.sparsity, *self.per_layer.values()]:
@@ -39,21 +40,26 @@ class PrunePolicy:
             s = self.sparsity
         if s is not None:
             return ("sparsity", s)
+        allocated = group.annotation("sparsity")  # the allocate pass's choice
+        if allocated is not None:
+            return ("sparsity", _partway(allocated, self.fraction))
         return None if self.quality is None else ("quality", self.quality)
 
     def round(self, r: int, rounds: int) -> PrunePolicy:
         """Round r (1-based) of iterative pruning: each round removes the same share of the
         surviving weights, so the last round lands on the target (quality grows linearly)."""
         f = r / rounds
-
-        def step(s: float) -> float:
-            return 1.0 - (1.0 - s) ** f
-
         return PrunePolicy(
-            None if self.sparsity is None else step(self.sparsity),
-            {k: step(v) for k, v in self.per_layer.items()},
+            None if self.sparsity is None else _partway(self.sparsity, f),
+            {k: _partway(v, f) for k, v in self.per_layer.items()},
             None if self.quality is None else self.quality * f,
+            f,
         )
+
+
+def _partway(sparsity: float, fraction: float) -> float:
+    """The sparsity after `fraction` of the rounds that reach `sparsity`."""
+    return 1.0 - (1.0 - sparsity) ** fraction
 
 
 def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:

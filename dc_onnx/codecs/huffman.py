@@ -22,6 +22,12 @@ def code_lengths(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:
     counts = np.bincount(np.asarray(symbols, dtype=np.int64), minlength=alphabet_size)
     if counts.size > alphabet_size:
         raise HuffmanError(f"symbol {counts.size - 1} outside an alphabet of {alphabet_size}")
+    return lengths_for_counts(counts)
+
+
+def lengths_for_counts(counts: np.ndarray) -> np.ndarray:
+    """`code_lengths` from a histogram (symbol -> count) instead of the symbols."""
+    alphabet_size = counts.size
     lengths = np.zeros(alphabet_size, dtype=np.uint8)
     used = np.flatnonzero(counts)
     if used.size == 0:

@@ -1,0 +1,130 @@
+"""Per-layer sensitivity curves (Han et al. 2015, figure 6; 2016, section 3).
+
+For each compressible weight, the model's output error with only that weight compressed:
+once per sparsity (pruning alone, the paper's pruning curves) and once per k-means bit
+width (quantization alone, at sparsity 0). Sizes come for every (sparsity, bits) pair from
+`LayerSizes`, so the allocation can combine the two curves without running the model for
+each pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dc_onnx.budget.calibration import Calibration
+from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting, quantize
+from dc_onnx.budget.simulate import Simulator
+from dc_onnx.layers import WeightGroup
+from dc_onnx.passes.prune import prune_array
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LayerSensitivity:
+    group: WeightGroup
+    sizes: LayerSizes
+    bits_error: dict[int, float]  # k-means bits -> error, no pruning
+    sparsity_error: dict[float, float]  # sparsity -> error, no quantization
+
+    @property
+    def name(self) -> str:
+        return self.group.name
+
+    @property
+    def weight(self) -> str:
+        return str(self.group.weight.name)
+
+    def predicted_sq(self, setting: Setting) -> float:
+        """Squared error of this layer at `setting`: pruning and quantization add as noise."""
+        if setting.keep or setting.bits is None:
+            return 0.0
+        return self.sparsity_error[setting.sparsity] ** 2 + self.bits_error[setting.bits] ** 2
+
+    def candidates(self) -> list[Setting]:
+        return [self.sizes.setting(s, b) for s in SPARSITIES for b in BITS]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weight": self.weight,
+            "kind": self.group.kind,
+            "weights": int(self.sizes.array.size),
+            "dense_bytes": self.sizes.dense_bytes,
+            "bits_error": {str(b): e for b, e in self.bits_error.items()},
+            "sparsity_error": {f"{s:g}": e for s, e in self.sparsity_error.items()},
+            "bytes": {
+                f"s={s:g},b={b}": self.sizes.bytes(self.sizes.setting(s, b))
+                for s in SPARSITIES
+                for b in BITS
+            },
+        }
+
+
+@dataclasses.dataclass
+class Analysis:
+    layers: list[LayerSensitivity]
+    calibration: Calibration  # the samples the curves were measured on
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calibration": self.calibration.to_json(),
+            "seconds": self.seconds,
+            "bits": list(BITS),
+            "sparsities": list(SPARSITIES),
+            "layers": [layer.to_json() for layer in self.layers],
+        }
+
+    def format_table(self) -> str:
+        head = ["layer", "weights", *[f"{b}b" for b in BITS], *[f"s{s:g}" for s in SPARSITIES[1:]]]
+        rows = [head]
+        for layer in self.layers:
+            rows.append([
+                layer.name, f"{layer.sizes.array.size:,}",
+                *[_pct(layer.bits_error[b]) for b in BITS],
+                *[_pct(layer.sparsity_error[s]) for s in SPARSITIES[1:]],
+            ])  # fmt: skip
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append("")
+        lines.append(
+            "relative L2 output error with only that layer compressed: k-means bits (no "
+            "pruning), then sparsity (no quantization)"
+        )
+        lines.append(f"calibration: {self.calibration.description}")
+        lines.append(f"analysed in {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%" if x < 10 else ">1000%"
+
+
+def analyze(
+    groups: Sequence[WeightGroup], simulator: Simulator, calibration: Calibration
+) -> Analysis:
+    """Measure every weight's curves on `calibration` (a subset of the simulator's)."""
+    start = time.perf_counter()
+    layers = []
+    for i, group in enumerate(groups, 1):
+        name = str(group.weight.name)
+        array = group.array()
+        bits_error = {
+            b: simulator.error({name: quantize(array, b, 0.0)}, calibration).worst for b in BITS
+        }
+        sparsity_error = {0.0: 0.0}
+        for s in SPARSITIES[1:]:
+            pruned = prune_array(array, "sparsity", s)
+            sparsity_error[s] = simulator.error({name: pruned}, calibration).worst
+        layers.append(LayerSensitivity(group, LayerSizes(group, array), bits_error, sparsity_error))
+        logger.info(
+            "sensitivity %d/%d %s: %s at 4 bits, %s at 80%% sparsity",
+            i, len(groups), group.name, _pct(bits_error[4]), _pct(sparsity_error[0.8]),
+        )  # fmt: skip
+    return Analysis(layers, calibration, time.perf_counter() - start)
