@@ -79,16 +79,17 @@ class CompileOptions:
     @property
     def budgeted(self) -> bool:
         """No explicit compression setting: the allocation chooses them."""
-        explicit = (self.sparsity, self.quality, self.bits_conv, self.bits_fc)
-        explicit += (self.index_bits_conv, self.index_bits_fc)
+        explicit = (self.sparsity, self.quality, *self.given_bits())
         return not self.sparsity_per_layer and all(v is None for v in explicit)
+
+    def given_bits(self) -> tuple[int | None, ...]:
+        return (self.bits_conv, self.bits_fc, self.index_bits_conv, self.index_bits_fc)
 
     def bits(self) -> tuple[int, int, int, int]:
         """(weight bits conv, fc, index bits conv, fc), unset ones at the paper's values.
 
         In budget mode they only apply to a weight the allocation gave no bits."""
-        given = (self.bits_conv, self.bits_fc, self.index_bits_conv, self.index_bits_fc)
-        b = tuple(d if v is None else v for v, d in zip(given, PAPER_BITS, strict=True))
+        b = [d if v is None else v for v, d in zip(self.given_bits(), PAPER_BITS, strict=True)]
         return b[0], b[1], b[2], b[3]
 
     def manual(self) -> CompileOptions:

@@ -105,9 +105,7 @@ def _cluster(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     return [ClusterPass(ClusterOptions(bits_conv, bits_fc, options.init))]
 
 
-def _retrain(
-    options: CompileOptions, ctx: Context, phase: str
-) -> list[ir.passes.PassBase]:
+def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:
     assert ctx.data is not None
     train = options.retrain if phase == "weights" else options.retrain_centroids
     return [RetrainPass("weights" if phase == "weights" else "centroids", ctx.data, train)]
@@ -132,9 +130,7 @@ def needs_data(steps: tuple[Step, ...]) -> bool:
     return any(s.builder == "retrain" or s.params.get("retrain") for s in steps)
 
 
-def build(
-    name: str, options: CompileOptions, ctx: Context
-) -> list[ir.passes.PassBase]:
+def build(name: str, options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     """The passes of recipe `name`; ValueError for an unknown recipe or missing data."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe '{name}' (known: {', '.join(RECIPES)})")

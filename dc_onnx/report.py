@@ -136,6 +136,7 @@ class Report:
         calibration = (self.calibration or {}).get("description", "")
         return [
             f"output error: {100 * self.error['relative_l2']:.3f}% relative L2, worst output"
-            f"{agreement} ({verdict} the budget {100 * (self.max_error or 0):g}%, {self.mode} mode)",
+            f"{agreement} ({verdict} the budget {100 * (self.max_error or 0):g}%, "
+            f"{self.mode} mode)",
             f"calibration: {calibration}",
         ]

@@ -11,6 +11,7 @@ The analysis is kept: running the pass again (after `tighten`) only re-allocates
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import onnx_ir as ir
 
@@ -60,7 +61,7 @@ class AllocatePass(CompilerPass):
             for layer in self.analysis.layers:
                 layer.group = by_weight[layer.weight]
         allocation = Allocator(self.analysis, simulator).allocate(self.budget)
-        layers = {}
+        layers: dict[str, dict[str, Any]] = {}
         for layer in self.analysis.layers:
             setting = allocation.settings[layer.weight]
             if setting.keep or setting.bits is None:
@@ -88,7 +89,7 @@ class AllocatePass(CompilerPass):
         return ir.passes.PassResult(model, True)
 
 
-def _layer_stats(layer: LayerSensitivity, setting: Setting) -> dict[str, object]:
+def _layer_stats(layer: LayerSensitivity, setting: Setting) -> dict[str, Any]:
     return {
         "setting": setting.to_json(),
         "estimated_bytes": layer.sizes.bytes(setting),

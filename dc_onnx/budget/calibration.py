@@ -49,7 +49,8 @@ class Calibration:
 
     def head(self, max_samples: int) -> Calibration:
         """The first whole batches holding at least `max_samples` samples (or all)."""
-        kept, n = [], 0
+        kept: list[dict[str, np.ndarray]] = []
+        n = 0
         for batch in self.batches:
             if kept and n >= max_samples:
                 break
@@ -101,7 +102,9 @@ def _table_rows(value: ir.Value, seen: set[int] | None = None) -> int | None:
             tensor = None if table is None else table.const_value
             if tensor is not None and len(tensor.shape) >= 1:
                 axis = node.attributes.get_int("axis", 0) % len(tensor.shape)
-                rows.append(int(tensor.shape[axis]))
+                dim = tensor.shape[axis]
+                if isinstance(dim, int):
+                    rows.append(dim)
         elif node.op_type in _INDEX_PASS_THROUGH and index == 0:
             for out in node.outputs:
                 r = _table_rows(out, seen)
@@ -177,9 +180,7 @@ def synthesize(
     return Calibration(batches, "synthetic", "synthesized: " + "; ".join(kinds))
 
 
-def load(
-    path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels"
-) -> Calibration:
+def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") -> Calibration:
     """Up to MAX_FILE_SAMPLES samples of a `.npz` file or directory of shards."""
     inputs = model_inputs(graph)
     names = [str(v.name) for v in inputs]

@@ -131,4 +131,3 @@ class LayerSizes:
         _, assignment, _ = kmeans_1d(values, (1 << bits) - 1)
         counts = np.bincount(assignment)
         return np.rint(counts * scale).astype(np.int64)
-

@@ -90,7 +90,13 @@ class Analysis:
                 *[_pct(layer.sparsity_error[s]) for s in SPARSITIES[1:]],
             ])  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+        lines = [
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in rows
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
         lines.append(

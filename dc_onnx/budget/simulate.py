@@ -78,12 +78,15 @@ def compare(names: Sequence[str], reference: Outputs, actual: Outputs) -> Output
             if a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f":
                 agree += int(np.sum(a64.argmax(1) == b64.argmax(1)))
                 total += a.shape[0]
-        if ref_sq > 0:
-            error = float(np.sqrt(diff / ref_sq))
-        else:
-            error = 0.0 if diff == 0 else float("inf")
+        error = _relative(diff, ref_sq)
         outputs.append(OutputComparison(name, error, agree / total if total else None))
     return OutputError(outputs)
+
+
+def _relative(diff_sq: float, ref_sq: float) -> float:
+    if ref_sq > 0:
+        return float(np.sqrt(diff_sq / ref_sq))
+    return 0.0 if diff_sq == 0 else float("inf")  # an all-zero output must stay zero
 
 
 def _ort() -> Any:
@@ -145,7 +148,9 @@ class Simulator:
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.reference = self.run({})
 
-    def run(self, overrides: Mapping[str, np.ndarray], calibration: Calibration | None = None) -> Outputs:
+    def run(
+        self, overrides: Mapping[str, np.ndarray], calibration: Calibration | None = None
+    ) -> Outputs:
         """Outputs with the weights named in `overrides` replaced by those arrays."""
         calibration = calibration or self.calibration
         elsewhere = [n for n in overrides if n not in self._base]
@@ -154,7 +159,9 @@ class Simulator:
         feeds = {**self._base, **overrides}
         return run_batches(self._session, calibration, feeds)
 
-    def error(self, overrides: Mapping[str, np.ndarray], calibration: Calibration | None = None) -> OutputError:
+    def error(
+        self, overrides: Mapping[str, np.ndarray], calibration: Calibration | None = None
+    ) -> OutputError:
         if calibration is None or calibration is self.calibration:
             reference = self.reference
         else:
