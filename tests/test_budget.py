@@ -189,7 +189,7 @@ def test_synthesized_integer_inputs_stay_in_range() -> None:
     feeds = calibration.batches[0]  # batch dim fixed at 4: two batches make up 8 samples
     assert len(calibration.batches) == 2
     assert feeds["ids"].dtype == np.int32 and feeds["ids"].shape == (4, 7)
-    assert 0 <= feeds["ids"].min() and feeds["ids"].max() < 50
+    assert feeds["ids"].min() >= 0 and feeds["ids"].max() < 50
     assert np.all(feeds["mask"] == 1)
     assert "ids: uniform integers in [0, 50)" in calibration.description
     assert "mask: ones" in calibration.description
