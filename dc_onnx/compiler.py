@@ -19,6 +19,7 @@ from dc_onnx.errors import CompileError, InputError
 from dc_onnx.io import HEADER_NAME, load_model, save_compiled, side_file_path
 from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.cluster import Init
+from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.pipeline import run_passes
 from dc_onnx.report import LayerReport, Report
@@ -210,6 +211,10 @@ def compile(
     except ValueError as e:
         raise InputError(str(e)) from None
     allocate = next((p for p in passes if isinstance(p, AllocatePass)), None)
+    # With retraining the budget only sets the targets: the trained model is meant to move
+    # away from the original (towards the labels), so it is measured but not recompiled.
+    retrains = any(isinstance(p, RetrainPass) for p in passes)
+    enforced = allocate is not None and not retrains
     expected = None if calibration is None else reference_outputs(reference, calibration)
     with tempfile.TemporaryDirectory(prefix="dc-onnx-") as scratch:
         for attempt in range(1 + RETRIES):
@@ -224,14 +229,15 @@ def compile(
                 break
             error = measure_compiled(path, *expected, calibration)
             result.report.set_error(error, options.max_error, calibration.to_json())
-            if allocate is None or error.worst <= options.max_error or attempt == RETRIES:
+            if not enforced or error.worst <= options.max_error or attempt == RETRIES:
                 break
             logger.info(
                 "compiled model at %.4g, over the budget %.4g: tightening the allocation",
                 error.worst, options.max_error,
             )  # fmt: skip
+            assert allocate is not None
             allocate.tighten(0.9 * options.max_error / error.worst)
-    result.report.mode = "budget" if allocate is not None else "manual"
+    result.report.mode = "budget" if enforced else "budget targets" if allocate else "manual"
     if result.report.within_budget is False:
         logger.warning(
             "warning: output error %.3g%% exceeds the budget %.3g%% (--max-error %g)",

@@ -55,7 +55,9 @@ class Report:
     original_bytes: int
     compressed_bytes: int | None = None  # real files; None until the model is saved
     files: list[str] = dataclasses.field(default_factory=list)
-    mode: str = "manual"  # "budget": settings chosen by the allocation
+    # "budget": settings chosen by the allocation and the budget enforced; "budget targets":
+    # chosen by it, then retrained (measured only); "manual": the user's settings
+    mode: str = "manual"
     max_error: float | None = None  # the output-error budget
     error: dict[str, Any] | None = None  # measured on the compiled model (OutputError json)
     calibration: dict[str, Any] | None = None  # what the error was measured on

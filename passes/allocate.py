@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Samples the per-layer curves are measured on; the joint check uses all of them.
 ANALYSIS_SAMPLES = 8
+# A sweep stops past this error: a setting that alone costs several budgets is never chosen.
+GIVE_UP_FACTOR, GIVE_UP_MIN = 4.0, 0.1
 
 
 class AllocatePass(CompilerPass):
@@ -55,7 +57,8 @@ class AllocatePass(CompilerPass):
         simulator = Simulator(model, groups, self.calibration)
         if self.analysis is None:
             subset = self.calibration.head(self.analysis_samples)
-            self.analysis = analyze(groups, simulator, subset)
+            give_up = max(GIVE_UP_FACTOR * self.max_error, GIVE_UP_MIN)
+            self.analysis = analyze(groups, simulator, subset, give_up)
         else:  # a retry on a fresh copy of the model: same weights, new graph objects
             by_weight = {str(g.weight.name): g for g in groups}
             for layer in self.analysis.layers:

@@ -60,7 +60,7 @@ def test_allocation_compresses_the_insensitive_layer_hard(tmp_path: Path) -> Non
     assert 0 < report["error"]["relative_l2"] <= 0.01
     # Each layer's curve was measured: the saturated one is flat at zero.
     assert max(layers["hidden"]["sparsity_error"].values()) == 0.0
-    assert layers["direct"]["bits_error"]["2"] > 0.05
+    assert max(layers["direct"]["bits_error"].values()) > 0.05
 
 
 @pytest.mark.parametrize("max_error", [0.01, 0.05])

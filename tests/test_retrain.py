@@ -242,3 +242,25 @@ def test_prune_rounds_remove_the_same_share_of_survivors() -> None:
     assert rounds[0].per_layer["fc1"] == pytest.approx(0.5)
     assert rounds[1].sparsity == pytest.approx(0.96)
     assert rounds[0].quality == pytest.approx(0.25) and rounds[1].quality == pytest.approx(0.5)
+
+
+def test_budget_sets_the_retraining_targets(tmp_path: Path) -> None:
+    source = save(_mlp(), tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(
+        data=_data(tmp_path / "train.npz"), max_error=0.05,
+        retrain=TrainOptions(epochs=1, lr=1e-3, batch_size=32),
+        retrain_centroids=TrainOptions(epochs=1, lr=1e-4, batch_size=32),
+    )  # fmt: skip
+    result = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options)
+    report = result.report
+    names = [p["name"] for p in report.passes]
+    assert names[:3] == ["canonicalize", "allocate", "prune"]
+    assert "retrain-weights" in names and "retrain-centroids" in names
+    (stats,) = [p["stats"] for p in report.passes if p["name"] == "allocate"]
+    assert report.calibration is not None and report.calibration["source"] == "file"
+    for layer in report.layers:
+        setting = stats["layers"][layer.name]["setting"]
+        assert layer.density == pytest.approx(1 - setting["sparsity"], abs=0.01)
+        assert layer.codebook_size <= 1 << setting["bits"]
+    # Measured, but not enforced: retraining moves the model towards the labels.
+    assert report.error is not None and report.mode == "budget targets"

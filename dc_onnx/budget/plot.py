@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dc_onnx.budget.candidates import BITS, SPARSITIES
+from dc_onnx.budget.candidates import SPARSITIES
 from dc_onnx.budget.sensitivity import Analysis
 from dc_onnx.errors import DcOnnxError
 
@@ -26,13 +26,14 @@ def plot_sensitivity(analysis: Analysis, path: str | os.PathLike[str]) -> None:
     fig, (ax_s, ax_b) = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
     for layer in analysis.layers:
         label = layer.name if len(layer.name) <= 40 else layer.name[:37] + "..."
+        pruned = [s for s in SPARSITIES[1:] if s in layer.sparsity_error]  # 0: no log point
         ax_s.plot(
-            [100 * s for s in SPARSITIES[1:]],  # sparsity 0 changes nothing: no log point
-            [max(layer.sparsity_error[s], _FLOOR) for s in SPARSITIES[1:]],
+            [100 * s for s in pruned],
+            [max(layer.sparsity_error[s], _FLOOR) for s in pruned],
             marker="o", markersize=3, label=label,
         )  # fmt: skip
         ax_b.plot(
-            list(BITS), [max(layer.bits_error[b], _FLOOR) for b in BITS],
+            list(layer.bits_error), [max(e, _FLOOR) for e in layer.bits_error.values()],
             marker="o", markersize=3, label=label,
         )  # fmt: skip
     ax_s.set(xlabel="sparsity (% of weights pruned)", title="pruning alone")

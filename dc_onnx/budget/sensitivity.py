@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 class LayerSensitivity:
     group: WeightGroup
     sizes: LayerSizes
+    # Measured points only: a sweep stops once the error is beyond any budget in play.
     bits_error: dict[int, float]  # k-means bits -> error, no pruning
     sparsity_error: dict[float, float]  # sparsity -> error, no quantization
 
@@ -43,10 +45,12 @@ class LayerSensitivity:
         """Squared error of this layer at `setting`: pruning and quantization add as noise."""
         if setting.keep or setting.bits is None:
             return 0.0
-        return self.sparsity_error[setting.sparsity] ** 2 + self.bits_error[setting.bits] ** 2
+        prune = self.sparsity_error.get(setting.sparsity, math.inf)
+        return prune**2 + self.bits_error.get(setting.bits, math.inf) ** 2
 
     def candidates(self) -> list[Setting]:
-        return [self.sizes.setting(s, b) for s in SPARSITIES for b in BITS]
+        """The measured (sparsity, bits) pairs."""
+        return [self.sizes.setting(s, b) for s in self.sparsity_error for b in self.bits_error]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,8 +90,8 @@ class Analysis:
         for layer in self.layers:
             rows.append([
                 layer.name, f"{layer.sizes.array.size:,}",
-                *[_pct(layer.bits_error[b]) for b in BITS],
-                *[_pct(layer.sparsity_error[s]) for s in SPARSITIES[1:]],
+                *[_pct(layer.bits_error.get(b)) for b in BITS],
+                *[_pct(layer.sparsity_error.get(s)) for s in SPARSITIES[1:]],
             ])  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
@@ -108,29 +112,42 @@ class Analysis:
         return "\n".join(lines)
 
 
-def _pct(x: float) -> str:
+def _pct(x: float | None) -> str:
+    if x is None:
+        return "-"
     return f"{100 * x:.2f}%" if x < 10 else ">1000%"
 
 
 def analyze(
-    groups: Sequence[WeightGroup], simulator: Simulator, calibration: Calibration
+    groups: Sequence[WeightGroup],
+    simulator: Simulator,
+    calibration: Calibration,
+    give_up: float | None = None,
 ) -> Analysis:
-    """Measure every weight's curves on `calibration` (a subset of the simulator's)."""
+    """Measure every weight's curves on `calibration` (a subset of the simulator's).
+
+    With `give_up`, each sweep (bits downwards, sparsity upwards) stops after the first
+    error above it: harsher settings would never be chosen, so they are not run.
+    """
     start = time.perf_counter()
     layers = []
     for i, group in enumerate(groups, 1):
         name = str(group.weight.name)
         array = group.array()
-        bits_error = {
-            b: simulator.error({name: quantize(array, b, 0.0)}, calibration).worst for b in BITS
-        }
+        bits_error: dict[int, float] = {}
+        for b in BITS:
+            bits_error[b] = simulator.error({name: quantize(array, b, 0.0)}, calibration).worst
+            if give_up is not None and bits_error[b] > give_up:
+                break
         sparsity_error = {0.0: 0.0}
         for s in SPARSITIES[1:]:
             pruned = prune_array(array, "sparsity", s)
             sparsity_error[s] = simulator.error({name: pruned}, calibration).worst
+            if give_up is not None and sparsity_error[s] > give_up:
+                break
         layers.append(LayerSensitivity(group, LayerSizes(group, array), bits_error, sparsity_error))
         logger.info(
-            "sensitivity %d/%d %s: %s at 4 bits, %s at 80%% sparsity",
-            i, len(groups), group.name, _pct(bits_error[4]), _pct(sparsity_error[0.8]),
+            "sensitivity %d/%d %s: %s at 8 bits, %s at 50%% sparsity",
+            i, len(groups), group.name, _pct(bits_error[8]), _pct(sparsity_error.get(0.5)),
         )  # fmt: skip
     return Analysis(layers, calibration, time.perf_counter() - start)
