@@ -46,10 +46,12 @@ lint: install
 	$(VENV)/bin/ruff format --check dc_onnx passes tests models scripts
 	$(VENV)/bin/mypy -p dc_onnx
 
-# Standalone C++ build with warnings as errors (also what the wheel build uses).
+# Standalone C++ build with warnings as errors (also what the wheel build uses), then the
+# C++ tests (the standalone decoder's, runtime_ops/tests/; `ctest --test-dir` needs CMake 3.20).
 cpp: $(ORT_HEADERS)
 	cmake -S runtime_ops -B build/cpp -DCMAKE_BUILD_TYPE=Release -DDC_ONNX_WERROR=ON >/dev/null
 	cmake --build build/cpp -j2
+	cd build/cpp && ctest --output-on-failure
 
 test: lint cpp install-rt
 	$(VENV)/bin/pytest -q tests

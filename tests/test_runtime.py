@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from onnx import helper
 
 from conftest import cnn_model, compile_model, lower_only, make_model, mlp_model, run
+from dc_onnx.tools.bench import DECODE_STATS_ENV, read_decode_stats
 from dc_onnx.tools.decompile import decode_model
 
 
@@ -94,3 +95,27 @@ def test_shared_weight_is_stored_once(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         run(compiled, {"x": x})[0], run(decode_model(compiled), {"x": x})[0], rtol=1e-5, atol=1e-5
     )
+
+
+def test_decode_stats_file_gets_one_json_line_per_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled = compile_model(mlp_model(), tmp_path, sparsity=0.6)
+    stats = tmp_path / "decode.jsonl"
+    stats.write_text(
+        '{"layer": "earlier run", "rows": 1, "cols": 1, "nonzeros": 0, '
+        '"symbols": 0, "decode_ns": 0}\n'
+    )  # the library appends
+    monkeypatch.setenv(DECODE_STATS_ENV, str(stats))
+    x = np.zeros((1, 64), np.float32)
+    run(compiled, {"x": x})
+    earlier, *records = read_decode_stats(stats)
+    assert earlier["layer"] == "earlier run"
+    layers = {r["layer"]: r for r in records}
+    assert len(records) == 5 and sorted(layers) == ["fc1", "fc2", "fc3", "fc4", "fc5"]
+    for r in records:
+        assert set(r) == {"layer", "rows", "cols", "nonzeros", "symbols", "decode_ns"}
+        # every stored non-zero took a gap and a code
+        assert 0 < r["nonzeros"] <= r["rows"] * r["cols"] and r["symbols"] >= 2 * r["nonzeros"]
+        assert r["decode_ns"] >= 0
+    assert (layers["fc1"]["rows"], layers["fc1"]["cols"]) == (48, 64)

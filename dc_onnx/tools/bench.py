@@ -10,20 +10,19 @@ Runs alternate between the two models after a warm-up, so slow drifts in a share
 machine's load hit both alike; medians and 90th percentiles are per batch size.
 
 The custom-op library reports how fast it Huffman-decoded each layer when the environment
-variable DC_ONNX_DECODE_STATS is set (a line per layer on stderr); bench sets it while the
-compiled session is created, reads those lines back and sums them.
+variable DC_ONNX_DECODE_STATS names a file (one JSON line per layer, appended; format in
+runtime_ops/README.md); bench points it to a temporary file while the compiled session is
+created, then reads the file back and sums the lines.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import json
 import os
-import re
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ from dc_onnx.runtime import _onnxruntime, open_session, session_options
 from dc_onnx.tools.verify import random_inputs
 
 DECODE_STATS_ENV = "DC_ONNX_DECODE_STATS"
-_DECODE_LINE = re.compile(r"decoded (\d+) symbols in (\d+) ns")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,19 +128,6 @@ def _rss_bytes() -> int | None:
         return None
 
 
-@contextlib.contextmanager
-def _stderr_to(path: Path) -> Iterator[None]:
-    """Send file descriptor 2 (where the C++ library writes) to `path` for a while."""
-    saved = os.dup(2)
-    try:
-        with open(path, "wb") as f:
-            os.dup2(f.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _create(path: str | os.PathLike[str], threads: int) -> tuple[Any, SessionStats]:
     options = _onnxruntime().SessionOptions()
     options.intra_op_num_threads = threads
@@ -156,32 +141,38 @@ def _create(path: str | os.PathLike[str], threads: int) -> tuple[Any, SessionSta
     return session, SessionStats(os.fspath(path), elapsed, rss)
 
 
+def read_decode_stats(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The library's decode statistics in `path`, one dict per decoded layer (none when
+    the file does not exist): layer, rows, cols, nonzeros, symbols, decode_ns."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def _create_compiled(
     path: str | os.PathLike[str], threads: int
 ) -> tuple[Any, SessionStats, DecodeStats | None]:
-    """Creates the compiled session with the library's decode log on, and parses the log."""
+    """Creates the compiled session with the library's decode statistics on, and sums them."""
     previous = os.environ.get(DECODE_STATS_ENV)
-    os.environ[DECODE_STATS_ENV] = "1"
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "stderr.txt"
+        stats_file = Path(tmp) / "decode_stats.jsonl"
+        os.environ[DECODE_STATS_ENV] = str(stats_file)
         try:
-            with _stderr_to(log):
-                session, stats = _create(path, threads)
+            session, stats = _create(path, threads)
         finally:
             if previous is None:
                 del os.environ[DECODE_STATS_ENV]
             else:
                 os.environ[DECODE_STATS_ENV] = previous
-        text = log.read_text(errors="replace")
-    # Anything else ORT or the library wrote meanwhile (warnings) goes back to stderr.
-    others = [line for line in text.splitlines() if not _DECODE_LINE.search(line)]
-    if others:
-        print("\n".join(others), file=sys.stderr)
-    matches = _DECODE_LINE.findall(text)
+        layers = read_decode_stats(stats_file)
     decode = None
-    if matches:
+    if layers:
         decode = DecodeStats(
-            len(matches), sum(int(s) for s, _ in matches), sum(int(ns) for _, ns in matches) / 1e9
+            len(layers),
+            sum(int(r["symbols"]) for r in layers),
+            sum(int(r["decode_ns"]) for r in layers) / 1e9,
         )
     return session, stats, decode
 

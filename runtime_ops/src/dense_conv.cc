@@ -16,10 +16,10 @@ DenseConv::DenseConv(const OrtKernelInfo* info, std::vector<float> weight,
     return Ort::OpAttr(name, v.data(), static_cast<int>(v.size()), OrtOpAttrType::ORT_OP_ATTR_INTS);
   };
   std::vector<Ort::OpAttr> list;
-  list.push_back(ints("kernel_shape", attrs.kernel_shape));
-  list.push_back(ints("strides", attrs.strides));
-  list.push_back(ints("dilations", attrs.dilations));
-  list.push_back(ints("pads", attrs.pads));
+  list.push_back(ints("kernel_shape", attrs.kernel_shape()));
+  list.push_back(ints("strides", attrs.strides()));
+  list.push_back(ints("dilations", attrs.dilations()));
+  list.push_back(ints("pads", attrs.pad_list()));
   list.emplace_back("group", &attrs.group, 1, OrtOpAttrType::ORT_OP_ATTR_INT);
   list.emplace_back("auto_pad", attrs.auto_pad.c_str(), static_cast<int>(attrs.auto_pad.size()),
                     OrtOpAttrType::ORT_OP_ATTR_STRING);

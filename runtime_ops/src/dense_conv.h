@@ -5,9 +5,9 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
+#include "conv_attributes.h"
 #include "ort_api.h"
 
 namespace dc_onnx {
@@ -15,15 +15,11 @@ namespace dc_onnx {
 // Above this fraction of non-zero weights a convolution runs dense.
 constexpr double kDenseConvDensity = 0.5;
 
-struct ConvAttributes {
-  std::vector<int64_t> kernel_shape, strides, dilations, pads;
-  int64_t group = 1;
-  std::string auto_pad;  // NOTSET or VALID: the SAME_* corner cases differ between ORT releases
-};
-
 class DenseConv {
  public:
-  // `weight` holds W [M, C/group, k...] row-major with `shape`; `with_bias`: input 6 exists.
+  // `weight` holds W [M, C/group, k...] row-major with `shape`; `with_bias`: input 6
+  // exists. `attrs.auto_pad` must be NOTSET or VALID: the SAME_* corner cases differ
+  // between ORT releases.
   DenseConv(const OrtKernelInfo* info, std::vector<float> weight, std::vector<int64_t> shape,
             const ConvAttributes& attrs, bool with_bias);
 

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string>
 
-#include "errors.h"
+#include "decode_error.h"
 
 namespace dc_onnx {
 
@@ -16,15 +16,16 @@ HuffmanTable::HuffmanTable(const uint8_t* lengths, size_t num_symbols, uint64_t 
   for (size_t s = 0; s < num_symbols; ++s) {
     const unsigned len = lengths[s];
     if (len > kMaxCodeLen)
-      fail(what + "symbol " + std::to_string(s) + " has length " + std::to_string(len) +
-           " (maximum 12)");
+      fail_decode(what + "symbol " + std::to_string(s) + " has length " + std::to_string(len) +
+                  " (maximum 12)");
     if (len != 0) {
       kraft += 1u << (kMaxCodeLen - len);
       ++used;
     }
   }
-  if (kraft > (1u << kMaxCodeLen)) fail(what + "Kraft sum above 1 (not a prefix code)");
-  if (num_entries > 0 && used == 0) fail(what + "the stream has entries but no symbol has a code");
+  if (kraft > (1u << kMaxCodeLen)) fail_decode(what + "Kraft sum above 1 (not a prefix code)");
+  if (num_entries > 0 && used == 0)
+    fail_decode(what + "the stream has entries but no symbol has a code");
 
   // Canonical assignment as in DEFLATE; each code of length L fills 2^(12-L) slots.
   uint32_t code = 0;
@@ -83,7 +84,7 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
         i += 4;
         continue;
       }
-      fail(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
+      fail_decode(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
     }
     const size_t batch_end = count - i < 4 ? count : i + 4;
     for (; i < batch_end; ++i) {
@@ -91,13 +92,13 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
       const unsigned len = entry >> 8;
       if (len == 0) {
         if (consumed + kMaxCodeLen > total_bits)
-          fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-               " symbols (truncated)");
-        fail(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
+          fail_decode(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
+                      " symbols (truncated)");
+        fail_decode(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
       }
       if (consumed + len > total_bits)
-        fail(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-             " symbols (truncated)");
+        fail_decode(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
+                    " symbols (truncated)");
       out[i] = static_cast<uint8_t>(entry & 0xFFu);
       buf <<= len;
       nbits -= len;
@@ -106,11 +107,12 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
   }
   const uint64_t used_bytes = (consumed + 7) / 8;
   if (used_bytes != nbytes)
-    fail(what + std::to_string(nbytes - used_bytes) + " trailing bytes after the last symbol");
+    fail_decode(what + std::to_string(nbytes - used_bytes) +
+                " trailing bytes after the last symbol");
   // Each refill leaves >= 56 bits and at most 48 are consumed before the next, so >= 8
   // loaded bits remain: the (< 8) pad bits of the last byte are in `buf`.
   const auto pad = static_cast<unsigned>(used_bytes * 8 - consumed);
-  if (pad != 0 && (buf >> (64 - pad)) != 0) fail(what + "non-zero padding bits");
+  if (pad != 0 && (buf >> (64 - pad)) != 0) fail_decode(what + "non-zero padding bits");
 }
 
 }  // namespace dc_onnx

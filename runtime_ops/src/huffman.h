@@ -13,7 +13,7 @@ constexpr unsigned kMaxCodeLen = 12;
 class HuffmanTable {
  public:
   // Builds the table from one code length per symbol (0 = unused). `name` labels
-  // errors. `num_symbols` <= 256. Throws dc_onnx::Error on a length above 12, a Kraft
+  // errors. `num_symbols` <= 256. Throws dc_onnx::DecodeError on a length above 12, a Kraft
   // sum above 1, or (when `num_entries` > 0) no used symbol at all.
   HuffmanTable(const uint8_t* lengths, size_t num_symbols, uint64_t num_entries,
                const char* name);

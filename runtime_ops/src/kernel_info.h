@@ -1,6 +1,5 @@
-// What every compressed op does at kernel creation: read attributes, fetch the
-// constant inputs 1-5, validate them against the side-file header and decode the
-// weight once. Also small tensor helpers shared by the kernels.
+// ORT-facing helpers shared by the kernels: node attributes, the layer prefix of every
+// message, the conversion of any exception into dc_onnx::Error, and run-time tensors.
 #pragma once
 
 #include <cstdint>
@@ -8,11 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "decode_error.h"
 #include "errors.h"
 #include "ort_api.h"
-#include "sparse_weight.h"
 
 namespace dc_onnx {
+
+// True when `status` is OK; releases it otherwise (optional attributes, queries that
+// may fail without being an error).
+bool ok(OrtStatus* status);
 
 // Optional attributes: std::nullopt when the node does not carry them.
 std::optional<int64_t> attr_int(const OrtKernelInfo* info, const char* name);
@@ -35,6 +38,8 @@ void with_layer(const std::string& prefix, F&& body) {
     body();
   } catch (const Error& e) {
     throw Error(prefix + e.what(), e.code());
+  } catch (const DecodeError& e) {
+    throw Error(prefix + e.what(), ORT_INVALID_GRAPH);
   } catch (const Ort::Exception& e) {
     throw Error(prefix + e.what(), e.GetOrtErrorCode());
   } catch (const std::bad_alloc&) {
@@ -43,10 +48,6 @@ void with_layer(const std::string& prefix, F&& body) {
     throw Error(prefix + e.what(), ORT_FAIL);
   }
 }
-
-// Reads and validates inputs 1-5 and the stream attributes, then decodes the stored
-// [rows, cols] matrix. Throws dc_onnx::Error (without the layer prefix).
-CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_t cols);
 
 // Checks a weight_shape attribute: `rank` dims (any of `ranks`), each in 1..2^31-1.
 void check_weight_shape(const std::vector<int64_t>& shape, std::initializer_list<size_t> ranks);

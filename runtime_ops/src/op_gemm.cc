@@ -4,12 +4,10 @@
 #include "kernel_info.h"
 #include "ops.h"
 #include "sparse_matmul.h"
+#include "weight_loader.h"
 
 namespace dc_onnx {
 namespace {
-
-// Below this many rows, sparse dots per row (rows_times_w) beat 16-column panels.
-constexpr int64_t kFewRows = 4;
 
 // Strides that read C, unidirectionally broadcast to [M, N] (scalar, [N], [1,N], [M,1],
 // [M,N], ...), as element offsets per step of m and of n.
@@ -30,14 +28,12 @@ void broadcast_c(const std::vector<int64_t>& s, int64_t m, int64_t n, Epilogue& 
 
 GemmKernel::GemmKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
   with_layer(prefix_, [&] {
-    const std::vector<int64_t> shape = required_ints(info, "weight_shape");
-    check_weight_shape(shape, {2});
     alpha_ = attr_float(info, "alpha").value_or(1.0f);
     beta_ = attr_float(info, "beta").value_or(1.0f);
     const int64_t trans_a = attr_int(info, "transA").value_or(0);
     if (trans_a != 0 && trans_a != 1) fail("transA must be 0 or 1");
     trans_a_ = trans_a == 1;
-    w_ = pack_rows(load_compressed_weight(info, shape[0], shape[1]));
+    w_ = pack_rows(load_matrix_weight(info));
   });
 }
 
@@ -68,14 +64,13 @@ void GemmKernel::compute(OrtKernelContext* context) const {
     float* y = ctx.GetOutput(0, {m, n}).GetTensorMutableData<float>();
     if (m == 0) return;
 
-    if (!trans_a_ && m < kFewRows) {
-      rows_times_w(ctx, w_, a.data, m, k, y, ep);
+    if (!trans_a_) {
+      rows_times_w(ctx, w_, a.data, m, y, ep);
       return;
     }
-    // K-major copy of A: a transpose, or (transA) a plain copy padded to 16 columns.
+    // A [K, M] is already K-major: copied only to pad its rows to 16 columns.
     int64_t ldx = 0;
-    const std::vector<float> x = trans_a_ ? kmajor_copy(a.data, 1, k, m, 0, m, 1, &ldx)
-                                          : kmajor_copy(a.data, 1, k, m, 0, 1, k, &ldx);
+    const std::vector<float> x = kmajor_copy(a.data, 1, k, m, 0, m, 1, &ldx);
     const KMajorProblem pr{x.data(), ldx, 0, m, 1, y, 1, n, 0};
     w_times_kmajor(ctx, w_, pr, ep);
   });

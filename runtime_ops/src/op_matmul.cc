@@ -4,12 +4,10 @@
 #include "kernel_info.h"
 #include "ops.h"
 #include "sparse_matmul.h"
+#include "weight_loader.h"
 
 namespace dc_onnx {
 namespace {
-
-// Below this many rows, sparse dots per row (rows_times_w) beat 16-column panels.
-constexpr int64_t kFewRows = 4;
 
 int64_t product(const std::vector<int64_t>& v, size_t begin, size_t end) {
   int64_t p = 1;
@@ -21,12 +19,10 @@ int64_t product(const std::vector<int64_t>& v, size_t begin, size_t end) {
 
 MatMulKernel::MatMulKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
   with_layer(prefix_, [&] {
-    const std::vector<int64_t> shape = required_ints(info, "weight_shape");
-    check_weight_shape(shape, {2});
     const int64_t side = required_int(info, "weight_side");
     if (side != 0 && side != 1) fail("weight_side must be 0 or 1");
     weight_first_ = side == 0;
-    w_ = pack_rows(load_compressed_weight(info, shape[0], shape[1]));
+    w_ = pack_rows(load_matrix_weight(info));
   });
 }
 
@@ -51,15 +47,7 @@ void MatMulKernel::compute(OrtKernelContext* context) const {
       y_shape.push_back(n);
       float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
       const int64_t rows = product(x.shape, 0, k_axis);
-      if (rows == 0) return;
-      if (rows < kFewRows) {
-        rows_times_w(ctx, w_, x.data, rows, k, y, ep);
-        return;
-      }
-      int64_t ldx = 0;
-      const std::vector<float> xt = kmajor_copy(x.data, 1, k, rows, 0, 1, k, &ldx);
-      const KMajorProblem pr{xt.data(), ldx, 0, rows, 1, y, 1, n, 0};
-      w_times_kmajor(ctx, w_, pr, ep);
+      if (rows > 0) rows_times_w(ctx, w_, x.data, rows, y, ep);
       return;
     }
     // Y[b] = Wm @ X[b], X[b] of shape [K, P]: already K-major, copied to pad its rows.

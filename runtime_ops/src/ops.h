@@ -1,13 +1,13 @@
 // The three kernels of domain ai.dc_onnx (see docs/format.md, "Op schemas").
 #pragma once
 
-#include <array>
 #include <memory>
 #include <string>
-#include <vector>
 
+#include "conv_attributes.h"
 #include "dense_conv.h"
 #include "ort_api.h"
+#include "sparse_conv.h"
 #include "sparse_matmul.h"
 
 namespace dc_onnx {
@@ -45,20 +45,13 @@ class ConvKernel {
   void compute(OrtKernelContext* context) const;
 
  private:
+  // Input 6 when present, checked to be [M]; null otherwise.
+  const float* bias_input(const Ort::KernelContext& ctx) const;
+
   std::string prefix_;
-  int64_t out_channels_ = 0, group_ = 1, in_per_group_ = 0;
-  int64_t kh_ = 1, kw_ = 1, sh_ = 1, sw_ = 1, dh_ = 1, dw_ = 1;
-  int64_t pads_[4] = {0, 0, 0, 0};  // top, left, bottom, right
-  std::string auto_pad_ = "NOTSET";
-  bool one_d_ = false;
-  // Resident weight: per output channel, its non-zero taps as a one-byte codebook index
-  // and a key (input channel << tap_bits_) | (ky * kw + kx): 5 bytes per non-zero.
-  std::vector<size_t> tap_ptr_;  // out_channels + 1 offsets into codes_ and keys_
-  std::vector<uint8_t> codes_;
-  std::vector<uint32_t> keys_;
-  std::array<float, 256> codebook_{};
-  unsigned tap_bits_ = 0;
-  std::unique_ptr<DenseConv> dense_;  // set for layers above kDenseConvDensity
+  ConvAttributes attrs_;
+  ConvTaps taps_;                     // the resident weight of sparse layers
+  std::unique_ptr<DenseConv> dense_;  // set instead for layers above kDenseConvDensity
 };
 
 }  // namespace dc_onnx

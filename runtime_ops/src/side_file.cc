@@ -4,7 +4,7 @@
 #include <string>
 
 #include "crc32.h"
-#include "errors.h"
+#include "decode_error.h"
 
 namespace dc_onnx {
 namespace {
@@ -33,23 +33,24 @@ const char* stream_name(StreamKind kind) noexcept {
 
 std::vector<TocEntry> parse_header(const uint8_t* data, size_t size) {
   if (size < kHeaderFixedSize)
-    fail("side-file header too short (" + std::to_string(size) + " bytes, need at least 24)");
+    fail_decode("side-file header too short (" + std::to_string(size) +
+                " bytes, need at least 24)");
   if (std::memcmp(data, kMagic, sizeof kMagic) != 0)
-    fail("side-file header has a wrong magic (not a dc-onnx weight file?)");
+    fail_decode("side-file header has a wrong magic (not a dc-onnx weight file?)");
   const auto version = load_le<uint16_t>(data + 8);
   if (version != kFormatVersion)
-    fail("side-file format_version " + std::to_string(version) + " is not supported (this "
-         "library reads version " + std::to_string(kFormatVersion) + ")");
+    fail_decode("side-file format_version " + std::to_string(version) + " is not supported (this "
+                "library reads version " + std::to_string(kFormatVersion) + ")");
   if (load_le<uint16_t>(data + 10) != 0 || load_le<uint32_t>(data + 20) != 0)
-    fail("side-file header has non-zero reserved fields (side file corrupted?)");
+    fail_decode("side-file header has non-zero reserved fields (side file corrupted?)");
   const uint64_t n_streams = load_le<uint32_t>(data + 12);
   const uint64_t expected = kHeaderFixedSize + kTocEntrySize * n_streams;
   if (expected != size)
-    fail("side-file header is " + std::to_string(size) + " bytes but n_streams=" +
-         std::to_string(n_streams) + " needs " + std::to_string(expected));
+    fail_decode("side-file header is " + std::to_string(size) + " bytes but n_streams=" +
+                std::to_string(n_streams) + " needs " + std::to_string(expected));
   const uint8_t* toc_bytes = data + kHeaderFixedSize;
   if (crc32(toc_bytes, size - kHeaderFixedSize) != load_le<uint32_t>(data + 16))
-    fail("side-file TOC CRC-32 mismatch (side file corrupted?)");
+    fail_decode("side-file TOC CRC-32 mismatch (side file corrupted?)");
 
   std::vector<TocEntry> toc(static_cast<size_t>(n_streams));
   for (size_t i = 0; i < toc.size(); ++i) {
@@ -61,11 +62,12 @@ std::vector<TocEntry> parse_header(const uint8_t* data, size_t size) {
     t.crc32 = load_le<uint32_t>(e + 24);
     t.kind = load_le<uint16_t>(e + 28);
     const std::string where = "side-file TOC entry " + std::to_string(i);
-    if (load_le<uint16_t>(e + 30) != 0) fail(where + " has a non-zero reserved field");
-    if (t.kind < 1 || t.kind > 4) fail(where + " has unknown kind " + std::to_string(t.kind));
+    if (load_le<uint16_t>(e + 30) != 0) fail_decode(where + " has a non-zero reserved field");
+    if (t.kind < 1 || t.kind > 4)
+      fail_decode(where + " has unknown kind " + std::to_string(t.kind));
     // Streams follow the header; offset + nbytes must not wrap around.
     if (t.offset < size || t.nbytes > UINT64_MAX - t.offset)
-      fail(where + " has an impossible offset/size");
+      fail_decode(where + " has an impossible offset/size");
   }
   return toc;
 }
@@ -74,19 +76,19 @@ uint64_t check_stream(const std::vector<TocEntry>& toc, int64_t stream_id, Strea
                       const uint8_t* data, size_t nbytes, uint64_t element_count) {
   const std::string name = std::string(stream_name(kind)) + " stream";
   if (stream_id < 0 || static_cast<uint64_t>(stream_id) >= toc.size())
-    fail(name + ": stream_ids value " + std::to_string(stream_id) + " is out of range (TOC has " +
-         std::to_string(toc.size()) + " streams)");
+    fail_decode(name + ": stream_ids value " + std::to_string(stream_id) +
+                " is out of range (TOC has " + std::to_string(toc.size()) + " streams)");
   const TocEntry& t = toc[static_cast<size_t>(stream_id)];
   if (t.kind != static_cast<uint16_t>(kind))
-    fail(name + ": TOC entry " + std::to_string(stream_id) + " has kind " +
-         std::to_string(t.kind) + ", expected " + std::to_string(static_cast<int>(kind)));
+    fail_decode(name + ": TOC entry " + std::to_string(stream_id) + " has kind " +
+                std::to_string(t.kind) + ", expected " + std::to_string(static_cast<int>(kind)));
   if (t.nbytes != nbytes)
-    fail(name + " is " + std::to_string(nbytes) + " bytes but the TOC says " +
-         std::to_string(t.nbytes) + " (side file truncated or mismatched?)");
+    fail_decode(name + " is " + std::to_string(nbytes) + " bytes but the TOC says " +
+                std::to_string(t.nbytes) + " (side file truncated or mismatched?)");
   if (element_count != kCountCheckedLater && t.count != element_count)
-    fail(name + " holds " + std::to_string(element_count) + " elements but the TOC says " +
-         std::to_string(t.count));
-  if (crc32(data, nbytes) != t.crc32) fail(name + " CRC-32 mismatch (side file corrupted?)");
+    fail_decode(name + " holds " + std::to_string(element_count) + " elements but the TOC says " +
+                std::to_string(t.count));
+  if (crc32(data, nbytes) != t.crc32) fail_decode(name + " CRC-32 mismatch (side file corrupted?)");
   return t.count;
 }
 

@@ -25,7 +25,7 @@ constexpr size_t kTocEntrySize = 32;
 constexpr uint16_t kFormatVersion = 1;
 
 // Parses and validates the header bytes (magic, version, reserved fields, size,
-// TOC CRC). Throws dc_onnx::Error on any defect.
+// TOC CRC). Throws dc_onnx::DecodeError on any defect.
 std::vector<TocEntry> parse_header(const uint8_t* data, size_t size);
 
 // `element_count` value for a stream whose count is only known after decoding.
@@ -33,7 +33,7 @@ constexpr uint64_t kCountCheckedLater = UINT64_MAX;
 
 // Checks a stream tensor against TOC entry `stream_id`: id in range, kind, byte size,
 // element count (unless kCountCheckedLater) and CRC-32; returns the TOC's count.
-// Throws dc_onnx::Error on any mismatch.
+// Throws dc_onnx::DecodeError on any mismatch.
 uint64_t check_stream(const std::vector<TocEntry>& toc, int64_t stream_id, StreamKind kind,
                       const uint8_t* data, size_t nbytes, uint64_t element_count);
 

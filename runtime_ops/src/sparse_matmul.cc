@@ -10,13 +10,16 @@
 namespace dc_onnx {
 namespace {
 
+// Below this many rows, sparse dots per row beat 16-column panels.
+constexpr int64_t kFewRows = 4;
+
 inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
   float v = ep.alpha == 1.0f ? acc : ep.alpha * acc;
   if (ep.c != nullptr) v += ep.beta * ep.c[m * ep.c_sm + n * ep.c_sn];
   return v;
 }
 
-// Output rows [n0, n1) of rows_times_w.
+// Output rows [n0, n1) of dot_rows.
 template <typename Index>
 void rows_task(const CodedRows& w, const Index* col, const float* a, int64_t num_rows,
                int64_t lda, float* y, const Epilogue& ep, int64_t n0, int64_t n1) {
@@ -66,6 +69,27 @@ DC_ONNX_HOT void kmajor_task(const CodedRows& w, const KMajorProblem& pr, const 
   }
 }
 
+// rows_times_w for few rows: a sparse dot per output, parallel over output rows.
+void dot_rows(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
+              int64_t num_rows, float* y, const Epilogue& ep) {
+  const int64_t lda = w.cols;
+  const int64_t n_out = w.rows;
+  if (num_rows == 0 || n_out == 0) return;
+  const double nnz_per_row =
+      static_cast<double>(w.code.size()) / static_cast<double>(n_out) + 1.0;
+  const size_t tasks_n = task_count(n_out, nnz_per_row * static_cast<double>(num_rows));
+  const int64_t chunk = (n_out + static_cast<int64_t>(tasks_n) - 1) / static_cast<int64_t>(tasks_n);
+  const auto tasks = static_cast<size_t>((n_out + chunk - 1) / chunk);
+  parallel_for(ctx, tasks, [&](size_t t) {
+    const int64_t n0 = static_cast<int64_t>(t) * chunk;
+    const int64_t n1 = std::min(n_out, n0 + chunk);
+    if (w.col32.empty())
+      rows_task(w, w.col16.data(), a, num_rows, lda, y, ep, n0, n1);
+    else
+      rows_task(w, w.col32.data(), a, num_rows, lda, y, ep, n0, n1);
+  });
+}
+
 }  // namespace
 
 CodedRows pack_rows(const CsrMatrix& m) {
@@ -85,22 +109,15 @@ CodedRows pack_rows(const CsrMatrix& m) {
 }
 
 void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
-                  int64_t num_rows, int64_t lda, float* y, const Epilogue& ep) {
-  const int64_t n_out = w.rows;
-  if (num_rows == 0 || n_out == 0) return;
-  const double nnz_per_row =
-      static_cast<double>(w.code.size()) / static_cast<double>(n_out) + 1.0;
-  const size_t tasks_n = task_count(n_out, nnz_per_row * static_cast<double>(num_rows));
-  const int64_t chunk = (n_out + static_cast<int64_t>(tasks_n) - 1) / static_cast<int64_t>(tasks_n);
-  const auto tasks = static_cast<size_t>((n_out + chunk - 1) / chunk);
-  parallel_for(ctx, tasks, [&](size_t t) {
-    const int64_t n0 = static_cast<int64_t>(t) * chunk;
-    const int64_t n1 = std::min(n_out, n0 + chunk);
-    if (w.col32.empty())
-      rows_task(w, w.col16.data(), a, num_rows, lda, y, ep, n0, n1);
-    else
-      rows_task(w, w.col32.data(), a, num_rows, lda, y, ep, n0, n1);
-  });
+                  int64_t num_rows, float* y, const Epilogue& ep) {
+  if (num_rows < kFewRows) {
+    dot_rows(ctx, w, a, num_rows, y, ep);
+    return;
+  }
+  int64_t ldx = 0;
+  const std::vector<float> x = kmajor_copy(a, 1, w.cols, num_rows, 0, 1, w.cols, &ldx);
+  const KMajorProblem pr{x.data(), ldx, 0, num_rows, 1, y, 1, w.rows, 0};
+  w_times_kmajor(ctx, w, pr, ep);
 }
 
 void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMajorProblem& pr,

@@ -36,10 +36,12 @@ struct Epilogue {
   int64_t c_sn = 0;
 };
 
-// Row-major activations, for few rows (batch 1 GEMV): for m < num_rows, n < W.rows
-//   Y[m * W.rows + n] = sum_j W[n, j] * A[m * lda + j]   (sparse dot, 16 partial sums).
+// Row-major activations A [num_rows, K]: for m < num_rows, n < W.rows
+//   Y[m * W.rows + n] = sum_j W[n, j] * A[m * K + j].
+// Up to 3 rows (batch-1 GEMV): a sparse dot per output, 16 partial sums (sparse_dot.h).
+// More: A copied K-major, then w_times_kmajor.
 void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
-                  int64_t num_rows, int64_t lda, float* y, const Epilogue& ep);
+                  int64_t num_rows, float* y, const Epilogue& ep);
 
 // K-major activations: X holds `batches` matrices [K, P] (row stride ldx, batch stride
 // x_bs); every row must be readable up to P rounded up to 16 (see kmajor_copy). For

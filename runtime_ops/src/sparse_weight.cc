@@ -5,33 +5,33 @@
 #include <cstdint>
 #include <string>
 
-#include "errors.h"
+#include "decode_error.h"
 #include "huffman.h"
 
 namespace dc_onnx {
 
 CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   if (w.k < 1 || w.k > 256)
-    fail("codebook has " + std::to_string(w.k) + " entries (must be 1..256)");
-  if (w.codebook[0] != 0.0f) fail("codebook[0] must be 0.0 (code 0 is the zero weight)");
+    fail_decode("codebook has " + std::to_string(w.k) + " entries (must be 1..256)");
+  if (w.codebook[0] != 0.0f) fail_decode("codebook[0] must be 0.0 (code 0 is the zero weight)");
   if (w.index_bits < 1 || w.index_bits > 8)
-    fail("index_bits " + std::to_string(w.index_bits) + " out of range 1..8");
+    fail_decode("index_bits " + std::to_string(w.index_bits) + " out of range 1..8");
   const size_t num_gaps = size_t{1} << w.index_bits;
   if (w.code_lengths_count != w.k + num_gaps)
-    fail("code_lengths has " + std::to_string(w.code_lengths_count) + " entries, expected k + " +
-         "2^index_bits = " + std::to_string(w.k + num_gaps));
+    fail_decode("code_lengths has " + std::to_string(w.code_lengths_count) +
+                " entries, expected k + 2^index_bits = " + std::to_string(w.k + num_gaps));
   // Column indices are stored as uint32; both limits also keep rows*cols below 2^62.
   if (rows < 1 || cols < 1 || rows > INT32_MAX || cols > INT32_MAX)
-    fail("stored matrix [" + std::to_string(rows) + "," + std::to_string(cols) +
-         "] has a dimension outside 1..2^31-1");
+    fail_decode("stored matrix [" + std::to_string(rows) + "," + std::to_string(cols) +
+                "] has a dimension outside 1..2^31-1");
   const uint64_t n = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols);
   const uint64_t m = w.num_entries;
   // Every entry sits on its own position and every code takes at least one bit; checking
   // both before allocating keeps memory bounded by what the streams can hold.
   if (m > n)
-    fail("num_entries " + std::to_string(m) + " exceeds rows*cols = " + std::to_string(n));
+    fail_decode("num_entries " + std::to_string(m) + " exceeds rows*cols = " + std::to_string(n));
   if (m > uint64_t{w.gaps_bytes} * 8)
-    fail("gaps stream is too short for " + std::to_string(m) + " entries (truncated)");
+    fail_decode("gaps stream is too short for " + std::to_string(m) + " entries (truncated)");
 
   using Clock = std::chrono::steady_clock;
   const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
@@ -43,10 +43,10 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   uint64_t c = 0;
   for (uint8_t g : gaps) c += g != escape;
   if (c != w.num_codes)
-    fail("gaps stream implies " + std::to_string(c) + " codes but the TOC says " +
-         std::to_string(w.num_codes));
+    fail_decode("gaps stream implies " + std::to_string(c) + " codes but the TOC says " +
+                std::to_string(w.num_codes));
   if (c > uint64_t{w.codes_bytes} * 8)
-    fail("codes stream is too short for " + std::to_string(c) + " codes (truncated)");
+    fail_decode("codes stream is too short for " + std::to_string(c) + " codes (truncated)");
   const HuffmanTable code_table(w.code_lengths, w.k, c, "codes");
   std::vector<uint8_t> codes(static_cast<size_t>(c));
   auto gap_time = Clock::now() - start;
@@ -71,17 +71,17 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   for (size_t j = 0; j < gaps.size(); ++j) {
     if (gaps[j] == escape) {
       next += escape;
-      if (next > n) fail("escape at entry " + std::to_string(j) + " runs past rows*cols");
+      if (next > n) fail_decode("escape at entry " + std::to_string(j) + " runs past rows*cols");
       continue;
     }
     const uint64_t p = next + gaps[j];
     if (p >= n)
-      fail("entry " + std::to_string(j) + " lands on position " + std::to_string(p) +
-           " >= rows*cols = " + std::to_string(n));
+      fail_decode("entry " + std::to_string(j) + " lands on position " + std::to_string(p) +
+                  " >= rows*cols = " + std::to_string(n));
     next = p + 1;
     const uint8_t code = codes[i++];
     if (code >= w.k)
-      fail("entry " + std::to_string(j) + " has code " + std::to_string(code) + " >= k");
+      fail_decode("entry " + std::to_string(j) + " has code " + std::to_string(code) + " >= k");
     if (w.codebook[code] == 0.0f) continue;  // a weight clustered to exactly zero adds nothing
     ++csr.row_ptr[static_cast<size_t>(p / ucols) + 1];
     csr.col.push_back(static_cast<uint32_t>(p % ucols));

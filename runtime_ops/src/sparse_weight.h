@@ -37,7 +37,7 @@ struct EncodedWeight {
 };
 
 // Validates and Huffman-decodes the streams into CSR over a [rows, cols] matrix.
-// Throws dc_onnx::Error on any defect (see docs/format.md, "Validation").
+// Throws dc_onnx::DecodeError on any defect (see docs/format.md, "Validation").
 CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols);
 
 }  // namespace dc_onnx

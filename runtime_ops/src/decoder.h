@@ -1,0 +1,45 @@
+// The standalone decoder's entry point: the bytes of one layer's inputs 1-5 and its
+// attributes in, the decoded weight (or a DecodeError) out. Needs no ORT header: the
+// kernels (weight_loader.cc), the C++ tests and fuzz targets all call this one function.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "sparse_weight.h"
+
+namespace dc_onnx {
+
+// A read-only byte range (one input tensor's raw data).
+struct Bytes {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
+// Inputs 1-5 of a compressed op (docs/format.md, "Op schemas"), as raw bytes. The
+// codebook holds float32 values in host byte order and need not be aligned.
+struct LayerStreams {
+  Bytes header;
+  Bytes codebook;
+  Bytes codes;
+  Bytes gaps;
+  Bytes code_lengths;
+};
+
+// The attributes the decoder reads, and the stored matrix's [rows, cols].
+struct LayerAttributes {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t num_entries = 0;
+  int64_t index_bits = 0;
+  std::vector<int64_t> stream_ids;  // codebook, codes, gaps, code_lengths
+};
+
+// Validates everything listed in docs/format.md, "Validation" (attributes, header and
+// TOC, each stream against its TOC entry, the Huffman streams and positions), then
+// decodes the weight. Throws dc_onnx::DecodeError on any defect, never reads outside
+// the given ranges.
+CsrMatrix decode_layer(const LayerStreams& streams, const LayerAttributes& attrs);
+
+}  // namespace dc_onnx

@@ -1,0 +1,231 @@
+// CompressedConv's loops (sparse_conv.h). Strides become stride 1 by splitting the padded
+// input into stride_h * stride_w phase planes (phase (a, b) holds rows a, a + sh, ... and
+// columns b, b + sw, ...): tap (c, ky, kx) reads phase ((ky*dh) % sh, (kx*dw) % sw) of
+// channel c shifted by ((ky*dh) / sh, (kx*dw) / sw). With phase rows laid out at a fixed
+// width, every tap is then one shift of the whole flattened plane, computed 128 outputs at
+// a time with the sums in registers (panel.h), input channels in blocks that stay in L1
+// while a range of output channels uses them. Parallel over output-channel ranges, one
+// image at a time.
+#include "sparse_conv.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "panel.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace dc_onnx {
+namespace {
+
+// Everything the per-channel jobs need for one image.
+struct Plan {
+  const float* x;          // phase planes of the image (first of the shifted copies)
+  int64_t channel_stride;  // floats between the phase planes of consecutive channels
+  int64_t row_width;       // floats per phase-plane row (a multiple of 16)
+  int64_t out_h, out_w;
+  int64_t out_per_group, in_per_group;
+  int64_t num_blocks;         // input-channel blocks
+  const size_t* block_ptr;    // per output channel, num_blocks + 1 tap offsets
+  const uint8_t* codes;
+  const uint32_t* keys;
+  unsigned tap_bits;
+  const float* codebook;
+  const int64_t* tap_offset;  // offset of tap r = ky*kw + kx from its channel's planes
+  float* sums;                // per output channel, `len_pad` flat partial sums
+  int64_t len_pad;
+};
+
+constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
+
+// Output channels [o0, o1) of one image into plan.sums: output position
+// q = oh * row_width + ow sums x[channel * channel_stride + tap_offset[r] + q] over the
+// taps. Loop order panel > input-channel block > output channel, so the block of input
+// a panel reads stays in L1 while every output channel of the range uses it.
+DC_ONNX_HOT void channels_task(const Plan& p, int64_t o0, int64_t o1) {
+  const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
+  const uint32_t* keys = p.keys;
+  const int64_t* tap_offset = p.tap_offset;
+  const int64_t channel_stride = p.channel_stride;
+  const unsigned bits = p.tap_bits;
+  const uint32_t mask = (uint32_t{1} << bits) - 1;
+  auto offset = [&](size_t j) {
+    const uint32_t key = keys[j];
+    return static_cast<int64_t>(key >> bits) * channel_stride + tap_offset[key & mask];
+  };
+  const auto nb = static_cast<size_t>(p.num_blocks);
+  for (int64_t q0 = 0; q0 < len; q0 += kWidest) {
+    const int64_t width = std::min(kWidest, len - q0);
+    for (size_t blk = 0; blk < nb; ++blk)
+      for (int64_t o = o0; o < o1; ++o) {
+        const size_t* ptr = p.block_ptr + static_cast<size_t>(o) * (nb + 1) + blk;
+        if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
+        const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
+        float* out = p.sums + o * p.len_pad + q0;
+        sparse_panel_any(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
+                         blk > 0 ? out : nullptr, out);
+      }
+  }
+}
+
+// Geometry of the phase planes for one Run.
+struct Phases {
+  int64_t sh, sw;         // strides = phases per axis
+  int64_t hp, wp;         // rows and used columns of a phase plane
+  int64_t row_width;      // wp rounded up to 16
+  int64_t plane;          // hp * row_width
+  int64_t copy_len;       // one shifted copy: channels * sh * sw planes + 16 floats slack
+  int64_t copies;         // distinct column shifts (kx*dw) / sw, hence shifted copies
+};
+
+// Phase plane (c, a, b)[h, w] = input[c, h*sh + a - pad_top, w*sw + b - pad_left], zero
+// outside the input; written for channels [0, channels) of one image into `out`.
+void build_phases(const float* x, int64_t channels, int64_t in_h, int64_t in_w, int64_t pad_top,
+                  int64_t pad_left, const Phases& ph, float* out) {
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t a = 0; a < ph.sh; ++a)
+      for (int64_t b = 0; b < ph.sw; ++b) {
+        float* plane = out + ((c * ph.sh + a) * ph.sw + b) * ph.plane;
+        for (int64_t h = 0; h < ph.hp; ++h) {
+          float* row = plane + h * ph.row_width;
+          const int64_t i = h * ph.sh + a - pad_top;
+          if (i < 0 || i >= in_h) {
+            std::fill(row, row + ph.wp, 0.0f);
+            continue;
+          }
+          const float* xr = x + (c * in_h + i) * in_w;
+          for (int64_t w = 0; w < ph.wp; ++w) {
+            const int64_t j = w * ph.sw + b - pad_left;
+            row[w] = j >= 0 && j < in_w ? xr[j] : 0.0f;
+          }
+        }
+      }
+}
+
+Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
+  Phases ph{};
+  ph.sh = a.sh;
+  ph.sw = a.sw;
+  ph.hp = pr.out_h + (a.kh - 1) * a.dh / a.sh;
+  ph.wp = pr.out_w + (a.kw - 1) * a.dw / a.sw;
+  ph.row_width = (ph.wp + 15) / 16 * 16;
+  ph.plane = ph.hp * ph.row_width;
+  ph.copy_len = pr.channels * a.sh * a.sw * ph.plane + 16;
+  ph.copies = (a.kw - 1) * a.dw / a.sw + 1;
+  return ph;
+}
+
+// Where tap r = ky*kw + kx starts, from its channel's planes in the first shifted copy.
+std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsigned tap_bits) {
+  std::vector<int64_t> tap_offset(size_t{1} << tap_bits, 0);
+  for (int64_t r = 0; r < a.kh * a.kw; ++r) {
+    const int64_t ty = (r / a.kw) * a.dh, tx = (r % a.kw) * a.dw;
+    const int64_t phase = (ty % a.sh) * a.sw + tx % a.sw;
+    tap_offset[static_cast<size_t>(r)] =
+        (tx / a.sw) * ph.copy_len + phase * ph.plane + (ty / a.sh) * ph.row_width;
+  }
+  return tap_offset;
+}
+
+// Input channels per block: small enough that what one panel reads from a block (every
+// shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB.
+int64_t channel_block(const ConvAttributes& a, const Phases& ph) {
+  const int64_t rows_reached = (a.kh - 1) * a.dh / a.sh;
+  const int64_t per_channel_bytes =
+      ph.copies * a.sh * a.sw * (kWidest + rows_reached * ph.row_width) * 4;
+  return std::clamp<int64_t>(24576 / per_channel_bytes, 1, a.in_per_group);
+}
+
+// Per output channel, the first tap of each input-channel block (num_blocks + 1 offsets).
+// Taps are sorted by key, hence by input channel: block starts by binary search.
+std::vector<size_t> block_starts(const ConvTaps& w, const ConvAttributes& a, int64_t block,
+                                 int64_t num_blocks) {
+  std::vector<size_t> block_ptr(static_cast<size_t>(a.out_channels * (num_blocks + 1)));
+  for (int64_t o = 0; o < a.out_channels; ++o) {
+    const uint32_t* first = w.key.data() + w.ptr[static_cast<size_t>(o)];
+    const uint32_t* last = w.key.data() + w.ptr[static_cast<size_t>(o) + 1];
+    size_t* ptr = block_ptr.data() + o * (num_blocks + 1);
+    for (int64_t k = 0; k <= num_blocks; ++k) {
+      const auto channel = static_cast<uint32_t>(std::min(k * block, a.in_per_group));
+      ptr[k] = static_cast<size_t>(std::lower_bound(first, last, channel << w.tap_bits) -
+                                   w.key.data());
+    }
+  }
+  return block_ptr;
+}
+
+// Output channels [o0, o1) of one image from their flat sums: keeps the columns
+// ow < out_w of each row, then adds the bias.
+void store_channels(const Plan& p, const float* bias, int64_t o0, int64_t o1, float* yn) {
+  const int64_t plane_out = p.out_h * p.out_w;
+  for (int64_t o = o0; o < o1; ++o) {
+    const float* src = p.sums + o * p.len_pad;
+    float* dst = yn + o * plane_out;
+    for (int64_t oh = 0; oh < p.out_h; ++oh)
+      for (int64_t ow = 0; ow < p.out_w; ++ow)
+        dst[oh * p.out_w + ow] = bias != nullptr ? src[oh * p.row_width + ow] + bias[o]
+                                                 : src[oh * p.row_width + ow];
+  }
+}
+
+}  // namespace
+
+ConvTaps pack_taps(const CsrMatrix& w, int64_t taps_per_channel) {
+  ConvTaps t;
+  while ((int64_t{1} << t.tap_bits) < taps_per_channel) ++t.tap_bits;
+  // channel < in_per_group and 2^tap_bits < 2 * taps, so keys stay below 2^32.
+  t.ptr = w.row_ptr;
+  t.code = w.code;
+  t.codebook = w.codebook;
+  t.key.reserve(w.col.size());
+  for (const uint32_t c : w.col) {
+    const auto channel = static_cast<uint32_t>(c / static_cast<uint64_t>(taps_per_channel));
+    const auto r = static_cast<uint32_t>(c % static_cast<uint64_t>(taps_per_channel));
+    t.key.push_back(channel << t.tap_bits | r);
+  }
+  return t;
+}
+
+void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& a,
+                 const ConvProblem& pr) {
+  const Phases ph = phase_geometry(a, pr);
+  // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
+  // 16, tap (c, ky, kx) then starts 64-byte aligned in copy (kx*dw) / sw, so no panel
+  // load splits a cache line; 16 floats of slack cover the last panel's reads.
+  std::vector<float> buffer(static_cast<size_t>(ph.copies * ph.copy_len + 16), 0.0f);
+  float* copies = buffer.data();
+  while (reinterpret_cast<uintptr_t>(copies) % 64 != 0) ++copies;
+  const std::vector<int64_t> tap_offset = tap_offsets(a, ph, w.tap_bits);
+  const int64_t block = channel_block(a, ph);
+  const int64_t num_blocks = (a.in_per_group + block - 1) / block;
+  const std::vector<size_t> block_ptr = block_starts(w, a, block, num_blocks);
+  const int64_t len = (pr.out_h - 1) * ph.row_width + pr.out_w;
+  const int64_t len_pad = (len + kWidest - 1) / kWidest * kWidest;
+  std::vector<float> sums(static_cast<size_t>(a.out_channels * len_pad));
+  const Plan plan{copies, a.sh * a.sw * ph.plane, ph.row_width, pr.out_h, pr.out_w,
+                  a.out_channels / a.group, a.in_per_group, num_blocks, block_ptr.data(),
+                  w.code.data(), w.key.data(), w.tap_bits, w.codebook.data(), tap_offset.data(),
+                  sums.data(), len_pad};
+  // Ranges of output channels share each loaded block, and each range reads the whole
+  // image once: few ranges (4, of 4 channels or more) keep that traffic low.
+  const int64_t chunk = std::max<int64_t>(4, (a.out_channels + 3) / 4);
+  const auto tasks = static_cast<size_t>((a.out_channels + chunk - 1) / chunk);
+  const int64_t image_in = pr.channels * pr.in_h * pr.in_w;
+  const int64_t image_out = a.out_channels * pr.out_h * pr.out_w;
+  for (int64_t n = 0; n < pr.batch; ++n) {
+    build_phases(pr.x + n * image_in, pr.channels, pr.in_h, pr.in_w, pr.pad_top, pr.pad_left, ph,
+                 copies);
+    for (int64_t s = 1; s < ph.copies; ++s)  // the last s floats of copy s stay zero
+      std::copy(copies + s, copies + ph.copy_len, copies + s * ph.copy_len);
+    float* yn = pr.y + n * image_out;
+    parallel_for(ctx, tasks, [&](size_t t) {
+      const int64_t o0 = static_cast<int64_t>(t) * chunk;
+      const int64_t o1 = std::min(a.out_channels, o0 + chunk);
+      channels_task(plan, o0, o1);
+      store_channels(plan, pr.bias, o0, o1, yn);
+    });
+  }
+}
+
+}  // namespace dc_onnx

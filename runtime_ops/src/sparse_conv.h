@@ -1,0 +1,45 @@
+// The sparse convolution behind CompressedConv (the loops; op_conv.cc sets up and
+// dispatches): each non-zero kernel tap adds value * (the input shifted by the tap's
+// offset) to the output plane, so the work is proportional to the non-zeros and no
+// im2col buffer is built.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "conv_attributes.h"
+#include "ort_api.h"
+#include "sparse_weight.h"
+
+namespace dc_onnx {
+
+// Resident weight: per output channel, its non-zero taps as a one-byte codebook index
+// and a key (input channel << tap_bits) | (ky * kw + kx): 5 bytes per non-zero.
+struct ConvTaps {
+  std::vector<size_t> ptr;  // out_channels + 1 offsets into code and key
+  std::vector<uint8_t> code;
+  std::vector<uint32_t> key;
+  std::array<float, 256> codebook{};
+  unsigned tap_bits = 0;
+};
+
+// Repacks the decoded [M, C/group * kh * kw] matrix into tap keys.
+ConvTaps pack_taps(const CsrMatrix& w, int64_t taps_per_channel);
+
+// One Run: X [batch, channels, in_h, in_w] into Y [batch, M, out_h, out_w] (1-D: height 1),
+// pads already resolved for auto_pad; `bias` [M] or null.
+struct ConvProblem {
+  const float* x;
+  int64_t batch, channels, in_h, in_w;
+  int64_t out_h, out_w, pad_top, pad_left;
+  const float* bias;
+  float* y;
+};
+
+// Y = Conv(X, W) + B, on the session's thread pool, one image at a time.
+void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& a,
+                 const ConvProblem& pr);
+
+}  // namespace dc_onnx

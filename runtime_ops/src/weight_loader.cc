@@ -1,0 +1,68 @@
+#include "weight_loader.h"
+
+#include <string>
+#include <vector>
+
+#include "decode_stats.h"
+#include "decoder.h"
+#include "kernel_info.h"
+
+namespace dc_onnx {
+namespace {
+
+const char* const kInputNames[] = {"X", "header", "codebook", "codes", "gaps", "code_lengths"};
+
+// The raw bytes of constant input `index`, which must be a 1-D tensor of `type`.
+Bytes constant_input(const OrtKernelInfo* info, size_t index, ONNXTensorElementDataType type,
+                     size_t elem_size) {
+  const std::string name = std::string("input ") + std::to_string(index) + " (" +
+                           kInputNames[index] + ")";
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  if (!ok(Ort::GetApi().KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value)) ||
+      !is_constant || value == nullptr)
+    fail(name + " must be a constant initializer (the weight is decoded at session creation)");
+  Ort::ConstValue v{value};
+  if (!v.IsTensor()) fail(name + " is not a tensor");
+  const auto ti = v.GetTensorTypeAndShapeInfo();
+  if (ti.GetElementType() != type) fail(name + " has the wrong element type");
+  const size_t count = ti.GetElementCount();
+  if (ti.GetDimensionsCount() != 1) fail(name + " must be 1-D");
+  Bytes b;
+  b.size = count * elem_size;
+  b.data = count == 0 ? nullptr : static_cast<const uint8_t*>(v.GetTensorRawData());
+  return b;
+}
+
+}  // namespace
+
+CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_t cols) {
+  size_t num_inputs = 0;
+  if (!ok(Ort::GetApi().KernelInfo_GetInputCount(info, &num_inputs)) || num_inputs < 6)
+    fail("the node needs at least 6 inputs (X, header, codebook, codes, gaps, code_lengths)");
+  LayerAttributes attrs;
+  attrs.rows = rows;
+  attrs.cols = cols;
+  attrs.num_entries = required_int(info, "num_entries");
+  attrs.index_bits = required_int(info, "index_bits");
+  attrs.stream_ids = required_ints(info, "stream_ids");
+
+  LayerStreams streams;
+  streams.header = constant_input(info, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+  streams.codebook = constant_input(info, 2, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4);
+  streams.codes = constant_input(info, 3, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+  streams.gaps = constant_input(info, 4, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+  streams.code_lengths = constant_input(info, 5, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+
+  CsrMatrix csr = decode_layer(streams, attrs);
+  report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
+  return csr;
+}
+
+CsrMatrix load_matrix_weight(const OrtKernelInfo* info) {
+  const std::vector<int64_t> shape = required_ints(info, "weight_shape");
+  check_weight_shape(shape, {2});
+  return load_compressed_weight(info, shape[0], shape[1]);
+}
+
+}  // namespace dc_onnx
