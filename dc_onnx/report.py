@@ -135,7 +135,8 @@ class Report:
         top1 = self.error.get("top1_agreement")
         agreement = "" if top1 is None else f", top-1 agreement {100 * top1:.2f}%"
         verdict = "within" if self.within_budget else "OVER"
-        calibration = (self.calibration or {}).get("description", "")
+        used = self.calibration or {}
+        calibration = f"{used.get('description', '')} ({used.get('samples')} samples)"
         return [
             f"output error: {100 * self.error['relative_l2']:.3f}% relative L2, worst output"
             f"{agreement} ({verdict} the budget {100 * (self.max_error or 0):g}%, "

@@ -58,6 +58,9 @@ class Calibration:
             n += _batch_size(batch)
         return Calibration(kept, self.source, self.description)
 
+    def summary(self) -> str:
+        return f"{self.description} ({self.samples} samples)"
+
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "description": self.description, "samples": self.samples}
 
@@ -199,9 +202,7 @@ def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") 
             break
     if not batches:
         raise InputError(f"{path}: no samples")
-    calibration = Calibration(batches, "file", "")
-    calibration.description = f"{path} ({calibration.samples} samples)"
-    return calibration
+    return Calibration(batches, "file", str(path))
 
 
 def calibration_for(

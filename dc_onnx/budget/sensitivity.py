@@ -107,7 +107,7 @@ class Analysis:
             "relative L2 output error with only that layer compressed: k-means bits (no "
             "pruning), then sparsity (no quantization)"
         )
-        lines.append(f"calibration: {self.calibration.description}")
+        lines.append(f"calibration: {self.calibration.summary()}")
         lines.append(f"analysed in {self.seconds:.1f} s")
         return "\n".join(lines)
 
