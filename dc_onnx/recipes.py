@@ -1,31 +1,31 @@
 """Recipes: named pass lists, written as data.
 
 A recipe is a tuple of steps; each step names a pass builder and its parameters. The
-builders read the numbers (sparsity, bits, epochs, ...) from `CompileOptions`, so a recipe
-only says what runs in which order. The `allocate` step builds nothing in manual mode (the
-user set the sparsity or bits); in budget mode it chooses per-layer settings that the prune,
-cluster and lower steps then apply.
+builders read the numbers (sparsity, bits, epochs, ...) from the option groups of
+`dc_onnx.options.CompileOptions`, so a recipe only says what runs in which order.
+`build_passes` is the one entry point: options (and data) in, pass list out. The
+`allocate` step builds nothing in manual mode (the user set the sparsity or bits); in
+budget mode it chooses per-layer settings that the prune, cluster and lower steps apply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
 from dc_onnx.budget.calibration import Calibration
+from dc_onnx.options import DEFAULT_QUALITY, CompileOptions
 from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.canonicalize import CanonicalizePass
-from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
-from dc_onnx.passes.lower import LowerOptions, LowerPass
+from dc_onnx.passes.cluster import ClusterPass
+from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
+from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.training.trainer import TrainingData
-
-if TYPE_CHECKING:
-    from dc_onnx.compiler import CompileOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +76,17 @@ def _canonicalize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassB
 def _prune(
     options: CompileOptions, ctx: Context, retrain: bool = False
 ) -> list[ir.passes.PassBase]:
-    policy = PrunePolicy(options.sparsity, dict(options.sparsity_per_layer), options.quality)
+    given = options.prune
+    # In budget mode the allocation's annotations set each target; no fallback threshold.
+    quality = given.quality
+    if quality is None and not options.budgeted:
+        quality = DEFAULT_QUALITY
+    policy = PrunePolicy(given.sparsity, dict(given.sparsity_per_layer), quality)
     if not retrain:
         return [PrunePass(policy)]
     assert ctx.data is not None
     passes: list[ir.passes.PassBase] = []
-    rounds = options.prune_rounds
+    rounds = given.rounds
     for r in range(1, rounds + 1):
         prune = PrunePass(policy.round(r, rounds))
         retrain_pass = RetrainPass("weights", ctx.data, options.retrain)
@@ -97,12 +102,12 @@ def _allocate(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]
         return []
     if ctx.calibration is None:
         raise ValueError("budget mode needs calibration inputs")
-    return [AllocatePass(ctx.calibration, options.max_error)]
+    budget = options.budget
+    return [AllocatePass(ctx.calibration, budget.limit, budget.analysis_samples)]
 
 
 def _cluster(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
-    bits_conv, bits_fc, _, _ = options.bits()
-    return [ClusterPass(ClusterOptions(bits_conv, bits_fc, options.init))]
+    return [ClusterPass(options.cluster)]
 
 
 def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:
@@ -112,8 +117,7 @@ def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passe
 
 
 def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
-    _, _, index_bits_conv, index_bits_fc = options.bits()
-    return [LowerPass(LowerOptions(index_bits_conv, index_bits_fc))]
+    return [LowerPass(options.lower)]
 
 
 BUILDERS: dict[str, Builder] = {
@@ -130,17 +134,30 @@ def needs_data(steps: tuple[Step, ...]) -> bool:
     return any(s.builder == "retrain" or s.params.get("retrain") for s in steps)
 
 
-def build(name: str, options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
-    """The passes of recipe `name`; ValueError for an unknown recipe or missing data."""
+def recipe_name(options: CompileOptions) -> str:
+    """The recipe `options` asks for: its own, else the default with or without data."""
+    if options.recipe is not None:
+        return options.recipe
+    return DEFAULT_WITH_DATA if options.data is not None else DEFAULT_WITHOUT_DATA
+
+
+def build_passes(
+    options: CompileOptions,
+    data: TrainingData | None,
+    calibration: Calibration | None = None,
+) -> list[ir.passes.PassBase]:
+    """The passes of the chosen recipe, simplify first if asked; ValueError for an unknown
+    recipe or one that retrains without data."""
+    name = recipe_name(options)
     if name not in RECIPES:
         raise ValueError(f"unknown recipe '{name}' (known: {', '.join(RECIPES)})")
     steps = RECIPES[name]
-    if needs_data(steps) and ctx.data is None:
+    if needs_data(steps) and data is None:
         raise ValueError(
             f"recipe '{name}' retrains, so it needs training data (--data); "
             f"without data use --recipe {DEFAULT_WITHOUT_DATA}"
         )
-    passes: list[ir.passes.PassBase] = []
+    passes: list[ir.passes.PassBase] = [SimplifyPass()] if options.simplify else []
     for step in steps:
-        passes += BUILDERS[step.builder](options, ctx, **step.params)
+        passes += BUILDERS[step.builder](options, Context(data, calibration), **step.params)
     return passes

@@ -2,10 +2,9 @@
 
     python models/data_free_results.py [--data ../shared/data/mnist.npz] [--out-dir build/results]
 
-For each model: the default (budget mode at 1% and 5% output error, on synthesized
-inputs), the former default (manual pruning at 0.5 std) and the paper's per-layer
-densities and bits (Han et al. 2016, Table 1), with real file sizes and top-1 accuracy on
-the MNIST test set (the full 10k when --data points at it, else the committed subset).
+For each model: the default recipe and the paper's per-layer densities and bits (Han et
+al. 2016, Table 1), with real file sizes and top-1 accuracy on the MNIST test set (the
+full 10k when --data points at it, else the committed 1000-image subset).
 """
 
 from __future__ import annotations
@@ -18,22 +17,30 @@ import numpy as np
 import dc_onnx
 
 REPO = Path(__file__).resolve().parent.parent
+Options = dc_onnx.CompileOptions
+Prune = dc_onnx.PruneOptions
+Budget = dc_onnx.BudgetOptions
 RUNS = [
-    ("lenet-300-100", "default: output-error budget 1%", {}),
-    ("lenet-300-100", "output-error budget 5%", {"max_error": 0.05}),
-    ("lenet-300-100", "manual: prune at 0.5 std, fc 5 bits", {"quality": 0.5}),
+    ("lenet-300-100", "default: output-error budget 1%", Options()),
+    ("lenet-300-100", "output-error budget 5%", Options(budget=Budget(max_error=0.05))),
+    ("lenet-300-100", "manual: prune at 0.5 std, fc 5 bits", Options(prune=Prune(quality=0.5))),
     (
         "lenet-300-100",
         "paper densities 8/9/26%, fc 6-bit weights, 5-bit indices",
-        {"sparsity_per_layer": {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}, "bits_fc": 6},
+        Options(
+            prune=Prune(sparsity_per_layer={"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}),
+            cluster=dc_onnx.ClusterOptions(bits_fc=6),
+        ),
     ),
-    ("lenet5", "default: output-error budget 1%", {}),
-    ("lenet5", "output-error budget 5%", {"max_error": 0.05}),
-    ("lenet5", "manual: prune at 0.5 std, conv 8 / fc 5 bits", {"quality": 0.5}),
+    ("lenet5", "default: output-error budget 1%", Options()),
+    ("lenet5", "output-error budget 5%", Options(budget=Budget(max_error=0.05))),
+    ("lenet5", "manual: prune at 0.5 std, conv 8 / fc 5 bits", Options(prune=Prune(quality=0.5))),
     (
         "lenet5",
         "paper densities 66/12/8/19%, conv 8/8 bits, fc 5/5 bits",
-        {"sparsity_per_layer": {"conv1": 0.34, "conv2": 0.88, "ip1": 0.92, "ip2": 0.81}},
+        Options(
+            prune=Prune(sparsity_per_layer={"conv1": 0.34, "conv2": 0.88, "ip1": 0.92, "ip2": 0.81})
+        ),
     ),
 ]
 
@@ -68,7 +75,7 @@ def main() -> None:
     for model, recipe, options in RUNS:
         source = REPO / "models" / f"{model}.onnx"
         out = args.out_dir / f"{model}.dc.onnx"
-        report = dc_onnx.compile(source, out, dc_onnx.CompileOptions(**options)).report  # type: ignore[arg-type]
+        report = dc_onnx.compile(source, out, options).report
         before, after = _top1(source, x, y), _top1(out, x, y)
         print(
             f"| {model} | {recipe} | {report.original_bytes:,} | {report.compressed_bytes:,} |"

@@ -7,40 +7,18 @@ contiguous ranges, so one sort and a prefix sum make each Lloyd iteration O(k lo
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from dc_onnx.layers import WeightGroup, find_weight_groups
+from dc_onnx.options import ClusterOptions, Init
 from dc_onnx.pipeline import CompilerPass
 
+__all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
+
 logger = logging.getLogger(__name__)
-
-Init = Literal["linear", "density", "random"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterOptions:
-    bits_conv: int = 8
-    bits_fc: int = 5
-    init: Init = "linear"
-    max_iterations: int = 100
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for bits in (self.bits_conv, self.bits_fc):
-            if not 1 <= bits <= 8:
-                raise ValueError(f"weight bits must be in 1..8, got {bits}")
-
-    def bits(self, group: WeightGroup) -> int:
-        """The allocate pass's bits for this weight, else the bits of its kind."""
-        allocated = group.annotation("bits")
-        if allocated is not None:
-            return int(allocated)
-        return self.bits_conv if group.kind == "conv" else self.bits_fc
 
 
 def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:
@@ -80,6 +58,12 @@ def kmeans_1d(
     return centroids, np.searchsorted(bounds, values.astype(np.float64)), iterations
 
 
+def _bits(options: ClusterOptions, group: WeightGroup) -> int:
+    """The allocate pass's bits for this weight, else the bits of its kind."""
+    allocated = group.annotation("bits")
+    return options.bits(group.kind) if allocated is None else int(allocated)
+
+
 class ClusterPass(CompilerPass):
     name = "cluster"
 
@@ -93,7 +77,7 @@ class ClusterPass(CompilerPass):
         groups = find_weight_groups(model.graph)
         for i, group in enumerate(groups, 1):
             w = group.array()
-            bits = self.options.bits(group)
+            bits = _bits(self.options, group)
             mask = w != 0
             survivors = w[mask]
             if survivors.size == 0:
@@ -126,5 +110,5 @@ class ClusterPass(CompilerPass):
     def ensures(self, model: ir.Model) -> None:
         for group in find_weight_groups(model.graph):
             distinct = np.unique(group.array()).size
-            if distinct > 1 << self.options.bits(group):
+            if distinct > 1 << _bits(self.options, group):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

@@ -13,13 +13,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import dc_onnx
-from conftest import compile_model, make_model, mlp_model, run, save
-from dc_onnx.budget.calibration import parse_input_shapes, synthesize
+from conftest import compile_model, grouped_options, make_model, mlp_model, run, save
+from dc_onnx.budget.calibration import synthesize
 from dc_onnx.budget.candidates import LAYER_OVERHEAD, LayerSizes, quantize
 from dc_onnx.cli import main
 from dc_onnx.layers import annotate, find_weight_groups
-from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
-from dc_onnx.passes.lower import LowerOptions, LowerPass
+from dc_onnx.options import ClusterOptions, LowerOptions, parse_input_shapes
+from dc_onnx.passes.cluster import ClusterPass
+from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.pipeline import run_passes
 
@@ -67,7 +68,7 @@ def test_allocation_compresses_the_insensitive_layer_hard(tmp_path: Path) -> Non
 def test_budget_is_met_on_the_compiled_model(tmp_path: Path, max_error: float) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     out = tmp_path / "m.dc.onnx"
-    report = dc_onnx.compile(source, out, dc_onnx.CompileOptions(max_error=max_error)).report
+    report = dc_onnx.compile(source, out, grouped_options(max_error=max_error)).report
     assert report.mode == "budget" and report.calibration is not None
     assert report.calibration["source"] == "synthetic"
     # The reported error is the compiled model's, measured again here on the same inputs.
@@ -85,7 +86,7 @@ def test_a_looser_budget_gives_a_smaller_model(tmp_path: Path) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     sizes = []
     for max_error in (0.01, 0.1):
-        options = dc_onnx.CompileOptions(max_error=max_error)
+        options = grouped_options(max_error=max_error)
         report = dc_onnx.compile(source, tmp_path / f"{max_error}.dc.onnx", options).report
         sizes.append(report.compressed_bytes)
     assert sizes[1] < sizes[0]
@@ -94,9 +95,9 @@ def test_a_looser_budget_gives_a_smaller_model(tmp_path: Path) -> None:
 def test_manual_flags_work_as_before(tmp_path: Path) -> None:
     out = compile_model(mlp_model(), tmp_path, sparsity=0.5, bits_fc=4)
     source = tmp_path / "model.onnx"
-    options = dc_onnx.CompileOptions(sparsity=0.5, bits_fc=4)
+    options = grouped_options(sparsity=0.5, bits_fc=4)
     report = dc_onnx.compile(source, out, options).report
-    assert "allocate" not in [p["name"] for p in report.passes]
+    assert "allocate" not in [p.name for p in report.passes]
     assert report.mode == "manual" and report.error is not None
     for layer in report.layers:
         assert layer.density == pytest.approx(0.5, abs=0.01)
@@ -122,7 +123,7 @@ def test_calibration_file_is_used_and_named(tmp_path: Path) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     data = tmp_path / "calib.npz"
     np.savez(data, x=np.random.default_rng(3).standard_normal((40, 64)).astype(np.float32))
-    options = dc_onnx.CompileOptions(calibration=data)
+    options = grouped_options(calibration=data)
     report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
     assert report.calibration is not None
     assert report.calibration["source"] == "file" and report.calibration["samples"] == 40
@@ -144,11 +145,11 @@ def test_size_estimates_match_real_encodes(tmp_path: Path) -> None:
         LowerPass(LowerOptions()),
     ]
     _, records = run_passes(model, passes)
-    for name, stats in records[-1].stats["layers"].items():
+    for name, stats in records[-1].stats.layers.items():
         if name not in estimates:
             continue
-        k = stats["codebook_size"]
-        real = stats["codes_bytes"] + stats["gaps_bytes"] + 5 * k + (1 << stats["index_bits"])
+        k = stats.codebook_size
+        real = stats.codes_bytes + stats.gaps_bytes + 5 * k + (1 << stats.index_bits)
         assert estimates[name] - LAYER_OVERHEAD == pytest.approx(real, rel=0.02), name
 
 
@@ -185,7 +186,7 @@ def test_synthesized_integer_inputs_stay_in_range() -> None:
     graph = ir.from_proto(_embedding_model()).graph
     with pytest.raises(dc_onnx.InputError, match=r"dim 1 \('seq'\).*--input-shape ids="):
         synthesize(graph)
-    calibration = synthesize(graph, {"ids": [4, 7], "mask": [4, 7]})
+    calibration = synthesize(graph, parse_input_shapes("ids=4,7 mask=4,7"))
     feeds = calibration.batches[0]  # batch dim fixed at 4: two batches make up 8 samples
     assert len(calibration.batches) == 2
     assert feeds["ids"].dtype == np.int32 and feeds["ids"].shape == (4, 7)
@@ -195,18 +196,25 @@ def test_synthesized_integer_inputs_stay_in_range() -> None:
     assert "mask: ones" in calibration.description
 
 
-@pytest.mark.parametrize("text", ["x", "x=", "=1,2", "x=1,a", "x=0,3"])
+@pytest.mark.parametrize("text", ["x", "x=", "=1,2", "x=1,a", "x=0,3", " "])
 def test_input_shape_parsing_errors(text: str) -> None:
-    with pytest.raises(dc_onnx.InputError, match="--input-shape expects NAME=D0,D1"):
-        parse_input_shapes([text])
+    with pytest.raises(ValueError, match="expected NAME=D0,D1"):
+        parse_input_shapes(text)
+
+
+def test_input_shapes_parse() -> None:
+    assert parse_input_shapes("ids=1,128 mask=1,128") == {"ids": [1, 128], "mask": [1, 128]}
+    assert parse_input_shapes("x=2,3;y=4") == {"x": [2, 3], "y": [4]}
 
 
 def test_input_shape_errors_on_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
-    assert main(["compile", str(source), "--input-shape", "x=2,b"]) == 1
-    assert "dc-onnx: error: --input-shape expects" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["compile", str(source), "--input-shape", "x=2,b"])
+    assert info.value.code == 2
+    assert "expected NAME=D0,D1,... with positive dims, got 'x=2,b'" in capsys.readouterr().err
     assert main(["compile", str(source), "--input-shape", "nope=1,64"]) == 1
     assert "--input-shape names nope; model inputs: x" in capsys.readouterr().err
     assert main(["analyze", str(source), "--input-shape", "x=3,64", "--quiet"]) == 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -70,23 +70,6 @@ def _batch_size(batch: dict[str, np.ndarray]) -> int:
     return 0 if first is None or first.ndim == 0 else int(first.shape[0])
 
 
-def parse_input_shapes(items: Iterable[str]) -> dict[str, list[int]]:
-    """['x=1,3,224,224', ...] -> {'x': [1, 3, 224, 224]}; InputError on bad text."""
-    shapes: dict[str, list[int]] = {}
-    for item in items:
-        name, sep, dims = item.rpartition("=")
-        try:
-            values = [int(d) for d in dims.split(",")] if sep and name else []
-        except ValueError:
-            values = []
-        if not values or min(values) < 1:
-            raise InputError(
-                f"--input-shape expects NAME=D0,D1,... with positive dims, got '{item}'"
-            )
-        shapes[name] = values
-    return shapes
-
-
 def model_inputs(graph: ir.Graph) -> list[ir.Value]:
     """Graph inputs that are real inputs (not initializers listed as inputs, IR < 4)."""
     return [v for v in graph.inputs if not v.is_initializer()]
@@ -116,7 +99,7 @@ def _table_rows(value: ir.Value, seen: set[int] | None = None) -> int | None:
     return min(rows) if rows else None
 
 
-def _shape(value: ir.Value, given: dict[str, list[int]], batch: int) -> list[int]:
+def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[int]:
     name = str(value.name)
     if name in given:
         return given[name]
@@ -140,7 +123,7 @@ def _shape(value: ir.Value, given: dict[str, list[int]], batch: int) -> list[int
 
 
 def synthesize(
-    graph: ir.Graph, input_shapes: dict[str, list[int]] | None = None, seed: int = 0
+    graph: ir.Graph, input_shapes: Mapping[str, list[int]] | None = None, seed: int = 0
 ) -> Calibration:
     """Inputs made up from the model's input specs (see the module docstring)."""
     given = dict(input_shapes or {})
@@ -208,7 +191,7 @@ def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") 
 def calibration_for(
     graph: ir.Graph,
     path: str | os.PathLike[str] | None,
-    input_shapes: dict[str, list[int]] | None = None,
+    input_shapes: Mapping[str, list[int]] | None = None,
     labels: str = "labels",
 ) -> Calibration:
     """The user's file when given, else synthesized inputs."""

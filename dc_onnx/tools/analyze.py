@@ -10,22 +10,21 @@ from dc_onnx.budget.simulate import Simulator
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model
 from dc_onnx.layers import find_weight_groups
-from dc_onnx.passes.allocate import ANALYSIS_SAMPLES
+from dc_onnx.options import CalibrationOptions
 from dc_onnx.passes.canonicalize import CanonicalizePass
 
 
 def analyze_model(
-    path: str | os.PathLike[str],
-    calibration: str | os.PathLike[str] | None = None,
-    input_shapes: dict[str, list[int]] | None = None,
-    samples: int = ANALYSIS_SAMPLES,
-    labels: str = "labels",
+    path: str | os.PathLike[str], options: CalibrationOptions | None = None
 ) -> Analysis:
     """Sensitivity of every compressible weight, as the compiler's budget mode sees it
-    (after canonicalization, on the first `samples` calibration samples)."""
+    (after canonicalization, on the first `analysis_samples` calibration samples)."""
+    options = options or CalibrationOptions()
     model = CanonicalizePass()(load_model(path)).model
     groups = find_weight_groups(model.graph)
     if not groups:
         raise InputError(f"{path}: nothing to analyse: no Gemm, MatMul or Conv weight")
-    inputs = calibration_for(model.graph, calibration, input_shapes, labels).head(samples)
+    shapes = dict(options.input_shapes)
+    inputs = calibration_for(model.graph, options.calibration, shapes)
+    inputs = inputs.head(options.analysis_samples)
     return analyze(groups, Simulator(model, groups, inputs), inputs)
