@@ -18,7 +18,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-Init = Literal["linear", "density", "random"]
+from dc_onnx.quantize import INITS, Init
+
 Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
@@ -50,6 +51,16 @@ def check_sparsity(name: str, value: float) -> None:
 def check_sparsity_map(name: str, value: Mapping[str, float]) -> None:
     for glob, s in value.items():
         check_sparsity(f"{name} '{glob}'", s)
+
+
+def check_bits_map(name: str, value: Mapping[str, int]) -> None:
+    for key, bits in value.items():
+        check_bits(f"{name} '{key}'", bits)
+
+
+def check_init(name: str, value: str) -> None:
+    if value not in INITS:
+        raise ValueError(f"{name} must be one of {', '.join(INITS)}, got '{value}'")
 
 
 def check_non_negative(name: str, value: float) -> None:
@@ -115,18 +126,28 @@ class OptionGroup:
                 check(f.name, value)
 
 
-def parse_sparsity_map(text: str) -> dict[str, float]:
-    """GLOB=S,GLOB=S -> {glob: s}; ValueError on a malformed item."""
+def _parse_map(text: str, value_type: Callable[[str], Any], form: str) -> dict[str, Any]:
+    """KEY=V,KEY=V -> {key: value_type(v)}; ValueError naming `form` on a malformed item."""
     result = {}
     for item in filter(None, text.split(",")):
-        glob, sep, value = item.rpartition("=")
+        key, sep, value = item.rpartition("=")
         try:
-            result[glob] = float(value)
+            result[key] = value_type(value)
         except ValueError:
             sep = ""
-        if not sep or not glob:
-            raise ValueError(f"expected GLOB=SPARSITY, got '{item}'")
+        if not sep or not key:
+            raise ValueError(f"expected {form}, got '{item}'")
     return result
+
+
+def parse_sparsity_map(text: str) -> dict[str, float]:
+    """GLOB=S,GLOB=S -> {glob: s}."""
+    return _parse_map(text, float, "GLOB=SPARSITY")
+
+
+def parse_bits_map(text: str) -> dict[str, int]:
+    """NAME=N,GLOB=N -> {name: n}."""
+    return _parse_map(text, int, "NAME=BITS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +180,17 @@ class ClusterOptions(OptionGroup):
         None, "weight bits, conv (manual mode; default 8)", check=check_bits
     )
     bits_fc: int | None = option(None, "weight bits, fc (manual mode; default 5)", check=check_bits)
-    init: Init = option("linear", "k-means centroid initialisation")
-    max_iterations: int = option(100, check=check_count)
+    bits_per_layer: Mapping[str, int] = option(
+        {}, "weight bits by weight name, else by glob on node or weight names (first match);"
+        " a name or glob that matches no layer is an error",
+        check=check_bits_map, metavar="NAME=N,...", parse=parse_bits_map,
+    )  # fmt: skip
+    init: Init | None = option(
+        None, "k-means start: mse (least squared error: density^(1/3) start, empty clusters"
+        " split the worst) or the paper's linear, density, random (default: mse without"
+        " retraining, linear with)", check=check_init,
+    )  # fmt: skip
+    max_iterations: int | None = option(None, check=check_count)  # None: the start's own
     seed: int = 0  # random initialisation only
 
     def bits(self, kind: str) -> int:
@@ -266,7 +296,17 @@ class RetrainOptions(OptionGroup):
 TrainOptions = RetrainOptions  # the name before options were grouped
 
 
-@dataclasses.dataclass(frozen=True)
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+# Flat names that differ from their group field's name (the API before options were grouped).
+_FLAT_ALIASES = {"prune_rounds": ("prune", "rounds")}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
 class CompileOptions(OptionGroup):
     """What `dc-onnx compile` does.
 
@@ -279,6 +319,10 @@ class CompileOptions(OptionGroup):
     With `data` (a training `.npz` or a directory of shards) the default recipe is
     deep-compression (prune, retrain, cluster, retrain the centroids, encode); without it,
     data-free. `recipe` picks one by name (see `dc_onnx.recipes.RECIPES`).
+
+    Groups are given whole (`prune=PruneOptions(sparsity=0.8)`) or by their fields' flat
+    names (`CompileOptions(sparsity=0.8, bits_fc=6)`), as the Python API took them before
+    options were grouped; a flat name two groups share must be given inside its group.
     """
 
     budget: BudgetOptions = group(BudgetOptions, "output-error budget")
@@ -305,6 +349,29 @@ class CompileOptions(OptionGroup):
     simplify: bool = option(False, "run onnx-simplifier first")
     single_file: bool = option(False, "embed the streams in the .onnx")
 
+    def __init__(self, **kwargs: Any) -> None:
+        values = {
+            f.name: kwargs.pop(f.name) if f.name in kwargs else _default(f)
+            for f in dataclasses.fields(self)
+        }
+        # Flat names go to the one group that has such a field ("shares" groups excluded).
+        flat_owners: dict[str, list[tuple[str, str]]] = {}
+        for f in dataclasses.fields(self):
+            if "title" in f.metadata and "shares" not in f.metadata:
+                for inner in dataclasses.fields(values[f.name]):
+                    flat_owners.setdefault(inner.name, []).append((f.name, inner.name))
+        for alias, target in _FLAT_ALIASES.items():
+            flat_owners[alias] = [target]
+        for key, value in kwargs.items():
+            owners = flat_owners.get(key, [])
+            if len(owners) != 1:
+                raise TypeError(f"CompileOptions: unknown or ambiguous option '{key}'")
+            group_name, field_name = owners[0]
+            values[group_name] = dataclasses.replace(values[group_name], **{field_name: value})
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
     @property
     def budgeted(self) -> bool:
         """No explicit compression setting: the allocation chooses them (budget mode)."""
@@ -312,7 +379,8 @@ class CompileOptions(OptionGroup):
             self.prune.sparsity, self.prune.quality, self.cluster.bits_conv,
             self.cluster.bits_fc, self.lower.index_bits_conv, self.lower.index_bits_fc,
         )  # fmt: skip
-        return not self.prune.sparsity_per_layer and all(v is None for v in explicit)
+        per_layer = self.prune.sparsity_per_layer or self.cluster.bits_per_layer
+        return not per_layer and all(v is None for v in explicit)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -25,6 +25,7 @@ from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
+from dc_onnx.quantize import Init
 from dc_onnx.training.trainer import TrainingData
 
 
@@ -35,7 +36,8 @@ class Step:
 
 
 RECIPES: dict[str, tuple[Step, ...]] = {
-    # Without data: prune by magnitude, share weights by k-means, encode.
+    # Without data: prune by magnitude, share weights by k-means (least squared error, as
+    # nothing retrains afterwards), encode.
     "data-free": (
         Step("canonicalize"),
         Step("allocate"),
@@ -44,12 +46,13 @@ RECIPES: dict[str, tuple[Step, ...]] = {
         Step("lower"),
     ),
     # Han et al. 2016: prune -> retrain (repeated `prune_rounds` times) -> cluster ->
-    # retrain the centroids -> encode.
+    # retrain the centroids -> encode. Linear centroids, as in the paper: with retraining
+    # they beat density-based starts, because the large weights keep centroids of their own.
     "deep-compression": (
         Step("canonicalize"),
-        Step("allocate"),
+        Step("allocate", {"init": "linear"}),
         Step("prune", {"retrain": True}),
-        Step("cluster"),
+        Step("cluster", {"init": "linear"}),
         Step("retrain", {"phase": "centroids"}),
         Step("lower"),
     ),
@@ -97,17 +100,25 @@ def _prune(
     return passes
 
 
-def _allocate(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+def _allocate(
+    options: CompileOptions, ctx: Context, init: Init = "mse"
+) -> list[ir.passes.PassBase]:
+    """`init` is the recipe's k-means start, so the simulation quantizes as cluster will."""
     if not options.budgeted:
         return []
     if ctx.calibration is None:
         raise ValueError("budget mode needs calibration inputs")
     budget = options.budget
-    return [AllocatePass(ctx.calibration, budget.limit, budget.analysis_samples)]
+    return [
+        AllocatePass(
+            ctx.calibration, budget.limit, budget.analysis_samples, options.cluster.init or init
+        )
+    ]
 
 
-def _cluster(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
-    return [ClusterPass(options.cluster)]
+def _cluster(options: CompileOptions, ctx: Context, init: Init = "mse") -> list[ir.passes.PassBase]:
+    """`init` is the recipe's k-means start, used unless the options name one."""
+    return [ClusterPass(options.cluster, default_init=init)]
 
 
 def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:

@@ -22,6 +22,7 @@ from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity, analyze
 from dc_onnx.budget.simulate import Simulator
 from dc_onnx.layers import annotate, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.quantize import Init
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,11 @@ class AllocatePass(CompilerPass):
     name = "allocate"
 
     def __init__(
-        self, calibration: Calibration, max_error: float, analysis_samples: int = ANALYSIS_SAMPLES
+        self,
+        calibration: Calibration,
+        max_error: float,
+        analysis_samples: int = ANALYSIS_SAMPLES,
+        init: Init = "mse",
     ) -> None:
         super().__init__()
         if not max_error > 0:
@@ -44,6 +49,7 @@ class AllocatePass(CompilerPass):
         self.max_error = max_error
         self.budget = max_error  # what the allocation aims under; `tighten` lowers it
         self.analysis_samples = analysis_samples
+        self.init: Init = init  # the k-means start the cluster pass will use
         self.analysis: Analysis | None = None
 
     def tighten(self, factor: float) -> None:
@@ -58,7 +64,7 @@ class AllocatePass(CompilerPass):
         if self.analysis is None:
             subset = self.calibration.head(self.analysis_samples)
             give_up = max(GIVE_UP_FACTOR * self.max_error, GIVE_UP_MIN)
-            self.analysis = analyze(groups, simulator, subset, give_up)
+            self.analysis = analyze(groups, simulator, subset, give_up, self.init)
         else:  # a retry on a fresh copy of the model: same weights, new graph objects
             by_weight = {str(g.weight.name): g for g in groups}
             for layer in self.analysis.layers:

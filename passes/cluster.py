@@ -1,8 +1,9 @@
 """cluster: per-weight 1-D k-means weight sharing (Han et al. 2016, section 3).
 
-The surviving (non-zero) weights of each layer share `2**bits - 1` centroids; code 0 is the
-exact zero, so pruned weights stay pruned. 1-D k-means on sorted data: clusters are
-contiguous ranges, so one sort and a prefix sum make each Lloyd iteration O(k log n).
+The surviving (non-zero) weights of each layer share `2**bits - 1` values; code 0 is the
+exact zero, so pruned weights stay pruned. Bits come per kind (conv / fc) unless a
+per-weight mapping names the weight. The math lives in `dc_onnx.quantize`; this pass walks
+the weights, picks their bits and records what it did.
 """
 
 from __future__ import annotations
@@ -12,64 +13,62 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from dc_onnx.errors import CompileError, InputError
 from dc_onnx.layers import WeightGroup, find_weight_groups
-from dc_onnx.options import ClusterOptions, Init
+from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.quantize import Init, kmeans_1d, share_values
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
 
 logger = logging.getLogger(__name__)
 
 
-def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:
-    if init == "linear":
-        return np.linspace(x[0], x[-1], k)
-    if init == "density":
-        return x[np.linspace(0, x.size - 1, k).round().astype(np.int64)].astype(np.float64)
-    rng = np.random.default_rng(seed)
-    return np.sort(x[rng.choice(x.size, size=k, replace=False)]).astype(np.float64)
-
-
-def kmeans_1d(
-    values: np.ndarray, k: int, init: Init = "linear", max_iterations: int = 100, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(centroids, assignment of each value, iterations) for 1-D k-means."""
-    order = np.argsort(values, kind="stable")
-    x = values[order].astype(np.float64)
-    unique = np.unique(x)
-    if unique.size <= k:  # nothing to share: every distinct value is its own centroid
-        return unique, np.searchsorted(unique, values.astype(np.float64)), 0
-    prefix = np.concatenate([[0.0], np.cumsum(x)])
-    centroids = _initial_centroids(x, k, init, seed)
-    tolerance = 1e-9 * max(abs(x[0]), abs(x[-1]))
-    iterations = 0
-    for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported below
-        cut = np.searchsorted(x, (centroids[1:] + centroids[:-1]) / 2)
-        lo = np.concatenate([[0], cut])
-        hi = np.concatenate([cut, [x.size]])
-        count = hi - lo
-        means = (prefix[hi] - prefix[lo]) / np.maximum(count, 1)
-        updated = np.sort(np.where(count > 0, means, centroids))  # empty clusters stay put
-        shift = float(np.max(np.abs(updated - centroids)))
-        centroids = updated
-        if shift <= tolerance:
-            break
-    bounds = (centroids[1:] + centroids[:-1]) / 2
-    return centroids, np.searchsorted(bounds, values.astype(np.float64)), iterations
-
-
-def _bits(options: ClusterOptions, group: WeightGroup) -> int:
-    """The allocate pass's bits for this weight, else the bits of its kind."""
+def bits_of(options: ClusterOptions, group: WeightGroup) -> int:
+    """The group's bits: its weight's name in `bits_per_layer`, else the first glob there
+    that matches a weight or node name, else the allocate pass's choice, else the kind's
+    default."""
+    per_layer = options.bits_per_layer
+    name = str(group.weight.name)
+    if name in per_layer:
+        return per_layer[name]
+    for pattern, bits in per_layer.items():
+        if group.matches(pattern):
+            return bits
     allocated = group.annotation("bits")
     return options.bits(group.kind) if allocated is None else int(allocated)
+
+
+def _relative_error(before: np.ndarray, after: np.ndarray) -> float:
+    finite = np.isfinite(before)
+    b = before[finite].astype(np.float64)
+    norm = float(np.linalg.norm(b))
+    return float(np.linalg.norm(after[finite].astype(np.float64) - b)) / norm if norm else 0.0
 
 
 class ClusterPass(CompilerPass):
     name = "cluster"
 
-    def __init__(self, options: ClusterOptions) -> None:
+    def __init__(self, options: ClusterOptions, default_init: Init = "mse") -> None:
         super().__init__()
         self.options = options
+        self.init: Init = options.init or default_init
+
+    def requires(self, model: ir.Model) -> None:
+        # As for --sparsity-per-layer: a name that matches nothing is most likely a typo.
+        groups = find_weight_groups(model.graph)
+        names = {str(g.weight.name) for g in groups}
+        unmatched = [
+            p
+            for p in self.options.bits_per_layer
+            if p not in names and not any(g.matches(p) for g in groups)
+        ]
+        if unmatched:
+            layers = ", ".join(g.name for g in groups) or "none"
+            raise InputError(
+                f"--bits-per-layer: {', '.join(repr(p) for p in unmatched)} matches no layer"
+                f" (layers: {layers})"
+            )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
@@ -77,32 +76,36 @@ class ClusterPass(CompilerPass):
         groups = find_weight_groups(model.graph)
         for i, group in enumerate(groups, 1):
             w = group.array()
-            bits = _bits(self.options, group)
-            mask = w != 0
-            survivors = w[mask]
-            if survivors.size == 0:
-                layers[group.name] = {"bits": bits, "clusters": 0, "iterations": 0}
-                continue
-            centroids, assignment, iterations = kmeans_1d(
-                survivors,
-                (1 << bits) - 1,
-                self.options.init,
-                self.options.max_iterations,
-                self.options.seed,
-            )
+            bits = bits_of(self.options, group)
+            mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
             shared = w.copy()
-            shared[mask] = centroids.astype(np.float32)[assignment]
-            if not np.array_equal(shared, w):
+            iterations = 0
+            if np.any(mask):
+                try:
+                    shared[mask], iterations = share_values(
+                        w[mask],
+                        (1 << bits) - 1,
+                        self.init,
+                        max_iterations=self.options.max_iterations,
+                        seed=self.options.seed,
+                    )
+                except ValueError as e:
+                    raise CompileError(f"layer '{group.name}': {e}") from None
+            if not np.array_equal(shared, w, equal_nan=True):
                 group.set_array(shared)
                 modified = True
             layers[group.name] = {
                 "bits": bits,
                 "clusters": int(np.unique(shared[mask]).size),
                 "iterations": iterations,
+                "nonfinite": int(np.count_nonzero(~np.isfinite(w))),
+                "relative_error": _relative_error(w, shared),
             }
             logger.info(
-                "cluster %d/%d %s: %d weights -> %d centroids (%d iterations)",
-                i, len(groups), group.name, survivors.size, centroids.size, iterations,
+                "cluster %d/%d %s: %d weights -> %d values at %d bits (%d iterations, "
+                "relative error %.2e)",
+                i, len(groups), group.name, int(mask.sum()), layers[group.name]["clusters"],
+                bits, iterations, layers[group.name]["relative_error"],
             )  # fmt: skip
         self.stats = {"layers": layers}
         return ir.passes.PassResult(model, modified)
@@ -110,5 +113,5 @@ class ClusterPass(CompilerPass):
     def ensures(self, model: ir.Model) -> None:
         for group in find_weight_groups(model.graph):
             distinct = np.unique(group.array()).size
-            if distinct > 1 << _bits(self.options, group):
+            if distinct > 1 << bits_of(self.options, group):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

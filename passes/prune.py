@@ -17,6 +17,7 @@ from dc_onnx.errors import InputError
 from dc_onnx.layers import WeightGroup, find_weight_groups, first_match
 from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.quantize import prune_array
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +63,6 @@ class PrunePolicy:
 def _partway(sparsity: float, fraction: float) -> float:
     """The sparsity after `fraction` of the rounds that reach `sparsity`."""
     return 1.0 - (1.0 - sparsity) ** fraction
-
-
-def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
-    """`w` with its smallest-magnitude weights set to exactly zero."""
-    flat = w.reshape(-1).copy()
-    magnitude = np.abs(flat)
-    if rule == "sparsity":
-        n_zero = round(amount * flat.size)
-        if n_zero > 0:
-            # argpartition is exact and deterministic; ties at the threshold are cut by index.
-            flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
-    else:
-        flat[magnitude < amount * float(np.std(w))] = 0.0
-    return flat.reshape(w.shape)
 
 
 class PrunePass(CompilerPass):

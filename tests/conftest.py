@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,21 +137,8 @@ def compile_model(
     """Save `model` to out_dir, compile it there, return the compiled model's path."""
     source = save(model, out_dir / f"{name}.onnx")
     output = out_dir / f"{name}.dc.onnx"
-    dc_onnx.compile(source, output, grouped_options(**options))
+    dc_onnx.compile(source, output, dc_onnx.CompileOptions(**options))
     return output
-
-
-def grouped_options(**flat: Any) -> dc_onnx.CompileOptions:
-    """CompileOptions from flat names (sparsity=, bits_fc=, ...): each goes to its group."""
-    groups = {"prune": dc_onnx.PruneOptions, "cluster": dc_onnx.ClusterOptions,
-              "lower": dc_onnx.LowerOptions, "budget": dc_onnx.BudgetOptions}  # fmt: skip
-    nested: dict[str, Any] = {}
-    for group, cls in groups.items():
-        names = {f.name for f in dataclasses.fields(cls)}
-        own = {k: flat.pop(k) for k in list(flat) if k in names}
-        if own:
-            nested[group] = cls(**own)
-    return dc_onnx.CompileOptions(**nested, **flat)
 
 
 def lower_only(model: onnx.ModelProto, out_dir: Path, index_bits: int = 5) -> Path:

@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import dc_onnx
-from conftest import compile_model, grouped_options, make_model, mlp_model, run, save
+from conftest import compile_model, make_model, mlp_model, run, save
 from dc_onnx.budget.calibration import synthesize
-from dc_onnx.budget.candidates import LAYER_OVERHEAD, LayerSizes, quantize
+from dc_onnx.budget.candidates import LAYER_OVERHEAD, LayerSizes
 from dc_onnx.cli import main
 from dc_onnx.layers import annotate, find_weight_groups
 from dc_onnx.options import ClusterOptions, LowerOptions, parse_input_shapes
@@ -68,7 +68,7 @@ def test_allocation_compresses_the_insensitive_layer_hard(tmp_path: Path) -> Non
 def test_budget_is_met_on_the_compiled_model(tmp_path: Path, max_error: float) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     out = tmp_path / "m.dc.onnx"
-    report = dc_onnx.compile(source, out, grouped_options(max_error=max_error)).report
+    report = dc_onnx.compile(source, out, dc_onnx.CompileOptions(max_error=max_error)).report
     assert report.mode == "budget" and report.calibration is not None
     assert report.calibration["source"] == "synthetic"
     # The reported error is the compiled model's, measured again here on the same inputs.
@@ -86,7 +86,7 @@ def test_a_looser_budget_gives_a_smaller_model(tmp_path: Path) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     sizes = []
     for max_error in (0.01, 0.1):
-        options = grouped_options(max_error=max_error)
+        options = dc_onnx.CompileOptions(max_error=max_error)
         report = dc_onnx.compile(source, tmp_path / f"{max_error}.dc.onnx", options).report
         sizes.append(report.compressed_bytes)
     assert sizes[1] < sizes[0]
@@ -95,7 +95,7 @@ def test_a_looser_budget_gives_a_smaller_model(tmp_path: Path) -> None:
 def test_manual_flags_work_as_before(tmp_path: Path) -> None:
     out = compile_model(mlp_model(), tmp_path, sparsity=0.5, bits_fc=4)
     source = tmp_path / "model.onnx"
-    options = grouped_options(sparsity=0.5, bits_fc=4)
+    options = dc_onnx.CompileOptions(sparsity=0.5, bits_fc=4)
     report = dc_onnx.compile(source, out, options).report
     assert "allocate" not in [p.name for p in report.passes]
     assert report.mode == "manual" and report.error is not None
@@ -123,7 +123,7 @@ def test_calibration_file_is_used_and_named(tmp_path: Path) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     data = tmp_path / "calib.npz"
     np.savez(data, x=np.random.default_rng(3).standard_normal((40, 64)).astype(np.float32))
-    options = grouped_options(calibration=data)
+    options = dc_onnx.CompileOptions(calibration=data)
     report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
     assert report.calibration is not None
     assert report.calibration["source"] == "file" and report.calibration["samples"] == 40
@@ -151,13 +151,6 @@ def test_size_estimates_match_real_encodes(tmp_path: Path) -> None:
         k = stats.codebook_size
         real = stats.codes_bytes + stats.gaps_bytes + 5 * k + (1 << stats.index_bits)
         assert estimates[name] - LAYER_OVERHEAD == pytest.approx(real, rel=0.02), name
-
-
-def test_quantize_matches_the_passes() -> None:
-    w = np.random.default_rng(0).standard_normal((30, 20)).astype(np.float32)
-    simulated = quantize(w, 4, 0.6)
-    assert np.count_nonzero(simulated) == round(0.4 * w.size)
-    assert np.unique(simulated[simulated != 0]).size <= 15
 
 
 def _embedding_model() -> onnx.ModelProto:

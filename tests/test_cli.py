@@ -157,7 +157,7 @@ def test_compile_help_shows_every_option_with_its_default(
         after = text[text.rindex(flag + " ") :]
         assert f"(manual mode; default {default})" in after, flag  # budget mode chooses
     for flag, default in [
-        ("--init", "linear"), ("--analysis-samples", "8"),
+        ("--analysis-samples", "8"),
         ("--prune-rounds", "1"), ("--epochs", "2"), ("--lr", "0.001"),
         ("--centroid-epochs", "2"), ("--centroid-lr", "0.0001"), ("--batch-size", "64"),
         ("--optimizer", "adamw"), ("--loss", "auto"), ("--temperature", "4.0"),
@@ -167,8 +167,8 @@ def test_compile_help_shows_every_option_with_its_default(
         after = text[text.rindex(flag + " ") :]
         assert f"(default {default})" in after, flag
     for flag in ("--sparsity", "--sparsity-per-layer", "--simplify", "--single-file", "--data",
-                 "--val", "--recipe", "--report", "--quiet", "--max-error", "--calibration",
-                 "--input-shape"):  # fmt: skip
+                 "--val", "--recipe", "--report", "--quiet", "--init", "--bits-per-layer",
+                 "--max-error", "--calibration", "--input-shape"):  # fmt: skip
         assert flag in text
 
 

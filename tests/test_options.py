@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
 import pytest
 
 import dc_onnx
-from dc_onnx.options import ClusterOptions, LowerOptions, PruneOptions, RetrainOptions
+from dc_onnx.options import (
+    ClusterOptions,
+    CompileOptions,
+    LowerOptions,
+    PruneOptions,
+    RetrainOptions,
+)
 from dc_onnx.pipeline import PassRecord, stats_of
 
 
@@ -56,3 +63,25 @@ def test_stats_are_found_by_type_not_position() -> None:
     ]
     assert stats_of(records, LowerOptions) is records[1].stats
     assert stats_of(records, ClusterOptions) is None
+
+
+def test_flat_keywords_go_to_their_groups() -> None:
+    # The Python API before options were grouped: users' scripts call it this way.
+    flat = CompileOptions(sparsity=0.8, bits_fc=6, index_bits_fc=4, prune_rounds=2, labels="y")
+    nested = CompileOptions(
+        prune=PruneOptions(sparsity=0.8, rounds=2),
+        cluster=ClusterOptions(bits_fc=6),
+        lower=LowerOptions(index_bits_fc=4),
+        labels="y",
+    )
+    assert flat == nested
+    assert dataclasses.replace(flat, labels="z").prune.sparsity == 0.8
+
+
+def test_flat_keywords_are_checked_and_unknown_ones_refused() -> None:
+    with pytest.raises(ValueError, match="bits_fc"):
+        CompileOptions(bits_fc=9)
+    with pytest.raises(TypeError, match="spars"):
+        CompileOptions(sparsty=0.5)
+    with pytest.raises(TypeError, match="seed"):
+        CompileOptions(seed=3)  # k-means and retraining both have a seed: say which

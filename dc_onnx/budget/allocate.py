@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from dc_onnx.budget.candidates import KEEP, Setting, quantize
+from dc_onnx.budget.candidates import KEEP, Setting
 from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity
 from dc_onnx.budget.simulate import OutputError, Simulator
+from dc_onnx.quantize import quantize
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ class Allocator:
         key = (layer.weight, setting)
         if key not in self._arrays:
             assert setting.bits is not None
-            self._arrays[key] = quantize(layer.sizes.array, setting.bits, setting.sparsity)
+            sizes = layer.sizes
+            self._arrays[key] = quantize(sizes.array, setting.bits, setting.sparsity, sizes.init)
         return self._arrays[key]
 
     def _evaluate(self, settings: dict[str, Setting]) -> tuple[OutputError, float, int]:

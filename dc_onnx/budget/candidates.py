@@ -1,7 +1,8 @@
-"""Candidate settings of one weight: the simulated dense array and its encoded size.
+"""Candidate settings of one weight and their encoded sizes.
 
 A setting is a sparsity (magnitude pruning) plus k-means bits, or "left as it is". Its
-error is measured by running the model with the simulated array (dc_onnx.budget.simulate);
+error is measured by running the model with the array `dc_onnx.quantize.quantize` makes of
+it, the same math as the prune and cluster passes (dc_onnx.budget.simulate);
 its size is computed here without encoding: the Huffman code lengths follow from symbol
 histograms alone (cluster occupancy for the codes, run lengths for the gaps), so the bytes
 are those the lower pass would write, give or take the padding of each stream.
@@ -16,8 +17,7 @@ import numpy as np
 from dc_onnx.codecs import huffman
 from dc_onnx.codecs.container import ENTRY_SIZE
 from dc_onnx.layers import WeightGroup
-from dc_onnx.passes.cluster import Init, kmeans_1d
-from dc_onnx.passes.prune import prune_array
+from dc_onnx.quantize import Init, kmeans_1d, prune_array
 
 BITS = (8, 7, 6, 5, 4, 3, 2)
 SPARSITIES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -55,18 +55,6 @@ class Setting:
 KEEP = Setting()
 
 
-def quantize(array: np.ndarray, bits: int, sparsity: float, init: Init = "linear") -> np.ndarray:
-    """The dense array the prune and cluster passes make of `array` at this setting."""
-    pruned = prune_array(array, "sparsity", sparsity) if sparsity > 0 else array
-    mask = pruned != 0
-    out = np.array(pruned, dtype=np.float32, copy=True)
-    survivors = out[mask]
-    if survivors.size:
-        centroids, assignment, _ = kmeans_1d(survivors, (1 << bits) - 1, init)
-        out[mask] = centroids.astype(np.float32)[assignment]
-    return out.astype(array.dtype, copy=False)
-
-
 def _stream_bytes(counts: np.ndarray) -> int:
     lengths = huffman.lengths_for_counts(np.asarray(counts, dtype=np.int64))
     return (int(np.dot(counts.astype(np.int64), lengths.astype(np.int64))) + 7) // 8
@@ -84,9 +72,10 @@ def gap_counts(runs: np.ndarray, index_bits: int) -> np.ndarray:
 class LayerSizes:
     """Encoded bytes of one weight at every candidate setting (computed on demand, cached)."""
 
-    def __init__(self, group: WeightGroup, array: np.ndarray) -> None:
+    def __init__(self, group: WeightGroup, array: np.ndarray, init: Init = "mse") -> None:
         self.group = group
         self.array = array
+        self.init: Init = init  # the cluster pass's k-means start
         self.dense_bytes = int(array.nbytes)
         self._masks: dict[float, tuple[np.ndarray, int, int]] = {}  # survivors, gaps, ib
         self._bytes: dict[tuple[float, int], int] = {}
@@ -112,14 +101,14 @@ class LayerSizes:
         key = (setting.sparsity, setting.bits)
         if key not in self._bytes:
             survivors, gaps_bytes, _ = self._pruned(setting.sparsity)
-            counts = self._cluster_counts(survivors, setting.bits)
+            counts = self._cluster_counts(survivors, setting.bits, self.init)
             k = int(np.count_nonzero(counts)) + 1  # codebook entries, zero included
             codes_bytes = _stream_bytes(counts)
             self._bytes[key] = codes_bytes + gaps_bytes + 5 * k + LAYER_OVERHEAD
         return self._bytes[key]
 
     @staticmethod
-    def _cluster_counts(survivors: np.ndarray, bits: int) -> np.ndarray:
+    def _cluster_counts(survivors: np.ndarray, bits: int, init: Init) -> np.ndarray:
         values = survivors.reshape(-1)
         scale = 1.0
         if values.size > _SAMPLE:
@@ -128,6 +117,6 @@ class LayerSizes:
             values = values[rng.choice(values.size, _SAMPLE, replace=False)]
         if values.size == 0:
             return np.zeros(1, dtype=np.int64)
-        _, assignment, _ = kmeans_1d(values, (1 << bits) - 1)
+        _, assignment, _ = kmeans_1d(values, (1 << bits) - 1, init)
         counts = np.bincount(assignment)
         return np.rint(counts * scale).astype(np.int64)

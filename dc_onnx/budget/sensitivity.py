@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting, quantize
+from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
 from dc_onnx.budget.simulate import Simulator
 from dc_onnx.layers import WeightGroup
-from dc_onnx.passes.prune import prune_array
+from dc_onnx.quantize import Init, prune_array, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ def analyze(
     simulator: Simulator,
     calibration: Calibration,
     give_up: float | None = None,
+    init: Init = "mse",
 ) -> Analysis:
     """Measure every weight's curves on `calibration` (a subset of the simulator's).
 
@@ -136,7 +137,8 @@ def analyze(
         array = group.array()
         bits_error: dict[int, float] = {}
         for b in BITS:
-            bits_error[b] = simulator.error({name: quantize(array, b, 0.0)}, calibration).worst
+            simulated = quantize(array, b, 0.0, init)
+            bits_error[b] = simulator.error({name: simulated}, calibration).worst
             if give_up is not None and bits_error[b] > give_up:
                 break
         sparsity_error = {0.0: 0.0}
@@ -145,7 +147,8 @@ def analyze(
             sparsity_error[s] = simulator.error({name: pruned}, calibration).worst
             if give_up is not None and sparsity_error[s] > give_up:
                 break
-        layers.append(LayerSensitivity(group, LayerSizes(group, array), bits_error, sparsity_error))
+        sizes = LayerSizes(group, array, init)
+        layers.append(LayerSensitivity(group, sizes, bits_error, sparsity_error))
         logger.info(
             "sensitivity %d/%d %s: %s at 8 bits, %s at 50%% sparsity",
             i, len(groups), group.name, _pct(bits_error[8]), _pct(sparsity_error.get(0.5)),
