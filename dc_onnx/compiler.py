@@ -117,7 +117,7 @@ def compile(
     with tempfile.TemporaryDirectory(prefix="dc-onnx-") as scratch:
         for attempt in range(1 + RETRIES):
             current = source if attempt == 0 else fresh()
-            report, compiled = _compile_once(current, passes, original_bytes, allocate)
+            report, compiled = _compile_once(current, passes, original_bytes, options, allocate)
             path = Path(output) if output is not None else Path(scratch) / "model.dc.onnx"
             files = save_compiled(compiled, path, single_file=options.single_file)
             if output is not None:
@@ -164,20 +164,24 @@ def _compile_once(
     model: ir.Model,
     passes: list[ir.passes.PassBase],
     original_bytes: int,
+    options: CompileOptions,
     allocate: AllocatePass | None,
 ) -> tuple[Report, ir.Model]:
     compiled, records = run_passes(model, passes)
-    lowered = stats_of(records, LowerStats)
-    if lowered is None or not lowered.layers:
+    lowered = stats_of(records, LowerStats) or LowerStats({})
+    report = Report.from_records(records, lowered, original_bytes)
+    if not lowered.layers:
         if allocate is not None and allocate.stats.get("layers"):
             raise InputError(
                 "nothing to compress within the budget: every layer changes the outputs by "
                 f"more than --max-error {allocate.max_error:g} allows when compressed"
             )
+        why = "".join(f"; '{s.name}': {s.reason}" for s in report.left)
         raise InputError(
-            "nothing to compress: no Gemm, MatMul or Conv reads a constant float32 weight"
+            f"nothing to compress: no weight of at least {options.min_weight_elements} "
+            "elements, no Gemm, MatMul or Conv reading a constant float32 weight and no "
+            f"embedding table worth encoding{why}"
         )
-    report = Report.from_records(records, lowered, original_bytes)
     if allocate is not None:
         report.kept_dense = [
             name for name, s in allocate.stats["layers"].items() if s["setting"].get("keep")

@@ -180,6 +180,10 @@ class ClusterOptions(OptionGroup):
         None, "weight bits, conv (manual mode; default 8)", check=check_bits
     )
     bits_fc: int | None = option(None, "weight bits, fc (manual mode; default 5)", check=check_bits)
+    bits_other: int = option(
+        8, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
+        "layers in subgraphs", check=check_bits,
+    )  # fmt: skip
     bits_per_layer: Mapping[str, int] = option(
         {}, "weight bits by weight name, else by glob on node or weight names (first match);"
         " a name or glob that matches no layer is an error",
@@ -194,7 +198,9 @@ class ClusterOptions(OptionGroup):
     seed: int = 0  # random initialisation only
 
     def bits(self, kind: str) -> int:
-        """The bits of a layer kind; unset, the paper's."""
+        """The bits of a layer kind; conv and fc unset: the paper's."""
+        if kind not in PAPER_BITS:
+            return self.bits_other
         bits = self.bits_conv if kind == "conv" else self.bits_fc
         return PAPER_BITS[kind] if bits is None else bits
 
@@ -210,8 +216,13 @@ class LowerOptions(OptionGroup):
         None, "relative-index bits, fc (manual mode; default 5)", check=check_bits
     )
 
+    # Storage-form weights are mostly dense: their gaps cost ~1 bit each whatever the width.
+    index_bits_other: int = option(5, check=check_bits)
+
     def index_bits(self, kind: str) -> int:
-        """The index bits of a layer kind; unset, the paper's."""
+        """The index bits of a layer kind; conv and fc unset: the paper's."""
+        if kind not in PAPER_BITS:
+            return self.index_bits_other
         bits = self.index_bits_conv if kind == "conv" else self.index_bits_fc
         return PAPER_BITS[kind] if bits is None else bits
 
@@ -346,6 +357,11 @@ class CompileOptions(OptionGroup):
         None, "validation .npz: the best epoch is kept", parse=os.fspath
     )
     labels: str = option("labels", "key of the labels in the data files")
+    min_weight_elements: int = option(
+        4096, "weights read by other ops than Gemm/MatMul/Conv of the main graph get a "
+        "storage form from this many elements; smaller ones stay as they are",
+        check=check_count,
+    )  # fmt: skip
     simplify: bool = option(False, "run onnx-simplifier first")
     single_file: bool = option(False, "embed the streams in the .onnx")
 

@@ -73,7 +73,7 @@ class Context:
 
 
 def _canonicalize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
-    return [CanonicalizePass()]
+    return [CanonicalizePass(options.min_weight_elements)]
 
 
 def _prune(
@@ -84,7 +84,9 @@ def _prune(
     quality = given.quality
     if quality is None and not options.budgeted:
         quality = DEFAULT_QUALITY
-    policy = PrunePolicy(given.sparsity, dict(given.sparsity_per_layer), quality)
+    policy = PrunePolicy(
+        given.sparsity, dict(given.sparsity_per_layer), quality, options.min_weight_elements
+    )
     if not retrain:
         return [PrunePass(policy)]
     assert ctx.data is not None
@@ -118,7 +120,7 @@ def _allocate(
 
 def _cluster(options: CompileOptions, ctx: Context, init: Init = "mse") -> list[ir.passes.PassBase]:
     """`init` is the recipe's k-means start, used unless the options name one."""
-    return [ClusterPass(options.cluster, default_init=init)]
+    return [ClusterPass(options.cluster, options.min_weight_elements, default_init=init)]
 
 
 def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:
@@ -128,7 +130,7 @@ def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passe
 
 
 def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
-    return [LowerPass(options.lower)]
+    return [LowerPass(options.lower, options.min_weight_elements)]
 
 
 BUILDERS: dict[str, Builder] = {
