@@ -31,6 +31,8 @@ Check = Callable[[str, Any], None]
 DEFAULT_QUALITY = 0.5
 # Manual-mode bits (Han et al. 2016): weights conv 8 / fc 5, relative indices the same.
 PAPER_BITS = {"conv": 8, "fc": 5}
+# Storage-form weights (not the allocation's yet): near-lossless 8-bit codebooks.
+OTHER_BITS = 8
 # The default output-error budget: relative L2 error of the worst output (docs/budget.md).
 DEFAULT_MAX_ERROR = 0.01
 
@@ -180,9 +182,9 @@ class ClusterOptions(OptionGroup):
         None, "weight bits, conv (manual mode; default 8)", check=check_bits
     )
     bits_fc: int | None = option(None, "weight bits, fc (manual mode; default 5)", check=check_bits)
-    bits_other: int = option(
-        8, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
-        "layers in subgraphs", check=check_bits,
+    bits_other: int | None = option(
+        None, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
+        f"layers in subgraphs (manual mode; default {OTHER_BITS})", check=check_bits,
     )  # fmt: skip
     bits_per_layer: Mapping[str, int] = option(
         {}, "weight bits by weight name, else by glob on node or weight names (first match);"
@@ -200,7 +202,7 @@ class ClusterOptions(OptionGroup):
     def bits(self, kind: str) -> int:
         """The bits of a layer kind; conv and fc unset: the paper's."""
         if kind not in PAPER_BITS:
-            return self.bits_other
+            return OTHER_BITS if self.bits_other is None else self.bits_other
         bits = self.bits_conv if kind == "conv" else self.bits_fc
         return PAPER_BITS[kind] if bits is None else bits
 
@@ -393,7 +395,8 @@ class CompileOptions(OptionGroup):
         """No explicit compression setting: the allocation chooses them (budget mode)."""
         explicit = (
             self.prune.sparsity, self.prune.quality, self.cluster.bits_conv,
-            self.cluster.bits_fc, self.lower.index_bits_conv, self.lower.index_bits_fc,
+            self.cluster.bits_fc, self.cluster.bits_other, self.lower.index_bits_conv,
+            self.lower.index_bits_fc,
         )  # fmt: skip
         per_layer = self.prune.sparsity_per_layer or self.cluster.bits_per_layer
         return not per_layer and all(v is None for v in explicit)
