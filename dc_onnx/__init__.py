@@ -3,6 +3,8 @@
 from dc_onnx.compiler import CompileResult, compile
 from dc_onnx.errors import CompileError, DcOnnxError, InputError, OutputError
 from dc_onnx.options import (
+    BudgetOptions,
+    CalibrationOptions,
     ClusterOptions,
     CompileOptions,
     LowerOptions,
@@ -17,6 +19,8 @@ from dc_onnx.tools.verify import verify
 __version__ = "0.1.0"
 
 __all__ = [
+    "BudgetOptions",
+    "CalibrationOptions",
     "ClusterOptions",
     "CompileError",
     "CompileOptions",

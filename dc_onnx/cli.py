@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dc_onnx.budget.plot import plot_sensitivity
 from dc_onnx.cli_args import (
     add_options,
     options_from_args,
@@ -21,15 +22,16 @@ from dc_onnx.cli_deploy import add_compile_plot, check_compile_plot, plot_compil
 from dc_onnx.compiler import compile, input_files
 from dc_onnx.data import read_npz
 from dc_onnx.errors import DcOnnxError
-from dc_onnx.options import CompileOptions
+from dc_onnx.options import CalibrationOptions, CompileOptions
 from dc_onnx.paths import check_report
 from dc_onnx.recipes import RECIPES
+from dc_onnx.tools.analyze import analyze_model
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
 from dc_onnx.tools.verify import verify
 from dc_onnx.writer import write_file
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OVER_BUDGET = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
     add_compile_plot(c)  # --plot DIR (dc_onnx/cli_deploy.py)
     c.set_defaults(run=_compile, parser=c)
+
+    a = sub.add_parser("analyze", help="per-layer sensitivity curves (error vs sparsity, bits)")
+    a.add_argument("input", type=Path, help="model to analyse (.onnx)")
+    add_options(a, CalibrationOptions)
+    a.add_argument("--plot", type=Path, metavar="PNG", help="draw the curves (needs [plot])")
+    a.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    a.add_argument("--quiet", action="store_true", help="no progress lines")
+    a.set_defaults(run=_analyze)
 
     v = sub.add_parser("verify", help="compare a compiled model with its original")
     v.add_argument("original", type=Path)
@@ -107,6 +117,24 @@ def _compile(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(result.report.format_table())
         print(f"wrote {output}")
+    # Budget mode promises the budget; in manual mode only an explicit one is a demand.
+    demanded = result.report.mode == "budget" or options.budget.max_error is not None
+    if result.report.within_budget is False and demanded:
+        return EXIT_OVER_BUDGET
+    return EXIT_OK
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    options = options_from_args(args, CalibrationOptions)
+    analysis = analyze_model(args.input, options)
+    if args.plot:
+        plot_sensitivity(analysis, args.plot)
+    if args.json:
+        print(json.dumps(analysis.to_json(), indent=2))
+    else:
+        print(analysis.format_table())
+        if args.plot:
+            print(f"wrote {args.plot}")
     return EXIT_OK
 
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+import tempfile
 from pathlib import Path
 
 import onnx_ir as ir
 
+from dc_onnx.budget.calibration import Calibration, calibration_for
+from dc_onnx.budget.simulate import measure_compiled, reference_outputs
+from dc_onnx.codecs.schema import HEADER_NAME
 from dc_onnx.data import Dataset
-from dc_onnx.errors import InputError
+from dc_onnx.errors import CompileError, InputError
 from dc_onnx.io import external_data_files, load_model, referenced_files
 from dc_onnx.options import CompileOptions
+from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.lower import LowerStats
+from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.paths import check_output
 from dc_onnx.pipeline import run_passes, stats_of
 from dc_onnx.recipes import build_passes
@@ -22,6 +30,11 @@ from dc_onnx.training.trainer import TrainingData, resolve_loss
 from dc_onnx.writer import save_compiled
 
 __all__ = ["CompileOptions", "CompileResult", "compile"]
+
+logger = logging.getLogger(__name__)
+
+# Budget mode: compilations with a tighter allocation after the first one lands over budget.
+RETRIES = 3
 
 
 def _training_data(options: CompileOptions, source: ir.Model) -> TrainingData | None:
@@ -51,49 +64,155 @@ def input_files(model: ir.Model | str | os.PathLike[str]) -> list[Path]:
     return [path, *external_data_files(path)] if path.is_file() else [path]
 
 
+def _load(path: Path, options: CompileOptions) -> ir.Model:
+    model = load_model(path)
+    if options.simplify or options.data is not None:
+        # onnx-simplifier and the training graph take the model as one protobuf: they need
+        # every weight in memory (and such a model is below protobuf's 2 GiB anyway).
+        ir.external_data.load_to_model(model)
+    return model
+
+
 def compile(
     model: ir.Model | str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
     options: CompileOptions | None = None,
 ) -> CompileResult:
-    """Compress a model; with `output`, also write it (plus its side file) and size it."""
+    """Compress a model; with `output`, also write it (plus its side file) and size it.
+
+    The compiled model's output error on the calibration inputs is measured (in ORT, with
+    the dc-onnx ops) and reported. In budget mode, a compiled model over the budget is
+    compiled again with a tighter allocation.
+    """
     options = options or CompileOptions()
     protected = input_files(model)  # no output may replace one of these
     if isinstance(model, ir.Model):
+        snapshot = ir.to_proto(model)
+        reference: str | bytes = snapshot.SerializeToString()
+        original_bytes = len(reference)
+
+        def fresh() -> ir.Model:
+            return ir.from_proto(snapshot)
+
         source = model
-        original_bytes = ir.to_proto(model).ByteSize()
+        if options.simplify or options.data is not None:
+            ir.external_data.load_to_model(source)
     else:
-        source = load_model(model)
-        original_bytes = sum(f.stat().st_size for f in protected)
-    if options.simplify or options.data is not None:
-        # onnx-simplifier and the training graph take the model as one protobuf: they need
-        # every weight in memory (and such a model is below protobuf's 2 GiB anyway).
-        ir.external_data.load_to_model(source)
+        in_path = Path(model)
+
+        def fresh() -> ir.Model:
+            return _load(in_path, options)
+
+        source = fresh()
+        reference, original_bytes = str(in_path), sum(f.stat().st_size for f in protected)
+    if HEADER_NAME in source.graph.initializers:
+        raise CompileError("the model is already compiled (it has a dc-onnx header)")
     if output is not None:
         check_output(Path(output), protected)  # before the work, not after it
+    calibration = _calibration(options, source.graph)
     try:
-        passes = build_passes(options, _training_data(options, source))
+        passes = build_passes(options, _training_data(options, source), calibration)
     except ValueError as e:
         raise InputError(str(e)) from None
+    allocate = next((p for p in passes if isinstance(p, AllocatePass)), None)
+    # With retraining the budget only sets the targets: the trained model is meant to move
+    # away from the original (towards the labels), so it is measured but not recompiled.
+    retrains = any(isinstance(p, RetrainPass) for p in passes)
+    enforced = allocate is not None and not retrains
+    limit = options.budget.limit
+    expected = None if calibration is None else reference_outputs(reference, calibration)
     # Rewritten weights of 16 MiB or more go to scratch files beside the output, so a
     # model larger than memory is compiled one weight at a time (dc_onnx/scratch.py).
     parent = None if output is None else Path(output).parent
-    with scratch_directory(parent, prefix=f".{Path(output or 'dc-onnx').name}"):
-        compiled, records = run_passes(source, passes)
-        lowered = stats_of(records, LowerStats) or LowerStats({})
-        report = Report.from_records(records, lowered, original_bytes)
-        if not lowered.layers:
-            why = "".join(f"; '{s.name}': {s.reason}" for s in report.left)
-            raise InputError(
-                f"nothing to compress: no weight of at least {options.min_weight_elements} "
-                "elements, no Gemm, MatMul or Conv reading a constant float32 weight and no "
-                f"embedding table worth encoding{why}"
-            )
-        if output is not None:
-            files = save_compiled(compiled, output, options.single_file, protected)
-            report.compressed_bytes = sum(f.stat().st_size for f in files)
-            report.files = [f.name for f in files]
-            if options.target == "portable":  # no Huffman coding there: zip does that part
-                report.zipped_bytes = zip_bytes(files)
+    # Without an output the compiled model is still written once, to be measured in ORT.
+    unsaved = tempfile.TemporaryDirectory(prefix="dc-onnx-") if output is None else None
+    with (
+        scratch_directory(parent, prefix=f".{Path(output or 'dc-onnx').name}"),
+        unsaved or contextlib.nullcontext(""),
+    ):
+        for attempt in range(1 + RETRIES):
+            current = source if attempt == 0 else fresh()
+            report, compiled = _compile_once(current, passes, original_bytes, options, allocate)
+            path = Path(unsaved.name) / "model.dc.onnx" if unsaved else Path(output or "")
+            files = save_compiled(compiled, path, options.single_file, protected)
+            if output is not None:
+                report.compressed_bytes = sum(f.stat().st_size for f in files)
+                report.files = [f.name for f in files]
+                if options.target == "portable":  # no Huffman coding there: zip does that part
+                    report.zipped_bytes = zip_bytes(files)
+            if calibration is None or expected is None:
+                break
+            try:
+                error = measure_compiled(path, *expected, calibration)
+            except InputError as e:
+                if allocate is not None:
+                    raise
+                # Manual mode: the user's model is written; it only lacks the measurement.
+                logger.warning("warning: the output error is not measured: %s", e)
+                break
+            report.set_error(error, limit, calibration.to_json())
+            if not enforced or error.worst <= limit or attempt == RETRIES:
+                break
+            logger.info(
+                "compiled model at %.4g, over the budget %.4g: tightening the allocation",
+                error.worst, limit,
+            )  # fmt: skip
+            assert allocate is not None
+            allocate.tighten(0.9 * limit / error.worst)
         materialize(compiled)
+    report.mode = "budget" if enforced else "budget targets" if allocate else "manual"
+    if report.within_budget is False:
+        logger.warning(
+            "warning: output error %.3g%% exceeds the budget %.3g%% (--max-error %g)",
+            100 * (report.error or {}).get("relative_l2", float("nan")), 100 * limit, limit,
+        )  # fmt: skip
     return CompileResult(compiled, report)
+
+
+def _calibration(options: CompileOptions, graph: ir.Graph) -> Calibration | None:
+    """`--calibration`, else the validation or training data, else synthesized inputs.
+
+    In manual mode, inputs that cannot be made up only cost the measurement (None).
+    """
+    given = options.budget
+    path = given.calibration or options.val or options.data
+    try:
+        return calibration_for(graph, path, dict(given.input_shapes), options.labels)
+    except InputError as e:
+        if options.budgeted:
+            raise
+        logger.warning("warning: the output error is not measured: %s", e)
+        return None
+
+
+def _compile_once(
+    model: ir.Model,
+    passes: list[ir.passes.PassBase],
+    original_bytes: int,
+    options: CompileOptions,
+    allocate: AllocatePass | None,
+) -> tuple[Report, ir.Model]:
+    compiled, records = run_passes(model, passes)
+    lowered = stats_of(records, LowerStats) or LowerStats({})
+    report = Report.from_records(records, lowered, original_bytes)
+    kept_all = allocate is not None and bool(allocate.stats.get("layers"))
+    if not lowered.layers and kept_all:
+        # The budget's answer, not a failure: the output is the model, unchanged in value.
+        assert allocate is not None
+        logger.warning(
+            "warning: no layer is worth compressing within --max-error %g (each one changes "
+            "the outputs by more than that, or would not get smaller): weights left as they are",
+            allocate.max_error,
+        )
+    elif not lowered.layers:
+        why = "".join(f"; '{s.name}': {s.reason}" for s in report.left)
+        raise InputError(
+            f"nothing to compress: no weight of at least {options.min_weight_elements} "
+            "elements, no Gemm, MatMul or Conv reading a constant float32 weight and no "
+            f"embedding table worth encoding{why}"
+        )
+    if allocate is not None:
+        report.kept_dense = [
+            name for name, s in allocate.stats["layers"].items() if s["setting"].get("keep")
+        ]
+    return report, compiled

@@ -47,6 +47,12 @@ def set_weight_values(value: ir.Value, array: np.ndarray) -> None:
     value.const_value = ir.Tensor(np.asarray(array).astype(dtype), name=value.name)
 
 
+# Per-weight settings the allocate pass leaves on a weight for the prune, cluster and
+# lower passes: "sparsity", "bits", "index_bits", or "keep" (left dense, not a layer).
+ANNOTATION_PREFIX = "dc_onnx."
+ANNOTATIONS = ("sparsity", "bits", "index_bits", "keep")
+
+
 @dataclasses.dataclass(frozen=True)
 class Layer:
     """One node that reads a compressible weight."""
@@ -92,6 +98,11 @@ class WeightGroup:
     def matches(self, pattern: str) -> bool:
         names = [str(self.weight.name)] + [layer.name for layer in self.layers]
         return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+
+    def annotation(self, key: str) -> float | None:
+        """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
+        text = self.weight.metadata_props.get(ANNOTATION_PREFIX + key)
+        return None if text is None else float(text)
 
     def array(self) -> np.ndarray:
         return weight_values(self.weight)
@@ -201,6 +212,8 @@ def _compute_groups(graph: ir.Graph) -> tuple[list[WeightGroup], list[ir.Value]]
         # Every use must be a layer's weight input: a node reading the weight twice
         # (Gemm(A, W, W)) would still need the dense W after lowering.
         shared_oddly = len(weight.uses()) != len(layers) or len({lay.layout for lay in layers}) != 1
+        if weight.metadata_props.get(ANNOTATION_PREFIX + "keep"):
+            continue  # the allocation left it dense
         if shared_oddly or weight.is_graph_output():
             odd.append(weight)
             continue
@@ -375,6 +388,19 @@ def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
 
 def find_stored_weights(graph: ir.Graph, min_elements: int) -> list[StoredWeight]:
     return survey(graph, min_elements).stored
+
+
+def annotate(weight: ir.Value, **settings: float) -> None:
+    """Record per-weight settings (see ANNOTATIONS) on a weight value."""
+    for key, value in settings.items():
+        assert key in ANNOTATIONS, key
+        weight.metadata_props[ANNOTATION_PREFIX + key] = repr(value)
+
+
+def clear_annotations(graph: ir.Graph) -> None:
+    for value in graph.initializers.values():
+        for key in ANNOTATIONS:
+            value.metadata_props.pop(ANNOTATION_PREFIX + key, None)
 
 
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:

@@ -27,9 +27,15 @@ Target = Literal["ort", "portable"]
 
 Check = Callable[[str, Any], None]
 
-# Without data there is no retraining, so the default pruning is mild: on LeNet-300-100
-# it costs 0.1 points of accuracy (docs/results.md); a --sparsity target overrides it.
+# Manual mode without data: no retraining, so the default pruning is mild (on
+# LeNet-300-100 it costs 0.1 points of accuracy, docs/results.md).
 DEFAULT_QUALITY = 0.5
+# Manual-mode bits (Han et al. 2016): weights conv 8 / fc 5, relative indices the same.
+PAPER_BITS = {"conv": 8, "fc": 5}
+# Storage-form weights (not the allocation's yet): near-lossless 8-bit codebooks.
+OTHER_BITS = 8
+# The default output-error budget: relative L2 error of the worst output (docs/budget.md).
+DEFAULT_MAX_ERROR = 0.01
 
 
 # --- the validation rules, each written once -------------------------------------------
@@ -160,7 +166,8 @@ class PruneOptions(OptionGroup):
         check=check_sparsity_map, metavar="GLOB=S,...", parse=parse_sparsity_map,
     )  # fmt: skip
     quality: float | None = option(
-        DEFAULT_QUALITY, "prune |w| < quality * std(W) where no sparsity is set; 0 disables",
+        None, "prune |w| < quality * std(W) where no sparsity is set; 0 disables (manual "
+        f"mode; default {DEFAULT_QUALITY})",
         check=check_non_negative,
     )  # fmt: skip
     rounds: int = option(
@@ -172,11 +179,13 @@ class PruneOptions(OptionGroup):
 class ClusterOptions(OptionGroup):
     """Per-layer 1-D k-means weight sharing (passes/cluster.py)."""
 
-    bits_conv: int = option(8, "weight bits, conv", check=check_bits)
-    bits_fc: int = option(5, "weight bits, fc", check=check_bits)
-    bits_other: int = option(
-        8, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
-        "layers in subgraphs", check=check_bits,
+    bits_conv: int | None = option(
+        None, "weight bits, conv (manual mode; default 8)", check=check_bits
+    )
+    bits_fc: int | None = option(None, "weight bits, fc (manual mode; default 5)", check=check_bits)
+    bits_other: int | None = option(
+        None, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
+        f"layers in subgraphs (manual mode; default {OTHER_BITS})", check=check_bits,
     )  # fmt: skip
     bits_per_layer: Mapping[str, int] = option(
         {}, "weight bits by weight name, else by glob on node or weight names (first match);"
@@ -192,21 +201,92 @@ class ClusterOptions(OptionGroup):
     seed: int = 0  # random initialisation only
 
     def bits(self, kind: str) -> int:
-        return {"conv": self.bits_conv, "fc": self.bits_fc}.get(kind, self.bits_other)
+        """The bits of a layer kind; conv and fc unset: the paper's."""
+        if kind not in PAPER_BITS:
+            return OTHER_BITS if self.bits_other is None else self.bits_other
+        bits = self.bits_conv if kind == "conv" else self.bits_fc
+        return PAPER_BITS[kind] if bits is None else bits
 
 
 @dataclasses.dataclass(frozen=True)
 class LowerOptions(OptionGroup):
     """Encoding into the compressed ops (passes/lower.py)."""
 
-    index_bits_conv: int = option(8, "relative-index bits, conv", check=check_bits)
-    index_bits_fc: int = option(5, "relative-index bits, fc", check=check_bits)
+    index_bits_conv: int | None = option(
+        None, "relative-index bits, conv (manual mode; default 8)", check=check_bits
+    )
+    index_bits_fc: int | None = option(
+        None, "relative-index bits, fc (manual mode; default 5)", check=check_bits
+    )
+
     # Storage-form weights are mostly dense: their gaps cost ~1 bit each whatever the width.
     index_bits_other: int = option(5, check=check_bits)
 
     def index_bits(self, kind: str) -> int:
-        bits = {"conv": self.index_bits_conv, "fc": self.index_bits_fc}
-        return bits.get(kind, self.index_bits_other)
+        """The index bits of a layer kind; conv and fc unset: the paper's."""
+        if kind not in PAPER_BITS:
+            return self.index_bits_other
+        bits = self.index_bits_conv if kind == "conv" else self.index_bits_fc
+        return PAPER_BITS[kind] if bits is None else bits
+
+
+def parse_input_shapes(text: str) -> dict[str, list[int]]:
+    """'x=1,3,224,224 mask=1,128' (space or ';' between inputs) -> {name: dims}."""
+    shapes: dict[str, list[int]] = {}
+    for item in text.replace(";", " ").split():
+        name, sep, dims = item.rpartition("=")
+        try:
+            values = [int(d) for d in dims.split(",")] if sep and name else []
+        except ValueError:
+            values = []
+        if not values or min(values) < 1:
+            raise ValueError(f"expected NAME=D0,D1,... with positive dims, got '{item}'")
+        shapes[name] = values
+    if not shapes:
+        raise ValueError(f"expected NAME=D0,D1,..., got '{text}'")
+    return shapes
+
+
+def check_input_shapes(name: str, value: Mapping[str, Any]) -> None:
+    for input_name, dims in value.items():
+        if not dims or min(int(d) for d in dims) < 1:
+            raise ValueError(f"{name} '{input_name}': dims must be positive, got {dims}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationOptions(OptionGroup):
+    """The inputs output error is measured on (dc_onnx/budget/calibration.py)."""
+
+    calibration: str | os.PathLike[str] | None = option(
+        None, "inputs the output error is measured on: .npz or directory, one array per "
+        "model input (labels optional); default: --val or --data if given, else synthesized "
+        "from the input specs", parse=os.fspath, metavar="DATA.npz|DIR",
+    )  # fmt: skip
+    input_shapes: Mapping[str, list[int]] = option(
+        {}, "shapes of synthesized inputs whose dims are symbolic (other than the batch), "
+        "space-separated", flag="--input-shape", metavar="'NAME=D0,D1,... ...'",
+        parse=parse_input_shapes, check=check_input_shapes,
+    )  # fmt: skip
+    analysis_samples: int = option(
+        8, "calibration samples the per-layer sensitivity curves are measured on",
+        check=check_count,
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetOptions(CalibrationOptions):
+    """The output-error budget (passes/allocate.py, docs/budget.md)."""
+
+    max_error: float | None = option(
+        None, "relative L2 error of the worst output against the original on the calibration"
+        f" inputs (default {DEFAULT_MAX_ERROR}). Without explicit sparsity or bits, per-layer "
+        "settings are chosen to stay within it; given explicitly, a compiled model over it "
+        "exits with status 3", check=check_positive,
+    )  # fmt: skip
+
+    @property
+    def limit(self) -> float:
+        return DEFAULT_MAX_ERROR if self.max_error is None else self.max_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +322,13 @@ _FLAT_ALIASES = {"prune_rounds": ("prune", "rounds")}
 
 @dataclasses.dataclass(frozen=True, init=False)
 class CompileOptions(OptionGroup):
-    """What `dc-onnx compile` does; the bits default to the paper's (conv 8/8, fc 5/5).
+    """What `dc-onnx compile` does.
+
+    Budget mode (the default): every weight gets the sparsity and bits that minimise bytes
+    while the output error stays under `budget.max_error` (passes/allocate.py). Any of
+    `prune.sparsity`, `prune.sparsity_per_layer`, `prune.quality` or the bits switches to
+    manual mode, where unset ones take the paper's values (conv 8/8, fc 5/5 bits) and
+    pruning is at `DEFAULT_QUALITY * std`.
 
     With `data` (a training `.npz` or a directory of shards) the default recipe is
     deep-compression (prune, retrain, cluster, retrain the centroids, encode); without it,
@@ -253,6 +339,7 @@ class CompileOptions(OptionGroup):
     options were grouped; a flat name two groups share must be given inside its group.
     """
 
+    budget: BudgetOptions = group(BudgetOptions, "output-error budget")
     prune: PruneOptions = group(PruneOptions, "pruning")
     cluster: ClusterOptions = group(ClusterOptions, "weight sharing")
     lower: LowerOptions = group(LowerOptions, "encoding")
@@ -307,6 +394,17 @@ class CompileOptions(OptionGroup):
         for name, value in values.items():
             object.__setattr__(self, name, value)
         self.__post_init__()
+
+    @property
+    def budgeted(self) -> bool:
+        """No explicit compression setting: the allocation chooses them (budget mode)."""
+        explicit = (
+            self.prune.sparsity, self.prune.quality, self.cluster.bits_conv,
+            self.cluster.bits_fc, self.cluster.bits_other, self.lower.index_bits_conv,
+            self.lower.index_bits_fc,
+        )  # fmt: skip
+        per_layer = self.prune.sparsity_per_layer or self.cluster.bits_per_layer
+        return not per_layer and all(v is None for v in explicit)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -3,7 +3,9 @@
 A recipe is a tuple of steps; each step names a pass builder and its parameters. The
 builders read the numbers (sparsity, bits, epochs, ...) from the option groups of
 `dc_onnx.options.CompileOptions`, so a recipe only says what runs in which order.
-`build_passes` is the one entry point: options (and data) in, pass list out.
+`build_passes` is the one entry point: options (and data) in, pass list out. The
+`allocate` step builds nothing in manual mode (the user set the sparsity or bits); in
+budget mode it chooses per-layer settings that the prune, cluster and lower steps apply.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 import onnx_ir as ir
 
-from dc_onnx.options import CompileOptions
+from dc_onnx.budget.calibration import Calibration
+from dc_onnx.options import DEFAULT_QUALITY, CompileOptions
+from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterPass
 from dc_onnx.passes.lower import LowerPass
@@ -35,12 +39,19 @@ class Step:
 RECIPES: dict[str, tuple[Step, ...]] = {
     # Without data: prune by magnitude, share weights by k-means (least squared error, as
     # nothing retrains afterwards), encode.
-    "data-free": (Step("canonicalize"), Step("prune"), Step("cluster"), Step("lower")),
+    "data-free": (
+        Step("canonicalize"),
+        Step("allocate"),
+        Step("prune"),
+        Step("cluster"),
+        Step("lower"),
+    ),
     # Han et al. 2016: prune -> retrain (repeated `prune_rounds` times) -> cluster ->
     # retrain the centroids -> encode. Linear centroids, as in the paper: with retraining
     # they beat density-based starts, because the large weights keep centroids of their own.
     "deep-compression": (
         Step("canonicalize"),
+        Step("allocate", {"init": "linear"}),
         Step("prune", {"retrain": True}),
         Step("cluster", {"init": "linear"}),
         Step("retrain", {"phase": "centroids"}),
@@ -54,25 +65,37 @@ DEFAULT_WITHOUT_DATA = "data-free"
 Builder = Callable[..., list[ir.passes.PassBase]]
 
 
-def _canonicalize(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What the builders need besides the options: training data, calibration inputs."""
+
+    data: TrainingData | None = None
+    calibration: Calibration | None = None
+
+
+def _canonicalize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     return [CanonicalizePass(options.min_weight_elements)]
 
 
 def _prune(
-    options: CompileOptions, data: TrainingData | None, retrain: bool = False
+    options: CompileOptions, ctx: Context, retrain: bool = False
 ) -> list[ir.passes.PassBase]:
     given = options.prune
+    # In budget mode the allocation's annotations set each target; no fallback threshold.
+    quality = given.quality
+    if quality is None and not options.budgeted:
+        quality = DEFAULT_QUALITY
     policy = PrunePolicy(
-        given.sparsity, dict(given.sparsity_per_layer), given.quality, options.min_weight_elements
+        given.sparsity, dict(given.sparsity_per_layer), quality, options.min_weight_elements
     )
     if not retrain:
         return [PrunePass(policy)]
-    assert data is not None
+    assert ctx.data is not None
     passes: list[ir.passes.PassBase] = []
     rounds = given.rounds
     for r in range(1, rounds + 1):
         prune = PrunePass(policy.round(r, rounds))
-        retrain_pass = RetrainPass("weights", data, options.retrain)
+        retrain_pass = RetrainPass("weights", ctx.data, options.retrain)
         if rounds > 1:
             prune.name = f"prune-{r}/{rounds}"
             retrain_pass.name = f"retrain-weights-{r}/{rounds}"
@@ -80,22 +103,34 @@ def _prune(
     return passes
 
 
-def _cluster(
-    options: CompileOptions, data: TrainingData | None, init: Init = "mse"
+def _allocate(
+    options: CompileOptions, ctx: Context, init: Init = "mse"
 ) -> list[ir.passes.PassBase]:
+    """`init` is the recipe's k-means start, so the simulation quantizes as cluster will."""
+    if not options.budgeted:
+        return []
+    if ctx.calibration is None:
+        raise ValueError("budget mode needs calibration inputs")
+    budget = options.budget
+    return [
+        AllocatePass(
+            ctx.calibration, budget.limit, budget.analysis_samples, options.cluster.init or init
+        )
+    ]
+
+
+def _cluster(options: CompileOptions, ctx: Context, init: Init = "mse") -> list[ir.passes.PassBase]:
     """`init` is the recipe's k-means start, used unless the options name one."""
     return [ClusterPass(options.cluster, options.min_weight_elements, default_init=init)]
 
 
-def _retrain(
-    options: CompileOptions, data: TrainingData | None, phase: str
-) -> list[ir.passes.PassBase]:
-    assert data is not None
+def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:
+    assert ctx.data is not None
     train = options.retrain if phase == "weights" else options.retrain_centroids
-    return [RetrainPass("weights" if phase == "weights" else "centroids", data, train)]
+    return [RetrainPass("weights" if phase == "weights" else "centroids", ctx.data, train)]
 
 
-def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     if options.target == "portable":
         return [PortableLowerPass(options.min_weight_elements)]
     return [LowerPass(options.lower, options.min_weight_elements)]
@@ -103,6 +138,7 @@ def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes
 
 BUILDERS: dict[str, Builder] = {
     "canonicalize": _canonicalize,
+    "allocate": _allocate,
     "prune": _prune,
     "cluster": _cluster,
     "retrain": _retrain,
@@ -121,7 +157,11 @@ def recipe_name(options: CompileOptions) -> str:
     return DEFAULT_WITH_DATA if options.data is not None else DEFAULT_WITHOUT_DATA
 
 
-def build_passes(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+def build_passes(
+    options: CompileOptions,
+    data: TrainingData | None,
+    calibration: Calibration | None = None,
+) -> list[ir.passes.PassBase]:
     """The passes of the chosen recipe, simplify first if asked; ValueError for an unknown
     recipe or one that retrains without data."""
     name = recipe_name(options)
@@ -135,5 +175,5 @@ def build_passes(options: CompileOptions, data: TrainingData | None) -> list[ir.
         )
     passes: list[ir.passes.PassBase] = [SimplifyPass()] if options.simplify else []
     for step in steps:
-        passes += BUILDERS[step.builder](options, data, **step.params)
+        passes += BUILDERS[step.builder](options, Context(data, calibration), **step.params)
     return passes

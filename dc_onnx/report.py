@@ -69,6 +69,23 @@ class Report:
     weights: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     left: list[Skipped] = dataclasses.field(default_factory=list)
     zipped_bytes: int | None = None  # the portable target: the files in a deflated .zip
+    # "budget": settings chosen by the allocation and the budget enforced; "budget targets":
+    # chosen by it, then retrained (measured only); "manual": the user's settings
+    mode: str = "manual"
+    max_error: float | None = None  # the output-error budget
+    error: dict[str, Any] | None = None  # measured on the compiled model (OutputError json)
+    calibration: dict[str, Any] | None = None  # what the error was measured on
+    kept_dense: list[str] = dataclasses.field(default_factory=list)
+
+    def set_error(self, error: Any, max_error: float, calibration: dict[str, Any]) -> None:
+        self.error, self.max_error, self.calibration = error.to_json(), max_error, calibration
+
+    @property
+    def within_budget(self) -> bool | None:
+        """None when the error was not measured."""
+        if self.error is None or self.max_error is None:
+            return None
+        return bool(self.error["relative_l2"] <= self.max_error)
 
     @classmethod
     def from_records(
@@ -94,6 +111,12 @@ class Report:
             "ratio": self.ratio,
             "files": self.files,
             "zipped_bytes": self.zipped_bytes,
+            "mode": self.mode,
+            "max_error": self.max_error,
+            "error": self.error,
+            "within_budget": self.within_budget,
+            "calibration": self.calibration,
+            "kept_dense": self.kept_dense,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "passes": [record.to_json() for record in self.passes],
             "weights": self.weights,
@@ -137,10 +160,28 @@ class Report:
             zipped = self.original_bytes / self.zipped_bytes
             lines.append(f"zipped:     {self.zipped_bytes:>12,} bytes  ({zipped:.1f}x)")
             lines.append("portable:   codes and gaps are plain bytes (the H columns), not Huffman")
+        if self.kept_dense:
+            lines.append(f"left dense: {', '.join(self.kept_dense)}")
+        lines.extend(self._error_lines())
         seconds = sum(p.seconds for p in self.passes)
         timing = ", ".join(f"{p.name} {p.seconds:.2f}s" for p in self.passes)
         lines.append(f"passes:     {seconds:.2f} s ({timing})")
         return "\n".join(lines)
+
+    def _error_lines(self) -> list[str]:
+        if self.error is None:
+            return ["output error: not measured"]
+        top1 = self.error.get("top1_agreement")
+        agreement = "" if top1 is None else f", top-1 agreement {100 * top1:.2f}%"
+        verdict = "within" if self.within_budget else "OVER"
+        used = self.calibration or {}
+        calibration = f"{used.get('description', '')} ({used.get('samples')} samples)"
+        return [
+            f"output error: {100 * self.error['relative_l2']:.3f}% relative L2, worst output"
+            f"{agreement} ({verdict} the budget {100 * (self.max_error or 0):g}%, "
+            f"{self.mode} mode)",
+            f"calibration: {calibration}",
+        ]
 
 
 def zip_bytes(paths: Sequence[Path]) -> int:

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 def bits_of(options: ClusterOptions, group: WeightGroup | StoredWeight) -> int:
     """The group's bits: its weight's name in `bits_per_layer`, else the first glob there
-    that matches a weight or node name, else the kind's default."""
+    that matches a weight or node name, else the allocate pass's choice, else the kind's
+    default."""
     per_layer = options.bits_per_layer
     name = str(group.weight.name)
     if name in per_layer:
@@ -48,7 +49,8 @@ def bits_of(options: ClusterOptions, group: WeightGroup | StoredWeight) -> int:
     for pattern, bits in per_layer.items():
         if group.matches(pattern):
             return bits
-    return options.bits(group.kind)
+    allocated = group.annotation("bits") if isinstance(group, WeightGroup) else None
+    return options.bits(group.kind) if allocated is None else int(allocated)
 
 
 def _relative_error(before: np.ndarray, after: np.ndarray) -> float:

@@ -46,6 +46,7 @@ from dc_onnx.layers import (
     StoredWeight,
     WeightGroup,
     add_initializer,
+    clear_annotations,
     find_stored_weights,
     find_weight_groups,
 )
@@ -79,6 +80,12 @@ class LayerStats:
 class LowerStats:
     layers: dict[str, LayerStats]
     left: list[Skipped] = dataclasses.field(default_factory=list)  # storage weights refused
+
+
+def _index_bits(options: LowerOptions, group: WeightGroup) -> int:
+    """The allocate pass's index bits for this weight, else those of its kind."""
+    allocated = group.annotation("index_bits")
+    return options.index_bits(group.kind) if allocated is None else int(allocated)
 
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
@@ -227,7 +234,7 @@ class LowerPass(CompilerPass):
         left: list[Skipped] = []
         for i, group in enumerate(track(groups, "encode"), 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
-            index_bits = self.options.index_bits(group.kind)
+            index_bits = _index_bits(self.options, group)
             if group.kind == "embedding":  # tables are rarely pruned: drop the gaps then
                 w = group.array()
                 if np.count_nonzero(w) >= DENSE_FORM_DENSITY * w.size:
@@ -257,6 +264,7 @@ class LowerPass(CompilerPass):
             jobs.append((weight, enc))
         self.stats = LowerStats({}, left)
         if not jobs:
+            clear_annotations(graph)
             return ir.passes.PassResult(model, False)
         arrays = [_stream_arrays(e) for _, e in jobs]
         # Codebooks first in the side file, widest dtype first, so each stays aligned to its
@@ -297,6 +305,7 @@ class LowerPass(CompilerPass):
         if decoders:
             graph.insert_before(graph[0], decoders)
         graph.opset_imports[DOMAIN] = OPSET_VERSION
+        clear_annotations(graph)
         self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, True)
 

@@ -42,6 +42,7 @@ class PrunePolicy:
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)  # glob -> sparsity
     quality: float | None = None  # threshold = quality * std, where no sparsity applies
     min_weight_elements: int = DEFAULT_MIN_ELEMENTS  # storage weights from this size
+    fraction: float = 1.0  # share of the way to an allocated target (iterative pruning)
 
     def __post_init__(self) -> None:  # the rules of dc_onnx.options.PruneOptions
         if self.sparsity is not None:
@@ -60,21 +61,21 @@ class PrunePolicy:
             s = self.sparsity
         if s is not None:
             return ("sparsity", s)
+        allocated = group.annotation("sparsity")  # the allocate pass's choice
+        if allocated is not None:
+            return ("sparsity", _partway(allocated, self.fraction))
         return None if self.quality is None else ("quality", self.quality)
 
     def round(self, r: int, rounds: int) -> PrunePolicy:
         """Round r (1-based) of iterative pruning: each round removes the same share of the
         surviving weights, so the last round lands on the target (quality grows linearly)."""
         f = r / rounds
-
-        def step(s: float) -> float:
-            return 1.0 - (1.0 - s) ** f
-
         return PrunePolicy(
-            None if self.sparsity is None else step(self.sparsity),
-            {k: step(v) for k, v in self.per_layer.items()},
+            None if self.sparsity is None else _partway(self.sparsity, f),
+            {k: _partway(v, f) for k, v in self.per_layer.items()},
             None if self.quality is None else self.quality * f,
             self.min_weight_elements,
+            f,
         )
 
     def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
@@ -157,6 +158,11 @@ def prune_chunks(flat: np.ndarray, rule: str, amount: float) -> Iterator[np.ndar
 
 def _count_nonzero(w: np.ndarray) -> int:
     return sum(int(np.count_nonzero(c)) for c in _chunks(w.reshape(-1)))
+
+
+def _partway(sparsity: float, fraction: float) -> float:
+    """The sparsity after `fraction` of the rounds that reach `sparsity`."""
+    return 1.0 - (1.0 - sparsity) ** fraction
 
 
 class PrunePass(CompilerPass):

@@ -160,6 +160,11 @@ def test_compile_help_shows_every_option_with_its_default(
     for flag, default in [
         ("--quality", "0.5"), ("--bits-conv", "8"), ("--bits-fc", "5"),
         ("--index-bits-conv", "8"), ("--index-bits-fc", "5"),
+    ]:  # fmt: skip
+        after = text[text.rindex(flag + " ") :]
+        assert f"(manual mode; default {default})" in after, flag  # budget mode chooses
+    for flag, default in [
+        ("--analysis-samples", "8"),
         ("--prune-rounds", "1"), ("--epochs", "2"), ("--lr", "0.001"),
         ("--centroid-epochs", "2"), ("--centroid-lr", "0.0001"), ("--batch-size", "64"),
         ("--optimizer", "adamw"), ("--loss", "auto"), ("--temperature", "4.0"),
@@ -169,8 +174,8 @@ def test_compile_help_shows_every_option_with_its_default(
         after = text[text.rindex(flag + " ") :]
         assert f"(default {default})" in after, flag
     for flag in ("--sparsity", "--sparsity-per-layer", "--simplify", "--single-file", "--data",
-                 "--val", "--recipe", "--report", "--quiet", "--init",
-                 "--bits-per-layer"):  # fmt: skip
+                 "--val", "--recipe", "--report", "--quiet", "--init", "--bits-per-layer",
+                 "--max-error", "--calibration", "--input-shape"):  # fmt: skip
         assert flag in text
 
 
@@ -186,7 +191,8 @@ def test_the_flags_build_the_nested_options() -> None:
     ])  # fmt: skip
     options = options_from_args(args, CompileOptions)
     assert options.prune.sparsity_per_layer == {"a*": 0.5} and options.prune.rounds == 3
-    assert options.prune.quality == 0.5 and options.cluster.bits_fc == 4
+    assert options.prune.quality is None and options.cluster.bits_fc == 4
+    assert not options.budgeted  # an explicit setting: manual mode
     assert options.lower.index_bits_conv == 6 and options.single_file
     assert options.retrain.epochs == 5 and options.retrain.lr == 1e-3
     # Centroid retraining: its own epochs and lr, the shared settings of --batch-size etc.

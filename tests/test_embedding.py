@@ -124,7 +124,7 @@ def test_gather_index_ranks_and_int32(index_rank: int, tmp_path: Path) -> None:
 
 
 def test_gather_of_no_indices(tmp_path: Path) -> None:
-    compiled = compile_model(embedding_model(_table(), 2), tmp_path)
+    compiled = compile_model(embedding_model(_table(), 2), tmp_path, quality=0.5)
     (actual,) = run(compiled, {"idx": np.zeros((3, 0), dtype=np.int64)})
     assert actual.shape == (3, 0, 24)
 
@@ -137,7 +137,7 @@ def test_empty_tables_are_left_alone() -> None:
 def test_gather_float16_table_keeps_float16(tmp_path: Path) -> None:
     table = _table(1000, 32, np.float16)
     model = embedding_model(table, then_relu=True)
-    compiled = compile_model(model, tmp_path)
+    compiled = compile_model(model, tmp_path, quality=0.5)
     assert _ops(compiled) == ["CompressedGather", "Cast", "Relu"]
     assert _stream_bytes(compiled) < table.nbytes / 1.5
     idx = np.array([[3, -4, 999]], dtype=np.int64)
@@ -162,7 +162,7 @@ def test_gather_threads_give_the_same_bits(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [300, -301])
 def test_gather_out_of_range_index_names_the_layer(bad: int, tmp_path: Path) -> None:
     table = _table()
-    compiled = compile_model(embedding_model(table, 1), tmp_path)
+    compiled = compile_model(embedding_model(table, 1), tmp_path, quality=0.5)
     idx = np.array([1, bad], dtype=np.int64)
     with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument) as err:
         run(compiled, {"idx": idx})
@@ -252,7 +252,7 @@ def test_small_tables_stay_as_they_are(tmp_path: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    compiled = compile_model(model, tmp_path)
+    compiled = compile_model(model, tmp_path, quality=0.5)
     assert sorted(_ops(compiled)) == ["Add", "CompressedGather", "Gather"]
     feeds = {"idx": np.array([3, -1, 7]), "tt": np.array([0, 1, 1])}
     (actual,) = run(compiled, feeds)

@@ -44,11 +44,13 @@ def test_validation_without_training_data_is_refused() -> None:
         dc_onnx.CompileOptions(val="val.npz")
 
 
-def test_defaults_are_the_papers() -> None:
+def test_defaults_are_the_budget_and_unset_bits_the_papers() -> None:
     options = dc_onnx.CompileOptions()
-    assert (options.cluster.bits_conv, options.cluster.bits_fc) == (8, 5)
-    assert (options.lower.index_bits_conv, options.lower.index_bits_fc) == (8, 5)
-    assert options.prune.quality == 0.5 and options.prune.sparsity is None
+    assert options.budgeted and options.budget.limit == 0.01
+    assert (options.cluster.bits("conv"), options.cluster.bits("fc")) == (8, 5)
+    assert (options.lower.index_bits("conv"), options.lower.index_bits("fc")) == (8, 5)
+    assert options.prune.quality is None and options.prune.sparsity is None
+    assert not dc_onnx.CompileOptions(cluster=ClusterOptions(bits_fc=5)).budgeted
     assert options.retrain_centroids.lr == 1e-4 and options.retrain.lr == 1e-3
     assert dc_onnx.TrainOptions is RetrainOptions
 

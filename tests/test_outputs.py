@@ -272,14 +272,19 @@ def _conv_model(auto_pad: str, strides: list[int]) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("auto_pad", ["VALID", "SAME_UPPER", "SAME_LOWER"])
-@pytest.mark.parametrize("sparsity", [None, 0.8])  # None: the defaults keep ~60% (dense path)
+@pytest.mark.parametrize("sparsity", [None, 0.8])  # None: quality 0.5 keeps ~60% (dense path)
 @pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
 def test_conv_auto_pad_loads_and_matches_at_any_density(
     tmp_path: Path, auto_pad: str, sparsity: float | None, strides: list[int]
 ) -> None:
     source = save(_conv_model(auto_pad, strides), tmp_path / "m.onnx")
     out = tmp_path / "m.dc.onnx"
-    dc_onnx.compile(source, out, dc_onnx.CompileOptions(sparsity=sparsity))
+    options = (
+        dc_onnx.CompileOptions(sparsity=sparsity)
+        if sparsity
+        else dc_onnx.CompileOptions(quality=0.5)
+    )
+    dc_onnx.compile(source, out, options)
     x = {"x": np.random.default_rng(1).standard_normal((1, 3, 9, 9)).astype(np.float32)}
     (expected,) = run(decode_model(out), x)
     (actual,) = run(out, x)

@@ -267,3 +267,25 @@ def test_retraining_shows_per_step_progress_with_loss_and_throughput(
         line.startswith(f"retrain-weights epoch 3/3: {steps}/{steps} step") for line in lines
     ), lines
     assert all("loss " in line and "samples/s " in line for line in lines)
+
+
+def test_budget_sets_the_retraining_targets(tmp_path: Path) -> None:
+    source = save(_mlp(), tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(
+        data=_data(tmp_path / "train.npz"), budget=dc_onnx.BudgetOptions(max_error=0.05),
+        retrain=TrainOptions(epochs=1, lr=1e-3, batch_size=32),
+        retrain_centroids=TrainOptions(epochs=1, lr=1e-4, batch_size=32),
+    )  # fmt: skip
+    result = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options)
+    report = result.report
+    names = [p.name for p in report.passes]
+    assert names[:3] == ["canonicalize", "allocate", "prune"]
+    assert "retrain-weights" in names and "retrain-centroids" in names
+    (stats,) = [p.stats for p in report.passes if p.name == "allocate"]
+    assert report.calibration is not None and report.calibration["source"] == "file"
+    for layer in report.layers:
+        setting = stats["layers"][layer.name]["setting"]
+        assert layer.density == pytest.approx(1 - setting["sparsity"], abs=0.01)
+        assert layer.codebook_size <= 1 << setting["bits"]
+    # Measured, but not enforced: retraining moves the model towards the labels.
+    assert report.error is not None and report.mode == "budget targets"

@@ -1,0 +1,151 @@
+"""Choosing per-layer settings under an output-error budget.
+
+Error model: each layer's compression adds noise to the outputs, and independent noises add
+in energy, so the predicted error is sqrt(sum over layers of e_prune(s)^2 + e_quant(b)^2),
+read off the measured curves. A Lagrangian search picks, per layer, the candidate that
+minimises bytes + lambda * error^2, with the smallest lambda that meets the target.
+
+The prediction is only a guide: every choice is then simulated with all its weights
+compressed at once, and the target is rescaled by measured / wanted until the simulated
+error sits just under the budget. The cheapest choice measured within budget wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from dc_onnx.budget.candidates import KEEP, Setting
+from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity
+from dc_onnx.budget.simulate import OutputError, Simulator
+from dc_onnx.quantize import quantize
+
+logger = logging.getLogger(__name__)
+
+# Simulated error aimed at, as a fraction of the budget: the compiled model differs from
+# the simulation only by float summation order, so a small margin is enough.
+AIM = 0.9
+ACCEPT = 0.98
+MAX_ATTEMPTS = 10
+
+
+@dataclasses.dataclass
+class Allocation:
+    settings: dict[str, Setting]  # weight name -> setting
+    predicted: float  # error predicted from the curves
+    simulated: OutputError | None  # measured with every chosen weight compressed at once
+    estimated_bytes: int  # of the compressible weights at these settings
+    dense_bytes: int
+    attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "predicted_error": self.predicted,
+            "simulated_error": None if self.simulated is None else self.simulated.worst,
+            "estimated_bytes": self.estimated_bytes,
+            "dense_bytes": self.dense_bytes,
+            "attempts": self.attempts,
+        }
+
+
+def _options(layer: LayerSensitivity) -> list[tuple[int, float, Setting]]:
+    options = [(layer.sizes.dense_bytes, 0.0, KEEP)]
+    for setting in layer.candidates():
+        options.append((layer.sizes.bytes(setting), layer.predicted_sq(setting), setting))
+    return options
+
+
+def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
+    """Per-layer settings of least total bytes whose predicted error is at most `target`."""
+    table = [_options(layer) for layer in layers]
+
+    def pick(lam: float) -> tuple[list[tuple[int, float, Setting]], float]:
+        chosen = [min(opts, key=lambda o: (o[0] + lam * o[1], o[1])) for opts in table]
+        return chosen, sum(o[1] for o in chosen)
+
+    limit = target**2
+    chosen, total = pick(0.0)
+    if total > limit:
+        lo, hi = -6.0, 30.0  # log10 of lambda: bytes per unit of squared error
+        best = pick(10.0**hi)[0]
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            candidate, total = pick(10.0**mid)
+            if total <= limit:
+                hi, best = mid, candidate
+            else:
+                lo = mid
+        chosen = best
+    return {layer.weight: o[2] for layer, o in zip(layers, chosen, strict=True)}
+
+
+class Allocator:
+    """Chooses, simulates and rescales (see the module docstring); caches the arrays."""
+
+    def __init__(self, analysis: Analysis, simulator: Simulator) -> None:
+        self.analysis = analysis
+        self.simulator = simulator
+        self._arrays: dict[tuple[str, Setting], np.ndarray] = {}
+
+    def array(self, layer: LayerSensitivity, setting: Setting) -> np.ndarray:
+        key = (layer.weight, setting)
+        if key not in self._arrays:
+            assert setting.bits is not None
+            sizes = layer.sizes
+            self._arrays[key] = quantize(sizes.array, setting.bits, setting.sparsity, sizes.init)
+        return self._arrays[key]
+
+    def _evaluate(self, settings: dict[str, Setting]) -> tuple[OutputError, float, int]:
+        overrides = {}
+        predicted_sq, nbytes = 0.0, 0
+        for layer in self.analysis.layers:
+            setting = settings[layer.weight]
+            predicted_sq += layer.predicted_sq(setting)
+            nbytes += layer.sizes.bytes(setting)
+            if not setting.keep:
+                overrides[layer.weight] = self.array(layer, setting)
+        return self.simulator.error(overrides), math.sqrt(predicted_sq), nbytes
+
+    def allocate(self, budget: float) -> Allocation:
+        layers = self.analysis.layers
+        dense = sum(layer.sizes.dense_bytes for layer in layers)
+        best = Allocation({layer.weight: KEEP for layer in layers}, 0.0, None, dense, dense)
+        attempts: list[dict[str, Any]] = []
+        seen: dict[tuple[Setting, ...], float] = {}
+        feasible, infeasible = 0.0, math.inf  # targets known to land within / over budget
+        target = budget
+        for _ in range(MAX_ATTEMPTS):
+            settings = choose(layers, target)
+            key = tuple(settings[layer.weight] for layer in layers)
+            if key in seen:
+                worst = seen[key]
+            else:
+                measured, predicted, nbytes = self._evaluate(settings)
+                worst = seen[key] = measured.worst
+                ok = worst <= ACCEPT * budget
+                attempts.append({
+                    "target": target, "predicted_error": predicted,
+                    "simulated_error": worst, "estimated_bytes": nbytes, "within": ok,
+                })  # fmt: skip
+                logger.info(
+                    "allocation: target %.4g, predicted %.4g, simulated %.4g, %d bytes",
+                    target, predicted, worst, nbytes,
+                )  # fmt: skip
+                if ok and nbytes < best.estimated_bytes:
+                    best = Allocation(settings, predicted, measured, nbytes, dense)
+            if worst <= ACCEPT * budget:
+                feasible = max(feasible, target)
+            else:
+                infeasible = min(infeasible, target)
+            if infeasible / max(feasible, 1e-12) < 1.05:
+                break  # the boundary is found to within 5%
+            if feasible and infeasible < math.inf:
+                target = math.sqrt(feasible * infeasible)  # bisect between the two
+            else:  # rescale so that the simulated error lands at the aim
+                target *= float(np.clip(AIM * budget / max(worst, 1e-12), 0.25, 4.0))
+        best.attempts = attempts
+        return best

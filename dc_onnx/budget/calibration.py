@@ -1,0 +1,200 @@
+"""Calibration inputs: the samples on which output error is measured.
+
+Either read from the user's data (`--calibration`, the `.npz` format of `--data`, labels
+optional) or synthesized from the model's input specs:
+
+- float inputs: standard-normal values;
+- integer inputs that index a constant table (a Gather on an initializer, reached through
+  Cast / Unsqueeze / Squeeze / Reshape / Flatten / Identity): uniform in [0, rows);
+- other integer inputs (attention masks, flags): ones, the value that keeps every position;
+- bool inputs: True.
+
+Symbolic dims take the value given with `--input-shape NAME=d0,d1,...`; batch-like dims
+(named `batch`, `N`, `batch_size`, ... or unnamed on axis 0) default to the batch size;
+any other symbolic dim is an error that asks for `--input-shape`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from dc_onnx.data import Dataset
+from dc_onnx.errors import InputError
+
+# Samples synthesized when a batch dim is free; samples read from a file at most.
+SYNTHETIC_SAMPLES = 8
+MAX_FILE_SAMPLES = 256
+FILE_BATCH = 16
+_BATCH_NAMES = re.compile(r"^(n|b|bs|batch|batch_?size|batches|num_?samples|unk__\d+)$", re.I)
+_INDEX_PASS_THROUGH = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"}
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Batches of model inputs (each a feed dict) and a sentence saying what they are."""
+
+    batches: list[dict[str, np.ndarray]]
+    source: str  # "file" or "synthetic"
+    description: str
+
+    @property
+    def samples(self) -> int:
+        return sum(_batch_size(b) for b in self.batches)
+
+    def head(self, max_samples: int) -> Calibration:
+        """The first whole batches holding at least `max_samples` samples (or all)."""
+        kept: list[dict[str, np.ndarray]] = []
+        n = 0
+        for batch in self.batches:
+            if kept and n >= max_samples:
+                break
+            kept.append(batch)
+            n += _batch_size(batch)
+        return Calibration(kept, self.source, self.description)
+
+    def summary(self) -> str:
+        return f"{self.description} ({self.samples} samples)"
+
+    def to_json(self) -> dict[str, object]:
+        return {"source": self.source, "description": self.description, "samples": self.samples}
+
+
+def _batch_size(batch: dict[str, np.ndarray]) -> int:
+    first = next(iter(batch.values()), None)
+    return 0 if first is None or first.ndim == 0 else int(first.shape[0])
+
+
+def model_inputs(graph: ir.Graph) -> list[ir.Value]:
+    """Graph inputs that are real inputs (not initializers listed as inputs, IR < 4)."""
+    return [v for v in graph.inputs if not v.is_initializer()]
+
+
+def _table_rows(value: ir.Value, seen: set[int] | None = None) -> int | None:
+    """Rows of the smallest constant table this integer input indexes, else None."""
+    seen = seen if seen is not None else set()
+    if id(value) in seen:
+        return None
+    seen.add(id(value))
+    rows = []
+    for node, index in value.uses():
+        if node.op_type == "Gather" and index == 1:
+            table = node.inputs[0]
+            tensor = None if table is None else table.const_value
+            if tensor is not None and len(tensor.shape) >= 1:
+                axis = node.attributes.get_int("axis", 0) % len(tensor.shape)
+                dim = tensor.shape[axis]
+                if isinstance(dim, int):
+                    rows.append(dim)
+        elif node.op_type in _INDEX_PASS_THROUGH and index == 0:
+            for out in node.outputs:
+                r = _table_rows(out, seen)
+                if r is not None:
+                    rows.append(r)
+    return min(rows) if rows else None
+
+
+def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[int]:
+    name = str(value.name)
+    if name in given:
+        return given[name]
+    if value.shape is None:
+        raise InputError(f"input '{name}' has no shape; give one with --input-shape {name}=...")
+    dims = []
+    for axis, dim in enumerate(value.shape):
+        if isinstance(dim, int) and dim > 0:
+            dims.append(dim)
+            continue
+        label = getattr(dim, "value", None)
+        if (label is None and axis == 0) or (label is not None and _BATCH_NAMES.match(label)):
+            dims.append(batch)
+            continue
+        shown = ",".join(str(d) if isinstance(d, int) else str(d.value or "?") for d in value.shape)
+        raise InputError(
+            f"input '{name}' has shape [{shown}]: cannot guess dim {axis} "
+            f"('{label or '?'}'); give it with --input-shape {name}=D0,D1,..."
+        )
+    return dims
+
+
+def synthesize(
+    graph: ir.Graph, input_shapes: Mapping[str, list[int]] | None = None, seed: int = 0
+) -> Calibration:
+    """Inputs made up from the model's input specs (see the module docstring)."""
+    given = dict(input_shapes or {})
+    inputs = model_inputs(graph)
+    unknown = sorted(set(given) - {str(v.name) for v in inputs})
+    if unknown:
+        names = ", ".join(str(v.name) for v in inputs)
+        raise InputError(f"--input-shape names {', '.join(unknown)}; model inputs: {names}")
+    rng = np.random.default_rng(seed)
+    shapes = {str(v.name): _shape(v, given, SYNTHETIC_SAMPLES) for v in inputs}
+    # A fixed batch dim (often 1) gets several batches, so the error is not one sample's.
+    first = [s[0] for s in shapes.values() if s]
+    count = 1 if not first else max(1, -(-SYNTHETIC_SAMPLES // max(first)))
+    batches: list[dict[str, np.ndarray]] = [{} for _ in range(count)]
+    kinds = []
+    for value in inputs:
+        name, dtype = str(value.name), value.dtype
+        shape = shapes[name]
+        if dtype is None:
+            raise InputError(f"input '{name}' has no element type")
+        np_dtype = dtype.numpy()
+        rows = _table_rows(value) if dtype.is_integer() else None
+        if dtype.is_floating_point():
+            kinds.append(f"{name}: standard normal")
+        elif dtype == ir.DataType.BOOL:
+            kinds.append(f"{name}: True")
+        elif rows is not None:
+            kinds.append(f"{name}: uniform integers in [0, {rows})")
+        elif dtype.is_integer():
+            kinds.append(f"{name}: ones")
+        else:
+            raise InputError(f"input '{name}' is {dtype}: pass real inputs with --calibration")
+        for feeds in batches:
+            if dtype.is_floating_point():
+                feeds[name] = rng.standard_normal(shape).astype(np_dtype)
+            elif rows is not None:
+                feeds[name] = rng.integers(0, rows, size=shape).astype(np_dtype)
+            else:
+                feeds[name] = np.ones(shape, dtype=np_dtype)
+    return Calibration(batches, "synthetic", "synthesized: " + "; ".join(kinds))
+
+
+def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") -> Calibration:
+    """Up to MAX_FILE_SAMPLES samples of a `.npz` file or directory of shards."""
+    inputs = model_inputs(graph)
+    names = [str(v.name) for v in inputs]
+    dtypes = {str(v.name): v.dtype.numpy() for v in inputs if v.dtype is not None}
+    # A model with a fixed batch dim takes the samples in batches of that size.
+    fixed = {d for v in inputs if v.shape is not None and len(v.shape) > 0 for d in v.shape[:1]}
+    batch_size = next((d for d in fixed if isinstance(d, int) and d > 0), FILE_BATCH)
+    dataset = Dataset(path, labels)
+    batches, n = [], 0
+    for feeds, _ in dataset.batches(names, batch_size, dtypes=dtypes):
+        if any(len(a) != batch_size for a in feeds.values()) and batch_size != FILE_BATCH:
+            break  # a short last batch does not fit a fixed batch dim
+        batches.append(feeds)
+        n += _batch_size(feeds)
+        if n >= MAX_FILE_SAMPLES:
+            break
+    if not batches:
+        raise InputError(f"{path}: no samples")
+    return Calibration(batches, "file", str(path))
+
+
+def calibration_for(
+    graph: ir.Graph,
+    path: str | os.PathLike[str] | None,
+    input_shapes: Mapping[str, list[int]] | None = None,
+    labels: str = "labels",
+) -> Calibration:
+    """The user's file when given, else synthesized inputs."""
+    if path is not None:
+        return load(path, graph, labels)
+    return synthesize(graph, input_shapes)

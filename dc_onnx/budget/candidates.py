@@ -1,0 +1,122 @@
+"""Candidate settings of one weight and their encoded sizes.
+
+A setting is a sparsity (magnitude pruning) plus k-means bits, or "left as it is". Its
+error is measured by running the model with the array `dc_onnx.quantize.quantize` makes of
+it, the same math as the prune and cluster passes (dc_onnx.budget.simulate);
+its size is computed here without encoding: the Huffman code lengths follow from symbol
+histograms alone (cluster occupancy for the codes, run lengths for the gaps), so the bytes
+are those the lower pass would write, give or take the padding of each stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dc_onnx.codecs import huffman
+from dc_onnx.codecs.container import ENTRY_SIZE
+from dc_onnx.layers import WeightGroup
+from dc_onnx.quantize import Init, kmeans_1d, prune_array
+
+BITS = (8, 7, 6, 5, 4, 3, 2)
+SPARSITIES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+INDEX_BITS = (2, 3, 4, 5, 6, 7, 8)
+# Bytes a compressed layer costs beyond its streams: four TOC entries, the stream
+# initializers and node attributes in the .onnx.
+LAYER_OVERHEAD = 4 * ENTRY_SIZE + 256
+# Above this many survivors the cluster occupancy is estimated from a uniform sample.
+_SAMPLE = 1 << 18
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """How one weight is stored: `bits is None` means left as it is (dense)."""
+
+    sparsity: float = 0.0
+    bits: int | None = None
+    index_bits: int = 8
+
+    @property
+    def keep(self) -> bool:
+        return self.bits is None
+
+    def label(self) -> str:
+        if self.keep:
+            return "dense"
+        return f"s={self.sparsity:g} b={self.bits} i={self.index_bits}"
+
+    def to_json(self) -> dict[str, object]:
+        if self.keep:
+            return {"keep": True}
+        return {"sparsity": self.sparsity, "bits": self.bits, "index_bits": self.index_bits}
+
+
+KEEP = Setting()
+
+
+def _stream_bytes(counts: np.ndarray) -> int:
+    lengths = huffman.lengths_from_counts(np.asarray(counts, dtype=np.int64))
+    return (int(np.dot(counts.astype(np.int64), lengths.astype(np.int64))) + 7) // 8
+
+
+def gap_counts(runs: np.ndarray, index_bits: int) -> np.ndarray:
+    """Histogram of the gap symbols (dc_onnx.codecs.sparse_index) for these zero runs."""
+    escape = (1 << index_bits) - 1
+    escapes = runs // escape
+    counts = np.bincount(runs - escapes * escape, minlength=escape + 1).astype(np.int64)
+    counts[escape] += int(escapes.sum())
+    return counts
+
+
+class LayerSizes:
+    """Encoded bytes of one weight at every candidate setting (computed on demand, cached)."""
+
+    def __init__(self, group: WeightGroup, array: np.ndarray, init: Init = "mse") -> None:
+        self.group = group
+        self.array = array
+        self.init: Init = init  # the cluster pass's k-means start
+        self.dense_bytes = int(array.nbytes)
+        self._masks: dict[float, tuple[np.ndarray, int, int]] = {}  # survivors, gaps, ib
+        self._bytes: dict[tuple[float, int], int] = {}
+
+    def _pruned(self, sparsity: float) -> tuple[np.ndarray, int, int]:
+        if sparsity not in self._masks:
+            pruned = prune_array(self.array, "sparsity", sparsity)
+            mask = pruned != 0
+            stored = np.ascontiguousarray(self.group.stored_matrix(mask)).reshape(-1)
+            positions = np.flatnonzero(stored)
+            runs = np.diff(positions, prepend=-1) - 1
+            gaps = {ib: _stream_bytes(gap_counts(runs, ib)) + (1 << ib) for ib in INDEX_BITS}
+            index_bits = min(gaps, key=lambda ib: (gaps[ib], -ib))
+            self._masks[sparsity] = (self.array[mask], gaps[index_bits], index_bits)
+        return self._masks[sparsity]
+
+    def setting(self, sparsity: float, bits: int) -> Setting:
+        return Setting(sparsity, bits, self._pruned(sparsity)[2])
+
+    def bytes(self, setting: Setting) -> int:
+        if setting.keep or setting.bits is None:
+            return self.dense_bytes
+        key = (setting.sparsity, setting.bits)
+        if key not in self._bytes:
+            survivors, gaps_bytes, _ = self._pruned(setting.sparsity)
+            counts = self._cluster_counts(survivors, setting.bits, self.init)
+            k = int(np.count_nonzero(counts)) + 1  # codebook entries, zero included
+            codes_bytes = _stream_bytes(counts)
+            self._bytes[key] = codes_bytes + gaps_bytes + 5 * k + LAYER_OVERHEAD
+        return self._bytes[key]
+
+    @staticmethod
+    def _cluster_counts(survivors: np.ndarray, bits: int, init: Init) -> np.ndarray:
+        values = survivors.reshape(-1)
+        scale = 1.0
+        if values.size > _SAMPLE:
+            rng = np.random.default_rng(0)
+            scale = values.size / _SAMPLE
+            values = values[rng.choice(values.size, _SAMPLE, replace=False)]
+        if values.size == 0:
+            return np.zeros(1, dtype=np.int64)
+        _, assignment, _ = kmeans_1d(values, (1 << bits) - 1, init)
+        counts = np.bincount(assignment)
+        return np.rint(counts * scale).astype(np.int64)

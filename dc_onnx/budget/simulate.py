@@ -1,0 +1,218 @@
+"""Output error of a model, and simulated compression in plain ONNX Runtime.
+
+`OutputError` is the budget's metric: per model output, the relative L2 error against the
+original over the whole calibration set, ||y - y0|| / ||y0||; the worst output counts.
+Classifier outputs (2-D float, more than one class) also get top-1 agreement.
+
+`Simulator` runs the uncompressed model with some weights replaced by their simulated
+(pruned, quantized, dense float) arrays. Every compressible weight that is a main-graph
+initializer becomes a graph input once, so one session serves every candidate; a weight
+found elsewhere (a subgraph) is swapped by rebuilding the session instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from dc_onnx.budget.calibration import Calibration
+from dc_onnx.errors import InputError
+from dc_onnx.layers import WeightGroup
+
+Outputs = list[list[np.ndarray]]  # per calibration batch, per model output
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputComparison:
+    name: str
+    relative_l2: float
+    top1_agreement: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputError:
+    outputs: list[OutputComparison]
+
+    @property
+    def worst(self) -> float:
+        return max((o.relative_l2 for o in self.outputs), default=0.0)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        values = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
+        return min(values) if values else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "relative_l2": self.worst,
+            "top1_agreement": self.top1_agreement,
+            "outputs": [dataclasses.asdict(o) for o in self.outputs],
+        }
+
+
+def compare(names: Sequence[str], reference: Outputs, actual: Outputs) -> OutputError:
+    """Relative L2 error of each output over all batches (inf where a finite one broke)."""
+    outputs = []
+    for i, name in enumerate(names):
+        ref = [np.asarray(batch[i]) for batch in reference]
+        out = [np.asarray(batch[i]) for batch in actual]
+        if any(a.dtype.kind not in "fiub" for a in ref):
+            continue  # strings and the like have no numeric error
+        diff = ref_sq = 0.0
+        agree, total = 0, 0
+        for a, b in zip(ref, out, strict=True):
+            if a.shape != b.shape:
+                raise InputError(f"output '{name}': shape {b.shape}, expected {a.shape}")
+            a64, b64 = a.astype(np.float64), b.astype(np.float64)
+            # Entries the original leaves non-finite are not compared; a finite one that
+            # the compressed model turns non-finite makes the error infinite.
+            finite = np.isfinite(a64)
+            diff += float(np.sum((a64[finite] - b64[finite]) ** 2))
+            ref_sq += float(np.sum(a64[finite] ** 2))
+            if a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind == "f":
+                agree += int(np.sum(a64.argmax(1) == b64.argmax(1)))
+                total += a.shape[0]
+        error = _relative(diff, ref_sq)
+        outputs.append(OutputComparison(name, error, agree / total if total else None))
+    return OutputError(outputs)
+
+
+def _relative(diff_sq: float, ref_sq: float) -> float:
+    if np.isnan(diff_sq):
+        return float("inf")  # a NaN where the original had a number
+    if ref_sq > 0:
+        return float(np.sqrt(diff_sq / ref_sq))
+    return 0.0 if diff_sq == 0 else float("inf")  # an all-zero output must stay zero
+
+
+def _ort() -> Any:
+    from dc_onnx.runtime import _onnxruntime
+
+    return _onnxruntime()
+
+
+def plain_session(model: str | bytes) -> Any:
+    """A plain ORT CPU session (no custom ops) on a model file or serialized model."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise InputError(f"ONNX Runtime cannot load the model: {e}") from None
+
+
+def run_batches(session: Any, calibration: Calibration, extra: Mapping[str, Any]) -> Outputs:
+    names = {i.name for i in session.get_inputs()}
+    results = []
+    for batch in calibration.batches:
+        feeds = {k: v for k, v in batch.items() if k in names}
+        feeds.update(extra)
+        try:
+            results.append(session.run(None, feeds))
+        except Exception as e:
+            raise InputError(f"running the model on the calibration inputs failed: {e}") from None
+    return results
+
+
+def _self_contained(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto with its external data read in: ORT gets it as bytes, where a
+    file reference relative to the model's folder cannot be resolved. The model itself
+    keeps its tensors external (the output keeps them so too)."""
+    proto = ir.to_proto(model)
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            value = model.graph.initializers[tensor.name].const_value
+            assert value is not None
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            tensor.raw_data = value.tobytes()
+    return proto
+
+
+class Simulator:
+    """The model in plain ORT with chosen weights swapped (see the module docstring)."""
+
+    def __init__(
+        self, model: ir.Model, groups: Sequence[WeightGroup], calibration: Calibration
+    ) -> None:
+        self.calibration = calibration
+        self.groups = list(groups)
+        self._model = model
+        self._weights = {str(g.weight.name): g for g in self.groups}
+        initializers = model.graph.initializers
+        self._fed = [n for n in self._weights if n in initializers]
+        proto = _self_contained(model)
+        fed = set(self._fed)
+        kept = [t for t in proto.graph.initializer if t.name not in fed]
+        moved = [t for t in proto.graph.initializer if t.name in fed]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept)
+        listed = {i.name for i in proto.graph.input}
+        for tensor in moved:
+            if tensor.name not in listed:
+                proto.graph.input.append(
+                    onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+                )
+        self._session = plain_session(proto.SerializeToString())
+        self._base = {n: self._weights[n].array() for n in self._fed}
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self.reference = self.run({})
+
+    def run(
+        self, overrides: Mapping[str, np.ndarray], calibration: Calibration | None = None
+    ) -> Outputs:
+        """Outputs with the weights named in `overrides` replaced by those arrays."""
+        calibration = calibration or self.calibration
+        elsewhere = [n for n in overrides if n not in self._base]
+        if elsewhere:
+            return self._rebuilt(overrides, calibration)
+        feeds = {**self._base, **overrides}
+        return run_batches(self._session, calibration, feeds)
+
+    def error(
+        self, overrides: Mapping[str, np.ndarray], calibration: Calibration | None = None
+    ) -> OutputError:
+        if calibration is None or calibration is self.calibration:
+            reference = self.reference
+        else:
+            reference = self.run({}, calibration)
+        return compare(self.output_names, reference, self.run(overrides, calibration))
+
+    def _rebuilt(self, overrides: Mapping[str, np.ndarray], calibration: Calibration) -> Outputs:
+        originals = {}
+        try:
+            for name, array in overrides.items():
+                group = self._weights[name]
+                originals[name] = group.array()
+                group.set_array(array)
+            session = plain_session(_self_contained(self._model).SerializeToString())
+        finally:
+            for name, array in originals.items():
+                self._weights[name].set_array(array)
+        return run_batches(session, calibration, {})
+
+
+def reference_outputs(model: str | bytes, calibration: Calibration) -> tuple[list[str], Outputs]:
+    """Output names and outputs of the original model (a path or serialized bytes)."""
+    session = plain_session(model)
+    return [o.name for o in session.get_outputs()], run_batches(session, calibration, {})
+
+
+def measure_compiled(
+    path: str | os.PathLike[str],
+    names: Sequence[str],
+    reference: Outputs,
+    calibration: Calibration,
+) -> OutputError:
+    """Error of a compiled model (run in ORT with the dc-onnx ops) against the reference."""
+    from dc_onnx.runtime import open_session
+
+    session = open_session(path)
+    return compare(names, reference, run_batches(session, calibration, {}))

@@ -1,0 +1,30 @@
+"""`dc-onnx analyze`: the per-layer sensitivity curves of a model, without compiling it."""
+
+from __future__ import annotations
+
+import os
+
+from dc_onnx.budget.calibration import calibration_for
+from dc_onnx.budget.sensitivity import Analysis, analyze
+from dc_onnx.budget.simulate import Simulator
+from dc_onnx.errors import InputError
+from dc_onnx.io import load_model
+from dc_onnx.layers import find_weight_groups
+from dc_onnx.options import CalibrationOptions
+from dc_onnx.passes.canonicalize import CanonicalizePass
+
+
+def analyze_model(
+    path: str | os.PathLike[str], options: CalibrationOptions | None = None
+) -> Analysis:
+    """Sensitivity of every compressible weight, as the compiler's budget mode sees it
+    (after canonicalization, on the first `analysis_samples` calibration samples)."""
+    options = options or CalibrationOptions()
+    model = CanonicalizePass()(load_model(path)).model
+    groups = find_weight_groups(model.graph)
+    if not groups:
+        raise InputError(f"{path}: nothing to analyse: no Gemm, MatMul or Conv weight")
+    shapes = dict(options.input_shapes)
+    inputs = calibration_for(model.graph, options.calibration, shapes)
+    inputs = inputs.head(options.analysis_samples)
+    return analyze(groups, Simulator(model, groups, inputs), inputs)

@@ -1,0 +1,248 @@
+"""The output-error budget: calibration inputs, sensitivity, allocation, measured error."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import dc_onnx
+from conftest import compile_model, make_model, mlp_model, run, save
+from dc_onnx.budget.calibration import synthesize
+from dc_onnx.budget.candidates import LAYER_OVERHEAD, LayerSizes
+from dc_onnx.cli import main
+from dc_onnx.layers import annotate, find_weight_groups
+from dc_onnx.options import ClusterOptions, LowerOptions, parse_input_shapes
+from dc_onnx.passes.cluster import ClusterPass
+from dc_onnx.passes.lower import LowerPass
+from dc_onnx.passes.prune import PrunePass, PrunePolicy
+from dc_onnx.pipeline import run_passes
+
+
+def _two_paths(seed: int = 0) -> onnx.ModelProto:
+    """`sensitive` feeds an output directly; `saturated` feeds tanh(x W + 60): always 1.0,
+    so compressing it changes nothing. `saturated` is also the larger weight."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "sensitive": rng.standard_normal((32, 32)).astype(np.float32) * 0.2,
+        "saturated": rng.standard_normal((32, 128)).astype(np.float32) * 0.01,
+        "shift": np.full(128, 60.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "sensitive"], ["y"], name="direct"),
+        helper.make_node("MatMul", ["x", "saturated"], ["h"], name="hidden"),
+        helper.make_node("Add", ["h", "shift"], ["hs"]),
+        helper.make_node("Tanh", ["hs"], ["z"]),
+    ]
+    return make_model(nodes, {"x": ["N", 32]}, {"y": ["N", 32], "z": ["N", 128]}, inits)
+
+
+def _allocation(report: dict) -> dict:
+    (stats,) = [p["stats"] for p in report["passes"] if p["name"] == "allocate"]
+    return stats
+
+
+def test_allocation_compresses_the_insensitive_layer_hard(tmp_path: Path) -> None:
+    source = save(_two_paths(), tmp_path / "m.onnx")
+    result = dc_onnx.compile(source, tmp_path / "m.dc.onnx")
+    report = result.report.to_json()
+    layers = _allocation(report)["layers"]
+    saturated, sensitive = layers["hidden"]["setting"], layers["direct"]["setting"]
+    assert saturated["sparsity"] >= 0.9 and saturated["bits"] <= 3
+    # The error budget goes to the layer the output depends on.
+    assert sensitive.get("keep") or sensitive["sparsity"] < saturated["sparsity"]
+    assert report["mode"] == "budget" and report["within_budget"] is True
+    assert 0 < report["error"]["relative_l2"] <= 0.01
+    # Each layer's curve was measured: the saturated one is flat at zero.
+    assert max(layers["hidden"]["sparsity_error"].values()) == 0.0
+    assert max(layers["direct"]["bits_error"].values()) > 0.05
+
+
+@pytest.mark.parametrize("max_error", [0.01, 0.05])
+def test_budget_is_met_on_the_compiled_model(tmp_path: Path, max_error: float) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    out = tmp_path / "m.dc.onnx"
+    report = dc_onnx.compile(source, out, dc_onnx.CompileOptions(max_error=max_error)).report
+    assert report.mode == "budget" and report.calibration is not None
+    assert report.calibration["source"] == "synthetic"
+    # The reported error is the compiled model's, measured again here on the same inputs.
+    graph = ir.from_proto(onnx.load(str(source))).graph
+    (feeds,) = synthesize(graph).batches
+    (expected,), (actual,) = run(source, feeds), run(out, feeds)
+    error = np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+    assert report.error is not None
+    assert report.error["relative_l2"] == pytest.approx(error, rel=1e-4, abs=1e-7)
+    assert error <= max_error
+    assert report.ratio is not None and report.ratio > 1.5
+
+
+def test_a_looser_budget_gives_a_smaller_model(tmp_path: Path) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    sizes = []
+    for max_error in (0.01, 0.1):
+        options = dc_onnx.CompileOptions(max_error=max_error)
+        report = dc_onnx.compile(source, tmp_path / f"{max_error}.dc.onnx", options).report
+        sizes.append(report.compressed_bytes)
+    assert sizes[1] < sizes[0]
+
+
+def test_manual_flags_work_as_before(tmp_path: Path) -> None:
+    out = compile_model(mlp_model(), tmp_path, sparsity=0.5, bits_fc=4)
+    source = tmp_path / "model.onnx"
+    options = dc_onnx.CompileOptions(sparsity=0.5, bits_fc=4)
+    report = dc_onnx.compile(source, out, options).report
+    assert "allocate" not in [p.name for p in report.passes]
+    assert report.mode == "manual" and report.error is not None
+    for layer in report.layers:
+        assert layer.density == pytest.approx(0.5, abs=0.01)
+        assert layer.codebook_size <= 16
+
+
+def test_manual_setting_over_the_budget_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    args = ["compile", str(source), "--sparsity", "0.9", "--bits-fc", "2"]
+    assert main(args) == 0  # the default budget is advice in manual mode
+    assert "exceeds the budget 1%" in caplog.text
+    caplog.clear()
+    report = tmp_path / "r.json"
+    assert main([*args, "--max-error", "0.02", "--report", str(report)]) == 3
+    assert "exceeds the budget 2%" in caplog.text
+    data = json.loads(report.read_text())
+    assert data["within_budget"] is False and data["error"]["relative_l2"] > 0.02
+
+
+def test_calibration_file_is_used_and_named(tmp_path: Path) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(3).standard_normal((40, 64)).astype(np.float32))
+    options = dc_onnx.CompileOptions(calibration=data)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    assert report.calibration is not None
+    assert report.calibration["source"] == "file" and report.calibration["samples"] == 40
+    assert str(data) in report.format_table()
+
+
+def test_size_estimates_match_real_encodes(tmp_path: Path) -> None:
+    model = ir.from_proto(mlp_model())
+    groups = find_weight_groups(model.graph)
+    estimates = {}
+    for group, (s, b) in zip(groups, [(0.0, 8), (0.5, 5), (0.9, 3), (0.3, 6)], strict=False):
+        sizes = LayerSizes(group, group.array())
+        setting = sizes.setting(s, b)
+        estimates[group.name] = sizes.bytes(setting)
+        annotate(group.weight, sparsity=s, bits=b, index_bits=setting.index_bits)
+    passes = [
+        PrunePass(PrunePolicy()),
+        ClusterPass(ClusterOptions()),
+        LowerPass(LowerOptions()),
+    ]
+    _, records = run_passes(model, passes)
+    for name, stats in records[-1].stats.layers.items():
+        if name not in estimates:
+            continue
+        k = stats.codebook_size
+        real = stats.codes_bytes + stats.gaps_bytes + 5 * k + (1 << stats.index_bits)
+        assert estimates[name] - LAYER_OVERHEAD == pytest.approx(real, rel=0.02), name
+
+
+def _embedding_model() -> onnx.ModelProto:
+    table = numpy_helper.from_array(np.zeros((50, 8), np.float32), "table")
+    nodes = [
+        helper.make_node("Cast", ["ids"], ["ids64"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "ids64"], ["e"]),
+        helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),
+        helper.make_node("Mul", ["e", "m3"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT32, ["batch", "seq"]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [table, numpy_helper.from_array(np.array([2], np.int64), "axes")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_synthesized_integer_inputs_stay_in_range() -> None:
+    graph = ir.from_proto(_embedding_model()).graph
+    with pytest.raises(dc_onnx.InputError, match=r"dim 1 \('seq'\).*--input-shape ids="):
+        synthesize(graph)
+    calibration = synthesize(graph, parse_input_shapes("ids=4,7 mask=4,7"))
+    feeds = calibration.batches[0]  # batch dim fixed at 4: two batches make up 8 samples
+    assert len(calibration.batches) == 2
+    assert feeds["ids"].dtype == np.int32 and feeds["ids"].shape == (4, 7)
+    assert feeds["ids"].min() >= 0 and feeds["ids"].max() < 50
+    assert np.all(feeds["mask"] == 1)
+    assert "ids: uniform integers in [0, 50)" in calibration.description
+    assert "mask: ones" in calibration.description
+
+
+@pytest.mark.parametrize("text", ["x", "x=", "=1,2", "x=1,a", "x=0,3", " "])
+def test_input_shape_parsing_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="expected NAME=D0,D1"):
+        parse_input_shapes(text)
+
+
+def test_input_shapes_parse() -> None:
+    assert parse_input_shapes("ids=1,128 mask=1,128") == {"ids": [1, 128], "mask": [1, 128]}
+    assert parse_input_shapes("x=2,3;y=4") == {"x": [2, 3], "y": [4]}
+
+
+def test_input_shape_errors_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    with pytest.raises(SystemExit) as info:
+        main(["compile", str(source), "--input-shape", "x=2,b"])
+    assert info.value.code == 2
+    assert "expected NAME=D0,D1,... with positive dims, got 'x=2,b'" in capsys.readouterr().err
+    assert main(["compile", str(source), "--input-shape", "nope=1,64"]) == 1
+    assert "--input-shape names nope; model inputs: x" in capsys.readouterr().err
+    assert main(["analyze", str(source), "--input-shape", "x=3,64", "--quiet"]) == 0
+
+
+def test_analyze_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    assert main(["analyze", str(source), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["calibration"]["source"] == "synthetic" and data["seconds"] > 0
+    assert data["bits"] == [8, 7, 6, 5, 4, 3, 2]
+    assert data["sparsities"][0] == 0.0 and data["sparsities"][-1] == 0.95
+    assert [layer["name"] for layer in data["layers"]] == ["fc1", "fc2", "fc3", "fc4", "fc5"]
+    for layer in data["layers"]:
+        assert set(layer["bits_error"]) == {str(b) for b in data["bits"]}
+        assert layer["sparsity_error"]["0"] == 0.0
+        errors = [layer["bits_error"][str(b)] for b in data["bits"]]
+        assert errors[-1] > errors[0]  # 2 bits hurt more than 8
+        assert layer["dense_bytes"] == 4 * layer["weights"]
+
+
+def test_analyze_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")  # the `plot` extra; `make test` installs it
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    png = tmp_path / "s.png"
+    assert main(["analyze", str(source), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_analyze_plot_without_matplotlib_says_how_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    assert main(["analyze", str(source), "--plot", str(tmp_path / "s.png")]) == 1
+    assert "pip install 'dc-onnx[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()
