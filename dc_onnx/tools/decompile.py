@@ -32,8 +32,11 @@ def _attributes(node: onnx.NodeProto) -> dict[str, object]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> np.ndarray:
-    """The stored [rows, cols] weight matrix of one compressed node, every check applied."""
+def read_encoded_weight(
+    node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]
+) -> tuple[EncodedWeight, tuple[int, int]]:
+    """The encoded streams of one compressed node, checked against the TOC, and the
+    [rows, cols] shape of its stored matrix (stream analyses read the streams as stored)."""
     attrs = _attributes(node)
     layer = attrs.get("layer", node.name)
     toc = parse_header(numpy_helper.to_array(tensors[node.input[1]]).tobytes())
@@ -57,8 +60,13 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
         index_bits=int(attrs["index_bits"]),  # type: ignore[call-overload]
     )
     shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
-    rows, cols = shape[0], int(np.prod(shape[1:]))
-    return decode_weight(encoded, (rows, cols))
+    return encoded, (shape[0], int(np.prod(shape[1:])))
+
+
+def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> np.ndarray:
+    """The stored [rows, cols] weight matrix of one compressed node, every check applied."""
+    encoded, shape = read_encoded_weight(node, tensors)
+    return decode_weight(encoded, shape)
 
 
 def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
