@@ -173,6 +173,10 @@ class ClusterOptions(OptionGroup):
 
     bits_conv: int = option(8, "weight bits, conv", check=check_bits)
     bits_fc: int = option(5, "weight bits, fc", check=check_bits)
+    bits_other: int = option(
+        8, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
+        "layers in subgraphs", check=check_bits,
+    )  # fmt: skip
     bits_per_layer: Mapping[str, int] = option(
         {}, "weight bits by weight name, else by glob on node or weight names (first match);"
         " a name or glob that matches no layer is an error",
@@ -187,7 +191,7 @@ class ClusterOptions(OptionGroup):
     seed: int = 0  # random initialisation only
 
     def bits(self, kind: str) -> int:
-        return self.bits_conv if kind == "conv" else self.bits_fc
+        return {"conv": self.bits_conv, "fc": self.bits_fc}.get(kind, self.bits_other)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +200,12 @@ class LowerOptions(OptionGroup):
 
     index_bits_conv: int = option(8, "relative-index bits, conv", check=check_bits)
     index_bits_fc: int = option(5, "relative-index bits, fc", check=check_bits)
+    # Storage-form weights are mostly dense: their gaps cost ~1 bit each whatever the width.
+    index_bits_other: int = option(5, check=check_bits)
 
     def index_bits(self, kind: str) -> int:
-        return self.index_bits_conv if kind == "conv" else self.index_bits_fc
+        bits = {"conv": self.index_bits_conv, "fc": self.index_bits_fc}
+        return bits.get(kind, self.index_bits_other)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +272,11 @@ class CompileOptions(OptionGroup):
         None, "validation .npz: the best epoch is kept", parse=os.fspath
     )
     labels: str = option("labels", "key of the labels in the data files")
+    min_weight_elements: int = option(
+        4096, "weights read by other ops than Gemm/MatMul/Conv of the main graph get a "
+        "storage form from this many elements; smaller ones stay as they are",
+        check=check_count,
+    )  # fmt: skip
     simplify: bool = option(False, "run onnx-simplifier first")
     single_file: bool = option(False, "embed the streams in the .onnx")
 

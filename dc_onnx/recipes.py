@@ -54,14 +54,16 @@ Builder = Callable[..., list[ir.passes.PassBase]]
 
 
 def _canonicalize(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [CanonicalizePass()]
+    return [CanonicalizePass(options.min_weight_elements)]
 
 
 def _prune(
     options: CompileOptions, data: TrainingData | None, retrain: bool = False
 ) -> list[ir.passes.PassBase]:
     given = options.prune
-    policy = PrunePolicy(given.sparsity, dict(given.sparsity_per_layer), given.quality)
+    policy = PrunePolicy(
+        given.sparsity, dict(given.sparsity_per_layer), given.quality, options.min_weight_elements
+    )
     if not retrain:
         return [PrunePass(policy)]
     assert data is not None
@@ -81,7 +83,7 @@ def _cluster(
     options: CompileOptions, data: TrainingData | None, init: Init = "mse"
 ) -> list[ir.passes.PassBase]:
     """`init` is the recipe's k-means start, used unless the options name one."""
-    return [ClusterPass(options.cluster, default_init=init)]
+    return [ClusterPass(options.cluster, options.min_weight_elements, default_init=init)]
 
 
 def _retrain(
@@ -93,7 +95,7 @@ def _retrain(
 
 
 def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [LowerPass(options.lower)]
+    return [LowerPass(options.lower, options.min_weight_elements)]
 
 
 BUILDERS: dict[str, Builder] = {

@@ -316,10 +316,17 @@ def measure_layer(model: str, node: onnx.NodeProto, tensors: dict) -> LayerStrea
 
 
 def measure_model(path: Path) -> list[LayerStreams]:
+    """Every compressed layer of a compiled model that has a gap stream (layers stored in
+    the dense form, index bits 0, have none and are left out)."""
     model = onnx.load(str(path), load_external_data=True)
     tensors = {t.name: t for t in model.graph.initializer}
     name = path.name.removesuffix(".onnx").removesuffix(".dc")
-    return [measure_layer(name, n, tensors) for n in model.graph.node if n.domain == DOMAIN]
+    sparse = [
+        n
+        for n in model.graph.node
+        if n.domain == DOMAIN and any(a.name == "index_bits" and a.i > 0 for a in n.attribute)
+    ]
+    return [measure_layer(name, n, tensors) for n in sparse]
 
 
 # ---- what each coding change would save ----

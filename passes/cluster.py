@@ -4,6 +4,10 @@ The surviving (non-zero) weights of each layer share `2**bits - 1` values; code 
 exact zero, so pruned weights stay pruned. Bits come per kind (conv / fc) unless a
 per-weight mapping names the weight. The math lives in `dc_onnx.quantize`; this pass walks
 the weights, picks their bits and records what it did.
+
+Storage-form float weights are clustered with `bits_other`; fp16/bf16 centroids are
+rounded to the weight's dtype, so the codebook holds values that dtype represents exactly.
+Integer weights (already quantized) are never clustered: they are stored losslessly.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ import numpy as np
 import onnx_ir as ir
 
 from dc_onnx.errors import CompileError, InputError
-from dc_onnx.layers import WeightGroup, find_weight_groups
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    StoredWeight,
+    WeightGroup,
+    find_stored_weights,
+    find_weight_groups,
+)
 from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.quantize import Init, kmeans_1d, share_values
@@ -24,7 +34,7 @@ __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
 logger = logging.getLogger(__name__)
 
 
-def bits_of(options: ClusterOptions, group: WeightGroup) -> int:
+def bits_of(options: ClusterOptions, group: WeightGroup | StoredWeight) -> int:
     """The group's bits: its weight's name in `bits_per_layer`, else the first glob there
     that matches a weight or node name, else the kind's default."""
     per_layer = options.bits_per_layer
@@ -47,14 +57,25 @@ def _relative_error(before: np.ndarray, after: np.ndarray) -> float:
 class ClusterPass(CompilerPass):
     name = "cluster"
 
-    def __init__(self, options: ClusterOptions, default_init: Init = "mse") -> None:
+    def __init__(
+        self,
+        options: ClusterOptions,
+        min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
+        default_init: Init = "mse",
+    ) -> None:
         super().__init__()
         self.options = options
+        self.min_weight_elements = min_weight_elements
         self.init: Init = options.init or default_init
+
+    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
+        """Layer weights, then storage-form float weights (integer ones are left alone)."""
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [*find_weight_groups(model.graph), *(s for s in stored if s.kind == "storage")]
 
     def requires(self, model: ir.Model) -> None:
         # As for --sparsity-per-layer: a name that matches nothing is most likely a typo.
-        groups = find_weight_groups(model.graph)
+        groups = self.weights(model)
         names = {str(g.weight.name) for g in groups}
         unmatched = [
             p
@@ -71,7 +92,7 @@ class ClusterPass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        groups = find_weight_groups(model.graph)
+        groups = self.weights(model)
         for i, group in enumerate(groups, 1):
             w = group.array()
             bits = bits_of(self.options, group)
@@ -109,7 +130,7 @@ class ClusterPass(CompilerPass):
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
-        for group in find_weight_groups(model.graph):
+        for group in self.weights(model):
             distinct = np.unique(group.array()).size
             if distinct > 1 << bits_of(self.options, group):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

@@ -3,6 +3,10 @@
 The threshold is either `quality * std(W)` or the magnitude that zeroes a target fraction
 of the weight. Per-layer targets are given by globs on node or weight names; the first
 matching glob wins, then the global sparsity, then the quality.
+
+Storage-form weights (LSTM, embedding tables, elementwise constants, ...) feed ops whose
+sensitivity to zeros nobody measured, so they are pruned only when a per-layer glob names
+them. Integer weights (already quantized) are never pruned.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import numpy as np
 import onnx_ir as ir
 
 from dc_onnx.errors import InputError
-from dc_onnx.layers import WeightGroup, find_weight_groups, first_match
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    StoredWeight,
+    WeightGroup,
+    find_stored_weights,
+    find_weight_groups,
+    first_match,
+)
 from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.quantize import prune_array
@@ -27,6 +38,7 @@ class PrunePolicy:
     sparsity: float | None = None  # fraction of weights set to zero, every layer
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)  # glob -> sparsity
     quality: float | None = None  # threshold = quality * std, where no sparsity applies
+    min_weight_elements: int = DEFAULT_MIN_ELEMENTS  # storage weights from this size
 
     def __post_init__(self) -> None:  # the rules of dc_onnx.options.PruneOptions
         if self.sparsity is not None:
@@ -35,9 +47,12 @@ class PrunePolicy:
         if self.quality is not None:
             check_non_negative("quality", self.quality)
 
-    def target(self, group: WeightGroup) -> tuple[str, float] | None:
+    def target(self, group: WeightGroup | StoredWeight) -> tuple[str, float] | None:
         """('sparsity', s) or ('quality', q) for the group, or None to leave it alone."""
         s = first_match(group, self.per_layer)
+        if isinstance(group, StoredWeight) or group.kind == "embedding":
+            # Tables: a pruned row changes every token that reads it; only when asked.
+            return None if s is None or group.kind == "integer" else ("sparsity", s)
         if s is None:
             s = self.sparsity
         if s is not None:
@@ -56,7 +71,13 @@ class PrunePolicy:
             None if self.sparsity is None else step(self.sparsity),
             {k: step(v) for k, v in self.per_layer.items()},
             None if self.quality is None else self.quality * f,
+            self.min_weight_elements,
         )
+
+    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
+        """Layer weights, then storage-form weights."""
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [*find_weight_groups(model.graph), *stored]
 
 
 class PrunePass(CompilerPass):
@@ -69,7 +90,7 @@ class PrunePass(CompilerPass):
     def requires(self, model: ir.Model) -> None:
         # A glob that matches nothing is most likely a typo, which would silently change
         # the result; refuse it and say which layers there are.
-        groups = find_weight_groups(model.graph)
+        groups = self.policy.weights(model)
         unmatched = [p for p in self.policy.per_layer if not any(g.matches(p) for g in groups)]
         if unmatched:
             names = ", ".join(g.name for g in groups) or "none"
@@ -81,7 +102,7 @@ class PrunePass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        for group in find_weight_groups(model.graph):
+        for group in self.policy.weights(model):
             w = group.array()
             target = self.policy.target(group)
             pruned = w if target is None else prune_array(w, *target)
@@ -98,7 +119,7 @@ class PrunePass(CompilerPass):
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
-        for group in find_weight_groups(model.graph):
+        for group in self.policy.weights(model):
             target = self.policy.target(group)
             if target and target[0] == "sparsity":
                 w = group.array()

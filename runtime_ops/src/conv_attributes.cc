@@ -43,9 +43,15 @@ ConvAttributes read_conv_attributes(const OrtKernelInfo* info,
   const std::vector<int64_t> strides = ints_or(info, "strides", spatial, 1);
   const std::vector<int64_t> dilations = ints_or(info, "dilations", spatial, 1);
   const std::vector<int64_t> pads = ints_or(info, "pads", 2 * spatial, 0);
-  for (int64_t v : strides) if (v < 1) fail("strides must be >= 1");
-  for (int64_t v : dilations) if (v < 1) fail("dilations must be >= 1");
-  for (int64_t v : pads) if (v < 0) fail("pads must be >= 0");
+  // Upper bounds keep every per-axis length (span, padded input) within int64; the
+  // buffer sizes they lead to are checked at run time (checked.h).
+  for (int64_t v : strides)
+    if (v < 1 || v > INT32_MAX) fail("strides must be in 1..2^31-1, got " + shape_str(strides));
+  for (int64_t v : dilations)
+    if (v < 1 || v > INT32_MAX)
+      fail("dilations must be in 1..2^31-1, got " + shape_str(dilations));
+  for (int64_t v : pads)
+    if (v < 0 || v > INT32_MAX) fail("pads must be in 0..2^31-1, got " + shape_str(pads));
   a.auto_pad = attr_string(info, "auto_pad").value_or("NOTSET");
   if (a.auto_pad != "NOTSET" && a.auto_pad != "VALID" && a.auto_pad != "SAME_UPPER" &&
       a.auto_pad != "SAME_LOWER")

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "checked.h"
 #include "panel.h"
 #include "parallel.h"
 #include "simd.h"
@@ -107,12 +108,22 @@ Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
   Phases ph{};
   ph.sh = a.sh;
   ph.sw = a.sw;
+  // Kernel dims, dilations and strides are < 2^31 (checked at creation) and out_h/out_w
+  // come from in-memory inputs, so hp and wp fit; the products below are checked.
   ph.hp = pr.out_h + (a.kh - 1) * a.dh / a.sh;
   ph.wp = pr.out_w + (a.kw - 1) * a.dw / a.sw;
   ph.row_width = (ph.wp + 15) / 16 * 16;
-  ph.plane = ph.hp * ph.row_width;
-  ph.copy_len = pr.channels * a.sh * a.sw * ph.plane + 16;
+  ph.plane = checked_mul(ph.hp, ph.row_width, "phase plane size");
+  const int64_t phases = checked_mul(a.sh, a.sw, "phase count");
+  ph.copy_len = checked_add(
+      checked_mul(checked_mul(pr.channels, phases, "phase planes"), ph.plane, "phase buffer"), 16,
+      "phase buffer");
   ph.copies = (a.kw - 1) * a.dw / a.sw + 1;
+  // The whole buffer (every shifted copy) and the output sums are allocated from these.
+  checked_add(checked_mul(ph.copies, ph.copy_len, "phase buffer"), 16, "phase buffer");
+  checked_mul(a.out_channels, checked_add(checked_mul(pr.out_h, ph.row_width, "sums"), kWidest,
+                                          "sums"),
+              "sums");
   return ph;
 }
 
@@ -132,9 +143,13 @@ std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsi
 // shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB.
 int64_t channel_block(const ConvAttributes& a, const Phases& ph) {
   const int64_t rows_reached = (a.kh - 1) * a.dh / a.sh;
-  const int64_t per_channel_bytes =
-      ph.copies * a.sh * a.sw * (kWidest + rows_reached * ph.row_width) * 4;
-  return std::clamp<int64_t>(24576 / per_channel_bytes, 1, a.in_per_group);
+  // Sizes are bounded by the buffer checked in phase_geometry; saturate to be safe.
+  const double per_channel_bytes = static_cast<double>(ph.copies) * static_cast<double>(a.sh) *
+                                   static_cast<double>(a.sw) *
+                                   static_cast<double>(kWidest + rows_reached * ph.row_width) * 4;
+  if (per_channel_bytes >= 24576.0) return 1;
+  return std::clamp<int64_t>(static_cast<int64_t>(24576.0 / per_channel_bytes), 1,
+                            a.in_per_group);
 }
 
 // Per output channel, the first tap of each input-channel block (num_blocks + 1 offsets).
