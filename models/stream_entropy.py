@@ -12,8 +12,8 @@ are measured in bits per stored (non-zero) weight:
   two bitmaps that say which were removed are charged, one bit per row and per column);
 - the codebook-index stream in today's (row-major) order.
 
-Each stream is costed with three coders, each with and without a context (a separate table
-per context value):
+Each stream is costed four ways, each with and without a context (a separate table or
+model per context value):
 
 - `H`: the empirical (plug-in) entropy, sum over contexts of n_c * H(X | C = c). With many
   contexts and few symbols each it is biased low: it ignores the cost of the tables;
@@ -21,7 +21,9 @@ per context value):
   `code_lengths`), plus one byte per alphabet symbol per table (today's code-length table);
 - `rans`: a static rANS/tANS-style coder with frequencies normalised to 2**12 (the size of
   the Huffman decoder's table), charged -log2(f/4096) per symbol, plus per table one bit
-  per alphabet symbol (used or not) and 12 bits per used symbol, plus a 32-bit final state.
+  per alphabet symbol (used or not) and 12 bits per used symbol, plus a 32-bit final state;
+- `adaptive`: an adaptive coder with Krichevsky-Trofimov counts per context and no tables,
+  the honest figure where a context has too many values for `H` to mean much.
 
 Gap contexts (known to a decoder at that point of the stream): `prev`, the previous gap's
 bit length (escape and stream start apart); `pos`, where the cursor is along the scanned

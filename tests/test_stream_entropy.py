@@ -98,3 +98,17 @@ def test_huffman_cost_matches_the_encoder() -> None:
     encoded = huffman.encode(symbols, lengths)
     bits = se.huffman_bits(symbols, 32) - 8 * 32
     assert len(encoded) == int(np.ceil(bits / 8))
+
+
+def test_adaptive_coder_pays_for_learning_and_converges() -> None:
+    rng = np.random.default_rng(5)
+    symbols = rng.choice(4, 20_000, p=[0.5, 0.25, 0.125, 0.125])
+    plug_in = se.entropy_bits(symbols)
+    adaptive = se.adaptive_bits(symbols, 4)
+    # Learning 4 probabilities costs about (3/2) log2(n) bits over the plug-in entropy.
+    assert plug_in < adaptive < plug_in + 3 * np.log2(symbols.size)
+    # 1000 contexts of 20 symbols each that say nothing: the plug-in entropy drops (its
+    # bias), the adaptive coder pays more, as a real coder with those contexts would.
+    contexts = np.arange(symbols.size) % 1000
+    assert se.entropy_bits(symbols, contexts) < 0.95 * plug_in
+    assert se.adaptive_bits(symbols, 4, contexts) > 1.1 * adaptive
