@@ -18,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
+
+from dc_onnx.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -382,3 +384,17 @@ def first_match(group: WeightGroup | StoredWeight, patterns: dict[str, float]) -
         if group.matches(pattern):
             return value
     return None
+
+
+def refuse_unmatched(flag: str, patterns: Iterable[str], weights: Sequence[Any]) -> None:
+    """Refuse per-layer patterns that name no weight: most likely a typo, which would
+    silently change the result. A pattern matches a weight's name exactly or as a glob."""
+    unmatched = [
+        p for p in patterns
+        if not any(p == str(w.weight.name) or w.matches(p) for w in weights)
+    ]  # fmt: skip
+    if unmatched:
+        names = ", ".join(w.name for w in weights) or "none"
+        raise InputError(
+            f"{flag}: {', '.join(repr(p) for p in unmatched)} matches no layer (layers: {names})"
+        )

@@ -17,13 +17,14 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.errors import CompileError, InputError
+from dc_onnx.errors import CompileError
 from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     StoredWeight,
     WeightGroup,
     find_stored_weights,
     find_weight_groups,
+    refuse_unmatched,
 )
 from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
@@ -74,20 +75,7 @@ class ClusterPass(CompilerPass):
         return [*find_weight_groups(model.graph), *(s for s in stored if s.kind == "storage")]
 
     def requires(self, model: ir.Model) -> None:
-        # As for --sparsity-per-layer: a name that matches nothing is most likely a typo.
-        groups = self.weights(model)
-        names = {str(g.weight.name) for g in groups}
-        unmatched = [
-            p
-            for p in self.options.bits_per_layer
-            if p not in names and not any(g.matches(p) for g in groups)
-        ]
-        if unmatched:
-            layers = ", ".join(g.name for g in groups) or "none"
-            raise InputError(
-                f"--bits-per-layer: {', '.join(repr(p) for p in unmatched)} matches no layer"
-                f" (layers: {layers})"
-            )
+        refuse_unmatched("--bits-per-layer", self.options.bits_per_layer, self.weights(model))
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False

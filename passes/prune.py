@@ -17,7 +17,6 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.errors import InputError
 from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     StoredWeight,
@@ -25,6 +24,7 @@ from dc_onnx.layers import (
     find_stored_weights,
     find_weight_groups,
     first_match,
+    refuse_unmatched,
 )
 from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
@@ -88,16 +88,7 @@ class PrunePass(CompilerPass):
         self.policy = policy
 
     def requires(self, model: ir.Model) -> None:
-        # A glob that matches nothing is most likely a typo, which would silently change
-        # the result; refuse it and say which layers there are.
-        groups = self.policy.weights(model)
-        unmatched = [p for p in self.policy.per_layer if not any(g.matches(p) for g in groups)]
-        if unmatched:
-            names = ", ".join(g.name for g in groups) or "none"
-            raise InputError(
-                f"--sparsity-per-layer: {', '.join(repr(p) for p in unmatched)} matches no layer"
-                f" (layers: {names})"
-            )
+        refuse_unmatched("--sparsity-per-layer", self.policy.per_layer, self.policy.weights(model))
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
