@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import helper
 
-from conftest import MODELS
+from conftest import MODELS, compile_model, make_model
 from dc_onnx.codecs import huffman
 
 sys.path.insert(0, str(MODELS))
@@ -112,3 +114,21 @@ def test_adaptive_coder_pays_for_learning_and_converges() -> None:
     contexts = np.arange(symbols.size) % 1000
     assert se.entropy_bits(symbols, contexts) < 0.95 * plug_in
     assert se.adaptive_bits(symbols, 4, contexts) > 1.1 * adaptive
+
+
+def test_a_compiled_layer_is_measured_as_stored(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((64, 40)).astype(np.float32)
+    model = make_model(
+        [helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transB=1)],
+        {"x": ["N", 40]}, {"y": ["N", 64]}, {"W": w},
+    )  # fmt: skip
+    path = compile_model(model, tmp_path, sparsity=0.9, bits_fc=4, index_bits_fc=4)
+    (layer,) = se.measure_model(path)
+    assert layer.shape == (64, 40) and layer.index_bits == 4
+    assert layer.nonzeros == pytest.approx(0.1 * w.size, abs=2)
+    # Today's Huffman bytes are what the Huffman cost model predicts (tables aside).
+    assert 8 * layer.gaps_bytes == pytest.approx(
+        layer.gap_costs[("row", "none", "huffman")] - 8 * 16, abs=7
+    )
+    assert layer.gap_costs[("row", "none", "H")] <= layer.gap_costs[("row", "none", "huffman")]
