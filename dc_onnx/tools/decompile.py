@@ -53,10 +53,11 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> bytes:
     return np.ascontiguousarray(numpy_helper.to_array(tensor)).tobytes()
 
 
-def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> np.ndarray:
-    """The stored weight of one compressed node, every check applied: [rows, cols] for the
-    compute ops, the original shape for CompressedConstant; in the codebook's dtype
-    (bfloat16 as uint16 bit patterns)."""
+def read_encoded_weight(
+    node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]
+) -> tuple[EncodedWeight, tuple[int, int]]:
+    """The encoded streams of one compressed node, checked against the TOC, and the
+    [rows, cols] matrix they describe (stream analyses read the streams as stored)."""
     attrs = node_attributes(node)
     layer = attrs.get("layer", node.name)
     toc = parse_header(_tensor_bytes(tensors[node.input[header_input(node.op_type)]]))
@@ -83,11 +84,20 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
         index_bits=int(attrs["index_bits"]),
     )
     shape = [int(d) for d in attrs["weight_shape"]]
-    if node.op_type == CONSTANT_OP:
-        rows = shape[0] if len(shape) >= 2 else 1
-        return decode_weight(encoded, (rows, int(np.prod(shape)) // rows)).reshape(shape)
-    rows, cols = shape[0], int(np.prod(shape[1:]))
-    return decode_weight(encoded, (rows, cols))
+    if node.op_type == CONSTANT_OP and len(shape) < 2:
+        return encoded, (1, int(np.prod(shape)))
+    return encoded, (shape[0], int(np.prod(shape[1:])))
+
+
+def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> np.ndarray:
+    """The stored weight of one compressed node, every check applied: [rows, cols] for the
+    compute ops, the original shape for CompressedConstant; in the codebook's dtype
+    (bfloat16 as uint16 bit patterns)."""
+    encoded, matrix = read_encoded_weight(node, tensors)
+    weight = decode_weight(encoded, matrix)
+    if node.op_type != CONSTANT_OP:
+        return weight
+    return weight.reshape([int(d) for d in node_attributes(node)["weight_shape"]])
 
 
 def _constant_tensor(
