@@ -1,6 +1,8 @@
 #include "conv_attributes.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 
 #include "kernel_info.h"
 
@@ -14,6 +16,13 @@ std::vector<int64_t> ints_or(const OrtKernelInfo* info, const char* name, size_t
   if (v->size() != size)
     fail(std::string("attribute '") + name + "' must have " + std::to_string(size) + " values");
   return *v;
+}
+
+void check_range(const char* name, const std::vector<int64_t>& values, int64_t low) {
+  for (int64_t v : values)
+    if (v < low || v > INT32_MAX)
+      fail(std::string("attribute '") + name + "' " + shape_str(values) + " is outside " +
+           std::to_string(low) + "..2^31-1");
 }
 
 }  // namespace
@@ -43,9 +52,14 @@ ConvAttributes read_conv_attributes(const OrtKernelInfo* info,
   const std::vector<int64_t> strides = ints_or(info, "strides", spatial, 1);
   const std::vector<int64_t> dilations = ints_or(info, "dilations", spatial, 1);
   const std::vector<int64_t> pads = ints_or(info, "pads", 2 * spatial, 0);
-  for (int64_t v : strides) if (v < 1) fail("strides must be >= 1");
-  for (int64_t v : dilations) if (v < 1) fail("dilations must be >= 1");
-  for (int64_t v : pads) if (v < 0) fail("pads must be >= 0");
+  // Bounded like the weight's dims, so every size planned from them at Run (spans,
+  // padded lengths, phase planes) stays far inside 64-bit arithmetic.
+  check_range("strides", strides, 1);
+  check_range("dilations", dilations, 1);
+  check_range("pads", pads, 0);
+  if (a.in_per_group > INT32_MAX / a.group)
+    fail("group " + std::to_string(a.group) + " times " + std::to_string(a.in_per_group) +
+         " input channels per group exceeds 2^31-1 channels");
   a.auto_pad = attr_string(info, "auto_pad").value_or("NOTSET");
   if (a.auto_pad != "NOTSET" && a.auto_pad != "VALID" && a.auto_pad != "SAME_UPPER" &&
       a.auto_pad != "SAME_LOWER")

@@ -10,6 +10,18 @@
 
 namespace dc_onnx {
 
+void check_implicit_rows(int64_t rows, int64_t cols, uint64_t reached) {
+  const uint64_t ucols = static_cast<uint64_t>(cols);
+  const uint64_t rows_reached = (reached + ucols - 1) / ucols;
+  const uint64_t trailing = static_cast<uint64_t>(rows) - std::min<uint64_t>(rows_reached,
+                                                                             static_cast<uint64_t>(rows));
+  if (trailing > std::max(kMaxImplicitRows, rows_reached))
+    fail_decode("weight_shape claims " + std::to_string(rows) + " rows but the gaps stream " +
+                "reaches only the first " + std::to_string(rows_reached) + "; at most max(" +
+                std::to_string(kMaxImplicitRows) + ", rows reached) trailing rows may be " +
+                "implicit zeros (a resident row costs memory the streams do not pay for)");
+}
+
 CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   if (w.k < 1 || w.k > 256)
     fail_decode("codebook has " + std::to_string(w.k) + " entries (must be 1..256)");
@@ -41,7 +53,12 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   // The largest gap symbol is the escape: it skips that many zeros and carries no code.
   const auto escape = static_cast<uint8_t>(num_gaps - 1);
   uint64_t c = 0;
-  for (uint8_t g : gaps) c += g != escape;
+  uint64_t reached = 0;  // positions the gaps cover (the cursor after the last entry)
+  for (uint8_t g : gaps) {
+    c += g != escape;
+    reached += g == escape ? g : uint64_t{g} + 1;  // <= 256 * m: no overflow
+  }
+  check_implicit_rows(rows, cols, reached);
   if (c != w.num_codes)
     fail_decode("gaps stream implies " + std::to_string(c) + " codes but the TOC says " +
                 std::to_string(w.num_codes));
@@ -53,7 +70,6 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   start = Clock::now();
   code_table.decode(w.codes, w.codes_bytes, codes.data(), codes.size());
   const auto total = gap_time + (Clock::now() - start);
-
 
   CsrMatrix csr;
   csr.rows = rows;
