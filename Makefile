@@ -62,7 +62,8 @@ fuzz: install $(ORT_HEADERS)
 # The runtime tests against a build of the custom-op library with ASan + UBSan (GCC): the
 # ASan runtime is preloaded into the test's Python, which DC_ONNX_OPS_LIBRARY points at
 # that build. Leak checks are off: CPython itself does not free everything at exit.
-ASAN_TESTS ?= tests/test_runtime.py tests/test_kernel_paths.py tests/test_errors.py
+ASAN_TESTS ?= tests/test_runtime.py tests/test_kernel_paths.py tests/test_errors.py \
+  tests/test_runtime_hardening.py
 asan-test: install $(ORT_HEADERS)
 	cmake -S runtime_ops -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_ONNX_SANITIZE=ON \
 	  -DDC_ONNX_TESTS=OFF >/dev/null
@@ -72,11 +73,12 @@ asan-test: install $(ORT_HEADERS)
 	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so) $$(gcc -print-file-name=libstdc++.so)" \
 	  $(VENV)/bin/pytest -q -p no:cacheprovider $(ASAN_TESTS)
 
-# CI: everything above, the fuzz targets for a minute each and the sanitizer test run.
+# CI: everything above, then the sanitizer test run and a minute of fuzzing (two targets,
+# 30 seconds each).
 test: lint cpp install-rt
 	$(VENV)/bin/pytest -q tests
 	$(MAKE) asan-test
-	$(MAKE) fuzz FUZZ_SECONDS=60
+	$(MAKE) fuzz FUZZ_SECONDS=30
 
 # LeNet-300-100 twice: the data-free defaults (accuracy kept), then the paper's densities
 # (35x; without retraining they cost accuracy), each run in ORT on 1000 MNIST images.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "checked_math.h"
+#include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
 #include "simd.h"
@@ -253,6 +254,9 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
       channels_task(plan, o0, o1);
       store_channels(plan, pr.bias, o0, o1, yn);
     });
+    const float* xn = pr.x + n * image_in;  // IEEE results for NaN/Inf: non_finite.h
+    if (any_non_finite(xn, static_cast<size_t>(image_in)))
+      conv_nan_through_absent(w, a, pr, xn, yn);
   }
 }
 

@@ -11,15 +11,15 @@
 namespace dc_onnx {
 
 void check_implicit_rows(int64_t rows, int64_t cols, uint64_t reached) {
-  const uint64_t ucols = static_cast<uint64_t>(cols);
-  const uint64_t rows_reached = (reached + ucols - 1) / ucols;
-  const uint64_t trailing = static_cast<uint64_t>(rows) - std::min<uint64_t>(rows_reached,
-                                                                             static_cast<uint64_t>(rows));
+  const auto ucols = static_cast<uint64_t>(cols);
+  const auto urows = static_cast<uint64_t>(rows);
+  const uint64_t rows_reached = std::min(urows, (reached + ucols - 1) / ucols);
+  const uint64_t trailing = urows - rows_reached;
   if (trailing > std::max(kMaxImplicitRows, rows_reached))
-    fail_decode("weight_shape claims " + std::to_string(rows) + " rows but the gaps stream " +
-                "reaches only the first " + std::to_string(rows_reached) + "; at most max(" +
-                std::to_string(kMaxImplicitRows) + ", rows reached) trailing rows may be " +
-                "implicit zeros (a resident row costs memory the streams do not pay for)");
+    fail_decode("the stored matrix has " + std::to_string(rows) + " rows but the gaps " +
+                "stream reaches only the first " + std::to_string(rows_reached) +
+                "; at most max(" + std::to_string(kMaxImplicitRows) +
+                ", rows reached) trailing rows may be implicit zeros");
 }
 
 CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
