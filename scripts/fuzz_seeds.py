@@ -24,7 +24,7 @@ from dc_onnx.cli import main as dc_onnx_main
 from dc_onnx.io import DOMAIN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decoder_seed import seed_model  # noqa: E402
+from decoder_seed import seed_model
 
 # The record ids of fuzz_input.h, in its order.
 ATTRIBUTES = [

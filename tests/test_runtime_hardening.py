@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+from test_kernel_paths import CONVS
 
 from conftest import cnn_model, compile_model, make_model, mlp_model, run
 from dc_onnx.tools.decompile import decode_model
-from test_kernel_paths import CONVS
 
 
 def _with_non_finite(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
