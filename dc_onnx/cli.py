@@ -9,36 +9,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dc_onnx.compiler import DEFAULT_QUALITY, CompileOptions, compile
-from dc_onnx.errors import DcOnnxError, InputError
+from dc_onnx.cli_args import (
+    add_options,
+    options_from_args,
+    positive_float,
+    positive_int,
+    positive_ints,
+)
+from dc_onnx.compiler import compile
+from dc_onnx.data import read_npz
+from dc_onnx.errors import DcOnnxError
+from dc_onnx.options import CompileOptions
 from dc_onnx.recipes import RECIPES
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
-from dc_onnx.tools.verify import load_inputs, verify
-from dc_onnx.training.trainer import TrainOptions
+from dc_onnx.tools.verify import verify
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-def _sparsity_map(text: str) -> dict[str, float]:
-    """GLOB=S,GLOB=S -> {glob: s}."""
-    result = {}
-    for item in filter(None, text.split(",")):
-        glob, sep, value = item.rpartition("=")
-        try:
-            result[glob] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not glob:
-            raise argparse.ArgumentTypeError(f"expected GLOB=SPARSITY, got '{item}'")
-    return result
-
-
-def _bits(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"bits must be in 1..8, got {value}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,39 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compress a model")
     c.add_argument("input", type=Path, help="model to compress (.onnx)")
     c.add_argument("-o", "--output", type=Path, help="compiled model (default: IN.dc.onnx)")
-    c.add_argument("--sparsity", type=float, help="fraction of weights pruned in every layer")
-    c.add_argument(
-        "--sparsity-per-layer",
-        type=_sparsity_map,
-        default={},
-        metavar="GLOB=S,...",
-        help="per-layer sparsity by glob on node or weight names (first match wins)",
-    )
-    c.add_argument(
-        "--quality", type=float, default=DEFAULT_QUALITY,
-        help=f"prune |w| < quality * std(W) where no sparsity is set (default {DEFAULT_QUALITY};"
-        " 0 disables)",
-    )  # fmt: skip
-    c.add_argument("--bits-conv", type=_bits, default=8, help="weight bits, conv (default 8)")
-    c.add_argument("--bits-fc", type=_bits, default=5, help="weight bits, fc (default 5)")
-    c.add_argument("--index-bits-conv", type=_bits, default=8, help="index bits, conv (8)")
-    c.add_argument("--index-bits-fc", type=_bits, default=5, help="index bits, fc (default 5)")
-    c.add_argument(
-        "--init", choices=["linear", "density", "random"], default="linear",
-        help="k-means centroid initialisation (default linear)",
-    )  # fmt: skip
-    c.add_argument("--simplify", action="store_true", help="run onnx-simplifier first")
-    c.add_argument("--single-file", action="store_true", help="embed the streams in the .onnx")
+    add_options(c, CompileOptions, choices={"recipe": list(RECIPES)})
     c.add_argument("--report", type=Path, help="write the report as JSON")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    _add_training_arguments(c)
-    c.set_defaults(run=_compile)
+    c.set_defaults(run=_compile, parser=c)
 
     v = sub.add_parser("verify", help="compare a compiled model with its original")
     v.add_argument("original", type=Path)
     v.add_argument("compiled", type=Path)
     v.add_argument("--inputs", type=Path, help=".npz with one array per input (+ `labels`)")
-    v.add_argument("--batch", type=int, default=8, help="batch of random inputs (default 8)")
+    v.add_argument(
+        "--batch", type=positive_int, default=8, help="batch of random inputs (default 8)"
+    )
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(run=_verify)
@@ -91,83 +57,36 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("original", type=Path)
     b.add_argument("compiled", type=Path)
     b.add_argument(
-        "--batch", type=_batches, default=[1, 8, 64], metavar="B,B,...",
+        "--batch", type=positive_ints, default=[1, 8, 64], metavar="B,B,...",
         help="batch sizes of the random inputs (default 1,8,64)",
     )  # fmt: skip
-    b.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (default 1)")
-    b.add_argument("--repeat", type=int, default=20, help="timed runs per model and batch")
-    b.add_argument("--max-seconds", type=float, default=20.0, help="time budget per batch")
+    b.add_argument(
+        "--threads", type=positive_int, default=1, help="ORT intra-op threads (default 1)"
+    )
+    b.add_argument(
+        "--repeat", type=positive_int, default=20, help="timed runs per model and batch (20)"
+    )
+    b.add_argument(
+        "--max-seconds", type=positive_float, default=20.0, help="time budget per batch (20)"
+    )
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(run=_bench)
     e = sub.add_parser("eval", help="top-1 / top-5 accuracy of a model (dense or compiled)")
     e.add_argument("model", type=Path)
     e.add_argument("--data", type=Path, required=True, help=".npz (or directory) with labels")
     e.add_argument("--labels", default="labels", help="key of the labels (default: labels)")
-    e.add_argument("--batch", type=int, default=1000, help="batch size (default 1000)")
+    e.add_argument("--batch", type=positive_int, default=1000, help="batch size (default 1000)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(run=_eval)
     return parser
 
 
-def _batches(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive batch sizes like 1,8,64, got '{text}'")
-    return values
-
-
-def _add_training_arguments(c: argparse.ArgumentParser) -> None:
-    t = c.add_argument_group("retraining (needs the 'train' extra)")
-    t.add_argument(
-        "--recipe", choices=list(RECIPES),
-        help="pass list (default: deep-compression with --data, else data-free)",
-    )  # fmt: skip
-    t.add_argument("--data", type=Path, help="training .npz or directory of .npz shards")
-    t.add_argument("--val", type=Path, help="validation .npz: the best epoch is kept")
-    t.add_argument("--labels", default="labels", help="key of the labels (default: labels)")
-    t.add_argument(
-        "--loss", choices=["auto", "cross-entropy", "distill", "distill-mse"], default="auto",
-        help="auto: cross-entropy with labels, else distill (the original model's softened "
-        "class probabilities as targets); distill-mse matches its raw outputs",
-    )  # fmt: skip
-    t.add_argument(
-        "--temperature", type=float, default=4.0, help="distill: softening temperature (4)"
-    )
-    t.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    t.add_argument("--prune-rounds", type=int, default=1, help="prune -> retrain cycles (1)")
-    t.add_argument("--epochs", type=int, default=2, help="epochs per pruning round (2)")
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate, weights (1e-3)")
-    t.add_argument("--centroid-epochs", type=int, default=2, help="epochs, centroids (2)")
-    t.add_argument("--centroid-lr", type=float, default=1e-4, help="learning rate, centroids")
-    t.add_argument("--batch-size", type=int, default=64, help="(default 64)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled decay (0)")
-    t.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
-
-
 def _compile(args: argparse.Namespace) -> int:
     output = args.output or args.input.with_name(args.input.stem + ".dc.onnx")
-    options = CompileOptions(
-        sparsity=args.sparsity,
-        sparsity_per_layer=args.sparsity_per_layer,
-        quality=args.quality,
-        bits_conv=args.bits_conv,
-        bits_fc=args.bits_fc,
-        index_bits_conv=args.index_bits_conv,
-        index_bits_fc=args.index_bits_fc,
-        init=args.init,
-        simplify=args.simplify,
-        single_file=args.single_file,
-        recipe=args.recipe,
-        data=args.data,
-        val=args.val,
-        labels=args.labels,
-        prune_rounds=args.prune_rounds,
-        retrain=_train_options(args, args.epochs, args.lr),
-        retrain_centroids=_train_options(args, args.centroid_epochs, args.centroid_lr),
-    )
+    try:
+        options = options_from_args(args, CompileOptions)
+    except ValueError as e:  # a rule across options; single values were checked by argparse
+        args.parser.error(str(e))
     result = compile(args.input, output, options)
     if args.report:
         args.report.write_text(json.dumps(result.report.to_json(), indent=2) + "\n")
@@ -175,22 +94,6 @@ def _compile(args: argparse.Namespace) -> int:
         print(result.report.format_table())
         print(f"wrote {output}")
     return EXIT_OK
-
-
-def _train_options(args: argparse.Namespace, epochs: int, lr: float) -> TrainOptions:
-    try:
-        return TrainOptions(
-            epochs=epochs,
-            lr=lr,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            weight_decay=args.weight_decay,
-            loss=args.loss,
-            temperature=args.temperature,
-            seed=args.seed,
-        )
-    except ValueError as e:
-        raise InputError(str(e)) from None
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -204,7 +107,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    inputs = load_inputs(args.inputs) if args.inputs else None
+    inputs = read_npz(args.inputs) if args.inputs else None
     result = verify(args.original, args.compiled, inputs, batch=args.batch, seed=args.seed)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))

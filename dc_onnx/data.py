@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 Batch = tuple[dict[str, np.ndarray], np.ndarray | None]
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file, or InputError saying why it cannot be read."""
     try:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
@@ -58,9 +59,9 @@ class Dataset:
     def _shard(self, i: int) -> dict[str, np.ndarray]:
         if len(self.shards) == 1:  # a single file is small enough to keep
             if self._cache is None:
-                self._cache = _read(self.shards[0])
+                self._cache = read_npz(self.shards[0])
             return self._cache
-        return _read(self.shards[i])
+        return read_npz(self.shards[i])
 
     def check_inputs(self, names: Sequence[str]) -> None:
         missing = [n for n in names if n not in self.keys]

@@ -12,11 +12,16 @@ import onnx
 import onnx_ir as ir
 
 from dc_onnx.codecs.container import parse_header
+from dc_onnx.codecs.schema import (
+    DOMAIN,
+    FIRST_STREAM_INPUT,
+    HEADER_NAME,
+    SIDE_FILE_SUFFIX,
+    STREAM_KINDS,
+)
 from dc_onnx.errors import InputError
 
-SIDE_FILE_SUFFIX = ".dcw"
-HEADER_NAME = "dc_onnx.header"
-DOMAIN = "ai.dc_onnx"
+__all__ = ["load_model", "save_compiled", "side_file_path"]
 
 
 def side_file_path(model_path: str | os.PathLike[str]) -> Path:
@@ -56,7 +61,8 @@ def _stream_order(graph: onnx.GraphProto) -> list[str]:
         if node.domain != DOMAIN:
             continue
         ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        for stream_id, name in zip(ids, node.input[2:6], strict=True):
+        streams = node.input[FIRST_STREAM_INPUT : FIRST_STREAM_INPUT + len(STREAM_KINDS)]
+        for stream_id, name in zip(ids, streams, strict=True):
             by_id[stream_id] = name
     return [by_id[i] for i in sorted(by_id)]
 

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import onnx_ir as ir
 
@@ -22,13 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 class CompilerPass(ir.passes.InPlacePass):
-    """An in-place pass with a name and the statistics of its last run."""
+    """An in-place pass with a name and the statistics of its last run.
+
+    `stats` is a dict, or a dataclass when a later step reads it (found with `stats_of`).
+    """
 
     name = "pass"
 
     def __init__(self) -> None:
         super().__init__()
-        self.stats: dict[str, Any] = {}
+        self.stats: Any = {}
 
     def __str__(self) -> str:
         return self.name
@@ -39,7 +42,21 @@ class PassRecord:
     name: str
     seconds: float
     modified: bool
-    stats: dict[str, Any]
+    stats: Any  # the pass's `stats`: a dict or a dataclass
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+S = TypeVar("S")
+
+
+def stats_of(records: Sequence[PassRecord], kind: type[S]) -> S | None:
+    """The stats of the last pass whose stats are a `kind`, whatever the pass order."""
+    for record in reversed(records):
+        if isinstance(record.stats, kind):
+            return record.stats
+    return None
 
 
 def run_passes(
@@ -60,7 +77,8 @@ def run_passes(
             ) from e
         seconds = time.perf_counter() - start
         model = result.model
-        stats = dict(getattr(pass_, "stats", {}))
+        stats = getattr(pass_, "stats", {})
+        stats = dict(stats) if isinstance(stats, dict) else stats
         records.append(PassRecord(name, seconds, result.modified, stats))
         logger.info("pass '%s' done in %.2f s (modified: %s)", name, seconds, result.modified)
     return model, records

@@ -1,27 +1,27 @@
 """Recipes: named pass lists, written as data.
 
 A recipe is a tuple of steps; each step names a pass builder and its parameters. The
-builders read the numbers (sparsity, bits, epochs, ...) from `CompileOptions`, so a recipe
-only says what runs in which order.
+builders read the numbers (sparsity, bits, epochs, ...) from the option groups of
+`dc_onnx.options.CompileOptions`, so a recipe only says what runs in which order.
+`build_passes` is the one entry point: options (and data) in, pass list out.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
+from dc_onnx.options import CompileOptions
 from dc_onnx.passes.canonicalize import CanonicalizePass
-from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
-from dc_onnx.passes.lower import LowerOptions, LowerPass
+from dc_onnx.passes.cluster import ClusterPass
+from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
+from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.training.trainer import TrainingData
-
-if TYPE_CHECKING:
-    from dc_onnx.compiler import CompileOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +57,13 @@ def _canonicalize(options: CompileOptions, data: TrainingData | None) -> list[ir
 def _prune(
     options: CompileOptions, data: TrainingData | None, retrain: bool = False
 ) -> list[ir.passes.PassBase]:
-    policy = PrunePolicy(options.sparsity, dict(options.sparsity_per_layer), options.quality)
+    given = options.prune
+    policy = PrunePolicy(given.sparsity, dict(given.sparsity_per_layer), given.quality)
     if not retrain:
         return [PrunePass(policy)]
     assert data is not None
     passes: list[ir.passes.PassBase] = []
-    rounds = options.prune_rounds
+    rounds = given.rounds
     for r in range(1, rounds + 1):
         prune = PrunePass(policy.round(r, rounds))
         retrain_pass = RetrainPass("weights", data, options.retrain)
@@ -74,7 +75,7 @@ def _prune(
 
 
 def _cluster(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [ClusterPass(ClusterOptions(options.bits_conv, options.bits_fc, options.init))]
+    return [ClusterPass(options.cluster)]
 
 
 def _retrain(
@@ -86,7 +87,7 @@ def _retrain(
 
 
 def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [LowerPass(LowerOptions(options.index_bits_conv, options.index_bits_fc))]
+    return [LowerPass(options.lower)]
 
 
 BUILDERS: dict[str, Builder] = {
@@ -102,10 +103,17 @@ def needs_data(steps: tuple[Step, ...]) -> bool:
     return any(s.builder == "retrain" or s.params.get("retrain") for s in steps)
 
 
-def build(
-    name: str, options: CompileOptions, data: TrainingData | None
-) -> list[ir.passes.PassBase]:
-    """The passes of recipe `name`; ValueError for an unknown recipe or missing data."""
+def recipe_name(options: CompileOptions) -> str:
+    """The recipe `options` asks for: its own, else the default with or without data."""
+    if options.recipe is not None:
+        return options.recipe
+    return DEFAULT_WITH_DATA if options.data is not None else DEFAULT_WITHOUT_DATA
+
+
+def build_passes(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+    """The passes of the chosen recipe, simplify first if asked; ValueError for an unknown
+    recipe or one that retrains without data."""
+    name = recipe_name(options)
     if name not in RECIPES:
         raise ValueError(f"unknown recipe '{name}' (known: {', '.join(RECIPES)})")
     steps = RECIPES[name]
@@ -114,7 +122,7 @@ def build(
             f"recipe '{name}' retrains, so it needs training data (--data); "
             f"without data use --recipe {DEFAULT_WITHOUT_DATA}"
         )
-    passes: list[ir.passes.PassBase] = []
+    passes: list[ir.passes.PassBase] = [SimplifyPass()] if options.simplify else []
     for step in steps:
         passes += BUILDERS[step.builder](options, data, **step.params)
     return passes

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
+
+from dc_onnx.passes.lower import LayerStats, LowerStats
+from dc_onnx.pipeline import PassRecord
 
 FLOAT_BITS = 32
 
@@ -25,24 +29,24 @@ class LayerReport:
     rate_pqh: float  # ... plus Huffman coding
 
     @classmethod
-    def from_lower_stats(cls, name: str, s: dict[str, Any]) -> LayerReport:
-        k, m, n, stored = s["codebook_size"], s["entries"], s["weights"], s["stored"]
+    def from_lower_stats(cls, name: str, s: LayerStats) -> LayerReport:
+        k, m, n, stored = s.codebook_size, s.entries, s.weights, s.stored
         weight_bits = max(1, math.ceil(math.log2(k)))
         codebook_bits = FLOAT_BITS * k
-        pq_bits = stored * weight_bits + m * s["index_bits"] + codebook_bits
-        lengths_bits = 8 * (k + (1 << s["index_bits"]))
-        pqh_bits = 8 * (s["codes_bytes"] + s["gaps_bytes"]) + codebook_bits + lengths_bits
+        pq_bits = stored * weight_bits + m * s.index_bits + codebook_bits
+        lengths_bits = 8 * (k + (1 << s.index_bits))
+        pqh_bits = 8 * (s.codes_bytes + s.gaps_bytes) + codebook_bits + lengths_bits
         return cls(
             name=name,
-            op=s["op"],
+            op=s.op,
             weights=n,
-            density=s["nonzeros"] / max(n, 1),
+            density=s.nonzeros / max(n, 1),
             entries=m,
             codebook_size=k,
             weight_bits=weight_bits,
-            weight_bits_huffman=8 * s["codes_bytes"] / max(stored, 1),
-            index_bits=s["index_bits"],
-            index_bits_huffman=8 * s["gaps_bytes"] / max(stored, 1),
+            weight_bits_huffman=8 * s.codes_bytes / max(stored, 1),
+            index_bits=s.index_bits,
+            index_bits_huffman=8 * s.gaps_bytes / max(stored, 1),
             rate_pq=FLOAT_BITS * n / pq_bits,
             rate_pqh=FLOAT_BITS * n / pqh_bits,
         )
@@ -51,10 +55,18 @@ class LayerReport:
 @dataclasses.dataclass
 class Report:
     layers: list[LayerReport]
-    passes: list[dict[str, Any]]
+    passes: list[PassRecord]
     original_bytes: int
     compressed_bytes: int | None = None  # real files; None until the model is saved
     files: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_records(
+        cls, records: Sequence[PassRecord], lowered: LowerStats, original_bytes: int
+    ) -> Report:
+        """The report of a run whose lowering produced `lowered` (see pipeline.stats_of)."""
+        layers = [LayerReport.from_lower_stats(name, s) for name, s in lowered.layers.items()]
+        return cls(layers, list(records), original_bytes)
 
     @property
     def ratio(self) -> float | None:
@@ -69,7 +81,7 @@ class Report:
             "ratio": self.ratio,
             "files": self.files,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
-            "passes": self.passes,
+            "passes": [record.to_json() for record in self.passes],
         }
 
     def format_table(self) -> str:
@@ -98,7 +110,7 @@ class Report:
                 f"compressed: {self.compressed_bytes:>12,} bytes  ({' + '.join(self.files)})"
             )
             lines.append(f"ratio:      {self.ratio:>12.1f}x")
-        seconds = sum(p["seconds"] for p in self.passes)
-        timing = ", ".join(f"{p['name']} {p['seconds']:.2f}s" for p in self.passes)
+        seconds = sum(p.seconds for p in self.passes)
+        timing = ", ".join(f"{p.name} {p.seconds:.2f}s" for p in self.passes)
         lines.append(f"passes:     {seconds:.2f} s ({timing})")
         return "\n".join(lines)

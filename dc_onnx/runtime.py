@@ -8,12 +8,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dc_onnx.errors import DcOnnxError, InputError
 
 _LIBRARY = {
     "linux": "libdc_onnx_ops.so",
     "darwin": "libdc_onnx_ops.dylib",
     "win32": "dc_onnx_ops.dll",
+}
+
+# ORT's names of tensor types -> numpy: how verify, eval and bench feed a session.
+NUMPY_TYPES: dict[str, type[np.generic]] = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
 }
 
 

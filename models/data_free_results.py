@@ -17,18 +17,25 @@ import numpy as np
 import dc_onnx
 
 REPO = Path(__file__).resolve().parent.parent
+Options = dc_onnx.CompileOptions
+Prune = dc_onnx.PruneOptions
 RUNS = [
-    ("lenet-300-100", "default", {}),
+    ("lenet-300-100", "default", Options()),
     (
         "lenet-300-100",
         "paper densities 8/9/26%, fc 6-bit weights, 5-bit indices",
-        {"sparsity_per_layer": {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}, "bits_fc": 6},
+        Options(
+            prune=Prune(sparsity_per_layer={"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}),
+            cluster=dc_onnx.ClusterOptions(bits_fc=6),
+        ),
     ),
-    ("lenet5", "default", {}),
+    ("lenet5", "default", Options()),
     (
         "lenet5",
         "paper densities 66/12/8/19%, conv 8/8 bits, fc 5/5 bits",
-        {"sparsity_per_layer": {"conv1": 0.34, "conv2": 0.88, "ip1": 0.92, "ip2": 0.81}},
+        Options(
+            prune=Prune(sparsity_per_layer={"conv1": 0.34, "conv2": 0.88, "ip1": 0.92, "ip2": 0.81})
+        ),
     ),
 ]
 
@@ -63,7 +70,7 @@ def main() -> None:
     for model, recipe, options in RUNS:
         source = REPO / "models" / f"{model}.onnx"
         out = args.out_dir / f"{model}.dc.onnx"
-        report = dc_onnx.compile(source, out, dc_onnx.CompileOptions(**options)).report  # type: ignore[arg-type]
+        report = dc_onnx.compile(source, out, options).report
         before, after = _top1(source, x, y), _top1(out, x, y)
         print(
             f"| {model} | {recipe} | {report.original_bytes:,} | {report.compressed_bytes:,} |"

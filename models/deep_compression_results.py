@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import dc_onnx
+from dc_onnx.options import ClusterOptions, LowerOptions, PruneOptions, TrainOptions
 from dc_onnx.tools.evaluate import evaluate
-from dc_onnx.training.trainer import TrainOptions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,10 +44,11 @@ RUNS = [
         "lenet-300-100",
         "1.64% -> 1.58%, 1070 KB -> 27 KB, 40x",
         dc_onnx.CompileOptions(
-            sparsity_per_layer={"ip1": 0.94, "ip2": 0.92, "ip3": 0.78},
-            bits_fc=4,
-            index_bits_fc=5,
-            prune_rounds=4,
+            prune=PruneOptions(
+                sparsity_per_layer={"ip1": 0.94, "ip2": 0.92, "ip3": 0.78}, rounds=4
+            ),
+            cluster=ClusterOptions(bits_fc=4),
+            lower=LowerOptions(index_bits_fc=5),
             retrain=TrainOptions(epochs=8, lr=3e-3, batch_size=128, weight_decay=0.1, **DISTILL),
             retrain_centroids=TrainOptions(epochs=3, lr=1e-4, batch_size=128, **DISTILL),
         ),
@@ -56,12 +57,11 @@ RUNS = [
         "lenet5",
         "0.80% -> 0.74%, 1720 KB -> 44 KB, 39x",
         dc_onnx.CompileOptions(
-            sparsity_per_layer={"conv1": 0.34, "conv2": 0.9, "ip1": 0.96, "ip2": 0.85},
-            bits_conv=6,
-            bits_fc=4,
-            index_bits_conv=8,
-            index_bits_fc=5,
-            prune_rounds=3,
+            prune=PruneOptions(
+                sparsity_per_layer={"conv1": 0.34, "conv2": 0.9, "ip1": 0.96, "ip2": 0.85}, rounds=3
+            ),
+            cluster=ClusterOptions(bits_conv=6, bits_fc=4),
+            lower=LowerOptions(index_bits_conv=8, index_bits_fc=5),
             retrain=TrainOptions(epochs=3, lr=2e-3, batch_size=128, weight_decay=0.1, **DISTILL),
             retrain_centroids=TrainOptions(epochs=2, lr=1e-4, batch_size=128, **DISTILL),
         ),

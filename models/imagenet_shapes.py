@@ -202,8 +202,11 @@ def main() -> None:
     def options(densities: dict[str, float]) -> dc_onnx.CompileOptions:
         # conv: 8-bit weights and indices, fc: 5-bit weights and indices (paper, Table 4).
         return dc_onnx.CompileOptions(
-            sparsity_per_layer={k: 1.0 - v for k, v in densities.items()},
-            bits_conv=8, bits_fc=5, index_bits_conv=8, index_bits_fc=5,
+            prune=dc_onnx.PruneOptions(
+                sparsity_per_layer={k: 1.0 - v for k, v in densities.items()}
+            ),
+            cluster=dc_onnx.ClusterOptions(bits_conv=8, bits_fc=5),
+            lower=dc_onnx.LowerOptions(index_bits_conv=8, index_bits_fc=5),
         )  # fmt: skip
 
     if "layers" in only:

@@ -7,36 +7,18 @@ contiguous ranges, so one sort and a prefix sum make each Lloyd iteration O(k lo
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Literal
 
 import numpy as np
 import onnx_ir as ir
 
 from dc_onnx.layers import find_weight_groups
+from dc_onnx.options import ClusterOptions, Init
 from dc_onnx.pipeline import CompilerPass
 
+__all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
+
 logger = logging.getLogger(__name__)
-
-Init = Literal["linear", "density", "random"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterOptions:
-    bits_conv: int = 8
-    bits_fc: int = 5
-    init: Init = "linear"
-    max_iterations: int = 100
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for bits in (self.bits_conv, self.bits_fc):
-            if not 1 <= bits <= 8:
-                raise ValueError(f"weight bits must be in 1..8, got {bits}")
-
-    def bits(self, kind: str) -> int:
-        return self.bits_conv if kind == "conv" else self.bits_fc
 
 
 def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:

@@ -16,50 +16,55 @@ import onnx_ir as ir
 
 from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
+from dc_onnx.codecs.schema import (
+    BIAS_INPUT,
+    COMPRESSED_OP,
+    DOMAIN,
+    HEADER_NAME,
+    KEPT_ATTRIBUTES,
+    OPSET_VERSION,
+    STREAM_KINDS,
+    CodebookOverflowError,
+    split_codebook,
+)
 from dc_onnx.errors import CompileError
-from dc_onnx.io import DOMAIN, HEADER_NAME
 from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
+from dc_onnx.options import LowerOptions
 from dc_onnx.pipeline import CompilerPass
+
+__all__ = ["DOMAIN", "LayerStats", "LowerOptions", "LowerPass", "LowerStats", "encode_group"]
 
 logger = logging.getLogger(__name__)
 
-OPSET_VERSION = 1
-OP_TYPES = {"Gemm": "CompressedGemm", "MatMul": "CompressedMatMul", "Conv": "CompressedConv"}
-_KEPT_ATTRIBUTES = {
-    "Gemm": ("alpha", "beta", "transA"),
-    "MatMul": (),
-    "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
-}
-_STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
+
+@dataclasses.dataclass(frozen=True)
+class LayerStats:
+    """What lowering one weight produced (the report's per-layer row is computed from it)."""
+
+    kind: str  # conv or fc
+    op: str  # the dense op type
+    weights: int
+    nonzeros: int
+    entries: int  # relative indices, escapes included
+    stored: int  # codes stored (non-zeros plus escape fillers)
+    codebook_size: int
+    index_bits: int
+    codes_bytes: int
+    gaps_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)
-class LowerOptions:
-    index_bits_conv: int = 8
-    index_bits_fc: int = 5
-
-    def __post_init__(self) -> None:
-        for bits in (self.index_bits_conv, self.index_bits_fc):
-            if not 1 <= bits <= 8:
-                raise ValueError(f"index bits must be in 1..8, got {bits}")
-
-    def index_bits(self, kind: str) -> int:
-        return self.index_bits_conv if kind == "conv" else self.index_bits_fc
+class LowerStats:
+    layers: dict[str, LayerStats]
 
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
-    """Codebook and streams of one weight, which must hold at most 256 distinct values."""
+    """Codebook and streams of one weight, which must fit a codebook (schema.MAX_CODEBOOK)."""
     stored = np.ascontiguousarray(group.stored_matrix())
-    values = np.unique(stored[stored != 0])
-    if values.size > 255:
-        raise CompileError(
-            f"layer '{group.name}' has {values.size} distinct non-zero weights; at most 255 fit"
-            " a codebook (run the cluster pass first)"
-        )
-    codebook = np.concatenate([[0.0], values]).astype(np.float32)
-    codes = np.zeros(stored.shape, dtype=np.uint8)
-    nonzero = stored != 0
-    codes[nonzero] = np.searchsorted(values, stored[nonzero]) + 1
+    try:
+        codebook, codes = split_codebook(stored)
+    except CodebookOverflowError as e:
+        raise CompileError(f"layer '{group.name}' has {e}") from None
     return encode_weight(codes, codebook, index_bits)
 
 
@@ -74,7 +79,7 @@ def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
 
 def _stream(array: np.ndarray, k: int, encoded: EncodedWeight) -> Stream:
     """A TOC stream; `count` is symbols for the Huffman streams, elements otherwise."""
-    kind = _STREAM_KINDS[k]
+    kind = STREAM_KINDS[k]
     count = {StreamKind.CODES: encoded.num_codes, StreamKind.GAPS: encoded.num_entries}
     return Stream(kind, array.tobytes(), count.get(kind, int(array.size)))
 
@@ -92,7 +97,7 @@ def _compressed_node(
     inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
     if op in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
         inputs.append(node.inputs[2])
-    attributes = [node.attributes[a] for a in _KEPT_ATTRIBUTES[op] if a in node.attributes]
+    attributes = [node.attributes[a] for a in KEPT_ATTRIBUTES[op] if a in node.attributes]
     attributes += [
         ir.AttrInt64s("weight_shape", list(weight_shape)),
         ir.AttrInt64("num_entries", encoded.num_entries),
@@ -104,7 +109,7 @@ def _compressed_node(
         attributes.append(ir.AttrInt64("weight_side", layer.weight_side))
     return ir.Node(
         DOMAIN,
-        OP_TYPES[op],
+        COMPRESSED_OP[op],
         inputs,
         attributes,
         num_outputs=1,
@@ -128,7 +133,7 @@ class LowerPass(CompilerPass):
         graph = model.graph
         groups = find_weight_groups(graph)
         if not groups:
-            self.stats = {"layers": {}}
+            self.stats = LowerStats({})
             return ir.passes.PassResult(model, False)
         encoded = []
         for i, group in enumerate(groups, 1):
@@ -140,12 +145,12 @@ class LowerPass(CompilerPass):
         arrays = [_stream_arrays(e) for e in encoded]
         header_bytes, _ = layout([_stream(arrays[g][k], k, encoded[g]) for g, k in order])
         header = add_initializer(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
-        layers = {}
+        layers: dict[str, LayerStats] = {}
         for g, (group, enc) in enumerate(zip(groups, encoded, strict=True)):
             base = str(group.weight.name)
             streams = [
                 add_initializer(graph, f"{base}.{kind.name.lower()}", array)
-                for kind, array in zip(_STREAM_KINDS, arrays[g], strict=True)
+                for kind, array in zip(STREAM_KINDS, arrays[g], strict=True)
             ]
             ids = [stream_ids[(g, k)] for k in range(4)]
             shape = group.array().shape if group.kind == "conv" else group.stored_matrix().shape
@@ -157,26 +162,26 @@ class LowerPass(CompilerPass):
             graph.initializers.pop(base)
             layers[group.name] = _layer_stats(group, enc)
         graph.opset_imports[DOMAIN] = OPSET_VERSION
-        self.stats = {"layers": layers}
+        self.stats = LowerStats(layers)
         return ir.passes.PassResult(model, True)
 
     def ensures(self, model: ir.Model) -> None:
         for node in model.graph:
-            if node.domain == DOMAIN and len(node.inputs) < 6:
+            if node.domain == DOMAIN and len(node.inputs) < BIAS_INPUT:
                 raise AssertionError(f"{node.name}: compressed op lacks its stream inputs")
 
 
-def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> dict[str, object]:
+def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> LayerStats:
     stored = group.stored_matrix()
-    return {
-        "kind": group.kind,
-        "op": group.layers[0].node.op_type,
-        "weights": int(stored.size),
-        "nonzeros": int(np.count_nonzero(stored)),
-        "entries": enc.num_entries,
-        "stored": enc.num_codes,
-        "codebook_size": int(enc.codebook.size),
-        "index_bits": enc.index_bits,
-        "codes_bytes": len(enc.codes),
-        "gaps_bytes": len(enc.gaps),
-    }
+    return LayerStats(
+        kind=group.kind,
+        op=group.layers[0].node.op_type,
+        weights=int(stored.size),
+        nonzeros=int(np.count_nonzero(stored)),
+        entries=enc.num_entries,
+        stored=enc.num_codes,
+        codebook_size=int(enc.codebook.size),
+        index_bits=enc.index_bits,
+        codes_bytes=len(enc.codes),
+        gaps_bytes=len(enc.gaps),
+    )

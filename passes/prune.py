@@ -13,7 +13,9 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from dc_onnx.errors import InputError
 from dc_onnx.layers import WeightGroup, find_weight_groups, first_match
+from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -25,12 +27,12 @@ class PrunePolicy:
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)  # glob -> sparsity
     quality: float | None = None  # threshold = quality * std, where no sparsity applies
 
-    def __post_init__(self) -> None:
-        for s in [self.sparsity, *self.per_layer.values()]:
-            if s is not None and not 0.0 <= s < 1.0:
-                raise ValueError(f"sparsity must be in [0, 1), got {s}")
-        if self.quality is not None and self.quality < 0:
-            raise ValueError(f"quality must be >= 0, got {self.quality}")
+    def __post_init__(self) -> None:  # the rules of dc_onnx.options.PruneOptions
+        if self.sparsity is not None:
+            check_sparsity("sparsity", self.sparsity)
+        check_sparsity_map("sparsity_per_layer", self.per_layer)
+        if self.quality is not None:
+            check_non_negative("quality", self.quality)
 
     def target(self, group: WeightGroup) -> tuple[str, float] | None:
         """('sparsity', s) or ('quality', q) for the group, or None to leave it alone."""
@@ -76,6 +78,18 @@ class PrunePass(CompilerPass):
     def __init__(self, policy: PrunePolicy) -> None:
         super().__init__()
         self.policy = policy
+
+    def requires(self, model: ir.Model) -> None:
+        # A glob that matches nothing is most likely a typo, which would silently change
+        # the result; refuse it and say which layers there are.
+        groups = find_weight_groups(model.graph)
+        unmatched = [p for p in self.policy.per_layer if not any(g.matches(p) for g in groups)]
+        if unmatched:
+            names = ", ".join(g.name for g in groups) or "none"
+            raise InputError(
+                f"--sparsity-per-layer: {', '.join(repr(p) for p in unmatched)} matches no layer"
+                f" (layers: {names})"
+            )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False

@@ -15,15 +15,16 @@ import numpy as np
 import onnx_ir as ir
 
 from dc_onnx.layers import find_weight_groups
+from dc_onnx.options import RetrainOptions
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.training.graph import Phase, build_trainable
-from dc_onnx.training.trainer import TrainingData, TrainOptions, train
+from dc_onnx.training.trainer import TrainingData, train
 
 logger = logging.getLogger(__name__)
 
 
 class RetrainPass(CompilerPass):
-    def __init__(self, phase: Phase, data: TrainingData, options: TrainOptions) -> None:
+    def __init__(self, phase: Phase, data: TrainingData, options: RetrainOptions) -> None:
         super().__init__()
         self.phase = phase
         self.data = data

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dc_onnx.cli import main as dc_onnx_main
-from dc_onnx.io import DOMAIN
+from dc_onnx.codecs.schema import DOMAIN
 from dc_onnx.tools.decompile import decode_node_weight
 
 

@@ -88,12 +88,106 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
     assert info.value.code == 2
 
 
-def test_sparsity_out_of_range_is_an_input_error(
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sparsity", "1.5"], "sparsity must be in [0, 1)"),
+        (["--quality", "-1"], "quality must be a finite number >= 0"),
+        (["--quality", "nan"], "quality must be a finite number >= 0"),
+        (["--quality", "inf"], "quality must be a finite number >= 0"),
+        (["--sparsity-per-layer", "fc1=1.2"], "sparsity_per_layer 'fc1' must be in [0, 1)"),
+        (["--bits-conv", "0"], "bits_conv must be in 1..8"),
+        (["--epochs", "-1"], "epochs must be a finite number >= 0"),
+        (["--centroid-lr", "0"], "lr must be a finite number > 0"),
+        (["--prune-rounds", "0"], "rounds must be >= 1"),
+        (["--recipe", "nope"], "invalid choice: 'nope'"),
+        (["--val", "v.npz"], "--val needs --data"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_naming_the_option(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["compile", "m.onnx", *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_glob_that_matches_no_layer_is_an_error_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
-    assert main(["compile", str(source), "--sparsity", "1.5"]) == 1
-    assert "sparsity must be in [0, 1)" in capsys.readouterr().err
+    args = ["compile", str(source), "--quiet", "--sparsity-per-layer", "fc1=0.5,fcx=0.9"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "dc-onnx: error:" in err and "'fcx' matches no layer" in err and "'fc1'" not in err
+    assert not (tmp_path / "m.dc.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["verify", "a.onnx", "b.onnx", "--batch", "0"],
+        ["verify", "a.onnx", "b.onnx", "--batch", "-3"],
+        ["bench", "a.onnx", "b.onnx", "--repeat", "0"],
+        ["bench", "a.onnx", "b.onnx", "--threads", "0"],
+        ["bench", "a.onnx", "b.onnx", "--max-seconds", "nan"],
+        ["eval", "a.onnx", "--data", "d.npz", "--batch", "0"],
+    ],
+)
+def test_non_positive_counts_are_usage_errors(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert "expected a positive" in capsys.readouterr().err
+
+
+def test_compile_help_shows_every_option_with_its_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["compile", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in [
+        ("--quality", "0.5"), ("--bits-conv", "8"), ("--bits-fc", "5"),
+        ("--index-bits-conv", "8"), ("--index-bits-fc", "5"), ("--init", "linear"),
+        ("--prune-rounds", "1"), ("--epochs", "2"), ("--lr", "0.001"),
+        ("--centroid-epochs", "2"), ("--centroid-lr", "0.0001"), ("--batch-size", "64"),
+        ("--optimizer", "adamw"), ("--loss", "auto"), ("--temperature", "4.0"),
+        ("--labels", "labels"), ("--weight-decay", "0.0"), ("--seed", "0"),
+    ]:  # fmt: skip
+        assert flag in text
+        after = text[text.rindex(flag + " ") :]
+        assert f"(default {default})" in after, flag
+    for flag in ("--sparsity", "--sparsity-per-layer", "--simplify", "--single-file", "--data",
+                 "--val", "--recipe", "--report", "--quiet"):  # fmt: skip
+        assert flag in text
+
+
+def test_the_flags_build_the_nested_options() -> None:
+    from dc_onnx.cli import _parser
+    from dc_onnx.cli_args import options_from_args
+    from dc_onnx.options import CompileOptions
+
+    args = _parser().parse_args([
+        "compile", "m.onnx", "--sparsity-per-layer", "a*=0.5", "--bits-fc", "4",
+        "--index-bits-conv", "6", "--prune-rounds", "3", "--epochs", "5", "--centroid-lr",
+        "0.01", "--batch-size", "16", "--loss", "distill", "--single-file",
+    ])  # fmt: skip
+    options = options_from_args(args, CompileOptions)
+    assert options.prune.sparsity_per_layer == {"a*": 0.5} and options.prune.rounds == 3
+    assert options.prune.quality == 0.5 and options.cluster.bits_fc == 4
+    assert options.lower.index_bits_conv == 6 and options.single_file
+    assert options.retrain.epochs == 5 and options.retrain.lr == 1e-3
+    # Centroid retraining: its own epochs and lr, the shared settings of --batch-size etc.
+    assert options.retrain_centroids.epochs == 2 and options.retrain_centroids.lr == 0.01
+    assert options.retrain_centroids.batch_size == 16
+    assert options.retrain_centroids.loss == "distill"
+    assert options_from_args(_parser().parse_args(["compile", "m.onnx"]), CompileOptions) == (
+        CompileOptions()
+    )
 
 
 def test_bench_prints_timings_memory_and_decode_rate(

@@ -31,7 +31,10 @@ def test_lenet_300_100_with_the_papers_densities_is_35x_smaller(
     tmp_path: Path, mnist: tuple[np.ndarray, np.ndarray]
 ) -> None:
     out = tmp_path / "lenet-300-100.dc.onnx"
-    options = dc_onnx.CompileOptions(sparsity_per_layer=PAPER_LENET_300_100, bits_fc=6)
+    options = dc_onnx.CompileOptions(
+        prune=dc_onnx.PruneOptions(sparsity_per_layer=PAPER_LENET_300_100),
+        cluster=dc_onnx.ClusterOptions(bits_fc=6),
+    )
     report = dc_onnx.compile(MODELS / "lenet-300-100.onnx", out, options).report
     assert report.compressed_bytes == out.stat().st_size + out.with_suffix(".dcw").stat().st_size
     assert report.ratio is not None and report.ratio >= 35.0

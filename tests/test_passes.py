@@ -213,8 +213,8 @@ def test_lower_replaces_layers_with_compressed_ops(trans_b: int, rng: np.random.
     assert (node.domain, node.op_type) == (DOMAIN, "CompressedGemm")
     assert list(node.attributes.get_ints("weight_shape")) == [8, 16]
     assert "W" not in model.graph.initializers
-    stats = pass_.stats["layers"]["fc"]
-    assert stats["nonzeros"] == np.count_nonzero(w) and stats["codebook_size"] == 3
+    stats = pass_.stats.layers["fc"]
+    assert stats.nonzeros == np.count_nonzero(w) and stats.codebook_size == 3
 
 
 def test_lower_without_layers_is_not_modified(rng: np.random.Generator) -> None:

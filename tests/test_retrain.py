@@ -165,12 +165,13 @@ def test_deep_compression_recipe_end_to_end(tmp_path: Path) -> None:
     source = save(_mlp(), tmp_path / "m.onnx")
     train = _data(tmp_path / "train.npz")
     options = dc_onnx.CompileOptions(
-        sparsity=0.75, bits_fc=3, index_bits_fc=3, data=train, prune_rounds=2,
-        retrain=TrainOptions(epochs=5, lr=1e-2, batch_size=32),
+        prune=dc_onnx.PruneOptions(sparsity=0.75, rounds=2),
+        cluster=dc_onnx.ClusterOptions(bits_fc=3), lower=dc_onnx.LowerOptions(index_bits_fc=3),
+        data=train, retrain=TrainOptions(epochs=5, lr=1e-2, batch_size=32),
         retrain_centroids=TrainOptions(epochs=1, lr=1e-3, batch_size=32),
     )  # fmt: skip
     result = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options)
-    names = [p["name"] for p in result.report.passes]
+    names = [p.name for p in result.report.passes]
     assert names == [
         "canonicalize", "prune-1/2", "retrain-weights-1/2", "prune-2/2",
         "retrain-weights-2/2", "cluster", "retrain-centroids", "lower",
@@ -194,7 +195,9 @@ def test_recipe_without_data_is_refused(tmp_path: Path) -> None:
 def test_op_without_gradient_names_the_op(tmp_path: Path) -> None:
     source = save(_mlp(extra="Round"), tmp_path / "m.onnx")
     options = dc_onnx.CompileOptions(
-        sparsity=0.5, data=_data(tmp_path / "train.npz"), retrain=TrainOptions(epochs=1)
+        prune=dc_onnx.PruneOptions(sparsity=0.5),
+        data=_data(tmp_path / "train.npz"),
+        retrain=TrainOptions(epochs=1),
     )
     with pytest.raises(dc_onnx.CompileError, match=r"'Round'.*--recipe data-free"):
         dc_onnx.compile(source, tmp_path / "out.onnx", options)

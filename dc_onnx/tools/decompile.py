@@ -15,20 +15,17 @@ import onnx
 from onnx import helper, numpy_helper
 
 from dc_onnx.codecs import EncodedWeight, decode_weight
-from dc_onnx.codecs.container import ContainerError, StreamKind, parse_header
+from dc_onnx.codecs.container import ContainerError, parse_header
+from dc_onnx.codecs.schema import (
+    BIAS_INPUT,
+    DENSE_OP,
+    DOMAIN,
+    FIRST_STREAM_INPUT,
+    HEADER_NAME,
+    OWN_ATTRIBUTES,
+    STREAM_KINDS,
+)
 from dc_onnx.errors import InputError
-from dc_onnx.io import DOMAIN, HEADER_NAME
-
-_DENSE_OP = {"CompressedGemm": "Gemm", "CompressedMatMul": "MatMul", "CompressedConv": "Conv"}
-_OWN_ATTRIBUTES = {
-    "weight_shape",
-    "num_entries",
-    "index_bits",
-    "stream_ids",
-    "layer",
-    "weight_side",
-}
-_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, object]:
@@ -41,7 +38,8 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
     layer = attrs.get("layer", node.name)
     toc = parse_header(numpy_helper.to_array(tensors[node.input[1]]).tobytes())
     raw = []
-    for kind, stream_id, name in zip(_KINDS, attrs["stream_ids"], node.input[2:6], strict=True):  # type: ignore[call-overload]
+    inputs = node.input[FIRST_STREAM_INPUT:BIAS_INPUT]
+    for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):  # type: ignore[call-overload]
         data = numpy_helper.to_array(tensors[name]).tobytes()
         entry = toc[stream_id] if stream_id < len(toc) else None
         if entry is None or entry.kind != kind or entry.nbytes != len(data):
@@ -81,9 +79,9 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         attrs = _attributes(node)
         matrix = decode_node_weight(node, tensors)
         name = f"{attrs['layer']}.decoded_weight"
-        kept = {k: v for k, v in attrs.items() if k not in _OWN_ATTRIBUTES}
-        x, bias = node.input[0], list(node.input[6:7])
-        op = _DENSE_OP[node.op_type]
+        kept = {k: v for k, v in attrs.items() if k not in OWN_ATTRIBUTES}
+        x, bias = node.input[0], list(node.input[BIAS_INPUT : BIAS_INPUT + 1])
+        op = DENSE_OP[node.op_type]
         if op == "Gemm":
             dense.append(numpy_helper.from_array(matrix, name))
             inputs, kept["transB"] = [x, name, *bias], 1

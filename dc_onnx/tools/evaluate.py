@@ -10,9 +10,7 @@ import numpy as np
 
 from dc_onnx.data import Dataset
 from dc_onnx.errors import InputError
-from dc_onnx.runtime import open_session
-
-_NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
+from dc_onnx.runtime import NUMPY_TYPES, open_session
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +35,9 @@ def evaluate(
     if not dataset.has_labels:
         raise InputError(f"{data} has no '{labels}' array (pass --labels KEY)")
     names = [i.name for i in session.get_inputs()]
-    dtypes = {i.name: np.dtype(_NUMPY[i.type]) for i in session.get_inputs() if i.type in _NUMPY}
+    dtypes = {
+        i.name: np.dtype(NUMPY_TYPES[i.type]) for i in session.get_inputs() if i.type in NUMPY_TYPES
+    }
     samples = correct1 = correct5 = 0
     classes = 0
     for feeds, y in dataset.batches(names, batch_size, None, dtypes):

@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 
 from dc_onnx.errors import InputError
-from dc_onnx.runtime import open_session
-
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+from dc_onnx.runtime import NUMPY_TYPES, open_session
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +35,12 @@ def random_inputs(session: Any, batch: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
     for arg in session.get_inputs():
-        if arg.type not in _NUMPY_TYPES:
+        dtype = NUMPY_TYPES.get(arg.type)
+        if dtype is None or not np.issubdtype(dtype, np.floating):
             raise InputError(f"input '{arg.name}' is {arg.type}: pass real inputs with --inputs")
         shape = [d if isinstance(d, int) and d > 0 else batch for d in arg.shape]
-        feeds[arg.name] = rng.standard_normal(shape).astype(_NUMPY_TYPES[arg.type])
+        feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
-
-
-def load_inputs(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as e:
-        raise InputError(f"{path}: not a readable .npz file ({e})") from None
 
 
 def verify(
@@ -60,6 +51,8 @@ def verify(
     seed: int = 0,
 ) -> VerifyResult:
     """Compare outputs; `inputs` may also hold `labels` for top-1 accuracy of both."""
+    if batch < 1:
+        raise InputError(f"batch must be >= 1, got {batch}")
     reference, candidate = open_session(original), open_session(compiled)
     names = [i.name for i in reference.get_inputs()]
     feeds = random_inputs(reference, batch, seed) if inputs is None else dict(inputs)

@@ -24,11 +24,11 @@ import onnx
 import onnx_ir as ir
 from onnx import helper, numpy_helper
 
+from dc_onnx.codecs.schema import CodebookOverflowError, split_codebook
 from dc_onnx.errors import InputError
 from dc_onnx.layers import WeightGroup, find_weight_groups
 
 Phase = Literal["weights", "centroids"]
-MAX_CODEBOOK = 256  # what lower accepts; more means the model was not clustered
 
 
 @dataclasses.dataclass
@@ -84,16 +84,12 @@ def _bias_values(groups: list[WeightGroup]) -> dict[str, ir.Value]:
 
 
 def _split_codebook(w: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(codebook with 0 first, codes) from the distinct values of a clustered weight."""
-    values = np.unique(w[w != 0])
-    if values.size + 1 > MAX_CODEBOOK:
-        raise InputError(
-            f"{name}: {values.size} distinct non-zero values; training centroids needs a "
-            "clustered model (run the cluster pass first)"
-        )
-    codebook = np.concatenate([[np.float32(0)], values]).astype(np.float32)
-    codes = np.where(w != 0, np.searchsorted(values, w) + 1, 0).astype(np.int64)
-    return codebook, codes
+    """(codebook with 0 first, int64 codes for Gather) of a clustered weight."""
+    try:
+        codebook, codes = split_codebook(w)
+    except CodebookOverflowError as e:
+        raise InputError(f"{name}: {e}; training centroids needs a clustered model") from None
+    return codebook, codes.astype(np.int64)
 
 
 def build_trainable(model: ir.Model, phase: Phase) -> TrainableModel:

@@ -33,47 +33,16 @@ import onnx
 
 from dc_onnx.data import Batch, Dataset
 from dc_onnx.errors import InputError
+from dc_onnx.options import Loss, RetrainOptions, TrainOptions
 from dc_onnx.training.graph import TrainableModel
 from dc_onnx.training.losses import soft_target_loss, softened
 from dc_onnx.training.ort_training import OrtTrainingUnavailableError, load_training_api
 
 logger = logging.getLogger(__name__)
 
-Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
-Optimizer = Literal["adamw", "sgd"]
-Schedule = Literal["cosine", "constant"]
+__all__ = ["EpochRecord", "TrainOptions", "TrainingData", "resolve_loss", "train"]
 
 _NO_GRADIENT = re.compile(r"gradient builder has not been registered: (\S+) for node (\S*)")
-_NUMPY = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    epochs: int = 2
-    lr: float = 1e-3
-    batch_size: int = 64
-    optimizer: Optimizer = "adamw"
-    weight_decay: float = 0.0  # AdamW's decoupled decay; SGD has none in ORT
-    schedule: Schedule = "cosine"  # cosine decay to zero over all steps, or constant
-    loss: Loss = "auto"  # cross-entropy when the data has labels, else distill
-    temperature: float = 4.0  # distill: softening of the teacher's probabilities
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +77,7 @@ def resolve_loss(
     return loss
 
 
-def _lr_at(options: TrainOptions, step: int, total: int) -> float:
+def _lr_at(options: RetrainOptions, step: int, total: int) -> float:
     if options.schedule == "constant":
         return options.lr
     return 0.5 * options.lr * (1.0 + math.cos(math.pi * step / max(total, 1)))
@@ -160,7 +129,7 @@ def _native_stderr_to_debug_log() -> Iterator[None]:
                 logger.debug("onnxruntime-training:\n%s", text)
 
 
-def _generate(training: Any, trainable: TrainableModel, loss: str, options: TrainOptions,
+def _generate(training: Any, trainable: TrainableModel, loss: str, options: RetrainOptions,
               directory: Path) -> None:  # fmt: skip
     artifacts = training.artifacts
     if options.optimizer == "adamw":
@@ -192,116 +161,150 @@ def _generate(training: Any, trainable: TrainableModel, loss: str, options: Trai
         raise
 
 
-def train(
-    trainable: TrainableModel, data: TrainingData, options: TrainOptions, label: str = "retrain"
-) -> tuple[dict[str, np.ndarray], list[EpochRecord], int]:
-    """Train the parameters of `trainable`: (kept values, epoch history, kept epoch)."""
-    training = _training_api()
-    import onnxruntime as ort
+class _TrainingLoop:
+    """One training run: the ORT module and optimizer, the step counter, the best epoch."""
 
-    loss = resolve_loss(options.loss, data)
+    def __init__(
+        self, api: Any, directory: Path, trainable: TrainableModel, data: TrainingData,
+        options: RetrainOptions, loss: str, label: str,
+    ) -> None:  # fmt: skip
+        import onnxruntime as ort
+
+        self.trainable = trainable
+        self.data = data
+        self.options = options
+        self.loss = loss
+        self.label = label
+        self.names = _input_names(trainable)
+        self.dtypes = {
+            i.name: _numpy_dtype(i.type.tensor_type.elem_type)
+            for i in trainable.proto.graph.input
+            if i.name in self.names
+        }
+        self.teacher = (
+            None if loss == "cross-entropy" else _Teacher(data.teacher or b"", trainable.output)
+        )
+        self.state = api.CheckpointState.load_checkpoint(str(directory / "checkpoint"))
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        self.module = api.Module(
+            str(directory / "training_model.onnx"), self.state,
+            str(directory / "eval_model.onnx"), session_options=session_options,
+        )  # fmt: skip
+        self.optimizer = api.Optimizer(str(directory / "optimizer_model.onnx"), self.module)
+        self.step = 0
+        batches = sum(1 for _ in data.train.batches(self.names, options.batch_size))
+        self.total_steps = options.epochs * batches
+        self.history: list[EpochRecord] = []
+        self.best = self.params()
+        self.best_score: float | None = None
+        self.kept_epoch = 0
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {n: np.array(self.state.parameters[n].data) for n in self.trainable.params}
+
+    def _step_args(self, batch: Batch) -> list[np.ndarray]:
+        feeds, labels = batch
+        if self.loss == "cross-entropy":
+            assert labels is not None
+            target = np.asarray(labels).astype(np.int64).reshape(-1)
+        else:
+            assert self.teacher is not None
+            target = self.teacher(feeds)
+            if self.loss == "distill":
+                target = softened(target, self.options.temperature)
+        return [*(feeds[n] for n in self.names), target]
+
+    def _run_epoch(self, source: Iterator[Batch], learn: bool) -> tuple[float, float | None]:
+        total_loss, seen, correct, labelled = 0.0, 0, 0, 0
+        for batch in source:
+            args = self._step_args(batch)
+            if learn:
+                self.optimizer.set_learning_rate(_lr_at(self.options, self.step, self.total_steps))
+                self.step += 1
+            value, logits = self.module(*args)
+            if learn:
+                self.optimizer.step()
+                self.module.lazy_reset_grad()
+            n = len(args[0])
+            total_loss += float(value) * n
+            seen += n
+            labels = batch[1]
+            if labels is not None:
+                predicted = np.asarray(logits).reshape(n, -1).argmax(1)
+                correct += int(np.sum(predicted == labels.reshape(-1)))
+                labelled += n
+        if seen == 0:
+            raise InputError("the data set has no samples")
+        return total_loss / seen, (correct / labelled if labelled else None)
+
+    def epoch(self, epoch: int, rng: np.random.Generator) -> None:
+        """Train one epoch, validate it, and keep its parameters if it is the best so far."""
+        options, data = self.options, self.data
+        start = time.perf_counter()
+        self.module.train()
+        batches = data.train.batches(self.names, options.batch_size, rng, self.dtypes)
+        loss_value, accuracy = self._run_epoch(batches, learn=True)
+        val_loss = val_accuracy = None
+        if data.val is not None:
+            self.module.eval()
+            val_batches = data.val.batches(
+                self.names, max(options.batch_size, 256), None, self.dtypes
+            )
+            val_loss, val_accuracy = self._run_epoch(val_batches, learn=False)
+        record = EpochRecord(
+            epoch, loss_value, accuracy, val_loss, val_accuracy, time.perf_counter() - start
+        )
+        self.history.append(record)
+        logger.info("%s epoch %d/%d: %s", self.label, epoch, options.epochs, _describe(record))
+        # Without validation the last epoch is kept; with it, the best (ties: earliest).
+        score = 0.0 if val_loss is None else -val_loss if val_accuracy is None else val_accuracy
+        if val_loss is None or self.best_score is None or score > self.best_score:
+            self.best_score, self.best, self.kept_epoch = score, self.params(), epoch
+
+
+def _numpy_dtype(elem_type: int) -> np.dtype:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError):  # an undefined type: the inputs are fed as float32
+        return np.dtype(np.float32)
+
+
+def _input_names(trainable: TrainableModel) -> list[str]:
+    """The graph inputs that the data feeds (the others are initializers)."""
     graph = trainable.proto.graph
     initializers = {t.name for t in graph.initializer}
-    names = [i.name for i in graph.input if i.name not in initializers]
-    dtypes = {
-        i.name: np.dtype(_NUMPY.get(i.type.tensor_type.elem_type, np.float32))
-        for i in graph.input
-        if i.name in names
-    }
+    return [i.name for i in graph.input if i.name not in initializers]
+
+
+def _check_data(trainable: TrainableModel, data: TrainingData, loss: str) -> None:
+    names = _input_names(trainable)
     data.train.check_inputs(names)
     if data.val is not None:
         data.val.check_inputs(names)
         if loss == "cross-entropy" and not data.val.has_labels:
             raise InputError(f"{data.val.path} has no '{data.val.labels_key}' array")
-    teacher = None
-    if loss != "cross-entropy":
-        if data.teacher is None:
-            raise InputError("distillation needs the original model as the teacher")
-        teacher = _Teacher(data.teacher, trainable.output)
+    if loss != "cross-entropy" and data.teacher is None:
+        raise InputError("distillation needs the original model as the teacher")
 
+
+def train(
+    trainable: TrainableModel, data: TrainingData, options: RetrainOptions, label: str = "retrain"
+) -> tuple[dict[str, np.ndarray], list[EpochRecord], int]:
+    """Train the parameters of `trainable`: (kept values, epoch history, kept epoch)."""
+    training = _training_api()
+    loss = resolve_loss(options.loss, data)
+    _check_data(trainable, data, loss)
     rng = np.random.default_rng(options.seed)
     with tempfile.TemporaryDirectory(prefix="dc_onnx_train_") as tmp:
         directory = Path(tmp)
         _generate(training, trainable, loss, options, directory)
-        api = training.api
-        state = api.CheckpointState.load_checkpoint(str(directory / "checkpoint"))
-        session_options = ort.SessionOptions()
-        session_options.log_severity_level = 3
-        module = api.Module(
-            str(directory / "training_model.onnx"),
-            state,
-            str(directory / "eval_model.onnx"),
-            session_options=session_options,
-        )
-        optimizer = api.Optimizer(str(directory / "optimizer_model.onnx"), module)
-
-        def params() -> dict[str, np.ndarray]:
-            return {n: np.array(state.parameters[n].data) for n in trainable.params}
-
-        def step_args(batch: Batch) -> tuple[list[np.ndarray], np.ndarray | None]:
-            feeds, labels = batch
-            if loss == "cross-entropy":
-                assert labels is not None
-                target = np.asarray(labels).astype(np.int64).reshape(-1)
-            else:
-                assert teacher is not None
-                target = teacher(feeds)
-                if loss == "distill":
-                    target = softened(target, options.temperature)
-            ordered = [feeds[n] for n in names]
-            return [*ordered, target], labels
-
-        def run_epoch(source: Iterator[Batch], learn: bool) -> tuple[float, float | None]:
-            total_loss, seen, correct, labelled = 0.0, 0, 0, 0
-            for batch in source:
-                args, labels = step_args(batch)
-                if learn:
-                    optimizer.set_learning_rate(_lr_at(options, step[0], total_steps))
-                    step[0] += 1
-                value, logits = module(*args)
-                if learn:
-                    optimizer.step()
-                    module.lazy_reset_grad()
-                n = len(args[0])
-                total_loss += float(value) * n
-                seen += n
-                if labels is not None:
-                    logits = np.asarray(logits)
-                    correct += int(np.sum(logits.reshape(n, -1).argmax(1) == labels.reshape(-1)))
-                    labelled += n
-            if seen == 0:
-                raise InputError("the data set has no samples")
-            return total_loss / seen, (correct / labelled if labelled else None)
-
-        batches_per_epoch = sum(1 for _ in data.train.batches(names, options.batch_size))
-        total_steps = options.epochs * batches_per_epoch
-        step = [0]
-        history: list[EpochRecord] = []
-        best = params()
-        best_score: float | None = None
-        kept_epoch = 0
+        loop = _TrainingLoop(training.api, directory, trainable, data, options, loss, label)
         for epoch in range(1, options.epochs + 1):
-            start = time.perf_counter()
-            module.train()
-            train_batches = data.train.batches(names, options.batch_size, rng, dtypes)
-            loss_value, accuracy = run_epoch(train_batches, learn=True)
-            val_loss = val_accuracy = None
-            if data.val is not None:
-                module.eval()
-                val_batches = data.val.batches(names, max(options.batch_size, 256), None, dtypes)
-                val_loss, val_accuracy = run_epoch(val_batches, learn=False)
-            record = EpochRecord(
-                epoch, loss_value, accuracy, val_loss, val_accuracy, time.perf_counter() - start
-            )
-            history.append(record)
-            logger.info("%s epoch %d/%d: %s", label, epoch, options.epochs, _describe(record))
-            # Without validation the last epoch is kept; with it, the best (ties: earliest).
-            score = 0.0 if val_loss is None else -val_loss if val_accuracy is None else val_accuracy
-            if val_loss is None or best_score is None or score > best_score:
-                best_score, best, kept_epoch = score, params(), epoch
-        if data.val is not None and history:
-            logger.info("%s: keeping epoch %d (best on the validation set)", label, kept_epoch)
-    return best, history, kept_epoch
+            loop.epoch(epoch, rng)
+        if data.val is not None and loop.history:
+            logger.info("%s: keeping epoch %d (best on the validation set)", label, loop.kept_epoch)
+    return loop.best, loop.history, loop.kept_epoch
 
 
 def _describe(r: EpochRecord) -> str:

@@ -1,0 +1,63 @@
+"""The compiled format's names and limits, in one place (docs/format.md describes them).
+
+The encoder (`passes/lower.py`), the reference decoder (`dc_onnx/tools/decompile.py`), the
+writer of the side file (`dc_onnx/io.py`) and the training graph
+(`dc_onnx/training/graph.py`) all read this module instead of keeping their own copies.
+The C++ kernels (`runtime_ops/`) must agree with it; docs/format.md is their contract.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dc_onnx.codecs.container import StreamKind
+
+DOMAIN = "ai.dc_onnx"
+OPSET_VERSION = 1
+HEADER_NAME = "dc_onnx.header"  # the initializer holding the side file's header and TOC
+SIDE_FILE_SUFFIX = ".dcw"
+
+# Dense op -> compressed op, and back.
+COMPRESSED_OP = {"Gemm": "CompressedGemm", "MatMul": "CompressedMatMul", "Conv": "CompressedConv"}
+DENSE_OP = {compressed: dense for dense, compressed in COMPRESSED_OP.items()}
+
+# Attributes of the dense op that the compressed op keeps as they are.
+KEPT_ATTRIBUTES = {
+    "Gemm": ("alpha", "beta", "transA"),
+    "MatMul": (),
+    "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
+}
+# Attributes the compressed ops add (the decoder drops them when it densifies).
+OWN_ATTRIBUTES = ("weight_shape", "num_entries", "index_bits", "stream_ids", "layer", "weight_side")
+
+# The four stream inputs of a compressed op (inputs 2..5), in this order.
+STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
+FIRST_STREAM_INPUT = 2
+BIAS_INPUT = FIRST_STREAM_INPUT + len(STREAM_KINDS)
+
+# Code 0 is the exact zero, so a codebook holds at most 255 non-zero values (codes are bytes).
+MAX_CODEBOOK = 256
+MAX_NONZERO_VALUES = MAX_CODEBOOK - 1
+
+
+class CodebookOverflowError(ValueError):
+    """A weight has more distinct non-zero values than a codebook holds."""
+
+
+def split_codebook(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook, codes) of a weight: the codebook is 0 then its distinct non-zero values in
+    ascending order (float32), codes index it (uint8, 0 where the weight is zero).
+
+    CodebookOverflowError when the weight holds more than MAX_NONZERO_VALUES of them.
+    """
+    nonzero = weight != 0
+    values = np.unique(weight[nonzero])
+    if values.size > MAX_NONZERO_VALUES:
+        raise CodebookOverflowError(
+            f"{values.size} distinct non-zero weights; at most {MAX_NONZERO_VALUES} fit a "
+            "codebook (run the cluster pass first)"
+        )
+    codebook = np.concatenate([[0.0], values]).astype(np.float32)
+    codes = np.zeros(weight.shape, dtype=np.uint8)
+    codes[nonzero] = np.searchsorted(values, weight[nonzero]) + 1
+    return codebook, codes

@@ -1,0 +1,269 @@
+"""Every option of `dc-onnx compile`, defined once: defaults, validation and help text.
+
+Each group is a frozen dataclass whose fields carry their CLI help in their metadata
+(`option(...)`), as OnnxSlim's argparser does; `dc_onnx.cli_args` builds the argparse
+groups from them, so a default or a help text is never written twice. Validation lives in
+the per-field `check` (run by `__post_init__`), so a bad value is refused the same way from
+the CLI and from Python: a ValueError that names the option.
+
+Adding a group: a dataclass deriving from `OptionGroup` with `option(...)` fields, and one
+field of `CompileOptions` holding it (`group(...)`); the CLI picks it up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+Init = Literal["linear", "density", "random"]
+Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
+Optimizer = Literal["adamw", "sgd"]
+Schedule = Literal["cosine", "constant"]
+
+Check = Callable[[str, Any], None]
+
+# Without data there is no retraining, so the default pruning is mild: on LeNet-300-100
+# it costs 0.1 points of accuracy (docs/results.md); a --sparsity target overrides it.
+DEFAULT_QUALITY = 0.5
+
+
+# --- the validation rules, each written once -------------------------------------------
+
+
+def check_bits(name: str, value: int) -> None:
+    if not 1 <= value <= 8:
+        raise ValueError(f"{name} must be in 1..8, got {value}")
+
+
+def check_sparsity(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:  # also refuses nan
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def check_sparsity_map(name: str, value: Mapping[str, float]) -> None:
+    for glob, s in value.items():
+        check_sparsity(f"{name} '{glob}'", s)
+
+
+def check_non_negative(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+def check_count(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def option(
+    default: Any = None,
+    help: str | None = None,
+    *,
+    check: Check | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    per_phase: bool = False,
+) -> Any:
+    """A dataclass field with its CLI metadata; without `help` it has no CLI flag.
+
+    `flag` overrides the flag name (default: the field name with dashes), `parse` turns
+    the CLI text into the value, `per_phase` marks retraining options that each phase sets
+    on its own (`--epochs` / `--centroid-epochs`).
+    """
+    metadata = {
+        "help": help, "check": check, "flag": flag, "metavar": metavar, "parse": parse,
+        "per_phase": per_phase,
+    }  # fmt: skip
+    if isinstance(default, Mapping):
+        frozen = dict(default)
+        return dataclasses.field(default_factory=lambda: dict(frozen), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def group(factory: Callable[[], Any], title: str, **cli: Any) -> Any:
+    """A `CompileOptions` field holding an option group, shown under `title` in --help.
+
+    `prefix`, `shares` and `helps` give a second instance of a group flags of its own
+    only for its `per_phase` fields (prefixed, with their own help); the others take the
+    value of the group named by `shares`.
+    """
+    return dataclasses.field(default_factory=factory, metadata={"title": title, **cli})
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionGroup:
+    """Runs each field's `check` on construction (None means "not set" and is not checked)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is not None and value is not None:
+                check(f.name, value)
+
+
+def parse_sparsity_map(text: str) -> dict[str, float]:
+    """GLOB=S,GLOB=S -> {glob: s}; ValueError on a malformed item."""
+    result = {}
+    for item in filter(None, text.split(",")):
+        glob, sep, value = item.rpartition("=")
+        try:
+            result[glob] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not glob:
+            raise ValueError(f"expected GLOB=SPARSITY, got '{item}'")
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneOptions(OptionGroup):
+    """Magnitude pruning (passes/prune.py): a target per layer, else a std threshold."""
+
+    sparsity: float | None = option(
+        None, "fraction of weights pruned in every layer", check=check_sparsity
+    )
+    sparsity_per_layer: Mapping[str, float] = option(
+        {}, "per-layer sparsity by glob on node or weight names (first match wins); a glob "
+        "that matches no layer is an error",
+        check=check_sparsity_map, metavar="GLOB=S,...", parse=parse_sparsity_map,
+    )  # fmt: skip
+    quality: float | None = option(
+        DEFAULT_QUALITY, "prune |w| < quality * std(W) where no sparsity is set; 0 disables",
+        check=check_non_negative,
+    )  # fmt: skip
+    rounds: int = option(
+        1, "prune -> retrain cycles (with --data)", check=check_count, flag="--prune-rounds"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions(OptionGroup):
+    """Per-layer 1-D k-means weight sharing (passes/cluster.py)."""
+
+    bits_conv: int = option(8, "weight bits, conv", check=check_bits)
+    bits_fc: int = option(5, "weight bits, fc", check=check_bits)
+    init: Init = option("linear", "k-means centroid initialisation")
+    max_iterations: int = option(100, check=check_count)
+    seed: int = 0  # random initialisation only
+
+    def bits(self, kind: str) -> int:
+        return self.bits_conv if kind == "conv" else self.bits_fc
+
+
+@dataclasses.dataclass(frozen=True)
+class LowerOptions(OptionGroup):
+    """Encoding into the compressed ops (passes/lower.py)."""
+
+    index_bits_conv: int = option(8, "relative-index bits, conv", check=check_bits)
+    index_bits_fc: int = option(5, "relative-index bits, fc", check=check_bits)
+
+    def index_bits(self, kind: str) -> int:
+        return self.index_bits_conv if kind == "conv" else self.index_bits_fc
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainOptions(OptionGroup):
+    """One retraining phase (passes/retrain.py, dc_onnx/training/trainer.py)."""
+
+    epochs: int = option(2, "epochs per pruning round", check=check_non_negative, per_phase=True)
+    lr: float = option(1e-3, "learning rate, weights", check=check_positive, per_phase=True)
+    batch_size: int = option(64, "training batch size", check=check_count)
+    optimizer: Optimizer = option("adamw", "optimizer")
+    weight_decay: float = option(0.0, "AdamW decoupled decay", check=check_non_negative)
+    schedule: Schedule = "cosine"  # cosine decay to zero over all steps, or constant
+    loss: Loss = option(
+        "auto", "auto: cross-entropy with labels, else distill (the original model's "
+        "softened class probabilities as targets); distill-mse matches its raw outputs",
+    )  # fmt: skip
+    temperature: float = option(4.0, "distill: softening temperature", check=check_positive)
+    seed: int = option(0, "shuffling seed")
+
+
+TrainOptions = RetrainOptions  # the name before options were grouped
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+# Flat names that differ from their group field's name (the API before options were grouped).
+_FLAT_ALIASES = {"prune_rounds": ("prune", "rounds")}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class CompileOptions(OptionGroup):
+    """What `dc-onnx compile` does; the bits default to the paper's (conv 8/8, fc 5/5).
+
+    With `data` (a training `.npz` or a directory of shards) the default recipe is
+    deep-compression (prune, retrain, cluster, retrain the centroids, encode); without it,
+    data-free. `recipe` picks one by name (see `dc_onnx.recipes.RECIPES`).
+
+    Groups are given whole (`prune=PruneOptions(sparsity=0.8)`) or by their fields' flat
+    names (`CompileOptions(sparsity=0.8, bits_fc=6)`), as the Python API took them before
+    options were grouped; a flat name two groups share must be given inside its group.
+    """
+
+    prune: PruneOptions = group(PruneOptions, "pruning")
+    cluster: ClusterOptions = group(ClusterOptions, "weight sharing")
+    lower: LowerOptions = group(LowerOptions, "encoding")
+    retrain: RetrainOptions = group(RetrainOptions, "retraining (needs the 'train' extra)")
+    # Centroid retraining: its own epochs and learning rate (--centroid-*), the rest shared.
+    retrain_centroids: RetrainOptions = group(
+        lambda: RetrainOptions(lr=1e-4), "retraining the centroids",
+        prefix="centroid-", shares="retrain",
+        helps={"epochs": "epochs, centroids", "lr": "learning rate, centroids"},
+    )  # fmt: skip
+    recipe: str | None = option(
+        None, "pass list (default: deep-compression with --data, else data-free)"
+    )
+    data: str | os.PathLike[str] | None = option(
+        None, "training .npz or directory of .npz shards", parse=os.fspath
+    )
+    val: str | os.PathLike[str] | None = option(
+        None, "validation .npz: the best epoch is kept", parse=os.fspath
+    )
+    labels: str = option("labels", "key of the labels in the data files")
+    simplify: bool = option(False, "run onnx-simplifier first")
+    single_file: bool = option(False, "embed the streams in the .onnx")
+
+    def __init__(self, **kwargs: Any) -> None:
+        values = {
+            f.name: kwargs.pop(f.name) if f.name in kwargs else _default(f)
+            for f in dataclasses.fields(self)
+        }
+        # Flat names go to the one group that has such a field ("shares" groups excluded).
+        flat_owners: dict[str, list[tuple[str, str]]] = {}
+        for f in dataclasses.fields(self):
+            if "title" in f.metadata and "shares" not in f.metadata:
+                for inner in dataclasses.fields(values[f.name]):
+                    flat_owners.setdefault(inner.name, []).append((f.name, inner.name))
+        for alias, target in _FLAT_ALIASES.items():
+            flat_owners[alias] = [target]
+        for key, value in kwargs.items():
+            owners = flat_owners.get(key, [])
+            if len(owners) != 1:
+                raise TypeError(f"CompileOptions: unknown or ambiguous option '{key}'")
+            group_name, field_name = owners[0]
+            values[group_name] = dataclasses.replace(values[group_name], **{field_name: value})
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.val is not None and self.data is None:
+            raise ValueError(
+                "val (a validation set) needs data (a training set): --val needs --data"
+            )

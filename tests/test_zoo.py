@@ -1,0 +1,224 @@
+"""The zoo harness offline: manifest, input synthesis, inventory, table writer, failures.
+
+Nothing here downloads: the real models are only fetched by `make zoo`.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import MODELS
+
+sys.path.insert(0, str(MODELS))
+import zoo
+import zoo_measure
+
+
+def test_manifest_is_sane() -> None:
+    assert len(zoo.ZOO) >= 12
+    assert len(zoo.BY_NAME) == len(zoo.ZOO), "names must be unique"
+    for m in zoo.ZOO:
+        assert re.fullmatch(r"[a-z0-9.-]+", m.name), m.name
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.]*", m.package), m.package
+        assert m.path.endswith(".onnx") and not m.path.startswith("/")
+        assert re.fullmatch(r"[0-9a-f]{64}", m.sha256), m.name
+        assert m.covers
+        if m.derive:
+            assert m.derive in zoo.DERIVATIONS
+            assert m.derived_sha256 and re.fullmatch(r"[0-9a-f]{64}", m.derived_sha256)
+        for spec in m.inputs.values():
+            assert spec.dist is None or spec.dist[0] in ("normal", "uniform", "int", "const")
+    covers = " ".join(m.covers for m in zoo.ZOO)
+    for construct in ("OCR", "detection", "If", "LSTM", "GRU", "Gather", "fp16", "int8"):
+        assert construct in covers, construct
+
+
+def _model_with_inputs() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "h"])
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])
+    sr = helper.make_tensor_value_info("sr", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x, ids, sr], [y])
+    return helper.make_model(graph)
+
+
+def test_inputs_fill_symbolic_dims_and_keep_integers_in_range() -> None:
+    specs = {
+        "ids": zoo.InputSpec((2, 7), ("int", 100, 110)),
+        "sr": zoo.InputSpec((), ("const", 16000)),
+    }
+    feeds = zoo.synth_inputs(_model_with_inputs(), specs, seed=3)
+    assert feeds["x"].shape == (1, 3, 1) and feeds["x"].dtype == np.float32
+    assert feeds["ids"].shape == (2, 7) and feeds["ids"].dtype == np.int64
+    assert feeds["ids"].min() >= 100 and feeds["ids"].max() < 110
+    assert feeds["sr"].shape == () and int(feeds["sr"]) == 16000
+    again = zoo.synth_inputs(_model_with_inputs(), specs, seed=3)
+    assert all(np.array_equal(feeds[k], again[k]) for k in feeds), "seeded: same inputs"
+    other = zoo.synth_inputs(_model_with_inputs(), specs, seed=4)
+    assert not np.array_equal(feeds["x"], other["x"])
+    sized = zoo.synth_inputs(_model_with_inputs(), specs, seed=3, dims={"batch": 2, "h": 5})
+    assert sized["x"].shape == (2, 3, 5)
+
+
+def _tensor(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.ones(shape, dtype), name)
+
+
+def _inventory_model() -> onnx.ModelProto:
+    """Every place a weight can hide: If branches (own Constant, outer-scope read through a
+    Transpose), LSTM, an embedding Gather, fp16 through Cast, int8 through DequantizeLinear."""
+    out = helper.make_tensor_value_info
+    then_branch = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["Wt"], value=_tensor("Wt", (16, 16))),
+            helper.make_node("MatMul", ["x", "Wt"], ["t"]),
+        ],
+        "then",
+        [],
+        [out("t", TensorProto.FLOAT, None)],
+    )
+    else_branch = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["W_outer"], ["W_outer_t"]),
+            helper.make_node("MatMul", ["x", "W_outer_t"], ["e"]),
+        ],
+        "else",
+        [],
+        [out("e", TensorProto.FLOAT, None)],
+    )
+    nodes = [
+        helper.make_node("Gemm", ["x", "W_main"], ["g"]),
+        helper.make_node(
+            "If", ["cond"], ["branch"], then_branch=then_branch, else_branch=else_branch
+        ),
+        helper.make_node("LSTM", ["seq", "W_lstm", "R_lstm"], ["h"], hidden_size=16),
+        helper.make_node("Gather", ["table", "ids"], ["emb"]),
+        helper.make_node("Cast", ["W_half"], ["W_half_f"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["x", "W_half_f"], ["hf"]),
+        helper.make_node("DequantizeLinear", ["W_q", "scale"], ["W_q_f"]),
+        helper.make_node("MatMul", ["x", "W_q_f"], ["q"]),
+    ]
+    inits = [
+        _tensor("W_main", (16, 16)),
+        _tensor("W_outer", (16, 16)),
+        _tensor("W_lstm", (1, 64, 8)),
+        _tensor("R_lstm", (1, 64, 16)),
+        _tensor("table", (100, 16)),
+        _tensor("W_half", (16, 16), np.float16),
+        _tensor("W_q", (16, 16), np.int8),
+        numpy_helper.from_array(np.float32(0.1), "scale"),
+    ]
+    inputs = [
+        out("x", TensorProto.FLOAT, [1, 16]),
+        out("cond", TensorProto.BOOL, []),
+        out("seq", TensorProto.FLOAT, [2, 1, 8]),
+        out("ids", TensorProto.INT64, [3]),
+    ]
+    outputs = [out(n, TensorProto.FLOAT, None) for n in ("g", "branch", "h", "emb", "hf", "q")]
+    graph = helper.make_graph(nodes, "inv", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_inventory_finds_every_place(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(_inventory_model(), str(path))
+    inv = zoo.inventory(path, "m")
+    weights = {w.name: w for w in inv.weights}
+    assert set(weights) == {
+        "W_main",
+        "W_outer",
+        "W_lstm",
+        "R_lstm",
+        "table",
+        "W_half",
+        "W_q",
+        "Wt",
+    }  # fmt: skip  (scale is too small to be a weight)
+    assert weights["W_main"].consumers == ["Gemm"] and weights["W_main"].scope == "main"
+    assert weights["Wt"].source == "Constant" and weights["Wt"].scope.startswith("main/If:")
+    assert weights["Wt"].consumers == ["MatMul"]
+    assert weights["W_outer"].outer_scope_reads == 1
+    assert weights["W_outer"].chain == "Transpose" and weights["W_outer"].consumers == ["MatMul"]
+    assert weights["W_lstm"].consumers == ["LSTM"] and weights["R_lstm"].consumers == ["LSTM"]
+    assert weights["table"].consumers == ["Gather"]
+    assert weights["W_half"].dtype == "fp16" and weights["W_half"].chain == "Cast"
+    assert weights["W_half"].nbytes == 16 * 16 * 2
+    assert weights["W_q"].dtype == "int8" and weights["W_q"].chain == "DequantizeLinear"
+    b = inv.breakdown()
+    assert b["where"]["If body (depth 1) Constant"] == (1, 16 * 16 * 4)
+    assert b["where"]["read from a subgraph (outer scope)"][0] == 1
+    assert b["consumer"]["LSTM"][0] == 2 and b["dtype"]["int8"] == (1, 256)
+    assert inv.ops["If"] == 1 and inv.ops["MatMul"] == 4  # subgraph nodes counted
+    row = zoo.inventory_rows([inv])[0]
+    assert row[0] == "m" and "If body" in row[3]
+
+
+def test_fp16_derivation_keeps_outputs(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])
+    w = numpy_helper.from_array(np.linspace(-1, 1, 256, dtype=np.float32).reshape(16, 16), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g", [x], [y], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    zoo.fp16_weights(path)
+    weights = zoo.inventory(path).weights
+    assert [(w.dtype, w.chain, w.consumers) for w in weights] == [("fp16", "Cast", ["MatMul"])]
+
+
+def test_table_writer_keeps_failed_cells() -> None:
+    model = zoo.ZOO[0]
+    good = zoo_measure.Row(model, file_bytes=4000)
+    good.cells = {
+        "default": zoo_measure.Cell(bytes=1000, error=0.002, layers=3, layer_bytes=3900),
+        "lossless-8bit": zoo_measure.Cell(failed="compile timed out after 9 s"),
+        "max-error-0.05": zoo_measure.Cell(failed="n/a (no --max-error yet)"),
+        "int8": zoo_measure.Cell(bytes=3990, failed="run failed: crashed (signal 11)"),
+    }
+    bad = zoo_measure.Row(zoo.ZOO[1], failed="pip download x==1 failed: ERROR: no | such")
+    text = zoo_measure.tables([good, bad])
+    assert "1000 B (4.0x), err 0.2% ok" in text
+    assert "compile timed out after 9 s" in text and "n/a (no --max-error yet)" in text
+    assert "no gain, run failed: crashed (signal 11)" in text
+    assert "ERROR: no \\| such" in text  # escaped, the table keeps its columns
+    for line in text.splitlines():
+        if line.startswith(f"| {model.name} ") and "err" in line:
+            assert line.count(" | ") == 5
+
+
+def test_compile_failure_is_a_cell(tmp_path: Path) -> None:
+    fake = tmp_path / "dc-onnx"
+    fake.write_text(
+        "#!/bin/sh\necho 'Traceback ...' >&2\necho 'dc-onnx: error: boom' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    setting = zoo_measure.SETTINGS[0]
+    cell, out = zoo_measure.compile_cell(str(fake), setting, tmp_path / "m.onnx", tmp_path, 30)
+    assert out is None and cell.failed == "boom"
+
+
+def test_fetch_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 1, "", "noise\nERROR: No matching distribution\n")
+
+    monkeypatch.setattr(zoo.subprocess, "run", refused)
+    with pytest.raises(zoo.ZooError, match="failed: ERROR: No matching distribution"):
+        zoo.fetch_one(zoo.ZOO[0], tmp_path)
+    assert zoo.main(["fetch", "--cache", str(tmp_path), "--only", zoo.ZOO[0].name]) == 1
+    assert zoo.main(["fetch", "--only", "no-such-model"]) == 2
+
+
+def test_relative_l2_and_first_line() -> None:
+    a = np.array([3.0, 4.0])
+    assert zoo_measure.relative_l2(a, a) == 0.0
+    assert zoo_measure.relative_l2(a, np.array([3.0, 4.5])) == pytest.approx(0.1)
+    assert zoo_measure.relative_l2(a, np.zeros(3)) == float("inf")
+    assert zoo_measure.first_line("x\nValueError: bad thing\n") == "ValueError: bad thing"
+    assert zoo_measure.first_line("") == "failed (no message)"
