@@ -1,6 +1,7 @@
 #include "non_finite.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -74,10 +75,12 @@ void conv_nan_through_absent(const ConvTaps& w, const ConvAttributes& a, const C
             const int64_t q = (ty / a.sh) * pr.out_w + tx / a.sw;
             const uint32_t key = channel << w.tap_bits | static_cast<uint32_t>(ky * a.kw + kx);
             for (int64_t o = group * out_per_group; o < (group + 1) * out_per_group; ++o) {
+              float& out = y[o * plane_out + q];
+              if (std::isnan(out)) continue;  // already NaN (mostly so when many inputs are)
               // Taps are sorted by key within an output channel.
               const uint32_t* first = w.key.data() + w.ptr[static_cast<size_t>(o)];
               const uint32_t* last = w.key.data() + w.ptr[static_cast<size_t>(o) + 1];
-              if (!std::binary_search(first, last, key)) y[o * plane_out + q] = kNaN;
+              if (!std::binary_search(first, last, key)) out = kNaN;
             }
           }
         }

@@ -29,7 +29,7 @@ void nan_through_absent(const CodedRows& w, const float* x, int64_t x_stride, fl
 // Conv, one image: `x` [channels, in_h, in_w] fed `y` [M, out_h, out_w] with the
 // attributes `a` and the geometry of `pr` (pads resolved). Sets to NaN every output that
 // a non-finite input reaches through an absent tap. Cost: per non-finite input, taps *
-// output channels of its group * log(taps per output channel).
+// output channels of its group, plus a binary search for each output not yet NaN.
 void conv_nan_through_absent(const ConvTaps& w, const ConvAttributes& a, const ConvProblem& pr,
                              const float* x, float* y);
 
