@@ -4,7 +4,8 @@
 # FUZZ_SECONDS seconds. Usage: scripts/run_fuzz.sh PYTHON [TARGET...]
 # (PYTHON has dc_onnx installed: the seeds are compiled models). Corpora grow in
 # build/fuzz/corpus/<target>/ across runs; a finding is written to build/fuzz/findings/
-# and makes the script fail.
+# and makes the script fail. The inputs of past findings, runtime_ops/fuzz/regressions/,
+# are run first on every call, as regression tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=$(realpath -s "$1")  # used from /tmp below: keep the venv's link, not its target
@@ -35,7 +36,8 @@ for t in "${targets[@]}"; do
   # test); inputs are capped at 16 KiB (as the seeds are) so executions stay fast.
   if ! "$out/$t" -max_total_time="$seconds" -max_len=16384 -rss_limit_mb=2048 \
       -malloc_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-      -artifact_prefix="$out/findings/$t-" "$out/corpus/$t" "$out/seeds" \
+      -dict=runtime_ops/fuzz/fuzz.dict -artifact_prefix="$out/findings/$t-" \
+      "$out/corpus/$t" "$out/seeds" runtime_ops/fuzz/regressions \
       >"$out/$t.log" 2>&1; then
     status=1
     echo "== $t: FINDING (see $out/$t.log and $out/findings/)"

@@ -60,7 +60,7 @@ struct FuzzLayer {
 inline bool parse_fuzz_input(const uint8_t* data, size_t size, FuzzLayer* out) {
   if (size < 2) return false;
   const uint8_t flags = data[0];
-  out->op = (flags >> 1) % 3;
+  out->op = ((flags >> 1) & 3) % 3;  // bits 1-2 only: bits 3-4 are other flags
   size_t pos = 2;
   for (unsigned r = 0; r < data[1]; ++r) {
     if (pos + 2 > size) return false;
