@@ -78,12 +78,15 @@ def compile(
     except ValueError as e:
         raise InputError(str(e)) from None
     compiled, records = run_passes(source, passes)
-    lowered = stats_of(records, LowerStats)
-    if lowered is None or not lowered.layers:
-        raise InputError(
-            "nothing to compress: no Gemm, MatMul or Conv reads a constant float32 weight"
-        )
+    lowered = stats_of(records, LowerStats) or LowerStats({})
     report = Report.from_records(records, lowered, original_bytes)
+    if not lowered.layers:
+        why = "".join(f"; '{s.name}': {s.reason}" for s in report.left)
+        raise InputError(
+            f"nothing to compress: no weight of at least {options.min_weight_elements} "
+            "elements, no Gemm, MatMul or Conv reading a constant float32 weight and no "
+            f"embedding table worth encoding{why}"
+        )
     if output is not None:
         files = save_compiled(compiled, output, single_file=options.single_file)
         report.compressed_bytes = sum(f.stat().st_size for f in files)

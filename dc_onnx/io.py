@@ -12,13 +12,7 @@ import onnx
 import onnx_ir as ir
 
 from dc_onnx.codecs.container import parse_header
-from dc_onnx.codecs.schema import (
-    DOMAIN,
-    FIRST_STREAM_INPUT,
-    HEADER_NAME,
-    SIDE_FILE_SUFFIX,
-    STREAM_KINDS,
-)
+from dc_onnx.codecs.schema import DOMAIN, HEADER_NAME, SIDE_FILE_SUFFIX, stream_inputs
 from dc_onnx.errors import InputError
 
 __all__ = ["load_model", "save_compiled", "side_file_path"]
@@ -61,7 +55,7 @@ def _stream_order(graph: onnx.GraphProto) -> list[str]:
         if node.domain != DOMAIN:
             continue
         ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        streams = node.input[FIRST_STREAM_INPUT : FIRST_STREAM_INPUT + len(STREAM_KINDS)]
+        streams = node.input[stream_inputs(node.op_type)]
         for stream_id, name in zip(ids, streams, strict=True):
             by_id[stream_id] = name
     return [by_id[i] for i in sorted(by_id)]

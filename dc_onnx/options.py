@@ -18,7 +18,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-Init = Literal["linear", "density", "random"]
+from dc_onnx.quantize import INITS, Init
+
 Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
@@ -46,6 +47,16 @@ def check_sparsity(name: str, value: float) -> None:
 def check_sparsity_map(name: str, value: Mapping[str, float]) -> None:
     for glob, s in value.items():
         check_sparsity(f"{name} '{glob}'", s)
+
+
+def check_bits_map(name: str, value: Mapping[str, int]) -> None:
+    for key, bits in value.items():
+        check_bits(f"{name} '{key}'", bits)
+
+
+def check_init(name: str, value: str) -> None:
+    if value not in INITS:
+        raise ValueError(f"{name} must be one of {', '.join(INITS)}, got '{value}'")
 
 
 def check_non_negative(name: str, value: float) -> None:
@@ -111,18 +122,28 @@ class OptionGroup:
                 check(f.name, value)
 
 
-def parse_sparsity_map(text: str) -> dict[str, float]:
-    """GLOB=S,GLOB=S -> {glob: s}; ValueError on a malformed item."""
+def _parse_map(text: str, value_type: Callable[[str], Any], form: str) -> dict[str, Any]:
+    """KEY=V,KEY=V -> {key: value_type(v)}; ValueError naming `form` on a malformed item."""
     result = {}
     for item in filter(None, text.split(",")):
-        glob, sep, value = item.rpartition("=")
+        key, sep, value = item.rpartition("=")
         try:
-            result[glob] = float(value)
+            result[key] = value_type(value)
         except ValueError:
             sep = ""
-        if not sep or not glob:
-            raise ValueError(f"expected GLOB=SPARSITY, got '{item}'")
+        if not sep or not key:
+            raise ValueError(f"expected {form}, got '{item}'")
     return result
+
+
+def parse_sparsity_map(text: str) -> dict[str, float]:
+    """GLOB=S,GLOB=S -> {glob: s}."""
+    return _parse_map(text, float, "GLOB=SPARSITY")
+
+
+def parse_bits_map(text: str) -> dict[str, int]:
+    """NAME=N,GLOB=N -> {name: n}."""
+    return _parse_map(text, int, "NAME=BITS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +173,25 @@ class ClusterOptions(OptionGroup):
 
     bits_conv: int = option(8, "weight bits, conv", check=check_bits)
     bits_fc: int = option(5, "weight bits, fc", check=check_bits)
-    init: Init = option("linear", "k-means centroid initialisation")
-    max_iterations: int = option(100, check=check_count)
+    bits_other: int = option(
+        8, "weight bits, storage-form float weights: LSTM/GRU/RNN, tables, elementwise, "
+        "layers in subgraphs", check=check_bits,
+    )  # fmt: skip
+    bits_per_layer: Mapping[str, int] = option(
+        {}, "weight bits by weight name, else by glob on node or weight names (first match);"
+        " a name or glob that matches no layer is an error",
+        check=check_bits_map, metavar="NAME=N,...", parse=parse_bits_map,
+    )  # fmt: skip
+    init: Init | None = option(
+        None, "k-means start: mse (least squared error: density^(1/3) start, empty clusters"
+        " split the worst) or the paper's linear, density, random (default: mse without"
+        " retraining, linear with)", check=check_init,
+    )  # fmt: skip
+    max_iterations: int | None = option(None, check=check_count)  # None: the start's own
     seed: int = 0  # random initialisation only
 
     def bits(self, kind: str) -> int:
-        return self.bits_conv if kind == "conv" else self.bits_fc
+        return {"conv": self.bits_conv, "fc": self.bits_fc}.get(kind, self.bits_other)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,9 +200,12 @@ class LowerOptions(OptionGroup):
 
     index_bits_conv: int = option(8, "relative-index bits, conv", check=check_bits)
     index_bits_fc: int = option(5, "relative-index bits, fc", check=check_bits)
+    # Storage-form weights are mostly dense: their gaps cost ~1 bit each whatever the width.
+    index_bits_other: int = option(5, check=check_bits)
 
     def index_bits(self, kind: str) -> int:
-        return self.index_bits_conv if kind == "conv" else self.index_bits_fc
+        bits = {"conv": self.index_bits_conv, "fc": self.index_bits_fc}
+        return bits.get(kind, self.index_bits_other)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +272,11 @@ class CompileOptions(OptionGroup):
         None, "validation .npz: the best epoch is kept", parse=os.fspath
     )
     labels: str = option("labels", "key of the labels in the data files")
+    min_weight_elements: int = option(
+        4096, "weights read by other ops than Gemm/MatMul/Conv of the main graph get a "
+        "storage form from this many elements; smaller ones stay as they are",
+        check=check_count,
+    )  # fmt: skip
     simplify: bool = option(False, "run onnx-simplifier first")
     single_file: bool = option(False, "embed the streams in the .onnx")
 

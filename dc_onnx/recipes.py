@@ -21,6 +21,7 @@ from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
+from dc_onnx.quantize import Init
 from dc_onnx.training.trainer import TrainingData
 
 
@@ -31,14 +32,16 @@ class Step:
 
 
 RECIPES: dict[str, tuple[Step, ...]] = {
-    # Without data: prune by magnitude, share weights by k-means, encode.
+    # Without data: prune by magnitude, share weights by k-means (least squared error, as
+    # nothing retrains afterwards), encode.
     "data-free": (Step("canonicalize"), Step("prune"), Step("cluster"), Step("lower")),
     # Han et al. 2016: prune -> retrain (repeated `prune_rounds` times) -> cluster ->
-    # retrain the centroids -> encode.
+    # retrain the centroids -> encode. Linear centroids, as in the paper: with retraining
+    # they beat density-based starts, because the large weights keep centroids of their own.
     "deep-compression": (
         Step("canonicalize"),
         Step("prune", {"retrain": True}),
-        Step("cluster"),
+        Step("cluster", {"init": "linear"}),
         Step("retrain", {"phase": "centroids"}),
         Step("lower"),
     ),
@@ -51,14 +54,16 @@ Builder = Callable[..., list[ir.passes.PassBase]]
 
 
 def _canonicalize(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [CanonicalizePass()]
+    return [CanonicalizePass(options.min_weight_elements)]
 
 
 def _prune(
     options: CompileOptions, data: TrainingData | None, retrain: bool = False
 ) -> list[ir.passes.PassBase]:
     given = options.prune
-    policy = PrunePolicy(given.sparsity, dict(given.sparsity_per_layer), given.quality)
+    policy = PrunePolicy(
+        given.sparsity, dict(given.sparsity_per_layer), given.quality, options.min_weight_elements
+    )
     if not retrain:
         return [PrunePass(policy)]
     assert data is not None
@@ -74,8 +79,11 @@ def _prune(
     return passes
 
 
-def _cluster(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [ClusterPass(options.cluster)]
+def _cluster(
+    options: CompileOptions, data: TrainingData | None, init: Init = "mse"
+) -> list[ir.passes.PassBase]:
+    """`init` is the recipe's k-means start, used unless the options name one."""
+    return [ClusterPass(options.cluster, options.min_weight_elements, default_init=init)]
 
 
 def _retrain(
@@ -87,7 +95,7 @@ def _retrain(
 
 
 def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
-    return [LowerPass(options.lower)]
+    return [LowerPass(options.lower, options.min_weight_elements)]
 
 
 BUILDERS: dict[str, Builder] = {

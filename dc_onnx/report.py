@@ -7,8 +7,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from dc_onnx.layers import Skipped
+from dc_onnx.passes.canonicalize import CanonicalizeStats
 from dc_onnx.passes.lower import LayerStats, LowerStats
-from dc_onnx.pipeline import PassRecord
+from dc_onnx.pipeline import PassRecord, stats_of
 
 FLOAT_BITS = 32
 
@@ -32,7 +34,7 @@ class LayerReport:
     def from_lower_stats(cls, name: str, s: LayerStats) -> LayerReport:
         k, m, n, stored = s.codebook_size, s.entries, s.weights, s.stored
         weight_bits = max(1, math.ceil(math.log2(k)))
-        codebook_bits = FLOAT_BITS * k
+        codebook_bits = s.dtype_bits * k
         pq_bits = stored * weight_bits + m * s.index_bits + codebook_bits
         lengths_bits = 8 * (k + (1 << s.index_bits))
         pqh_bits = 8 * (s.codes_bytes + s.gaps_bytes) + codebook_bits + lengths_bits
@@ -47,8 +49,8 @@ class LayerReport:
             weight_bits_huffman=8 * s.codes_bytes / max(stored, 1),
             index_bits=s.index_bits,
             index_bits_huffman=8 * s.gaps_bytes / max(stored, 1),
-            rate_pq=FLOAT_BITS * n / pq_bits,
-            rate_pqh=FLOAT_BITS * n / pqh_bits,
+            rate_pq=s.dtype_bits * n / pq_bits,
+            rate_pqh=s.dtype_bits * n / pqh_bits,
         )
 
 
@@ -59,6 +61,10 @@ class Report:
     original_bytes: int
     compressed_bytes: int | None = None  # real files; None until the model is saved
     files: list[str] = dataclasses.field(default_factory=list)
+    # Every weight found (name, kind, dtype, elements, readers), and those at or above the
+    # size threshold left uncompressed, each with its reason (dc_onnx.layers.survey).
+    weights: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    left: list[Skipped] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_records(
@@ -66,7 +72,10 @@ class Report:
     ) -> Report:
         """The report of a run whose lowering produced `lowered` (see pipeline.stats_of)."""
         layers = [LayerReport.from_lower_stats(name, s) for name, s in lowered.layers.items()]
-        return cls(layers, list(records), original_bytes)
+        found = stats_of(records, CanonicalizeStats)
+        weights = [] if found is None else found.survey.weights
+        left = ([] if found is None else found.survey.left) + lowered.left
+        return cls(layers, list(records), original_bytes, weights=weights, left=left)
 
     @property
     def ratio(self) -> float | None:
@@ -82,6 +91,8 @@ class Report:
             "files": self.files,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "passes": [record.to_json() for record in self.passes],
+            "weights": self.weights,
+            "left_uncompressed": [dataclasses.asdict(s) for s in self.left],
         }
 
     def format_table(self) -> str:
@@ -104,6 +115,13 @@ class Report:
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
+        kinds: dict[str, int] = {}
+        for w in self.weights:
+            kinds[w["kind"]] = kinds.get(w["kind"], 0) + 1
+        if kinds:
+            lines.append(f"weights:    {', '.join(f'{n} {kind}' for kind, n in kinds.items())}")
+        for s in self.left:
+            lines.append(f"left as is: {s.name} ({s.dtype}, {s.elements:,}): {s.reason}")
         lines.append(f"original:   {self.original_bytes:>12,} bytes")
         if self.compressed_bytes is not None:
             lines.append(

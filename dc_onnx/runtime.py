@@ -59,25 +59,51 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+_REGISTERED_KEY = "dc_onnx.custom_ops_registered"
+
+
 def session_options(options: Any = None) -> Any:
-    """ORT SessionOptions (new, or the given ones) with the custom-op library registered."""
+    """ORT SessionOptions (new, or the given ones) with the custom-op library registered.
+
+    Registering twice on the same options makes newer ORTs refuse the next session
+    ("Domain already set in registry"), so the options remember it in a config entry.
+    """
     ort = _onnxruntime()
     options = options if options is not None else ort.SessionOptions()
-    options.register_custom_ops_library(ops_library_path())
+    try:
+        registered = options.get_session_config_entry(_REGISTERED_KEY) == "1"
+    except RuntimeError:  # ORT raises for a key it does not hold
+        registered = False
+    if not registered:
+        options.register_custom_ops_library(ops_library_path())
+        options.add_session_config_entry(_REGISTERED_KEY, "1")
     return options
 
 
 def InferenceSession(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | bytes,
     sess_options: Any = None,
     providers: list[str] | None = None,
+    materialize: bool = True,
     **kwargs: Any,
 ) -> Any:
-    """An onnxruntime.InferenceSession that can run compiled models (and any other)."""
+    """An onnxruntime.InferenceSession that can run compiled models (and any other).
+
+    With `materialize` (the default), storage-form weights (CompressedConstant nodes) are
+    decoded once here and given to ORT as plain initializers, so no Run pays for them
+    (dc_onnx.materialize); without it they are decoded at session creation by the op and
+    copied to its output on every Run, as in any other ORT host.
+    """
     ort = _onnxruntime()
+    options = session_options(sess_options)
+    model = path if isinstance(path, bytes) else os.fspath(path)
+    if materialize:
+        from dc_onnx.materialize import materialize as decode_constants
+
+        model = decode_constants(path, options) or model
     return ort.InferenceSession(
-        os.fspath(path),
-        sess_options=session_options(sess_options),
+        model,
+        sess_options=options,
         providers=providers or ["CPUExecutionProvider"],
         **kwargs,
     )

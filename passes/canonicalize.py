@@ -1,6 +1,10 @@
 """canonicalize: bring a model into the form the other passes expect.
 
-- Constant nodes become initializers, so weights given as `Constant` are found;
+- Constant nodes become initializers (in subgraphs too), and initializers of If / Loop /
+  Scan bodies move to the main graph, where the subgraphs read them as outer-scope values:
+  every weight is then found in one place and stored once;
+- constant-only chains (Cast, Transpose, Reshape, Squeeze, Unsqueeze, Identity) are folded
+  into a new initializer (passes/fold.py), so the consumer reads the weight directly;
 - a BatchNormalization that follows a Conv or Gemm is folded into its weight and bias,
   so the folded weight is what gets compressed;
 - the compressible layers are listed in the stats (graph helpers in dc_onnx.layers).
@@ -8,13 +12,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import LiftConstantsToInitializersPass
+from onnx_ir.passes.common import (
+    LiftConstantsToInitializersPass,
+    LiftSubgraphInitializersToMainGraphPass,
+)
 
-from dc_onnx.layers import add_initializer, find_weight_groups
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, SurveyStats, add_initializer, survey
+from dc_onnx.passes.fold import fold_constant_chains
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -75,22 +84,43 @@ def _fold_batch_norm(graph: ir.Graph, bn: ir.Node) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class CanonicalizeStats:
+    batch_norms_folded: int
+    chains_folded: list[str]  # nodes of constant-only chains folded into initializers
+    lifted_from_subgraphs: list[str]  # weights that were subgraph initializers or Constants
+    layers: list[str]
+    survey: SurveyStats
+
+
 class CanonicalizePass(CompilerPass):
     name = "canonicalize"
 
+    def __init__(self, min_weight_elements: int = DEFAULT_MIN_ELEMENTS) -> None:
+        super().__init__()
+        self.min_weight_elements = min_weight_elements
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
+        in_subgraphs = [str(name) for sub in graph.subgraphs() for name in sub.initializers] + [
+            str(node.outputs[0].name)
+            for sub in graph.subgraphs()
+            for node in sub
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+        ]
         modified = LiftConstantsToInitializersPass(size_limit=0)(model).modified
+        modified = LiftSubgraphInitializersToMainGraphPass()(model).modified or modified
+        chains = fold_constant_chains(model)
         folded = 0
         for node in list(graph):
             is_bn = node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx")
             if is_bn and _fold_batch_norm(graph, node):
                 folded += 1
-        groups = find_weight_groups(graph)
-        self.stats = {
-            "batch_norms_folded": folded,
-            "layers": [layer.name for g in groups for layer in g.layers],
-        }
+        found = survey(graph, self.min_weight_elements)
+        for skipped in found.skipped:  # every pass surveys again; one warning is enough
+            logger.warning("weight '%s' stays uncompressed: %s", skipped.name, skipped.reason)
+        layers = [layer.name for g in found.groups for layer in g.layers]
+        self.stats = CanonicalizeStats(folded, chains, in_subgraphs, layers, found.to_stats())
         unused = [
             v
             for v in graph.initializers.values()
@@ -98,4 +128,4 @@ class CanonicalizePass(CompilerPass):
         ]
         for value in unused:
             graph.initializers.pop(str(value.name))
-        return ir.passes.PassResult(model, modified or folded > 0 or bool(unused))
+        return ir.passes.PassResult(model, modified or folded > 0 or bool(chains) or bool(unused))

@@ -1,8 +1,13 @@
 """cluster: per-weight 1-D k-means weight sharing (Han et al. 2016, section 3).
 
-The surviving (non-zero) weights of each layer share `2**bits - 1` centroids; code 0 is the
-exact zero, so pruned weights stay pruned. 1-D k-means on sorted data: clusters are
-contiguous ranges, so one sort and a prefix sum make each Lloyd iteration O(k log n).
+The surviving (non-zero) weights of each layer share `2**bits - 1` values; code 0 is the
+exact zero, so pruned weights stay pruned. Bits come per kind (conv / fc) unless a
+per-weight mapping names the weight. The math lives in `dc_onnx.quantize`; this pass walks
+the weights, picks their bits and records what it did.
+
+Storage-form float weights are clustered with `bits_other`; fp16/bf16 centroids are
+rounded to the weight's dtype, so the codebook holds values that dtype represents exactly.
+Integer weights (already quantized) are never clustered: they are stored losslessly.
 """
 
 from __future__ import annotations
@@ -12,97 +17,108 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.layers import find_weight_groups
-from dc_onnx.options import ClusterOptions, Init
+from dc_onnx.errors import CompileError
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    StoredWeight,
+    WeightGroup,
+    find_stored_weights,
+    find_weight_groups,
+    refuse_unmatched,
+)
+from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.quantize import Init, kmeans_1d, share_values
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
 
 logger = logging.getLogger(__name__)
 
 
-def _initial_centroids(x: np.ndarray, k: int, init: Init, seed: int) -> np.ndarray:
-    if init == "linear":
-        return np.linspace(x[0], x[-1], k)
-    if init == "density":
-        return x[np.linspace(0, x.size - 1, k).round().astype(np.int64)].astype(np.float64)
-    rng = np.random.default_rng(seed)
-    return np.sort(x[rng.choice(x.size, size=k, replace=False)]).astype(np.float64)
+def bits_of(options: ClusterOptions, group: WeightGroup | StoredWeight) -> int:
+    """The group's bits: its weight's name in `bits_per_layer`, else the first glob there
+    that matches a weight or node name, else the kind's default."""
+    per_layer = options.bits_per_layer
+    name = str(group.weight.name)
+    if name in per_layer:
+        return per_layer[name]
+    for pattern, bits in per_layer.items():
+        if group.matches(pattern):
+            return bits
+    return options.bits(group.kind)
 
 
-def kmeans_1d(
-    values: np.ndarray, k: int, init: Init = "linear", max_iterations: int = 100, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(centroids, assignment of each value, iterations) for 1-D k-means."""
-    order = np.argsort(values, kind="stable")
-    x = values[order].astype(np.float64)
-    unique = np.unique(x)
-    if unique.size <= k:  # nothing to share: every distinct value is its own centroid
-        return unique, np.searchsorted(unique, values.astype(np.float64)), 0
-    prefix = np.concatenate([[0.0], np.cumsum(x)])
-    centroids = _initial_centroids(x, k, init, seed)
-    tolerance = 1e-9 * max(abs(x[0]), abs(x[-1]))
-    iterations = 0
-    for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported below
-        cut = np.searchsorted(x, (centroids[1:] + centroids[:-1]) / 2)
-        lo = np.concatenate([[0], cut])
-        hi = np.concatenate([cut, [x.size]])
-        count = hi - lo
-        means = (prefix[hi] - prefix[lo]) / np.maximum(count, 1)
-        updated = np.sort(np.where(count > 0, means, centroids))  # empty clusters stay put
-        shift = float(np.max(np.abs(updated - centroids)))
-        centroids = updated
-        if shift <= tolerance:
-            break
-    bounds = (centroids[1:] + centroids[:-1]) / 2
-    return centroids, np.searchsorted(bounds, values.astype(np.float64)), iterations
+def _relative_error(before: np.ndarray, after: np.ndarray) -> float:
+    finite = np.isfinite(before)
+    b = before[finite].astype(np.float64)
+    norm = float(np.linalg.norm(b))
+    return float(np.linalg.norm(after[finite].astype(np.float64) - b)) / norm if norm else 0.0
 
 
 class ClusterPass(CompilerPass):
     name = "cluster"
 
-    def __init__(self, options: ClusterOptions) -> None:
+    def __init__(
+        self,
+        options: ClusterOptions,
+        min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
+        default_init: Init = "mse",
+    ) -> None:
         super().__init__()
         self.options = options
+        self.min_weight_elements = min_weight_elements
+        self.init: Init = options.init or default_init
+
+    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
+        """Layer weights, then storage-form float weights (integer ones are left alone)."""
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [*find_weight_groups(model.graph), *(s for s in stored if s.kind == "storage")]
+
+    def requires(self, model: ir.Model) -> None:
+        refuse_unmatched("--bits-per-layer", self.options.bits_per_layer, self.weights(model))
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        groups = find_weight_groups(model.graph)
+        groups = self.weights(model)
         for i, group in enumerate(groups, 1):
             w = group.array()
-            bits = self.options.bits(group.kind)
-            mask = w != 0
-            survivors = w[mask]
-            if survivors.size == 0:
-                layers[group.name] = {"bits": bits, "clusters": 0, "iterations": 0}
-                continue
-            centroids, assignment, iterations = kmeans_1d(
-                survivors,
-                (1 << bits) - 1,
-                self.options.init,
-                self.options.max_iterations,
-                self.options.seed,
-            )
+            bits = bits_of(self.options, group)
+            mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
             shared = w.copy()
-            shared[mask] = centroids.astype(np.float32)[assignment]
-            if not np.array_equal(shared, w):
+            iterations = 0
+            if np.any(mask):
+                try:
+                    shared[mask], iterations = share_values(
+                        w[mask],
+                        (1 << bits) - 1,
+                        self.init,
+                        max_iterations=self.options.max_iterations,
+                        seed=self.options.seed,
+                    )
+                except ValueError as e:
+                    raise CompileError(f"layer '{group.name}': {e}") from None
+            if not np.array_equal(shared, w, equal_nan=True):
                 group.set_array(shared)
                 modified = True
             layers[group.name] = {
                 "bits": bits,
                 "clusters": int(np.unique(shared[mask]).size),
                 "iterations": iterations,
+                "nonfinite": int(np.count_nonzero(~np.isfinite(w))),
+                "relative_error": _relative_error(w, shared),
             }
             logger.info(
-                "cluster %d/%d %s: %d weights -> %d centroids (%d iterations)",
-                i, len(groups), group.name, survivors.size, centroids.size, iterations,
+                "cluster %d/%d %s: %d weights -> %d values at %d bits (%d iterations, "
+                "relative error %.2e)",
+                i, len(groups), group.name, int(mask.sum()), layers[group.name]["clusters"],
+                bits, iterations, layers[group.name]["relative_error"],
             )  # fmt: skip
         self.stats = {"layers": layers}
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
-        for group in find_weight_groups(model.graph):
+        for group in self.weights(model):
             distinct = np.unique(group.array()).size
-            if distinct > 1 << self.options.bits(group.kind):
+            if distinct > 1 << bits_of(self.options, group):
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

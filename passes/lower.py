@@ -4,6 +4,13 @@ Each weight becomes a codebook (its distinct values, 0 first) and two Huffman-co
 streams (codebook indices and relative indices, docs/format.md). The streams and a shared
 header are ordinary uint8/float32 initializers here; `dc_onnx.io.save_compiled` moves them
 into the side file. Nodes other than the replaced layers are left untouched.
+
+Storage-form weights (dc_onnx.layers.StoredWeight) become one `CompressedConstant` node
+each, at the top of the main graph, whose output takes the weight's name: every reader,
+in the main graph or in an If / Loop / Scan body, now reads the decoded tensor. Their
+codebook keeps the weight's dtype. A storage weight with more distinct values than a
+codebook holds, or whose streams would not be smaller than it, is left as it is and
+reported.
 """
 
 from __future__ import annotations
@@ -17,18 +24,30 @@ import onnx_ir as ir
 from dc_onnx.codecs import EncodedWeight, encode_weight
 from dc_onnx.codecs.container import Stream, StreamKind, layout
 from dc_onnx.codecs.schema import (
-    BIAS_INPUT,
     COMPRESSED_OP,
+    CONSTANT_OP,
     DOMAIN,
     HEADER_NAME,
     KEPT_ATTRIBUTES,
+    MAX_NONZERO_VALUES,
     OPSET_VERSION,
     STREAM_KINDS,
     CodebookOverflowError,
+    header_input,
     split_codebook,
+    stream_inputs,
 )
 from dc_onnx.errors import CompileError
-from dc_onnx.layers import Layer, WeightGroup, add_initializer, find_weight_groups
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    Layer,
+    Skipped,
+    StoredWeight,
+    WeightGroup,
+    add_initializer,
+    find_stored_weights,
+    find_weight_groups,
+)
 from dc_onnx.options import LowerOptions
 from dc_onnx.pipeline import CompilerPass
 
@@ -41,8 +60,8 @@ logger = logging.getLogger(__name__)
 class LayerStats:
     """What lowering one weight produced (the report's per-layer row is computed from it)."""
 
-    kind: str  # conv or fc
-    op: str  # the dense op type
+    kind: str  # conv, fc, storage or integer
+    op: str  # the dense op type (storage: the readers' op types)
     weights: int
     nonzeros: int
     entries: int  # relative indices, escapes included
@@ -51,11 +70,13 @@ class LayerStats:
     index_bits: int
     codes_bytes: int
     gaps_bytes: int
+    dtype_bits: int = 32  # bits of one weight in the original model
 
 
 @dataclasses.dataclass(frozen=True)
 class LowerStats:
     layers: dict[str, LayerStats]
+    left: list[Skipped] = dataclasses.field(default_factory=list)  # storage weights refused
 
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
@@ -66,6 +87,48 @@ def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
     except CodebookOverflowError as e:
         raise CompileError(f"layer '{group.name}' has {e}") from None
     return encode_weight(codes, codebook, index_bits)
+
+
+# From this share of non-zeros on, a storage weight takes the dense form (index_bits 0): a
+# gap costs at least one bit per stored weight, more than the zero codes it saves.
+DENSE_FORM_DENSITY = 0.9
+
+
+def stored_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """[rows, cols] of a storage-form weight: its first dim by the rest (rank < 2: one row)."""
+    size = int(np.prod(shape))
+    rows = int(shape[0]) if len(shape) >= 2 else 1
+    return rows, size // rows
+
+
+def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
+    """Codebook (in the weight's dtype) and streams, or why the weight cannot be encoded."""
+    w = weight.array()
+    rows, cols = stored_matrix_shape(w.shape)
+    if rows > 2**31 - 1 or cols > 2**31 - 1:
+        return f"shape {list(w.shape)} has more than 2^31-1 elements per row"
+    # float32 holds every fp16, bf16, int8 and uint8 value exactly: compare there.
+    flat = w.reshape(rows, cols).astype(np.float32)
+    nonzero = flat != 0
+    values = np.unique(flat[nonzero])
+    if values.size > MAX_NONZERO_VALUES:
+        return f"{values.size} distinct non-zero values; a codebook holds {MAX_NONZERO_VALUES}"
+    codebook = np.concatenate([[0.0], values]).astype(np.float32).astype(w.dtype)
+    codes = np.zeros(flat.shape, dtype=np.uint8)
+    codes[nonzero] = np.searchsorted(values, flat[nonzero]) + 1
+    # Mostly dense (no pruning): the dense form drops the gaps, one code per position.
+    dense = np.count_nonzero(nonzero) >= DENSE_FORM_DENSITY * nonzero.size
+    encoded = encode_weight(codes, codebook, 0 if dense else index_bits)
+    return _larger_than(encoded, w.nbytes) or encoded
+
+
+def _larger_than(encoded: EncodedWeight, nbytes: int) -> str | None:
+    """Why the streams are not worth it (they take `nbytes` or more), else None."""
+    stored = len(encoded.codes) + len(encoded.gaps) + encoded.codebook.nbytes
+    stored += encoded.code_lengths.size
+    if stored >= nbytes:
+        return f"incompressible: its streams would take {stored} bytes, it has {nbytes}"
+    return None
 
 
 def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
@@ -91,7 +154,9 @@ def _compressed_node(
     stream_ids: list[int],
     weight_shape: tuple[int, ...],
     encoded: EncodedWeight,
-) -> ir.Node:
+) -> list[ir.Node]:
+    """The compressed op replacing `layer.node`, followed by a Cast when the weight is not
+    float32 (the ops compute in float32; a float16 table's values are exact in float32)."""
     node = layer.node
     op = node.op_type
     inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
@@ -107,7 +172,7 @@ def _compressed_node(
     ]
     if op == "MatMul":
         attributes.append(ir.AttrInt64("weight_side", layer.weight_side))
-    return ir.Node(
+    new = ir.Node(
         DOMAIN,
         COMPRESSED_OP[op],
         inputs,
@@ -116,14 +181,31 @@ def _compressed_node(
         name=node.name,
         version=OPSET_VERSION,
     )
+    tensor = layer.weight.const_value
+    assert tensor is not None
+    if tensor.dtype == ir.DataType.FLOAT:
+        return [new]
+    new.outputs[0].name = f"{node.outputs[0].name}.float32"
+    cast = ir.Node(
+        "",
+        "Cast",
+        new.outputs,
+        [ir.AttrInt64("to", tensor.dtype.value)],
+        num_outputs=1,
+        name=f"{node.name}.cast" if node.name else None,
+    )
+    return [new, cast]
 
 
 class LowerPass(CompilerPass):
     name = "lower"
 
-    def __init__(self, options: LowerOptions) -> None:
+    def __init__(
+        self, options: LowerOptions, min_weight_elements: int = DEFAULT_MIN_ELEMENTS
+    ) -> None:
         super().__init__()
         self.options = options
+        self.min_weight_elements = min_weight_elements
 
     def requires(self, model: ir.Model) -> None:
         if HEADER_NAME in model.graph.initializers:
@@ -132,56 +214,148 @@ class LowerPass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         groups = find_weight_groups(graph)
-        if not groups:
-            self.stats = LowerStats({})
-            return ir.passes.PassResult(model, False)
-        encoded = []
+        jobs: list[tuple[WeightGroup | StoredWeight, EncodedWeight]] = []
+        left: list[Skipped] = []
         for i, group in enumerate(groups, 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
-            encoded.append(encode_group(group, self.options.index_bits(group.kind)))
-        # Codebooks first in the side file so they stay 4-byte aligned (docs/format.md).
-        order = [(g, kind) for kind in range(4) for g in range(len(groups))]
+            index_bits = self.options.index_bits(group.kind)
+            if group.kind == "embedding":  # tables are rarely pruned: drop the gaps then
+                w = group.array()
+                if np.count_nonzero(w) >= DENSE_FORM_DENSITY * w.size:
+                    index_bits = 0
+            encoded = encode_group(group, index_bits)
+            # A small table (token types, ...) is cheaper as it is: its codebook alone
+            # can outweigh it. Compute layers keep the paper's rule: every one is encoded.
+            tensor = group.weight.const_value
+            assert tensor is not None
+            embedding = group.kind == "embedding"
+            larger = _larger_than(encoded, tensor.nbytes) if embedding else None
+            if larger is not None:
+                logger.info("table '%s' stays as it is: %s", group.weight.name, larger)
+                size = int(group.array().size)
+                left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
+                continue
+            jobs.append((group, encoded))
+        for weight in find_stored_weights(graph, self.min_weight_elements):
+            logger.info("encode %s (%s, read by %s)", weight.name, weight.kind, weight.readers)
+            enc = encode_stored(weight, self.options.index_bits(weight.kind))
+            if isinstance(enc, str):
+                logger.warning("weight '%s' stays uncompressed: %s", weight.name, enc)
+                array = weight.array()
+                left.append(Skipped(weight.name, weight.dtype.name, int(array.size), enc))
+                continue
+            jobs.append((weight, enc))
+        self.stats = LowerStats({}, left)
+        if not jobs:
+            return ir.passes.PassResult(model, False)
+        arrays = [_stream_arrays(e) for _, e in jobs]
+        # Codebooks first in the side file, widest dtype first, so each stays aligned to its
+        # element size (docs/format.md); then the byte streams.
+        by_width = sorted(range(len(jobs)), key=lambda j: -arrays[j][0].dtype.itemsize)
+        order = [(j, 0) for j in by_width] + [(j, k) for k in (1, 2, 3) for j in range(len(jobs))]
         stream_ids = {key: n for n, key in enumerate(order)}
-        arrays = [_stream_arrays(e) for e in encoded]
-        header_bytes, _ = layout([_stream(arrays[g][k], k, encoded[g]) for g, k in order])
+        header_bytes, _ = layout([_stream(arrays[j][k], k, jobs[j][1]) for j, k in order])
         header = add_initializer(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
         layers: dict[str, LayerStats] = {}
-        for g, (group, enc) in enumerate(zip(groups, encoded, strict=True)):
-            base = str(group.weight.name)
+        decoders: list[ir.Node] = []
+        for j, (job, enc) in enumerate(jobs):
+            base = str(job.weight.name)
             streams = [
                 add_initializer(graph, f"{base}.{kind.name.lower()}", array)
-                for kind, array in zip(STREAM_KINDS, arrays[g], strict=True)
+                for kind, array in zip(STREAM_KINDS, arrays[j], strict=True)
             ]
-            ids = [stream_ids[(g, k)] for k in range(4)]
-            shape = group.array().shape if group.kind == "conv" else group.stored_matrix().shape
-            for layer in group.layers:
+            ids = [stream_ids[(j, k)] for k in range(4)]
+            if isinstance(job, StoredWeight):
+                decoders.append(_replace_stored(graph, job, header, streams, ids, enc))
+                layers[job.name] = _stored_stats(job, enc)
+                continue
+            if job.decoded:  # Conv 3-D, ConvTranspose: ORT's own op reads the decoded weight
+                readers = tuple(layer.node.op_type for layer in job.layers)
+                stored = StoredWeight(job.weight, "storage", readers)
+                decoders.append(_replace_stored(graph, stored, header, streams, ids, enc))
+                layers[job.name] = _layer_stats(job, enc)
+                continue
+            fc = job.kind == "fc"
+            shape = job.stored_matrix().shape if fc else job.array().shape
+            for layer in job.layers:
                 new = _compressed_node(layer, header, streams, ids, shape, enc)
                 ir.convenience.replace_nodes_and_values(
-                    graph, layer.node, [layer.node], [new], layer.node.outputs, new.outputs
+                    graph, layer.node, [layer.node], new, layer.node.outputs, new[-1].outputs
                 )
             graph.initializers.pop(base)
-            layers[group.name] = _layer_stats(group, enc)
+            layers[job.name] = _layer_stats(job, enc)
+        if decoders:
+            graph.insert_before(graph[0], decoders)
         graph.opset_imports[DOMAIN] = OPSET_VERSION
-        self.stats = LowerStats(layers)
+        self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, True)
 
     def ensures(self, model: ir.Model) -> None:
         for node in model.graph:
-            if node.domain == DOMAIN and len(node.inputs) < BIAS_INPUT:
+            if node.domain != DOMAIN:
+                continue
+            if len(node.inputs) < stream_inputs(node.op_type).stop:
                 raise AssertionError(f"{node.name}: compressed op lacks its stream inputs")
+            if node.inputs[header_input(node.op_type)] is None:
+                raise AssertionError(f"{node.name}: compressed op lacks its header")
+
+
+def _replace_stored(
+    graph: ir.Graph,
+    weight: StoredWeight,
+    header: ir.Value,
+    streams: list[ir.Value],
+    stream_ids: list[int],
+    encoded: EncodedWeight,
+) -> ir.Node:
+    """A CompressedConstant node that takes the place (and the name) of the initializer."""
+    value = weight.weight
+    name = str(value.name)
+    node = ir.Node(
+        DOMAIN,
+        CONSTANT_OP,
+        [header, *streams],
+        [
+            ir.AttrInt64s("weight_shape", [int(d) for d in weight.array().shape]),
+            ir.AttrInt64("num_entries", encoded.num_entries),
+            ir.AttrInt64("index_bits", encoded.index_bits),
+            ir.AttrInt64s("stream_ids", stream_ids),
+            ir.AttrString("layer", name),
+        ],
+        num_outputs=1,
+        name=f"{name}.decode",
+        version=OPSET_VERSION,
+    )
+    output = node.outputs[0]
+    output.type, output.shape = value.type, value.shape
+    value.replace_all_uses_with(output, replace_graph_outputs=True)
+    graph.initializers.pop(name)
+    output.name = name  # readers in subgraphs find it by name, as they found the initializer
+    return node
+
+
+def _stored_stats(weight: StoredWeight, enc: EncodedWeight) -> LayerStats:
+    w = weight.array()
+    op = "/".join(sorted(set(weight.readers)))
+    return _stats(weight.kind, op, w.astype(np.float32), 8 * w.dtype.itemsize, enc)
 
 
 def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> LayerStats:
-    stored = group.stored_matrix()
+    stored = group.stored_matrix()  # float16 tables: 16 bits a weight
+    return _stats(group.kind, group.layers[0].node.op_type, stored, 8 * stored.dtype.itemsize, enc)
+
+
+def _stats(kind: str, op: str, w: np.ndarray, dtype_bits: int, enc: EncodedWeight) -> LayerStats:
     return LayerStats(
-        kind=group.kind,
-        op=group.layers[0].node.op_type,
-        weights=int(stored.size),
-        nonzeros=int(np.count_nonzero(stored)),
+        kind=kind,
+        op=op,
+        weights=int(w.size),
+        nonzeros=int(np.count_nonzero(w)),
         entries=enc.num_entries,
         stored=enc.num_codes,
         codebook_size=int(enc.codebook.size),
         index_bits=enc.index_bits,
         codes_bytes=len(enc.codes),
         gaps_bytes=len(enc.gaps),
+        dtype_bits=dtype_bits,
     )

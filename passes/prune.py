@@ -3,6 +3,10 @@
 The threshold is either `quality * std(W)` or the magnitude that zeroes a target fraction
 of the weight. Per-layer targets are given by globs on node or weight names; the first
 matching glob wins, then the global sparsity, then the quality.
+
+Storage-form weights (LSTM, embedding tables, elementwise constants, ...) feed ops whose
+sensitivity to zeros nobody measured, so they are pruned only when a per-layer glob names
+them. Integer weights (already quantized) are never pruned.
 """
 
 from __future__ import annotations
@@ -13,10 +17,18 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.errors import InputError
-from dc_onnx.layers import WeightGroup, find_weight_groups, first_match
+from dc_onnx.layers import (
+    DEFAULT_MIN_ELEMENTS,
+    StoredWeight,
+    WeightGroup,
+    find_stored_weights,
+    find_weight_groups,
+    first_match,
+    refuse_unmatched,
+)
 from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.quantize import prune_array
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +38,7 @@ class PrunePolicy:
     sparsity: float | None = None  # fraction of weights set to zero, every layer
     per_layer: dict[str, float] = dataclasses.field(default_factory=dict)  # glob -> sparsity
     quality: float | None = None  # threshold = quality * std, where no sparsity applies
+    min_weight_elements: int = DEFAULT_MIN_ELEMENTS  # storage weights from this size
 
     def __post_init__(self) -> None:  # the rules of dc_onnx.options.PruneOptions
         if self.sparsity is not None:
@@ -34,9 +47,12 @@ class PrunePolicy:
         if self.quality is not None:
             check_non_negative("quality", self.quality)
 
-    def target(self, group: WeightGroup) -> tuple[str, float] | None:
+    def target(self, group: WeightGroup | StoredWeight) -> tuple[str, float] | None:
         """('sparsity', s) or ('quality', q) for the group, or None to leave it alone."""
         s = first_match(group, self.per_layer)
+        if isinstance(group, StoredWeight) or group.kind == "embedding":
+            # Tables: a pruned row changes every token that reads it; only when asked.
+            return None if s is None or group.kind == "integer" else ("sparsity", s)
         if s is None:
             s = self.sparsity
         if s is not None:
@@ -55,21 +71,13 @@ class PrunePolicy:
             None if self.sparsity is None else step(self.sparsity),
             {k: step(v) for k, v in self.per_layer.items()},
             None if self.quality is None else self.quality * f,
+            self.min_weight_elements,
         )
 
-
-def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
-    """`w` with its smallest-magnitude weights set to exactly zero."""
-    flat = w.reshape(-1).copy()
-    magnitude = np.abs(flat)
-    if rule == "sparsity":
-        n_zero = round(amount * flat.size)
-        if n_zero > 0:
-            # argpartition is exact and deterministic; ties at the threshold are cut by index.
-            flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
-    else:
-        flat[magnitude < amount * float(np.std(w))] = 0.0
-    return flat.reshape(w.shape)
+    def weights(self, model: ir.Model) -> list[WeightGroup | StoredWeight]:
+        """Layer weights, then storage-form weights."""
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [*find_weight_groups(model.graph), *stored]
 
 
 class PrunePass(CompilerPass):
@@ -80,21 +88,12 @@ class PrunePass(CompilerPass):
         self.policy = policy
 
     def requires(self, model: ir.Model) -> None:
-        # A glob that matches nothing is most likely a typo, which would silently change
-        # the result; refuse it and say which layers there are.
-        groups = find_weight_groups(model.graph)
-        unmatched = [p for p in self.policy.per_layer if not any(g.matches(p) for g in groups)]
-        if unmatched:
-            names = ", ".join(g.name for g in groups) or "none"
-            raise InputError(
-                f"--sparsity-per-layer: {', '.join(repr(p) for p in unmatched)} matches no layer"
-                f" (layers: {names})"
-            )
+        refuse_unmatched("--sparsity-per-layer", self.policy.per_layer, self.policy.weights(model))
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        for group in find_weight_groups(model.graph):
+        for group in self.policy.weights(model):
             w = group.array()
             target = self.policy.target(group)
             pruned = w if target is None else prune_array(w, *target)
@@ -111,7 +110,7 @@ class PrunePass(CompilerPass):
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:
-        for group in find_weight_groups(model.graph):
+        for group in self.policy.weights(model):
             target = self.policy.target(group)
             if target and target[0] == "sparsity":
                 w = group.array()

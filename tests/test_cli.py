@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from coverage_models import BUILDERS
 
 from conftest import mlp_model, save
 from dc_onnx.cli import main
@@ -80,6 +81,8 @@ def test_errors_exit_non_zero_without_a_traceback(
         ["compile"],
         ["compile", "m.onnx", "--bits-fc", "9"],
         ["compile", "m.onnx", "--sparsity-per-layer", "x"],
+        ["compile", "m.onnx", "--min-weight-elements", "0"],
+        ["compile", "m.onnx", "--bits-other", "0"],
     ],
 )
 def test_bad_arguments_exit_2(args: list[str]) -> None:
@@ -152,7 +155,7 @@ def test_compile_help_shows_every_option_with_its_default(
     text = " ".join(capsys.readouterr().out.split())
     for flag, default in [
         ("--quality", "0.5"), ("--bits-conv", "8"), ("--bits-fc", "5"),
-        ("--index-bits-conv", "8"), ("--index-bits-fc", "5"), ("--init", "linear"),
+        ("--index-bits-conv", "8"), ("--index-bits-fc", "5"),
         ("--prune-rounds", "1"), ("--epochs", "2"), ("--lr", "0.001"),
         ("--centroid-epochs", "2"), ("--centroid-lr", "0.0001"), ("--batch-size", "64"),
         ("--optimizer", "adamw"), ("--loss", "auto"), ("--temperature", "4.0"),
@@ -162,7 +165,8 @@ def test_compile_help_shows_every_option_with_its_default(
         after = text[text.rindex(flag + " ") :]
         assert f"(default {default})" in after, flag
     for flag in ("--sparsity", "--sparsity-per-layer", "--simplify", "--single-file", "--data",
-                 "--val", "--recipe", "--report", "--quiet"):  # fmt: skip
+                 "--val", "--recipe", "--report", "--quiet", "--init",
+                 "--bits-per-layer"):  # fmt: skip
         assert flag in text
 
 
@@ -218,3 +222,22 @@ def test_bench_rejects_bad_batches(capsys: pytest.CaptureFixture[str]) -> None:
         main(["bench", "a.onnx", "b.onnx", "--batch", "0,x"])
     assert exit_info.value.code == 2
     assert "batch sizes" in capsys.readouterr().err
+
+
+def test_compile_reports_storage_weights_and_what_it_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An LSTM/GRU model: the storage weights by kind in the table and the JSON report,
+    the bias below the threshold named nowhere, a threshold moved by the option."""
+    model, _, _ = BUILDERS["recurrent"]()
+    source = save(model, tmp_path / "rnn.onnx")
+    report = tmp_path / "report.json"
+    assert main(["compile", str(source), "--bits-other", "6", "--report", str(report)]) == 0
+    assert "weights:    4 storage" in capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert sorted(w["name"] for w in data["weights"]) == ["gru_R", "gru_W", "lstm_R", "lstm_W"]
+    assert data["left_uncompressed"] == []
+    assert all(layer["codebook_size"] <= 64 for layer in data["layers"])
+    args = ["compile", str(source), "--min-weight-elements", "512", "--report", str(report)]
+    assert main(args) == 0
+    assert "lstm_B" in {w["name"] for w in json.loads(report.read_text())["weights"]}

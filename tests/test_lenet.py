@@ -31,9 +31,11 @@ def test_lenet_300_100_with_the_papers_densities_is_35x_smaller(
     tmp_path: Path, mnist: tuple[np.ndarray, np.ndarray]
 ) -> None:
     out = tmp_path / "lenet-300-100.dc.onnx"
+    # The paper's settings, its linear k-means start included: the least-squared-error
+    # start spreads the codes more evenly, which Huffman codes ~10% larger here.
     options = dc_onnx.CompileOptions(
         prune=dc_onnx.PruneOptions(sparsity_per_layer=PAPER_LENET_300_100),
-        cluster=dc_onnx.ClusterOptions(bits_fc=6),
+        cluster=dc_onnx.ClusterOptions(bits_fc=6, init="linear"),
     )
     report = dc_onnx.compile(MODELS / "lenet-300-100.onnx", out, options).report
     assert report.compressed_bytes == out.stat().st_size + out.with_suffix(".dcw").stat().st_size

@@ -56,7 +56,7 @@ def test_canonicalize_lifts_constant_weights(rng: np.random.Generator) -> None:
     assert not find_weight_groups(model.graph)
     pass_ = CanonicalizePass()
     assert pass_(model).modified
-    assert pass_.stats["layers"] == ["mm"]
+    assert pass_.stats.layers == ["mm"]
 
 
 @pytest.mark.parametrize("producer", ["Conv", "Gemm", "GemmTransB"])

@@ -5,14 +5,19 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
 from conftest import cnn_model, compile_model, lower_only, make_model, mlp_model, run
+from dc_onnx.io import save_compiled
+from dc_onnx.passes.lower import LowerOptions, LowerPass
+from dc_onnx.pipeline import run_passes
 from dc_onnx.tools.bench import DECODE_STATS_ENV, read_decode_stats
 from dc_onnx.tools.decompile import decode_model
 
@@ -95,6 +100,66 @@ def test_shared_weight_is_stored_once(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         run(compiled, {"x": x})[0], run(decode_model(compiled), {"x": x})[0], rtol=1e-5, atol=1e-5
     )
+
+
+_STORAGE_DTYPES = {
+    "float32": (np.float32, TensorProto.FLOAT),
+    "float16": (np.float16, TensorProto.FLOAT16),
+    "bfloat16": (ml_dtypes.bfloat16, TensorProto.BFLOAT16),
+    "int8": (np.int8, TensorProto.INT8),
+    "uint8": (np.uint8, TensorProto.UINT8),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+    dtype=st.sampled_from(sorted(_STORAGE_DTYPES)),
+    k=st.integers(1, 256),
+    index_bits=st.integers(1, 8),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_storage_decoder_is_bit_identical_to_python(
+    shape, dtype, k, index_bits, density, seed
+) -> None:  # type: ignore[no-untyped-def]
+    """CompressedConstant (C++) and the reference decoder rebuild the weight bit for bit."""
+    np_type, onnx_type = _STORAGE_DTYPES[dtype]
+    rng = np.random.default_rng(seed)
+    if np_type in (np.int8, np.uint8):
+        info = np.iinfo(np_type)
+        pool = np.arange(info.min, info.max + 1)
+        pool = pool[pool != 0]
+    else:
+        pool = (rng.standard_normal(4 * 256) * 3).astype(np_type)
+        pool = np.unique(pool[pool.astype(np.float32) != 0])
+    values = rng.choice(pool, size=min(k - 1, pool.size), replace=False).astype(np_type)
+    codebook = np.concatenate([np.zeros(1, np_type), values])
+    codes = rng.integers(0, codebook.size, size=shape) * (rng.random(shape) < density)
+    w = codebook[codes]
+    raw = helper.make_tensor("W", onnx_type, w.shape, w.tobytes(), raw=True)
+    nodes = [helper.make_node("Identity", ["W"], ["y"])]
+    out_type, expected = onnx_type, w
+    if onnx_type == TensorProto.BFLOAT16:  # ORT's Python API has no bfloat16 arrays
+        nodes = [helper.make_node("Cast", ["W"], ["y"], to=TensorProto.FLOAT)]
+        out_type, expected = TensorProto.FLOAT, w.astype(np.float32)
+    graph = helper.make_graph(
+        nodes, "g", [], [helper.make_tensor_value_info("y", out_type, list(w.shape))], [raw]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with tempfile.TemporaryDirectory() as tmp:
+        ir_model = ir.from_proto(model)
+        lower = LowerPass(LowerOptions(index_bits, index_bits, index_bits), min_weight_elements=1)
+        compiled, _ = run_passes(ir_model, [lower])
+        if not any(n.op_type == "CompressedConstant" for n in compiled.graph):
+            event("left uncompressed")
+            return  # incompressible (tiny or high-entropy): left as it was, nothing to decode
+        path = Path(tmp) / "w.dc.onnx"
+        save_compiled(compiled, path)
+        (cpp,) = run(path, {})
+        python = decode_model(path).graph.initializer[0]
+    assert cpp.dtype == expected.dtype and cpp.tobytes() == expected.tobytes()
+    assert python.raw_data == w.tobytes() or numpy_helper.to_array(python).tobytes() == w.tobytes()
 
 
 def test_decode_stats_file_gets_one_json_line_per_layer(

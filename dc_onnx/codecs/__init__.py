@@ -13,7 +13,7 @@ from dc_onnx.codecs import huffman, sparse_index
 class EncodedWeight:
     """Everything the runtime needs to rebuild one stored weight matrix."""
 
-    codebook: np.ndarray  # float32 [k], codebook[0] == 0
+    codebook: np.ndarray  # [k], codebook[0] == 0; float32, or the stored weight's dtype
     codes: bytes  # Huffman-coded codebook indices
     gaps: bytes  # Huffman-coded relative indices
     code_lengths: np.ndarray  # uint8 [k + 2**index_bits]
@@ -32,12 +32,18 @@ class EncodedWeight:
 
 def encode_weight(code_matrix: np.ndarray, codebook: np.ndarray, index_bits: int) -> EncodedWeight:
     """Encode a matrix of codebook indices (0 = zero weight) in row-major order."""
-    codebook = np.asarray(codebook, dtype=np.float32)
-    if not 1 <= codebook.size <= 256 or codebook[0] != 0.0:
+    codebook = np.asarray(codebook)
+    if codebook.dtype == np.float64:
+        codebook = codebook.astype(np.float32)
+    if not 1 <= codebook.size <= 256 or codebook[0] != 0:
         raise ValueError("codebook must have 1..256 entries and start with 0.0")
     if code_matrix.size and int(code_matrix.max()) >= codebook.size:
         raise ValueError("a code is outside the codebook")
-    gaps, codes = sparse_index.to_entries(code_matrix, index_bits)
+    if index_bits == 0:  # dense: no relative indices, one code per position (zeros too)
+        codes = np.ascontiguousarray(code_matrix, dtype=np.uint8).reshape(-1)
+        gaps = np.zeros(0, dtype=np.uint8)
+    else:
+        gaps, codes = sparse_index.to_entries(code_matrix, index_bits)
     codes_len = huffman.code_lengths(codes, codebook.size)
     gaps_len = huffman.code_lengths(gaps, 1 << index_bits)
     return EncodedWeight(
@@ -56,6 +62,13 @@ def decode_codes(encoded: EncodedWeight, size: int) -> np.ndarray:
     expected = encoded.codebook.size + (1 << encoded.index_bits)
     if encoded.code_lengths.size != expected:
         raise huffman.HuffmanError(f"{encoded.code_lengths.size} code lengths, expected {expected}")
+    if encoded.index_bits == 0:  # dense: one code per position
+        if encoded.num_entries or encoded.gaps or encoded.num_codes != size:
+            raise sparse_index.SparseIndexError("a dense weight has no gaps, one code each")
+        codes = huffman.decode(encoded.codes, encoded.codes_lengths, size)
+        if codes.size and int(codes.max()) >= encoded.codebook.size:
+            raise sparse_index.SparseIndexError("a code is outside the codebook")
+        return codes
     gaps = huffman.decode(encoded.gaps, encoded.gaps_lengths, encoded.num_entries)
     escape = sparse_index.escape_symbol(encoded.index_bits)
     num_codes = int(np.count_nonzero(gaps != escape))
@@ -70,6 +83,7 @@ def decode_codes(encoded: EncodedWeight, size: int) -> np.ndarray:
 
 
 def decode_weight(encoded: EncodedWeight, shape: tuple[int, ...]) -> np.ndarray:
-    """Reference decoder: the dense float32 stored matrix, bit-identical to the C++ one."""
+    """Reference decoder: the dense stored matrix (in the codebook's dtype), bit-identical
+    to the C++ one."""
     size = int(np.prod(shape))
     return encoded.codebook[decode_codes(encoded, size)].reshape(shape)

@@ -18,7 +18,12 @@ HEADER_NAME = "dc_onnx.header"  # the initializer holding the side file's header
 SIDE_FILE_SUFFIX = ".dcw"
 
 # Dense op -> compressed op, and back.
-COMPRESSED_OP = {"Gemm": "CompressedGemm", "MatMul": "CompressedMatMul", "Conv": "CompressedConv"}
+COMPRESSED_OP = {
+    "Gemm": "CompressedGemm",
+    "MatMul": "CompressedMatMul",
+    "Conv": "CompressedConv",
+    "Gather": "CompressedGather",  # embeddings: axis 0 of a constant table
+}
 DENSE_OP = {compressed: dense for dense, compressed in COMPRESSED_OP.items()}
 
 # Attributes of the dense op that the compressed op keeps as they are.
@@ -26,6 +31,7 @@ KEPT_ATTRIBUTES = {
     "Gemm": ("alpha", "beta", "transA"),
     "MatMul": (),
     "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
+    "Gather": (),  # axis is 0 (dc_onnx.layers only takes those)
 }
 # Attributes the compressed ops add (the decoder drops them when it densifies).
 OWN_ATTRIBUTES = ("weight_shape", "num_entries", "index_bits", "stream_ids", "layer", "weight_side")
@@ -34,6 +40,21 @@ OWN_ATTRIBUTES = ("weight_shape", "num_entries", "index_bits", "stream_ids", "la
 STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
 FIRST_STREAM_INPUT = 2
 BIAS_INPUT = FIRST_STREAM_INPUT + len(STREAM_KINDS)
+
+# The storage-form op: no X, so the header is input 0 and the streams inputs 1..4; it
+# outputs the decoded weight in its own dtype (the codebook's).
+CONSTANT_OP = "CompressedConstant"
+
+
+def header_input(op_type: str) -> int:
+    return 0 if op_type == CONSTANT_OP else 1
+
+
+def stream_inputs(op_type: str) -> slice:
+    """Where the four stream inputs of a compressed node sit."""
+    first = header_input(op_type) + 1
+    return slice(first, first + len(STREAM_KINDS))
+
 
 # Code 0 is the exact zero, so a codebook holds at most 255 non-zero values (codes are bytes).
 MAX_CODEBOOK = 256

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,29 +19,52 @@ from dc_onnx.codecs import EncodedWeight, decode_weight
 from dc_onnx.codecs.container import ContainerError, parse_header
 from dc_onnx.codecs.schema import (
     BIAS_INPUT,
+    CONSTANT_OP,
     DENSE_OP,
     DOMAIN,
-    FIRST_STREAM_INPUT,
     HEADER_NAME,
     OWN_ATTRIBUTES,
     STREAM_KINDS,
+    header_input,
+    stream_inputs,
 )
 from dc_onnx.errors import InputError
+
+# Codebook dtypes by ONNX element type: float32 for the compute ops, the weight's own
+# dtype for CompressedConstant. bfloat16 is kept as its uint16 bit pattern.
+_CODEBOOK_DTYPES: dict[int, np.dtype[Any]] = {
+    onnx.TensorProto.FLOAT: np.dtype("<f4"),
+    onnx.TensorProto.FLOAT16: np.dtype("<f2"),
+    onnx.TensorProto.BFLOAT16: np.dtype("<u2"),
+    onnx.TensorProto.INT8: np.dtype("i1"),
+    onnx.TensorProto.UINT8: np.dtype("u1"),
+}
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, object]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _tensor_bytes(tensor: onnx.TensorProto) -> bytes:
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data
+    return np.ascontiguousarray(numpy_helper.to_array(tensor)).tobytes()
+
+
 def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> np.ndarray:
-    """The stored [rows, cols] weight matrix of one compressed node, every check applied."""
+    """The stored weight of one compressed node, every check applied: [rows, cols] for the
+    compute ops, the original shape for CompressedConstant; in the codebook's dtype
+    (bfloat16 as uint16 bit patterns)."""
     attrs = _attributes(node)
     layer = attrs.get("layer", node.name)
-    toc = parse_header(numpy_helper.to_array(tensors[node.input[1]]).tobytes())
+    toc = parse_header(_tensor_bytes(tensors[node.input[header_input(node.op_type)]]))
+    inputs = node.input[stream_inputs(node.op_type)]
+    codebook_dtype = _CODEBOOK_DTYPES.get(tensors[inputs[0]].data_type)
+    if codebook_dtype is None:
+        raise ContainerError(f"layer '{layer}': codebook has an unsupported element type")
     raw = []
-    inputs = node.input[FIRST_STREAM_INPUT:BIAS_INPUT]
     for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):  # type: ignore[call-overload]
-        data = numpy_helper.to_array(tensors[name]).tobytes()
+        data = _tensor_bytes(tensors[name])
         entry = toc[stream_id] if stream_id < len(toc) else None
         if entry is None or entry.kind != kind or entry.nbytes != len(data):
             raise ContainerError(f"layer '{layer}': {kind.name.lower()} does not match the TOC")
@@ -48,7 +72,7 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
             raise ContainerError(f"layer '{layer}': {kind.name.lower()} CRC-32 mismatch")
         raw.append(data)
     encoded = EncodedWeight(
-        codebook=np.frombuffer(raw[0], dtype="<f4").astype(np.float32),
+        codebook=np.frombuffer(raw[0], dtype=codebook_dtype).copy(),
         codes=raw[1],
         gaps=raw[2],
         code_lengths=np.frombuffer(raw[3], dtype=np.uint8),
@@ -57,8 +81,35 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
         index_bits=int(attrs["index_bits"]),  # type: ignore[call-overload]
     )
     shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+    if node.op_type == CONSTANT_OP:
+        rows = shape[0] if len(shape) >= 2 else 1
+        return decode_weight(encoded, (rows, int(np.prod(shape)) // rows)).reshape(shape)
     rows, cols = shape[0], int(np.prod(shape[1:]))
     return decode_weight(encoded, (rows, cols))
+
+
+def _constant_tensor(
+    node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]
+) -> onnx.TensorProto:
+    """The initializer a CompressedConstant stands for, in its original dtype."""
+    array = decode_node_weight(node, tensors)
+    codebook_type = tensors[node.input[stream_inputs(node.op_type)][0]].data_type
+    if codebook_type == onnx.TensorProto.BFLOAT16:
+        return helper.make_tensor(
+            node.output[0], codebook_type, array.shape, array.astype("<u2").tobytes(), raw=True
+        )
+    return numpy_helper.from_array(np.ascontiguousarray(array), node.output[0])
+
+
+def _names_read(nodes: list[onnx.NodeProto]) -> set[str]:
+    """Every name the nodes read, subgraph bodies (outer-scope references) included."""
+    names: set[str] = set()
+    for node in nodes:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _names_read(list(sub.node))
+    return names
 
 
 def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
@@ -76,6 +127,9 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         if node.domain != DOMAIN:
             nodes.append(node)
             continue
+        if node.op_type == CONSTANT_OP:
+            dense.append(_constant_tensor(node, tensors))
+            continue
         attrs = _attributes(node)
         matrix = decode_node_weight(node, tensors)
         name = f"{attrs['layer']}.decoded_weight"
@@ -91,6 +145,10 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
                 numpy_helper.from_array(np.ascontiguousarray(matrix.T if side else matrix), name)
             )
             inputs = [x, name] if side else [name, x]
+        elif op == "Gather":
+            shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+            dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
+            inputs = [name, x]
         else:
             shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
             dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
@@ -98,7 +156,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         dense_node = helper.make_node(op, inputs, list(node.output), name=node.name)
         dense_node.attribute.extend(helper.make_attribute(k, v) for k, v in kept.items())
         nodes.append(dense_node)
-    used = {i for n in nodes for i in n.input}
+    used = _names_read(nodes)
     initializers = [t for t in graph.initializer if t.name in used] + dense
     del graph.node[:]
     graph.node.extend(nodes)

@@ -96,7 +96,7 @@ def build_trainable(model: ir.Model, phase: Phase) -> TrainableModel:
     """The trainable ONNX form of `model` (left unchanged) for the given phase."""
     groups = find_weight_groups(model.graph)
     if not groups:
-        raise InputError("nothing to retrain: no Gemm, MatMul or Conv reads a float32 weight")
+        raise InputError("nothing to retrain: no Gemm, MatMul, Conv or Gather reads a float weight")
     if not model.graph.outputs:
         raise InputError("the model has no outputs")
     proto = ir.to_proto(model)
@@ -136,7 +136,12 @@ def build_trainable(model: ir.Model, phase: Phase) -> TrainableModel:
                     "Gather", [f"{name}.codebook", f"{name}.codes"], [source], name=f"{name}.gather"
                 )
             )
-        front.append(helper.make_node("Mul", [source, mask_name], [name], name=f"{name}.masked"))
+        # Trained in float32; readers see the weight's own dtype (float16 tables: a Cast).
+        masked = name if w.dtype == np.float32 else f"{name}.masked_float32"
+        front.append(helper.make_node("Mul", [source, mask_name], [masked], name=f"{name}.masked"))
+        if masked != name:
+            to = helper.np_dtype_to_tensor_dtype(w.dtype)
+            front.append(helper.make_node("Cast", [masked], [name], name=f"{name}.cast", to=to))
         weights.append(_Weight(group, mask, codes))
     nodes = front + list(proto.graph.node)
     del proto.graph.node[:]

@@ -18,13 +18,6 @@ std::vector<int64_t> ints_or(const OrtKernelInfo* info, const char* name, size_t
   return *v;
 }
 
-void check_range(const char* name, const std::vector<int64_t>& values, int64_t low) {
-  for (int64_t v : values)
-    if (v < low || v > INT32_MAX)
-      fail(std::string("attribute '") + name + "' " + shape_str(values) + " is outside " +
-           std::to_string(low) + "..2^31-1");
-}
-
 }  // namespace
 
 std::vector<int64_t> ConvAttributes::pad_list() const {
@@ -52,11 +45,15 @@ ConvAttributes read_conv_attributes(const OrtKernelInfo* info,
   const std::vector<int64_t> strides = ints_or(info, "strides", spatial, 1);
   const std::vector<int64_t> dilations = ints_or(info, "dilations", spatial, 1);
   const std::vector<int64_t> pads = ints_or(info, "pads", 2 * spatial, 0);
-  // Bounded like the weight's dims, so every size planned from them at Run (spans,
-  // padded lengths, phase planes) stays far inside 64-bit arithmetic.
-  check_range("strides", strides, 1);
-  check_range("dilations", dilations, 1);
-  check_range("pads", pads, 0);
+  // Upper bounds keep every per-axis length (span, padded input) within int64; the
+  // buffer sizes they lead to are checked at run time (checked.h).
+  for (int64_t v : strides)
+    if (v < 1 || v > INT32_MAX) fail("strides must be in 1..2^31-1, got " + shape_str(strides));
+  for (int64_t v : dilations)
+    if (v < 1 || v > INT32_MAX)
+      fail("dilations must be in 1..2^31-1, got " + shape_str(dilations));
+  for (int64_t v : pads)
+    if (v < 0 || v > INT32_MAX) fail("pads must be in 0..2^31-1, got " + shape_str(pads));
   if (a.in_per_group > INT32_MAX / a.group)
     fail("group " + std::to_string(a.group) + " times " + std::to_string(a.in_per_group) +
          " input channels per group exceeds 2^31-1 channels");

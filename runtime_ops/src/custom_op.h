@@ -12,7 +12,7 @@
 
 namespace dc_onnx {
 
-// Inputs common to all three ops: X, header, codebook, codes, gaps, code_lengths
+// Inputs of the three compute ops: X, header, codebook, codes, gaps, code_lengths
 // [, bias]. Types by position.
 inline ONNXTensorElementDataType compressed_input_type(size_t index) {
   switch (index) {
@@ -20,6 +20,13 @@ inline ONNXTensorElementDataType compressed_input_type(size_t index) {
     default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
 }
+
+// Input and output element types of an op; ops with other types specialize it.
+template <typename Kernel>
+struct OpTypes {
+  static ONNXTensorElementDataType input(size_t index) { return compressed_input_type(index); }
+  static ONNXTensorElementDataType output(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
 
 template <typename F>
 OrtStatusPtr guarded(F&& body) noexcept {
@@ -50,9 +57,9 @@ class CustomOp : public OrtCustomOp {
     GetName = [](const OrtCustomOp* op) { return self(op).name_; };
     GetExecutionProviderType = [](const OrtCustomOp*) -> const char* { return nullptr; };
     GetInputTypeCount = [](const OrtCustomOp* op) { return self(op).num_inputs_; };
-    GetInputType = [](const OrtCustomOp*, size_t i) { return compressed_input_type(i); };
+    GetInputType = [](const OrtCustomOp*, size_t i) { return OpTypes<Kernel>::input(i); };
     GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{1}; };
-    GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; };
+    GetOutputType = [](const OrtCustomOp*, size_t i) { return OpTypes<Kernel>::output(i); };
     GetInputCharacteristic = [](const OrtCustomOp* op, size_t i) {
       const CustomOp& s = self(op);
       return s.last_optional_ && i + 1 == s.num_inputs_ ? INPUT_OUTPUT_OPTIONAL

@@ -7,19 +7,75 @@
 #include "side_file.h"
 
 namespace dc_onnx {
+namespace {
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t{h & 0x8000u} << 16;
+  uint32_t exponent = (h >> 10) & 0x1fu;
+  uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits = sign;
+  if (exponent == 0x1f) {
+    bits |= 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits |= ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa != 0) {  // subnormal: normalize
+    exponent = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits |= (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+  }
+  float f = 0;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+float codebook_value(const uint8_t* p, CodebookType type) {
+  float f = 0;
+  uint16_t h = 0;
+  switch (type) {
+    case CodebookType::kFloat32: std::memcpy(&f, p, 4); return f;
+    case CodebookType::kFloat16: std::memcpy(&h, p, 2); return half_to_float(h);
+    case CodebookType::kBFloat16: {
+      std::memcpy(&h, p, 2);
+      const uint32_t bits = uint32_t{h} << 16;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    case CodebookType::kInt8: return static_cast<float>(static_cast<int8_t>(*p));
+    case CodebookType::kUInt8: return static_cast<float>(*p);
+  }
+  return 0.0f;
+}
+
+}  // namespace
+
+size_t codebook_element_size(CodebookType type) noexcept {
+  switch (type) {
+    case CodebookType::kFloat32: return 4;
+    case CodebookType::kFloat16:
+    case CodebookType::kBFloat16: return 2;
+    case CodebookType::kInt8:
+    case CodebookType::kUInt8: return 1;
+  }
+  return 4;
+}
 
 CsrMatrix decode_layer(const LayerStreams& s, const LayerAttributes& a) {
   if (a.num_entries < 0) fail_decode("num_entries is negative");
-  if (a.index_bits < 1 || a.index_bits > 8)
-    fail_decode("index_bits " + std::to_string(a.index_bits) + " out of range 1..8");
+  if (a.index_bits < 0 || a.index_bits > 8)
+    fail_decode("index_bits " + std::to_string(a.index_bits) + " out of range 0..8");
   if (a.stream_ids.size() != 4) fail_decode("stream_ids must hold 4 TOC indices");
-  if (s.codebook.size % sizeof(float) != 0)
+  const size_t element_size = codebook_element_size(s.codebook_type);
+  if (s.codebook.size % element_size != 0)
     fail_decode("codebook stream is " + std::to_string(s.codebook.size) +
-                " bytes, not a whole number of float32 values");
+                " bytes, not a whole number of its " + std::to_string(element_size) +
+                "-byte values");
 
   const std::vector<TocEntry> toc = parse_header(s.header.data, s.header.size);
   const auto m = static_cast<uint64_t>(a.num_entries);
-  const size_t k = s.codebook.size / sizeof(float);
+  const size_t k = s.codebook.size / element_size;
   check_stream(toc, a.stream_ids[0], StreamKind::kCodebook, s.codebook.data, s.codebook.size, k);
   const uint64_t num_codes = check_stream(toc, a.stream_ids[1], StreamKind::kCodes, s.codes.data,
                                           s.codes.size, kCountCheckedLater);
@@ -29,8 +85,11 @@ CsrMatrix decode_layer(const LayerStreams& s, const LayerAttributes& a) {
 
   if (k < 1 || k > 256)
     fail_decode("codebook has " + std::to_string(k) + " entries (must be 1..256)");
+  // As float32 (exact for every codebook type): the decoder checks codebook[0] == 0 and
+  // drops entries whose value is zero. The bytes may be unaligned.
   float codebook[256];
-  std::memcpy(codebook, s.codebook.data, s.codebook.size);  // the bytes may be unaligned
+  for (size_t i = 0; i < k; ++i)
+    codebook[i] = codebook_value(s.codebook.data + i * element_size, s.codebook_type);
   EncodedWeight w{};
   w.codebook = codebook;
   w.k = k;

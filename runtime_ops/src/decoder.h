@@ -17,14 +17,22 @@ struct Bytes {
   size_t size = 0;
 };
 
-// Inputs 1-5 of a compressed op (docs/format.md, "Op schemas"), as raw bytes. The
-// codebook holds float32 values in host byte order and need not be aligned.
+// Element type of a codebook: float32 for the compute ops; CompressedConstant keeps its
+// weight's own dtype (docs/format.md). Each converts to float32 exactly.
+enum class CodebookType { kFloat32, kFloat16, kBFloat16, kInt8, kUInt8 };
+
+size_t codebook_element_size(CodebookType type) noexcept;
+
+// The header and the four streams of a compressed op (docs/format.md, "Op schemas"), as
+// raw bytes. The codebook holds values of `codebook_type` in host byte order and need
+// not be aligned.
 struct LayerStreams {
   Bytes header;
   Bytes codebook;
   Bytes codes;
   Bytes gaps;
   Bytes code_lengths;
+  CodebookType codebook_type = CodebookType::kFloat32;
 };
 
 // The attributes the decoder reads, and the stored matrix's [rows, cols].

@@ -95,4 +95,21 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+ConstantTensor constant_tensor(const OrtKernelInfo* info, size_t index, const std::string& name) {
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  if (!ok(Ort::GetApi().KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value)) ||
+      !is_constant || value == nullptr)
+    fail(name + " must be a constant initializer (the weight is decoded at session creation)");
+  Ort::ConstValue v{value};
+  if (!v.IsTensor()) fail(name + " is not a tensor");
+  const auto ti = v.GetTensorTypeAndShapeInfo();
+  if (ti.GetDimensionsCount() != 1) fail(name + " must be 1-D");
+  ConstantTensor t;
+  t.type = ti.GetElementType();
+  t.count = ti.GetElementCount();
+  t.data = t.count == 0 ? nullptr : static_cast<const uint8_t*>(v.GetTensorRawData());
+  return t;
+}
+
 }  // namespace dc_onnx

@@ -52,6 +52,15 @@ void with_layer(const std::string& prefix, F&& body) {
 // Checks a weight_shape attribute: `rank` dims (any of `ranks`), each in 1..2^31-1.
 void check_weight_shape(const std::vector<int64_t>& shape, std::initializer_list<size_t> ranks);
 
+// A 1-D constant initializer input, read at kernel creation: raw bytes, element count
+// and type. Throws dc_onnx::Error naming `name` when the input is not one.
+struct ConstantTensor {
+  const uint8_t* data = nullptr;
+  size_t count = 0;
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+};
+ConstantTensor constant_tensor(const OrtKernelInfo* info, size_t index, const std::string& name);
+
 // Run-time view of an input tensor.
 struct InputTensor {
   const float* data = nullptr;

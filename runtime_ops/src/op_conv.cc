@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "checked_math.h"
+#include "checked.h"
 #include "kernel_info.h"
 #include "ops.h"
 #include "weight_loader.h"

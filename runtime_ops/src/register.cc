@@ -1,10 +1,12 @@
 // Library entry point: ORT calls RegisterCustomOps when a session's options load this
-// library; it adds the domain ai.dc_onnx with the three ops to those options.
+// library; it adds the domain ai.dc_onnx with its five ops to those options.
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "custom_op.h"
+#include "op_constant.h"
+#include "op_gather.h"
 #include "ops.h"
 
 namespace {
@@ -15,6 +17,8 @@ using dc_onnx::CustomOp;
 const CustomOp<dc_onnx::GemmKernel> kGemmOp("CompressedGemm", 7, true);
 const CustomOp<dc_onnx::MatMulKernel> kMatMulOp("CompressedMatMul", 6, false);
 const CustomOp<dc_onnx::ConvKernel> kConvOp("CompressedConv", 7, true);
+const CustomOp<dc_onnx::ConstantKernel> kConstantOp("CompressedConstant", 5, false);
+const CustomOp<dc_onnx::GatherKernel> kGatherOp("CompressedGather", 6, false);
 
 constexpr const char* kDomain = "ai.dc_onnx";
 
@@ -57,7 +61,9 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     std::unique_ptr<OrtCustomOpDomain, DomainDeleter> domain(raw);
     for (const OrtCustomOp* op : {static_cast<const OrtCustomOp*>(&kGemmOp),
                                   static_cast<const OrtCustomOp*>(&kMatMulOp),
-                                  static_cast<const OrtCustomOp*>(&kConvOp)})
+                                  static_cast<const OrtCustomOp*>(&kConvOp),
+                                  static_cast<const OrtCustomOp*>(&kConstantOp),
+                                  static_cast<const OrtCustomOp*>(&kGatherOp)})
       Ort::ThrowOnError(api->CustomOpDomain_Add(raw, const_cast<OrtCustomOp*>(op)));
     {  // kept before handing it to ORT, so the options never point to a freed domain
       const std::lock_guard<std::mutex> lock(g_domains_mutex);

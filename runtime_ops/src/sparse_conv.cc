@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "checked_math.h"
+#include "checked.h"
 #include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
@@ -115,22 +115,26 @@ ConvAttributes run_attributes(const ConvAttributes& attrs, const ConvProblem& pr
   return a;
 }
 
-// Attributes are at most 2^31-1 (conv_attributes.cc), but the products below also
-// scale with the input's shape: each is checked.
 Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
   Phases ph{};
   ph.sh = a.sh;
   ph.sw = a.sw;
-  ph.hp = checked_add(pr.out_h, (a.kh - 1) * a.dh / a.sh, "phase plane height");
-  ph.wp = checked_add(pr.out_w, (a.kw - 1) * a.dw / a.sw, "phase plane width");
-  ph.row_width = checked_add(ph.wp, 15, "phase plane width") / 16 * 16;
+  // Kernel dims, dilations and strides are < 2^31 (checked at creation) and out_h/out_w
+  // come from in-memory inputs, so hp and wp fit; the products below are checked.
+  ph.hp = pr.out_h + (a.kh - 1) * a.dh / a.sh;
+  ph.wp = pr.out_w + (a.kw - 1) * a.dw / a.sw;
+  ph.row_width = (ph.wp + 15) / 16 * 16;
   ph.plane = checked_mul(ph.hp, ph.row_width, "phase plane size");
-  const int64_t phases = checked_mul(pr.channels, a.sh * a.sw, "phase plane count");
-  ph.copy_len = checked_add(checked_mul(phases, ph.plane, "phase planes size"), 16,
-                            "phase planes size");
+  const int64_t phases = checked_mul(a.sh, a.sw, "phase count");
+  ph.copy_len = checked_add(
+      checked_mul(checked_mul(pr.channels, phases, "phase planes"), ph.plane, "phase buffer"), 16,
+      "phase buffer");
   ph.copies = (a.kw - 1) * a.dw / a.sw + 1;
-  checked_add(checked_mul(ph.copies, ph.copy_len, "shifted copies size"), 16,
-              "shifted copies size");
+  // The whole buffer (every shifted copy) and the output sums are allocated from these.
+  checked_add(checked_mul(ph.copies, ph.copy_len, "phase buffer"), 16, "phase buffer");
+  checked_mul(a.out_channels, checked_add(checked_mul(pr.out_h, ph.row_width, "sums"), kWidest,
+                                          "sums"),
+              "sums");
   return ph;
 }
 
@@ -149,19 +153,14 @@ std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsi
 // Input channels per block: small enough that what one panel reads from a block (every
 // shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB.
 int64_t channel_block(const ConvAttributes& a, const Phases& ph) {
-  constexpr int64_t kBlockBytes = 24576;
   const int64_t rows_reached = (a.kh - 1) * a.dh / a.sh;
-  int64_t per_channel_bytes = 0;
-  try {
-    const int64_t span = checked_add(
-        kWidest, checked_mul(rows_reached, ph.row_width, "block size"), "block size");
-    per_channel_bytes = checked_mul(
-        checked_mul(ph.copies, a.sh * a.sw, "block size"), checked_mul(span, 4, "block size"),
-        "block size");
-  } catch (const SizeOverflow&) {
-    return 1;  // far past the budget: one channel per block
-  }
-  return std::clamp<int64_t>(kBlockBytes / per_channel_bytes, 1, a.in_per_group);
+  // Sizes are bounded by the buffer checked in phase_geometry; saturate to be safe.
+  const double per_channel_bytes = static_cast<double>(ph.copies) * static_cast<double>(a.sh) *
+                                   static_cast<double>(a.sw) *
+                                   static_cast<double>(kWidest + rows_reached * ph.row_width) * 4;
+  if (per_channel_bytes >= 24576.0) return 1;
+  return std::clamp<int64_t>(static_cast<int64_t>(24576.0 / per_channel_bytes), 1,
+                            a.in_per_group);
 }
 
 // Per output channel, the first tap of each input-channel block (num_blocks + 1 offsets).
@@ -230,8 +229,7 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   const std::vector<size_t> block_ptr = block_starts(w, a, block, num_blocks);
   const int64_t len = (pr.out_h - 1) * ph.row_width + pr.out_w;
   const int64_t len_pad = (len + kWidest - 1) / kWidest * kWidest;
-  std::vector<float> sums(
-      checked_size(checked_mul(a.out_channels, len_pad, "partial sums size"), "partial sums"));
+  std::vector<float> sums(static_cast<size_t>(a.out_channels * len_pad));
   const Plan plan{copies, a.sh * a.sw * ph.plane, ph.row_width, pr.out_h, pr.out_w,
                   a.out_channels / a.group, a.in_per_group, num_blocks, block_ptr.data(),
                   w.code.data(), w.key.data(), w.tap_bits, w.codebook.data(), tap_offset.data(),

@@ -26,8 +26,10 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   if (w.k < 1 || w.k > 256)
     fail_decode("codebook has " + std::to_string(w.k) + " entries (must be 1..256)");
   if (w.codebook[0] != 0.0f) fail_decode("codebook[0] must be 0.0 (code 0 is the zero weight)");
-  if (w.index_bits < 1 || w.index_bits > 8)
-    fail_decode("index_bits " + std::to_string(w.index_bits) + " out of range 1..8");
+  if (w.index_bits > 8)
+    fail_decode("index_bits " + std::to_string(w.index_bits) + " out of range 0..8");
+  // index_bits 0: the dense form, no relative indices, one code per position.
+  const bool dense = w.index_bits == 0;
   const size_t num_gaps = size_t{1} << w.index_bits;
   if (w.code_lengths_count != w.k + num_gaps)
     fail_decode("code_lengths has " + std::to_string(w.code_lengths_count) +
@@ -46,17 +48,24 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
     fail_decode("gaps stream is too short for " + std::to_string(m) + " entries (truncated)");
 
   using Clock = std::chrono::steady_clock;
+  if (dense && (m != 0 || w.gaps_bytes != 0))
+    fail_decode("a dense weight (index_bits 0) has no gaps stream and num_entries 0");
+  // Dense: one code per position, each at least one bit, checked before n bytes of
+  // symbols are allocated (weight_shape alone must not size memory).
+  if (dense && n > uint64_t{w.codes_bytes} * 8)
+    fail_decode("codes stream is too short for " + std::to_string(n) + " codes (truncated)");
   const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
-  std::vector<uint8_t> gaps(static_cast<size_t>(m));
+  // Dense: every position takes the next code, as gaps of 0 would say.
+  std::vector<uint8_t> gaps(static_cast<size_t>(dense ? n : m));
   auto start = Clock::now();
-  gap_table.decode(w.gaps, w.gaps_bytes, gaps.data(), gaps.size());
+  if (!dense) gap_table.decode(w.gaps, w.gaps_bytes, gaps.data(), gaps.size());
   // The largest gap symbol is the escape: it skips that many zeros and carries no code.
   const auto escape = static_cast<uint8_t>(num_gaps - 1);
   uint64_t c = 0;
-  uint64_t reached = 0;  // positions the gaps cover (the cursor after the last entry)
+  uint64_t reached = dense ? n : 0;  // positions covered (the cursor after the last entry)
   for (uint8_t g : gaps) {
-    c += g != escape;
-    reached += g == escape ? g : uint64_t{g} + 1;  // <= 256 * m: no overflow
+    c += dense || g != escape;
+    reached += dense ? 0 : (g == escape ? g : uint64_t{g} + 1);  // <= 256 * m: no overflow
   }
   check_implicit_rows(rows, cols, reached);
   if (c != w.num_codes)
@@ -85,7 +94,7 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   uint64_t next = 0;  // the first position the next weight may take
   size_t i = 0;       // next code
   for (size_t j = 0; j < gaps.size(); ++j) {
-    if (gaps[j] == escape) {
+    if (!dense && gaps[j] == escape) {
       next += escape;
       if (next > n) fail_decode("escape at entry " + std::to_string(j) + " runs past rows*cols");
       continue;

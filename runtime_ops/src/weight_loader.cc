@@ -17,21 +17,9 @@ Bytes constant_input(const OrtKernelInfo* info, size_t index, ONNXTensorElementD
                      size_t elem_size) {
   const std::string name = std::string("input ") + std::to_string(index) + " (" +
                            kInputNames[index] + ")";
-  int is_constant = 0;
-  const OrtValue* value = nullptr;
-  if (!ok(Ort::GetApi().KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value)) ||
-      !is_constant || value == nullptr)
-    fail(name + " must be a constant initializer (the weight is decoded at session creation)");
-  Ort::ConstValue v{value};
-  if (!v.IsTensor()) fail(name + " is not a tensor");
-  const auto ti = v.GetTensorTypeAndShapeInfo();
-  if (ti.GetElementType() != type) fail(name + " has the wrong element type");
-  const size_t count = ti.GetElementCount();
-  if (ti.GetDimensionsCount() != 1) fail(name + " must be 1-D");
-  Bytes b;
-  b.size = count * elem_size;
-  b.data = count == 0 ? nullptr : static_cast<const uint8_t*>(v.GetTensorRawData());
-  return b;
+  const ConstantTensor t = constant_tensor(info, index, name);
+  if (t.type != type) fail(name + " has the wrong element type");
+  return Bytes{t.data, t.count * elem_size};
 }
 
 }  // namespace

@@ -1,0 +1,319 @@
+"""Pruning and weight sharing as plain array math, with no graph in sight.
+
+The prune and cluster passes call these on each weight; the error budget's sensitivity
+analysis calls `quantize()` on one array per candidate setting, so everything here is
+deterministic and costs one sort plus a few linear passes over the weight.
+
+Weight sharing is 1-D k-means (Han et al. 2016, section 3). On sorted data the clusters
+are contiguous ranges, so after one sort and prefix sums a Lloyd iteration costs
+O(k log n) and iterating to convergence is cheap. Non-finite weights (NaN, +-Inf) never
+take part in the means: each keeps a codebook entry of its own, so a layer whose original
+computes NaN still does, and its finite weights are shared as if the NaN were not there.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# mse: the least squared error we know how to reach fast (companded start, empty clusters
+# split off the worst one); linear / density / random: the paper's three starts, plain Lloyd.
+Init = Literal["mse", "linear", "density", "random"]
+INITS: tuple[Init, ...] = ("mse", "linear", "density", "random")
+
+_MAX_ITERATIONS = {"mse": 300}  # splitting keeps finding work after the means settle
+_COMPANDER_BINS = 4096
+_LOOKUP_BITS = 20  # table size of the fast nearest-centroid search for float32
+_LOOKUP_MIN_SIZE = 1 << 18  # below this, a plain binary search is cheaper than the table
+
+
+def prune_array(w: np.ndarray, rule: str, amount: float) -> np.ndarray:
+    """`w` with its smallest-magnitude weights set to exactly zero.
+
+    `rule` is "sparsity" (zero that fraction of the weights) or "quality" (zero those below
+    `amount` times the standard deviation of the finite weights). Non-finite weights are the
+    largest of all, so they are never pruned.
+    """
+    flat = w.reshape(-1).copy()
+    magnitude = np.abs(flat)
+    if rule == "sparsity":
+        n_zero = round(amount * flat.size)
+        if n_zero > 0:
+            # argpartition is exact and deterministic; ties at the threshold are cut by index.
+            magnitude[np.isnan(magnitude)] = np.inf
+            flat[np.argpartition(magnitude, n_zero - 1, kind="introselect")[:n_zero]] = 0.0
+    else:
+        finite = flat[np.isfinite(flat)]
+        std = float(np.std(finite)) if finite.size else 0.0
+        flat[magnitude < amount * std] = 0.0
+    return flat.reshape(w.shape)
+
+
+def _initial_centroids(data: _SortedValues, k: int, init: Init, seed: int) -> np.ndarray:
+    x = data.x
+    if init == "linear":
+        return np.linspace(x[0], x[-1], k)
+    if init == "density":
+        return x[np.linspace(0, x.size - 1, k).round().astype(np.int64)]
+    if init == "mse":
+        return _companded(data, k)
+    rng = np.random.default_rng(seed)
+    return np.sort(x[rng.choice(x.size, size=k, replace=False)])
+
+
+def _companded(data: _SortedValues, k: int) -> np.ndarray:
+    """Centroids spread with density proportional to p(x)^(1/3), the high-resolution optimum
+    for squared error (Panter & Dite); p is the importance-weighted density. It is read off
+    bins of equal weight: a bin of width w holds 1/m of it, so its share of p^(1/3) dx is
+    proportional to w^(2/3)."""
+    x = data.x
+    bins = min(x.size, _COMPANDER_BINS)
+    edges = x[data.quantile_index(np.linspace(0.0, 1.0, bins))]
+    mass = np.concatenate([[0.0], np.cumsum(np.diff(edges) ** (2.0 / 3.0))])
+    if mass[-1] <= 0:
+        return np.linspace(x[0], x[-1], k)
+    return np.interp((np.arange(k) + 0.5) / k * mass[-1], mass, edges)
+
+
+def _prefix_sum(a: np.ndarray) -> np.ndarray:
+    out = np.empty(a.size + 1, np.float64)
+    out[0] = 0.0
+    np.cumsum(a, out=out[1:])
+    return out
+
+
+class _SortedValues:
+    """Sorted values, optionally with an importance per value, and prefix sums: the weighted
+    mean and squared error of any range in O(1)."""
+
+    def __init__(self, x: np.ndarray, importance: np.ndarray | None = None) -> None:
+        self.x = x
+        self.importance = importance
+        self.s0 = None if importance is None else _prefix_sum(importance)
+        self.s1 = _prefix_sum(x if importance is None else importance * x)
+        self.shift = float(x[x.size // 2])
+        self._s2: np.ndarray | None = None
+
+    @property
+    def s2(self) -> np.ndarray:
+        """Prefix sums of squares about a central value (so the errors keep their precision);
+        built on first use, as only the splitting needs them."""
+        if self._s2 is None:
+            centred = self.x - self.shift
+            np.multiply(centred, centred, out=centred)
+            if self.importance is not None:
+                centred *= self.importance
+            self._s2 = _prefix_sum(centred)
+        return self._s2
+
+    def weight(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return (hi - lo).astype(np.float64) if self.s0 is None else self.s0[hi] - self.s0[lo]
+
+    def quantile_index(self, q: np.ndarray) -> np.ndarray:
+        """Index of the values below which a fraction q of the weight lies."""
+        if self.s0 is None:
+            return (q * (self.x.size - 1)).round().astype(np.int64)
+        index = np.searchsorted(self.s0, q * self.s0[-1], side="right") - 1
+        return np.clip(index, 0, self.x.size - 1)
+
+    def ranges(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) of the points nearest to each (sorted) centroid."""
+        cut = np.searchsorted(self.x, (centroids[1:] + centroids[:-1]) / 2)
+        return np.concatenate([[0], cut]), np.concatenate([cut, [self.x.size]])
+
+    def mean(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        w = self.weight(lo, hi)
+        return (self.s1[hi] - self.s1[lo]) / np.where(w > 0, w, 1.0)
+
+    def squared_error(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        w = self.weight(lo, hi)
+        total = self.s1[hi] - self.s1[lo] - self.shift * w  # sum of the centred values
+        return np.maximum(self.s2[hi] - self.s2[lo] - total * total / np.where(w > 0, w, 1), 0.0)
+
+    def median(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """A cut inside each range that splits its weight in two (lo < cut < hi)."""
+        if self.s0 is None:
+            mid = (lo + hi) // 2
+        else:
+            mid = np.searchsorted(self.s0, (self.s0[lo] + self.s0[hi]) / 2)
+        return np.clip(mid, lo + 1, hi - 1)
+
+
+def _split_worst(
+    data: _SortedValues, means: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """Move each empty cluster's centroid into the cluster with the largest squared error,
+    which is cut in two at its median. Without this, an outlier that stretches the initial
+    grid leaves most centroids stranded in the gap for good."""
+    count = hi - lo
+    empty = np.flatnonzero(count == 0)
+    error = np.where(count >= 2, data.squared_error(lo, hi), 0.0)
+    worst = np.argsort(-error, kind="stable")[: empty.size]
+    worst = worst[error[worst] > 0]
+    if worst.size == 0:
+        return means, False
+    mid = data.median(lo[worst], hi[worst])
+    means = means.copy()
+    means[empty[: worst.size]] = data.mean(mid, hi[worst])
+    means[worst] = data.mean(lo[worst], mid)
+    return means, True
+
+
+def kmeans_1d(
+    values: np.ndarray,
+    k: int,
+    init: Init = "linear",
+    max_iterations: int | None = None,
+    seed: int = 0,
+    importance: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(centroids, index of each value's centroid, iterations) for 1-D k-means on finite
+    values, minimising the squared error weighted by `importance` (one positive number per
+    value; default 1). With k or fewer distinct values each one is its own centroid."""
+    flat = values.reshape(-1)
+    if importance is None:
+        # Sorting in the values' own dtype is the cheap part (SIMD sorts for float32).
+        x = np.sort(flat).astype(np.float64)
+        v = None
+    else:
+        order = np.argsort(flat, kind="stable")
+        x = flat[order].astype(np.float64)
+        v = np.asarray(importance, np.float64).reshape(-1)[order]
+    if x.size == 0:
+        return np.zeros(0), np.zeros(values.shape, np.int64), 0
+    if np.count_nonzero(x[1:] != x[:-1]) < k:  # k or fewer distinct values: nothing to share
+        centroids = np.unique(x)
+        return centroids, np.searchsorted(centroids, values.astype(np.float64)), 0
+    centroids, iterations = _lloyd(_SortedValues(x, v), k, init, max_iterations, seed)
+    return centroids, nearest(centroids, values), iterations
+
+
+def _lloyd(
+    data: _SortedValues, k: int, init: Init, max_iterations: int | None, seed: int
+) -> tuple[np.ndarray, int]:
+    x = data.x
+    centroids = _initial_centroids(data, k, init, seed).astype(np.float64)
+    limit = max_iterations if max_iterations is not None else _MAX_ITERATIONS.get(init, 100)
+    tolerance = 1e-9 * max(abs(x[0]), abs(x[-1]))
+    iterations = 0
+    for iterations in range(1, limit + 1):  # noqa: B007 - reported below
+        lo, hi = data.ranges(centroids)
+        means = np.where(hi > lo, data.mean(lo, hi), centroids)  # the paper's empties stay put
+        split = False
+        if init == "mse":
+            means, split = _split_worst(data, means, lo, hi)
+        updated = np.sort(means)
+        shift = float(np.max(np.abs(updated - centroids)))
+        centroids = updated
+        if shift <= tolerance and not split:
+            break
+    return centroids, iterations
+
+
+def nearest(centroids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of the nearest of the sorted `centroids` for each value."""
+    bounds = (centroids[1:] + centroids[:-1]) / 2
+    if values.dtype == np.float32 and values.size >= _LOOKUP_MIN_SIZE and bounds.size:
+        return _nearest_float32(bounds, values)
+    return np.searchsorted(bounds, values.astype(np.float64).reshape(-1)).reshape(values.shape)
+
+
+def _nearest_float32(bounds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`searchsorted(bounds, values)` for float32 values through a table over the top 20 bits
+    of their bit patterns: every float in a table bucket lies between the bucket's two end
+    values, so when both ends fall between the same bounds the answer holds for the whole
+    bucket. Only values in buckets that straddle a bound (a few percent) are searched."""
+    ends = np.arange(1 << _LOOKUP_BITS, dtype=np.uint32) << (32 - _LOOKUP_BITS)
+    with np.errstate(invalid="ignore"):  # NaN patterns: no finite value lands in their buckets
+        low = ends.view(np.float32).astype(np.float64)
+        high = (ends | ((1 << (32 - _LOOKUP_BITS)) - 1)).view(np.float32).astype(np.float64)
+        first = np.searchsorted(bounds, np.minimum(low, high)).astype(np.int16)
+        last = np.searchsorted(bounds, np.maximum(low, high)).astype(np.int16)
+    flat = values.reshape(-1)
+    bucket = flat.view(np.uint32) >> np.uint32(32 - _LOOKUP_BITS)
+    out = first[bucket].astype(np.int64)
+    unsure = np.flatnonzero(out != last[bucket])
+    out[unsure] = np.searchsorted(bounds, flat[unsure].astype(np.float64))
+    return out.reshape(values.shape)
+
+
+def representable(centroids: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Sorted distinct centroids rounded to values the weight's dtype holds exactly (fp16,
+    bf16, ...), so sharing never adds a second rounding when the weight is stored back."""
+    return np.unique(np.asarray(centroids).astype(dtype).astype(np.float64))
+
+
+def share_values(
+    values: np.ndarray,
+    k: int,
+    init: Init = "mse",
+    dtype: np.dtype | None = None,
+    max_iterations: int | None = None,
+    seed: int = 0,
+    importance: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """`values` (no zeros among them, any shape) with at most `k` distinct values, and the
+    k-means iterations taken. Each distinct non-finite value keeps its own entry; the finite
+    ones share the rest, rounded to `dtype` (default: the values' dtype). `importance`
+    (same shape as `values`) weighs each value's squared error."""
+    dtype = np.dtype(dtype if dtype is not None else values.dtype)
+    flat = values.reshape(-1)
+    finite = np.isfinite(flat)
+    all_finite = bool(finite.all())  # the usual case skips every masked copy below
+    finite_values = flat if all_finite else flat[finite]
+    special = np.unique(flat[~finite]) if not all_finite else flat[:0]  # NaN, -Inf, +Inf
+    room = k - special.size
+    if finite_values.size and room < 1:
+        raise ValueError(
+            f"{special.size} distinct non-finite weights leave no shared value for the finite ones"
+            f" (k = {k})"
+        )
+    iterations = 0
+    shared = finite_values.astype(dtype)
+    if finite_values.size:
+        weights = None if importance is None else np.asarray(importance).reshape(-1)[finite]
+        centroids, assignment, iterations = kmeans_1d(
+            finite_values, room, init, max_iterations, seed, weights
+        )
+        rounded = representable(centroids, dtype)
+        if rounded.size < centroids.size or dtype.itemsize < 4:
+            # Rounding merged centroids or moved them by more than float32's last bit: the
+            # nearest rounded value is what minimises the error now.
+            assignment = nearest(rounded, finite_values)
+        shared = rounded.astype(dtype)[assignment]
+    if all_finite:
+        return shared.reshape(values.shape), iterations
+    out = flat.astype(dtype, copy=True)
+    out[finite] = shared
+    return out.reshape(values.shape), iterations
+
+
+def quantize(
+    array: np.ndarray,
+    bits: int,
+    sparsity: float = 0.0,
+    init: Init = "mse",
+    seed: int = 0,
+    importance: np.ndarray | None = None,
+) -> np.ndarray:
+    """The dense result of compressing `array`: the smallest `sparsity` fraction set to zero,
+    then the survivors sharing `2**bits - 1` values (zero is the extra code). The same math as
+    the prune and cluster passes, in the array's dtype. `importance` (the array's shape)
+    weighs each weight's squared error, e.g. by the mean square of the input it multiplies."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"weight bits must be in 1..8, got {bits}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    pruned = prune_array(array, "sparsity", sparsity) if sparsity > 0 else array
+    k = (1 << bits) - 1
+    mask = pruned != 0
+    if mask.all():
+        return share_values(pruned, k, init, array.dtype, seed=seed, importance=importance)[0]
+    weights = None if importance is None else np.asarray(importance)[mask]
+    out = pruned.copy()
+    out[mask] = share_values(pruned[mask], k, init, array.dtype, seed=seed, importance=weights)[0]
+    return out

@@ -1,0 +1,89 @@
+// CompressedConstant (op_constant.h). Custom-domain ops are never constant-folded by
+// ORT, so the decoded tensor is copied to the output on every Run: a memcpy is the floor
+// for any custom op whose output is a whole weight (docs/format.md).
+#include "op_constant.h"
+
+#include <cstring>
+#include <string>
+
+#include "decode_stats.h"
+#include "decoder.h"
+#include "kernel_info.h"
+
+namespace dc_onnx {
+namespace {
+
+const char* const kInputNames[] = {"header", "codebook", "codes", "gaps", "code_lengths"};
+
+std::string input_name(size_t index) {
+  return std::string("input ") + std::to_string(index) + " (" + kInputNames[index] + ")";
+}
+
+Bytes byte_input(const OrtKernelInfo* info, size_t index) {
+  const ConstantTensor t = constant_tensor(info, index, input_name(index));
+  if (t.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) fail(input_name(index) + " must be uint8");
+  return Bytes{t.data, t.count};
+}
+
+CodebookType codebook_type(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return CodebookType::kFloat32;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return CodebookType::kFloat16;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return CodebookType::kBFloat16;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return CodebookType::kInt8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return CodebookType::kUInt8;
+    default:
+      fail("input 1 (codebook) must be float32, float16, bfloat16, int8 or uint8");
+  }
+}
+
+}  // namespace
+
+ConstantKernel::ConstantKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
+  with_layer(prefix_, [&] {
+    shape_ = required_ints(info, "weight_shape");
+    uint64_t size = 1;
+    for (int64_t d : shape_) {
+      if (d < 1 || d > INT32_MAX) fail("weight_shape " + shape_str(shape_) + " has an invalid dim");
+      size *= static_cast<uint64_t>(d);
+      if (size > (uint64_t{1} << 40)) fail("weight_shape " + shape_str(shape_) + " is too large");
+    }
+    // The stored matrix: the first dim by the rest (rank < 2: one row), as the encoder.
+    LayerAttributes attrs;
+    attrs.rows = shape_.size() >= 2 ? shape_[0] : 1;
+    attrs.cols = static_cast<int64_t>(size) / attrs.rows;
+    attrs.num_entries = required_int(info, "num_entries");
+    attrs.index_bits = required_int(info, "index_bits");
+    attrs.stream_ids = required_ints(info, "stream_ids");
+
+    LayerStreams streams;
+    streams.header = byte_input(info, 0);
+    const ConstantTensor codebook = constant_tensor(info, 1, input_name(1));
+    streams.codebook_type = codebook_type(codebook.type);
+    const size_t es = codebook_element_size(streams.codebook_type);
+    streams.codebook = Bytes{codebook.data, codebook.count * es};
+    streams.codes = byte_input(info, 2);
+    streams.gaps = byte_input(info, 3);
+    streams.code_lengths = byte_input(info, 4);
+    const CsrMatrix csr = decode_layer(streams, attrs);
+    report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
+
+    // Scatter the codebook entries, in the weight's own dtype, into a zeroed buffer.
+    dense_.assign(static_cast<size_t>(size) * es, 0);
+    const auto cols = static_cast<size_t>(attrs.cols);
+    for (size_t r = 0; r < static_cast<size_t>(attrs.rows); ++r)
+      for (size_t e = csr.row_ptr[r]; e < csr.row_ptr[r + 1]; ++e)
+        std::memcpy(dense_.data() + (r * cols + csr.col[e]) * es,
+                    streams.codebook.data + size_t{csr.code[e]} * es, es);
+  });
+}
+
+void ConstantKernel::compute(OrtKernelContext* context) const {
+  with_layer(prefix_, [&] {
+    Ort::KernelContext ctx(context);
+    Ort::UnownedValue out = ctx.GetOutput(0, shape_);
+    if (!dense_.empty()) std::memcpy(out.GetTensorMutableRawData(), dense_.data(), dense_.size());
+  });
+}
+
+}  // namespace dc_onnx
