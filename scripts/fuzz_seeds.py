@@ -21,7 +21,6 @@ import onnx
 from onnx import helper
 
 from dc_onnx.cli import main as dc_onnx_main
-from dc_onnx.io import DOMAIN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoder_seed import seed_model
@@ -113,7 +112,7 @@ def write_seeds(out_dir: Path) -> int:
             side = compiled.with_suffix(".dcw").read_bytes()
             model = onnx.load(str(compiled), load_external_data=False)
             for node in model.graph.node:
-                seed = node_seed(node, side) if node.domain == DOMAIN else b""
+                seed = node_seed(node, side) if node.op_type in OPS else b""
                 if 0 < len(seed) <= MAX_SEED_BYTES:
                     (out_dir / f"run{i}-{node.name}.bin").write_bytes(seed)
                     written += 1
