@@ -1,7 +1,6 @@
 #include "non_finite.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -56,35 +55,77 @@ void nan_through_absent(const CodedRows& w, const float* x, int64_t x_stride, fl
 
 void conv_nan_through_absent(const ConvTaps& w, const ConvAttributes& a, const ConvProblem& pr,
                              const float* x, float* y) {
+  // Counting, so the cost stays that of a sparse conv whatever the number of NaNs: per
+  // output position q, `field` counts the (channel, tap) slots of the group's receptive
+  // field whose input is not finite, `present` those among them a stored tap covers;
+  // an absent one exists where field > present.
+  const int64_t in_h = pr.in_h, in_w = pr.in_w, out_h = pr.out_h, out_w = pr.out_w;
+  const int64_t plane_in = in_h * in_w, plane_out = out_h * out_w;
   const int64_t out_per_group = a.out_channels / a.group;
-  const int64_t plane_in = pr.in_h * pr.in_w;
-  const int64_t plane_out = pr.out_h * pr.out_w;
-  for (int64_t c = 0; c < pr.channels; ++c)
-    for (int64_t i = 0; i < pr.in_h; ++i)
-      for (int64_t j = 0; j < pr.in_w; ++j) {
-        if (!non_finite(x[c * plane_in + i * pr.in_w + j])) continue;
-        const int64_t group = c / a.in_per_group;
-        const auto channel = static_cast<uint32_t>(c % a.in_per_group);
+  std::vector<int32_t> bad(static_cast<size_t>(plane_in));   // per pixel, over the group
+  std::vector<int32_t> rows(static_cast<size_t>(in_h * out_w));  // bad summed over kx
+  std::vector<int32_t> field(static_cast<size_t>(plane_out));
+  std::vector<int32_t> present(static_cast<size_t>(plane_out));
+  std::vector<char> channel_bad(static_cast<size_t>(a.in_per_group));
+  auto in_row = [&](int64_t oh, int64_t ky) { return oh * a.sh + ky * a.dh - pr.pad_top; };
+  auto in_col = [&](int64_t ow, int64_t kx) { return ow * a.sw + kx * a.dw - pr.pad_left; };
+  for (int64_t g = 0; g < a.group; ++g) {
+    const float* xg = x + g * a.in_per_group * plane_in;
+    std::fill(bad.begin(), bad.end(), 0);
+    bool any = false;
+    for (int64_t c = 0; c < a.in_per_group; ++c) {
+      bool in_channel = false;
+      for (int64_t i = 0; i < plane_in; ++i)
+        if (non_finite(xg[c * plane_in + i])) {
+          ++bad[static_cast<size_t>(i)];
+          in_channel = true;
+        }
+      channel_bad[static_cast<size_t>(c)] = in_channel;
+      any = any || in_channel;
+    }
+    if (!any) continue;
+    // field = sum over (ky, kx) of bad at the tap's input, summed over kx first.
+    for (int64_t ih = 0; ih < in_h; ++ih)
+      for (int64_t ow = 0; ow < out_w; ++ow) {
+        int32_t sum = 0;
+        for (int64_t kx = 0; kx < a.kw; ++kx) {
+          const int64_t iw = in_col(ow, kx);
+          if (iw >= 0 && iw < in_w) sum += bad[static_cast<size_t>(ih * in_w + iw)];
+        }
+        rows[static_cast<size_t>(ih * out_w + ow)] = sum;
+      }
+    for (int64_t oh = 0; oh < out_h; ++oh)
+      for (int64_t ow = 0; ow < out_w; ++ow) {
+        int32_t sum = 0;
         for (int64_t ky = 0; ky < a.kh; ++ky) {
-          // Output row oh reads input row oh * sh + ky * dh - pad_top.
-          const int64_t ty = i + pr.pad_top - ky * a.dh;
-          if (ty < 0 || ty % a.sh != 0 || ty / a.sh >= pr.out_h) continue;
-          for (int64_t kx = 0; kx < a.kw; ++kx) {
-            const int64_t tx = j + pr.pad_left - kx * a.dw;
-            if (tx < 0 || tx % a.sw != 0 || tx / a.sw >= pr.out_w) continue;
-            const int64_t q = (ty / a.sh) * pr.out_w + tx / a.sw;
-            const uint32_t key = channel << w.tap_bits | static_cast<uint32_t>(ky * a.kw + kx);
-            for (int64_t o = group * out_per_group; o < (group + 1) * out_per_group; ++o) {
-              float& out = y[o * plane_out + q];
-              if (std::isnan(out)) continue;  // already NaN (mostly so when many inputs are)
-              // Taps are sorted by key within an output channel.
-              const uint32_t* first = w.key.data() + w.ptr[static_cast<size_t>(o)];
-              const uint32_t* last = w.key.data() + w.ptr[static_cast<size_t>(o) + 1];
-              if (!std::binary_search(first, last, key)) out = kNaN;
-            }
+          const int64_t ih = in_row(oh, ky);
+          if (ih >= 0 && ih < in_h) sum += rows[static_cast<size_t>(ih * out_w + ow)];
+        }
+        field[static_cast<size_t>(oh * out_w + ow)] = sum;
+      }
+    const uint32_t mask = (uint32_t{1} << w.tap_bits) - 1;
+    for (int64_t o = g * out_per_group; o < (g + 1) * out_per_group; ++o) {
+      std::fill(present.begin(), present.end(), 0);
+      for (size_t j = w.ptr[static_cast<size_t>(o)]; j < w.ptr[static_cast<size_t>(o) + 1]; ++j) {
+        const uint32_t c = w.key[j] >> w.tap_bits;
+        if (!channel_bad[c]) continue;
+        const int64_t r = w.key[j] & mask, ky = r / a.kw, kx = r % a.kw;
+        const float* xc = xg + static_cast<int64_t>(c) * plane_in;
+        for (int64_t oh = 0; oh < out_h; ++oh) {
+          const int64_t ih = in_row(oh, ky);
+          if (ih < 0 || ih >= in_h) continue;
+          for (int64_t ow = 0; ow < out_w; ++ow) {
+            const int64_t iw = in_col(ow, kx);
+            if (iw >= 0 && iw < in_w && non_finite(xc[ih * in_w + iw]))
+              ++present[static_cast<size_t>(oh * out_w + ow)];
           }
         }
       }
+      float* yo = y + o * plane_out;
+      for (int64_t q = 0; q < plane_out; ++q)
+        if (field[static_cast<size_t>(q)] > present[static_cast<size_t>(q)]) yo[q] = kNaN;
+    }
+  }
 }
 
 }  // namespace dc_onnx

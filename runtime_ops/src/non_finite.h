@@ -28,8 +28,9 @@ void nan_through_absent(const CodedRows& w, const float* x, int64_t x_stride, fl
 
 // Conv, one image: `x` [channels, in_h, in_w] fed `y` [M, out_h, out_w] with the
 // attributes `a` and the geometry of `pr` (pads resolved). Sets to NaN every output that
-// a non-finite input reaches through an absent tap. Cost: per non-finite input, taps *
-// output channels of its group, plus a binary search for each output not yet NaN.
+// a non-finite input reaches through an absent tap. Cost: a pass over x, then per group
+// of channels outputs * (kh + kw), and per output channel its stored taps * outputs (the
+// order of the sparse conv itself), skipping channels without NaN or Inf.
 void conv_nan_through_absent(const ConvTaps& w, const ConvAttributes& a, const ConvProblem& pr,
                              const float* x, float* y);
 
