@@ -64,21 +64,24 @@ fuzz: install $(ORT_HEADERS)
 # that build. Leak checks are off: CPython itself does not free everything at exit.
 ASAN_TESTS ?= tests/test_runtime.py tests/test_kernel_paths.py tests/test_errors.py \
   tests/test_runtime_hardening.py
+define ASAN_RUN
+cmake -S runtime_ops -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_ONNX_SANITIZE=ON \
+  -DDC_ONNX_TESTS=OFF >/dev/null
+cmake --build build/asan -j2 --target dc_onnx_ops
+DC_ONNX_OPS_LIBRARY=$(CURDIR)/build/asan/libdc_onnx_ops.so \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so) $$(gcc -print-file-name=libstdc++.so)" \
+  $(VENV)/bin/pytest -q -p no:cacheprovider $(ASAN_TESTS)
+endef
 asan-test: install $(ORT_HEADERS)
-	cmake -S runtime_ops -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_ONNX_SANITIZE=ON \
-	  -DDC_ONNX_TESTS=OFF >/dev/null
-	cmake --build build/asan -j2 --target dc_onnx_ops
-	DC_ONNX_OPS_LIBRARY=$(CURDIR)/build/asan/libdc_onnx_ops.so \
-	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so) $$(gcc -print-file-name=libstdc++.so)" \
-	  $(VENV)/bin/pytest -q -p no:cacheprovider $(ASAN_TESTS)
+	$(ASAN_RUN)
 
 # CI: everything above, then the sanitizer test run and a minute of fuzzing (two targets,
-# 30 seconds each).
+# 30 seconds each), on the package installed once.
 test: lint cpp install-rt
 	$(VENV)/bin/pytest -q tests
-	$(MAKE) asan-test
-	$(MAKE) fuzz FUZZ_SECONDS=30
+	$(ASAN_RUN)
+	FUZZ_SECONDS=30 bash scripts/run_fuzz.sh $(PY)
 
 # LeNet-300-100 twice: the data-free defaults (accuracy kept), then the paper's densities
 # (35x; without retraining they cost accuracy), each run in ORT on 1000 MNIST images.
