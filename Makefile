@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp fuzz asan-test test demo results paper bench zoo clean
+.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -20,7 +20,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 'tomli; python_version < "3.11"'
 	$(PY) -m pip install -q "scikit-build-core>=0.10" \
-	  $$($(PY) scripts/extras.py base train dev simplify)
+	  $$($(PY) scripts/extras.py base train dev simplify plot)
 	touch $@
 
 venv: $(VENV)/.deps
@@ -76,12 +76,23 @@ endef
 asan-test: install $(ORT_HEADERS)
 	$(ASAN_RUN)
 
+# The C++ API example (examples/cpp), built against the latest onnxruntime wheel's library.
+example: install-rt
+	cmake -S examples/cpp -B build/example -DCMAKE_BUILD_TYPE=Release \
+	  -DORT_LIBRARY="$$(ls $(CURDIR)/$(VENV_RT)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n1)" >/dev/null
+	cmake --build build/example -j2
+
 # CI: everything above, then the sanitizer test run and a minute of fuzzing (two targets,
 # 30 seconds each), on the package installed once.
-test: lint cpp install-rt
+test: lint cpp install-rt example
 	$(VENV)/bin/pytest -q tests
 	$(ASAN_RUN)
 	FUZZ_SECONDS=30 bash scripts/run_fuzz.sh $(PY)
+
+# A 2.8 GB model (external data) compiled under a memory bound, then run: ~5 GB of disk in
+# a temporary folder, minutes. Prints the compile's peak RSS and time.
+test-slow: install
+	$(VENV)/bin/pytest -q -s -m slow tests/slow
 
 # LeNet-300-100 twice: the data-free defaults (accuracy kept), then the paper's densities
 # (35x; without retraining they cost accuracy), each run in ORT on 1000 MNIST images.
@@ -96,6 +107,17 @@ demo: install
 	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --index-bits-fc 5 \
 	  --report $(DEMO)/report.paper.json
 	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.paper.onnx \
+	  --inputs $(DEMO)/mnist-1000.npz
+	# Deployment: look inside, draw the figures (one PNG per kind), go back to a plain
+	# model, and the portable form that loads without the custom-op library.
+	$(VENV)/bin/dc-onnx inspect $(DEMO)/lenet-300-100.paper.onnx
+	$(VENV)/bin/dc-onnx compile models/lenet5.onnx -o $(DEMO)/lenet5.paper.onnx --quiet \
+	  --sparsity-per-layer 'conv1=0.34,conv2=0.88,ip1=0.92,ip2=0.81' --plot $(DEMO)/plots
+	ls $(DEMO)/plots
+	$(VENV)/bin/dc-onnx decompress $(DEMO)/lenet-300-100.paper.onnx -o $(DEMO)/lenet-300-100.plain.onnx
+	$(VENV)/bin/dc-onnx compile models/lenet-300-100.onnx -o $(DEMO)/lenet-300-100.portable.onnx \
+	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --target portable
+	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.portable.onnx \
 	  --inputs $(DEMO)/mnist-1000.npz
 
 # Data-free figures on the bundled LeNets (docs/results.md). MNIST defaults to the
@@ -112,14 +134,19 @@ paper: install
 
 # Kernel and whole-model benchmarks against ORT's dense kernels (docs/benchmarks.md).
 # Writes the models under build/imagenet (about 1 GB) and prints every `dc-onnx bench`.
+# The FC layers also against ORT's int8 and 4-bit forms (--peers), in onnxruntime-training
+# and again in the latest onnxruntime (.venv-rt), which has the 4-bit quantizer.
 BENCH := build/imagenet
 THREADS ?= 1
-bench: install
+bench: install-rt
 	$(PY) models/imagenet_shapes.py --out $(BENCH)
 	uptime
 	for m in fc4096_d09 fc4096_d04 fc4096_d25; do \
 	  $(VENV)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,64 \
-	    --threads $(THREADS) --repeat 30 || exit 1; done
+	    --threads $(THREADS) --repeat 30 --peers || exit 1; done
+	for m in fc4096_d09 fc4096_d04; do \
+	  $(VENV_RT)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,64 \
+	    --threads $(THREADS) --repeat 30 --peers || exit 1; done
 	for m in alex_conv2 alex_conv3 alex_conv4 alex_conv5; do \
 	  $(VENV)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,8 \
 	    --threads $(THREADS) --repeat 30 || exit 1; done

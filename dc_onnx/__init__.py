@@ -1,7 +1,7 @@
 """dc-onnx: Deep Compression (pruning, trained quantization, Huffman coding) for ONNX."""
 
 from dc_onnx.compiler import CompileResult, compile
-from dc_onnx.errors import CompileError, DcOnnxError, InputError
+from dc_onnx.errors import CompileError, DcOnnxError, InputError, OutputError
 from dc_onnx.options import (
     ClusterOptions,
     CompileOptions,
@@ -26,6 +26,7 @@ __all__ = [
     "InferenceSession",
     "InputError",
     "LowerOptions",
+    "OutputError",
     "PruneOptions",
     "RetrainOptions",
     "TrainOptions",

@@ -16,14 +16,18 @@ from dc_onnx.cli_args import (
     positive_int,
     positive_ints,
 )
-from dc_onnx.compiler import compile
+from dc_onnx.cli_deploy import add_commands as add_deploy_commands
+from dc_onnx.cli_deploy import add_compile_plot, check_compile_plot, plot_compiled
+from dc_onnx.compiler import compile, input_files
 from dc_onnx.data import read_npz
 from dc_onnx.errors import DcOnnxError
 from dc_onnx.options import CompileOptions
+from dc_onnx.paths import check_report
 from dc_onnx.recipes import RECIPES
 from dc_onnx.tools.bench import bench
 from dc_onnx.tools.evaluate import evaluate
 from dc_onnx.tools.verify import verify
+from dc_onnx.writer import write_file
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -40,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     add_options(c, CompileOptions, choices={"recipe": list(RECIPES)})
     c.add_argument("--report", type=Path, help="write the report as JSON")
     c.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_compile_plot(c)  # --plot DIR (dc_onnx/cli_deploy.py)
     c.set_defaults(run=_compile, parser=c)
 
     v = sub.add_parser("verify", help="compare a compiled model with its original")
@@ -69,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--max-seconds", type=positive_float, default=20.0, help="time budget per batch (20)"
     )
+    b.add_argument(
+        "--peers", action="store_true",
+        help="also measure ORT's own int8 (quantize_dynamic) and 4-bit (MatMulNBits) forms",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(run=_bench)
     e = sub.add_parser("eval", help="top-1 / top-5 accuracy of a model (dense or compiled)")
@@ -78,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=positive_int, default=1000, help="batch size (default 1000)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(run=_eval)
+    add_deploy_commands(sub)  # inspect, decompress (dc_onnx/cli_deploy.py)
     return parser
 
 
@@ -87,9 +97,13 @@ def _compile(args: argparse.Namespace) -> int:
         options = options_from_args(args, CompileOptions)
     except ValueError as e:  # a rule across options; single values were checked by argparse
         args.parser.error(str(e))
+    check_compile_plot(args)
+    if args.report:  # a bad report path fails now, before any output is written
+        check_report(args.report, output, input_files(args.input))
     result = compile(args.input, output, options)
+    plot_compiled(args, output)
     if args.report:
-        args.report.write_text(json.dumps(result.report.to_json(), indent=2) + "\n")
+        write_file(args.report, json.dumps(result.report.to_json(), indent=2) + "\n")
     if not args.quiet:
         print(result.report.format_table())
         print(f"wrote {output}")
@@ -132,7 +146,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     result = bench(
         args.original, args.compiled, args.batch, threads=args.threads, repeat=args.repeat,
-        max_seconds=args.max_seconds,
+        max_seconds=args.max_seconds, peers=args.peers,
     )  # fmt: skip
     print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
     return EXIT_OK
@@ -148,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except DcOnnxError as e:
         print(f"dc-onnx: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # a file that vanished, a full disk, a permission: say which file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dc-onnx: error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("dc-onnx: interrupted", file=sys.stderr)

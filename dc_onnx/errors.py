@@ -9,5 +9,9 @@ class InputError(DcOnnxError):
     """The input model, file or option is unusable."""
 
 
+class OutputError(DcOnnxError):
+    """An output cannot be written (bad path, no space, no permission); nothing was replaced."""
+
+
 class CompileError(DcOnnxError):
     """A compiler pass failed; the message names it and the passes that ran before it."""

@@ -1,126 +1,90 @@
-"""Loading models and writing compiled ones: side file, atomic writes, clear errors."""
+"""Loading models, and the names of the files a model is made of (its external data)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
-from dc_onnx.codecs.container import parse_header
-from dc_onnx.codecs.schema import DOMAIN, HEADER_NAME, SIDE_FILE_SUFFIX, stream_inputs
+from dc_onnx.codecs.schema import HEADER_NAME
 from dc_onnx.errors import InputError
 
-__all__ = ["load_model", "save_compiled", "side_file_path"]
+__all__ = [
+    "external_data_files",
+    "load_model",
+    "load_proto",
+    "referenced_files",
+    "side_file_of",
+]
 
 
-def side_file_path(model_path: str | os.PathLike[str]) -> Path:
-    return Path(model_path).with_suffix(SIDE_FILE_SUFFIX)
-
-
-def load_model(path: str | os.PathLike[str]) -> ir.Model:
-    """Load an ONNX model (external data included) or raise InputError saying why not."""
+def load_proto(path: str | os.PathLike[str], external_data: bool = True) -> onnx.ModelProto:
+    """An ONNX file as a ModelProto (with or without its external data), or InputError."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:
-        proto = onnx.load(str(p), load_external_data=True)
+        proto = onnx.load(str(p), load_external_data=external_data)
     except Exception as e:  # protobuf reports bad files with many exception types
         raise InputError(f"{p}: not a readable ONNX model ({type(e).__name__}: {e})") from None
     if not proto.HasField("graph") or not proto.graph.node:
         raise InputError(f"{p}: not an ONNX model (no graph nodes)")
+    return proto
+
+
+def load_model(path: str | os.PathLike[str]) -> ir.Model:
+    """Load an ONNX model or raise InputError saying why not.
+
+    Tensors stored as external data stay there (`ir.ExternalTensor`, memory-mapped when
+    first read), so a model larger than memory can be loaded; a pass that reads a weight
+    releases it when done (`dc_onnx.layers.WeightGroup`).
+    """
+    p = Path(path)
+    proto = load_proto(p, external_data=False)
+    for location in external_data_files(p, proto):
+        if not location.is_file():
+            raise InputError(f"{p}: its external data file {location} does not exist")
     try:
-        return ir.from_proto(proto)
+        model = ir.serde.deserialize_model(proto)
     except Exception as e:
         raise InputError(f"{p}: the ONNX model could not be read ({e})") from None
+    ir.external_data.set_base_dir(model.graph, p.parent)
+    return model
 
 
-def _temp_beside(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
-    return Path(tmp)
+def external_data_files(path: Path, proto: onnx.ModelProto | None = None) -> list[Path]:
+    """The external data files the model at `path` refers to (main graph initializers)."""
+    if proto is None:
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception:  # not a model: it names no files (load_model says what is wrong)
+            return []
+    locations = {
+        entry.value
+        for tensor in proto.graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path.parent / location for location in sorted(locations)]
 
 
-def _stream_order(graph: onnx.GraphProto) -> list[str]:
-    """Initializer names of the side file's streams, in TOC order (from `stream_ids`)."""
-    by_id: dict[int, str] = {}
-    for node in graph.node:
-        if node.domain != DOMAIN:
-            continue
-        ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        streams = node.input[stream_inputs(node.op_type)]
-        for stream_id, name in zip(ids, streams, strict=True):
-            by_id[stream_id] = name
-    return [by_id[i] for i in sorted(by_id)]
+def side_file_of(model_path: str | os.PathLike[str]) -> Path | None:
+    """The side file a compiled model refers to (None for a `--single-file` model)."""
+    path = Path(model_path)
+    proto = onnx.load(str(path), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        if tensor.name == HEADER_NAME:
+            location = {e.key: e.value for e in tensor.external_data}.get("location")
+            return None if location is None else path.parent / location
+    return None
 
 
-def save_compiled(
-    model: ir.Model, path: str | os.PathLike[str], single_file: bool = False
-) -> list[Path]:
-    """Write the compiled model (and its side file); return the files written.
-
-    Both files are written under temporary names, then renamed into place, side file
-    first, so a failure never leaves a half-written model behind.
-    """
-    out = Path(path)
-    if not out.parent.is_dir():
-        raise InputError(f"{out.parent}: output directory does not exist")
-    proto = ir.to_proto(model)
-    side = side_file_path(out)
-    initializers = {t.name: t for t in proto.graph.initializer}
-    external = HEADER_NAME in initializers and not single_file
-    temps: dict[Path, Path] = {}
-    try:
-        if external:
-            temps[side] = _temp_beside(side)
-            _write_side_file(proto.graph, initializers, temps[side], side.name)
-        temps[out] = _temp_beside(out)
-        onnx.save_model(proto, str(temps[out]))
-        for final, tmp in temps.items():
-            os.replace(tmp, final)
-    finally:
-        for tmp in temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return list(temps)
-
-
-def _write_side_file(
-    graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto], tmp: Path, location: str
-) -> None:
-    """Write header + streams to `tmp` and point their initializers at `location`."""
-    header = _raw_bytes(initializers[HEADER_NAME])
-    toc = parse_header(header)
-    names = [HEADER_NAME, *_stream_order(graph)]
-    extents = [(0, len(header))] + [(e.offset, e.nbytes) for e in toc]
-    with open(tmp, "wb") as f:
-        for name, (offset, nbytes) in zip(names, extents, strict=True):
-            tensor = initializers[name]
-            data = _raw_bytes(tensor)
-            if f.tell() != offset or len(data) != nbytes:
-                raise AssertionError(f"stream {name} does not match the side-file TOC")
-            f.write(data)
-            if nbytes:  # an empty stream stays embedded: readers take length 0 as "to the end"
-                _point_to_side_file(tensor, location, offset, nbytes)
-
-
-def _raw_bytes(tensor: onnx.TensorProto) -> bytes:
-    if tensor.HasField("raw_data"):
-        return tensor.raw_data
-    return np.ascontiguousarray(onnx.numpy_helper.to_array(tensor)).tobytes()
-
-
-def _point_to_side_file(tensor: onnx.TensorProto, location: str, offset: int, nbytes: int) -> None:
-    tensor.ClearField("raw_data")
-    del tensor.external_data[:]
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", offset), ("length", nbytes)):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, str(value)
+def referenced_files(model: ir.Model) -> set[Path]:
+    """The files whose data the in-memory model still reads (its external tensors)."""
+    files = set()
+    for value in model.graph.initializers.values():
+        if isinstance(value.const_value, ir.ExternalTensor):
+            files.add(Path(value.const_value.path))
+    return files

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
+from dc_onnx import scratch
 from dc_onnx.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,18 @@ class WeightGroup:
         return weight_values(self.weight)
 
     def set_array(self, array: np.ndarray) -> None:
-        """Replace the weight's values, keeping its dtype (float16 tables stay float16)."""
-        set_weight_values(self.weight, array)
+        """Replace the weight's values, keeping its dtype (float16 tables stay float16);
+        a large one goes to a scratch file (dc_onnx/scratch.py)."""
+        dtype = weight_values(self.weight).dtype
+        self.set_tensor(scratch.as_tensor(np.asarray(array).astype(dtype), self.weight.name))
+
+    def set_tensor(self, tensor: ir.TensorProtocol) -> None:
+        scratch.discard(self.weight.const_value)  # a previous scratch file goes now
+        self.weight.const_value = tensor
+
+    def release(self) -> None:
+        """Unmap the weight if it is memory-mapped; a large model is read one weight at a time."""
+        scratch.release(self.weight.const_value)
 
     def stored_matrix(self, array: np.ndarray | None = None) -> np.ndarray:
         """The weight as the [out, in] matrix of docs/format.md."""
@@ -187,8 +198,9 @@ def _compute_groups(graph: ir.Graph) -> tuple[list[WeightGroup], list[ir.Value]]
     groups, odd = [], []
     for key, layers in by_weight.items():
         weight = weights[key]
-        readers = {id(user) for user, _ in weight.uses()}
-        shared_oddly = len(readers) != len(layers) or len({lay.layout for lay in layers}) != 1
+        # Every use must be a layer's weight input: a node reading the weight twice
+        # (Gemm(A, W, W)) would still need the dense W after lowering.
+        shared_oddly = len(weight.uses()) != len(layers) or len({lay.layout for lay in layers}) != 1
         if shared_oddly or weight.is_graph_output():
             odd.append(weight)
             continue

@@ -20,6 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dc_onnx.codecs.schema import CONSTANT_OP, DOMAIN, stream_inputs
+from dc_onnx.io import external_data_files
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def materialize(source: str | os.PathLike[str] | bytes, options: Any) -> bytes |
         if not _decoders(head):
             return None
         size = path.stat().st_size + sum(
-            f.stat().st_size for f in path.parent.glob(path.stem + ".dcw")
+            f.stat().st_size for f in external_data_files(path, head) if f.is_file()
         )
         if size > _MAX_EMBEDDED_BYTES:
             logger.info("%s: too large to materialise; decode ops copy on each run", path)

@@ -23,6 +23,7 @@ from dc_onnx.quantize import INITS, Init
 Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
+Target = Literal["ort", "portable"]
 
 Check = Callable[[str, Any], None]
 
@@ -279,6 +280,10 @@ class CompileOptions(OptionGroup):
     )  # fmt: skip
     simplify: bool = option(False, "run onnx-simplifier first")
     single_file: bool = option(False, "embed the streams in the .onnx")
+    target: Target = option(
+        "ort", "ort: custom ops + Huffman-coded side file (needs the dc-onnx library); "
+        "portable: standard ONNX ops only (codes + Gather), loads in any runtime",
+    )  # fmt: skip
 
     def __init__(self, **kwargs: Any) -> None:
         values = {

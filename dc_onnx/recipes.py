@@ -18,6 +18,7 @@ from dc_onnx.options import CompileOptions
 from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterPass
 from dc_onnx.passes.lower import LowerPass
+from dc_onnx.passes.lower_portable import PortableLowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
@@ -95,6 +96,8 @@ def _retrain(
 
 
 def _lower(options: CompileOptions, data: TrainingData | None) -> list[ir.passes.PassBase]:
+    if options.target == "portable":
+        return [PortableLowerPass(options.min_weight_elements)]
     return [LowerPass(options.lower, options.min_weight_elements)]
 
 

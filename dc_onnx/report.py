@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dc_onnx.layers import Skipped
@@ -65,6 +68,7 @@ class Report:
     # size threshold left uncompressed, each with its reason (dc_onnx.layers.survey).
     weights: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     left: list[Skipped] = dataclasses.field(default_factory=list)
+    zipped_bytes: int | None = None  # the portable target: the files in a deflated .zip
 
     @classmethod
     def from_records(
@@ -89,6 +93,7 @@ class Report:
             "compressed_bytes": self.compressed_bytes,
             "ratio": self.ratio,
             "files": self.files,
+            "zipped_bytes": self.zipped_bytes,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "passes": [record.to_json() for record in self.passes],
             "weights": self.weights,
@@ -128,7 +133,20 @@ class Report:
                 f"compressed: {self.compressed_bytes:>12,} bytes  ({' + '.join(self.files)})"
             )
             lines.append(f"ratio:      {self.ratio:>12.1f}x")
+        if self.zipped_bytes is not None:
+            zipped = self.original_bytes / self.zipped_bytes
+            lines.append(f"zipped:     {self.zipped_bytes:>12,} bytes  ({zipped:.1f}x)")
+            lines.append("portable:   codes and gaps are plain bytes (the H columns), not Huffman")
         seconds = sum(p.seconds for p in self.passes)
         timing = ", ".join(f"{p.name} {p.seconds:.2f}s" for p in self.passes)
         lines.append(f"passes:     {seconds:.2f} s ({timing})")
         return "\n".join(lines)
+
+
+def zip_bytes(paths: Sequence[Path]) -> int:
+    """Size of a .zip (deflate, level 9) holding the files: what a download would move."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in paths:
+            archive.write(path, path.name)
+    return buffer.getbuffer().nbytes

@@ -17,7 +17,9 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from dc_onnx import scratch
 from dc_onnx.errors import CompileError
+from dc_onnx.large_weights import cluster_large, distinct_values, is_large
 from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     StoredWeight,
@@ -28,6 +30,7 @@ from dc_onnx.layers import (
 )
 from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.progress import track
 from dc_onnx.quantize import Init, kmeans_1d, share_values
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
@@ -81,9 +84,16 @@ class ClusterPass(CompilerPass):
         modified = False
         layers = {}
         groups = self.weights(model)
-        for i, group in enumerate(groups, 1):
-            w = group.array()
+        for i, group in enumerate(track(groups, "cluster"), 1):
             bits = bits_of(self.options, group)
+            if isinstance(group, WeightGroup) and is_large(group):  # never copied whole
+                o = self.options
+                iterations = o.max_iterations if o.max_iterations is not None else 100
+                stats = cluster_large(group, (1 << bits) - 1, self.init, iterations, o.seed)
+                layers[group.name] = {"bits": bits, **stats}
+                modified = True
+                continue
+            w = group.array()
             mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
             shared = w.copy()
             iterations = 0
@@ -108,6 +118,8 @@ class ClusterPass(CompilerPass):
                 "nonfinite": int(np.count_nonzero(~np.isfinite(w))),
                 "relative_error": _relative_error(w, shared),
             }
+            del w, shared
+            scratch.release(group.weight.const_value)  # one weight at a time in memory
             logger.info(
                 "cluster %d/%d %s: %d weights -> %d values at %d bits (%d iterations, "
                 "relative error %.2e)",
@@ -119,6 +131,11 @@ class ClusterPass(CompilerPass):
 
     def ensures(self, model: ir.Model) -> None:
         for group in self.weights(model):
-            distinct = np.unique(group.array()).size
-            if distinct > 1 << bits_of(self.options, group):
+            limit = 1 << bits_of(self.options, group)
+            if isinstance(group, WeightGroup) and is_large(group):
+                distinct = distinct_values(group, limit)
+            else:
+                distinct = np.unique(group.array()).size
+                scratch.release(group.weight.const_value)
+            if distinct > limit:
                 raise AssertionError(f"{group.name}: {distinct} distinct values after clustering")

@@ -38,6 +38,7 @@ from dc_onnx.codecs.schema import (
     stream_inputs,
 )
 from dc_onnx.errors import CompileError
+from dc_onnx.large_weights import encode_large, is_large
 from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     Layer,
@@ -50,6 +51,7 @@ from dc_onnx.layers import (
 )
 from dc_onnx.options import LowerOptions
 from dc_onnx.pipeline import CompilerPass
+from dc_onnx.progress import track
 
 __all__ = ["DOMAIN", "LayerStats", "LowerOptions", "LowerPass", "LowerStats", "encode_group"]
 
@@ -81,6 +83,8 @@ class LowerStats:
 
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
     """Codebook and streams of one weight, which must fit a codebook (schema.MAX_CODEBOOK)."""
+    if index_bits > 0 and is_large(group):  # block by block: never copied whole
+        return encode_large(group, index_bits)
     stored = np.ascontiguousarray(group.stored_matrix())
     try:
         codebook, codes = split_codebook(stored)
@@ -162,7 +166,12 @@ def _compressed_node(
     inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
     if op in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
         inputs.append(node.inputs[2])
-    attributes = [node.attributes[a] for a in KEPT_ATTRIBUTES[op] if a in node.attributes]
+    kept = [a for a in KEPT_ATTRIBUTES[op] if a in node.attributes]
+    if op == "Conv" and node.attributes.get_string("auto_pad", "NOTSET") == "VALID":
+        # VALID is zero padding: say it with pads alone, since the kernel's dense path
+        # hands its attributes to ORT's Conv, which refuses auto_pad and pads together.
+        kept = [a for a in kept if a not in ("auto_pad", "pads")]
+    attributes = [node.attributes[a] for a in kept]
     attributes += [
         ir.AttrInt64s("weight_shape", list(weight_shape)),
         ir.AttrInt64("num_entries", encoded.num_entries),
@@ -216,7 +225,7 @@ class LowerPass(CompilerPass):
         groups = find_weight_groups(graph)
         jobs: list[tuple[WeightGroup | StoredWeight, EncodedWeight]] = []
         left: list[Skipped] = []
-        for i, group in enumerate(groups, 1):
+        for i, group in enumerate(track(groups, "encode"), 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
             index_bits = self.options.index_bits(group.kind)
             if group.kind == "embedding":  # tables are rarely pruned: drop the gaps then
@@ -236,6 +245,7 @@ class LowerPass(CompilerPass):
                 left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
                 continue
             jobs.append((group, encoded))
+            group.release()  # a large model is held in memory one weight at a time
         for weight in find_stored_weights(graph, self.min_weight_elements):
             logger.info("encode %s (%s, read by %s)", weight.name, weight.kind, weight.readers)
             enc = encode_stored(weight, self.options.index_bits(weight.kind))

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+from collections.abc import Iterator
 
 import numpy as np
 import onnx_ir as ir
 
+from dc_onnx import scratch
 from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     StoredWeight,
@@ -80,6 +83,82 @@ class PrunePolicy:
         return [*find_weight_groups(model.graph), *stored]
 
 
+# Weights of more than CHUNK elements are pruned chunk by chunk, so pruning one needs
+# memory for the weight (mapped from its file) plus a few chunks, not several copies.
+# Smaller weights keep `prune_array`, whose results the docs' figures measure.
+CHUNK = 1 << 22
+
+
+def _chunks(flat: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, flat.size, CHUNK):
+        yield flat[start : start + CHUNK]
+
+
+def _std(flat: np.ndarray) -> float:
+    """Standard deviation of the finite weights in float64, two passes over the chunks."""
+    n = sum(int(np.count_nonzero(np.isfinite(c))) for c in _chunks(flat))
+    if n == 0:
+        return 0.0
+    total = sum(float(np.sum(c[np.isfinite(c)], dtype=np.float64)) for c in _chunks(flat))
+    mean = total / n
+    squares = sum(
+        float(np.sum(np.square(c[np.isfinite(c)].astype(np.float64) - mean))) for c in _chunks(flat)
+    )
+    return math.sqrt(squares / n)
+
+
+def _magnitude_bits(chunk: np.ndarray) -> np.ndarray:
+    # For floats >= 0 the order of the IEEE bit patterns is the order of the values, and
+    # NaN comes after +Inf: non-finite weights are the largest, never pruned first.
+    return np.abs(chunk).view(np.uint32)
+
+
+def _kth_magnitude(flat: np.ndarray, rank: int) -> tuple[np.float32, int]:
+    """The magnitude of 0-based `rank` in sorted order, and how many magnitudes are below it.
+
+    A radix select on the float32 bit patterns: a histogram of their high 16 bits finds
+    the bucket, a second one of the low 16 bits inside it finds the value.
+    """
+    high = np.zeros(1 << 16, np.int64)
+    for c in _chunks(flat):
+        high += np.bincount(_magnitude_bits(c) >> 16, minlength=1 << 16)
+    cumulative = np.cumsum(high)
+    top = int(np.searchsorted(cumulative, rank, side="right"))
+    below = int(cumulative[top - 1]) if top else 0
+    low = np.zeros(1 << 16, np.int64)
+    for c in _chunks(flat):
+        bits = _magnitude_bits(c)
+        low += np.bincount(bits[(bits >> 16) == top] & 0xFFFF, minlength=1 << 16)
+    cumulative = np.cumsum(low)
+    bottom = int(np.searchsorted(cumulative, rank - below, side="right"))
+    below += int(cumulative[bottom - 1]) if bottom else 0
+    return np.array([(top << 16) | bottom], np.uint32).view(np.float32)[0], below
+
+
+def prune_chunks(flat: np.ndarray, rule: str, amount: float) -> Iterator[np.ndarray]:
+    """The chunks of `flat` with the same weights zeroed as `prune_array` (ties by index)."""
+    ties = 0
+    if rule == "sparsity":
+        n_zero = round(amount * flat.size)
+        threshold, below = _kth_magnitude(flat, n_zero - 1) if n_zero else (np.float32(0), 0)
+        ties = n_zero - below  # weights equal to the threshold that are zeroed too
+    else:
+        threshold = np.float32(amount * _std(flat))
+    for c in _chunks(flat):
+        magnitude = _magnitude_bits(c)  # NaN compares as the largest, like prune_array
+        bound = np.array([threshold], np.float32).view(np.uint32)[0]
+        zero = magnitude < bound
+        if ties > 0:
+            equal = np.flatnonzero(magnitude == bound)[:ties]
+            zero[equal] = True
+            ties -= equal.size
+        yield np.where(zero, np.float32(0), c)
+
+
+def _count_nonzero(w: np.ndarray) -> int:
+    return sum(int(np.count_nonzero(c)) for c in _chunks(w.reshape(-1)))
+
+
 class PrunePass(CompilerPass):
     name = "prune"
 
@@ -94,15 +173,31 @@ class PrunePass(CompilerPass):
         modified = False
         layers = {}
         for group in self.policy.weights(model):
-            w = group.array()
             target = self.policy.target(group)
-            pruned = w if target is None else prune_array(w, *target)
-            if not np.array_equal(pruned, w):
-                group.set_array(pruned)
-                modified = True
+            w = group.array()
+            size, before = int(w.size), _count_nonzero(w)
+            large = isinstance(group, WeightGroup) and w.size > CHUNK and w.dtype == np.float32
+            if target is not None and large:
+                assert isinstance(group, WeightGroup)
+                flat = w.reshape(-1)
+                del w  # the weight's map is released once the pruned copy is written
+                pruned = prune_chunks(flat, *target)
+                shape = group.array().shape
+                group.set_tensor(
+                    scratch.from_chunks(pruned, shape, np.dtype(np.float32), group.weight.name)
+                )
+                del flat
+            elif target is not None:
+                pruned_array = prune_array(w, *target)
+                if not np.array_equal(pruned_array, w, equal_nan=True):
+                    group.set_array(pruned_array)
+                del w, pruned_array
+            after = _count_nonzero(group.array())
+            scratch.release(group.weight.const_value)
+            modified = modified or after != before
             layers[group.name] = {
-                "weights": int(w.size),
-                "density": float(np.count_nonzero(pruned)) / max(w.size, 1),
+                "weights": size,
+                "density": after / max(size, 1),
                 "rule": None if target is None else f"{target[0]}={target[1]:g}",
             }
             logger.debug("prune %s: density %.3f", group.name, layers[group.name]["density"])
@@ -114,6 +209,8 @@ class PrunePass(CompilerPass):
             target = self.policy.target(group)
             if target and target[0] == "sparsity":
                 w = group.array()
-                wanted = round(target[1] * w.size)
-                if w.size - np.count_nonzero(w) < wanted:
+                size, wanted, nonzero = w.size, round(target[1] * w.size), _count_nonzero(w)
+                del w
+                scratch.release(group.weight.const_value)
+                if size - nonzero < wanted:
                     raise AssertionError(f"{group.name}: fewer zeros than the target sparsity")

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dc_onnx.cli import main as dc_onnx_main
 from dc_onnx.codecs.schema import DOMAIN
+from dc_onnx.io import side_file_of
 from dc_onnx.tools.decompile import decode_node_weight
 
 
@@ -77,7 +78,9 @@ def write_seed(out_dir: Path) -> None:
             )
             lines += [" ".join(float(v).hex() for v in row) for row in weight]
         out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(compiled.with_suffix(".dcw"), out_dir / "seed.dcw")
+        side = side_file_of(compiled)
+        assert side is not None, "a compiled model without --single-file has a side file"
+        shutil.copyfile(side, out_dir / "seed.dcw")
         (out_dir / "seed.txt").write_text("\n".join(lines) + "\n")
 
 

@@ -145,9 +145,9 @@ def lower_only(model: onnx.ModelProto, out_dir: Path, index_bits: int = 5) -> Pa
     """Encode a model whose weights already have <= 256 values, nothing else changed."""
     import onnx_ir as ir
 
-    from dc_onnx.io import save_compiled
     from dc_onnx.passes.lower import LowerOptions, LowerPass
     from dc_onnx.pipeline import run_passes
+    from dc_onnx.writer import save_compiled
 
     compiled, _ = run_passes(
         ir.from_proto(model), [LowerPass(LowerOptions(index_bits, index_bits))]

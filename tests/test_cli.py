@@ -11,6 +11,7 @@ from coverage_models import BUILDERS
 
 from conftest import mlp_model, save
 from dc_onnx.cli import main
+from dc_onnx.io import side_file_of
 
 
 def test_compile_prints_the_table_and_writes_the_report(
@@ -26,8 +27,10 @@ def test_compile_prints_the_table_and_writes_the_report(
     out = capsys.readouterr().out
     assert "rate P+Q+H" in out and "fc1" in out and "ratio:" in out
     data = json.loads(report.read_text())
+    side = side_file_of(tmp_path / "out.onnx")
+    assert side is not None and side.parent == tmp_path
     assert data["compressed_bytes"] == sum(
-        (tmp_path / f).stat().st_size for f in ("out.onnx", "out.dcw")
+        (tmp_path / f).stat().st_size for f in ("out.onnx", side.name)
     )
     assert data["ratio"] == pytest.approx(data["original_bytes"] / data["compressed_bytes"])
     layers = {layer["name"]: layer for layer in data["layers"]}
@@ -40,7 +43,8 @@ def test_compile_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     source = save(mlp_model(), tmp_path / "m.onnx")
     assert main(["compile", str(source), "--quiet", "--sparsity", "0.5"]) == 0
     assert capsys.readouterr() == ("", "")
-    assert (tmp_path / "m.dc.onnx").exists() and (tmp_path / "m.dc.dcw").exists()
+    side = side_file_of(tmp_path / "m.dc.onnx")
+    assert side is not None and side.is_file() and side.name.startswith("m.dc.")
 
 
 def test_verify_reports_errors_and_agreement(
@@ -192,29 +196,6 @@ def test_the_flags_build_the_nested_options() -> None:
     assert options_from_args(_parser().parse_args(["compile", "m.onnx"]), CompileOptions) == (
         CompileOptions()
     )
-
-
-def test_bench_prints_timings_memory_and_decode_rate(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    source = save(mlp_model(), tmp_path / "m.onnx")
-    main(["compile", str(source), "--quiet", "--sparsity", "0.8"])
-    compiled = str(tmp_path / "m.dc.onnx")
-    args = ["bench", str(source), compiled, "--batch", "1,5", "--repeat", "3", "--threads", "2"]
-    assert main([*args, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["threads"] == 2
-    assert [b["batch"] for b in result["batches"]] == [1, 5]
-    for b in result["batches"]:
-        assert b["runs"] == 3
-        assert b["original_median_ms"] > 0 and b["compiled_p90_ms"] >= b["compiled_median_ms"]
-        assert b["speedup"] == pytest.approx(b["original_median_ms"] / b["compiled_median_ms"])
-    for side in ("original", "compiled"):
-        assert result[side]["creation_s"] > 0 and result[side]["rss_bytes"] is not None
-    assert result["decode"]["layers"] == 5 and result["decode"]["symbols"] > 0
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "huffman decode:" in out and "speedup" in out and "RSS +" in out
 
 
 def test_bench_rejects_bad_batches(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import compile_model, lower_only, run
-from dc_onnx.io import DOMAIN
+from dc_onnx.codecs.schema import DOMAIN
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.tools.decompile import decode_model
 

@@ -12,12 +12,19 @@ from onnx import helper
 import dc_onnx
 from conftest import cnn_model, compile_model, make_model, mlp_model, run, save
 from dc_onnx.codecs.container import header_size, parse_header
+from dc_onnx.io import side_file_of
 
 
 def _tiny_model() -> onnx.ModelProto:
     w = np.random.default_rng(0).standard_normal((12, 6)).astype(np.float32)
     node = helper.make_node("Gemm", ["x", "W"], ["y"], name="tiny")
     return make_model([node], {"x": ["N", 12]}, {"y": ["N", 6]}, {"W": w})
+
+
+def _side(compiled: Path) -> Path:
+    side = side_file_of(compiled)
+    assert side is not None
+    return side
 
 
 def _session_error(path: Path) -> str:
@@ -28,7 +35,7 @@ def _session_error(path: Path) -> str:
 
 def test_every_flipped_byte_of_the_side_file_is_detected(tmp_path: Path) -> None:
     compiled = compile_model(_tiny_model(), tmp_path, sparsity=0.5, bits_fc=3)
-    side = compiled.with_suffix(".dcw")
+    side = _side(compiled)
     original = side.read_bytes()
     for offset in range(len(original)):
         corrupted = bytearray(original)
@@ -40,7 +47,7 @@ def test_every_flipped_byte_of_the_side_file_is_detected(tmp_path: Path) -> None
 
 def test_flipped_bytes_in_a_larger_model_name_the_layer(tmp_path: Path) -> None:
     compiled = compile_model(cnn_model(), tmp_path, sparsity=0.5)
-    side = compiled.with_suffix(".dcw")
+    side = _side(compiled)
     original = side.read_bytes()
     toc = parse_header(original[: header_size(int.from_bytes(original[12:16], "little"))])
     rng = np.random.default_rng(0)
@@ -57,14 +64,14 @@ def test_flipped_bytes_in_a_larger_model_name_the_layer(tmp_path: Path) -> None:
 
 def test_truncated_side_file_fails_at_session_creation(tmp_path: Path) -> None:
     compiled = compile_model(_tiny_model(), tmp_path, sparsity=0.5)
-    side = compiled.with_suffix(".dcw")
+    side = _side(compiled)
     side.write_bytes(side.read_bytes()[:-3])
     assert _session_error(compiled)
 
 
 def test_missing_side_file_fails_at_session_creation(tmp_path: Path) -> None:
     compiled = compile_model(_tiny_model(), tmp_path, sparsity=0.5)
-    compiled.with_suffix(".dcw").unlink()
+    _side(compiled).unlink()
     assert _session_error(compiled)
 
 
@@ -91,7 +98,7 @@ def test_model_with_nothing_to_compress(tmp_path: Path) -> None:
 def test_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     before = source.read_bytes()
-    with pytest.raises(dc_onnx.InputError, match="overwrite"):
+    with pytest.raises(dc_onnx.OutputError, match="refusing to write the output over the input"):
         dc_onnx.compile(source, source)
     assert source.read_bytes() == before
 
@@ -104,6 +111,6 @@ def test_compiling_a_compiled_model_is_refused(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_no_files(tmp_path: Path) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
-    with pytest.raises(dc_onnx.InputError, match="does not exist"):
+    with pytest.raises(dc_onnx.OutputError, match="does not exist"):
         dc_onnx.compile(source, tmp_path / "missing-dir" / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

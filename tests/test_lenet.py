@@ -10,6 +10,7 @@ import pytest
 
 import dc_onnx
 from conftest import DATA, MODELS, run
+from dc_onnx.io import side_file_of
 from dc_onnx.tools.decompile import decode_model
 
 PAPER_LENET_300_100 = {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}  # 8%, 9%, 26% kept
@@ -38,7 +39,9 @@ def test_lenet_300_100_with_the_papers_densities_is_35x_smaller(
         cluster=dc_onnx.ClusterOptions(bits_fc=6, init="linear"),
     )
     report = dc_onnx.compile(MODELS / "lenet-300-100.onnx", out, options).report
-    assert report.compressed_bytes == out.stat().st_size + out.with_suffix(".dcw").stat().st_size
+    side = side_file_of(out)
+    assert side is not None
+    assert report.compressed_bytes == out.stat().st_size + side.stat().st_size
     assert report.ratio is not None and report.ratio >= 35.0
     densities = {layer.name: round(layer.density, 2) for layer in report.layers}
     assert densities == {"ip1": 0.08, "ip2": 0.09, "ip3": 0.26}

@@ -15,7 +15,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from conftest import compile_model, make_model, run
-from dc_onnx.io import DOMAIN
+from dc_onnx.codecs.schema import DOMAIN
 from dc_onnx.tools.decompile import decode_model
 
 M, K, N = 5, 40, 24

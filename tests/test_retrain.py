@@ -17,6 +17,7 @@ import dc_onnx
 from conftest import make_model, save
 from dc_onnx.cli import main
 from dc_onnx.data import Dataset
+from dc_onnx.io import side_file_of
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.passes.cluster import ClusterOptions, ClusterPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
@@ -235,7 +236,8 @@ def test_compile_command_with_data(tmp_path: Path, capsys: pytest.CaptureFixture
         "--epochs", "1", "--centroid-epochs", "1", "--bits-fc", "4", "--quiet",
     ])  # fmt: skip
     assert code == 0
-    assert (tmp_path / "out.dcw").is_file()
+    side = side_file_of(tmp_path / "out.onnx")
+    assert side is not None and side.is_file()
 
 
 def test_prune_rounds_remove_the_same_share_of_survivors() -> None:
@@ -245,3 +247,23 @@ def test_prune_rounds_remove_the_same_share_of_survivors() -> None:
     assert rounds[0].per_layer["fc1"] == pytest.approx(0.5)
     assert rounds[1].sparsity == pytest.approx(0.96)
     assert rounds[0].quality == pytest.approx(0.25) and rounds[1].quality == pytest.approx(0.5)
+
+
+def test_retraining_shows_per_step_progress_with_loss_and_throughput(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setattr("dc_onnx.progress._PLAIN_AFTER_S", 0.0)  # as if the epoch were long
+    logging.getLogger("dc_onnx").setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO, logger="dc_onnx"):
+            RetrainPass("weights", _training_data(tmp_path), FAST)(_pruned())
+    finally:
+        logging.getLogger("dc_onnx").setLevel(logging.NOTSET)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dc_onnx.progress"]
+    steps = 512 // 32  # samples / batch size
+    assert any(
+        line.startswith(f"retrain-weights epoch 3/3: {steps}/{steps} step") for line in lines
+    ), lines
+    assert all("loss " in line and "samples/s " in line for line in lines)

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import cnn_model, compile_model, lower_only, make_model, mlp_model, run
-from dc_onnx.io import save_compiled
+from dc_onnx.io import side_file_of
 from dc_onnx.passes.lower import LowerOptions, LowerPass
 from dc_onnx.pipeline import run_passes
 from dc_onnx.tools.bench import DECODE_STATS_ENV, read_decode_stats
 from dc_onnx.tools.decompile import decode_model
+from dc_onnx.writer import save_compiled
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,7 +69,9 @@ def test_single_file_runs_the_same(build, tmp_path: Path) -> None:  # type: igno
     model = build()
     side = compile_model(model, tmp_path, name="side", sparsity=0.5)
     single = compile_model(model, tmp_path, name="single", sparsity=0.5, single_file=True)
-    assert side.with_suffix(".dcw").exists() and not single.with_suffix(".dcw").exists()
+    side_file = side_file_of(side)
+    assert side_file is not None and side_file.is_file() and side_file_of(single) is None
+    assert sorted(p.name for p in tmp_path.glob("single*")) == ["single.dc.onnx", "single.onnx"]
     shape = [
         2 if d.dim_param else d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim
     ]

@@ -22,7 +22,12 @@ def code_lengths(symbols: np.ndarray, alphabet_size: int) -> np.ndarray:
     counts = np.bincount(np.asarray(symbols, dtype=np.int64), minlength=alphabet_size)
     if counts.size > alphabet_size:
         raise HuffmanError(f"symbol {counts.size - 1} outside an alphabet of {alphabet_size}")
-    lengths = np.zeros(alphabet_size, dtype=np.uint8)
+    return lengths_from_counts(counts)
+
+
+def lengths_from_counts(counts: np.ndarray) -> np.ndarray:
+    """`code_lengths` from each symbol's count (the alphabet is `counts.size`)."""
+    lengths = np.zeros(counts.size, dtype=np.uint8)
     used = np.flatnonzero(counts)
     if used.size == 0:
         return lengths
@@ -97,9 +102,16 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
 
 def encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
     """Pack the symbols' canonical codes MSB-first into bytes, zero-padded."""
+    if np.asarray(symbols).size == 0:
+        return b""
+    return np.packbits(encode_bits(symbols, lengths)).tobytes()
+
+
+def encode_bits(symbols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The symbols' canonical codes as one uint8 per bit (0 or 1), MSB-first."""
     symbols = np.asarray(symbols, dtype=np.int64)
     if symbols.size == 0:
-        return b""
+        return np.zeros(0, dtype=np.uint8)
     if int(symbols.max()) >= lengths.size or not lengths[symbols].all():
         raise HuffmanError("a symbol has no code")
     codes = canonical_codes(lengths)[symbols]
@@ -111,7 +123,7 @@ def encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
         has = lens > j
         shift = (lens[has] - 1 - j).astype(np.uint32)
         bits[starts[has] + j] = (codes[has] >> shift) & 1
-    return np.packbits(bits).tobytes()
+    return bits
 
 
 def decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """The compiled format's names and limits, in one place (docs/format.md describes them).
 
 The encoder (`passes/lower.py`), the reference decoder (`dc_onnx/tools/decompile.py`), the
-writer of the side file (`dc_onnx/io.py`) and the training graph
+writer of the side file (`dc_onnx/writer.py`) and the training graph
 (`dc_onnx/training/graph.py`) all read this module instead of keeping their own copies.
 The C++ kernels (`runtime_ops/`) must agree with it; docs/format.md is their contract.
 """
@@ -15,7 +15,8 @@ from dc_onnx.codecs.container import StreamKind
 DOMAIN = "ai.dc_onnx"
 OPSET_VERSION = 1
 HEADER_NAME = "dc_onnx.header"  # the initializer holding the side file's header and TOC
-SIDE_FILE_SUFFIX = ".dcw"
+SIDE_FILE_SUFFIX = ".dcw"  # the side file: <model stem>.<hash>.dcw
+DATA_FILE_SUFFIX = ".data"  # weights left dense: <model stem>.<hash>.data
 
 # Dense op -> compressed op, and back.
 COMPRESSED_OP = {

@@ -1,13 +1,29 @@
-"""`dc-onnx bench`: latency, session creation and memory of an original model against its
-compiled form, both in ONNX Runtime in one process with the same thread count.
+"""`dc-onnx bench`: latency, size, memory and output error of an original model against its
+compiled form and, with `--peers`, against ONNX Runtime's own compressed forms of the same
+model (`dc_onnx.tools.peers`), all in ONNX Runtime in one process with the same threads.
 
-Method. A throw-away session on a one-node model comes first, so that ORT's one-time
-set-up (and loading the custom-op library) is not charged to either model. Then the
-compiled session is created, then the original: each session's memory is the growth of this
-process's resident set (RSS) across its creation, and creating the small session first
-keeps it from reusing heap that the large dense session freed (which would flatter it).
-Runs alternate between the two models after a warm-up, so slow drifts in a shared
-machine's load hit both alike; medians and 90th percentiles are per batch size.
+Method. With `--peers`, ORT's quantizers first write their forms to a temporary directory,
+in a child process. A throw-away session on a one-node model comes next, so that ORT's
+one-time set-up (and loading the custom-op library) is charged to no form. Then the
+sessions are created, smallest expected first (compiled, 4-bit, int8, original): each
+session's memory is the growth of this process's resident set (RSS) across its creation,
+and creating the small sessions first keeps them from reusing heap that a large dense
+session freed (which would flatter them).
+
+Isolation. Every session has intra-op and inter-op thread spinning off
+(`session.intra_op.allow_spinning` = "0"): otherwise a pool keeps spinning on its cores
+after its Run returns and takes them from the next session's threads, which made the
+alternating runs wrong at 2 or more threads. Runs alternate between the forms after a
+warm-up, with a different form first in each round, so slow drifts in a shared machine's
+load hit all alike; medians and 90th percentiles are per batch size.
+
+Memory during Run: the peak RSS growth in the first (untimed) warm-up run of each form at
+each batch size, which includes the growth of ORT's arena and any scratch space, and in
+the last warm-up run, where only what a Run allocates anew each time shows (a kernel that
+keeps its scratch space shows about 0). `dc_onnx.tools.memory` says how the peak is read.
+Output error comes from the first warm-up run. The error of a form is the relative L2
+distance of its outputs to the original's on the same random inputs, worst output and
+batch.
 
 The custom-op library reports how fast it Huffman-decoded each layer when the environment
 variable DC_ONNX_DECODE_STATS names a file (one JSON line per layer, appended; format in
@@ -23,6 +39,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +47,58 @@ import numpy as np
 
 from dc_onnx.errors import InputError
 from dc_onnx.runtime import _onnxruntime, open_session, session_options
+from dc_onnx.tools import peers as peer_forms
+from dc_onnx.tools.memory import PeakMeter, rss_bytes
 from dc_onnx.tools.verify import random_inputs
 
 DECODE_STATS_ENV = "DC_ONNX_DECODE_STATS"
+ORIGINAL, COMPILED = "original", "compiled"
+# Config keys set to "0" on every session bench creates; see "Isolation" above.
+NO_SPINNING = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+ISOLATION = (
+    "one process, runs alternating between forms; thread spinning off in every session "
+    "(session.intra_op.allow_spinning=0, session.inter_op.allow_spinning=0)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class SessionStats:
-    path: str
     creation_s: float
     rss_bytes: int | None  # growth of the process's resident set while creating it
 
 
 @dataclasses.dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p90_ms: float
+    # Peak RSS growth above the RSS just before a Run: the form's first Run at this batch
+    # (arena growth included), and its last warm-up Run (None with a single warm-up run).
+    first_run_peak_bytes: int | None
+    run_peak_bytes: int | None
+
+
+@dataclasses.dataclass(frozen=True)
 class BatchTiming:
     batch: int
-    runs: int  # per model
-    original_median_ms: float
-    original_p90_ms: float
-    compiled_median_ms: float
-    compiled_p90_ms: float
+    runs: int  # per form
+    forms: dict[str, Timing]  # by form name; forms that failed to run are missing
 
-    @property
-    def speedup(self) -> float:
-        """Original median over compiled median: above 1, the compiled model is faster."""
-        return self.original_median_ms / self.compiled_median_ms
+    def speedup(self, name: str) -> float:
+        """Original median over the form's median: above 1, the form is faster."""
+        return self.forms[ORIGINAL].median_ms / self.forms[name].median_ms
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """One model being compared: the original, the compiled one, or one of ORT's peers."""
+
+    name: str
+    path: str | None  # None for the peers: their temporary directory is gone
+    bytes: int | None = None  # the model file and every external-data file it names
+    session: SessionStats | None = None
+    rel_l2_error: float | None = None  # worst output and batch, against the original
+    reason: str | None = None  # why it was not measured (then only name, path, note)
+    note: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,29 +117,56 @@ class DecodeStats:
 class BenchResult:
     threads: int
     load_average: tuple[float, float, float] | None
-    original: SessionStats
-    compiled: SessionStats
+    isolation: str
+    memory_method: str
+    forms: list[Form]
     batches: list[BatchTiming]
     decode: DecodeStats | None
 
+    def form(self, name: str) -> Form:
+        return next(f for f in self.forms if f.name == name)
+
+    def size_ratio(self, name: str) -> float | None:
+        """Original bytes over the form's bytes: how many times smaller it is."""
+        dense, form = self.form(ORIGINAL).bytes, self.form(name).bytes
+        return dense / form if dense and form else None
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        for form, row in zip(self.forms, data["forms"], strict=True):
+            row["size_ratio"] = self.size_ratio(form.name)
         for timing, row in zip(self.batches, data["batches"], strict=True):
-            row["speedup"] = timing.speedup
+            for name, form_row in row["forms"].items():
+                form_row["speedup"] = timing.speedup(name)
         if self.decode is not None:
             data["decode"]["mb_per_s"] = self.decode.mb_per_s
         return data
 
     def format_table(self) -> str:
-        lines = [f"threads {self.threads}" + _load_text(self.load_average)]
-        for label, s in (("original", self.original), ("compiled", self.compiled)):
-            rss = "n/a" if s.rss_bytes is None else f"{s.rss_bytes / 2**20:.1f} MiB"
-            lines.append(f"{label}: session created in {s.creation_s:.3f} s, RSS +{rss}")
-        if self.original.rss_bytes and self.compiled.rss_bytes is not None:
+        lines = [
+            f"threads {self.threads}" + _load_text(self.load_average),
+            f"isolation: {self.isolation}",
+            f"peak RSS during Run: {self.memory_method}",
+            f"{'form':<9} {'bytes':>12} {'smaller':>8} {'session s':>9} {'RSS MiB':>8} "
+            f"{'rel L2 err':>10}",
+        ]
+        for f in self.forms:
+            if f.reason is not None:
+                lines.append(f"{f.name:<9} not measured: {f.reason}")
+                continue
+            ratio = self.size_ratio(f.name)
+            creation = None if f.session is None else f.session.creation_s
+            rss = None if f.session is None else f.session.rss_bytes
             lines.append(
-                f"memory ratio (compiled/original): "
-                f"{self.compiled.rss_bytes / self.original.rss_bytes:.3f}"
+                f"{f.name:<9} {_num(f.bytes, '{:,}'):>12} {_num(ratio, '{:.2f}x'):>8} "
+                f"{_num(creation, '{:.3f}'):>9} {_mib(rss):>8} "
+                f"{_num(f.rel_l2_error, '{:.2e}'):>10}"
             )
+        notes: dict[str, list[str]] = {}
+        for f in self.forms:
+            if f.note and f.reason is None:
+                notes.setdefault(f.note, []).append(f.name)
+        lines.extend(f"{', '.join(names)}: {note}" for note, names in notes.items())
         if self.decode is not None:
             lines.append(
                 f"huffman decode: {self.decode.symbols:,} symbols in "
@@ -103,42 +174,51 @@ class BenchResult:
                 f"{self.decode.mb_per_s:.0f} MB/s per core"
             )
         lines.append(
-            f"{'batch':>5} {'runs':>5} {'orig med ms':>12} {'orig p90':>9} "
-            f"{'comp med ms':>12} {'comp p90':>9} {'speedup':>8}"
+            f"{'batch':>5} {'runs':>5} {'form':<9} {'median ms':>10} {'p90 ms':>9} "
+            f"{'speedup':>8} {'1st Run MiB':>11} {'Run MiB':>8}"
         )
         for t in self.batches:
-            lines.append(
-                f"{t.batch:>5} {t.runs:>5} {t.original_median_ms:>12.3f} "
-                f"{t.original_p90_ms:>9.3f} {t.compiled_median_ms:>12.3f} "
-                f"{t.compiled_p90_ms:>9.3f} {t.speedup:>7.2f}x"
-            )
+            for name, timing in t.forms.items():
+                lines.append(
+                    f"{t.batch:>5} {t.runs:>5} {name:<9} {timing.median_ms:>10.3f} "
+                    f"{timing.p90_ms:>9.3f} {t.speedup(name):>7.2f}x "
+                    f"{_mib(timing.first_run_peak_bytes):>11} {_mib(timing.run_peak_bytes):>8}"
+                )
         return "\n".join(lines)
+
+
+def _num(value: float | int | None, spec: str) -> str:
+    return "n/a" if value is None else spec.format(value)
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.1f}"
 
 
 def _load_text(load: tuple[float, float, float] | None) -> str:
     return "" if load is None else f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
 
 
-def _rss_bytes() -> int | None:
-    """Resident set size of this process (Linux /proc); None elsewhere."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _create(path: str | os.PathLike[str], threads: int) -> tuple[Any, SessionStats]:
+def bench_session_options(threads: int) -> Any:
+    """SessionOptions for every session bench creates: `threads` intra-op threads, one
+    inter-op thread, no spinning (see "Isolation" in the module docstring)."""
     options = _onnxruntime().SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    before = _rss_bytes()
+    for key in NO_SPINNING:
+        options.add_session_config_entry(key, "0")
+    return options
+
+
+def _create(path: str | os.PathLike[str], threads: int) -> tuple[Any, SessionStats]:
+    options = bench_session_options(threads)
+    before = rss_bytes()
     start = time.perf_counter()
     session = open_session(path, options)
     elapsed = time.perf_counter() - start
-    after = _rss_bytes()
+    after = rss_bytes()
     rss = None if before is None or after is None else after - before
-    return session, SessionStats(os.fspath(path), elapsed, rss)
+    return session, SessionStats(elapsed, rss)
 
 
 def read_decode_stats(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -177,6 +257,20 @@ def _create_compiled(
     return session, stats, decode
 
 
+def model_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes on disk of a model: its file plus each external-data file it names once."""
+    import onnx
+
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    locations = set()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            locations.add(entries.get("location", ""))
+    base = Path(path).parent
+    return Path(path).stat().st_size + sum((base / loc).stat().st_size for loc in locations if loc)
+
+
 def _warm_up_ort(threads: int) -> None:
     """Creates and runs a session on a one-node model (ORT's global set-up happens here)."""
     from onnx import TensorProto, helper
@@ -190,10 +284,10 @@ def _warm_up_ort(threads: int) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    options = _onnxruntime().SessionOptions()
-    options.intra_op_num_threads = threads
     session = _onnxruntime().InferenceSession(
-        model.SerializeToString(), session_options(options), providers=["CPUExecutionProvider"]
+        model.SerializeToString(),
+        session_options(bench_session_options(threads)),
+        providers=["CPUExecutionProvider"],
     )
     session.run(None, {"x": np.zeros(1, np.float32)})
 
@@ -202,6 +296,29 @@ def _time_one(session: Any, feeds: dict[str, np.ndarray]) -> float:
     start = time.perf_counter()
     session.run(None, feeds)
     return (time.perf_counter() - start) * 1e3
+
+
+def _rel_l2(expected: list[Any], actual: list[Any]) -> float:
+    """Worst relative L2 distance over the outputs (absolute where an output is all 0)."""
+    worst = 0.0
+    for a, b in zip(expected, actual, strict=True):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a64.shape != b64.shape:
+            return float("inf")
+        norm = float(np.linalg.norm(a64))
+        dist = float(np.linalg.norm(a64 - b64))
+        worst = max(worst, dist / norm if norm else dist)
+    return worst
+
+
+@dataclasses.dataclass
+class _Live:
+    """A form being measured: its session and what has been gathered so far."""
+
+    form: Form
+    session: Any
+    error: float = 0.0
+    failed: str | None = None
 
 
 def bench(
@@ -213,50 +330,133 @@ def bench(
     repeat: int = 20,
     max_seconds: float = 20.0,
     seed: int = 0,
+    peers: bool = False,
 ) -> BenchResult:
-    """Times both models on the same random inputs, alternating runs, per batch size.
+    """Times the models on the same random inputs, alternating runs, per batch size.
 
-    Each batch size runs `warmup` untimed runs per model, then up to `repeat` timed runs
-    per model, stopping early (after at least 3) once `max_seconds` have passed.
+    Each batch size runs `warmup` untimed runs per form (at least one: it measures memory
+    and error), then up to `repeat` timed runs per form, stopping early (after at least 3)
+    once `max_seconds` have passed. With `peers`, ORT's int8 and 4-bit forms of `original`
+    are measured as well; a peer that cannot be built or run is a form with a reason.
     """
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
     if not batches or min(batches) < 1:
         raise InputError(f"batch sizes must be >= 1, got {list(batches)}")
+    for path in (original, compiled):
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such file")
+    with tempfile.TemporaryDirectory(prefix="dc-onnx-peers-") as tmp:
+        builds = peer_forms.build_peers_in_child(original, tmp) if peers else []
+        return _bench(
+            original, compiled, builds, batches, threads, warmup, repeat, max_seconds, seed
+        )
+
+
+def _bench(
+    original: str | os.PathLike[str],
+    compiled: str | os.PathLike[str],
+    builds: list[peer_forms.PeerBuild],
+    batches: Sequence[int],
+    threads: int,
+    warmup: int,
+    repeat: int,
+    max_seconds: float,
+    seed: int,
+) -> BenchResult:
     _warm_up_ort(threads)
     comp_session, comp_stats, decode = _create_compiled(compiled, threads)
+    live = [_Live(Form(COMPILED, os.fspath(compiled), session=comp_stats), comp_session)]
+    skipped = []
+    for build in sorted(builds, key=lambda b: b.name != peer_forms.FOUR_BIT):
+        if build.path is None:
+            skipped.append(Form(build.name, None, reason=build.reason, note=build.note))
+            continue
+        try:
+            session, stats = _create(build.path, threads)
+        except InputError as e:
+            reason = peer_forms.one_line(e).removeprefix(f"{build.path}: ")  # a temporary path
+            skipped.append(Form(build.name, None, reason=reason, note=build.note))
+            continue
+        live.append(_Live(Form(build.name, build.path, session=stats, note=build.note), session))
     orig_session, orig_stats = _create(original, threads)
+    live.insert(0, _Live(Form(ORIGINAL, os.fspath(original), session=orig_stats), orig_session))
+    order = [ORIGINAL, COMPILED, *peer_forms.PEERS]
+    live.sort(key=lambda item: order.index(item.form.name))  # rows in a fixed order
     names = [i.name for i in orig_session.get_inputs()]
     if names != [i.name for i in comp_session.get_inputs()]:
         raise InputError("the two models have different inputs")
-    timings = []
-    for batch in batches:
-        feeds = random_inputs(orig_session, batch, seed)
-        for _ in range(warmup):
-            orig_session.run(None, feeds)
-            comp_session.run(None, feeds)
-        orig_ms: list[float] = []
-        comp_ms: list[float] = []
-        start = time.perf_counter()
-        while len(orig_ms) < repeat and (
-            len(orig_ms) < 3 or time.perf_counter() - start < max_seconds
-        ):
-            # Alternate which model goes first, so neither always runs on a warmer cache.
-            if len(orig_ms) % 2 == 0:
-                orig_ms.append(_time_one(orig_session, feeds))
-                comp_ms.append(_time_one(comp_session, feeds))
-            else:
-                comp_ms.append(_time_one(comp_session, feeds))
-                orig_ms.append(_time_one(orig_session, feeds))
-        timings.append(
-            BatchTiming(
-                batch,
-                len(orig_ms),
-                float(np.median(orig_ms)),
-                float(np.percentile(orig_ms, 90)),
-                float(np.median(comp_ms)),
-                float(np.percentile(comp_ms, 90)),
+    meter = PeakMeter()
+    timings = [
+        _time_batch(live, batch, meter, warmup, repeat, max_seconds, seed) for batch in batches
+    ]
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    forms = []
+    for item in live:
+        path = item.form.path or ""
+        kept = path if item.form.name in (ORIGINAL, COMPILED) else None  # peers: removed
+        if item.failed is not None:
+            forms.append(
+                dataclasses.replace(item.form, path=kept, reason=item.failed, session=None)
+            )
+            continue
+        forms.append(
+            dataclasses.replace(
+                item.form, path=kept, bytes=model_bytes(path), rel_l2_error=item.error
             )
         )
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return BenchResult(threads, load, orig_stats, comp_stats, timings, decode)
+    forms.extend(skipped)
+    forms.sort(key=lambda f: order.index(f.name))
+    return BenchResult(threads, load, ISOLATION, meter.method, forms, timings, decode)
+
+
+def _time_batch(
+    live: list[_Live],
+    batch: int,
+    meter: PeakMeter,
+    warmup: int,
+    repeat: int,
+    max_seconds: float,
+    seed: int,
+) -> BatchTiming:
+    feeds = random_inputs(live[0].session, batch, seed)
+    peaks: dict[str, tuple[int | None, int | None]] = {}
+    reference = None
+    for item in live:
+        if item.failed is not None:
+            continue
+        try:
+            run = partial(item.session.run, None, feeds)
+            outputs, first = meter.measure(run)
+            steady = None
+            for _ in range(warmup - 1):
+                _, steady = meter.measure(run)
+            peaks[item.form.name] = (first, steady)
+        except Exception as e:  # ORT's own exception types; the form becomes a row with why
+            if item.form.name in (ORIGINAL, COMPILED):
+                raise InputError(
+                    f"{item.form.path}: running it failed: {peer_forms.one_line(e)}"
+                ) from None
+            item.failed = f"ONNX Runtime cannot run it at batch {batch}: {peer_forms.one_line(e)}"
+            continue
+        if reference is None:
+            reference = outputs
+        item.error = max(item.error, _rel_l2(reference, outputs))
+    running = [item for item in live if item.failed is None]
+    times: dict[str, list[float]] = {item.form.name: [] for item in running}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeat and (rounds < 3 or time.perf_counter() - start < max_seconds):
+        # A different form goes first each round, so none always runs on a warmer cache.
+        shift = rounds % len(running)
+        for item in running[shift:] + running[:shift]:
+            times[item.form.name].append(_time_one(item.session, feeds))
+        rounds += 1
+    return BatchTiming(
+        batch,
+        rounds,
+        {
+            name: Timing(float(np.median(ms)), float(np.percentile(ms, 90)), *peaks[name])
+            for name, ms in times.items()
+        },
+    )

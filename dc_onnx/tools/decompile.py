@@ -41,8 +41,10 @@ _CODEBOOK_DTYPES: dict[int, np.dtype[Any]] = {
 }
 
 
-def _attributes(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """A node's attributes as Python values; strings (the `layer` name) as str, not bytes."""
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
 def _tensor_bytes(tensor: onnx.TensorProto) -> bytes:
@@ -55,7 +57,7 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
     """The stored weight of one compressed node, every check applied: [rows, cols] for the
     compute ops, the original shape for CompressedConstant; in the codebook's dtype
     (bfloat16 as uint16 bit patterns)."""
-    attrs = _attributes(node)
+    attrs = node_attributes(node)
     layer = attrs.get("layer", node.name)
     toc = parse_header(_tensor_bytes(tensors[node.input[header_input(node.op_type)]]))
     inputs = node.input[stream_inputs(node.op_type)]
@@ -63,7 +65,7 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
     if codebook_dtype is None:
         raise ContainerError(f"layer '{layer}': codebook has an unsupported element type")
     raw = []
-    for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):  # type: ignore[call-overload]
+    for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):
         data = _tensor_bytes(tensors[name])
         entry = toc[stream_id] if stream_id < len(toc) else None
         if entry is None or entry.kind != kind or entry.nbytes != len(data):
@@ -76,11 +78,11 @@ def decode_node_weight(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto
         codes=raw[1],
         gaps=raw[2],
         code_lengths=np.frombuffer(raw[3], dtype=np.uint8),
-        num_entries=int(attrs["num_entries"]),  # type: ignore[call-overload]
-        num_codes=toc[attrs["stream_ids"][1]].count,  # type: ignore[index]
-        index_bits=int(attrs["index_bits"]),  # type: ignore[call-overload]
+        num_entries=int(attrs["num_entries"]),
+        num_codes=toc[attrs["stream_ids"][1]].count,
+        index_bits=int(attrs["index_bits"]),
     )
-    shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+    shape = [int(d) for d in attrs["weight_shape"]]
     if node.op_type == CONSTANT_OP:
         rows = shape[0] if len(shape) >= 2 else 1
         return decode_weight(encoded, (rows, int(np.prod(shape)) // rows)).reshape(shape)
@@ -130,7 +132,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         if node.op_type == CONSTANT_OP:
             dense.append(_constant_tensor(node, tensors))
             continue
-        attrs = _attributes(node)
+        attrs = node_attributes(node)
         matrix = decode_node_weight(node, tensors)
         name = f"{attrs['layer']}.decoded_weight"
         kept = {k: v for k, v in attrs.items() if k not in OWN_ATTRIBUTES}
@@ -146,11 +148,11 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
             )
             inputs = [x, name] if side else [name, x]
         elif op == "Gather":
-            shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+            shape = [int(d) for d in attrs["weight_shape"]]
             dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
             inputs = [name, x]
         else:
-            shape = [int(d) for d in attrs["weight_shape"]]  # type: ignore[attr-defined]
+            shape = [int(d) for d in attrs["weight_shape"]]
             dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
             inputs = [x, name, *bias]
         dense_node = helper.make_node(op, inputs, list(node.output), name=node.name)

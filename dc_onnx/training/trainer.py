@@ -34,6 +34,7 @@ import onnx
 from dc_onnx.data import Batch, Dataset
 from dc_onnx.errors import InputError
 from dc_onnx.options import Loss, RetrainOptions, TrainOptions
+from dc_onnx.progress import Progress
 from dc_onnx.training.graph import TrainableModel
 from dc_onnx.training.losses import soft_target_loss, softened
 from dc_onnx.training.ort_training import OrtTrainingUnavailableError, load_training_api
@@ -215,7 +216,9 @@ class _TrainingLoop:
                 target = softened(target, self.options.temperature)
         return [*(feeds[n] for n in self.names), target]
 
-    def _run_epoch(self, source: Iterator[Batch], learn: bool) -> tuple[float, float | None]:
+    def _run_epoch(
+        self, source: Iterator[Batch], learn: bool, progress: Progress | None = None
+    ) -> tuple[float, float | None]:
         total_loss, seen, correct, labelled = 0.0, 0, 0, 0
         for batch in source:
             args = self._step_args(batch)
@@ -234,6 +237,9 @@ class _TrainingLoop:
                 predicted = np.asarray(logits).reshape(n, -1).argmax(1)
                 correct += int(np.sum(predicted == labels.reshape(-1)))
                 labelled += n
+            if progress is not None:
+                throughput = seen / progress.elapsed()
+                progress.update(loss=total_loss / seen, **{"samples/s": round(throughput)})
         if seen == 0:
             raise InputError("the data set has no samples")
         return total_loss / seen, (correct / labelled if labelled else None)
@@ -244,7 +250,10 @@ class _TrainingLoop:
         start = time.perf_counter()
         self.module.train()
         batches = data.train.batches(self.names, options.batch_size, rng, self.dtypes)
-        loss_value, accuracy = self._run_epoch(batches, learn=True)
+        steps = self.total_steps // max(options.epochs, 1)
+        label = f"{self.label} epoch {epoch}/{options.epochs}"
+        with Progress(steps, label, "step") as progress:
+            loss_value, accuracy = self._run_epoch(batches, learn=True, progress=progress)
         val_loss = val_accuracy = None
         if data.val is not None:
             self.module.eval()

@@ -1,0 +1,296 @@
+"""`dc-onnx inspect`: what a compiled model holds, read from the model alone.
+
+Every compressed layer is decoded with the reference decoder (`dc_onnx.tools.decompile`),
+so the listing also proves that its streams pass every check of docs/format.md (CRC-32,
+TOC, Huffman, positions). The nodes that still read a constant float weight are listed
+with the reason the compiler left them dense.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import external_data_helper, numpy_helper
+
+from dc_onnx.codecs.container import HEADER_SIZE, ContainerError
+from dc_onnx.codecs.huffman import HuffmanError
+from dc_onnx.codecs.schema import (
+    DENSE_OP,
+    DOMAIN,
+    HEADER_NAME,
+    header_input,
+    stream_inputs,
+)
+from dc_onnx.codecs.sparse_index import SparseIndexError
+from dc_onnx.errors import InputError
+from dc_onnx.io import load_proto
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS
+from dc_onnx.tools.decompile import decode_node_weight, node_attributes
+
+__all__ = ["DenseNode", "InspectResult", "LayerInfo", "inspect", "load_compiled"]
+
+_DECODE_ERRORS = (ContainerError, HuffmanError, SparseIndexError, ValueError, KeyError)
+# Constants smaller than this (shapes, scalars, small biases) are not worth listing.
+MIN_LISTED_ELEMENTS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    op: str  # the dense op it replaces
+    shape: list[int]  # weight_shape attribute: the stored matrix, or Conv's W shape
+    weights: int
+    nonzeros: int
+    codebook_size: int
+    weight_bits: int  # ceil(log2 k): bits per code before Huffman
+    index_bits: int
+    codes_bytes: int
+    gaps_bytes: int
+    stream_bytes: int  # codebook + codes + gaps + code lengths
+    verified: bool
+    problem: str | None  # why it did not verify
+    # The decoded weight and its codebook: what `--plot` draws; never serialised.
+    matrix: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    codebook: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def density(self) -> float:
+        return self.nonzeros / max(self.weights, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del data["matrix"], data["codebook"]
+        return {**data, "density": self.density}
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseNode:
+    name: str
+    op: str
+    weight: str
+    elements: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectResult:
+    path: str
+    format_version: int
+    opset_version: int
+    file_bytes: dict[str, int]  # file name -> bytes
+    layers: list[LayerInfo]
+    dense: list[DenseNode]
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"layer '{layer.name}': {layer.problem}" for layer in self.layers if layer.problem]
+
+    def totals(self) -> dict[str, Any]:
+        weights = sum(layer.weights for layer in self.layers)
+        nonzeros = sum(layer.nonzeros for layer in self.layers)
+        return {
+            "layers": len(self.layers),
+            "weights": weights,
+            "nonzeros": nonzeros,
+            "density": nonzeros / max(weights, 1),
+            "stream_bytes": sum(layer.stream_bytes for layer in self.layers),
+            "file_bytes": sum(self.file_bytes.values()),
+            "dense_weights": sum(d.elements for d in self.dense),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format_version": self.format_version,
+            "opset_version": self.opset_version,
+            "files": self.file_bytes,
+            "totals": self.totals(),
+            "layers": [layer.to_json() for layer in self.layers],
+            "dense": [dataclasses.asdict(d) for d in self.dense],
+            "problems": self.problems,
+        }
+
+    def format_table(self) -> str:
+        head = ("layer", "op", "shape", "density", "k", "bits", "idx bits", "codes B", "gaps B",
+                "streams B", "checks")  # fmt: skip
+        rows = [head]
+        for r in self.layers:
+            rows.append((
+                r.name, r.op, "x".join(map(str, r.shape)), f"{100 * r.density:.1f}%",
+                str(r.codebook_size), str(r.weight_bits), str(r.index_bits),
+                f"{r.codes_bytes:,}", f"{r.gaps_bytes:,}", f"{r.stream_bytes:,}",
+                "ok" if r.verified else "FAILED",
+            ))  # fmt: skip
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        align = [str.ljust, str.ljust] + [str.rjust] * (len(head) - 2)
+        lines = ["  ".join(a(c, w) for a, c, w in zip(align, row, widths, strict=True))
+                 for row in rows]  # fmt: skip
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        t = self.totals()
+        files = " + ".join(f"{name} {size:,}" for name, size in self.file_bytes.items())
+        lines += [
+            "",
+            f"format:   version {self.format_version}, {DOMAIN} opset {self.opset_version}",
+            f"layers:   {t['layers']}, {t['weights']:,} weights, "
+            f"{100 * t['density']:.1f}% kept, {t['stream_bytes']:,} stream bytes",
+            f"files:    {t['file_bytes']:,} bytes ({files})",
+        ]
+        if self.dense:
+            lines.append(f"dense:    {len(self.dense)} nodes read constant weights "
+                         f"({t['dense_weights']:,} values)")  # fmt: skip
+            lines += [f"  {d.name} ({d.op}, {d.weight}, {d.elements:,}): {d.reason}"
+                      for d in self.dense]  # fmt: skip
+        for problem in self.problems:
+            lines.append(f"FAILED:   {problem}")
+        return "\n".join(lines)
+
+
+def load_compiled(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """A compiled model's graph, its external data not yet read (InputError if unusable)."""
+    p = Path(path)
+    model = load_proto(p, external_data=False)
+    if not any(t.name == HEADER_NAME for t in model.graph.initializer):
+        raise InputError(f"{p}: not a compiled dc-onnx model (it has no {HEADER_NAME})")
+    return model
+
+
+def _load_data(tensor: onnx.TensorProto, base: Path) -> str | None:
+    """Read one tensor's external data in place; the reason if the side file cannot give it."""
+    if not external_data_helper.uses_external_data(tensor):
+        return None
+    info = external_data_helper.ExternalDataInfo(tensor)
+    location = base / info.location
+    if not location.is_file():
+        return f"side file {info.location} is missing"
+    size = location.stat().st_size
+    if info.offset is not None and info.length is not None and info.offset + info.length > size:
+        return f"side file {info.location} is truncated ({size:,} bytes)"
+    try:
+        external_data_helper.load_external_data_for_tensor(tensor, str(base))
+    except Exception as e:
+        return f"cannot read {info.location}: {e}"
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    del tensor.external_data[:]
+    return None
+
+
+def _why_dense(node: onnx.NodeProto, index: int, tensor: onnx.TensorProto) -> str:
+    """Why a constant weight that a node reads was left as it is (the likely reason: the
+    compile options are not recorded in the model)."""
+    elements = math.prod(tensor.dims)
+    if node.op_type in ("Gemm", "Conv") and index == 2:
+        return "a bias: stored as it is"
+    if node.op_type == "MatMul" and len(node.input) == 2:
+        return "both MatMul inputs are constant: nothing to compute with a compressed kernel"
+    if elements < DEFAULT_MIN_ELEMENTS:
+        return (f"{elements} values: below the storage-form threshold "
+                f"(--min-weight-elements, default {DEFAULT_MIN_ELEMENTS})")  # fmt: skip
+    return "left as it is by the compiler (the compile report's left_uncompressed says why)"
+
+
+def _dense_nodes(graph: onnx.GraphProto) -> list[DenseNode]:
+    tensors = {t.name: t for t in graph.initializer}
+    dense = []
+    for node in graph.node:
+        if node.domain == DOMAIN:
+            continue
+        for index, name in enumerate(node.input):
+            tensor = tensors.get(name)
+            if tensor is None or tensor.data_type not in _FLOAT_TYPES:
+                continue
+            elements = math.prod(tensor.dims)
+            if elements < MIN_LISTED_ELEMENTS:
+                continue
+            reason = _why_dense(node, index, tensor)
+            dense.append(DenseNode(node.name or node.op_type, node.op_type, name, elements, reason))
+    return dense
+
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16)  # fmt: skip
+
+
+def _layer(
+    node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto], problem: str | None
+) -> LayerInfo:
+    attrs = node_attributes(node)
+    shape = [int(d) for d in attrs["weight_shape"]]
+    streams = node.input[stream_inputs(node.op_type)]
+    codebook = numpy_helper.to_array(tensors[streams[0]]) if not problem else None
+    matrix = None
+    if problem is None:
+        try:
+            matrix = decode_node_weight(node, tensors)
+        except _DECODE_ERRORS as e:
+            problem = str(e).removeprefix(f"layer '{attrs.get('layer', node.name)}': ")
+    sizes = [_stored_bytes(tensors[name]) for name in streams]
+    k = math.prod(tensors[streams[0]].dims)
+    return LayerInfo(
+        name=str(attrs.get("layer", node.name)),
+        op=DENSE_OP.get(node.op_type, node.op_type),
+        shape=shape,
+        weights=math.prod(shape),
+        nonzeros=int(np.count_nonzero(matrix)) if matrix is not None else 0,
+        codebook_size=k,
+        weight_bits=max(1, math.ceil(math.log2(max(k, 1)))),
+        index_bits=int(attrs["index_bits"]),
+        codes_bytes=sizes[1],
+        gaps_bytes=sizes[2],
+        stream_bytes=sum(sizes),
+        verified=problem is None,
+        problem=problem,
+        matrix=matrix,
+        codebook=codebook,
+    )
+
+
+def _stored_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of a stream, from its external-data length when it was not read."""
+    for entry in tensor.external_data:
+        if entry.key == "length":
+            return int(entry.value)
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    return int(numpy_helper.to_array(tensor).nbytes)
+
+
+def _file_bytes(path: Path, model: onnx.ModelProto) -> dict[str, int]:
+    sizes = {path.name: path.stat().st_size}
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            side = path.parent / entry.value
+            if entry.key == "location" and side.is_file():
+                sizes[entry.value] = side.stat().st_size
+    return sizes
+
+
+def inspect(path: str | os.PathLike[str]) -> InspectResult:
+    """Decode and describe every compressed layer of the compiled model at `path`.
+
+    A damaged layer does not stop the listing: it is marked, and `problems` names it.
+    """
+    p = Path(path)
+    model = load_compiled(p)
+    graph = model.graph
+    files = _file_bytes(p, model)
+    tensors = {t.name: t for t in graph.initializer}
+    header_problem = _load_data(tensors[HEADER_NAME], p.parent)
+    if header_problem:
+        raise InputError(f"{p}: the side-file header cannot be read: {header_problem}")
+    header = numpy_helper.to_array(tensors[HEADER_NAME]).tobytes()
+    version = int.from_bytes(header[8:10], "little") if len(header) >= HEADER_SIZE else 0
+    layers = []
+    for node in graph.node:
+        if node.domain != DOMAIN:
+            continue
+        names = [node.input[header_input(node.op_type)], *node.input[stream_inputs(node.op_type)]]
+        problems = [_load_data(tensors[n], p.parent) for n in names]
+        layers.append(_layer(node, tensors, next((q for q in problems if q), None)))
+    opset = next((o.version for o in model.opset_import if o.domain == DOMAIN), 0)
+    return InspectResult(str(p), version, opset, files, layers, _dense_nodes(graph))
