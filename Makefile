@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp example test test-slow demo results paper bench zoo clean
+.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -53,14 +53,41 @@ cpp: $(ORT_HEADERS)
 	cmake --build build/cpp -j2
 	cd build/cpp && ctest --output-on-failure
 
+# libFuzzer targets (runtime_ops/fuzz/) under ASan + UBSan, FUZZ_SECONDS per target;
+# installs clang from Debian's packages when missing (scripts/install_clang.sh).
+FUZZ_SECONDS ?= 60
+fuzz: install $(ORT_HEADERS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/run_fuzz.sh $(PY)
+
+# The runtime tests against a build of the custom-op library with ASan + UBSan (GCC): the
+# ASan runtime is preloaded into the test's Python, which DC_ONNX_OPS_LIBRARY points at
+# that build. Leak checks are off: CPython itself does not free everything at exit.
+ASAN_TESTS ?= tests/test_runtime.py tests/test_kernel_paths.py tests/test_errors.py \
+  tests/test_runtime_hardening.py
+define ASAN_RUN
+cmake -S runtime_ops -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_ONNX_SANITIZE=ON \
+  -DDC_ONNX_TESTS=OFF >/dev/null
+cmake --build build/asan -j2 --target dc_onnx_ops
+DC_ONNX_OPS_LIBRARY=$(CURDIR)/build/asan/libdc_onnx_ops.so \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so) $$(gcc -print-file-name=libstdc++.so)" \
+  $(VENV)/bin/pytest -q -p no:cacheprovider $(ASAN_TESTS)
+endef
+asan-test: install $(ORT_HEADERS)
+	$(ASAN_RUN)
+
 # The C++ API example (examples/cpp), built against the latest onnxruntime wheel's library.
 example: install-rt
 	cmake -S examples/cpp -B build/example -DCMAKE_BUILD_TYPE=Release \
 	  -DORT_LIBRARY="$$(ls $(CURDIR)/$(VENV_RT)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n1)" >/dev/null
 	cmake --build build/example -j2
 
+# CI: everything above, then the sanitizer test run and a minute of fuzzing (two targets,
+# 30 seconds each), on the package installed once.
 test: lint cpp install-rt example
 	$(VENV)/bin/pytest -q tests
+	$(ASAN_RUN)
+	FUZZ_SECONDS=30 bash scripts/run_fuzz.sh $(PY)
 
 # A 2.8 GB model (external data) compiled under a memory bound, then run: ~5 GB of disk in
 # a temporary folder, minutes. Prints the compile's peak RSS and time.

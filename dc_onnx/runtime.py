@@ -29,7 +29,16 @@ NUMPY_TYPES: dict[str, type[np.generic]] = {
 
 
 def ops_library_path() -> str:
-    """Path of the custom-op shared library installed with the package."""
+    """Path of the custom-op shared library installed with the package.
+
+    The environment variable DC_ONNX_OPS_LIBRARY, when set, names another build of it
+    instead (`make asan-test` runs the tests against a sanitizer build that way).
+    """
+    override = os.environ.get("DC_ONNX_OPS_LIBRARY")
+    if override:
+        if not Path(override).is_file():
+            raise DcOnnxError(f"DC_ONNX_OPS_LIBRARY={override} is not a file")
+        return override
     name = _LIBRARY.get(sys.platform, _LIBRARY["linux"])
     path = resources.files("dc_onnx") / "lib" / name
     if not path.is_file():

@@ -1,6 +1,8 @@
 #include "conv_attributes.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 
 #include "kernel_info.h"
 
@@ -52,6 +54,9 @@ ConvAttributes read_conv_attributes(const OrtKernelInfo* info,
       fail("dilations must be in 1..2^31-1, got " + shape_str(dilations));
   for (int64_t v : pads)
     if (v < 0 || v > INT32_MAX) fail("pads must be in 0..2^31-1, got " + shape_str(pads));
+  if (a.in_per_group > INT32_MAX / a.group)
+    fail("group " + std::to_string(a.group) + " times " + std::to_string(a.in_per_group) +
+         " input channels per group exceeds 2^31-1 channels");
   a.auto_pad = attr_string(info, "auto_pad").value_or("NOTSET");
   if (a.auto_pad != "NOTSET" && a.auto_pad != "VALID" && a.auto_pad != "SAME_UPPER" &&
       a.auto_pad != "SAME_LOWER")

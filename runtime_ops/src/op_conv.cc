@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "checked.h"
 #include "kernel_info.h"
 #include "ops.h"
 #include "weight_loader.h"
@@ -73,6 +74,9 @@ void ConvKernel::compute(OrtKernelContext* context) const {
                            &pr.pad_left);
     pr.bias = bias_input(ctx);
 
+    // Each factor fits; their product is checked before ORT sizes Y with it.
+    checked_mul(checked_mul(pr.batch, a.out_channels, "Y size"),
+                checked_mul(pr.out_h, pr.out_w, "Y size"), "Y size");
     std::vector<int64_t> y_shape = {pr.batch, a.out_channels, pr.out_h, pr.out_w};
     if (a.one_d) y_shape.erase(y_shape.begin() + 2);
     Ort::UnownedValue y_value = ctx.GetOutput(0, y_shape);

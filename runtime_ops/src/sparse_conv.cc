@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "checked.h"
+#include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
 #include "simd.h"
@@ -102,6 +103,16 @@ void build_phases(const float* x, int64_t channels, int64_t in_h, int64_t in_w, 
           }
         }
       }
+}
+
+// The attributes as this Run plans with them: along an axis with one output, the stride
+// selects nothing, and taking it as 1 keeps the phase planes as small as the padded input
+// (a huge stride would otherwise ask for stride^2 planes).
+ConvAttributes run_attributes(const ConvAttributes& attrs, const ConvProblem& pr) {
+  ConvAttributes a = attrs;
+  if (pr.out_h == 1) a.sh = 1;
+  if (pr.out_w == 1) a.sw = 1;
+  return a;
 }
 
 Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
@@ -202,8 +213,9 @@ ConvTaps pack_taps(const CsrMatrix& w, int64_t taps_per_channel) {
   return t;
 }
 
-void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& a,
+void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& attrs,
                  const ConvProblem& pr) {
+  const ConvAttributes a = run_attributes(attrs, pr);
   const Phases ph = phase_geometry(a, pr);
   // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
   // 16, tap (c, ky, kx) then starts 64-byte aligned in copy (kx*dw) / sw, so no panel
@@ -240,6 +252,9 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
       channels_task(plan, o0, o1);
       store_channels(plan, pr.bias, o0, o1, yn);
     });
+    const float* xn = pr.x + n * image_in;  // IEEE results for NaN/Inf: non_finite.h
+    if (any_non_finite(xn, static_cast<size_t>(image_in)))
+      conv_nan_through_absent(w, a, pr, xn, yn);
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
 #include "simd.h"
@@ -112,6 +113,9 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
                   int64_t num_rows, float* y, const Epilogue& ep) {
   if (num_rows < kFewRows) {
     dot_rows(ctx, w, a, num_rows, y, ep);
+    if (any_non_finite(a, static_cast<size_t>(num_rows * w.cols)))  // IEEE: non_finite.h
+      for (int64_t m = 0; m < num_rows; ++m)
+        nan_through_absent(w, a + m * w.cols, 1, y + m * w.rows, 1);
     return;
   }
   int64_t ldx = 0;
@@ -142,6 +146,12 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
     const int64_t p0 = (cell % p_blocks) * kPanel;
     kmajor_task(w, pr, ep, b, p0, std::min(kPanel, pr.p - p0), n0, n1);
   });
+  for (int64_t b = 0; b < pr.batches; ++b) {  // IEEE results for NaN/Inf: non_finite.h
+    const float* xb = pr.x + b * pr.x_bs;
+    if (!any_non_finite(xb, static_cast<size_t>(w.cols * pr.ldx))) continue;
+    for (int64_t p = 0; p < pr.p; ++p)
+      nan_through_absent(w, xb + p, pr.ldx, pr.y + b * pr.y_bs + p * pr.ys_p, pr.ys_n);
+  }
 }
 
 std::vector<float> kmajor_copy(const float* a, int64_t batches, int64_t k, int64_t p,

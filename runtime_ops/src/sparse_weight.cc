@@ -10,6 +10,18 @@
 
 namespace dc_onnx {
 
+void check_implicit_rows(int64_t rows, int64_t cols, uint64_t reached) {
+  const auto ucols = static_cast<uint64_t>(cols);
+  const auto urows = static_cast<uint64_t>(rows);
+  const uint64_t rows_reached = std::min(urows, (reached + ucols - 1) / ucols);
+  const uint64_t trailing = urows - rows_reached;
+  if (trailing > std::max(kMaxImplicitRows, rows_reached))
+    fail_decode("the stored matrix has " + std::to_string(rows) + " rows but the gaps " +
+                "stream reaches only the first " + std::to_string(rows_reached) +
+                "; at most max(" + std::to_string(kMaxImplicitRows) +
+                ", rows reached) trailing rows may be implicit zeros");
+}
+
 CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   if (w.k < 1 || w.k > 256)
     fail_decode("codebook has " + std::to_string(w.k) + " entries (must be 1..256)");
@@ -38,6 +50,10 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   using Clock = std::chrono::steady_clock;
   if (dense && (m != 0 || w.gaps_bytes != 0))
     fail_decode("a dense weight (index_bits 0) has no gaps stream and num_entries 0");
+  // Dense: one code per position, each at least one bit, checked before n bytes of
+  // symbols are allocated (weight_shape alone must not size memory).
+  if (dense && n > uint64_t{w.codes_bytes} * 8)
+    fail_decode("codes stream is too short for " + std::to_string(n) + " codes (truncated)");
   const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
   // Dense: every position takes the next code, as gaps of 0 would say.
   std::vector<uint8_t> gaps(static_cast<size_t>(dense ? n : m));
@@ -46,7 +62,12 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   // The largest gap symbol is the escape: it skips that many zeros and carries no code.
   const auto escape = static_cast<uint8_t>(num_gaps - 1);
   uint64_t c = 0;
-  for (uint8_t g : gaps) c += dense || g != escape;
+  uint64_t reached = dense ? n : 0;  // positions covered (the cursor after the last entry)
+  for (uint8_t g : gaps) {
+    c += dense || g != escape;
+    reached += dense ? 0 : (g == escape ? g : uint64_t{g} + 1);  // <= 256 * m: no overflow
+  }
+  check_implicit_rows(rows, cols, reached);
   if (c != w.num_codes)
     fail_decode("gaps stream implies " + std::to_string(c) + " codes but the TOC says " +
                 std::to_string(w.num_codes));
@@ -58,7 +79,6 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   start = Clock::now();
   code_table.decode(w.codes, w.codes_bytes, codes.data(), codes.size());
   const auto total = gap_time + (Clock::now() - start);
-
 
   CsrMatrix csr;
   csr.rows = rows;

@@ -36,6 +36,16 @@ struct EncodedWeight {
   unsigned index_bits;         // b
 };
 
+// Rows past the last one the gaps stream reaches are implicit zeros, yet each still costs
+// a resident row offset: a side file of a few bytes could claim 2^31 of them. At most
+// max(kMaxImplicitRows, rows reached) such trailing rows are accepted, so memory stays
+// bounded by the streams (docs/format.md, "Validation").
+constexpr uint64_t kMaxImplicitRows = 65536;
+
+// Throws DecodeError when [rows, cols] ends with more implicit rows than allowed, the
+// gaps having covered the first `reached` positions.
+void check_implicit_rows(int64_t rows, int64_t cols, uint64_t reached);
+
 // Validates and Huffman-decodes the streams into CSR over a [rows, cols] matrix.
 // Throws dc_onnx::DecodeError on any defect (see docs/format.md, "Validation").
 CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols);

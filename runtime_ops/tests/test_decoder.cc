@@ -217,6 +217,13 @@ void test_bad_attributes_are_refused(const SideFile& file, const Layer& l) {
   a = l.attrs;
   std::swap(a.stream_ids[1], a.stream_ids[2]);
   CHECK(refused(s, a, &message) && contains(message, "kind"));
+  // Implicit trailing rows: a few more decode as empty rows, a claim far beyond what the
+  // gaps reach is refused before the row offsets are allocated.
+  a = l.attrs;
+  a.rows += 10;
+  CHECK(!refused(s, a));
+  a.rows = int64_t{1} << 27;
+  CHECK(refused(s, a, &message) && contains(message, "implicit zeros"));
   a = l.attrs;
   a.rows = 1;
   a.cols = 1;

@@ -1,0 +1,125 @@
+"""Writes the fuzz targets' seed corpus from real compiled models.
+
+Compiles the bundled LeNets (and the small Conv + Gemm model of `decoder_seed.py`) with a
+few option sets, then writes one seed per compressed layer in the input format of
+`runtime_ops/fuzz/fuzz_input.h`: flags (CRCs resealed, the op), the node's attributes as
+records, and a side file cut down to that layer's four streams (a fresh header and TOC),
+so each seed stays small and every byte of it matters to the decoder.
+Usage: python scripts/fuzz_seeds.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+from dc_onnx.cli import main as dc_onnx_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from decoder_seed import seed_model
+
+# The record ids of fuzz_input.h, in its order.
+ATTRIBUTES = [
+    "weight_shape", "num_entries", "index_bits", "stream_ids", "group", "kernel_shape",
+    "strides", "dilations", "pads", "auto_pad", "transA", "weight_side", "alpha", "beta",
+    "x_shape", "bias_shape",
+]  # fmt: skip
+AUTO_PADS = ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"]
+OPS = {"CompressedGemm": 0, "CompressedMatMul": 1, "CompressedConv": 2}
+REPO = Path(__file__).resolve().parent.parent
+# The fuzzers' -max_len: larger layers (LeNet-300-100's ip1 at the default density)
+# would be cut short, and each execution would cost more for no new code reached.
+MAX_SEED_BYTES = 16384
+
+# (model, extra `dc-onnx compile` arguments): defaults, high sparsity with few bits (escapes).
+RUNS = [
+    ("lenet-300-100.onnx", []),
+    ("lenet-300-100.onnx", ["--sparsity", "0.95", "--bits-fc", "3", "--index-bits-fc", "3"]),
+    ("lenet5.onnx", []),
+    ("lenet5.onnx", ["--sparsity", "0.9", "--bits-conv", "4", "--index-bits-conv", "2"]),
+    ("seed", ["--sparsity", "0.75", "--bits-conv", "4", "--index-bits-conv", "2"]),
+    ("seed", ["--sparsity", "0.3"]),
+]
+
+
+def record(name: str, values: list[int]) -> bytes:
+    return struct.pack("<BB", ATTRIBUTES.index(name), len(values)) + b"".join(
+        struct.pack("<q", v) for v in values
+    )
+
+
+def layer_side_file(side: bytes, stream_ids: list[int]) -> bytes:
+    """The side file reduced to four streams (TOC indices 0-3), CRCs intact."""
+    entries, body = [], b""
+    offset = 24 + 32 * len(stream_ids)
+    for sid in stream_ids:
+        off, nbytes, count, crc, kind, _ = struct.unpack_from("<QQQIHH", side, 24 + 32 * sid)
+        data = side[off : off + nbytes]
+        entries.append(struct.pack("<QQQIHH", offset + len(body), nbytes, count, crc, kind, 0))
+        body += data
+    toc = b"".join(entries)
+    fixed = b"DCONNXW\0" + struct.pack("<HHIII", 1, 0, len(entries), zlib.crc32(toc), 0)
+    return fixed + toc + body
+
+
+def node_seed(node: onnx.NodeProto, side: bytes) -> bytes:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    records = []
+    for name, value in attrs.items():
+        if name not in ATTRIBUTES:
+            continue
+        if name == "stream_ids":
+            value = [0, 1, 2, 3]
+        elif name == "auto_pad":
+            value = AUTO_PADS.index(value.decode() if isinstance(value, bytes) else value)
+        elif name in ("alpha", "beta"):
+            value = struct.unpack("<i", struct.pack("<f", value))[0]
+        records.append(record(name, list(value) if isinstance(value, list) else [value]))
+    # The kernel target's run-time shapes: a batch of 2 (1 image for Conv) and a bias.
+    shape = attrs["weight_shape"]
+    if node.op_type == "CompressedConv":
+        x_shape = [1, shape[1] * attrs.get("group", 1), *([8] * (len(shape) - 2))]
+    elif attrs.get("transA", 0) == 1 or attrs.get("weight_side", 1) == 0:
+        x_shape = [shape[1], 2]
+    else:
+        x_shape = [2, shape[1]]
+    records += [record("x_shape", x_shape), record("bias_shape", [shape[0]])]
+    with_bias = node.op_type != "CompressedMatMul"
+    head = struct.pack("<BB", 1 | OPS[node.op_type] << 1 | with_bias << 3, len(records))
+    return head + b"".join(records) + layer_side_file(side, list(attrs["stream_ids"]))
+
+
+def write_seeds(out_dir: Path) -> int:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, extra) in enumerate(RUNS):
+            source = Path(tmp) / f"in{i}.onnx"
+            if name == "seed":
+                onnx.save(seed_model(), source)
+            else:
+                source = REPO / "models" / name
+            compiled = Path(tmp) / f"out{i}.dc.onnx"
+            if dc_onnx_main(["compile", str(source), "-o", str(compiled), "--quiet", *extra]):
+                raise SystemExit(f"dc-onnx compile {name} failed")
+            side = compiled.with_suffix(".dcw").read_bytes()
+            model = onnx.load(str(compiled), load_external_data=False)
+            for node in model.graph.node:
+                seed = node_seed(node, side) if node.op_type in OPS else b""
+                if 0 < len(seed) <= MAX_SEED_BYTES:
+                    (out_dir / f"run{i}-{node.name}.bin").write_bytes(seed)
+                    written += 1
+    return written
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path, help="the corpus folder to fill")
+    print(f"fuzz_seeds: {write_seeds(parser.parse_args().out_dir)} seeds")
