@@ -21,6 +21,7 @@ import onnx
 from onnx import helper
 
 from dc_onnx.cli import main as dc_onnx_main
+from dc_onnx.io import side_file_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoder_seed import seed_model
@@ -40,9 +41,9 @@ MAX_SEED_BYTES = 16384
 
 # (model, extra `dc-onnx compile` arguments): defaults, high sparsity with few bits (escapes).
 RUNS = [
-    ("lenet-300-100.onnx", []),
+    ("lenet-300-100.onnx", ["--quality", "0.5"]),  # manual: no budget analysis to wait for
     ("lenet-300-100.onnx", ["--sparsity", "0.95", "--bits-fc", "3", "--index-bits-fc", "3"]),
-    ("lenet5.onnx", []),
+    ("lenet5.onnx", ["--quality", "0.5"]),
     ("lenet5.onnx", ["--sparsity", "0.9", "--bits-conv", "4", "--index-bits-conv", "2"]),
     ("seed", ["--sparsity", "0.75", "--bits-conv", "4", "--index-bits-conv", "2"]),
     ("seed", ["--sparsity", "0.3"]),
@@ -109,7 +110,10 @@ def write_seeds(out_dir: Path) -> int:
             compiled = Path(tmp) / f"out{i}.dc.onnx"
             if dc_onnx_main(["compile", str(source), "-o", str(compiled), "--quiet", *extra]):
                 raise SystemExit(f"dc-onnx compile {name} failed")
-            side = compiled.with_suffix(".dcw").read_bytes()
+            side_file = side_file_of(compiled)
+            if side_file is None:
+                raise SystemExit(f"dc-onnx compile {name} wrote no side file")
+            side = side_file.read_bytes()
             model = onnx.load(str(compiled), load_external_data=False)
             for node in model.graph.node:
                 seed = node_seed(node, side) if node.op_type in OPS else b""
