@@ -130,6 +130,25 @@ def test_calibration_file_is_used_and_named(tmp_path: Path) -> None:
     assert str(data) in report.format_table()
 
 
+def test_calibration_file_without_a_shared_sample_axis_is_one_batch(tmp_path: Path) -> None:
+    # Recurrent models take a scalar (a sample rate) or a state batched on another axis
+    # beside the signal: such a file is one run's inputs, fed as given.
+    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"], name="fc"),
+        helper.make_node("Mul", ["xw", "scale"], ["y"], name="scaled"),
+    ]
+    source = save(make_model(nodes, {"x": [1, 64], "scale": []}, {"y": [1, 32]}, {"W": w}),
+                  tmp_path / "m.onnx")  # fmt: skip
+    data = tmp_path / "calib.npz"
+    rng = np.random.default_rng(4)
+    np.savez(data, x=rng.standard_normal((1, 64)).astype(np.float32), scale=np.float32(2.0))
+    options = dc_onnx.CompileOptions(calibration=data, max_error=0.05)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    assert report.calibration is not None and "one batch, as given" in report.format_table()
+    assert report.error is not None and report.within_budget
+
+
 def test_size_estimates_match_real_encodes(tmp_path: Path) -> None:
     model = ir.from_proto(mlp_model())
     groups = find_weight_groups(model.graph)

@@ -20,11 +20,12 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.data import Dataset
+from dc_onnx.data import Dataset, read_npz
 from dc_onnx.errors import InputError
 
 # Samples synthesized when a batch dim is free; samples read from a file at most.
@@ -174,6 +175,9 @@ def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") 
     # A model with a fixed batch dim takes the samples in batches of that size.
     fixed = {d for v in inputs if v.shape is not None and len(v.shape) > 0 for d in v.shape[:1]}
     batch_size = next((d for d in fixed if isinstance(d, int) and d > 0), FILE_BATCH)
+    given = _one_batch_as_given(path, names, dtypes)
+    if given is not None:
+        return Calibration([given], "file", f"{path} (one batch, as given)")
     dataset = Dataset(path, labels)
     batches, n = [], 0
     for feeds, _ in dataset.batches(names, batch_size, dtypes=dtypes):
@@ -186,6 +190,22 @@ def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") 
     if not batches:
         raise InputError(f"{path}: no samples")
     return Calibration(batches, "file", str(path))
+
+
+def _one_batch_as_given(
+    path: str | os.PathLike[str], names: list[str], dtypes: Mapping[str, np.dtype]
+) -> dict[str, np.ndarray] | None:
+    """A single `.npz` whose arrays share no sample axis (a scalar such as a sample rate, a
+    recurrent state batched on another axis) is one run's inputs: fed as they are."""
+    if not Path(path).is_file():
+        return None
+    arrays = read_npz(Path(path))
+    if any(n not in arrays for n in names):
+        return None  # Dataset names what is missing
+    firsts = {arrays[n].shape[0] if arrays[n].ndim else None for n in names}
+    if len(firsts) == 1 and None not in firsts:
+        return None  # a sample axis: Dataset splits it into batches
+    return {n: np.ascontiguousarray(arrays[n], dtype=dtypes.get(n)) for n in names}
 
 
 def calibration_for(
