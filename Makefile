@@ -104,7 +104,7 @@ demo: install
 	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.dc.onnx \
 	  --inputs $(DEMO)/mnist-1000.npz
 	$(VENV)/bin/dc-onnx compile models/lenet-300-100.onnx -o $(DEMO)/lenet-300-100.paper.onnx \
-	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --index-bits-fc 5 \
+	  --sparsity-per-layer 'ip1=0.92,ip2=0.91,ip3=0.74' --bits-fc 6 --index-bits-fc 5 --init linear \
 	  --report $(DEMO)/report.paper.json
 	$(VENV)/bin/dc-onnx verify models/lenet-300-100.onnx $(DEMO)/lenet-300-100.paper.onnx \
 	  --inputs $(DEMO)/mnist-1000.npz
