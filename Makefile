@@ -165,7 +165,8 @@ ZOO_ONLY ?=
 ZOO_OUT ?= docs/zoo.md
 zoo: install-rt
 	$(PY_RT) models/zoo.py fetch $(if $(ZOO_ONLY),--only $(ZOO_ONLY))
-	$(PY_RT) models/zoo.py inputs $(if $(ZOO_ONLY),--only $(ZOO_ONLY))
+	# The inputs are drawn with Pillow, which the training venv has (the plot extra).
+	$(PY) models/zoo.py inputs $(if $(ZOO_ONLY),--only $(ZOO_ONLY))
 	uptime
 	$(PY_RT) models/zoo_measure.py --dc-onnx $(VENV)/bin/dc-onnx --train-python $(PY) \
 	  --out $(ZOO_OUT) $(if $(ZOO_ONLY),--only $(ZOO_ONLY))

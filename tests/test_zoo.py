@@ -35,7 +35,8 @@ def test_manifest_is_sane() -> None:
             assert m.derive in zoo.DERIVATIONS
             assert m.derived_sha256 and re.fullmatch(r"[0-9a-f]{64}", m.derived_sha256)
         for spec in m.inputs.values():
-            assert spec.dist is None or spec.dist[0] in ("normal", "uniform", "int", "const")
+            kinds = ("normal", "uniform", "int", "const", *zoo.GENERATORS)
+            assert spec.dist is None or spec.dist[0] in kinds
     covers = " ".join(m.covers for m in zoo.ZOO)
     for construct in ("OCR", "detection", "If", "LSTM", "GRU", "Gather", "fp16", "int8"):
         assert construct in covers, construct
