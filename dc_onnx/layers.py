@@ -121,6 +121,13 @@ class WeightGroup:
         """Unmap the weight if it is memory-mapped; a large model is read one weight at a time."""
         scratch.release(self.weight.const_value)
 
+    @property
+    def row_axis(self) -> int:
+        """The weight's axis that indexes the stored matrix's rows (the output channels)."""
+        if self.kind in _ROW_MAJOR_KINDS:
+            return 0
+        return 1 if self.layers[0].transposed else 0
+
     def stored_matrix(self, array: np.ndarray | None = None) -> np.ndarray:
         """The weight as the [out, in] matrix of docs/format.md."""
         w = self.array() if array is None else array
@@ -397,9 +404,55 @@ def annotate(weight: ir.Value, **settings: float) -> None:
         weight.metadata_props[ANNOTATION_PREFIX + key] = repr(value)
 
 
+# The cluster pass's row-scaled form (dc_onnx.quantize.RowScaled), for the lower pass: the
+# scales and the shared codebook, as the hex of their float32 bytes.
+_ROW_KEYS = ("row_scales", "row_codebook")
+
+
+def annotate_rows(weight: ir.Value, scales: np.ndarray, codebook: np.ndarray) -> None:
+    """Record that the weight's values are float32(scales[r] * codebook[code]) per stored row."""
+    for key, array in zip(_ROW_KEYS, (scales, codebook), strict=True):
+        weight.metadata_props[ANNOTATION_PREFIX + key] = np.asarray(array, "<f4").tobytes().hex()
+
+
+def row_annotation(weight: ir.Value) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scales, codebook) recorded by annotate_rows, if any."""
+    scales, codebook = (weight.metadata_props.get(ANNOTATION_PREFIX + key) for key in _ROW_KEYS)
+    if scales is None or codebook is None:
+        return None
+    return tuple(np.frombuffer(bytes.fromhex(t), "<f4").copy() for t in (scales, codebook))
+
+
+def stored_matrix_of(weight: WeightGroup | StoredWeight, array: np.ndarray) -> np.ndarray:
+    """`array` (the weight's values) as the [rows, cols] matrix the encoder stores
+    (docs/format.md): a layer's [out, in]; a storage weight's first dim by the rest."""
+    if isinstance(weight, WeightGroup):
+        return weight.stored_matrix(array)
+    return array.reshape(array.shape[0] if array.ndim >= 2 else 1, -1)
+
+
+def from_stored_matrix(
+    weight: WeightGroup | StoredWeight, array: np.ndarray, matrix: np.ndarray
+) -> np.ndarray:
+    """The inverse of stored_matrix_of, back to `array`'s layout."""
+    if isinstance(weight, WeightGroup):
+        return weight.from_stored(matrix)
+    return matrix.reshape(array.shape)
+
+
+def row_axis_of(weight: WeightGroup | StoredWeight) -> int:
+    """The axis of the weight that indexes its stored matrix's rows."""
+    return weight.row_axis if isinstance(weight, WeightGroup) else 0
+
+
+def clear_row_annotation(weight: ir.Value) -> None:
+    for key in _ROW_KEYS:
+        weight.metadata_props.pop(ANNOTATION_PREFIX + key, None)
+
+
 def clear_annotations(graph: ir.Graph) -> None:
     for value in graph.initializers.values():
-        for key in ANNOTATIONS:
+        for key in (*ANNOTATIONS, *_ROW_KEYS):
             value.metadata_props.pop(ANNOTATION_PREFIX + key, None)
 
 

@@ -13,6 +13,7 @@ computes NaN still does, and its finite weights are shared as if the NaN were no
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Literal
 
@@ -292,6 +293,86 @@ def share_values(
     return out.reshape(values.shape), iterations
 
 
+# A float32 scale per row costs 32 bits; an extra bit per weight halves the RMS error.
+# So row scales pay when they cut the squared error by 4^(32 * rows / non-zeros) or more.
+_SCALE_BITS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class RowScaled:
+    """A weight shared per row: W[r, c] = float32(scales[r] * codebook[code]), where the
+    codebook (<= k non-zero values) is shared by every row of the stored [rows, cols] matrix
+    and each row's scale is its largest |w| (docs/format.md, "Row scales")."""
+
+    values: np.ndarray  # [rows, cols] float32: the products, what the runtime computes with
+    scales: np.ndarray  # [rows] float32, > 0
+    codebook: np.ndarray  # sorted distinct non-zero normalised values, float32
+    iterations: int = 0
+
+
+def share_rows(
+    matrix: np.ndarray,
+    k: int,
+    init: Init = "mse",
+    seed: int = 0,
+    importance: np.ndarray | None = None,
+    max_iterations: int | None = None,
+) -> RowScaled | None:
+    """The [rows, cols] float32 `matrix`'s non-zeros as row scales times one shared k-entry
+    codebook of normalised values, or None where that form does not apply (not float32, a
+    single row, non-finite weights)."""
+    if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[0] < 2:
+        return None
+    if not np.isfinite(matrix).all():
+        return None
+    scales = np.abs(matrix).max(axis=1)
+    scales[scales == 0] = 1.0  # an empty row: any positive scale decodes it
+    normalised = matrix / scales[:, None]
+    mask = matrix != 0
+    if not mask.any():
+        return None
+    weights = None
+    if importance is not None:  # the error in the weight's own units: scale^2 per row
+        weights = np.asarray(importance, np.float64) * np.square(scales, dtype=np.float64)[:, None]
+        weights = weights[mask]
+    shared = np.zeros_like(normalised)
+    shared[mask], iterations = share_values(
+        normalised[mask], k, init, np.dtype(np.float32), max_iterations, seed, weights
+    )
+    values = (shared * scales[:, None]).astype(np.float32)  # one float32 rounding, as decoded
+    codebook = np.unique(shared[shared != 0])
+    return RowScaled(values, scales.astype(np.float32), codebook.astype(np.float32), iterations)
+
+
+def _row_relative_error(a: np.ndarray, b: np.ndarray, importance: np.ndarray | None) -> float:
+    """Sum over rows of each row's squared error relative to its own power: every output
+    channel counts alike, whatever its magnitude. (The plain squared error is all in the
+    largest rows: one codebook for a weight whose rows differ by 100x leaves the small
+    rows with errors as large as the rows themselves, and the layers after a small
+    channel, a BatchNorm folded into it, see only that channel's own scale.)"""
+    d = np.square(a.astype(np.float64) - b.astype(np.float64))
+    if importance is not None:
+        d *= importance
+    power = np.mean(np.square(a, dtype=np.float64), axis=1)
+    return float(np.sum(d.sum(axis=1) / np.where(power > 0, power, 1.0)))
+
+
+def rows_pay(
+    matrix: np.ndarray, per_tensor: np.ndarray, rows: RowScaled, importance: np.ndarray | None
+) -> bool:
+    """Whether the row-scaled form's lower error (relative to each row's power) is worth
+    its scales (_SCALE_BITS)."""
+    before = _row_relative_error(matrix, per_tensor, importance)
+    after = _row_relative_error(matrix, rows.values, importance)
+    if after >= before:
+        return False
+    if after == 0:
+        return True
+    nonzeros = max(1, int(np.count_nonzero(matrix)))
+    saved_bits = 0.5 * np.log2(before / after) * nonzeros  # 6 dB per bit of every weight
+    return bool(saved_bits > _SCALE_BITS * matrix.shape[0])
+
+
 def quantize(
     array: np.ndarray,
     bits: int,
@@ -299,21 +380,85 @@ def quantize(
     init: Init = "mse",
     seed: int = 0,
     importance: np.ndarray | None = None,
+    row_axis: int | None = None,
 ) -> np.ndarray:
     """The dense result of compressing `array`: the smallest `sparsity` fraction set to zero,
     then the survivors sharing `2**bits - 1` values (zero is the extra code). The same math as
     the prune and cluster passes, in the array's dtype. `importance` (the array's shape)
-    weighs each weight's squared error, e.g. by the mean square of the input it multiplies."""
+    weighs each weight's squared error, e.g. by the mean square of the input it multiplies.
+
+    `row_axis` is the axis of `array` that indexes the rows of its stored matrix (the
+    output channels: `WeightGroup.row_axis`); with it, and the `mse` start, the rows get
+    scales of their own where that pays (`share_layer`), as the compiler does."""
     if not 1 <= bits <= 8:
         raise ValueError(f"weight bits must be in 1..8, got {bits}")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     pruned = prune_array(array, "sparsity", sparsity) if sparsity > 0 else array
     k = (1 << bits) - 1
+    if row_axis is not None and array.ndim >= 2:
+        matrix = np.moveaxis(pruned, row_axis, 0)
+        moved_shape = matrix.shape
+        weights = None
+        if importance is not None:
+            weights = np.moveaxis(np.asarray(importance), row_axis, 0).reshape(moved_shape[0], -1)
+        shared = share_layer(matrix.reshape(moved_shape[0], -1), k, init, seed, weights)
+        return np.moveaxis(shared.values.reshape(moved_shape), 0, row_axis)
+    return _share_tensor(pruned, k, init, array.dtype, seed, importance)
+
+
+def _share_tensor(
+    pruned: np.ndarray,
+    k: int,
+    init: Init,
+    dtype: np.dtype,
+    seed: int,
+    importance: np.ndarray | None,
+) -> np.ndarray:
+    """One k-entry codebook for the whole weight; zeros stay zeros."""
     mask = pruned != 0
     if mask.all():
-        return share_values(pruned, k, init, array.dtype, seed=seed, importance=importance)[0]
+        return share_values(pruned, k, init, dtype, seed=seed, importance=importance)[0]
     weights = None if importance is None else np.asarray(importance)[mask]
     out = pruned.copy()
-    out[mask] = share_values(pruned[mask], k, init, array.dtype, seed=seed, importance=weights)[0]
+    out[mask] = share_values(pruned[mask], k, init, dtype, seed=seed, importance=weights)[0]
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedLayer:
+    """A stored matrix after sharing: its values, and the row-scaled form when chosen."""
+
+    values: np.ndarray
+    rows: RowScaled | None = None
+    iterations: int = 0  # of the k-means that made the chosen form
+
+
+def share_layer(
+    matrix: np.ndarray,
+    k: int,
+    init: Init = "mse",
+    seed: int = 0,
+    importance: np.ndarray | None = None,
+    max_iterations: int | None = None,
+    row_scales: bool = True,
+) -> SharedLayer:
+    """A [rows, cols] stored matrix (zeros are pruned weights) sharing k non-zero values:
+    one codebook for the whole weight, or, with the `mse` start, row scales and a shared
+    codebook of normalised values when `rows_pay` says so (and `row_scales` allows). The
+    paper's starts (`linear`, `density`, `random`) keep the one-codebook form, bit for bit
+    as before."""
+    mask = matrix != 0
+    per_tensor = matrix.copy()
+    iterations = 0
+    if mask.any():
+        weights = None if importance is None else np.asarray(importance)[mask]
+        per_tensor[mask], iterations = share_values(
+            matrix[mask], k, init, matrix.dtype, max_iterations, seed, weights
+        )
+    if init != "mse" or not row_scales:
+        return SharedLayer(per_tensor, None, iterations)
+    rows = share_rows(matrix, k, init, seed, importance, max_iterations)
+    if rows is None or not rows_pay(matrix, per_tensor, rows, importance):
+        return SharedLayer(per_tensor, None, iterations)
+    return SharedLayer(rows.values, rows, rows.iterations)

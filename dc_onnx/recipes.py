@@ -53,7 +53,8 @@ RECIPES: dict[str, tuple[Step, ...]] = {
         Step("canonicalize"),
         Step("allocate", {"init": "linear"}),
         Step("prune", {"retrain": True}),
-        Step("cluster", {"init": "linear"}),
+        # Row scales would give each row its own values: the centroids retrain per codebook.
+        Step("cluster", {"init": "linear", "row_scales": False}),
         Step("retrain", {"phase": "centroids"}),
         Step("lower"),
     ),
@@ -119,9 +120,12 @@ def _allocate(
     ]
 
 
-def _cluster(options: CompileOptions, ctx: Context, init: Init = "mse") -> list[ir.passes.PassBase]:
-    """`init` is the recipe's k-means start, used unless the options name one."""
-    return [ClusterPass(options.cluster, options.min_weight_elements, default_init=init)]
+def _cluster(
+    options: CompileOptions, ctx: Context, init: Init = "mse", row_scales: bool = True
+) -> list[ir.passes.PassBase]:
+    """`init` is the recipe's k-means start, used unless the options name one; row scales
+    where they pay, unless the recipe retrains the centroids (one codebook per weight)."""
+    return [ClusterPass(options.cluster, options.min_weight_elements, init, row_scales)]
 
 
 def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:

@@ -31,7 +31,7 @@ from dc_onnx.codecs.schema import (
     DOMAIN,
     HEADER_NAME,
     SIDE_FILE_SUFFIX,
-    stream_inputs,
+    stream_names,
 )
 from dc_onnx.errors import OutputError
 from dc_onnx.paths import check_not_protected, check_output, same_file
@@ -276,7 +276,7 @@ def _stream_order(graph: onnx.GraphProto) -> list[str]:
         if node.domain != DOMAIN:
             continue
         ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        streams = node.input[stream_inputs(node.op_type)]
+        streams = stream_names(node.op_type, node.input, ids)
         for stream_id, name in zip(ids, streams, strict=True):
             by_id[stream_id] = name
     return [by_id[i] for i in sorted(by_id)]

@@ -4,12 +4,15 @@ the original and the compiled model on fixed inputs, and print the relative L2 e
     python models/quant_error.py [--only NAME,...] [--cache DIR] [--bits 8] [--init linear,mse]
     python models/quant_error.py MODEL.onnx --inputs X.npz [--bits 8] [--init ...]
     python models/quant_error.py --quantize-speed 10000000
+    python models/quant_error.py --representations tensor,rows,... [--per-layer] [--only ...]
 
 Without a model it runs the zoo (`models/zoo.py`, fetched and with inputs written). The
 error of a model is its worst output's ||y - y_ref|| / ||y_ref|| over the entries finite in
 the original. One row per model and k-means start, so the starts meet the same weights;
 "cluster s" is the cluster pass alone. `--quantize-speed N` times `dc_onnx.quantize.quantize`
-on N standard-normal float32 weights instead.
+on N standard-normal float32 weights instead. `--representations` simulates other ways
+to share the weights (models/representations.py) and prints error and estimated bytes;
+`--per-layer` adds the worst layers of the first one, each quantized alone.
 """
 
 from __future__ import annotations
@@ -74,6 +77,35 @@ def quantize_speed(n: int, bits: int) -> None:
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
+def compare_representations(
+    runs: list[tuple[str, Path, Path]], names: list[str], args: argparse.Namespace
+) -> int:
+    import representations
+
+    print("| model | float32 MB | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for name, path, inputs in runs:
+        if not (path.is_file() and inputs.is_file()):
+            continue
+        with np.load(inputs) as data:
+            feeds = {k: data[k] for k in data.files}
+        r = representations.simulate(path, feeds, args.bits, names, args.per_layer)
+        cells = [f"{r[n][0]:.3%} / {r[n][1] / 1e6:.3f} MB" for n in names]  # type: ignore[index]
+        print(
+            f"| {name} | {r['float32 bytes'] / 1e6:.3f} | " + " | ".join(cells) + " |", flush=True
+        )
+        if args.per_layer:
+            errors = r[f"{names[0]} per layer"]
+            worst = sorted(errors.items(), key=lambda kv: -kv[1])[:8]  # type: ignore[union-attr]
+            print(
+                f"|   worst layers ({names[0]} alone) | | "
+                + ", ".join(f"{n} {e:.2%}" for n, e in worst)
+                + " |",
+                flush=True,
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, nargs="?")
@@ -83,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, default=8)
     parser.add_argument("--init", default="linear,mse", help="k-means starts to compare")
     parser.add_argument("--quantize-speed", type=int, metavar="N")
+    parser.add_argument("--representations", help="representations to simulate, comma-separated")
+    parser.add_argument("--per-layer", action="store_true", help="with --representations")
+    parser.add_argument("--inputs-dir", type=Path, help="zoo inputs folder (default: the cache's)")
     args = parser.parse_args(argv)
     if args.quantize_speed:
         quantize_speed(args.quantize_speed, args.bits)
@@ -97,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             (m.name, zoo.model_path(m, cache), zoo.inputs_path(m, cache))
             for m in zoo.select(args.only)
         ]
+        if args.inputs_dir:
+            runs = [(n, p, args.inputs_dir / i.name) for n, p, i in runs]
+    if args.representations:
+        return compare_representations(runs, args.representations.split(","), args)
     print(f"| model | init | weights | rel. L2 error at {args.bits} bits | cluster s |")
     print("|---|---|---|---|---|")
     for name, path, inputs in runs:

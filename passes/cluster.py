@@ -24,14 +24,19 @@ from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     StoredWeight,
     WeightGroup,
+    annotate_rows,
+    clear_row_annotation,
     find_stored_weights,
     find_weight_groups,
+    from_stored_matrix,
     refuse_unmatched,
+    row_annotation,
+    stored_matrix_of,
 )
 from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.progress import track
-from dc_onnx.quantize import Init, kmeans_1d, share_values
+from dc_onnx.quantize import Init, kmeans_1d, share_layer
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
 
@@ -68,9 +73,11 @@ class ClusterPass(CompilerPass):
         options: ClusterOptions,
         min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
         default_init: Init = "mse",
+        row_scales: bool = True,
     ) -> None:
         super().__init__()
         self.options = options
+        self.row_scales = row_scales
         self.min_weight_elements = min_weight_elements
         self.init: Init = options.init or default_init
 
@@ -97,36 +104,40 @@ class ClusterPass(CompilerPass):
                 continue
             w = group.array()
             mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
-            shared = w.copy()
-            iterations = 0
-            if np.any(mask):
-                try:
-                    shared[mask], iterations = share_values(
-                        w[mask],
-                        (1 << bits) - 1,
-                        self.init,
-                        max_iterations=self.options.max_iterations,
-                        seed=self.options.seed,
-                    )
-                except ValueError as e:
-                    raise CompileError(f"layer '{group.name}': {e}") from None
+            try:
+                layer = share_layer(
+                    np.ascontiguousarray(stored_matrix_of(group, w)),
+                    (1 << bits) - 1,
+                    self.init,
+                    seed=self.options.seed,
+                    max_iterations=self.options.max_iterations,
+                    row_scales=self.row_scales,
+                )
+            except ValueError as e:
+                raise CompileError(f"layer '{group.name}': {e}") from None
+            shared = from_stored_matrix(group, w, layer.values)
+            clear_row_annotation(group.weight)
+            if layer.rows is not None:
+                annotate_rows(group.weight, layer.rows.scales, layer.rows.codebook)
             if not np.array_equal(shared, w, equal_nan=True):
                 group.set_array(shared)
                 modified = True
+            clusters = layer.rows.codebook.size if layer.rows else np.unique(shared[mask]).size
             layers[group.name] = {
                 "bits": bits,
-                "clusters": int(np.unique(shared[mask]).size),
-                "iterations": iterations,
+                "clusters": int(clusters),
+                "row_scales": layer.rows is not None,
+                "iterations": layer.iterations,
                 "nonfinite": int(np.count_nonzero(~np.isfinite(w))),
                 "relative_error": _relative_error(w, shared),
             }
-            del w, shared
+            del w, shared, layer
             scratch.release(group.weight.const_value)  # one weight at a time in memory
             logger.info(
                 "cluster %d/%d %s: %d weights -> %d values at %d bits (%d iterations, "
                 "relative error %.2e)",
                 i, len(groups), group.name, int(mask.sum()), layers[group.name]["clusters"],
-                bits, iterations, layers[group.name]["relative_error"],
+                bits, layers[group.name]["iterations"], layers[group.name]["relative_error"],
             )  # fmt: skip
         self.stats = {"layers": layers}
         return ir.passes.PassResult(model, modified)
@@ -134,7 +145,10 @@ class ClusterPass(CompilerPass):
     def ensures(self, model: ir.Model) -> None:
         for group in self.weights(model):
             limit = 1 << bits_of(self.options, group)
-            if isinstance(group, WeightGroup) and is_large(group):
+            rows = row_annotation(group.weight)
+            if rows is not None:
+                distinct = rows[1].size + 1  # the shared codebook, and zero
+            elif isinstance(group, WeightGroup) and is_large(group):
                 distinct = distinct_values(group, limit)
             else:
                 distinct = np.unique(group.array()).size

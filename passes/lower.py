@@ -31,6 +31,7 @@ from dc_onnx.codecs.schema import (
     KEPT_ATTRIBUTES,
     MAX_NONZERO_VALUES,
     OPSET_VERSION,
+    ROW_SCALES_INPUT,
     STREAM_KINDS,
     CodebookOverflowError,
     header_input,
@@ -49,6 +50,7 @@ from dc_onnx.layers import (
     clear_annotations,
     find_stored_weights,
     find_weight_groups,
+    row_annotation,
 )
 from dc_onnx.options import LowerOptions
 from dc_onnx.pipeline import CompilerPass
@@ -88,8 +90,46 @@ def _index_bits(options: LowerOptions, group: WeightGroup) -> int:
     return options.index_bits(group.kind) if allocated is None else int(allocated)
 
 
+def row_codes(
+    matrix: np.ndarray, scales: np.ndarray, codebook: np.ndarray, name: str
+) -> np.ndarray:
+    """The codes (0 = zero, i + 1 = codebook[i]) that decode `matrix` exactly as
+    float32(scales[r] * codebook[code]): the cluster pass's row-scaled form (RowScaled)."""
+    rows = matrix.shape[0]
+    if scales.shape != (rows,) or not (scales > 0).all() or not np.isfinite(scales).all():
+        raise CompileError(f"layer '{name}': its row scales do not fit its {rows} rows")
+    codes = np.zeros(matrix.shape, np.uint8)
+    full = np.concatenate([[0.0], codebook]).astype(np.float32)
+    if codebook.size:
+        # The two codebook values around each normalised weight; the one whose product
+        # gives the weight back (the nearer first: they differ only within an ulp).
+        q = matrix / scales[:, None]
+        hi = np.clip(np.searchsorted(codebook, q), 0, codebook.size - 1)
+        lo = np.maximum(hi - 1, 0)
+        lo_nearer = np.abs(q - codebook[lo]) <= np.abs(q - codebook[hi])
+        first, second = np.where(lo_nearer, lo, hi), np.where(lo_nearer, hi, lo)
+        exact = (codebook[first] * scales[:, None]).astype(np.float32) == matrix
+        nonzero = matrix != 0
+        codes[nonzero] = (np.where(exact, first, second)[nonzero] + 1).astype(np.uint8)
+    decoded = (full[codes] * scales[:, None]).astype(np.float32)
+    if not np.array_equal(decoded, matrix):
+        raise CompileError(
+            f"layer '{name}': its weights are no longer the row-scaled values the cluster "
+            "pass chose (a pass in between changed them)"
+        )
+    return codes
+
+
 def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
-    """Codebook and streams of one weight, which must fit a codebook (schema.MAX_CODEBOOK)."""
+    """Codebook and streams of one weight, which must fit a codebook (schema.MAX_CODEBOOK),
+    or be the cluster pass's row-scaled form."""
+    rows = row_annotation(group.weight)
+    if rows is not None:
+        stored = np.ascontiguousarray(group.stored_matrix())
+        scales, values = rows
+        codes = row_codes(stored, scales, values, group.name)
+        codebook = np.concatenate([[0.0], values]).astype(np.float32)
+        return encode_weight(codes, codebook, index_bits, scales)
     if index_bits > 0 and is_large(group):  # block by block: never copied whole
         return encode_large(group, index_bits)
     stored = np.ascontiguousarray(group.stored_matrix())
@@ -118,6 +158,14 @@ def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
     rows, cols = stored_matrix_shape(w.shape)
     if rows > 2**31 - 1 or cols > 2**31 - 1:
         return f"shape {list(w.shape)} has more than 2^31-1 elements per row"
+    scaled = row_annotation(weight.weight)
+    if scaled is not None:
+        matrix = w.reshape(rows, cols)
+        codes = row_codes(matrix, scaled[0], scaled[1], weight.name)
+        dense = np.count_nonzero(codes) >= DENSE_FORM_DENSITY * codes.size
+        codebook = np.concatenate([[0.0], scaled[1]]).astype(np.float32)
+        encoded = encode_weight(codes, codebook, 0 if dense else index_bits, scaled[0])
+        return _larger_than(encoded, w.nbytes) or encoded
     # float32 holds every fp16, bf16, int8 and uint8 value exactly: compare there.
     flat = w.reshape(rows, cols).astype(np.float32)
     nonzero = flat != 0
@@ -137,23 +185,26 @@ def _larger_than(encoded: EncodedWeight, nbytes: int) -> str | None:
     """Why the streams are not worth it (they take `nbytes` or more), else None."""
     stored = len(encoded.codes) + len(encoded.gaps) + encoded.codebook.nbytes
     stored += encoded.code_lengths.size
+    stored += 0 if encoded.row_scales is None else encoded.row_scales.nbytes
     if stored >= nbytes:
         return f"incompressible: its streams would take {stored} bytes, it has {nbytes}"
     return None
 
 
 def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
-    return [
+    """The streams in `stream_kinds` order: the four, then the row scales if any."""
+    arrays = [
         encoded.codebook,
         np.frombuffer(encoded.codes, dtype=np.uint8).copy(),
         np.frombuffer(encoded.gaps, dtype=np.uint8).copy(),
         encoded.code_lengths,
     ]
+    return arrays if encoded.row_scales is None else [*arrays, encoded.row_scales]
 
 
 def _stream(array: np.ndarray, k: int, encoded: EncodedWeight) -> Stream:
     """A TOC stream; `count` is symbols for the Huffman streams, elements otherwise."""
-    kind = STREAM_KINDS[k]
+    kind = (*STREAM_KINDS, StreamKind.ROW_SCALES)[k]
     count = {StreamKind.CODES: encoded.num_codes, StreamKind.GAPS: encoded.num_entries}
     return Stream(kind, array.tobytes(), count.get(kind, int(array.size)))
 
@@ -167,12 +218,15 @@ def _compressed_node(
     encoded: EncodedWeight,
 ) -> list[ir.Node]:
     """The compressed op replacing `layer.node`, followed by a Cast when the weight is not
-    float32 (the ops compute in float32; a float16 table's values are exact in float32)."""
+    float32 (the ops compute in float32; a float16 table's values are exact in float32).
+    `streams` holds the row scales fifth when the weight has them."""
     node = layer.node
     op = node.op_type
-    inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams]
+    inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams[:4]]
     if op in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
         inputs.append(node.inputs[2])
+    if len(streams) > 4:  # after the bias slot, empty when there is no bias
+        inputs += [None] * (ROW_SCALES_INPUT - len(inputs)) + [streams[4]]
     kept = [a for a in KEPT_ATTRIBUTES[op] if a in node.attributes]
     if op == "Conv" and node.attributes.get_string("auto_pad", "NOTSET") == "VALID":
         # VALID is zero padding: say it with pads alone, since the kernel's dense path
@@ -269,8 +323,10 @@ class LowerPass(CompilerPass):
         arrays = [_stream_arrays(e) for _, e in jobs]
         # Codebooks first in the side file, widest dtype first, so each stays aligned to its
         # element size (docs/format.md); then the byte streams.
+        # The row scales (float32) lead, so they stay aligned too.
         by_width = sorted(range(len(jobs)), key=lambda j: -arrays[j][0].dtype.itemsize)
-        order = [(j, 0) for j in by_width] + [(j, k) for k in (1, 2, 3) for j in range(len(jobs))]
+        order = [(j, 4) for j in range(len(jobs)) if len(arrays[j]) > 4]
+        order += [(j, 0) for j in by_width] + [(j, k) for k in (1, 2, 3) for j in range(len(jobs))]
         stream_ids = {key: n for n, key in enumerate(order)}
         header_bytes, _ = layout([_stream(arrays[j][k], k, jobs[j][1]) for j, k in order])
         header = add_initializer(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
@@ -278,11 +334,12 @@ class LowerPass(CompilerPass):
         decoders: list[ir.Node] = []
         for j, (job, enc) in enumerate(jobs):
             base = str(job.weight.name)
+            kinds = (*STREAM_KINDS, StreamKind.ROW_SCALES)[: len(arrays[j])]
             streams = [
                 add_initializer(graph, f"{base}.{kind.name.lower()}", array)
-                for kind, array in zip(STREAM_KINDS, arrays[j], strict=True)
+                for kind, array in zip(kinds, arrays[j], strict=True)
             ]
-            ids = [stream_ids[(j, k)] for k in range(4)]
+            ids = [stream_ids[(j, k)] for k in range(len(arrays[j]))]
             if isinstance(job, StoredWeight):
                 decoders.append(_replace_stored(graph, job, header, streams, ids, enc))
                 layers[job.name] = _stored_stats(job, enc)

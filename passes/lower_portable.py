@@ -36,10 +36,15 @@ from dc_onnx.layers import (
     StoredWeight,
     WeightGroup,
     add_initializer,
+    clear_annotations,
     find_stored_weights,
     find_weight_groups,
+    from_stored_matrix,
+    row_annotation,
+    row_axis_of,
+    stored_matrix_of,
 )
-from dc_onnx.passes.lower import LayerStats, LowerStats
+from dc_onnx.passes.lower import LayerStats, LowerStats, row_codes
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.progress import track
 
@@ -144,8 +149,15 @@ class PortableLowerPass(CompilerPass):
         new_nodes: list[ir.Node] = []
         for group in track(weights, "lower-portable"):
             array = group.array()
+            scaled = row_annotation(group.weight)
             try:
-                codebook, codes = split_codebook(array)
+                if scaled is not None:  # normalised values, then a Mul by the row scales
+                    codebook = np.concatenate([[0.0], scaled[1]]).astype(np.float32)
+                    matrix = stored_matrix_of(group, array)
+                    codes_matrix = row_codes(matrix, scaled[0], scaled[1], group.name)
+                    codes = np.ascontiguousarray(from_stored_matrix(group, array, codes_matrix))
+                else:
+                    codebook, codes = split_codebook(array)
             except CodebookOverflowError as e:
                 if isinstance(group, WeightGroup):
                     raise CompileError(f"layer '{group.name}' has {e}") from None
@@ -165,6 +177,11 @@ class PortableLowerPass(CompilerPass):
                 rebuilt = _rebuild_sparse(b, codebook, codes, gaps, values)
             else:
                 rebuilt = _rebuild_dense(b, codebook, codes)
+            if scaled is not None:
+                # Mul rounds each product to float32 once, as the custom ops' decoder does.
+                view = [1] * array.ndim
+                view[row_axis_of(group)] = scaled[0].size
+                rebuilt = b.op("Mul", [rebuilt, b.const("row_scales", scaled[0].reshape(view))])
             new_nodes += b.nodes
             ir.convenience.replace_all_uses_with(group.weight, rebuilt)
             graph.initializers.pop(name)
@@ -175,6 +192,7 @@ class PortableLowerPass(CompilerPass):
             layers[group.name] = _layer_stats(group, array, codebook, gaps, sparse)
         if new_nodes:
             graph.insert_before(graph.node(0), new_nodes)
+        clear_annotations(graph)
         self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, bool(layers))
 

@@ -13,6 +13,7 @@ from onnx import helper
 
 from conftest import compile_model, make_model, mlp_model, run, save
 from dc_onnx.cli import main
+from dc_onnx.codecs.container import FORMAT_VERSION
 from dc_onnx.io import side_file_of
 from dc_onnx.tools.decompile import decode_node_weight
 from dc_onnx.tools.inspect import inspect
@@ -53,7 +54,7 @@ def test_inspect_lists_every_layer_with_checked_streams(tmp_path: Path) -> None:
     compiled = compile_model(mlp_model(), tmp_path, sparsity=0.8, bits_fc=4)
     result = inspect(compiled)
     assert [layer.name for layer in result.layers] == ["fc1", "fc2", "fc3", "fc4", "fc5"]
-    assert result.format_version == 1 and result.opset_version == 1
+    assert result.format_version == FORMAT_VERSION and result.opset_version == 1
     assert not result.problems and all(layer.verified for layer in result.layers)
     fc1 = result.layers[0]
     assert fc1.op == "Gemm" and fc1.shape == [48, 64] and fc1.weights == 64 * 48
@@ -82,7 +83,7 @@ def test_inspect_cli_prints_a_table_and_json(
     compiled = compile_model(_model_with_a_dense_node(), tmp_path, sparsity=0.5)
     assert main(["inspect", str(compiled)]) == 0
     out = capsys.readouterr().out
-    assert "fc" in out and "format:   version 1" in out and "scale (Mul" in out
+    assert "fc" in out and f"format:   version {FORMAT_VERSION}" in out and "scale (Mul" in out
     assert main(["inspect", str(compiled), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["layers"] == 1 and data["layers"][0]["verified"] is True

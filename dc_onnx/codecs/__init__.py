@@ -20,6 +20,8 @@ class EncodedWeight:
     num_entries: int  # gap symbols, escapes included
     num_codes: int  # code symbols: one per stored weight
     index_bits: int
+    # Format version 2: one float32 > 0 per row; the weight is float32(row_scales[r] * codebook).
+    row_scales: np.ndarray | None = None
 
     @property
     def codes_lengths(self) -> np.ndarray:
@@ -30,8 +32,14 @@ class EncodedWeight:
         return self.code_lengths[self.codebook.size :]
 
 
-def encode_weight(code_matrix: np.ndarray, codebook: np.ndarray, index_bits: int) -> EncodedWeight:
-    """Encode a matrix of codebook indices (0 = zero weight) in row-major order."""
+def encode_weight(
+    code_matrix: np.ndarray,
+    codebook: np.ndarray,
+    index_bits: int,
+    row_scales: np.ndarray | None = None,
+) -> EncodedWeight:
+    """Encode a matrix of codebook indices (0 = zero weight) in row-major order, with a
+    float32 scale per row of the matrix when `row_scales` is given."""
     codebook = np.asarray(codebook)
     if codebook.dtype == np.float64:
         codebook = codebook.astype(np.float32)
@@ -54,6 +62,7 @@ def encode_weight(code_matrix: np.ndarray, codebook: np.ndarray, index_bits: int
         num_entries=int(gaps.size),
         num_codes=int(codes.size),
         index_bits=index_bits,
+        row_scales=None if row_scales is None else np.asarray(row_scales, np.float32),
     )
 
 
@@ -86,4 +95,14 @@ def decode_weight(encoded: EncodedWeight, shape: tuple[int, ...]) -> np.ndarray:
     """Reference decoder: the dense stored matrix (in the codebook's dtype), bit-identical
     to the C++ one."""
     size = int(np.prod(shape))
-    return encoded.codebook[decode_codes(encoded, size)].reshape(shape)
+    weight = encoded.codebook[decode_codes(encoded, size)].reshape(shape)
+    if encoded.row_scales is None:
+        return weight
+    scales = encoded.row_scales
+    rows = shape[0] if len(shape) >= 2 else 1
+    if encoded.codebook.dtype != np.float32:
+        raise sparse_index.SparseIndexError("row scales need a float32 codebook")
+    if scales.shape != (rows,) or not (np.isfinite(scales).all() and (scales > 0).all()):
+        raise sparse_index.SparseIndexError("row_scales must be one finite, positive value a row")
+    # One float32 rounding of the product, as the C++ decoder.
+    return (weight.reshape(rows, -1) * scales[:, None]).astype(np.float32).reshape(shape)

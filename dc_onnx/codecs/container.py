@@ -8,7 +8,10 @@ import struct
 import zlib
 
 MAGIC = b"DCONNXW\0"
-FORMAT_VERSION = 1
+# The version written, and those read. docs/format.md says what each version added; a
+# runtime refuses any other, naming both.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<8sHHIII")  # magic, version, reserved, n_streams, toc_crc, reserved
 _ENTRY = struct.Struct("<QQQIHH")  # offset, nbytes, count, crc32, kind, reserved
 HEADER_SIZE = _HEADER.size
@@ -24,6 +27,7 @@ class StreamKind(enum.IntEnum):
     CODES = 2
     GAPS = 3
     CODE_LENGTHS = 4
+    ROW_SCALES = 5  # version 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +69,11 @@ def parse_header(data: bytes) -> list[TocEntry]:
     magic, version, _, n, toc_crc, _ = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ContainerError("not a dc-onnx side file (bad magic)")
-    if version != FORMAT_VERSION:
-        raise ContainerError(f"side file format version {version}, expected {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ContainerError(
+            f"side file format_version {version} is not supported (this dc-onnx reads versions "
+            f"{READABLE_VERSIONS[0]} to {READABLE_VERSIONS[-1]})"
+        )
     end = header_size(n)
     if len(data) < end:
         raise ContainerError("side file header truncated")

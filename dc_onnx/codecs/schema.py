@@ -8,6 +8,8 @@ The C++ kernels (`runtime_ops/`) must agree with it; docs/format.md is their con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from dc_onnx.codecs.container import StreamKind
@@ -41,6 +43,9 @@ OWN_ATTRIBUTES = ("weight_shape", "num_entries", "index_bits", "stream_ids", "la
 STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
 FIRST_STREAM_INPUT = 2
 BIAS_INPUT = FIRST_STREAM_INPUT + len(STREAM_KINDS)
+# Row scales (format version 2) follow the bias slot, which stays empty when the op has none;
+# their TOC index is a fifth `stream_ids` entry.
+ROW_SCALES_INPUT = BIAS_INPUT + 1
 
 # The storage-form op: no X, so the header is input 0 and the streams inputs 1..4; it
 # outputs the decoded weight in its own dtype (the codebook's).
@@ -55,6 +60,27 @@ def stream_inputs(op_type: str) -> slice:
     """Where the four stream inputs of a compressed node sit."""
     first = header_input(op_type) + 1
     return slice(first, first + len(STREAM_KINDS))
+
+
+def row_scales_input(op_type: str) -> int:
+    """Where a compressed node's row scales sit (when its `stream_ids` has a fifth entry)."""
+    return stream_inputs(op_type).stop if op_type == CONSTANT_OP else ROW_SCALES_INPUT
+
+
+def stream_names(op_type: str, inputs: Sequence[str], stream_ids: Sequence[int]) -> list[str]:
+    """The input names of a compressed node's streams, in `stream_ids` order: the four of
+    STREAM_KINDS, then the row scales if there is a fifth id ("" when that input is missing)."""
+    names = list(inputs[stream_inputs(op_type)])
+    if len(stream_ids) > len(STREAM_KINDS):
+        at = row_scales_input(op_type)
+        names.append(inputs[at] if at < len(inputs) else "")
+    return names
+
+
+def stream_kinds(stream_ids: Sequence[int]) -> tuple[StreamKind, ...]:
+    """The kind of each `stream_ids` entry."""
+    extra = (StreamKind.ROW_SCALES,) if len(stream_ids) > len(STREAM_KINDS) else ()
+    return STREAM_KINDS + extra
 
 
 # Code 0 is the exact zero, so a codebook holds at most 255 non-zero values (codes are bytes).

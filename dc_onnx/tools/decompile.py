@@ -27,6 +27,8 @@ from dc_onnx.codecs.schema import (
     STREAM_KINDS,
     header_input,
     stream_inputs,
+    stream_kinds,
+    stream_names,
 )
 from dc_onnx.errors import InputError
 
@@ -61,12 +63,19 @@ def read_encoded_weight(
     attrs = node_attributes(node)
     layer = attrs.get("layer", node.name)
     toc = parse_header(_tensor_bytes(tensors[node.input[header_input(node.op_type)]]))
-    inputs = node.input[stream_inputs(node.op_type)]
+    ids = list(attrs["stream_ids"])
+    if len(ids) not in (len(STREAM_KINDS), len(STREAM_KINDS) + 1):
+        raise ContainerError(
+            f"layer '{layer}': stream_ids must hold 4 TOC indices (5 with row scales)"
+        )
+    inputs = stream_names(node.op_type, node.input, ids)
     codebook_dtype = _CODEBOOK_DTYPES.get(tensors[inputs[0]].data_type)
     if codebook_dtype is None:
         raise ContainerError(f"layer '{layer}': codebook has an unsupported element type")
     raw = []
-    for kind, stream_id, name in zip(STREAM_KINDS, attrs["stream_ids"], inputs, strict=True):
+    for kind, stream_id, name in zip(stream_kinds(ids), ids, inputs, strict=True):
+        if name not in tensors:
+            raise ContainerError(f"layer '{layer}': the {kind.name.lower()} input is missing")
         data = _tensor_bytes(tensors[name])
         entry = toc[stream_id] if stream_id < len(toc) else None
         if entry is None or entry.kind != kind or entry.nbytes != len(data):
@@ -82,7 +91,10 @@ def read_encoded_weight(
         num_entries=int(attrs["num_entries"]),
         num_codes=toc[attrs["stream_ids"][1]].count,
         index_bits=int(attrs["index_bits"]),
+        row_scales=np.frombuffer(raw[4], dtype="<f4").copy() if len(raw) > 4 else None,
     )
+    if encoded.row_scales is not None and toc[ids[4]].count != encoded.row_scales.size:
+        raise ContainerError(f"layer '{layer}': row_scales count differs from the TOC")
     shape = [int(d) for d in attrs["weight_shape"]]
     if node.op_type == CONSTANT_OP and len(shape) < 2:
         return encoded, (1, int(np.prod(shape)))
@@ -146,7 +158,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         matrix = decode_node_weight(node, tensors)
         name = f"{attrs['layer']}.decoded_weight"
         kept = {k: v for k, v in attrs.items() if k not in OWN_ATTRIBUTES}
-        x, bias = node.input[0], list(node.input[BIAS_INPUT : BIAS_INPUT + 1])
+        x, bias = node.input[0], [b for b in node.input[BIAS_INPUT : BIAS_INPUT + 1] if b]
         op = DENSE_OP[node.op_type]
         if op == "Gemm":
             dense.append(numpy_helper.from_array(matrix, name))

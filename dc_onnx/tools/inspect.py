@@ -25,7 +25,7 @@ from dc_onnx.codecs.schema import (
     DOMAIN,
     HEADER_NAME,
     header_input,
-    stream_inputs,
+    stream_names,
 )
 from dc_onnx.codecs.sparse_index import SparseIndexError
 from dc_onnx.errors import InputError
@@ -221,7 +221,7 @@ def _layer(
 ) -> LayerInfo:
     attrs = node_attributes(node)
     shape = [int(d) for d in attrs["weight_shape"]]
-    streams = node.input[stream_inputs(node.op_type)]
+    streams = [s for s in stream_names(node.op_type, node.input, attrs["stream_ids"]) if s]
     codebook = numpy_helper.to_array(tensors[streams[0]]) if not problem else None
     matrix = None
     if problem is None:
@@ -289,7 +289,9 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
     for node in graph.node:
         if node.domain != DOMAIN:
             continue
-        names = [node.input[header_input(node.op_type)], *node.input[stream_inputs(node.op_type)]]
+        ids = next((list(a.ints) for a in node.attribute if a.name == "stream_ids"), [])
+        streams = [s for s in stream_names(node.op_type, node.input, ids) if s]
+        names = [node.input[header_input(node.op_type)], *streams]
         problems = [_load_data(tensors[n], p.parent) for n in names]
         layers.append(_layer(node, tensors, next((q for q in problems if q), None)))
     opset = next((o.version for o in model.opset_import if o.domain == DOMAIN), 0)

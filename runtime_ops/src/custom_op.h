@@ -12,8 +12,8 @@
 
 namespace dc_onnx {
 
-// Inputs of the three compute ops: X, header, codebook, codes, gaps, code_lengths
-// [, bias]. Types by position.
+// Inputs of the compute ops: X, header, codebook, codes, gaps, code_lengths
+// [, bias [, row_scales]]. Types by position.
 inline ONNXTensorElementDataType compressed_input_type(size_t index) {
   switch (index) {
     case 1: case 3: case 4: case 5: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
@@ -49,9 +49,9 @@ OrtStatusPtr guarded(F&& body) noexcept {
 template <typename Kernel>
 class CustomOp : public OrtCustomOp {
  public:
-  // `num_inputs` counts the optional bias, when `last_input_optional`.
-  CustomOp(const char* name, size_t num_inputs, bool last_input_optional)
-      : OrtCustomOp{}, name_(name), num_inputs_(num_inputs), last_optional_(last_input_optional) {
+  // Inputs `first_optional` .. `num_inputs` - 1 are optional (bias, row_scales).
+  CustomOp(const char* name, size_t num_inputs, size_t first_optional)
+      : OrtCustomOp{}, name_(name), num_inputs_(num_inputs), first_optional_(first_optional) {
     // The version ORT reads: fields added after API 17 are never looked at.
     version = kOrtApiVersion;
     GetName = [](const OrtCustomOp* op) { return self(op).name_; };
@@ -61,9 +61,7 @@ class CustomOp : public OrtCustomOp {
     GetOutputTypeCount = [](const OrtCustomOp*) { return size_t{1}; };
     GetOutputType = [](const OrtCustomOp*, size_t i) { return OpTypes<Kernel>::output(i); };
     GetInputCharacteristic = [](const OrtCustomOp* op, size_t i) {
-      const CustomOp& s = self(op);
-      return s.last_optional_ && i + 1 == s.num_inputs_ ? INPUT_OUTPUT_OPTIONAL
-                                                         : INPUT_OUTPUT_REQUIRED;
+      return i >= self(op).first_optional_ ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
     };
     GetOutputCharacteristic = [](const OrtCustomOp*, size_t) { return INPUT_OUTPUT_REQUIRED; };
     GetInputMemoryType = [](const OrtCustomOp*, size_t) { return OrtMemTypeDefault; };
@@ -89,7 +87,7 @@ class CustomOp : public OrtCustomOp {
 
   const char* name_;
   size_t num_inputs_;
-  bool last_optional_;
+  size_t first_optional_;
 };
 
 }  // namespace dc_onnx

@@ -1,5 +1,7 @@
 #include "decoder.h"
 
+#include <climits>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -66,7 +68,11 @@ CsrMatrix decode_layer(const LayerStreams& s, const LayerAttributes& a) {
   if (a.num_entries < 0) fail_decode("num_entries is negative");
   if (a.index_bits < 0 || a.index_bits > 8)
     fail_decode("index_bits " + std::to_string(a.index_bits) + " out of range 0..8");
-  if (a.stream_ids.size() != 4) fail_decode("stream_ids must hold 4 TOC indices");
+  if (a.stream_ids.size() != 4 && a.stream_ids.size() != 5)
+    fail_decode("stream_ids must hold 4 TOC indices (5 with row scales)");
+  const bool scaled = a.stream_ids.size() == 5;
+  if (!scaled && s.row_scales.size != 0)
+    fail_decode("row_scales given but stream_ids holds no index for them");
   const size_t element_size = codebook_element_size(s.codebook_type);
   if (s.codebook.size % element_size != 0)
     fail_decode("codebook stream is " + std::to_string(s.codebook.size) +
@@ -83,6 +89,17 @@ CsrMatrix decode_layer(const LayerStreams& s, const LayerAttributes& a) {
   check_stream(toc, a.stream_ids[3], StreamKind::kCodeLengths, s.code_lengths.data,
                s.code_lengths.size, s.code_lengths.size);
 
+  if (scaled) {
+    if (a.rows < 1 || a.rows > INT32_MAX) fail_decode("row scales for an invalid row count");
+    if (s.codebook_type != CodebookType::kFloat32)
+      fail_decode("row scales need a float32 codebook");
+    if (s.row_scales.size != static_cast<uint64_t>(a.rows) * 4)
+      fail_decode("row_scales stream is " + std::to_string(s.row_scales.size) +
+                  " bytes; " + std::to_string(a.rows) + " rows need " +
+                  std::to_string(static_cast<uint64_t>(a.rows) * 4));
+    check_stream(toc, a.stream_ids[4], StreamKind::kRowScales, s.row_scales.data,
+                 s.row_scales.size, static_cast<uint64_t>(a.rows));
+  }
   if (k < 1 || k > 256)
     fail_decode("codebook has " + std::to_string(k) + " entries (must be 1..256)");
   // As float32 (exact for every codebook type): the decoder checks codebook[0] == 0 and
@@ -102,7 +119,15 @@ CsrMatrix decode_layer(const LayerStreams& s, const LayerAttributes& a) {
   w.num_entries = m;
   w.num_codes = num_codes;
   w.index_bits = static_cast<unsigned>(a.index_bits);
-  return decode_weight(w, a.rows, a.cols);
+  CsrMatrix csr = decode_weight(w, a.rows, a.cols);
+  if (scaled) {
+    csr.row_scale.resize(static_cast<size_t>(a.rows));
+    std::memcpy(csr.row_scale.data(), s.row_scales.data, s.row_scales.size);
+    for (const float v : csr.row_scale)
+      if (!(v > 0.0f) || !std::isfinite(v))
+        fail_decode("row_scales must be finite and positive");
+  }
+  return csr;
 }
 
 }  // namespace dc_onnx

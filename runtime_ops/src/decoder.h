@@ -32,6 +32,7 @@ struct LayerStreams {
   Bytes codes;
   Bytes gaps;
   Bytes code_lengths;
+  Bytes row_scales{};  // float32 per row, host byte order; empty unless stream_ids has 5
   CodebookType codebook_type = CodebookType::kFloat32;
 };
 
@@ -41,7 +42,7 @@ struct LayerAttributes {
   int64_t cols = 0;
   int64_t num_entries = 0;
   int64_t index_bits = 0;
-  std::vector<int64_t> stream_ids;  // codebook, codes, gaps, code_lengths
+  std::vector<int64_t> stream_ids;  // codebook, codes, gaps, code_lengths[, row_scales]
 };
 
 // Validates everything listed in docs/format.md, "Validation" (attributes, header and

@@ -112,4 +112,12 @@ ConstantTensor constant_tensor(const OrtKernelInfo* info, size_t index, const st
   return t;
 }
 
+bool has_input(const OrtKernelInfo* info, size_t index) {
+  size_t count = 0;
+  if (!ok(Ort::GetApi().KernelInfo_GetInputCount(info, &count)) || index >= count) return false;
+  size_t size = 0;  // the name's length plus its terminating zero
+  if (!ok(Ort::GetApi().KernelInfo_GetInputName(info, index, nullptr, &size))) return false;
+  return size > 1;
+}
+
 }  // namespace dc_onnx

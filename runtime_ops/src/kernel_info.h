@@ -52,6 +52,9 @@ void with_layer(const std::string& prefix, F&& body) {
 // Checks a weight_shape attribute: `rank` dims (any of `ranks`), each in 1..2^31-1.
 void check_weight_shape(const std::vector<int64_t>& shape, std::initializer_list<size_t> ranks);
 
+// Whether the node gives input `index` (an optional input may be absent or empty).
+bool has_input(const OrtKernelInfo* info, size_t index);
+
 // A 1-D constant initializer input, read at kernel creation: raw bytes, element count
 // and type. Throws dc_onnx::Error naming `name` when the input is not one.
 struct ConstantTensor {

@@ -13,7 +13,8 @@
 namespace dc_onnx {
 namespace {
 
-const char* const kInputNames[] = {"header", "codebook", "codes", "gaps", "code_lengths"};
+const char* const kInputNames[] = {"header", "codebook",     "codes",
+                                   "gaps",   "code_lengths", "row_scales"};
 
 std::string input_name(size_t index) {
   return std::string("input ") + std::to_string(index) + " (" + kInputNames[index] + ")";
@@ -65,6 +66,11 @@ ConstantKernel::ConstantKernel(const OrtKernelInfo* info) : prefix_(layer_prefix
     streams.codes = byte_input(info, 2);
     streams.gaps = byte_input(info, 3);
     streams.code_lengths = byte_input(info, 4);
+    if (attrs.stream_ids.size() == 5) {
+      const ConstantTensor scales = constant_tensor(info, 5, input_name(5));
+      if (scales.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) fail(input_name(5) + " must be float32");
+      streams.row_scales = Bytes{scales.data, scales.count * 4};
+    }
     const CsrMatrix csr = decode_layer(streams, attrs);
     report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
 
@@ -72,9 +78,15 @@ ConstantKernel::ConstantKernel(const OrtKernelInfo* info) : prefix_(layer_prefix
     dense_.assign(static_cast<size_t>(size) * es, 0);
     const auto cols = static_cast<size_t>(attrs.cols);
     for (size_t r = 0; r < static_cast<size_t>(attrs.rows); ++r)
-      for (size_t e = csr.row_ptr[r]; e < csr.row_ptr[r + 1]; ++e)
-        std::memcpy(dense_.data() + (r * cols + csr.col[e]) * es,
-                    streams.codebook.data + size_t{csr.code[e]} * es, es);
+      for (size_t e = csr.row_ptr[r]; e < csr.row_ptr[r + 1]; ++e) {
+        uint8_t* dst = dense_.data() + (r * cols + csr.col[e]) * es;
+        if (csr.row_scale.empty()) {
+          std::memcpy(dst, streams.codebook.data + size_t{csr.code[e]} * es, es);
+        } else {  // float32 only (the decoder checks): the product, rounded once
+          const float v = csr.row_scale[r] * csr.codebook[csr.code[e]];
+          std::memcpy(dst, &v, sizeof v);
+        }
+      }
   });
 }
 

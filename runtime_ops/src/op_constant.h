@@ -29,6 +29,7 @@ class ConstantKernel {
 template <>
 struct OpTypes<ConstantKernel> {
   static ONNXTensorElementDataType input(size_t index) {
+    if (index == 5) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;  // row_scales
     return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
                       : ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   }

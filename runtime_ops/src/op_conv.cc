@@ -14,13 +14,14 @@
 namespace dc_onnx {
 namespace {
 
-// The decoded weight as dense fp32 [M, C/group * kh * kw], for DenseConv.
+// The decoded weight as dense fp32 [M, C/group * kh * kw], row scales applied, for DenseConv.
 std::vector<float> densify(const CsrMatrix& w) {
   const auto cols = static_cast<size_t>(w.cols);
   std::vector<float> dense(static_cast<size_t>(w.rows) * cols, 0.0f);
   for (size_t r = 0; r < static_cast<size_t>(w.rows); ++r)
     for (size_t j = w.row_ptr[r]; j < w.row_ptr[r + 1]; ++j)
-      dense[r * cols + w.col[j]] = w.codebook[w.code[j]];
+      dense[r * cols + w.col[j]] =
+          w.row_scale.empty() ? w.codebook[w.code[j]] : w.row_scale[r] * w.codebook[w.code[j]];
   return dense;
 }
 
@@ -41,9 +42,7 @@ ConvKernel::ConvKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     // ORT's Conv would pad SAME_* layers differently from one release to the next.
     if (density >= kDenseConvDensity &&
         (attrs_.auto_pad == "NOTSET" || attrs_.auto_pad == "VALID")) {
-      size_t inputs = 0;
-      Ort::ThrowOnError(Ort::GetApi().KernelInfo_GetInputCount(info, &inputs));
-      dense_ = std::make_unique<DenseConv>(info, densify(w), shape, attrs_, inputs > 6);
+      dense_ = std::make_unique<DenseConv>(info, densify(w), shape, attrs_, has_input(info, 6));
       return;
     }
     taps_ = pack_taps(w, taps);

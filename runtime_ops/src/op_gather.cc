@@ -86,6 +86,7 @@ GatherKernel::GatherKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(inf
     const CsrMatrix w = load_compressed_weight(info, rows_, width_);
     codebook_ = w.codebook;
     codebook_[0] = 0.0f;  // also when stored as -0.0: unstored weights are +0
+    row_scale_ = w.row_scale;
     const auto rows = static_cast<size_t>(rows_);
     const auto width = static_cast<size_t>(width_);
     const size_t col_bytes = width_ <= 65536 ? 2 : 4;
@@ -114,6 +115,14 @@ GatherKernel::GatherKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(inf
 void GatherKernel::expand_row(int64_t row, float* out) const {
   const auto width = static_cast<size_t>(width_);
   const auto r = static_cast<size_t>(row);
+  expand_codes_of(r, out);
+  if (row_scale_.empty()) return;
+  const float s = row_scale_[r];  // the same product, rounded once, as every decoder
+  for (size_t j = 0; j < width; ++j) out[j] = s * out[j];
+}
+
+void GatherKernel::expand_codes_of(size_t r, float* out) const {
+  const auto width = static_cast<size_t>(width_);
   if (dense_) {
     expand_codes(codes_.data() + r * width, width, codebook_.data(), out);
     return;

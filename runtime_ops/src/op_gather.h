@@ -21,6 +21,8 @@ class GatherKernel {
  private:
   // Writes table row `row` (already in 0..rows_-1) to `out` (width_ floats).
   void expand_row(int64_t row, float* out) const;
+  // The row's codebook values, before its row scale.
+  void expand_codes_of(size_t r, float* out) const;
 
   std::string prefix_;
   int64_t rows_ = 0;             // vocabulary size: weight_shape[0]
@@ -34,6 +36,7 @@ class GatherKernel {
   std::vector<uint16_t> col16_;  // CSR, width_ <= 65536
   std::vector<uint32_t> col32_;  // CSR, wider rows
   std::array<float, 256> codebook_{};
+  std::vector<float> row_scale_;  // empty, or one per table row: multiplies the row
 };
 
 // Input 0 takes indices of any type (the kernel accepts int32 and int64); output float32.

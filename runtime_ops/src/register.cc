@@ -14,11 +14,13 @@ namespace {
 using dc_onnx::CustomOp;
 
 // Op descriptions live for the whole process (ORT keeps pointers to them).
-const CustomOp<dc_onnx::GemmKernel> kGemmOp("CompressedGemm", 7, true);
-const CustomOp<dc_onnx::MatMulKernel> kMatMulOp("CompressedMatMul", 6, false);
-const CustomOp<dc_onnx::ConvKernel> kConvOp("CompressedConv", 7, true);
-const CustomOp<dc_onnx::ConstantKernel> kConstantOp("CompressedConstant", 5, false);
-const CustomOp<dc_onnx::GatherKernel> kGatherOp("CompressedGather", 6, false);
+// Optional: the bias (input 6; MatMul and Gather have none, the slot stays empty) and the
+// row scales (input 7; CompressedConstant: input 5).
+const CustomOp<dc_onnx::GemmKernel> kGemmOp("CompressedGemm", 8, 6);
+const CustomOp<dc_onnx::MatMulKernel> kMatMulOp("CompressedMatMul", 8, 6);
+const CustomOp<dc_onnx::ConvKernel> kConvOp("CompressedConv", 8, 6);
+const CustomOp<dc_onnx::ConstantKernel> kConstantOp("CompressedConstant", 6, 5);
+const CustomOp<dc_onnx::GatherKernel> kGatherOp("CompressedGather", 8, 6);
 
 constexpr const char* kDomain = "ai.dc_onnx";
 

@@ -27,6 +27,7 @@ const char* stream_name(StreamKind kind) noexcept {
     case StreamKind::kCodes: return "codes";
     case StreamKind::kGaps: return "gaps";
     case StreamKind::kCodeLengths: return "code_lengths";
+    case StreamKind::kRowScales: return "row_scales";
   }
   return "unknown";
 }
@@ -38,9 +39,11 @@ std::vector<TocEntry> parse_header(const uint8_t* data, size_t size) {
   if (std::memcmp(data, kMagic, sizeof kMagic) != 0)
     fail_decode("side-file header has a wrong magic (not a dc-onnx weight file?)");
   const auto version = load_le<uint16_t>(data + 8);
-  if (version != kFormatVersion)
-    fail_decode("side-file format_version " + std::to_string(version) + " is not supported (this "
-                "library reads version " + std::to_string(kFormatVersion) + ")");
+  if (version < kMinFormatVersion || version > kMaxFormatVersion)
+    fail_decode("side-file format_version " + std::to_string(version) +
+                " is not supported (this library reads versions " +
+                std::to_string(kMinFormatVersion) + " to " + std::to_string(kMaxFormatVersion) +
+                ")");
   if (load_le<uint16_t>(data + 10) != 0 || load_le<uint32_t>(data + 20) != 0)
     fail_decode("side-file header has non-zero reserved fields (side file corrupted?)");
   const uint64_t n_streams = load_le<uint32_t>(data + 12);
@@ -63,7 +66,7 @@ std::vector<TocEntry> parse_header(const uint8_t* data, size_t size) {
     t.kind = load_le<uint16_t>(e + 28);
     const std::string where = "side-file TOC entry " + std::to_string(i);
     if (load_le<uint16_t>(e + 30) != 0) fail_decode(where + " has a non-zero reserved field");
-    if (t.kind < 1 || t.kind > 4)
+    if (t.kind < 1 || t.kind > 5)
       fail_decode(where + " has unknown kind " + std::to_string(t.kind));
     // Streams follow the header; offset + nbytes must not wrap around.
     if (t.offset < size || t.nbytes > UINT64_MAX - t.offset)

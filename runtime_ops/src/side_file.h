@@ -8,7 +8,13 @@
 
 namespace dc_onnx {
 
-enum class StreamKind : uint16_t { kCodebook = 1, kCodes = 2, kGaps = 3, kCodeLengths = 4 };
+enum class StreamKind : uint16_t {
+  kCodebook = 1,
+  kCodes = 2,
+  kGaps = 3,
+  kCodeLengths = 4,
+  kRowScales = 5,  // format version 2
+};
 
 const char* stream_name(StreamKind kind) noexcept;
 
@@ -22,7 +28,9 @@ struct TocEntry {
 
 constexpr size_t kHeaderFixedSize = 24;
 constexpr size_t kTocEntrySize = 32;
-constexpr uint16_t kFormatVersion = 1;
+// Versions this library reads (docs/format.md says what each one added); it writes none.
+constexpr uint16_t kMinFormatVersion = 1;
+constexpr uint16_t kMaxFormatVersion = 2;
 
 // Parses and validates the header bytes (magic, version, reserved fields, size,
 // TOC CRC). Throws dc_onnx::DecodeError on any defect.

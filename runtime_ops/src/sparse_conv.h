@@ -22,6 +22,7 @@ struct ConvTaps {
   std::vector<uint8_t> code;
   std::vector<uint32_t> key;
   std::array<float, 256> codebook{};
+  std::vector<float> row_scale;  // empty, or one per output channel (applied to the sums)
   unsigned tap_bits = 0;
 };
 

@@ -15,6 +15,7 @@ namespace {
 constexpr int64_t kFewRows = 4;
 
 inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
+  if (ep.scale != nullptr) acc *= ep.scale[n];
   float v = ep.alpha == 1.0f ? acc : ep.alpha * acc;
   if (ep.c != nullptr) v += ep.beta * ep.c[m * ep.c_sm + n * ep.c_sn];
   return v;
@@ -100,6 +101,7 @@ CodedRows pack_rows(const CsrMatrix& m) {
   w.ptr = m.row_ptr;
   w.code = m.code;
   w.codebook = m.codebook;
+  w.row_scale = m.row_scale;
   w.small_codebook = true;
   for (size_t i = 32; i < w.codebook.size(); ++i) w.small_codebook &= w.codebook[i] == 0.0f;
   if (m.cols <= 65536)
@@ -109,8 +111,16 @@ CodedRows pack_rows(const CsrMatrix& m) {
   return w;
 }
 
+// The caller's epilogue with W's row scales.
+Epilogue scaled(const CodedRows& w, const Epilogue& ep) {
+  Epilogue out = ep;
+  out.scale = w.row_scale.empty() ? nullptr : w.row_scale.data();
+  return out;
+}
+
 void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
-                  int64_t num_rows, float* y, const Epilogue& ep) {
+                  int64_t num_rows, float* y, const Epilogue& given) {
+  const Epilogue ep = scaled(w, given);
   if (num_rows < kFewRows) {
     dot_rows(ctx, w, a, num_rows, y, ep);
     if (any_non_finite(a, static_cast<size_t>(num_rows * w.cols)))  // IEEE: non_finite.h
@@ -125,7 +135,8 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
 }
 
 void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMajorProblem& pr,
-                    const Epilogue& ep) {
+                    const Epilogue& given) {
+  const Epilogue ep = scaled(w, given);
   const int64_t n_out = w.rows;
   if (pr.batches == 0 || pr.p == 0 || n_out == 0) return;
   const int64_t p_blocks = (pr.p + kPanel - 1) / kPanel;

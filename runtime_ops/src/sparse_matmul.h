@@ -23,17 +23,20 @@ struct CodedRows {
   std::vector<uint16_t> col16;  // used when cols <= 65536
   std::vector<uint32_t> col32;  // otherwise
   std::array<float, 256> codebook{};
+  std::vector<float> row_scale;  // empty, or one per row: multiplies that row's sums
   bool small_codebook = false;  // entries 32.. are all zero (never referenced)
 };
 CodedRows pack_rows(const CsrMatrix& m);
 
-// y = alpha * acc + beta * C[m * c_sm + n * c_sn] (C may be null: no bias term).
+// y = alpha * scale[n] * acc + beta * C[m * c_sm + n * c_sn] (C may be null: no bias term;
+// scale is W's row scales, filled in by the products from CodedRows::row_scale).
 struct Epilogue {
   float alpha = 1.0f;
   float beta = 0.0f;
   const float* c = nullptr;
   int64_t c_sm = 0;
   int64_t c_sn = 0;
+  const float* scale = nullptr;
 };
 
 // Row-major activations A [num_rows, K]: for m < num_rows, n < W.rows

@@ -17,6 +17,8 @@ struct CsrMatrix {
   std::vector<uint32_t> col;
   std::vector<uint8_t> code;          // codebook index per entry; its value is never 0
   std::array<float, 256> codebook{};  // zero past the stored codebook's k entries
+  // Empty, or one float32 per row: W[r, c] = float32(row_scale[r] * codebook[code]).
+  std::vector<float> row_scale;
   uint64_t symbols = 0;               // Huffman symbols decoded (gaps + codes)
   uint64_t decode_ns = 0;             // time spent in the Huffman decoder alone
 };

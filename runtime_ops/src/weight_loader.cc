@@ -10,7 +10,8 @@
 namespace dc_onnx {
 namespace {
 
-const char* const kInputNames[] = {"X", "header", "codebook", "codes", "gaps", "code_lengths"};
+const char* const kInputNames[] = {"X",    "header",       "codebook", "codes",
+                                   "gaps", "code_lengths", "bias",     "row_scales"};
 
 // The raw bytes of constant input `index`, which must be a 1-D tensor of `type`.
 Bytes constant_input(const OrtKernelInfo* info, size_t index, ONNXTensorElementDataType type,
@@ -41,6 +42,10 @@ CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_
   streams.codes = constant_input(info, 3, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
   streams.gaps = constant_input(info, 4, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
   streams.code_lengths = constant_input(info, 5, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+  if (attrs.stream_ids.size() == 5) {
+    if (num_inputs < 8) fail("stream_ids names row scales but the node has no input 7");
+    streams.row_scales = constant_input(info, 7, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4);
+  }
 
   CsrMatrix csr = decode_layer(streams, attrs);
   report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
