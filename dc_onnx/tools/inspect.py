@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, numpy_helper
 
+from dc_onnx.codecs import decode_codes
 from dc_onnx.codecs.container import HEADER_SIZE, ContainerError
 from dc_onnx.codecs.huffman import HuffmanError
 from dc_onnx.codecs.schema import (
@@ -31,7 +32,7 @@ from dc_onnx.codecs.sparse_index import SparseIndexError
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_proto
 from dc_onnx.layers import DEFAULT_MIN_ELEMENTS
-from dc_onnx.tools.decompile import decode_node_weight, node_attributes
+from dc_onnx.tools.decompile import decode_node_weight, node_attributes, read_encoded_weight
 
 __all__ = ["DenseNode", "InspectResult", "LayerInfo", "inspect", "load_compiled"]
 
@@ -58,6 +59,10 @@ class LayerInfo:
     # The decoded weight and its codebook: what `--plot` draws; never serialised.
     matrix: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     codebook: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    # Row-scaled weights (format version 2): the scales, and the codes (flat, row-major of
+    # the stored matrix), which the decoded values no longer give back one to one.
+    row_scales: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    codes: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def density(self) -> float:
@@ -65,7 +70,7 @@ class LayerInfo:
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        del data["matrix"], data["codebook"]
+        del data["matrix"], data["codebook"], data["row_scales"], data["codes"]
         return {**data, "density": self.density}
 
 
@@ -223,10 +228,14 @@ def _layer(
     shape = [int(d) for d in attrs["weight_shape"]]
     streams = [s for s in stream_names(node.op_type, node.input, attrs["stream_ids"]) if s]
     codebook = numpy_helper.to_array(tensors[streams[0]]) if not problem else None
-    matrix = None
+    matrix = scales = codes = None
     if problem is None:
         try:
             matrix = decode_node_weight(node, tensors)
+            encoded, stored = read_encoded_weight(node, tensors)
+            if encoded.row_scales is not None:
+                scales = encoded.row_scales
+                codes = decode_codes(encoded, stored[0] * stored[1])
         except _DECODE_ERRORS as e:
             problem = str(e).removeprefix(f"layer '{attrs.get('layer', node.name)}': ")
     sizes = [_stored_bytes(tensors[name]) for name in streams]
@@ -247,6 +256,8 @@ def _layer(
         problem=problem,
         matrix=matrix,
         codebook=codebook,
+        row_scales=scales,
+        codes=codes,
     )
 
 

@@ -80,6 +80,9 @@ def _weights(plt: Any, layers: Sequence[LayerInfo], originals: Mapping[str, np.n
     for ax, layer in zip(axes, layers, strict=True):
         assert layer.matrix is not None and layer.codebook is not None
         values = originals.get(layer.name, layer.matrix).ravel()
+        if layer.row_scales is not None:  # the shared values are normalised: so are these
+            rows = layer.row_scales.size
+            values = (layer.matrix.reshape(rows, -1) / layer.row_scales[:, None]).ravel()
         ax.hist(values[values != 0], bins=120, color=_BAR, histtype="stepfilled")
         ax.set_yscale("log")
         centroids = layer.codebook[1:]
@@ -96,7 +99,10 @@ def _codes_and_gaps(plt: Any, layers: Sequence[LayerInfo]) -> tuple[Any, Any]:
     gaps_fig, gap_axes = _grid(plt, len(layers), "relative indices: frequency and code length")
     for layer, code_ax, gap_ax in zip(layers, code_axes, gap_axes, strict=True):
         assert layer.matrix is not None and layer.codebook is not None
-        codebook, codes = split_codebook(layer.matrix)
+        if layer.codes is not None:  # row-scaled: the codes come from the stream itself
+            codebook, codes = layer.codebook, layer.codes
+        else:
+            codebook, codes = split_codebook(layer.matrix)
         gaps, stored = sparse_index.to_entries(codes.ravel(), layer.index_bits)
         for ax, symbols, alphabet, what in (
             (code_ax, stored, codebook.size, "codebook index"),
