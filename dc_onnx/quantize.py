@@ -215,6 +215,15 @@ def _lloyd(
     return centroids, iterations
 
 
+def kmeans_sorted_values(
+    x: np.ndarray, k: int, init: Init, max_iterations: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, int]:
+    """(centroids, iterations) of kmeans_1d on already sorted finite values with more than
+    k distinct ones: the same start and iterations, for callers that hold the sorted
+    values (large weights, dc_onnx.large_weights). Needs three float64 copies of x."""
+    return _lloyd(_SortedValues(np.asarray(x, np.float64)), k, init, max_iterations, seed)
+
+
 def nearest(centroids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Index of the nearest of the sorted `centroids` for each value."""
     bounds = (centroids[1:] + centroids[:-1]) / 2

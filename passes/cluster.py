@@ -97,8 +97,7 @@ class ClusterPass(CompilerPass):
             bits = bits_of(self.options, group)
             if isinstance(group, WeightGroup) and is_large(group):  # never copied whole
                 o = self.options
-                iterations = o.max_iterations if o.max_iterations is not None else 100
-                stats = cluster_large(group, (1 << bits) - 1, self.init, iterations, o.seed)
+                stats = cluster_large(group, (1 << bits) - 1, self.init, o.max_iterations, o.seed)
                 layers[group.name] = {"bits": bits, **stats}
                 modified = True
                 continue

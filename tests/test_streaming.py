@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 
 import dc_onnx
-from conftest import cnn_model, mlp_model, run, save
-from dc_onnx import blocks, scratch
+from conftest import cnn_model, make_model, mlp_model, run, save
+from dc_onnx import blocks, quantize, scratch
 from dc_onnx.codecs import encode_weight
 from dc_onnx.codecs.blocks import encode_blocks
 from dc_onnx.io import side_file_of
@@ -144,3 +145,27 @@ def test_large_weight_paths_compile_to_a_working_model(
 def _input_shape(model) -> list[int | str]:  # type: ignore[no-untyped-def]
     dims = model.graph.input[0].type.tensor_type.shape.dim
     return [d.dim_param or d.dim_value for d in dims]
+
+
+def test_large_weights_get_the_mse_start_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above one block a weight is clustered by the block path; with the default mse start
+    its shared values are those the in-memory path finds (row scales aside: the block path
+    keeps one codebook), not the linear start's, which outliers strand."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 48)).astype(np.float32)
+    w[0, :3] = [40.0, -35.0, 30.0]  # a few outliers, as a folded BatchNorm leaves
+    node = onnx.helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
+    model = make_model([node], {"x": ["N", 64]}, {"y": ["N", 48]}, {"W": w})
+    source = save(model, tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(sparsity=0.0, bits_fc=5)
+    monkeypatch.setattr(quantize, "rows_pay", lambda *args: False)
+    dc_onnx.compile(source, tmp_path / "a.onnx", options)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 256)
+    dc_onnx.compile(source, tmp_path / "b.onnx", options)
+    in_memory, large = decode_model(tmp_path / "a.onnx"), decode_model(tmp_path / "b.onnx")
+    a, b = (onnx.numpy_helper.to_array(m.graph.initializer[0]) for m in (in_memory, large))
+    np.testing.assert_array_equal(a, b)
+    expected = quantize.quantize(w, 5)  # what the budget's simulation gets
+    np.testing.assert_array_equal(b, expected)
