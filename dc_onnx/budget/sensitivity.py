@@ -19,7 +19,7 @@ from typing import Any
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
 from dc_onnx.budget.simulate import Simulator
-from dc_onnx.layers import WeightGroup
+from dc_onnx.layers import AnalysedWeight
 from dc_onnx.quantize import Init, prune_array, quantize
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class LayerSensitivity:
-    group: WeightGroup
+    group: AnalysedWeight
     sizes: LayerSizes
     # Measured points only: a sweep stops once the error is beyond any budget in play.
     bits_error: dict[int, float]  # k-means bits -> error, no pruning
@@ -119,7 +119,7 @@ def _pct(x: float | None) -> str:
 
 
 def analyze(
-    groups: Sequence[WeightGroup],
+    groups: Sequence[AnalysedWeight],
     simulator: Simulator,
     calibration: Calibration,
     give_up: float | None = None,

@@ -5,9 +5,12 @@ original over the whole calibration set, ||y - y0|| / ||y0||; the worst output c
 Classifier outputs (2-D float, more than one class) also get top-1 agreement.
 
 `Simulator` runs the uncompressed model with some weights replaced by their simulated
-(pruned, quantized, dense float) arrays. Every compressible weight that is a main-graph
-initializer becomes a graph input once, so one session serves every candidate; a weight
-found elsewhere (a subgraph) is swapped by rebuilding the session instead.
+(pruned, quantized, dense, in the weight's dtype) arrays. Every analysed weight that is a
+main-graph initializer becomes a graph input once, so one session serves every candidate:
+layer weights and storage-form weights alike (canonicalize lifts the weights of If/Loop
+bodies to the main graph, where the bodies read them as outer-scope values, and those
+can be graph inputs as well). A weight found elsewhere is swapped by rebuilding the
+session instead.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import onnx_ir as ir
 
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.errors import InputError
-from dc_onnx.layers import WeightGroup
+from dc_onnx.layers import AnalysedWeight
 
 Outputs = list[list[np.ndarray]]  # per calibration batch, per model output
 
@@ -140,7 +143,7 @@ class Simulator:
     """The model in plain ORT with chosen weights swapped (see the module docstring)."""
 
     def __init__(
-        self, model: ir.Model, groups: Sequence[WeightGroup], calibration: Calibration
+        self, model: ir.Model, groups: Sequence[AnalysedWeight], calibration: Calibration
     ) -> None:
         self.calibration = calibration
         self.groups = list(groups)
