@@ -196,7 +196,8 @@ class _SafetyNet:
     def keep_more(self, measured: float) -> bool:
         """Mark more weights to keep exact; False when there are none left to keep."""
         allocator, allocation = self.allocate.allocator, self.allocate.allocation
-        assert allocator is not None and allocation is not None
+        if allocator is None or allocation is None:
+            return False  # nothing was analysed: only lossless weights were compressed
         if self.ranked is None:
             total, self.ranked = safety.rank(allocator, allocation.settings)
             self.count = safety.how_many(allocator, allocation.settings, self.ranked, self.limit)
