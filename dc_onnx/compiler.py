@@ -137,7 +137,7 @@ def compile(
         scratch_directory(parent, prefix=f".{Path(output or 'dc-onnx').name}"),
         unsaved or contextlib.nullcontext(""),
     ):
-        net = _SafetyNet(allocate, limit) if allocate is not None else None
+        net = safety.SafetyNet(allocate, limit) if allocate is not None else None
         for attempt in itertools.count():
             current = source if attempt == 0 else fresh()
             report, compiled = _compile_once(current, passes, original_bytes, options, allocate)
@@ -180,51 +180,6 @@ def compile(
             100 * (report.error or {}).get("relative_l2", float("nan")), 100 * limit, limit,
         )  # fmt: skip
     return CompileResult(compiled, report)
-
-
-class _SafetyNet:
-    """Keeps the weights most responsible for a compiled model over budget exact
-    (dc_onnx/budget/safety.py): as many as the simulation asks for, then twice as many
-    at each further miss, up to every compressed weight."""
-
-    def __init__(self, allocate: AllocatePass, limit: float) -> None:
-        self.allocate = allocate
-        self.limit = limit
-        self.ranked: list[safety.Contribution] | None = None
-        self.count = 0
-
-    def keep_more(self, measured: float) -> bool:
-        """Mark more weights to keep exact; False when there are none left to keep."""
-        allocator, allocation = self.allocate.allocator, self.allocate.allocation
-        if allocator is None or allocation is None:
-            return False  # nothing was analysed: only lossless weights were compressed
-        if self.ranked is None:
-            total, self.ranked = safety.rank(allocator, allocation.settings)
-            self.count = safety.how_many(allocator, allocation.settings, self.ranked, self.limit)
-            logger.info(
-                "compiled model at %.4g (simulated %.4g), over the budget %.4g: keeping the %d "
-                "weight(s) that contribute most exact", measured, total, self.limit, self.count,
-            )  # fmt: skip
-        elif self.count >= len(self.ranked):
-            return False
-        else:
-            self.count = min(2 * self.count, len(self.ranked))
-            logger.info(
-                "compiled model still at %.4g, over the budget %.4g: keeping %d weight(s) exact",
-                measured, self.limit, self.count,
-            )  # fmt: skip
-        if not self.ranked:
-            return False
-        self.allocate.keep_exact({
-            c.weight: (
-                f"safety net: the compiled model measured {measured:.4g}, over the budget "
-                f"{self.limit:g}; this weight's contribution (simulated, leave-one-out) was "
-                f"{c.contribution:.4g}"
-            )
-            for c in self.ranked[: self.count]
-            if c.weight not in self.allocate.kept_exact
-        })  # fmt: skip
-        return True
 
 
 def _calibration(options: CompileOptions, graph: ir.Graph) -> Calibration | None:

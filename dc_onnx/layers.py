@@ -54,6 +54,12 @@ ANNOTATIONS = ("sparsity", "bits", "index_bits", "keep")
 KEPT_REASON = "kept exact: compressing it would cost more error than the budget allows"
 
 
+def annotation(weight: ir.Value, key: str) -> float | None:
+    """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
+    text = weight.metadata_props.get(ANNOTATION_PREFIX + key)
+    return None if text is None else float(text)
+
+
 @dataclasses.dataclass(frozen=True)
 class Layer:
     """One node that reads a compressible weight."""
@@ -102,8 +108,7 @@ class WeightGroup:
 
     def annotation(self, key: str) -> float | None:
         """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
-        text = self.weight.metadata_props.get(ANNOTATION_PREFIX + key)
-        return None if text is None else float(text)
+        return annotation(self.weight, key)
 
     def array(self) -> np.ndarray:
         return weight_values(self.weight)
@@ -269,8 +274,7 @@ class StoredWeight:
 
     def annotation(self, key: str) -> float | None:
         """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
-        text = self.weight.metadata_props.get(ANNOTATION_PREFIX + key)
-        return None if text is None else float(text)
+        return annotation(self.weight, key)
 
     def stored_matrix(self, array: np.ndarray | None = None) -> np.ndarray:
         """The [rows, cols] matrix the storage form encodes: the first dim by the rest."""

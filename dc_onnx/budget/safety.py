@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from dc_onnx.budget.allocate import AIM, Allocator
 from dc_onnx.budget.candidates import KEEP, Setting
+
+if TYPE_CHECKING:
+    from dc_onnx.passes.allocate import AllocatePass
 
 logger = logging.getLogger(__name__)
 
@@ -57,3 +61,48 @@ def how_many(
             return count
         count *= 2
     return len(ranked)
+
+
+class SafetyNet:
+    """Keeps the weights most responsible for a compiled model over budget exact
+    (see the module docstring): as many as the simulation asks for, then twice as many
+    at each further miss, up to every compressed weight."""
+
+    def __init__(self, allocate: AllocatePass, limit: float) -> None:
+        self.allocate = allocate
+        self.limit = limit
+        self.ranked: list[Contribution] | None = None
+        self.count = 0
+
+    def keep_more(self, measured: float) -> bool:
+        """Mark more weights to keep exact; False when there are none left to keep."""
+        allocator, allocation = self.allocate.allocator, self.allocate.allocation
+        if allocator is None or allocation is None:
+            return False  # nothing was analysed: only lossless weights were compressed
+        if self.ranked is None:
+            total, self.ranked = rank(allocator, allocation.settings)
+            self.count = how_many(allocator, allocation.settings, self.ranked, self.limit)
+            logger.info(
+                "compiled model at %.4g (simulated %.4g), over the budget %.4g: keeping the %d "
+                "weight(s) that contribute most exact", measured, total, self.limit, self.count,
+            )  # fmt: skip
+        elif self.count >= len(self.ranked):
+            return False
+        else:
+            self.count = min(2 * self.count, len(self.ranked))
+            logger.info(
+                "compiled model still at %.4g, over the budget %.4g: keeping %d weight(s) exact",
+                measured, self.limit, self.count,
+            )  # fmt: skip
+        if not self.ranked:
+            return False
+        self.allocate.keep_exact({
+            c.weight: (
+                f"safety net: the compiled model measured {measured:.4g}, over the budget "
+                f"{self.limit:g}; this weight's contribution (simulated, leave-one-out) was "
+                f"{c.contribution:.4g}"
+            )
+            for c in self.ranked[: self.count]
+            if c.weight not in self.allocate.kept_exact
+        })  # fmt: skip
+        return True
