@@ -8,16 +8,14 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from coverage_models import if_branches, recurrent
-from onnx import helper
 from test_budget import _two_paths
 from test_retrain import _data, _mlp
 
 import dc_onnx
-from conftest import make_model, save
+from conftest import save
 from dc_onnx import compiler
 from dc_onnx.budget.allocate import Allocation, Allocator
 from dc_onnx.budget.candidates import Setting
@@ -54,28 +52,11 @@ def test_storage_weights_are_analysed_and_kept_within_budget(
         assert setting["bits"] >= 2
 
 
-def _sensitive_and_saturated() -> onnx.ModelProto:
-    """`_two_paths` with a sensitive weight above the storage threshold (8192 elements)."""
-    rng = np.random.default_rng(5)
-    inits = {
-        "sensitive": rng.standard_normal((32, 256)).astype(np.float32) * 0.2,
-        "saturated": rng.standard_normal((32, 128)).astype(np.float32) * 0.01,
-        "shift": np.full(128, 60.0, np.float32),
-    }
-    nodes = [
-        helper.make_node("MatMul", ["x", "sensitive"], ["y"], name="direct"),
-        helper.make_node("MatMul", ["x", "saturated"], ["h"], name="hidden"),
-        helper.make_node("Add", ["h", "shift"], ["hs"]),
-        helper.make_node("Tanh", ["hs"], ["z"]),
-    ]
-    return make_model(nodes, {"x": ["N", 32]}, {"y": ["N", 256], "z": ["N", 128]}, inits)
-
-
 def test_a_layer_weight_kept_dense_stays_exact(tmp_path: Path) -> None:
     # Kept by the allocation, a layer weight is no layer: it must not turn into a storage
     # weight that the cluster pass quantizes to --bits-other (the compiled model then
     # held a change the allocation never simulated).
-    source = save(_sensitive_and_saturated(), tmp_path / "m.onnx")
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")  # 8192 weights
     options = dc_onnx.CompileOptions(max_error=0.001)
     report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
     assert report.within_budget and report.kept_dense == ["direct"]
