@@ -8,10 +8,12 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from coverage_models import if_branches, recurrent
 from test_budget import _two_paths
+from test_embedding import embedding_model
 from test_retrain import _data, _mlp
 
 import dc_onnx
@@ -128,3 +130,20 @@ def test_retraining_without_max_error_raises_no_budget_alarm(
     caplog.clear()
     assert main([*args, "--max-error", "1e-6"]) == 3
     assert "exceeds the budget" in caplog.text
+
+
+def test_an_allocated_table_sparsity_is_applied(tmp_path: Path) -> None:
+    # The prune pass used to ignore the allocation's sparsity for embedding tables: the
+    # compiled table must hold the zeros the allocation measured.
+    table = np.random.default_rng(3).standard_normal((300, 24)).astype(np.float32)
+    source = save(embedding_model(table, 1), tmp_path / "m.onnx")
+    calibration = tmp_path / "idx.npz"
+    np.savez(calibration, idx=np.arange(200, dtype=np.int64))
+    options = dc_onnx.CompileOptions(calibration=calibration, max_error=0.5)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    (stats,) = [p.stats for p in report.passes if p.name == "allocate"]
+    sparsity = stats["layers"]["emb"]["setting"]["sparsity"]
+    assert sparsity >= 0.2
+    (layer,) = report.layers
+    assert layer.density == pytest.approx(1 - sparsity, abs=0.01)
+    assert report.within_budget
