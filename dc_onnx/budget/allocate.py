@@ -22,6 +22,7 @@ import numpy as np
 from dc_onnx.budget.candidates import KEEP, Setting
 from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity
 from dc_onnx.budget.simulate import OutputError, Simulator
+from dc_onnx.layers import row_axis_of
 from dc_onnx.quantize import quantize
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,13 @@ class Allocator:
         if key not in self._arrays:
             assert setting.bits is not None
             sizes = layer.sizes
-            self._arrays[key] = quantize(sizes.array, setting.bits, setting.sparsity, sizes.init)
+            self._arrays[key] = quantize(
+                sizes.array,
+                setting.bits,
+                setting.sparsity,
+                sizes.init,
+                row_axis=row_axis_of(sizes.group),
+            )
         return self._arrays[key]
 
     def _evaluate(self, settings: dict[str, Setting]) -> tuple[OutputError, float, int]:

@@ -21,7 +21,7 @@ import numpy as np
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
 from dc_onnx.budget.simulate import Simulator
-from dc_onnx.layers import AnalysedWeight
+from dc_onnx.layers import AnalysedWeight, row_axis_of
 from dc_onnx.quantize import Init, prune_array, quantize
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,8 @@ class Analysis:
         start = time.perf_counter()
         array = layer.sizes.array
         if knob == "bits":
-            simulated = quantize(array, int(value), 0.0, self.init)
+            row_axis = row_axis_of(layer.sizes.group)  # row scales where the compiler takes them
+            simulated = quantize(array, int(value), 0.0, self.init, row_axis=row_axis)
             curve = layer.bits
         else:
             simulated = prune_array(array, "sparsity", float(value))
