@@ -19,6 +19,8 @@ from typing import Literal
 
 import numpy as np
 
+from dc_onnx import blocks
+
 logger = logging.getLogger(__name__)
 
 # mse: the least squared error we know how to reach fast (companded start, empty clusters
@@ -405,7 +407,9 @@ def quantize(
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     pruned = prune_array(array, "sparsity", sparsity) if sparsity > 0 else array
     k = (1 << bits) - 1
-    if row_axis is not None and array.ndim >= 2:
+    # A weight above one block is clustered block by block, with one codebook
+    # (dc_onnx.large_weights): no row scales there either.
+    if row_axis is not None and array.ndim >= 2 and array.nbytes <= blocks.BLOCK_BYTES:
         matrix = np.moveaxis(pruned, row_axis, 0)
         moved_shape = matrix.shape
         weights = None

@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 
 import dc_onnx
 from conftest import compile_model, make_model, run
+from dc_onnx import blocks
 from dc_onnx.codecs.container import FORMAT_VERSION, ContainerError
 from dc_onnx.io import side_file_of
 from dc_onnx.layers import annotate_rows, find_weight_groups
@@ -240,3 +241,15 @@ def test_flipped_bytes_of_row_scales_are_detected(tmp_path: Path) -> None:
             run(compiled, {"x": np.zeros((1, 40), np.float32)})
         assert "dc_onnx" in str(info.value) and "tiny" in str(info.value), offset
     side.write_bytes(original)
+
+
+def test_quantize_keeps_one_codebook_above_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The block path (weights above blocks.BLOCK_BYTES) has no row scales: nor does the
+    simulation of such a weight."""
+    rng = np.random.default_rng(0)
+    spread = (rng.standard_normal((64, 128)) * np.exp(rng.standard_normal((64, 1)) * 2)).astype(
+        np.float32
+    )
+    assert not np.array_equal(quantize(spread, 8, row_axis=0), quantize(spread, 8))
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", spread.nbytes - 1)
+    assert np.array_equal(quantize(spread, 8, row_axis=0), quantize(spread, 8))
