@@ -108,6 +108,18 @@ OrtApi make_api() {
     *out = info->node->constants.size();
     return nullptr;
   };
+  // Every input the node has is given (has_input): its name is never empty.
+  api.KernelInfo_GetInputName = [](const OrtKernelInfo* info, size_t index, char* out,
+                                   size_t* size) noexcept -> OrtStatus* {
+    if (index >= info->node->constants.size()) return error("input index out of range");
+    static const char kName[] = "input";
+    if (out != nullptr) {
+      if (*size < sizeof kName) return error("buffer too small");
+      std::memcpy(out, kName, sizeof kName);
+    }
+    *size = sizeof kName;
+    return nullptr;
+  };
   api.KernelInfo_GetNodeName = [](const OrtKernelInfo*, char* out, size_t* size) noexcept
       -> OrtStatus* {
     static const char kName[] = "fuzz_node";

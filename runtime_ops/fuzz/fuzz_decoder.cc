@@ -27,14 +27,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (const auto* v = get("num_entries"); v != nullptr && !v->empty()) a.num_entries = (*v)[0];
   if (const auto* v = get("index_bits"); v != nullptr && !v->empty()) a.index_bits = (*v)[0];
   if (const auto* v = get("stream_ids")) a.stream_ids = *v;
-  const dc_onnx::LayerStreams s{layer.header, layer.streams[0], layer.streams[1],
-                                layer.streams[2], layer.streams[3]};
+  const dc_onnx::LayerStreams s{layer.header,     layer.streams[0], layer.streams[1],
+                                layer.streams[2], layer.streams[3], layer.streams[4]};
   try {
     const dc_onnx::CsrMatrix m = dc_onnx::decode_layer(s, a);
     // What the kernels index with: rows + 1 monotone offsets ending at the non-zeros,
     // columns inside the row, codes that select a non-zero codebook value.
     if (m.row_ptr.size() != static_cast<size_t>(m.rows) + 1 || m.row_ptr.front() != 0 ||
-        m.row_ptr.back() != m.col.size() || m.col.size() != m.code.size())
+        m.row_ptr.back() != m.col.size() || m.col.size() != m.code.size() ||
+        (!m.row_scale.empty() && m.row_scale.size() != static_cast<size_t>(m.rows)))
       std::abort();
     for (size_t r = 0; r + 1 < m.row_ptr.size(); ++r)
       if (m.row_ptr[r] > m.row_ptr[r + 1]) std::abort();

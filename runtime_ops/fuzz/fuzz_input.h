@@ -53,7 +53,7 @@ struct FuzzLayer {
   std::map<std::string, std::vector<int64_t>> ints;  // every attribute, as int64 values
   std::vector<uint8_t> file;                          // the side file (CRCs resealed)
   dc_onnx::Bytes header;
-  dc_onnx::Bytes streams[4];  // codebook, codes, gaps, code_lengths
+  dc_onnx::Bytes streams[5];  // codebook, codes, gaps, code_lengths, row_scales
 };
 
 // Parses fuzz bytes; false when they are too short for the fixed part.
@@ -109,7 +109,7 @@ inline bool parse_fuzz_input(const uint8_t* data, size_t size, FuzzLayer* out) {
           : dc_onnx::kHeaderFixedSize + dc_onnx::kTocEntrySize * toc_size;
   out->header = {f.data(), header_size};
   const auto ids = out->ints.find("stream_ids");
-  for (size_t k = 0; k < 4; ++k) {
+  for (size_t k = 0; k < 5; ++k) {
     out->streams[k] = {nullptr, 0};
     if (ids == out->ints.end() || k >= ids->second.size()) continue;
     const int64_t id = ids->second[k];
