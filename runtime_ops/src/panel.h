@@ -26,14 +26,26 @@ namespace dc_onnx {
 template <size_t L>
 struct Lanes {
   typedef float type __attribute__((vector_size(4 * L)));
+  typedef float unaligned __attribute__((vector_size(4 * L), aligned(4)));
 };
+
+// Loads and stores as one instruction each, straight between memory and a register (a
+// memcpy of an array of vectors makes GCC copy them through the stack in 16-byte pieces).
+template <size_t L>
+DC_ONNX_INLINE void load(typename Lanes<L>::type& v, const float* p) {
+  v = *reinterpret_cast<const typename Lanes<L>::unaligned*>(p);
+}
+template <size_t L>
+DC_ONNX_INLINE void store(float* p, const typename Lanes<L>::type& v) {
+  *reinterpret_cast<typename Lanes<L>::unaligned*>(p) = v;
+}
 
 // acc += w * p[0..L). Vectors pass by reference only: by value they would change the
 // calling convention between ISAs (GCC's -Wpsabi).
 template <size_t L>
 DC_ONNX_INLINE void axpy(typename Lanes<L>::type& acc, float w, const float* p) {
   typename Lanes<L>::type v;
-  __builtin_memcpy(&v, p, sizeof v);
+  load<L>(v, p);
   acc += w * v;
 }
 
@@ -46,7 +58,7 @@ DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const f
   for (size_t u = 0; u < U; ++u)
     for (size_t i = 0; i < C; ++i) acc[u][i] = Vec{};
   if (init != nullptr)
-    for (size_t i = 0; i < C; ++i) __builtin_memcpy(&acc[0][i], init + L * i, sizeof(Vec));
+    for (size_t i = 0; i < C; ++i) load<L>(acc[0][i], init + L * i);
   size_t j = b;
   for (; j + U <= e; j += U)
     for (size_t u = 0; u < U; ++u) {
@@ -62,7 +74,7 @@ DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const f
   for (size_t half = U / 2; half > 0; half /= 2)
     for (size_t u = 0; u < half; ++u)
       for (size_t i = 0; i < C; ++i) acc[u][i] += acc[u + half][i];
-  for (size_t i = 0; i < C; ++i) __builtin_memcpy(out + L * i, &acc[0][i], sizeof(Vec));
+  for (size_t i = 0; i < C; ++i) store<L>(out + L * i, acc[0][i]);
 }
 
 // Non-zeros [b, e) of one row; `offset(j)` gives the panel start in x for non-zero j.
