@@ -99,7 +99,10 @@ def test_conv_paths(conv: dict, batch: int, tmp_path: Path) -> None:  # type: ig
     channels = shape[1] * group
     y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
     model = make_model([node], {"x": ["N", channels, *conv["hw"]]}, {"y": y_shape}, inits)
-    compiled = compile_model(model, tmp_path, sparsity=conv.get("sparsity", 0.6), bits_conv=8)
+    # Both kernel paths, whatever the lower pass would pick (conv_dense_density above 1).
+    compiled = compile_model(
+        model, tmp_path, sparsity=conv.get("sparsity", 0.6), bits_conv=8, conv_dense_density=2.0
+    )
     x = rng.standard_normal((batch, channels, *conv["hw"])).astype(np.float32)
     _check(compiled, x)
 
@@ -147,7 +150,7 @@ def test_conv_isa_paths_give_the_same_bits(conv: dict, tmp_path: Path) -> None: 
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", **attrs)
     y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
     model = make_model([node], {"x": ["N", shape[1], *conv["hw"]]}, {"y": y_shape}, {"W": w})
-    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8)
+    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8, conv_dense_density=2.0)
     x = rng.standard_normal((2, shape[1], *conv["hw"])).astype(np.float32)
     outputs = {}
     for isa in _cpu_isas():
