@@ -77,6 +77,8 @@ CONVS = [
     dict(shape=(4, 2, 3, 3), hw=(17, 12), strides=[2, 3], dilations=[2, 1], pads=[1, 0, 2, 1]),
     dict(shape=(3, 2, 2, 2), hw=(9, 10), strides=[3, 3], auto_pad="SAME_UPPER"),
     dict(shape=(3, 2, 3), hw=(20,), strides=[2], pads=[1, 1]),
+    # A column (kernel [k, 1] over width 1: magika's), computed as a row.
+    dict(shape=(6, 4, 5, 1), hw=(40, 1), pads=[2, 0, 2, 0]),
     # Above half dense: ORT's own Conv on the decoded weight, with and without bias.
     dict(shape=(4, 3, 5, 5), hw=(19, 19), strides=[2, 2], pads=[1, 1, 1, 1], sparsity=0.2),
     dict(shape=(6, 2, 3, 3), hw=(9, 9), group=2, bias=True, sparsity=0.3),
@@ -138,7 +140,7 @@ def _run_with_isa(model: Path, x: np.ndarray, isa: str, tmp: Path) -> subprocess
 
 # Sparse conv panels of every width class: 16 (4 sets), 32 (2 sets), 48-128 (chunked on
 # AVX2 and SSE2), with strides and groups.
-ISA_CONVS = [CONVS[0], CONVS[2], CONVS[4], CONVS[6], CONVS[7]]
+ISA_CONVS = [CONVS[0], CONVS[2], CONVS[4], CONVS[6], CONVS[7], CONVS[10]]
 
 
 @pytest.mark.parametrize("conv", ISA_CONVS, ids=[str(c["shape"]) for c in ISA_CONVS])

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "checked.h"
@@ -139,6 +140,26 @@ ConvAttributes run_attributes(const ConvAttributes& attrs, const ConvProblem& pr
   return a;
 }
 
+// A column convolution (X [C, H, 1], kernel [kh, 1], no width pad: magika's) is the same
+// computation over the same memory as a row one (X [C, 1, H], kernel [1, kh]); as a row
+// it fills the 16-float phase-plane rows instead of using one float of each. Tap keys
+// stay valid: with kw = 1 the tap index ky*kw + kx is ky, and as a row it is kx = ky.
+bool as_row(const ConvAttributes& a, ConvProblem& pr) {
+  return !a.one_d && a.kw == 1 && pr.in_w == 1 && pr.out_w == 1 && pr.pad_left == 0 &&
+         pr.in_h > 1;
+}
+
+void swap_axes(ConvAttributes& a, ConvProblem& pr) {
+  std::swap(a.kh, a.kw);
+  std::swap(a.sh, a.sw);
+  std::swap(a.dh, a.dw);
+  std::swap(a.pads[0], a.pads[1]);
+  std::swap(a.pads[2], a.pads[3]);
+  std::swap(pr.in_h, pr.in_w);
+  std::swap(pr.out_h, pr.out_w);
+  std::swap(pr.pad_top, pr.pad_left);
+}
+
 Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
   Phases ph{};
   ph.sh = a.sh;
@@ -238,8 +259,10 @@ ConvTaps pack_taps(const CsrMatrix& w, int64_t taps_per_channel) {
 }
 
 void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& attrs,
-                 const ConvProblem& pr) {
-  const ConvAttributes a = run_attributes(attrs, pr);
+                 const ConvProblem& problem) {
+  ConvProblem pr = problem;
+  ConvAttributes a = run_attributes(attrs, pr);
+  if (as_row(a, pr)) swap_axes(a, pr);
   const Phases ph = phase_geometry(a, pr);
   // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
   // 16, tap (c, ky, kx) then starts 64-byte aligned in copy (kx*dw) / sw, so no panel
