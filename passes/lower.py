@@ -294,7 +294,9 @@ class LowerPass(CompilerPass):
             if job.decoded:  # Conv 3-D, ConvTranspose: ORT's own op reads the decoded weight
                 readers = tuple(layer.node.op_type for layer in job.layers)
                 stored = StoredWeight(job.weight, "storage", readers)
-                decoders.append(_replace_stored(graph, stored, header, streams, ids, enc))
+                decoders.append(
+                    _replace_stored(graph, stored, header, streams, ids, enc, layer=job.name)
+                )
                 layers[job.name] = _layer_stats(job, enc)
                 continue
             fc = job.kind == "fc"
@@ -347,8 +349,10 @@ def _replace_stored(
     streams: list[ir.Value],
     stream_ids: list[int],
     encoded: EncodedWeight,
+    layer: str | None = None,
 ) -> ir.Node:
-    """A CompressedConstant node that takes the place (and the name) of the initializer."""
+    """A CompressedConstant node that takes the place (and the name) of the initializer;
+    its errors name `layer` (the reading node, for a compute layer), else the weight."""
     value = weight.weight
     name = str(value.name)
     node = ir.Node(
@@ -360,7 +364,7 @@ def _replace_stored(
             ir.AttrInt64("num_entries", encoded.num_entries),
             ir.AttrInt64("index_bits", encoded.index_bits),
             ir.AttrInt64s("stream_ids", stream_ids),
-            ir.AttrString("layer", name),
+            ir.AttrString("layer", layer or name),
         ],
         num_outputs=1,
         name=f"{name}.decode",
