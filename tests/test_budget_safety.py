@@ -147,3 +147,12 @@ def test_an_allocated_table_sparsity_is_applied(tmp_path: Path) -> None:
     (layer,) = report.layers
     assert layer.density == pytest.approx(1 - sparsity, abs=0.01)
     assert report.within_budget
+
+
+def test_analyze_lists_the_storage_weights(tmp_path: Path) -> None:
+    from dc_onnx.tools.analyze import analyze_model
+
+    model, _, _ = recurrent()
+    analysis = analyze_model(save(model, tmp_path / "m.onnx"))
+    kinds = {layer.weight: layer.group.kind for layer in analysis.layers}
+    assert {kinds[w] for w in ("lstm_W", "lstm_R", "gru_W", "gru_R")} == {"storage"}
