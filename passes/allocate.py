@@ -114,6 +114,7 @@ class AllocatePass(CompilerPass):
             "calibration": self.calibration.to_json(),
             "analysis_samples": self.analysis.calibration.samples,
             "analysis_seconds": self.analysis.seconds,
+            "analysis_runs": self.analysis.runs,
             **allocation.to_json(),
             "kept_exact": dict(self.kept_exact),
             "layers": layers,
@@ -131,4 +132,5 @@ def _layer_stats(layer: LayerSensitivity, setting: Setting) -> dict[str, Any]:
         "predicted_error": layer.predicted_sq(setting) ** 0.5,
         "bits_error": {str(b): e for b, e in layer.bits_error.items()},
         "sparsity_error": {f"{s:g}": e for s, e in layer.sparsity_error.items()},
+        "predicted": layer.predicted_points(),
     }

@@ -83,6 +83,15 @@ def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
     return {layer.weight: o[2] for layer, o in zip(layers, chosen, strict=True)}
 
 
+def choose_measured(analysis: Analysis, simulator: Simulator, target: float) -> dict[str, Setting]:
+    """`choose`, then measure the predicted curve points it picked and choose again, until
+    the choice rests on measured points only (each round measures at least one new point)."""
+    while True:
+        settings = choose(analysis.layers, target)
+        if not analysis.measure_settings(settings, simulator):
+            return settings
+
+
 class Allocator:
     """Chooses, simulates and rescales (see the module docstring); caches the arrays."""
 
@@ -132,7 +141,7 @@ class Allocator:
         feasible, infeasible = 0.0, math.inf  # targets known to land within / over budget
         target = budget
         for _ in range(MAX_ATTEMPTS):
-            settings = choose(layers, target)
+            settings = choose_measured(self.analysis, self.simulator, target)
             key = tuple(settings[layer.weight] for layer in layers)
             if key in seen:
                 worst = seen[key]
