@@ -156,3 +156,16 @@ def test_analyze_lists_the_storage_weights(tmp_path: Path) -> None:
     analysis = analyze_model(save(model, tmp_path / "m.onnx"))
     kinds = {layer.weight: layer.group.kind for layer in analysis.layers}
     assert {kinds[w] for w in ("lstm_W", "lstm_R", "gru_W", "gru_R")} == {"storage"}
+
+
+def test_a_weight_left_exact_had_its_mildest_setting_measured(tmp_path: Path) -> None:
+    # A predicted 8-bit error, extrapolated from a harsher anchor, can overstate it many
+    # times: a weight is only left exact once its 8-bit point was measured.
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")
+    report_path = tmp_path / "r.json"
+    assert main(["compile", str(source), "--max-error", "0.001", "--report", str(report_path)]) == 0
+    layers = _allocation(json.loads(report_path.read_text()))["layers"]
+    kept = [layer for layer in layers.values() if layer["setting"].get("keep")]
+    assert kept
+    for layer in kept:
+        assert 8 not in layer["predicted"]["bits"] and "8" in layer["bits_error"]
