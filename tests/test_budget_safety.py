@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from coverage_models import if_branches, recurrent
-from test_budget import _two_paths
+from test_budget import _allocation, _two_paths
 from test_embedding import embedding_model
 from test_retrain import _data, _mlp
 
@@ -22,11 +22,6 @@ from dc_onnx import compiler
 from dc_onnx.budget.allocate import Allocation, Allocator
 from dc_onnx.budget.candidates import Setting
 from dc_onnx.cli import main
-
-
-def _allocation(report: dict) -> dict:
-    (stats,) = [p["stats"] for p in report["passes"] if p["name"] == "allocate"]
-    return stats
 
 
 @pytest.mark.parametrize(("build", "sensitive"), [(recurrent, "lstm_R"), (if_branches, "W_then")])
