@@ -312,3 +312,16 @@ def test_analyze_exact_measures_every_point(
     data = json.loads(capsys.readouterr().out)
     assert data["exact"] and data["runs"] == len(data["layers"]) * 18
     assert all(layer["predicted"] == {"bits": [], "sparsity": []} for layer in data["layers"])
+
+
+def test_a_weight_left_dense_gets_no_storage_form_either() -> None:
+    from dc_onnx.layers import survey
+
+    model = ir.from_proto(mlp_model())
+    groups = find_weight_groups(model.graph)
+    annotate(groups[0].weight, keep=1)
+    found = survey(model.graph, 1)
+    assert groups[0].weight.name not in [str(g.weight.name) for g in found.groups]
+    # Before the fix, the kept weight fell through to the storage form at 8 bits, which the
+    # allocation never simulated (compiled error far over the simulated one).
+    assert groups[0].weight.name not in [str(s.weight.name) for s in found.stored]
