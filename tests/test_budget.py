@@ -26,12 +26,12 @@ from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.pipeline import run_passes
 
 
-def _two_paths(seed: int = 0) -> onnx.ModelProto:
-    """`sensitive` feeds an output directly; `saturated` feeds tanh(x W + 60): always 1.0,
-    so compressing it changes nothing. `saturated` is also the larger weight."""
+def _two_paths(seed: int = 0, width: int = 32) -> onnx.ModelProto:
+    """`sensitive` (32 x width) feeds an output directly; `saturated` feeds tanh(x W + 60):
+    always 1.0, so compressing it changes nothing. At width 32, `saturated` is the larger."""
     rng = np.random.default_rng(seed)
     inits = {
-        "sensitive": rng.standard_normal((32, 32)).astype(np.float32) * 0.2,
+        "sensitive": rng.standard_normal((32, width)).astype(np.float32) * 0.2,
         "saturated": rng.standard_normal((32, 128)).astype(np.float32) * 0.01,
         "shift": np.full(128, 60.0, np.float32),
     }
@@ -41,7 +41,7 @@ def _two_paths(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Add", ["h", "shift"], ["hs"]),
         helper.make_node("Tanh", ["hs"], ["z"]),
     ]
-    return make_model(nodes, {"x": ["N", 32]}, {"y": ["N", 32], "z": ["N", 128]}, inits)
+    return make_model(nodes, {"x": ["N", 32]}, {"y": ["N", width], "z": ["N", 128]}, inits)
 
 
 def _allocation(report: dict) -> dict:

@@ -13,6 +13,7 @@ import pytest
 from onnx import helper
 
 from conftest import compile_model, make_model, run
+from dc_onnx.tools.bench import DECODE_STATS_ENV, read_decode_stats
 from dc_onnx.tools.decompile import decode_model
 
 # Batch 1-3: sparse dots (AVX-512 gathers where the CPU has them); 4 and up: panels of
@@ -27,7 +28,7 @@ def _check(compiled: Path, x: np.ndarray) -> None:
     assert one.tobytes() == two.tobytes()  # no dependence on the thread count
 
 
-@pytest.fixture(scope="module", params=[5, 8], ids=["codebook32", "codebook256"])
+@pytest.fixture(scope="module", params=[3, 5, 8], ids=["codebook8", "codebook32", "codebook256"])
 def fc_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     # K = 300 gives rows of ~90 non-zeros: full 16-lane groups plus a tail.
     w = np.random.default_rng(0).standard_normal((300, 70)).astype(np.float32)
@@ -43,24 +44,41 @@ def test_fc_paths(fc_model: Path, batch: int) -> None:
     _check(fc_model, x)
 
 
-def test_scalar_and_vector_dots_give_the_same_bits(fc_model: Path, tmp_path: Path) -> None:
-    x = np.random.default_rng(0).standard_normal((1, 300)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
+def _outputs_with_isa(model: Path, xs: list[np.ndarray], isa: str, tmp_path: Path) -> list[bytes]:
+    """The model's outputs for each input, in a fresh process with DC_ONNX_ISA=isa
+    (the switch is read once per process); checks the path the library reports."""
+    np.savez(tmp_path / "xs.npz", *xs)
+    out = tmp_path / f"y_{isa}.npz"
     script = (
         "import sys, numpy as np, dc_onnx;"
         "s = dc_onnx.InferenceSession(sys.argv[1]);"
-        "np.save(sys.argv[3], s.run(None, {'x': np.load(sys.argv[2])})[0])"
+        "xs = np.load(sys.argv[2]);"
+        "np.savez(sys.argv[3], *[s.run(None, {'x': xs[k]})[0] for k in xs.files])"
     )
-    outputs = []
-    for scalar in (False, True):
-        env = {k: v for k, v in os.environ.items() if k != "DC_ONNX_SCALAR_DOT"}
-        if scalar:
-            env["DC_ONNX_SCALAR_DOT"] = "1"
-        out = tmp_path / f"y{int(scalar)}.npy"
-        args = [sys.executable, "-c", script, str(fc_model), str(tmp_path / "x.npy"), str(out)]
-        subprocess.run(args, env=env, check=True, cwd=tmp_path)  # not the source tree
-        outputs.append(np.load(out).tobytes())
-    assert outputs[0] == outputs[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("DC_ONNX_SCALAR_DOT", "DC_ONNX_ISA")}
+    env["DC_ONNX_ISA"] = isa
+    stats = tmp_path / f"stats_{isa}.jsonl"
+    env[DECODE_STATS_ENV] = str(stats)
+    args = [sys.executable, "-c", script, str(model), str(tmp_path / "xs.npz"), str(out)]
+    subprocess.run(args, env=env, check=True, cwd=tmp_path)  # not the source tree
+    (record,) = read_decode_stats(stats)
+    # A request above the CPU gets the CPU's widest path, never more.
+    order = ["scalar", "avx2", "avx512"]
+    assert order.index(record["isa"]) <= order.index(isa)
+    if isa == "scalar":
+        assert record["isa"] == "scalar"
+    ys = np.load(out)
+    return [ys[k].tobytes() for k in ys.files]
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_every_isa_gives_the_scalar_bits(fc_model: Path, isa: str, tmp_path: Path) -> None:
+    # Every FC path (dots and panels of each width) forced to `isa` against the baseline.
+    # A request above the CPU runs the CPU's widest path, so on a machine without AVX-512
+    # both parameters test AVX2, and without AVX2 both are the baseline against itself.
+    xs = [np.random.default_rng(b).standard_normal((b, 300)).astype(np.float32) for b in FC_BATCHES]
+    scalar = _outputs_with_isa(fc_model, xs, "scalar", tmp_path)
+    assert _outputs_with_isa(fc_model, xs, isa, tmp_path) == scalar
 
 
 # Convolutions: panels from 16 to 128 wide over planes of several widths, dilation,

@@ -16,7 +16,7 @@ import numpy as np
 
 from dc_onnx.codecs import huffman
 from dc_onnx.codecs.container import ENTRY_SIZE
-from dc_onnx.layers import WeightGroup
+from dc_onnx.layers import AnalysedWeight
 from dc_onnx.quantize import Init, kmeans_1d, prune_array
 
 BITS = (8, 7, 6, 5, 4, 3, 2)
@@ -78,7 +78,7 @@ def gap_counts(runs: np.ndarray, index_bits: int) -> np.ndarray:
 class LayerSizes:
     """Encoded bytes of one weight at every candidate setting (computed on demand, cached)."""
 
-    def __init__(self, group: WeightGroup, array: np.ndarray, init: Init = "mse") -> None:
+    def __init__(self, group: AnalysedWeight, array: np.ndarray, init: Init = "mse") -> None:
         self.group = group
         self.array = array
         self.init: Init = init  # the cluster pass's k-means start

@@ -27,7 +27,7 @@ import numpy as np
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
 from dc_onnx.budget.simulate import Simulator
-from dc_onnx.layers import WeightGroup
+from dc_onnx.layers import AnalysedWeight
 from dc_onnx.quantize import Init, prune_array, quantize
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Curve:
 
 @dataclasses.dataclass
 class LayerSensitivity:
-    group: WeightGroup
+    group: AnalysedWeight
     sizes: LayerSizes
     bits: Curve  # k-means bits -> error, no pruning
     sparsity: Curve  # sparsity -> error, no quantization; 0 is measured as 0
@@ -292,7 +292,7 @@ def perturbations(array: np.ndarray, init: Init) -> tuple[dict[Knob, float], dic
 
 
 def analyze(
-    groups: Sequence[WeightGroup],
+    groups: Sequence[AnalysedWeight],
     simulator: Simulator,
     calibration: Calibration,
     give_up: float | None = None,

@@ -106,6 +106,7 @@ class DecodeStats:
     layers: int
     symbols: int
     seconds: float
+    isa: str | None = None  # the kernel path the library chose (DC_ONNX_ISA lowers it)
 
     @property
     def mb_per_s(self) -> float:
@@ -173,6 +174,12 @@ class BenchResult:
                 f"{self.decode.seconds * 1e3:.1f} ms over {self.decode.layers} layers, "
                 f"{self.decode.mb_per_s:.0f} MB/s per core"
             )
+            if self.decode.isa is not None:
+                forced = os.environ.get("DC_ONNX_ISA")
+                lines.append(
+                    f"kernel path: {self.decode.isa}"
+                    + (f" (DC_ONNX_ISA={forced})" if forced else " (the CPU's widest)")
+                )
         lines.append(
             f"{'batch':>5} {'runs':>5} {'form':<9} {'median ms':>10} {'p90 ms':>9} "
             f"{'speedup':>8} {'1st Run MiB':>11} {'Run MiB':>8}"
@@ -223,7 +230,7 @@ def _create(path: str | os.PathLike[str], threads: int) -> tuple[Any, SessionSta
 
 def read_decode_stats(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The library's decode statistics in `path`, one dict per decoded layer (none when
-    the file does not exist): layer, rows, cols, nonzeros, symbols, decode_ns."""
+    the file does not exist): layer, rows, cols, nonzeros, symbols, decode_ns, isa."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -253,6 +260,7 @@ def _create_compiled(
             len(layers),
             sum(int(r["symbols"]) for r in layers),
             sum(int(r["decode_ns"]) for r in layers) / 1e9,
+            layers[0].get("isa"),
         )
     return session, stats, decode
 

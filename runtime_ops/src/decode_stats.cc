@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "simd.h"
+
 namespace dc_onnx {
 namespace {
 
@@ -37,7 +39,8 @@ void report_decode_stats(const std::string& layer, const CsrMatrix& csr) {
       "{\"layer\": " + json_string(layer) + ", \"rows\": " + std::to_string(csr.rows) +
       ", \"cols\": " + std::to_string(csr.cols) + ", \"nonzeros\": " +
       std::to_string(csr.code.size()) + ", \"symbols\": " + std::to_string(csr.symbols) +
-      ", \"decode_ns\": " + std::to_string(csr.decode_ns) + "}\n";
+      ", \"decode_ns\": " + std::to_string(csr.decode_ns) + ", \"isa\": \"" +
+      isa_name(isa()) + "\"}\n";
   const std::lock_guard<std::mutex> lock(g_file_mutex);
   std::FILE* f = std::fopen(path, "a");
   if (f == nullptr) return;

@@ -40,6 +40,17 @@ HuffmanTable::HuffmanTable(const uint8_t* lengths, size_t num_symbols, uint64_t 
     }
     code <<= 1;
   }
+  // A second code is taken only when all its bits are among the 12 looked at.
+  for (uint32_t bits = 0; bits < table_.size(); ++bits) {
+    const uint16_t first = table_[bits];
+    const unsigned len1 = first >> 8;
+    if (len1 == 0) continue;  // pair_ stays 0: no code
+    const uint16_t second = table_[(bits << len1) & (table_.size() - 1)];
+    const unsigned len2 = second >> 8;
+    const bool two = len2 != 0 && len1 + len2 <= kMaxCodeLen;
+    pair_[bits] = (len1 + (two ? len2 : 0u)) | (first & 0xFFu) << 8 |
+                  (two ? (second & 0xFFu) << 16 : 0u) | (two ? 2u : 1u) << 24;
+  }
 }
 
 void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size_t count) const {
@@ -67,23 +78,25 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
         nbits += 8;
       }
     }
-    // >= 56 bits in `buf`: four codes of at most 12 bits each. Far from the end of the
-    // stream they cannot run past it, so only invalid patterns need checking.
-    if (count - i >= 4 && consumed + 4 * kMaxCodeLen <= total_bits) {
+    // >= 56 bits in `buf`: four look-ups of at most 12 bits each, 1-2 symbols each. Far
+    // from the end of the stream they cannot run past it, so only invalid patterns need
+    // checking. Each look-up writes two symbols; a second one not decoded is overwritten.
+    if (count - i >= 8 && consumed + 4 * kMaxCodeLen <= total_bits) {
       bool valid = true;
       for (size_t k = 0; k < 4; ++k) {
-        const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
-        const unsigned len = entry >> 8;
-        valid &= len != 0;
-        out[i + k] = static_cast<uint8_t>(entry & 0xFFu);
+        const uint32_t entry = pair_[buf >> (64 - kMaxCodeLen)];
+        const unsigned len = entry & 63u;  // the shift takes it as is: no extra step
+        const unsigned n = entry >> 24;
+        valid &= n != 0;
+        out[i] = static_cast<uint8_t>(entry >> 8);
+        out[i + 1] = static_cast<uint8_t>(entry >> 16);
+        i += n;
         buf <<= len;
         nbits -= len;
         consumed += len;
       }
-      if (valid) {
-        i += 4;
-        continue;
-      }
+      if (valid) continue;
+      // The first invalid look-up consumed nothing; later ones read the same bits again.
       fail_decode(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
     }
     const size_t batch_end = count - i < 4 ? count : i + 4;

@@ -1,5 +1,8 @@
 // Canonical Huffman decoding (docs/format.md, "Canonical Huffman streams"): code
 // lengths <= 12, so one 4096-entry table decodes any symbol with a single look-up.
+// A second table decodes two symbols per look-up where both codes fit in the 12 bits
+// looked at: each look-up waits for the previous one's length, so this halves the chain
+// of dependent loads that bounds the decoder (gaps and 5-bit codes are mostly 2-6 bits).
 #pragma once
 
 #include <array>
@@ -25,6 +28,9 @@ class HuffmanTable {
  private:
   // Entry = (code length << 8) | symbol; length 0 marks a bit pattern that is no code.
   std::array<uint16_t, size_t{1} << kMaxCodeLen> table_{};
+  // Entry = both lengths | first symbol << 8 | second symbol << 16 | symbols << 24, for
+  // the codes that begin the 12-bit pattern; 0 symbols marks a pattern that is no code.
+  std::array<uint32_t, size_t{1} << kMaxCodeLen> pair_{};
   const char* name_;
 };
 

@@ -1,13 +1,18 @@
 // The inner loop shared by the batched Gemm/MatMul path and the convolution: one sparse
 // weight row times a dense panel of 16*V contiguous floats per non-zero,
 //   out[0 .. 16V) = sum_j codebook[code[j]] * x[offset(j) .. offset(j) + 16V).
-// The accumulators live in registers (GCC vector types, lowered to whatever width the
-// enclosing DC_ONNX_HOT clone targets), so each non-zero costs one codebook look-up, V
+// The accumulators live in registers, so each non-zero costs one codebook look-up, V
 // loads, V multiplies and V adds; no accumulator goes through memory. Narrow panels
 // (V = 1, 2) spread consecutive non-zeros over U = 4/V accumulator sets to hide add latency.
-// Which set a non-zero goes to depends only on its position in the row, so results do
-// not depend on threads or on the CPU; with one non-zero product (identity input) the
+// Which set a non-zero goes to depends only on V and its position in the row, so results
+// do not depend on threads or on the CPU; with one non-zero product (identity input) the
 // sum is that product exactly.
+//
+// `Vec` is the register type: 16 floats of a panel are 16/lanes(Vec) registers. It must
+// be a width the enclosing function's target has registers for (Vec16 with AVX-512, Vec8
+// with AVX2, Vec4 everywhere): GCC keeps a wider generic vector in memory, and the
+// broadcast of each weight then goes through the stack (10x slower; simd.h dispatches).
+// Each output column is one lane whatever the width, so every Vec gives the same bits.
 #pragma once
 
 #include <cstddef>
@@ -16,13 +21,16 @@
 namespace dc_onnx {
 
 using Vec16 = float __attribute__((vector_size(64)));
+using Vec8 = float __attribute__((vector_size(32)));
+using Vec4 = float __attribute__((vector_size(16)));
 
 #define DC_ONNX_INLINE inline __attribute__((always_inline))
 
-// acc += w * p[0..16). Vectors pass by reference only: by value they would change the
-// calling convention between the clones (GCC's -Wpsabi).
-DC_ONNX_INLINE void axpy16(Vec16& acc, float w, const float* p) {
-  Vec16 v;
+// acc += w * p[0 .. lanes). Vectors pass by reference only: by value they would change
+// the calling convention between targets (GCC's -Wpsabi).
+template <typename Vec>
+DC_ONNX_INLINE void axpy(Vec& acc, const Vec& w, const float* p) {
+  Vec v;
   __builtin_memcpy(&v, p, sizeof v);
   acc += w * v;
 }
@@ -30,47 +38,49 @@ DC_ONNX_INLINE void axpy16(Vec16& acc, float w, const float* p) {
 // Non-zeros [b, e) of one row; `offset(j)` gives the panel start in x for non-zero j.
 // The sums start from `init[0 .. 16V)` (partial sums of earlier non-zeros; may be `out`)
 // or from zero when `init` is null.
-template <size_t V, typename Offset>
+template <size_t V, typename Vec = Vec16, typename Offset>
 DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const float* codebook,
                                  const float* x, Offset offset, const float* init, float* out) {
-  constexpr size_t U = V >= 3 ? 1 : 4 / V;
-  Vec16 acc[U][V];
+  constexpr size_t U = V >= 3 ? 1 : 4 / V;  // depends on V only: the same sums on every Vec
+  constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
+  constexpr size_t R = 16 * V / kLanes;  // registers per accumulator set
+  Vec acc[U][R];
   for (size_t u = 0; u < U; ++u)
-    for (size_t i = 0; i < V; ++i) acc[u][i] = Vec16{};
+    for (size_t i = 0; i < R; ++i) acc[u][i] = Vec{};
   if (init != nullptr)
-    for (size_t i = 0; i < V; ++i) __builtin_memcpy(&acc[0][i], init + 16 * i, sizeof(Vec16));
+    for (size_t i = 0; i < R; ++i) __builtin_memcpy(&acc[0][i], init + kLanes * i, sizeof(Vec));
   size_t j = b;
   for (; j + U <= e; j += U)
     for (size_t u = 0; u < U; ++u) {
-      const float w = codebook[code[j + u]];
+      const Vec w = codebook[code[j + u]] - Vec{};  // broadcast in a register
       const float* p = x + offset(j + u);
-      for (size_t i = 0; i < V; ++i) axpy16(acc[u][i], w, p + 16 * i);
+      for (size_t i = 0; i < R; ++i) axpy(acc[u][i], w, p + kLanes * i);
     }
   for (size_t u = 0; j < e; ++j, ++u) {
-    const float w = codebook[code[j]];
+    const Vec w = codebook[code[j]] - Vec{};
     const float* p = x + offset(j);
-    for (size_t i = 0; i < V; ++i) axpy16(acc[u][i], w, p + 16 * i);
+    for (size_t i = 0; i < R; ++i) axpy(acc[u][i], w, p + kLanes * i);
   }
   for (size_t half = U / 2; half > 0; half /= 2)
     for (size_t u = 0; u < half; ++u)
-      for (size_t i = 0; i < V; ++i) acc[u][i] += acc[u + half][i];
-  for (size_t i = 0; i < V; ++i) __builtin_memcpy(out + 16 * i, &acc[0][i], sizeof(Vec16));
+      for (size_t i = 0; i < R; ++i) acc[u][i] += acc[u + half][i];
+  for (size_t i = 0; i < R; ++i) __builtin_memcpy(out + kLanes * i, &acc[0][i], sizeof(Vec));
 }
 
 // Calls sparse_panel with the smallest V whose panel covers `width` (<= 16 * kMaxV).
-template <typename Offset>
+template <typename Vec = Vec16, typename Offset>
 DC_ONNX_INLINE void sparse_panel_any(int64_t width, const uint8_t* code, size_t b, size_t e,
                                      const float* codebook, const float* x, Offset offset,
                                      const float* init, float* out) {
   switch ((width + 15) / 16) {
-    case 1: return sparse_panel<1>(code, b, e, codebook, x, offset, init, out);
-    case 2: return sparse_panel<2>(code, b, e, codebook, x, offset, init, out);
-    case 3: return sparse_panel<3>(code, b, e, codebook, x, offset, init, out);
-    case 4: return sparse_panel<4>(code, b, e, codebook, x, offset, init, out);
-    case 5: return sparse_panel<5>(code, b, e, codebook, x, offset, init, out);
-    case 6: return sparse_panel<6>(code, b, e, codebook, x, offset, init, out);
-    case 7: return sparse_panel<7>(code, b, e, codebook, x, offset, init, out);
-    default: return sparse_panel<8>(code, b, e, codebook, x, offset, init, out);
+    case 1: return sparse_panel<1, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 2: return sparse_panel<2, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 3: return sparse_panel<3, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 4: return sparse_panel<4, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 5: return sparse_panel<5, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 6: return sparse_panel<6, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 7: return sparse_panel<7, Vec>(code, b, e, codebook, x, offset, init, out);
+    default: return sparse_panel<8, Vec>(code, b, e, codebook, x, offset, init, out);
   }
 }
 

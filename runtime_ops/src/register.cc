@@ -8,6 +8,7 @@
 #include "op_constant.h"
 #include "op_gather.h"
 #include "ops.h"
+#include "simd.h"
 
 namespace {
 
@@ -55,6 +56,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   }
   static std::once_flag api_once;  // sessions may register from several threads
   std::call_once(api_once, [api] { Ort::InitApi(api); });
+  (void)dc_onnx::isa();  // DC_ONNX_ISA is read here, once, before any kernel runs
   return dc_onnx::guarded([&] {
     OrtCustomOpDomain* raw = nullptr;
     Ort::ThrowOnError(api->CreateCustomOpDomain(kDomain, &raw));

@@ -2,14 +2,17 @@
 // indices) dotted with a dense vector. Sixteen partial sums, non-zero j feeding sum
 // j mod 16, then added pairwise (s[l] += s[l + 8], + 4, + 2, + 1): the scalar version
 // and the AVX-512 version (gathers, codebook of up to 32 entries held in two registers)
-// give the same bits, so results do not depend on the CPU.
+// give the same bits, so results do not depend on the CPU. CPUs with AVX2 but no
+// AVX-512 run the scalar version (see sparse_matmul.cc).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#include "simd.h"
+
+#ifdef DC_ONNX_X86
 #include <immintrin.h>
 #define DC_ONNX_AVX512_DOT 1
 #endif
@@ -49,7 +52,7 @@ inline float sparse_dot_scalar(const Index* col, const uint8_t* code, size_t nnz
 
 // Non-zeros [j, j + 16) under `mask` added to their lanes; masked-off lanes unchanged.
 template <typename Index>
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) inline __m512 add_lanes16(
+DC_ONNX_TARGET_AVX512 inline __m512 add_lanes16(
     __m512 acc, __mmask16 mask, const Index* col, const uint8_t* code, size_t j,
     const float* codebook, __m512 cb_lo, __m512 cb_hi, const float* x, bool small_codebook) {
   const __m512 zero = _mm512_setzero_ps();
@@ -75,7 +78,7 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) inline __m512 add_
 // `small_codebook`: codebook[0..32) are all the entries (the rest of the 256 are zero).
 // The tail runs masked and the lanes fold in registers, in sparse_dot_scalar's order.
 template <typename Index>
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) inline float sparse_dot_avx512(
+DC_ONNX_TARGET_AVX512 inline float sparse_dot_avx512(
     const Index* col, const uint8_t* code, size_t nnz, const float* codebook, const float* x,
     bool small_codebook) {
   const __m512 cb_lo = _mm512_loadu_ps(codebook);
@@ -100,7 +103,7 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) inline float spars
 // Rows [n0, n1) of a CSR matrix (offsets `ptr`) into out[0 .. n1 - n0): one call per
 // block of rows, so the codebook registers and the call cost are paid once.
 template <typename Index>
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) void sparse_dots_avx512(
+DC_ONNX_TARGET_AVX512 void sparse_dots_avx512(
     const size_t* ptr, const Index* col, const uint8_t* code, const float* codebook,
     const float* x, bool small_codebook, int64_t n0, int64_t n1, float* out) {
   for (int64_t n = n0; n < n1; ++n) {
@@ -111,14 +114,6 @@ __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) void sparse_dots_a
 
 #pragma GCC diagnostic pop
 
-// DC_ONNX_SCALAR_DOT=1 forces the scalar loop (tests compare the two bit for bit).
-inline bool have_avx512() {
-  static const bool yes =
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      std::getenv("DC_ONNX_SCALAR_DOT") == nullptr;
-  return yes;
-}
 #endif
 
 }  // namespace dc_onnx
