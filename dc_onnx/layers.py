@@ -387,8 +387,6 @@ def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
             tensor = value.const_value
             if id(value) in layer_weights or tensor is None:
                 continue
-            if value.metadata_props.get(ANNOTATION_PREFIX + "keep"):
-                continue  # the allocation left this layer weight dense: no storage form either
             if not value.uses() and not value.is_graph_output():
                 continue  # unused: canonicalize drops it
             size = int(np.prod(tensor.shape.numpy())) if tensor.shape.numpy() else 1

@@ -303,9 +303,9 @@ def analyze(
 
     By default only the anchor points are measured and the rest predicted (see Curve); the
     allocation then measures the predicted points it picks (`Analysis.measure_settings`).
-    With `exact`, every point is measured, except that with `give_up` each sweep (bits
-    downwards, sparsity upwards) stops after the first error above it: harsher settings would
-    never be chosen, so they are not run.
+    With `exact`, every point is measured. With `give_up`, each sweep (bits downwards,
+    sparsity upwards; the anchors too) stops after the first error above it: harsher
+    settings would never be chosen, so they are not run.
     """
     start = time.perf_counter()
     analysis = Analysis([], calibration, 0.0, exact=exact, init=init)
