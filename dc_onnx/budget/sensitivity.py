@@ -133,6 +133,9 @@ class LayerSensitivity:
         sparsities = [s for s, e in self.sparsity_error.items() if math.isfinite(e)]
         return [self.sizes.setting(s, b) for s in sparsities for b in bits]
 
+    def measured_points(self) -> dict[str, dict[Knob, float]]:
+        return {"bits": dict(self.bits.measured), "sparsity": dict(self.sparsity.measured)}
+
     def predicted_points(self) -> dict[str, list[Any]]:
         """The points of `bits_error` and `sparsity_error` that were predicted, not measured."""
         return {
@@ -298,6 +301,7 @@ def analyze(
     give_up: float | None = None,
     init: Init = "mse",
     exact: bool = False,
+    known: Mapping[str, Mapping[str, Mapping[float, float]]] | None = None,
 ) -> Analysis:
     """Every weight's curves on `calibration` (a subset of the simulator's).
 
@@ -305,7 +309,9 @@ def analyze(
     allocation then measures the predicted points it picks (`Analysis.measure_settings`).
     With `exact`, every point is measured. With `give_up`, each sweep (bits downwards,
     sparsity upwards; the anchors too) stops after the first error above it: harsher
-    settings would never be chosen, so they are not run.
+    settings would never be chosen, so they are not run. `known` (weight -> "bits" /
+    "sparsity" -> point -> error, from dc_onnx.budget.cache) holds points measured before:
+    they count as measured and are not run again.
     """
     start = time.perf_counter()
     analysis = Analysis([], calibration, 0.0, exact=exact, init=init)
@@ -316,15 +322,20 @@ def analyze(
             group, LayerSizes(group, array, init), Curve(bits_x), Curve(sparsity_x, {0.0: 0.0})
         )
         analysis.layers.append(layer)
-        bits = BITS if exact else ANCHOR_BITS
-        for b in bits:
-            error = analysis.measure(layer, simulator, "bits", b)
-            if give_up is not None and error > give_up:
-                break
-        for s in SPARSITIES[1:] if exact else ANCHOR_SPARSITIES:
-            error = analysis.measure(layer, simulator, "sparsity", s)
-            if give_up is not None and error > give_up:
-                break
+        before = (known or {}).get(layer.weight, {})
+        layer.bits.measured.update({int(b): e for b, e in before.get("bits", {}).items()})
+        layer.sparsity.measured.update(before.get("sparsity", {}))
+        for knob, curve, points in (
+            ("bits", layer.bits, BITS if exact else ANCHOR_BITS),
+            ("sparsity", layer.sparsity, SPARSITIES[1:] if exact else ANCHOR_SPARSITIES),
+        ):
+            for point in points:
+                if point in curve.measured:
+                    error = curve.measured[point]
+                else:
+                    error = analysis.measure(layer, simulator, knob, point)
+                if give_up is not None and error > give_up:
+                    break
         logger.info(
             "sensitivity %d/%d %s: %s at 5 bits, %s at 50%% sparsity",
             i, len(groups), group.name, _pct(layer.bits.error(5)),
