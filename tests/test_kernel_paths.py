@@ -46,7 +46,7 @@ def test_fc_paths(fc_model: Path, batch: int) -> None:
 
 def _outputs_with_isa(model: Path, xs: list[np.ndarray], isa: str, tmp_path: Path) -> list[bytes]:
     """The model's outputs for each input, in a fresh process with DC_ONNX_ISA=isa
-    (the switch is read once per process); checks the path the library reports."""
+    (the switch is read once per process); checks that this path is the one that ran."""
     np.savez(tmp_path / "xs.npz", *xs)
     out = tmp_path / f"y_{isa}.npz"
     script = (
@@ -55,30 +55,22 @@ def _outputs_with_isa(model: Path, xs: list[np.ndarray], isa: str, tmp_path: Pat
         "xs = np.load(sys.argv[2]);"
         "np.savez(sys.argv[3], *[s.run(None, {'x': xs[k]})[0] for k in xs.files])"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("DC_ONNX_SCALAR_DOT", "DC_ONNX_ISA")}
-    env["DC_ONNX_ISA"] = isa
     stats = tmp_path / f"stats_{isa}.jsonl"
-    env[DECODE_STATS_ENV] = str(stats)
+    env = {**os.environ, "DC_ONNX_ISA": isa, DECODE_STATS_ENV: str(stats)}
     args = [sys.executable, "-c", script, str(model), str(tmp_path / "xs.npz"), str(out)]
     subprocess.run(args, env=env, check=True, cwd=tmp_path)  # not the source tree
     (record,) = read_decode_stats(stats)
-    # A request above the CPU gets the CPU's widest path, never more.
-    order = ["scalar", "avx2", "avx512"]
-    assert order.index(record["isa"]) <= order.index(isa)
-    if isa == "scalar":
-        assert record["isa"] == "scalar"
+    assert record["isa"] == isa
     ys = np.load(out)
     return [ys[k].tobytes() for k in ys.files]
 
 
-@pytest.mark.parametrize("isa", ["avx2", "avx512"])
-def test_every_isa_gives_the_scalar_bits(fc_model: Path, isa: str, tmp_path: Path) -> None:
-    # Every FC path (dots and panels of each width) forced to `isa` against the baseline.
-    # A request above the CPU runs the CPU's widest path, so on a machine without AVX-512
-    # both parameters test AVX2, and without AVX2 both are the baseline against itself.
+def test_fc_isa_paths_give_the_same_bits(fc_model: Path, tmp_path: Path) -> None:
+    # Every FC path (dots, and panels of each width) on every ISA this CPU has.
     xs = [np.random.default_rng(b).standard_normal((b, 300)).astype(np.float32) for b in FC_BATCHES]
-    scalar = _outputs_with_isa(fc_model, xs, "scalar", tmp_path)
-    assert _outputs_with_isa(fc_model, xs, isa, tmp_path) == scalar
+    outputs = {isa: _outputs_with_isa(fc_model, xs, isa, tmp_path) for isa in _cpu_isas()}
+    for isa, ys in outputs.items():
+        assert ys == outputs["baseline"], isa
 
 
 # Convolutions: panels from 16 to 128 wide over planes of several widths, dilation,
@@ -120,3 +112,70 @@ def test_conv_paths(conv: dict, batch: int, tmp_path: Path) -> None:  # type: ig
     compiled = compile_model(model, tmp_path, sparsity=conv.get("sparsity", 0.6), bits_conv=8)
     x = rng.standard_normal((batch, channels, *conv["hw"])).astype(np.float32)
     _check(compiled, x)
+
+
+def _cpu_isas() -> list[str]:
+    """The DC_ONNX_ISA values this CPU can run (runtime_ops/src/isa.h)."""
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return ["baseline"] + [
+        isa for isa, flag in (("avx2", "avx2"), ("avx512", "avx512f")) if flag in flags
+    ]
+
+
+_RUN_SCRIPT = (
+    "import sys, numpy as np, dc_onnx;"
+    "s = dc_onnx.InferenceSession(sys.argv[1]);"
+    "np.save(sys.argv[3], s.run(None, {'x': np.load(sys.argv[2])})[0])"
+)
+
+
+def _run_with_isa(model: Path, x: np.ndarray, isa: str, tmp: Path) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    np.save(tmp / "x.npy", x)
+    env = {**os.environ, "DC_ONNX_ISA": isa}
+    out = tmp / f"y_{isa}.npy"
+    args = [sys.executable, "-c", _RUN_SCRIPT, str(model), str(tmp / "x.npy"), str(out)]
+    return subprocess.run(args, env=env, cwd=tmp, capture_output=True, text=True)
+
+
+# Sparse conv panels of every width class: 16 (4 sets), 32 (2 sets), 48-128 (chunked on
+# AVX2 and SSE2), with strides and groups.
+ISA_CONVS = [CONVS[0], CONVS[2], CONVS[4], CONVS[6], CONVS[7]]
+
+
+@pytest.mark.parametrize("conv", ISA_CONVS, ids=[str(c["shape"]) for c in ISA_CONVS])
+def test_conv_isa_paths_give_the_same_bits(conv: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    rng = np.random.default_rng(3)
+    shape = conv["shape"]
+    w = rng.standard_normal(shape).astype(np.float32)
+    attrs = {k: conv[k] for k in ("pads", "dilations", "strides", "auto_pad") if k in conv}
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", **attrs)
+    y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
+    model = make_model([node], {"x": ["N", shape[1], *conv["hw"]]}, {"y": y_shape}, {"W": w})
+    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8)
+    x = rng.standard_normal((2, shape[1], *conv["hw"])).astype(np.float32)
+    outputs = {}
+    for isa in _cpu_isas():
+        done = _run_with_isa(compiled, x, isa, tmp_path)
+        assert done.returncode == 0, done.stderr
+        outputs[isa] = np.load(tmp_path / f"y_{isa}.npy")
+    (expected,) = run(decode_model(compiled), {"x": x})
+    np.testing.assert_allclose(outputs["baseline"], expected, rtol=1e-5, atol=1e-4)
+    for isa, y in outputs.items():
+        assert y.tobytes() == outputs["baseline"].tobytes(), isa
+
+
+def test_unknown_or_unsupported_isa_is_refused(fc_model: Path, tmp_path: Path) -> None:
+    x = np.zeros((1, 300), np.float32)
+    done = _run_with_isa(fc_model, x, "avx9", tmp_path)
+    assert done.returncode != 0
+    assert "DC_ONNX_ISA must be avx512, avx2 or baseline, got 'avx9'" in done.stderr
+    if "avx512" not in _cpu_isas():
+        done = _run_with_isa(fc_model, x, "avx512", tmp_path)
+        assert done.returncode != 0
+        assert "has no avx512 path" in done.stderr

@@ -16,7 +16,7 @@
 #include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
-#include "simd.h"
+#include "isa.h"
 
 namespace dc_onnx {
 namespace {
@@ -44,8 +44,10 @@ constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
 // Output channels [o0, o1) of one image into plan.sums: output position
 // q = oh * row_width + ow sums x[channel * channel_stride + tap_offset[r] + q] over the
 // taps. Loop order panel > input-channel block > output channel, so the block of input
-// a panel reads stays in L1 while every output channel of the range uses it.
-DC_ONNX_HOT void channels_task(const Plan& p, int64_t o0, int64_t o1) {
+// a panel reads stays in L1 while every output channel of the range uses it. Vectors of
+// L floats, at most R accumulators (panel.h); the bits do not depend on either.
+template <size_t L, size_t R>
+DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
   const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
   const uint32_t* keys = p.keys;
   const int64_t* tap_offset = p.tap_offset;
@@ -65,10 +67,32 @@ DC_ONNX_HOT void channels_task(const Plan& p, int64_t o0, int64_t o1) {
         if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
         const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
         float* out = p.sums + o * p.len_pad + q0;
-        sparse_panel_any(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
-                         blk > 0 ? out : nullptr, out);
+        sparse_panel_any<L, R>(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
+                               blk > 0 ? out : nullptr, out);
       }
   }
+}
+
+// One copy of the loop per ISA (isa.h): 16 zmm, 8 ymm or 4 xmm floats per vector.
+#ifdef DC_ONNX_X86_PATHS
+DC_ONNX_TARGET_AVX512 void channels_avx512(const Plan& p, int64_t o0, int64_t o1) {
+  channels_task<16, 8>(p, o0, o1);
+}
+DC_ONNX_TARGET_AVX2 void channels_avx2(const Plan& p, int64_t o0, int64_t o1) {
+  channels_task<8, 8>(p, o0, o1);
+}
+#endif
+void channels_baseline(const Plan& p, int64_t o0, int64_t o1) { channels_task<4, 8>(p, o0, o1); }
+
+using ChannelsFn = void (*)(const Plan&, int64_t, int64_t);
+
+ChannelsFn channels_for(Isa isa) {
+#ifdef DC_ONNX_X86_PATHS
+  if (isa == Isa::avx512) return channels_avx512;
+  if (isa == Isa::avx2) return channels_avx2;
+#endif
+  (void)isa;
+  return channels_baseline;
 }
 
 // Geometry of the phase planes for one Run.
@@ -237,6 +261,7 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   // Ranges of output channels share each loaded block, and each range reads the whole
   // image once: few ranges (4, of 4 channels or more) keep that traffic low.
   const int64_t chunk = std::max<int64_t>(4, (a.out_channels + 3) / 4);
+  const ChannelsFn channels = channels_for(kernel_isa());
   const auto tasks = static_cast<size_t>((a.out_channels + chunk - 1) / chunk);
   const int64_t image_in = pr.channels * pr.in_h * pr.in_w;
   const int64_t image_out = a.out_channels * pr.out_h * pr.out_w;
@@ -249,7 +274,7 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
     parallel_for(ctx, tasks, [&](size_t t) {
       const int64_t o0 = static_cast<int64_t>(t) * chunk;
       const int64_t o1 = std::min(a.out_channels, o0 + chunk);
-      channels_task(plan, o0, o1);
+      channels(plan, o0, o1);
       store_channels(plan, pr.bias, o0, o1, yn);
     });
     const float* xn = pr.x + n * image_in;  // IEEE results for NaN/Inf: non_finite.h
