@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     add_options(a, CalibrationOptions)
     a.add_argument("--plot", type=Path, metavar="PNG", help="draw the curves (needs [plot])")
     a.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    a.add_argument(
+        "--exact",
+        action="store_true",
+        help="measure every point of every curve (default: two per weight, the rest predicted)",
+    )
     a.add_argument("--quiet", action="store_true", help="no progress lines")
     a.set_defaults(run=_analyze)
 
@@ -126,7 +131,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     options = options_from_args(args, CalibrationOptions)
-    analysis = analyze_model(args.input, options)
+    analysis = analyze_model(args.input, options, exact=args.exact)
     if args.plot:
         plot_sensitivity(analysis, args.plot)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from dc_onnx.budget import safety
 from dc_onnx.budget.calibration import Calibration, calibration_for
 from dc_onnx.budget.simulate import measure_compiled, reference_outputs
 from dc_onnx.codecs.schema import HEADER_NAME
@@ -33,7 +35,8 @@ __all__ = ["CompileOptions", "CompileResult", "compile"]
 
 logger = logging.getLogger(__name__)
 
-# Budget mode: compilations with a tighter allocation after the first one lands over budget.
+# Budget mode: compilations with a tighter allocation after the first one lands over budget;
+# after those, the safety net keeps the weights responsible exact.
 RETRIES = 3
 
 
@@ -120,6 +123,10 @@ def compile(
     retrains = any(isinstance(p, RetrainPass) for p in passes)
     enforced = allocate is not None and not retrains
     limit = options.budget.limit
+    # Retraining moves the outputs towards the labels (or a teacher) on purpose: without an
+    # explicit --max-error its error against the original is measured and reported, but it
+    # is no breakage, so no budget verdict (and no false alarm) goes with it.
+    judged = None if retrains and options.budget.max_error is None else limit
     expected = None if calibration is None else reference_outputs(reference, calibration)
     # Rewritten weights of 16 MiB or more go to scratch files beside the output, so a
     # model larger than memory is compiled one weight at a time (dc_onnx/scratch.py).
@@ -130,7 +137,8 @@ def compile(
         scratch_directory(parent, prefix=f".{Path(output or 'dc-onnx').name}"),
         unsaved or contextlib.nullcontext(""),
     ):
-        for attempt in range(1 + RETRIES):
+        net = safety.SafetyNet(allocate, limit) if allocate is not None else None
+        for attempt in itertools.count():
             current = source if attempt == 0 else fresh()
             report, compiled = _compile_once(current, passes, original_bytes, options, allocate)
             path = Path(unsaved.name) / "model.dc.onnx" if unsaved else Path(output or "")
@@ -150,15 +158,20 @@ def compile(
                 # Manual mode: the user's model is written; it only lacks the measurement.
                 logger.warning("warning: the output error is not measured: %s", e)
                 break
-            report.set_error(error, limit, calibration.to_json())
-            if not enforced or error.worst <= limit or attempt == RETRIES:
+            report.set_error(error, judged, calibration.to_json())
+            if not enforced or error.worst <= limit:
                 break
-            logger.info(
-                "compiled model at %.4g, over the budget %.4g: tightening the allocation",
-                error.worst, limit,
-            )  # fmt: skip
-            assert allocate is not None
-            allocate.tighten(0.9 * limit / error.worst)
+            assert allocate is not None and net is not None
+            if attempt < RETRIES:
+                logger.info(
+                    "compiled model at %.4g, over the budget %.4g: tightening the allocation",
+                    error.worst, limit,
+                )  # fmt: skip
+                allocate.tighten(0.9 * limit / error.worst)
+            elif not net.keep_more(error.worst):
+                break  # every weight the budget can keep exact already is
+        if allocate is not None:
+            report.kept_exact = dict(allocate.kept_exact)
         materialize(compiled)
     report.mode = "budget" if enforced else "budget targets" if allocate else "manual"
     if report.within_budget is False:

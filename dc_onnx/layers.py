@@ -51,6 +51,13 @@ def set_weight_values(value: ir.Value, array: np.ndarray) -> None:
 # lower passes: "sparsity", "bits", "index_bits", or "keep" (left dense, not a layer).
 ANNOTATION_PREFIX = "dc_onnx."
 ANNOTATIONS = ("sparsity", "bits", "index_bits", "keep")
+KEPT_REASON = "kept exact: compressing it would cost more error than the budget allows"
+
+
+def annotation(weight: ir.Value, key: str) -> float | None:
+    """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
+    text = weight.metadata_props.get(ANNOTATION_PREFIX + key)
+    return None if text is None else float(text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +108,7 @@ class WeightGroup:
 
     def annotation(self, key: str) -> float | None:
         """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
-        text = self.weight.metadata_props.get(ANNOTATION_PREFIX + key)
-        return None if text is None else float(text)
+        return annotation(self.weight, key)
 
     def array(self) -> np.ndarray:
         return weight_values(self.weight)
@@ -266,6 +272,21 @@ class StoredWeight:
         """Store new values, rounded to the weight's own dtype (round to nearest even)."""
         set_weight_values(self.weight, array)
 
+    def annotation(self, key: str) -> float | None:
+        """A per-weight setting written by the allocate pass (ANNOTATIONS), if any."""
+        return annotation(self.weight, key)
+
+    def stored_matrix(self, array: np.ndarray | None = None) -> np.ndarray:
+        """The [rows, cols] matrix the storage form encodes: the first dim by the rest."""
+        w = self.array() if array is None else array
+        return w.reshape(w.shape[0] if w.ndim >= 2 else 1, -1)
+
+
+# The weights the error budget analyses and allocates: layer weights (compute kernels) and
+# float storage-form weights (LSTM/GRU, tables read otherwise, weights lifted out of If/Loop
+# bodies). Integer weights are stored losslessly, so they cost no error.
+AnalysedWeight = WeightGroup | StoredWeight
+
 
 @dataclasses.dataclass(frozen=True)
 class Skipped:
@@ -376,6 +397,10 @@ def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
                     logger.debug("weight '%s' is shared by nodes that store it differently "
                                  "and below the threshold: it stays dense", value.name)  # fmt: skip
                 continue
+            if value.metadata_props.get(ANNOTATION_PREFIX + "keep"):
+                # The error budget keeps it exact: not a layer, and not stored either.
+                skipped.append(Skipped(str(value.name), tensor.dtype.name, size, KEPT_REASON))
+                continue
             reason = _storage_refusal(value, graph)
             if reason is not None:
                 skipped.append(Skipped(str(value.name), tensor.dtype.name, size, reason))
@@ -388,6 +413,12 @@ def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
 
 def find_stored_weights(graph: ir.Graph, min_elements: int) -> list[StoredWeight]:
     return survey(graph, min_elements).stored
+
+
+def find_analysed_weights(graph: ir.Graph, min_elements: int) -> list[AnalysedWeight]:
+    """The weights the error budget analyses (AnalysedWeight), layer weights first."""
+    stored = [s for s in find_stored_weights(graph, min_elements) if s.kind == "storage"]
+    return [*find_weight_groups(graph), *stored]
 
 
 def annotate(weight: ir.Value, **settings: float) -> None:

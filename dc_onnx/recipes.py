@@ -114,7 +114,11 @@ def _allocate(
     budget = options.budget
     return [
         AllocatePass(
-            ctx.calibration, budget.limit, budget.analysis_samples, options.cluster.init or init
+            ctx.calibration,
+            budget.limit,
+            budget.analysis_samples,
+            options.cluster.init or init,
+            options.min_weight_elements,
         )
     ]
 

@@ -76,8 +76,11 @@ class Report:
     error: dict[str, Any] | None = None  # measured on the compiled model (OutputError json)
     calibration: dict[str, Any] | None = None  # what the error was measured on
     kept_dense: list[str] = dataclasses.field(default_factory=list)
+    # Weight -> why the budget's safety net kept it exact (dc_onnx/budget/safety.py).
+    kept_exact: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def set_error(self, error: Any, max_error: float, calibration: dict[str, Any]) -> None:
+    def set_error(self, error: Any, max_error: float | None, calibration: dict[str, Any]) -> None:
+        """`max_error` None: measured, with no budget to hold it to."""
         self.error, self.max_error, self.calibration = error.to_json(), max_error, calibration
 
     @property
@@ -117,6 +120,7 @@ class Report:
             "within_budget": self.within_budget,
             "calibration": self.calibration,
             "kept_dense": self.kept_dense,
+            "kept_exact": self.kept_exact,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "passes": [record.to_json() for record in self.passes],
             "weights": self.weights,
@@ -162,6 +166,11 @@ class Report:
             lines.append("portable:   codes and gaps are plain bytes (the H columns), not Huffman")
         if self.kept_dense:
             lines.append(f"left dense: {', '.join(self.kept_dense)}")
+        if self.kept_exact:
+            lines.append(
+                f"kept exact: {', '.join(self.kept_exact)} (the safety net: the compiled model "
+                "measured over budget with them compressed)"
+            )
         lines.extend(self._error_lines())
         seconds = sum(p.seconds for p in self.passes)
         timing = ", ".join(f"{p.name} {p.seconds:.2f}s" for p in self.passes)
@@ -173,13 +182,16 @@ class Report:
             return ["output error: not measured"]
         top1 = self.error.get("top1_agreement")
         agreement = "" if top1 is None else f", top-1 agreement {100 * top1:.2f}%"
-        verdict = "within" if self.within_budget else "OVER"
+        if self.max_error is None:
+            verdict = f"{self.mode} mode, no --max-error given"
+        else:
+            within = "within" if self.within_budget else "OVER"
+            verdict = f"{within} the budget {100 * self.max_error:g}%, {self.mode} mode"
         used = self.calibration or {}
         calibration = f"{used.get('description', '')} ({used.get('samples')} samples)"
         return [
             f"output error: {100 * self.error['relative_l2']:.3f}% relative L2, worst output"
-            f"{agreement} ({verdict} the budget {100 * (self.max_error or 0):g}%, "
-            f"{self.mode} mode)",
+            f"{agreement} ({verdict})",
             f"calibration: {calibration}",
         ]
 

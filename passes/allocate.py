@@ -5,7 +5,12 @@ k-means bits and index bits of every weight (or leaves it dense) so that the tot
 are least and the simulated output error stays under `max_error`, and writes the choice
 onto the weights as annotations (dc_onnx.layers.ANNOTATIONS). The prune, cluster and lower
 passes that follow read them, so the same choice also sets the targets of retraining.
-The analysis is kept: running the pass again (after `tighten`) only re-allocates.
+Every weight that can lose precision is analysed: layer weights and float storage-form
+weights (LSTM/GRU, weights lifted out of If/Loop bodies); integer ones are lossless.
+
+The analysis is kept: running the pass again (after `tighten`) only re-allocates, and
+after `keep_exact` (the compiler's safety net) it keeps the last choice with the named
+weights left exact.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from typing import Any
 
 import onnx_ir as ir
 
-from dc_onnx.budget.allocate import Allocator
+from dc_onnx.budget.allocate import Allocation, Allocator
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.candidates import Setting
+from dc_onnx.budget.candidates import KEEP, Setting
 from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity, analyze
 from dc_onnx.budget.simulate import Simulator
-from dc_onnx.layers import annotate, find_weight_groups
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, annotate, find_analysed_weights
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.quantize import Init
 
@@ -41,6 +46,7 @@ class AllocatePass(CompilerPass):
         max_error: float,
         analysis_samples: int = ANALYSIS_SAMPLES,
         init: Init = "mse",
+        min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
     ) -> None:
         super().__init__()
         if not max_error > 0:
@@ -50,13 +56,21 @@ class AllocatePass(CompilerPass):
         self.budget = max_error  # what the allocation aims under; `tighten` lowers it
         self.analysis_samples = analysis_samples
         self.init: Init = init  # the k-means start the cluster pass will use
+        self.min_weight_elements = min_weight_elements  # storage weights from this size
         self.analysis: Analysis | None = None
+        self.allocator: Allocator | None = None  # of the last run: simulates its choice
+        self.allocation: Allocation | None = None  # the last choice
+        self.kept_exact: dict[str, str] = {}  # weight -> why the safety net keeps it exact
 
     def tighten(self, factor: float) -> None:
         self.budget *= factor
 
+    def keep_exact(self, reasons: dict[str, str]) -> None:
+        """From the next run on: the last choice, with these weights left exact."""
+        self.kept_exact.update(reasons)
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        groups = find_weight_groups(model.graph)
+        groups = find_analysed_weights(model.graph, self.min_weight_elements)
         if not groups:
             self.stats = {"layers": {}}
             return ir.passes.PassResult(model, False)
@@ -69,7 +83,15 @@ class AllocatePass(CompilerPass):
             by_weight = {str(g.weight.name): g for g in groups}
             for layer in self.analysis.layers:
                 layer.group = by_weight[layer.weight]
-        allocation = Allocator(self.analysis, simulator).allocate(self.budget)
+        self.allocator = Allocator(self.analysis, simulator)
+        if self.kept_exact and self.allocation is not None:
+            settings = {
+                w: KEEP if w in self.kept_exact else s for w, s in self.allocation.settings.items()
+            }
+            allocation = self.allocator.fixed(settings)
+        else:
+            allocation = self.allocator.allocate(self.budget)
+        self.allocation = allocation
         layers: dict[str, dict[str, Any]] = {}
         for layer in self.analysis.layers:
             setting = allocation.settings[layer.weight]
@@ -92,7 +114,9 @@ class AllocatePass(CompilerPass):
             "calibration": self.calibration.to_json(),
             "analysis_samples": self.analysis.calibration.samples,
             "analysis_seconds": self.analysis.seconds,
+            "analysis_runs": self.analysis.runs,
             **allocation.to_json(),
+            "kept_exact": dict(self.kept_exact),
             "layers": layers,
         }
         return ir.passes.PassResult(model, True)
@@ -100,10 +124,13 @@ class AllocatePass(CompilerPass):
 
 def _layer_stats(layer: LayerSensitivity, setting: Setting) -> dict[str, Any]:
     return {
+        "weight": layer.weight,
+        "kind": layer.group.kind,
         "setting": setting.to_json(),
         "estimated_bytes": layer.sizes.bytes(setting),
         "dense_bytes": layer.sizes.dense_bytes,
         "predicted_error": layer.predicted_sq(setting) ** 0.5,
         "bits_error": {str(b): e for b, e in layer.bits_error.items()},
         "sparsity_error": {f"{s:g}": e for s, e in layer.sparsity_error.items()},
+        "predicted": layer.predicted_points(),
     }

@@ -5,8 +5,9 @@ exact zero, so pruned weights stay pruned. Bits come per kind (conv / fc) unless
 per-weight mapping names the weight. The math lives in `dc_onnx.quantize`; this pass walks
 the weights, picks their bits and records what it did.
 
-Storage-form float weights are clustered with `bits_other`; fp16/bf16 centroids are
-rounded to the weight's dtype, so the codebook holds values that dtype represents exactly.
+Storage-form float weights are clustered with the allocate pass's bits, else `bits_other`;
+fp16/bf16 centroids are rounded to the weight's dtype, so the codebook holds values that
+dtype represents exactly.
 Integer weights (already quantized) are never clustered: they are stored losslessly.
 """
 
@@ -49,7 +50,7 @@ def bits_of(options: ClusterOptions, group: WeightGroup | StoredWeight) -> int:
     for pattern, bits in per_layer.items():
         if group.matches(pattern):
             return bits
-    allocated = group.annotation("bits") if isinstance(group, WeightGroup) else None
+    allocated = group.annotation("bits")
     return options.bits(group.kind) if allocated is None else int(allocated)
 
 

@@ -82,7 +82,7 @@ class LowerStats:
     left: list[Skipped] = dataclasses.field(default_factory=list)  # storage weights refused
 
 
-def _index_bits(options: LowerOptions, group: WeightGroup) -> int:
+def _index_bits(options: LowerOptions, group: WeightGroup | StoredWeight) -> int:
     """The allocate pass's index bits for this weight, else those of its kind."""
     allocated = group.annotation("index_bits")
     return options.index_bits(group.kind) if allocated is None else int(allocated)
@@ -255,7 +255,7 @@ class LowerPass(CompilerPass):
             group.release()  # a large model is held in memory one weight at a time
         for weight in find_stored_weights(graph, self.min_weight_elements):
             logger.info("encode %s (%s, read by %s)", weight.name, weight.kind, weight.readers)
-            enc = encode_stored(weight, self.options.index_bits(weight.kind))
+            enc = encode_stored(weight, _index_bits(self.options, weight))
             if isinstance(enc, str):
                 logger.warning("weight '%s' stays uncompressed: %s", weight.name, enc)
                 array = weight.array()

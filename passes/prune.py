@@ -5,8 +5,9 @@ of the weight. Per-layer targets are given by globs on node or weight names; the
 matching glob wins, then the global sparsity, then the quality.
 
 Storage-form weights (LSTM, embedding tables, elementwise constants, ...) feed ops whose
-sensitivity to zeros nobody measured, so they are pruned only when a per-layer glob names
-them. Integer weights (already quantized) are never pruned.
+sensitivity to zeros is unknown, so they are pruned only when a per-layer glob names them
+or the allocate pass chose a sparsity for them (it measured the cost). Integer weights
+(already quantized) are never pruned.
 """
 
 from __future__ import annotations
@@ -55,8 +56,13 @@ class PrunePolicy:
         """('sparsity', s) or ('quality', q) for the group, or None to leave it alone."""
         s = first_match(group, self.per_layer)
         if isinstance(group, StoredWeight) or group.kind == "embedding":
-            # Tables: a pruned row changes every token that reads it; only when asked.
-            return None if s is None or group.kind == "integer" else ("sparsity", s)
+            # Tables: a pruned row changes every token that reads it; only when asked, or
+            # when the allocate pass measured what it costs.
+            if group.kind == "integer":
+                return None
+            if s is None and (allocated := group.annotation("sparsity")) is not None:
+                s = _partway(allocated, self.fraction)
+            return None if s is None else ("sparsity", s)
         if s is None:
             s = self.sparsity
         if s is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -25,12 +26,12 @@ from dc_onnx.passes.prune import PrunePass, PrunePolicy
 from dc_onnx.pipeline import run_passes
 
 
-def _two_paths(seed: int = 0) -> onnx.ModelProto:
-    """`sensitive` feeds an output directly; `saturated` feeds tanh(x W + 60): always 1.0,
-    so compressing it changes nothing. `saturated` is also the larger weight."""
+def _two_paths(seed: int = 0, width: int = 32) -> onnx.ModelProto:
+    """`sensitive` (32 x width) feeds an output directly; `saturated` feeds tanh(x W + 60):
+    always 1.0, so compressing it changes nothing. At width 32, `saturated` is the larger."""
     rng = np.random.default_rng(seed)
     inits = {
-        "sensitive": rng.standard_normal((32, 32)).astype(np.float32) * 0.2,
+        "sensitive": rng.standard_normal((32, width)).astype(np.float32) * 0.2,
         "saturated": rng.standard_normal((32, 128)).astype(np.float32) * 0.01,
         "shift": np.full(128, 60.0, np.float32),
     }
@@ -40,7 +41,7 @@ def _two_paths(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Add", ["h", "shift"], ["hs"]),
         helper.make_node("Tanh", ["hs"], ["z"]),
     ]
-    return make_model(nodes, {"x": ["N", 32]}, {"y": ["N", 32], "z": ["N", 128]}, inits)
+    return make_model(nodes, {"x": ["N", 32]}, {"y": ["N", width], "z": ["N", 128]}, inits)
 
 
 def _allocation(report: dict) -> dict:
@@ -265,3 +266,49 @@ def test_analyze_plot_without_matplotlib_says_how_to_get_it(
     assert main(["analyze", str(source), "--plot", str(tmp_path / "s.png")]) == 1
     assert "pip install 'dc-onnx[plot]'" in capsys.readouterr().err
     assert not (tmp_path / "s.png").exists()
+
+
+def test_curve_predicts_between_and_beyond_measured_points() -> None:
+    from dc_onnx.budget.sensitivity import Curve
+
+    curve = Curve({0.0: 0.0, 0.1: 0.01, 0.2: 0.04, 0.5: 0.1, 0.6: 0.2, 0.8: 0.4, 0.9: 0.9})
+    assert curve.predict(0.5) == math.inf  # nothing measured: never picked unmeasured
+    curve.measured.update({0.0: 0.0, 0.5: 0.01})
+    assert curve.predict(0.1) == pytest.approx(0.001)  # below: linear towards zero
+    assert curve.predict(0.8) == pytest.approx(0.04)  # beyond one point: linear
+    curve.measured[0.8] = 0.16  # 16x the error for 4x the perturbation: a power law of 2
+    assert curve.predict(0.2) == pytest.approx(0.004)
+    assert curve.predict(0.6) == pytest.approx(0.04)  # between: the power law through both
+    assert curve.predict(0.9) == pytest.approx(0.16 * (9 / 4) ** 2)
+    curve.measured[0.8] = 0.01 * 4**5  # slope 5 is capped at 3 beyond the last point
+    assert curve.predict(0.9) == pytest.approx(10.24 * (9 / 4) ** 3)
+    assert curve.error(0.8) == 10.24 and curve.full()[0.0] == 0.0
+
+
+def test_allocation_measures_every_point_it_picks(tmp_path: Path) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx").report.to_json()
+    stats = _allocation(report)
+    for name, layer in stats["layers"].items():
+        setting = layer["setting"]
+        if setting.get("keep"):
+            continue
+        # The chosen point of each curve was measured, not left predicted.
+        assert setting["bits"] not in layer["predicted"]["bits"], name
+        assert setting["sparsity"] not in layer["predicted"]["sparsity"], name
+    # Two anchors per weight plus what the allocation asked for: fewer than a full sweep.
+    full = len(stats["layers"]) * (7 + 11)
+    assert 2 * len(stats["layers"]) <= stats["analysis_runs"] < full
+
+
+def test_analyze_exact_measures_every_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    assert main(["analyze", str(source)]) == 0
+    text = capsys.readouterr().out
+    assert "~" in text and "--exact measures them all" in text
+    assert main(["analyze", str(source), "--exact", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["exact"] and data["runs"] == len(data["layers"]) * 18
+    assert all(layer["predicted"] == {"bits": [], "sparsity": []} for layer in data["layers"])

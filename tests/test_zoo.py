@@ -223,3 +223,51 @@ def test_relative_l2_and_first_line() -> None:
     assert zoo_measure.relative_l2(a, np.zeros(3)) == float("inf")
     assert zoo_measure.first_line("x\nValueError: bad thing\n") == "ValueError: bad thing"
     assert zoo_measure.first_line("") == "failed (no message)"
+
+
+def _row(index: int, file_bytes: int, **cells: zoo_measure.Cell) -> zoo_measure.Row:
+    row = zoo_measure.Row(zoo.ZOO[index], file_bytes=file_bytes)
+    row.cells = dict(cells)
+    return row
+
+
+def test_summary_counts_each_done_criterion() -> None:
+    Cell = zoo_measure.Cell
+    rows = [
+        # within budget, smaller than int8 and more accurate: counts everywhere; 8x at 0.05
+        _row(0, 8000, default=Cell(bytes=1000, error=0.004, analysis_s=12.0, analysed=40),
+             int8=Cell(bytes=2000, error=0.03), **{"max-error-0.05": Cell(bytes=1000, error=0.04)}),
+        # over budget, but no worse than an int8 that is itself over: beats int8 only
+        _row(1, 8000, default=Cell(bytes=1500, error=0.02, analysis_s=50.0, analysed=5),
+             int8=Cell(bytes=2000, error=0.03), **{"max-error-0.05": Cell(bytes=2000, error=0.04)}),
+        # int8 failed: only the budget counts; the 0.05 compile failed: 1.0x
+        _row(2, 8000, default=Cell(bytes=7000, error=0.001), int8=Cell(failed="no output"),
+             **{"max-error-0.05": Cell(failed="compile timed out after 9 s")}),
+        # the default failed: counts nowhere
+        _row(3, 8000, default=Cell(failed="boom"), int8=Cell(bytes=2000, error=0.01)),
+    ]  # fmt: skip
+    text = zoo_measure.summary(rows)
+    assert "within the 1% budget (measured here): 2 of 4 (50%)" in text
+    assert "whichever is looser (where int8 fails, only the budget counts): 3 of 4 (75%)" in text
+    assert "(a failed compile counts as 1.0x): 2.5x" in text  # median of 8, 4, 1, 1
+    assert "40 weights analysed: 12 s (slowest: " in text and "50 s)" in text
+    assert text in zoo_measure.tables(rows)
+
+
+def test_coverage_cell_has_no_report_dump() -> None:
+    row = _row(0, 8000)
+    cell = zoo_measure.Cell(bytes=1000, layers=3, layer_bytes=3900, compile_s=61.4,
+                            analysis_s=40.2, analysed=3)  # fmt: skip
+    text = zoo_measure.coverage_cell(row, cell)
+    assert text.startswith("3 / ") and text.endswith("; compile 61 s (analysis 40 s, 3 weights)")
+    assert "None" not in text and "mode" not in text
+
+
+def test_analysis_of_reads_the_allocate_pass() -> None:
+    report = {"passes": [
+        {"name": "canonicalize", "stats": {}},
+        {"name": "allocate", "stats": {"analysis_seconds": 3.5, "layers": {"a": {}, "b": {}}}},
+        "junk",
+    ]}  # fmt: skip
+    assert zoo_measure.analysis_of(report) == (3.5, 2)
+    assert zoo_measure.analysis_of({}) == (None, None)

@@ -83,6 +83,15 @@ def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
     return {layer.weight: o[2] for layer, o in zip(layers, chosen, strict=True)}
 
 
+def choose_measured(analysis: Analysis, simulator: Simulator, target: float) -> dict[str, Setting]:
+    """`choose`, then measure the predicted curve points it picked and choose again, until
+    the choice rests on measured points only (each round measures at least one new point)."""
+    while True:
+        settings = choose(analysis.layers, target)
+        if not analysis.measure_settings(settings, simulator):
+            return settings
+
+
 class Allocator:
     """Chooses, simulates and rescales (see the module docstring); caches the arrays."""
 
@@ -100,15 +109,28 @@ class Allocator:
         return self._arrays[key]
 
     def _evaluate(self, settings: dict[str, Setting]) -> tuple[OutputError, float, int]:
-        overrides = {}
         predicted_sq, nbytes = 0.0, 0
         for layer in self.analysis.layers:
             setting = settings[layer.weight]
             predicted_sq += layer.predicted_sq(setting)
             nbytes += layer.sizes.bytes(setting)
-            if not setting.keep:
-                overrides[layer.weight] = self.array(layer, setting)
-        return self.simulator.error(overrides), math.sqrt(predicted_sq), nbytes
+        return self.simulator.error(self.overrides(settings)), math.sqrt(predicted_sq), nbytes
+
+    def overrides(self, settings: dict[str, Setting]) -> dict[str, np.ndarray]:
+        """The simulated arrays of the weights `settings` compresses."""
+        return {
+            layer.weight: self.array(layer, settings[layer.weight])
+            for layer in self.analysis.layers
+            if not settings[layer.weight].keep
+        }
+
+    def fixed(self, settings: dict[str, Setting]) -> Allocation:
+        """`settings` as given, simulated."""
+        dense = sum(layer.sizes.dense_bytes for layer in self.analysis.layers)
+        measured, predicted, nbytes = self._evaluate(settings)
+        attempt = {"fixed": True, "predicted_error": predicted,
+                   "simulated_error": measured.worst, "estimated_bytes": nbytes}  # fmt: skip
+        return Allocation(dict(settings), predicted, measured, nbytes, dense, [attempt])
 
     def allocate(self, budget: float) -> Allocation:
         layers = self.analysis.layers
@@ -119,7 +141,7 @@ class Allocator:
         feasible, infeasible = 0.0, math.inf  # targets known to land within / over budget
         target = budget
         for _ in range(MAX_ATTEMPTS):
-            settings = choose(layers, target)
+            settings = choose_measured(self.analysis, self.simulator, target)
             key = tuple(settings[layer.weight] for layer in layers)
             if key in seen:
                 worst = seen[key]

@@ -16,7 +16,7 @@ import numpy as np
 
 from dc_onnx.codecs import huffman
 from dc_onnx.codecs.container import ENTRY_SIZE
-from dc_onnx.layers import WeightGroup
+from dc_onnx.layers import AnalysedWeight
 from dc_onnx.quantize import Init, kmeans_1d, prune_array
 
 BITS = (8, 7, 6, 5, 4, 3, 2)
@@ -26,7 +26,13 @@ INDEX_BITS = (2, 3, 4, 5, 6, 7, 8)
 # initializers and node attributes in the .onnx.
 LAYER_OVERHEAD = 4 * ENTRY_SIZE + 256
 # Above this many survivors the cluster occupancy is estimated from a uniform sample.
-_SAMPLE = 1 << 18
+_SAMPLE = 1 << 14
+# Lloyd iterations of the occupancy estimate: the k-means start is already close, and the
+# allocation asks for every (sparsity, bits) pair of every weight, so this is its main cost.
+_ITERATIONS = 3
+# Sparsities at which the code stream is sized by k-means; in between, its bits per stored
+# weight are interpolated (they change slowly with the sparsity). The gap stream is exact.
+SIZED_SPARSITIES = (0.0, 0.3, 0.5, 0.7, 0.9, 0.95)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,13 +78,14 @@ def gap_counts(runs: np.ndarray, index_bits: int) -> np.ndarray:
 class LayerSizes:
     """Encoded bytes of one weight at every candidate setting (computed on demand, cached)."""
 
-    def __init__(self, group: WeightGroup, array: np.ndarray, init: Init = "mse") -> None:
+    def __init__(self, group: AnalysedWeight, array: np.ndarray, init: Init = "mse") -> None:
         self.group = group
         self.array = array
         self.init: Init = init  # the cluster pass's k-means start
         self.dense_bytes = int(array.nbytes)
         self._masks: dict[float, tuple[np.ndarray, int, int]] = {}  # survivors, gaps, ib
         self._bytes: dict[tuple[float, int], int] = {}
+        self._codes_cache: dict[tuple[float, int], tuple[int, int]] = {}
 
     def _pruned(self, sparsity: float) -> tuple[np.ndarray, int, int]:
         if sparsity not in self._masks:
@@ -100,12 +107,33 @@ class LayerSizes:
             return self.dense_bytes
         key = (setting.sparsity, setting.bits)
         if key not in self._bytes:
-            survivors, gaps_bytes, _ = self._pruned(setting.sparsity)
-            counts = self._cluster_counts(survivors, setting.bits, self.init)
-            k = int(np.count_nonzero(counts)) + 1  # codebook entries, zero included
-            codes_bytes = _stream_bytes(counts)
+            gaps_bytes = self._pruned(setting.sparsity)[1]
+            codes_bytes, k = self._codes(setting.sparsity, setting.bits)
             self._bytes[key] = codes_bytes + gaps_bytes + 5 * k + LAYER_OVERHEAD
         return self._bytes[key]
+
+    def _codes(self, sparsity: float, bits: int) -> tuple[int, int]:
+        """Code stream bytes and codebook entries (zero included) at this setting."""
+        key = (sparsity, bits)
+        if key in self._codes_cache:
+            return self._codes_cache[key]
+        survivors = self._pruned(sparsity)[0]
+        if sparsity in SIZED_SPARSITIES or survivors.size == 0:
+            counts = self._cluster_counts(survivors, bits, self.init)
+            result = _stream_bytes(counts), int(np.count_nonzero(counts)) + 1
+        else:  # bits per stored weight interpolated between the sized neighbours
+            lo = max(s for s in SIZED_SPARSITIES if s < sparsity)
+            hi = min(s for s in SIZED_SPARSITIES if s > sparsity)
+            per_weight = []
+            for s in (lo, hi):
+                n = max(self._pruned(s)[0].size, 1)
+                per_weight.append(self._codes(s, bits)[0] / n)
+            t = (sparsity - lo) / (hi - lo)
+            rate = per_weight[0] + t * (per_weight[1] - per_weight[0])
+            k = min(self._codes(lo, bits)[1], survivors.size + 1)
+            result = round(rate * survivors.size), k
+        self._codes_cache[key] = result
+        return result
 
     @staticmethod
     def _cluster_counts(survivors: np.ndarray, bits: int, init: Init) -> np.ndarray:
@@ -117,6 +145,6 @@ class LayerSizes:
             values = values[rng.choice(values.size, _SAMPLE, replace=False)]
         if values.size == 0:
             return np.zeros(1, dtype=np.int64)
-        _, assignment, _ = kmeans_1d(values, (1 << bits) - 1, init)
+        _, assignment, _ = kmeans_1d(values, (1 << bits) - 1, init, max_iterations=_ITERATIONS)
         counts = np.bincount(assignment)
         return np.rint(counts * scale).astype(np.int64)

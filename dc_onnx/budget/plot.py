@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 
-from dc_onnx.budget.candidates import SPARSITIES
+from dc_onnx.budget.candidates import BITS, SPARSITIES
 from dc_onnx.budget.sensitivity import Analysis
 from dc_onnx.errors import DcOnnxError
 
@@ -26,16 +27,22 @@ def plot_sensitivity(analysis: Analysis, path: str | os.PathLike[str]) -> None:
     fig, (ax_s, ax_b) = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
     for layer in analysis.layers:
         label = layer.name if len(layer.name) <= 40 else layer.name[:37] + "..."
-        pruned = [s for s in SPARSITIES[1:] if s in layer.sparsity_error]  # 0: no log point
-        ax_s.plot(
-            [100 * s for s in pruned],
-            [max(layer.sparsity_error[s], _FLOOR) for s in pruned],
-            marker="o", markersize=3, label=label,
-        )  # fmt: skip
-        ax_b.plot(
-            list(layer.bits_error), [max(e, _FLOOR) for e in layer.bits_error.values()],
-            marker="o", markersize=3, label=label,
-        )  # fmt: skip
+        # The whole curve as a line (predicted between measured points unless --exact), a
+        # dot on each measured point; sparsity 0 has no point on a log scale.
+        for ax, curve, knobs, scale in (
+            (ax_s, layer.sparsity, SPARSITIES[1:], 100.0),
+            (ax_b, layer.bits, BITS, 1.0),
+        ):
+            xs = [k for k in knobs if math.isfinite(curve.error(k))]
+            (line,) = ax.plot(
+                [scale * k for k in xs], [max(curve.error(k), _FLOOR) for k in xs],
+                label=label, linewidth=1,
+            )  # fmt: skip
+            dots = [k for k in xs if k in curve.measured]
+            ax.plot(
+                [scale * k for k in dots], [max(curve.measured[k], _FLOOR) for k in dots],
+                "o", markersize=3, color=line.get_color(),
+            )  # fmt: skip
     ax_s.set(xlabel="sparsity (% of weights pruned)", title="pruning alone")
     ax_b.set(xlabel="k-means bits (2^bits - 1 shared values + zero)", title="quantization alone")
     ax_b.invert_xaxis()
@@ -48,7 +55,8 @@ def plot_sensitivity(analysis: Analysis, path: str | os.PathLike[str]) -> None:
         ax_s.legend(handles, labels, fontsize="small")
     fig.suptitle(
         f"Per-layer sensitivity ({analysis.calibration.samples} calibration samples, "
-        f"{analysis.calibration.source} inputs)"
+        f"{analysis.calibration.source} inputs; dots measured"
+        f"{'' if analysis.exact else ', lines between them predicted'})"
     )
     fig.savefig(os.fspath(path), dpi=120)
     plt.close(fig)

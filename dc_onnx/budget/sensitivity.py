@@ -13,25 +13,81 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
 from dc_onnx.budget.simulate import Simulator
-from dc_onnx.layers import WeightGroup
+from dc_onnx.layers import AnalysedWeight
 from dc_onnx.quantize import Init, prune_array, quantize
 
 logger = logging.getLogger(__name__)
 
 
+Knob = int | float  # k-means bits of the quantization curve, sparsity of the pruning curve
+
+
+@dataclasses.dataclass
+class Curve:
+    """One weight's output error against one knob (bits, or sparsity).
+
+    `perturbation` holds, for every knob value, the relative weight-space error
+    ||W - Q(W)|| / ||W|| of that setting, which costs no model run. Points in `measured`
+    come from the model; the others are predicted from the measured ones: for small
+    perturbations the output error grows close to linearly with the weight's, so between two
+    measured points the error follows the power law through them (a straight line in log-log),
+    and beyond the outermost one it follows the slope of the last two (at least linear, at
+    most cubic). The allocation measures every predicted point it picks, so a wrong guess
+    costs runs, never the budget.
+    """
+
+    perturbation: dict[Knob, float]
+    measured: dict[Knob, float] = dataclasses.field(default_factory=dict)
+
+    def error(self, knob: Knob) -> float:
+        if knob in self.measured:
+            return self.measured[knob]
+        return self.predict(knob)
+
+    def predict(self, knob: Knob) -> float:
+        x = self.perturbation[knob]
+        if x <= 0:
+            return 0.0  # the setting changes nothing
+        points = sorted((self.perturbation[k], e) for k, e in self.measured.items())
+        points = [(px, e) for px, e in points if px > 0]
+        if not points:
+            return math.inf  # nothing measured: never chosen unmeasured
+        below = [p for p in points if p[0] <= x]
+        above = [p for p in points if p[0] > x]
+        if below and above:
+            (x0, e0), (x1, e1) = below[-1], above[0]
+            if e0 <= 0 or e1 <= 0 or x0 == x1:  # no power law through a zero: a straight line
+                return e0 + (e1 - e0) * (x - x0) / (x1 - x0)
+            slope = math.log(e1 / e0) / math.log(x1 / x0)
+            return e0 * (x / x0) ** slope
+        if above:  # below every measured point: linear towards zero
+            x1, e1 = above[0]
+            return e1 * x / x1
+        xn, en = below[-1]
+        slope = 1.0
+        if len(below) >= 2 and below[-2][1] > 0 and en > 0 and below[-2][0] < xn:
+            slope = math.log(en / below[-2][1]) / math.log(xn / below[-2][0])
+        return en * (x / xn) ** min(max(slope, 1.0), 3.0)
+
+    def full(self) -> dict[Knob, float]:
+        """Every knob's error, measured or predicted."""
+        return {k: self.error(k) for k in self.perturbation}
+
+
 @dataclasses.dataclass
 class LayerSensitivity:
-    group: WeightGroup
+    group: AnalysedWeight
     sizes: LayerSizes
-    # Measured points only: a sweep stops once the error is beyond any budget in play.
-    bits_error: dict[int, float]  # k-means bits -> error, no pruning
-    sparsity_error: dict[float, float]  # sparsity -> error, no quantization
+    bits: Curve  # k-means bits -> error, no pruning
+    sparsity: Curve  # sparsity -> error, no quantization; 0 is measured as 0
 
     @property
     def name(self) -> str:
@@ -41,16 +97,42 @@ class LayerSensitivity:
     def weight(self) -> str:
         return str(self.group.weight.name)
 
+    @property
+    def bits_error(self) -> dict[int, float]:
+        """Measured or predicted error at every bit width."""
+        return {int(b): e for b, e in self.bits.full().items()}
+
+    @property
+    def sparsity_error(self) -> dict[float, float]:
+        """Measured or predicted error at every sparsity."""
+        return {float(s): e for s, e in self.sparsity.full().items()}
+
     def predicted_sq(self, setting: Setting) -> float:
         """Squared error of this layer at `setting`: pruning and quantization add as noise."""
         if setting.keep or setting.bits is None:
             return 0.0
-        prune = self.sparsity_error.get(setting.sparsity, math.inf)
-        return prune**2 + self.bits_error.get(setting.bits, math.inf) ** 2
+        return self.sparsity.error(setting.sparsity) ** 2 + self.bits.error(setting.bits) ** 2
+
+    def unmeasured(self, setting: Setting) -> tuple[int | None, float | None]:
+        """The bits and the sparsity of `setting` whose errors are predicted (else None)."""
+        if setting.keep or setting.bits is None:
+            return None, None
+        bits = None if setting.bits in self.bits.measured else setting.bits
+        sparsity = None if setting.sparsity in self.sparsity.measured else setting.sparsity
+        return bits, sparsity
 
     def candidates(self) -> list[Setting]:
-        """The measured (sparsity, bits) pairs."""
-        return [self.sizes.setting(s, b) for s in self.sparsity_error for b in self.bits_error]
+        """Every (sparsity, bits) pair whose error is finite (measured or predicted)."""
+        bits = [b for b, e in self.bits_error.items() if math.isfinite(e)]
+        sparsities = [s for s, e in self.sparsity_error.items() if math.isfinite(e)]
+        return [self.sizes.setting(s, b) for s in sparsities for b in bits]
+
+    def predicted_points(self) -> dict[str, list[Any]]:
+        """The points of `bits_error` and `sparsity_error` that were predicted, not measured."""
+        return {
+            "bits": [b for b in BITS if b not in self.bits.measured],
+            "sparsity": [s for s in SPARSITIES if s not in self.sparsity.measured],
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +143,7 @@ class LayerSensitivity:
             "dense_bytes": self.sizes.dense_bytes,
             "bits_error": {str(b): e for b, e in self.bits_error.items()},
             "sparsity_error": {f"{s:g}": e for s, e in self.sparsity_error.items()},
+            "predicted": self.predicted_points(),
             "bytes": {
                 f"s={s:g},b={b}": self.sizes.bytes(self.sizes.setting(s, b))
                 for s in SPARSITIES
@@ -73,16 +156,56 @@ class LayerSensitivity:
 class Analysis:
     layers: list[LayerSensitivity]
     calibration: Calibration  # the samples the curves were measured on
-    seconds: float
+    seconds: float  # measuring the curves, the allocation's extra points included
+    exact: bool = False  # every point measured (else anchors, the rest predicted)
+    runs: int = 0  # model runs so far
+    init: Init = "mse"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "calibration": self.calibration.to_json(),
             "seconds": self.seconds,
+            "runs": self.runs,
+            "exact": self.exact,
             "bits": list(BITS),
             "sparsities": list(SPARSITIES),
             "layers": [layer.to_json() for layer in self.layers],
         }
+
+    def measure(
+        self, layer: LayerSensitivity, simulator: Simulator, knob: str, value: Knob
+    ) -> float:
+        """Measure one point of one curve (`knob` "bits" or "sparsity") and keep it."""
+        start = time.perf_counter()
+        array = layer.sizes.array
+        if knob == "bits":
+            simulated = quantize(array, int(value), 0.0, self.init)
+            curve = layer.bits
+        else:
+            simulated = prune_array(array, "sparsity", float(value))
+            curve = layer.sparsity
+        error = simulator.error({layer.weight: simulated}, self.calibration).worst
+        curve.measured[value] = error
+        self.runs += 1
+        self.seconds += time.perf_counter() - start
+        return error
+
+    def measure_settings(self, settings: Mapping[str, Setting], simulator: Simulator) -> int:
+        """Measure the predicted points that `settings` (weight -> setting) rely on; returns
+        how many were measured."""
+        count = 0
+        for layer in self.layers:
+            setting = settings.get(layer.weight)
+            if setting is None:
+                continue
+            bits, sparsity = layer.unmeasured(setting)
+            if bits is not None:
+                self.measure(layer, simulator, "bits", bits)
+                count += 1
+            if sparsity is not None:
+                self.measure(layer, simulator, "sparsity", sparsity)
+                count += 1
+        return count
 
     def format_table(self) -> str:
         head = ["layer", "weights", *[f"{b}b" for b in BITS], *[f"s{s:g}" for s in SPARSITIES[1:]]]
@@ -90,8 +213,8 @@ class Analysis:
         for layer in self.layers:
             rows.append([
                 layer.name, f"{layer.sizes.array.size:,}",
-                *[_pct(layer.bits_error.get(b)) for b in BITS],
-                *[_pct(layer.sparsity_error.get(s)) for s in SPARSITIES[1:]],
+                *[_point(layer.bits, b) for b in BITS],
+                *[_point(layer.sparsity, s) for s in SPARSITIES[1:]],
             ])  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
@@ -107,9 +230,21 @@ class Analysis:
             "relative L2 output error with only that layer compressed: k-means bits (no "
             "pruning), then sparsity (no quantization)"
         )
+        if not self.exact:
+            lines.append(
+                "~ marks a predicted point (from the weight-space error and the measured "
+                "points); --exact measures them all"
+            )
         lines.append(f"calibration: {self.calibration.summary()}")
-        lines.append(f"analysed in {self.seconds:.1f} s")
+        lines.append(f"analysed in {self.seconds:.1f} s ({self.runs} model runs)")
         return "\n".join(lines)
+
+
+def _point(curve: Curve, knob: Knob) -> str:
+    if knob in curve.measured:
+        return _pct(curve.measured[knob])
+    value = curve.predict(knob)
+    return "~" + _pct(value) if math.isfinite(value) else "-"
 
 
 def _pct(x: float | None) -> str:
@@ -118,39 +253,75 @@ def _pct(x: float | None) -> str:
     return f"{100 * x:.2f}%" if x < 10 else ">1000%"
 
 
+# Points measured per weight before the allocation asks for more: one of each curve, in
+# the middle of the range a budget of a few percent uses.
+ANCHOR_BITS = (5,)
+ANCHOR_SPARSITIES = (0.5,)
+# The quantization curve's weight-space error is taken on a sample of this many weights.
+_PERTURBATION_SAMPLE = 1 << 15
+
+
+def perturbations(array: np.ndarray, init: Init) -> tuple[dict[Knob, float], dict[Knob, float]]:
+    """Relative weight-space error ||W - Q(W)|| / ||W|| at each bit width (k-means on a
+    sample) and at each sparsity (exact, from the sorted magnitudes)."""
+    flat = array.reshape(-1).astype(np.float64)
+    flat = flat[np.isfinite(flat)]
+    energy = float(np.dot(flat, flat))
+    if energy == 0:
+        return {b: 0.0 for b in BITS}, {s: 0.0 for s in SPARSITIES}
+    squares = np.sort(flat * flat)
+    cumulative = np.concatenate([[0.0], np.cumsum(squares)])
+    sparsity = {s: math.sqrt(cumulative[round(s * flat.size)] / energy) for s in SPARSITIES}
+    sample = flat
+    if flat.size > _PERTURBATION_SAMPLE:
+        rng = np.random.default_rng(0)
+        sample = flat[rng.choice(flat.size, _PERTURBATION_SAMPLE, replace=False)]
+    sample_energy = float(np.dot(sample, sample)) or 1.0
+    bits: dict[Knob, float] = {}
+    for b in BITS:
+        quantized = quantize(sample.astype(np.float32), b, 0.0, init).astype(np.float64)
+        bits[b] = math.sqrt(float(np.sum((quantized - sample) ** 2)) / sample_energy)
+    return bits, sparsity
+
+
 def analyze(
-    groups: Sequence[WeightGroup],
+    groups: Sequence[AnalysedWeight],
     simulator: Simulator,
     calibration: Calibration,
     give_up: float | None = None,
     init: Init = "mse",
+    exact: bool = False,
 ) -> Analysis:
-    """Measure every weight's curves on `calibration` (a subset of the simulator's).
+    """Every weight's curves on `calibration` (a subset of the simulator's).
 
-    With `give_up`, each sweep (bits downwards, sparsity upwards) stops after the first
-    error above it: harsher settings would never be chosen, so they are not run.
+    By default only the anchor points are measured and the rest predicted (see Curve); the
+    allocation then measures the predicted points it picks (`Analysis.measure_settings`).
+    With `exact`, every point is measured, except that with `give_up` each sweep (bits
+    downwards, sparsity upwards) stops after the first error above it: harsher settings would
+    never be chosen, so they are not run.
     """
     start = time.perf_counter()
-    layers = []
+    analysis = Analysis([], calibration, 0.0, exact=exact, init=init)
     for i, group in enumerate(groups, 1):
-        name = str(group.weight.name)
         array = group.array()
-        bits_error: dict[int, float] = {}
-        for b in BITS:
-            simulated = quantize(array, b, 0.0, init)
-            bits_error[b] = simulator.error({name: simulated}, calibration).worst
-            if give_up is not None and bits_error[b] > give_up:
+        bits_x, sparsity_x = perturbations(array, init)
+        layer = LayerSensitivity(
+            group, LayerSizes(group, array, init), Curve(bits_x), Curve(sparsity_x, {0.0: 0.0})
+        )
+        analysis.layers.append(layer)
+        bits = BITS if exact else ANCHOR_BITS
+        for b in bits:
+            error = analysis.measure(layer, simulator, "bits", b)
+            if give_up is not None and error > give_up:
                 break
-        sparsity_error = {0.0: 0.0}
-        for s in SPARSITIES[1:]:
-            pruned = prune_array(array, "sparsity", s)
-            sparsity_error[s] = simulator.error({name: pruned}, calibration).worst
-            if give_up is not None and sparsity_error[s] > give_up:
+        for s in SPARSITIES[1:] if exact else ANCHOR_SPARSITIES:
+            error = analysis.measure(layer, simulator, "sparsity", s)
+            if give_up is not None and error > give_up:
                 break
-        sizes = LayerSizes(group, array, init)
-        layers.append(LayerSensitivity(group, sizes, bits_error, sparsity_error))
         logger.info(
-            "sensitivity %d/%d %s: %s at 8 bits, %s at 50%% sparsity",
-            i, len(groups), group.name, _pct(bits_error[8]), _pct(sparsity_error.get(0.5)),
+            "sensitivity %d/%d %s: %s at 5 bits, %s at 50%% sparsity",
+            i, len(groups), group.name, _pct(layer.bits.error(5)),
+            _pct(layer.sparsity.error(0.5)),
         )  # fmt: skip
-    return Analysis(layers, calibration, time.perf_counter() - start)
+    analysis.seconds = time.perf_counter() - start
+    return analysis

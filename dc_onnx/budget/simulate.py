@@ -5,9 +5,12 @@ original over the whole calibration set, ||y - y0|| / ||y0||; the worst output c
 Classifier outputs (2-D float, more than one class) also get top-1 agreement.
 
 `Simulator` runs the uncompressed model with some weights replaced by their simulated
-(pruned, quantized, dense float) arrays. Every compressible weight that is a main-graph
-initializer becomes a graph input once, so one session serves every candidate; a weight
-found elsewhere (a subgraph) is swapped by rebuilding the session instead.
+(pruned, quantized, dense, in the weight's dtype) arrays. Every analysed weight that is a
+main-graph initializer becomes a graph input once, so one session serves every candidate:
+layer weights and storage-form weights alike (canonicalize lifts the weights of If/Loop
+bodies to the main graph, where the bodies read them as outer-scope values, and those
+can be graph inputs as well). A bfloat16 weight, which ORT's Python API cannot feed, is
+swapped by rebuilding the session instead.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import onnx_ir as ir
 
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.errors import InputError
-from dc_onnx.layers import WeightGroup
+from dc_onnx.layers import AnalysedWeight
 
 Outputs = list[list[np.ndarray]]  # per calibration batch, per model output
 
@@ -140,14 +143,15 @@ class Simulator:
     """The model in plain ORT with chosen weights swapped (see the module docstring)."""
 
     def __init__(
-        self, model: ir.Model, groups: Sequence[WeightGroup], calibration: Calibration
+        self, model: ir.Model, groups: Sequence[AnalysedWeight], calibration: Calibration
     ) -> None:
         self.calibration = calibration
         self.groups = list(groups)
-        self._model = model
         self._weights = {str(g.weight.name): g for g in self.groups}
         initializers = model.graph.initializers
-        self._fed = [n for n in self._weights if n in initializers]
+        self._fed = [
+            n for n in self._weights if n in initializers and _feedable(self._weights[n].array())
+        ]
         proto = _self_contained(model)
         fed = set(self._fed)
         kept = [t for t in proto.graph.initializer if t.name not in fed]
@@ -161,6 +165,9 @@ class Simulator:
                     onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
                 )
         self._session = plain_session(proto.SerializeToString())
+        # The rest (bfloat16, which ORT's Python API cannot take) is swapped in a copy of
+        # this proto; kept only when needed, since it holds a copy of the weights.
+        self._proto = proto if len(fed) < len(self._weights) else None
         self._base = {n: self._weights[n].array() for n in self._fed}
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.reference = self.run({})
@@ -186,17 +193,22 @@ class Simulator:
         return compare(self.output_names, reference, self.run(overrides, calibration))
 
     def _rebuilt(self, overrides: Mapping[str, np.ndarray], calibration: Calibration) -> Outputs:
-        originals = {}
-        try:
-            for name, array in overrides.items():
-                group = self._weights[name]
-                originals[name] = group.array()
-                group.set_array(array)
-            session = plain_session(_self_contained(self._model).SerializeToString())
-        finally:
-            for name, array in originals.items():
-                self._weights[name].set_array(array)
-        return run_batches(session, calibration, {})
+        if self._proto is None:
+            raise KeyError(f"not an analysed weight: {sorted(set(overrides) - set(self._base))}")
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self._proto)
+        for tensor in proto.graph.initializer:
+            if tensor.name in overrides and tensor.name not in self._base:
+                array = np.asarray(overrides[tensor.name])
+                tensor.CopyFrom(ir.serde.serialize_tensor(ir.Tensor(array, name=tensor.name)))
+        session = plain_session(proto.SerializeToString())
+        fed = {k: v for k, v in overrides.items() if k in self._base}
+        return run_batches(session, calibration, {**self._base, **fed})
+
+
+def _feedable(array: np.ndarray) -> bool:
+    """Whether ORT's Python API takes the array as an input (not bfloat16)."""
+    return array.dtype.kind in "fiub"
 
 
 def reference_outputs(model: str | bytes, calibration: Calibration) -> tuple[list[str], Outputs]:

@@ -15,10 +15,12 @@ from dc_onnx.passes.canonicalize import CanonicalizePass
 
 
 def analyze_model(
-    path: str | os.PathLike[str], options: CalibrationOptions | None = None
+    path: str | os.PathLike[str], options: CalibrationOptions | None = None, exact: bool = False
 ) -> Analysis:
     """Sensitivity of every compressible weight, as the compiler's budget mode sees it
-    (after canonicalization, on the first `analysis_samples` calibration samples)."""
+    (after canonicalization, on the first `analysis_samples` calibration samples). Two
+    points per weight are measured and the rest predicted, as the compiler does before its
+    allocation measures the points it picks; `exact` measures every point."""
     options = options or CalibrationOptions()
     model = CanonicalizePass()(load_model(path)).model
     groups = find_weight_groups(model.graph)
@@ -27,4 +29,4 @@ def analyze_model(
     shapes = dict(options.input_shapes)
     inputs = calibration_for(model.graph, options.calibration, shapes)
     inputs = inputs.head(options.analysis_samples)
-    return analyze(groups, Simulator(model, groups, inputs), inputs)
+    return analyze(groups, Simulator(model, groups, inputs), inputs, exact=exact)

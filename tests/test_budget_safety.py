@@ -1,0 +1,149 @@
+"""The budget is kept on every kind of weight: storage-form weights (LSTM, If bodies) are
+analysed, the safety net keeps weights exact when the allocation is wrong, and retraining
+raises no false budget alarm."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from coverage_models import if_branches, recurrent
+from test_budget import _two_paths
+from test_embedding import embedding_model
+from test_retrain import _data, _mlp
+
+import dc_onnx
+from conftest import save
+from dc_onnx import compiler
+from dc_onnx.budget.allocate import Allocation, Allocator
+from dc_onnx.budget.candidates import Setting
+from dc_onnx.cli import main
+
+
+def _allocation(report: dict) -> dict:
+    (stats,) = [p["stats"] for p in report["passes"] if p["name"] == "allocate"]
+    return stats
+
+
+@pytest.mark.parametrize(("build", "sensitive"), [(recurrent, "lstm_R"), (if_branches, "W_then")])
+def test_storage_weights_are_analysed_and_kept_within_budget(
+    tmp_path: Path, build, sensitive: str
+) -> None:
+    model, _, _ = build()
+    source = save(model, tmp_path / "m.onnx")
+    # A budget below what 8 bits cost: the storage weights' former fixed 8 bits would
+    # land over it, so the analysis must choose their setting.
+    report_path = tmp_path / "r.json"
+    args = ["compile", str(source), "--max-error", "0.001", "--report", str(report_path)]
+    assert main(args) == 0
+    report = json.loads(report_path.read_text())
+    assert report["within_budget"] is True and report["error"]["relative_l2"] <= 0.001
+    layers = _allocation(report)["layers"]
+    (entry,) = [layer for name, layer in layers.items() if name == sensitive]
+    assert entry["kind"] == "storage"
+    assert entry["bits_error"], "the storage weight has a measured curve"
+    setting = entry["setting"]
+    if setting.get("keep"):  # kept exact: named as such, and never stored as a codebook
+        assert sensitive in report["kept_dense"]
+        assert sensitive not in {layer["name"] for layer in report["layers"]}
+    else:
+        assert setting["bits"] >= 2
+
+
+def test_a_layer_weight_kept_dense_stays_exact(tmp_path: Path) -> None:
+    # Kept by the allocation, a layer weight is no layer: it must not turn into a storage
+    # weight that the cluster pass quantizes to --bits-other (the compiled model then
+    # held a change the allocation never simulated).
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")  # 8192 weights
+    options = dc_onnx.CompileOptions(max_error=0.001)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    assert report.within_budget and report.kept_dense == ["direct"]
+    assert [layer.name for layer in report.layers] == ["hidden"]
+    compiled = {t.name: t for t in onnx.load(tmp_path / "m.dc.onnx").graph.initializer}
+    original = {t.name: t for t in onnx.load(source).graph.initializer}
+    assert compiled["sensitive"].raw_data == original["sensitive"].raw_data
+
+
+def _too_aggressive(self: Allocator, budget: float) -> Allocation:
+    """A wrong allocation: every weight at 2 bits and 90% sparsity, whatever it costs."""
+    settings = {
+        layer.weight: Setting(0.9, 2, layer.sizes.setting(0.9, 2).index_bits)
+        for layer in self.analysis.layers
+    }
+    return self.fixed(settings)
+
+
+def test_safety_net_keeps_the_responsible_weights_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Allocator, "allocate", _too_aggressive)
+    monkeypatch.setattr(compiler, "RETRIES", 1)
+    source = save(_two_paths(), tmp_path / "m.onnx")
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx").report
+    assert report.within_budget and report.error is not None
+    assert report.error["relative_l2"] <= 0.01
+    # The sensitive weight is found and kept exact; the saturated one stays compressed.
+    assert list(report.kept_exact) == ["sensitive"]
+    assert "safety net" in report.kept_exact["sensitive"]
+    assert [layer.name for layer in report.layers] == ["hidden"]
+    assert report.to_json()["kept_exact"] == report.kept_exact
+
+
+def test_safety_net_ends_with_every_weight_exact_if_it_must(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The simulation lies (every choice looks free): only the measurements of the compiled
+    # model guide the net, which keeps more weights exact until it is within budget.
+    monkeypatch.setattr(Allocator, "allocate", _too_aggressive)
+    monkeypatch.setattr(compiler, "RETRIES", 0)
+    from dc_onnx.budget import safety
+
+    def blind(allocator, settings):
+        return 0.0, [safety.Contribution(w, 0.0, 0.0) for w in allocator.overrides(settings)]
+
+    monkeypatch.setattr(safety, "rank", blind)
+    monkeypatch.setattr(safety, "how_many", lambda *a: 1)
+    source = save(_two_paths(), tmp_path / "m.onnx")
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx").report
+    assert report.within_budget
+    assert len(report.kept_exact) >= 1
+
+
+def test_retraining_without_max_error_raises_no_budget_alarm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = save(_mlp(), tmp_path / "m.onnx")
+    data = _data(tmp_path / "train.npz")
+    args = ["compile", str(source), "--data", str(data), "--sparsity", "0.5",
+            "--epochs", "1", "--report", str(tmp_path / "r.json")]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    assert "exceeds the budget" not in caplog.text
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["mode"] == "manual" and report["error"]["relative_l2"] > 0
+    assert report["max_error"] is None and report["within_budget"] is None
+    # An explicit --max-error is a demand, retraining or not.
+    caplog.clear()
+    assert main([*args, "--max-error", "1e-6"]) == 3
+    assert "exceeds the budget" in caplog.text
+
+
+def test_an_allocated_table_sparsity_is_applied(tmp_path: Path) -> None:
+    # The prune pass used to ignore the allocation's sparsity for embedding tables: the
+    # compiled table must hold the zeros the allocation measured.
+    table = np.random.default_rng(3).standard_normal((300, 24)).astype(np.float32)
+    source = save(embedding_model(table, 1), tmp_path / "m.onnx")
+    calibration = tmp_path / "idx.npz"
+    np.savez(calibration, idx=np.arange(200, dtype=np.int64))
+    options = dc_onnx.CompileOptions(calibration=calibration, max_error=0.5)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    (stats,) = [p.stats for p in report.passes if p.name == "allocate"]
+    sparsity = stats["layers"]["emb"]["setting"]["sparsity"]
+    assert sparsity >= 0.2
+    (layer,) = report.layers
+    assert layer.density == pytest.approx(1 - sparsity, abs=0.01)
+    assert report.within_budget
