@@ -251,6 +251,10 @@ class LowerPass(CompilerPass):
                 size = int(group.array().size)
                 left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
                 continue
+            if self._dense_conv(group):
+                group = dataclasses.replace(
+                    group, layers=tuple(dataclasses.replace(x, decoded=True) for x in group.layers)
+                )
             jobs.append((group, encoded))
             group.release()  # a large model is held in memory one weight at a time
         for weight in find_stored_weights(graph, self.min_weight_elements):
@@ -308,6 +312,23 @@ class LowerPass(CompilerPass):
         clear_annotations(graph)
         self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, True)
+
+    def _dense_conv(self, group: WeightGroup) -> bool:
+        """Whether a Conv layer runs faster as ORT's own Conv, fed by the decode op, than
+        as the sparse kernel: at least `conv_dense_density` non-zero, or depthwise (one
+        input channel per group: ORT's kernel wins at every density measured,
+        docs/benchmarks.md, "Sparse or dense convolution")."""
+        if group.kind != "conv" or group.decoded:
+            return False
+        w = group.array()
+        density = np.count_nonzero(w) / max(w.size, 1)
+        groups = group.layers[0].node.attributes.get_int("group", 1)
+        depthwise = groups > 1 and w.shape[1] == 1
+        if density < self.options.conv_dense_density and not depthwise:
+            return False
+        why = "depthwise" if depthwise else f"{100 * density:.0f}% non-zero"
+        logger.info("%s: %s: decoded once, ORT's Conv runs it", group.name, why)
+        return True
 
     def ensures(self, model: ir.Model) -> None:
         for node in model.graph:

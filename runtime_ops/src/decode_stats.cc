@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "isa.h"
+#include "simd.h"
 
 namespace dc_onnx {
 namespace {
@@ -40,7 +40,7 @@ void report_decode_stats(const std::string& layer, const CsrMatrix& csr) {
       ", \"cols\": " + std::to_string(csr.cols) + ", \"nonzeros\": " +
       std::to_string(csr.code.size()) + ", \"symbols\": " + std::to_string(csr.symbols) +
       ", \"decode_ns\": " + std::to_string(csr.decode_ns) + ", \"isa\": \"" +
-      isa_name(kernel_isa()) + "\"}\n";
+      isa_name(isa()) + "\"}\n";
   const std::lock_guard<std::mutex> lock(g_file_mutex);
   std::FILE* f = std::fopen(path, "a");
   if (f == nullptr) return;

@@ -1,18 +1,21 @@
 // The inner loop shared by the batched Gemm/MatMul path and the convolution: one sparse
 // weight row times a dense panel of 16*V contiguous floats per non-zero,
 //   out[0 .. 16V) = sum_j codebook[code[j]] * x[offset(j) .. offset(j) + 16V).
-// The accumulators live in registers as native vectors of L floats (16: AVX-512, 8: AVX2,
-// 4: SSE2), so each non-zero costs one codebook look-up, then per vector one load, one
-// multiply and one add; no accumulator goes through memory. A vector type wider than the
-// ISA's registers would not: GCC keeps it on the stack and splits every operation
-// (10x slower), which is why L follows the ISA of the calling function (isa.h).
+// The accumulators live in registers, so each non-zero costs one codebook look-up, V
+// loads, V multiplies and V adds; no accumulator goes through memory. Narrow panels
+// (V = 1, 2) spread consecutive non-zeros over U = 4/V accumulator sets to hide add latency.
+// Which set a non-zero goes to depends only on V and its position in the row, so results
+// do not depend on threads or on the CPU; with one non-zero product (identity input) the
+// sum is that product exactly.
 //
-// The bits do not depend on L. Narrow panels (V = 1, 2) spread consecutive non-zeros over
-// U = 4/V accumulator sets to hide add latency; which set a non-zero goes to depends only
-// on its position in the row, and the sets are folded in a fixed order. When U sets of a
-// panel's vectors would not fit in R registers, the panel is done in column chunks, each
-// over all the non-zeros; every float still sees the same additions in the same order.
-// With one non-zero product (identity input) the sum is that product exactly.
+// `Vec` is the register type: 16 floats of a panel are 16/lanes(Vec) registers. It must
+// be a width the enclosing function's target has registers for (Vec16 with AVX-512, Vec8
+// with AVX2, Vec4 everywhere): GCC keeps a wider generic vector in memory, and the
+// broadcast of each weight then goes through the stack (10x slower; simd.h dispatches).
+// When U sets of a panel's registers would pass kAccumulators (a 128-wide conv panel is
+// 16 ymm or 32 xmm registers), the panel is done in column chunks, each over all the
+// non-zeros. Each output column is one lane whatever the width or the chunking, and sees
+// the same additions in the same order, so every Vec gives the same bits.
 #pragma once
 
 #include <cstddef>
@@ -20,85 +23,101 @@
 
 namespace dc_onnx {
 
+using Vec16 = float __attribute__((vector_size(64)));
+using Vec8 = float __attribute__((vector_size(32)));
+using Vec4 = float __attribute__((vector_size(16)));
+
 #define DC_ONNX_INLINE inline __attribute__((always_inline))
 
-// A native vector of L floats (an alias template would drop the attribute).
-template <size_t L>
-struct Lanes {
-  typedef float type __attribute__((vector_size(4 * L)));
-};
+// Accumulator registers per chunk: 8 of AVX-512's 32, or of AVX2's and SSE2's 16, leave
+// room for the broadcast weight and the products.
+constexpr size_t kAccumulators = 8;
 
-// acc += w * p[0..L). Vectors pass by reference only: by value they would change the
-// calling convention between ISAs (GCC's -Wpsabi).
-template <size_t L>
-DC_ONNX_INLINE void axpy(typename Lanes<L>::type& acc, float w, const float* p) {
-  typename Lanes<L>::type v;
-  __builtin_memcpy(&v, p, sizeof v);
+// One unaligned load or store per register, straight between memory and the register (a
+// memcpy of an array of vectors made GCC copy them through the stack in 16-byte pieces).
+// Vectors pass by reference only: by value they would change the calling convention
+// between targets (GCC's -Wpsabi).
+template <typename Vec>
+DC_ONNX_INLINE void load(Vec& v, const float* p) {
+  typedef float Unaligned __attribute__((vector_size(sizeof(Vec)), aligned(4)));
+  v = *reinterpret_cast<const Unaligned*>(p);
+}
+
+template <typename Vec>
+DC_ONNX_INLINE void store(float* p, const Vec& v) {
+  typedef float Unaligned __attribute__((vector_size(sizeof(Vec)), aligned(4)));
+  *reinterpret_cast<Unaligned*>(p) = v;
+}
+
+// acc += w * p[0 .. lanes).
+template <typename Vec>
+DC_ONNX_INLINE void axpy(Vec& acc, const Vec& w, const float* p) {
+  Vec v;
+  load(v, p);
   acc += w * v;
 }
 
-// Columns [0, C*L) of x + offset(j), init and out: U accumulator sets of C vectors.
-template <size_t L, size_t U, size_t C, typename Offset>
+// Columns [0, C*lanes) of x + offset(j), init and out: U accumulator sets of C registers.
+template <size_t U, size_t C, typename Vec, typename Offset>
 DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const float* codebook,
                                 const float* x, Offset offset, const float* init, float* out) {
-  using Vec = typename Lanes<L>::type;
+  constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
   Vec acc[U][C];
   for (size_t u = 0; u < U; ++u)
     for (size_t i = 0; i < C; ++i) acc[u][i] = Vec{};
   if (init != nullptr)
-    for (size_t i = 0; i < C; ++i) __builtin_memcpy(&acc[0][i], init + L * i, sizeof(Vec));
+    for (size_t i = 0; i < C; ++i) load(acc[0][i], init + kLanes * i);
   size_t j = b;
   for (; j + U <= e; j += U)
     for (size_t u = 0; u < U; ++u) {
-      const float w = codebook[code[j + u]];
+      const Vec w = codebook[code[j + u]] - Vec{};  // broadcast in a register
       const float* p = x + offset(j + u);
-      for (size_t i = 0; i < C; ++i) axpy<L>(acc[u][i], w, p + L * i);
+      for (size_t i = 0; i < C; ++i) axpy(acc[u][i], w, p + kLanes * i);
     }
   for (size_t u = 0; j < e; ++j, ++u) {
-    const float w = codebook[code[j]];
+    const Vec w = codebook[code[j]] - Vec{};
     const float* p = x + offset(j);
-    for (size_t i = 0; i < C; ++i) axpy<L>(acc[u][i], w, p + L * i);
+    for (size_t i = 0; i < C; ++i) axpy(acc[u][i], w, p + kLanes * i);
   }
   for (size_t half = U / 2; half > 0; half /= 2)
     for (size_t u = 0; u < half; ++u)
       for (size_t i = 0; i < C; ++i) acc[u][i] += acc[u + half][i];
-  for (size_t i = 0; i < C; ++i) __builtin_memcpy(out + L * i, &acc[0][i], sizeof(Vec));
+  for (size_t i = 0; i < C; ++i) store(out + kLanes * i, acc[0][i]);
 }
 
 // Non-zeros [b, e) of one row; `offset(j)` gives the panel start in x for non-zero j.
 // The sums start from `init[0 .. 16V)` (partial sums of earlier non-zeros; may be `out`)
-// or from zero when `init` is null. L floats per vector, at most R accumulator vectors.
-template <size_t L, size_t R, size_t V, typename Offset>
+// or from zero when `init` is null.
+template <size_t V, typename Vec = Vec16, typename Offset>
 DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const float* codebook,
                                  const float* x, Offset offset, const float* init, float* out) {
-  static_assert(16 % L == 0 && R >= 4, "L must divide 16; R must hold U = 4 sets");
-  constexpr size_t U = V >= 3 ? 1 : 4 / V;
-  constexpr size_t T = 16 * V / L;  // vectors across the panel
-  constexpr size_t C = T < R / U ? T : R / U;
+  constexpr size_t U = V >= 3 ? 1 : 4 / V;  // depends on V only: the same sums on every Vec
+  constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
+  constexpr size_t T = 16 * V / kLanes;  // registers across the panel
+  constexpr size_t C = T < kAccumulators / U ? T : kAccumulators / U;  // per chunk
   size_t c = 0;
   for (; c + C <= T; c += C)
-    panel_chunk<L, U, C>(code, b, e, codebook, x + c * L, offset,
-                         init != nullptr ? init + c * L : nullptr, out + c * L);
+    panel_chunk<U, C, Vec>(code, b, e, codebook, x + c * kLanes, offset,
+                           init != nullptr ? init + c * kLanes : nullptr, out + c * kLanes);
   if constexpr (T % C != 0)
-    panel_chunk<L, U, T % C>(code, b, e, codebook, x + c * L, offset,
-                             init != nullptr ? init + c * L : nullptr, out + c * L);
+    panel_chunk<U, T % C, Vec>(code, b, e, codebook, x + c * kLanes, offset,
+                               init != nullptr ? init + c * kLanes : nullptr, out + c * kLanes);
 }
 
 // Calls sparse_panel with the smallest V whose panel covers `width` (<= 16 * kMaxV).
-// The defaults (AVX-512 vectors, 8 accumulators) suit callers built for AVX-512 only.
-template <size_t L = 16, size_t R = 8, typename Offset>
+template <typename Vec = Vec16, typename Offset>
 DC_ONNX_INLINE void sparse_panel_any(int64_t width, const uint8_t* code, size_t b, size_t e,
                                      const float* codebook, const float* x, Offset offset,
                                      const float* init, float* out) {
   switch ((width + 15) / 16) {
-    case 1: return sparse_panel<L, R, 1>(code, b, e, codebook, x, offset, init, out);
-    case 2: return sparse_panel<L, R, 2>(code, b, e, codebook, x, offset, init, out);
-    case 3: return sparse_panel<L, R, 3>(code, b, e, codebook, x, offset, init, out);
-    case 4: return sparse_panel<L, R, 4>(code, b, e, codebook, x, offset, init, out);
-    case 5: return sparse_panel<L, R, 5>(code, b, e, codebook, x, offset, init, out);
-    case 6: return sparse_panel<L, R, 6>(code, b, e, codebook, x, offset, init, out);
-    case 7: return sparse_panel<L, R, 7>(code, b, e, codebook, x, offset, init, out);
-    default: return sparse_panel<L, R, 8>(code, b, e, codebook, x, offset, init, out);
+    case 1: return sparse_panel<1, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 2: return sparse_panel<2, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 3: return sparse_panel<3, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 4: return sparse_panel<4, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 5: return sparse_panel<5, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 6: return sparse_panel<6, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 7: return sparse_panel<7, Vec>(code, b, e, codebook, x, offset, init, out);
+    default: return sparse_panel<8, Vec>(code, b, e, codebook, x, offset, init, out);
   }
 }
 

@@ -5,10 +5,10 @@
 #include <vector>
 
 #include "custom_op.h"
-#include "isa.h"
 #include "op_constant.h"
 #include "op_gather.h"
 #include "ops.h"
+#include "simd.h"
 
 namespace {
 
@@ -56,9 +56,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   }
   static std::once_flag api_once;  // sessions may register from several threads
   std::call_once(api_once, [api] { Ort::InitApi(api); });
+  (void)dc_onnx::isa();  // DC_ONNX_ISA is read here, once, before any kernel runs
   return dc_onnx::guarded([&] {
-    if (!dc_onnx::isa_error().empty())  // a forced path this CPU lacks: never run another
-      throw dc_onnx::Error("dc_onnx: " + dc_onnx::isa_error(), ORT_INVALID_ARGUMENT);
     OrtCustomOpDomain* raw = nullptr;
     Ort::ThrowOnError(api->CreateCustomOpDomain(kDomain, &raw));
     std::unique_ptr<OrtCustomOpDomain, DomainDeleter> domain(raw);

@@ -10,15 +10,11 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "isa.h"
+#include "simd.h"
 
-#ifdef DC_ONNX_X86_PATHS
+#ifdef DC_ONNX_X86
 #include <immintrin.h>
 #define DC_ONNX_AVX512_DOT 1
-#endif
-
-#ifdef DC_ONNX_AVX512_DOT
-#define DC_ONNX_TARGET_AVX512_DOT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
 #endif
 
 namespace dc_onnx {
@@ -56,7 +52,7 @@ inline float sparse_dot_scalar(const Index* col, const uint8_t* code, size_t nnz
 
 // Non-zeros [j, j + 16) under `mask` added to their lanes; masked-off lanes unchanged.
 template <typename Index>
-DC_ONNX_TARGET_AVX512_DOT inline __m512 add_lanes16(
+DC_ONNX_TARGET_AVX512 inline __m512 add_lanes16(
     __m512 acc, __mmask16 mask, const Index* col, const uint8_t* code, size_t j,
     const float* codebook, __m512 cb_lo, __m512 cb_hi, const float* x, bool small_codebook) {
   const __m512 zero = _mm512_setzero_ps();
@@ -82,7 +78,7 @@ DC_ONNX_TARGET_AVX512_DOT inline __m512 add_lanes16(
 // `small_codebook`: codebook[0..32) are all the entries (the rest of the 256 are zero).
 // The tail runs masked and the lanes fold in registers, in sparse_dot_scalar's order.
 template <typename Index>
-DC_ONNX_TARGET_AVX512_DOT inline float sparse_dot_avx512(
+DC_ONNX_TARGET_AVX512 inline float sparse_dot_avx512(
     const Index* col, const uint8_t* code, size_t nnz, const float* codebook, const float* x,
     bool small_codebook) {
   const __m512 cb_lo = _mm512_loadu_ps(codebook);
@@ -107,7 +103,7 @@ DC_ONNX_TARGET_AVX512_DOT inline float sparse_dot_avx512(
 // Rows [n0, n1) of a CSR matrix (offsets `ptr`) into out[0 .. n1 - n0): one call per
 // block of rows, so the codebook registers and the call cost are paid once.
 template <typename Index>
-DC_ONNX_TARGET_AVX512_DOT void sparse_dots_avx512(
+DC_ONNX_TARGET_AVX512 void sparse_dots_avx512(
     const size_t* ptr, const Index* col, const uint8_t* code, const float* codebook,
     const float* x, bool small_codebook, int64_t n0, int64_t n1, float* out) {
   for (int64_t n = n0; n < n1; ++n) {
@@ -117,15 +113,6 @@ DC_ONNX_TARGET_AVX512_DOT void sparse_dots_avx512(
 }
 
 #pragma GCC diagnostic pop
-
-// Whether the AVX-512 path (kernel_isa(), isa.h) may run this dot: beyond AVX-512F it
-// needs the DQ, BW and VL extensions, which every AVX-512 CPU since Skylake-X has.
-inline bool avx512_dot() {
-  static const bool yes = kernel_isa() == Isa::avx512 && __builtin_cpu_supports("avx512dq") &&
-                          __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl");
-  return yes;
-}
 
 #endif
 

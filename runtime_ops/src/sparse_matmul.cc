@@ -5,7 +5,7 @@
 #include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
-#include "isa.h"
+#include "simd.h"
 #include "sparse_dot.h"
 
 namespace dc_onnx {
@@ -31,7 +31,7 @@ void rows_task(const CodedRows& w, const Index* col, const float* a, int64_t num
 #ifdef DC_ONNX_AVX512_DOT
     // AVX2 takes the scalar loop: on AMD Zen 3 an 8-lane AVX2 version with gathers
     // (codebook through vpermps) measured 8-10% slower than it (docs/benchmarks.md).
-    if (avx512_dot()) {
+    if (isa() == Isa::kAvx512) {
       sparse_dots_avx512(w.ptr.data(), col, w.code.data(), w.codebook.data(), x,
                          w.small_codebook, n0, n1, yr + n0);
       for (int64_t n = n0; n < n1; ++n) yr[n] = finish(yr[n], m, n, ep);
@@ -48,10 +48,10 @@ void rows_task(const CodedRows& w, const Index* col, const float* a, int64_t num
   }
 }
 
-// Output rows [n0, n1) x columns [p0, p0 + width) of batch b for w_times_kmajor, in
-// vectors of L floats (panel.h); one copy per instruction set below (isa.h).
+// Output rows [n0, n1) x columns [p0, p0 + width) of batch b for w_times_kmajor, with
+// `Vec` registers (panel.h); instantiated once per instruction set below.
 // (Blocking K so that x stays in L2, 64 rows at a time, measured 1.4x slower on AVX2.)
-template <size_t L, typename Index>
+template <typename Vec, typename Index>
 DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const Index* col, const KMajorProblem& pr,
                                 const Epilogue& ep, int64_t b, int64_t p0, int64_t width,
                                 int64_t n0, int64_t n1) {
@@ -61,45 +61,45 @@ DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const Index* col, const KMaj
   const auto offset = [&](size_t j) { return col[j] * ldx; };
   alignas(64) float acc[16 * kMaxV];  // widths are <= kPanel; sized for any V
   for (int64_t n = n0; n < n1; ++n) {
-    sparse_panel_any<L, 8>(width, w.code.data(), w.ptr[static_cast<size_t>(n)],
-                           w.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
-                           nullptr, acc);
+    sparse_panel_any<Vec>(width, w.code.data(), w.ptr[static_cast<size_t>(n)],
+                          w.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
+                          nullptr, acc);
     float* yr = yb + n * pr.ys_n;
     for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = finish(acc[i], p0 + i, n, ep);
   }
 }
 
-template <size_t L>
+template <typename Vec>
 DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const KMajorProblem& pr, const Epilogue& ep,
                                 int64_t b, int64_t p0, int64_t width, int64_t n0, int64_t n1) {
   if (w.col32.empty())
-    kmajor_rows<L>(w, w.col16.data(), pr, ep, b, p0, width, n0, n1);
+    kmajor_rows<Vec>(w, w.col16.data(), pr, ep, b, p0, width, n0, n1);
   else
-    kmajor_rows<L>(w, w.col32.data(), pr, ep, b, p0, width, n0, n1);
+    kmajor_rows<Vec>(w, w.col32.data(), pr, ep, b, p0, width, n0, n1);
 }
 
-#ifdef DC_ONNX_X86_PATHS
+#ifdef DC_ONNX_X86
 DC_ONNX_TARGET_AVX512 void kmajor_avx512(const CodedRows& w, const KMajorProblem& pr,
                                          const Epilogue& ep, int64_t b, int64_t p0,
                                          int64_t width, int64_t n0, int64_t n1) {
-  kmajor_rows<16>(w, pr, ep, b, p0, width, n0, n1);
+  kmajor_rows<Vec16>(w, pr, ep, b, p0, width, n0, n1);
 }
 DC_ONNX_TARGET_AVX2 void kmajor_avx2(const CodedRows& w, const KMajorProblem& pr,
                                      const Epilogue& ep, int64_t b, int64_t p0, int64_t width,
                                      int64_t n0, int64_t n1) {
-  kmajor_rows<8>(w, pr, ep, b, p0, width, n0, n1);
+  kmajor_rows<Vec8>(w, pr, ep, b, p0, width, n0, n1);
 }
 #endif
 void kmajor_baseline(const CodedRows& w, const KMajorProblem& pr, const Epilogue& ep,
                      int64_t b, int64_t p0, int64_t width, int64_t n0, int64_t n1) {
-  kmajor_rows<4>(w, pr, ep, b, p0, width, n0, n1);
+  kmajor_rows<Vec4>(w, pr, ep, b, p0, width, n0, n1);
 }
 
 void kmajor_task(const CodedRows& w, const KMajorProblem& pr, const Epilogue& ep, int64_t b,
                  int64_t p0, int64_t width, int64_t n0, int64_t n1) {
-#ifdef DC_ONNX_X86_PATHS
-  if (kernel_isa() == Isa::avx512) return kmajor_avx512(w, pr, ep, b, p0, width, n0, n1);
-  if (kernel_isa() == Isa::avx2) return kmajor_avx2(w, pr, ep, b, p0, width, n0, n1);
+#ifdef DC_ONNX_X86
+  if (isa() == Isa::kAvx512) return kmajor_avx512(w, pr, ep, b, p0, width, n0, n1);
+  if (isa() == Isa::kAvx2) return kmajor_avx2(w, pr, ep, b, p0, width, n0, n1);
 #endif
   kmajor_baseline(w, pr, ep, b, p0, width, n0, n1);
 }
