@@ -147,6 +147,10 @@ bench: install-rt
 	for m in fc4096_d09 fc4096_d04; do \
 	  $(VENV_RT)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,64 \
 	    --threads $(THREADS) --repeat 30 --peers || exit 1; done
+	# The AVX2 path on a CPU that has a wider one (runtime_ops/README.md, "Instruction sets").
+	if grep -q avx512f /proc/cpuinfo 2>/dev/null; then \
+	  DC_ONNX_ISA=avx2 $(VENV)/bin/dc-onnx bench $(BENCH)/fc4096_d09.onnx \
+	    $(BENCH)/fc4096_d09.dc.onnx --batch 1,64 --threads $(THREADS) --repeat 30; fi
 	for m in alex_conv2 alex_conv3 alex_conv4 alex_conv5; do \
 	  $(VENV)/bin/dc-onnx bench $(BENCH)/$$m.onnx $(BENCH)/$$m.dc.onnx --batch 1,8 \
 	    --threads $(THREADS) --repeat 30 || exit 1; done

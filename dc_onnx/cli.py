@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         "--peers", action="store_true",
         help="also measure ORT's own int8 (quantize_dynamic) and 4-bit (MatMulNBits) forms",
     )  # fmt: skip
+    b.add_argument(
+        "--cpu-time", action="store_true",
+        help="time runs by the thread's CPU time, not the wall clock (a shared machine; "
+        "--threads 1 only)",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(run=_bench)
     e = sub.add_parser("eval", help="top-1 / top-5 accuracy of a model (dense or compiled)")
@@ -179,7 +184,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     result = bench(
         args.original, args.compiled, args.batch, threads=args.threads, repeat=args.repeat,
-        max_seconds=args.max_seconds, peers=args.peers,
+        max_seconds=args.max_seconds, peers=args.peers, cpu_time=args.cpu_time,
     )  # fmt: skip
     print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
     return EXIT_OK

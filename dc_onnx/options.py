@@ -34,6 +34,9 @@ DEFAULT_QUALITY = 0.5
 PAPER_BITS = {"conv": 8, "fc": 5}
 # Storage-form weights (not the allocation's yet): near-lossless 8-bit codebooks.
 OTHER_BITS = 8
+# From this share of non-zero weights on, a Conv layer runs as ORT's own Conv on its decoded
+# weight: measured crossover of the sparse kernel against ORT's (docs/benchmarks.md).
+CONV_DENSE_DENSITY = 0.5
 # The default output-error budget: relative L2 error of the worst output (docs/budget.md).
 DEFAULT_MAX_ERROR = 0.01
 
@@ -221,6 +224,13 @@ class LowerOptions(OptionGroup):
 
     # Storage-form weights are mostly dense: their gaps cost ~1 bit each whatever the width.
     index_bits_other: int = option(5, check=check_bits)
+
+    conv_dense_density: float = option(
+        CONV_DENSE_DENSITY,
+        "conv layers with at least this share of non-zero weights run as ORT's own Conv on"
+        " the weight decoded at session creation (same file bytes); above 1: all sparse",
+        check=check_positive,
+    )
 
     def index_bits(self, kind: str) -> int:
         """The index bits of a layer kind; conv and fc unset: the paper's."""

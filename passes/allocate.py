@@ -16,10 +16,12 @@ weights left exact.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
+from dc_onnx.budget import cache
 from dc_onnx.budget.allocate import Allocation, Allocator
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import KEEP, Setting
@@ -58,6 +60,7 @@ class AllocatePass(CompilerPass):
         self.init: Init = init  # the k-means start the cluster pass will use
         self.min_weight_elements = min_weight_elements  # storage weights from this size
         self.analysis: Analysis | None = None
+        self._cache: Path | None = None  # dc_onnx.budget.cache: points kept between compiles
         self.allocator: Allocator | None = None  # of the last run: simulates its choice
         self.allocation: Allocation | None = None  # the last choice
         self.kept_exact: dict[str, str] = {}  # weight -> why the safety net keeps it exact
@@ -78,7 +81,9 @@ class AllocatePass(CompilerPass):
         if self.analysis is None:
             subset = self.calibration.head(self.analysis_samples)
             give_up = max(GIVE_UP_FACTOR * self.max_error, GIVE_UP_MIN)
-            self.analysis = analyze(groups, simulator, subset, give_up, self.init)
+            self._cache = cache.cache_path(model, groups, subset, self.init)
+            known = cache.load(self._cache)
+            self.analysis = analyze(groups, simulator, subset, give_up, self.init, known=known)
         else:  # a retry on a fresh copy of the model: same weights, new graph objects
             by_weight = {str(g.weight.name): g for g in groups}
             for layer in self.analysis.layers:
@@ -92,6 +97,7 @@ class AllocatePass(CompilerPass):
         else:
             allocation = self.allocator.allocate(self.budget)
         self.allocation = allocation
+        cache.save(self._cache, {la.weight: la.measured_points() for la in self.analysis.layers})
         layers: dict[str, dict[str, Any]] = {}
         for layer in self.analysis.layers:
             setting = allocation.settings[layer.weight]

@@ -305,6 +305,10 @@ class LowerPass(CompilerPass):
                 size = int(group.array().size)
                 left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
                 continue
+            if self._dense_conv(group):
+                group = dataclasses.replace(
+                    group, layers=tuple(dataclasses.replace(x, decoded=True) for x in group.layers)
+                )
             jobs.append((group, encoded))
             group.release()  # a large model is held in memory one weight at a time
         for weight in find_stored_weights(graph, self.min_weight_elements):
@@ -347,7 +351,9 @@ class LowerPass(CompilerPass):
             if job.decoded:  # Conv 3-D, ConvTranspose: ORT's own op reads the decoded weight
                 readers = tuple(layer.node.op_type for layer in job.layers)
                 stored = StoredWeight(job.weight, "storage", readers)
-                decoders.append(_replace_stored(graph, stored, header, streams, ids, enc))
+                decoders.append(
+                    _replace_stored(graph, stored, header, streams, ids, enc, layer=job.name)
+                )
                 layers[job.name] = _layer_stats(job, enc)
                 continue
             fc = job.kind == "fc"
@@ -366,6 +372,23 @@ class LowerPass(CompilerPass):
         self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, True)
 
+    def _dense_conv(self, group: WeightGroup) -> bool:
+        """Whether a Conv layer runs faster as ORT's own Conv, fed by the decode op, than
+        as the sparse kernel: at least `conv_dense_density` non-zero, or depthwise (one
+        input channel per group: ORT's kernel wins at every density measured,
+        docs/benchmarks.md, "Sparse or dense convolution")."""
+        if group.kind != "conv" or group.decoded:
+            return False
+        w = group.array()
+        density = np.count_nonzero(w) / max(w.size, 1)
+        groups = group.layers[0].node.attributes.get_int("group", 1)
+        depthwise = groups > 1 and w.shape[1] == 1
+        if density < self.options.conv_dense_density and not depthwise:
+            return False
+        why = "depthwise" if depthwise else f"{100 * density:.0f}% non-zero"
+        logger.info("%s: %s: decoded once, ORT's Conv runs it", group.name, why)
+        return True
+
     def ensures(self, model: ir.Model) -> None:
         for node in model.graph:
             if node.domain != DOMAIN:
@@ -383,8 +406,10 @@ def _replace_stored(
     streams: list[ir.Value],
     stream_ids: list[int],
     encoded: EncodedWeight,
+    layer: str | None = None,
 ) -> ir.Node:
-    """A CompressedConstant node that takes the place (and the name) of the initializer."""
+    """A CompressedConstant node that takes the place (and the name) of the initializer;
+    its errors name `layer` (the reading node, for a compute layer), else the weight."""
     value = weight.weight
     name = str(value.name)
     node = ir.Node(
@@ -396,7 +421,7 @@ def _replace_stored(
             ir.AttrInt64("num_entries", encoded.num_entries),
             ir.AttrInt64("index_bits", encoded.index_bits),
             ir.AttrInt64s("stream_ids", stream_ids),
-            ir.AttrString("layer", name),
+            ir.AttrString("layer", layer or name),
         ],
         num_outputs=1,
         name=f"{name}.decode",

@@ -163,6 +163,19 @@ def test_bench_without_peers_measures_two_forms(
     assert set(result["batches"][0]["forms"]) == {"original", "compiled"}
 
 
+def test_bench_cpu_time_says_so_and_needs_one_thread(
+    fc_pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, compiled = fc_pair
+    args = ["bench", str(source), str(compiled), "--batch", "2", "--repeat", "3", "--cpu-time"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"clock: {bench_module.CPU_CLOCK}" in out
+    assert "kernel path: " in out  # the library's ISA path, from the decode statistics
+    assert main([*args, "--threads", "2"]) == 1
+    assert "--cpu-time needs --threads 1" in capsys.readouterr().err
+
+
 def test_every_session_has_spinning_off(
     fc_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

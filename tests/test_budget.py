@@ -312,3 +312,43 @@ def test_analyze_exact_measures_every_point(
     data = json.loads(capsys.readouterr().out)
     assert data["exact"] and data["runs"] == len(data["layers"]) * 18
     assert all(layer["predicted"] == {"bits": [], "sparsity": []} for layer in data["layers"])
+
+
+def test_a_weight_left_dense_gets_no_storage_form_either() -> None:
+    from dc_onnx.layers import survey
+
+    model = ir.from_proto(mlp_model())
+    groups = find_weight_groups(model.graph)
+    annotate(groups[0].weight, keep=1)
+    found = survey(model.graph, 1)
+    assert groups[0].weight.name not in [str(g.weight.name) for g in found.groups]
+    # Before the fix, the kept weight fell through to the storage form at 8 bits, which the
+    # allocation never simulated (compiled error far over the simulated one).
+    assert groups[0].weight.name not in [str(s.weight.name) for s in found.stored]
+
+
+def test_analysis_cache_reuses_measured_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("DC_ONNX_ANALYSIS_CACHE", str(cache_dir))
+
+    def compiled(name: str, max_error: float | None = None) -> dict:
+        options = dc_onnx.CompileOptions(max_error=max_error)
+        return dc_onnx.compile(source, tmp_path / name, options).report.to_json()
+
+    cold = _allocation(compiled("a.dc.onnx"))
+    assert cold["analysis_runs"] > 0 and len(list(cache_dir.glob("*.json"))) == 1
+    warm = _allocation(compiled("b.dc.onnx"))
+    assert warm["analysis_runs"] == 0  # every point it needed was measured before
+    assert {n: x["setting"] for n, x in warm["layers"].items()} == {
+        n: x["setting"] for n, x in cold["layers"].items()
+    }
+    looser = _allocation(compiled("c.dc.onnx", 0.05))
+    assert looser["analysis_runs"] < cold["analysis_runs"]
+    # Another model (other weights) does not see these points.
+    other = mlp_model()
+    other.graph.initializer[0].raw_data = bytes(len(other.graph.initializer[0].raw_data))
+    dc_onnx.compile(save(other, tmp_path / "o.onnx"), tmp_path / "o.dc.onnx")
+    assert len(list(cache_dir.glob("*.json"))) == 2

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from coverage_models import if_branches, recurrent
-from test_budget import _two_paths
+from test_budget import _allocation, _two_paths
 from test_embedding import embedding_model
 from test_retrain import _data, _mlp
 
@@ -22,11 +22,6 @@ from dc_onnx import compiler
 from dc_onnx.budget.allocate import Allocation, Allocator
 from dc_onnx.budget.candidates import Setting
 from dc_onnx.cli import main
-
-
-def _allocation(report: dict) -> dict:
-    (stats,) = [p["stats"] for p in report["passes"] if p["name"] == "allocate"]
-    return stats
 
 
 @pytest.mark.parametrize(("build", "sensitive"), [(recurrent, "lstm_R"), (if_branches, "W_then")])
@@ -147,3 +142,25 @@ def test_an_allocated_table_sparsity_is_applied(tmp_path: Path) -> None:
     (layer,) = report.layers
     assert layer.density == pytest.approx(1 - sparsity, abs=0.01)
     assert report.within_budget
+
+
+def test_analyze_lists_the_storage_weights(tmp_path: Path) -> None:
+    from dc_onnx.tools.analyze import analyze_model
+
+    model, _, _ = recurrent()
+    analysis = analyze_model(save(model, tmp_path / "m.onnx"))
+    kinds = {layer.weight: layer.group.kind for layer in analysis.layers}
+    assert {kinds[w] for w in ("lstm_W", "lstm_R", "gru_W", "gru_R")} == {"storage"}
+
+
+def test_a_weight_left_exact_had_its_mildest_setting_measured(tmp_path: Path) -> None:
+    # A predicted 8-bit error, extrapolated from a harsher anchor, can overstate it many
+    # times: a weight is only left exact once its 8-bit point was measured.
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")
+    report_path = tmp_path / "r.json"
+    assert main(["compile", str(source), "--max-error", "0.001", "--report", str(report_path)]) == 0
+    layers = _allocation(json.loads(report_path.read_text()))["layers"]
+    kept = [layer for layer in layers.values() if layer["setting"].get("keep")]
+    assert kept
+    for layer in kept:
+        assert 8 not in layer["predicted"]["bits"] and "8" in layer["bits_error"]

@@ -95,6 +95,8 @@ CONVS = [
     dict(shape=(4, 2, 3, 3), hw=(17, 12), strides=[2, 3], dilations=[2, 1], pads=[1, 0, 2, 1]),
     dict(shape=(3, 2, 2, 2), hw=(9, 10), strides=[3, 3], auto_pad="SAME_UPPER"),
     dict(shape=(3, 2, 3), hw=(20,), strides=[2], pads=[1, 1]),
+    # A column (kernel [k, 1] over width 1: magika's), computed as a row.
+    dict(shape=(6, 4, 5, 1), hw=(40, 1), pads=[2, 0, 2, 0]),
     # Above half dense: ORT's own Conv on the decoded weight, with and without bias.
     dict(shape=(4, 3, 5, 5), hw=(19, 19), strides=[2, 2], pads=[1, 1, 1, 1], sparsity=0.2),
     dict(shape=(6, 2, 3, 3), hw=(9, 9), group=2, bias=True, sparsity=0.3),
@@ -117,6 +119,51 @@ def test_conv_paths(conv: dict, batch: int, tmp_path: Path) -> None:  # type: ig
     channels = shape[1] * group
     y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
     model = make_model([node], {"x": ["N", channels, *conv["hw"]]}, {"y": y_shape}, inits)
-    compiled = compile_model(model, tmp_path, sparsity=conv.get("sparsity", 0.6), bits_conv=8)
+    # Both kernel paths, whatever the lower pass would pick (conv_dense_density above 1).
+    compiled = compile_model(
+        model, tmp_path, sparsity=conv.get("sparsity", 0.6), bits_conv=8, conv_dense_density=2.0
+    )
     x = rng.standard_normal((batch, channels, *conv["hw"])).astype(np.float32)
     _check(compiled, x)
+
+
+_RUN_SCRIPT = (
+    "import sys, numpy as np, dc_onnx;"
+    "s = dc_onnx.InferenceSession(sys.argv[1]);"
+    "np.save(sys.argv[3], s.run(None, {'x': np.load(sys.argv[2])})[0])"
+)
+
+
+def _run_with_isa(model: Path, x: np.ndarray, isa: str, tmp: Path) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    np.save(tmp / "x.npy", x)
+    env = {**os.environ, "DC_ONNX_ISA": isa}
+    out = tmp / f"y_{isa}.npy"
+    args = [sys.executable, "-c", _RUN_SCRIPT, str(model), str(tmp / "x.npy"), str(out)]
+    return subprocess.run(args, env=env, cwd=tmp, capture_output=True, text=True)
+
+
+# Sparse conv panels of every width class: 16 (4 sets), 32 (2 sets), 48-128 (chunked on
+# AVX2 and SSE2), with strides and groups.
+ISA_CONVS = [CONVS[0], CONVS[2], CONVS[4], CONVS[6], CONVS[7], CONVS[10]]
+
+
+@pytest.mark.parametrize("conv", ISA_CONVS, ids=[str(c["shape"]) for c in ISA_CONVS])
+def test_conv_isa_paths_give_the_same_bits(conv: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    rng = np.random.default_rng(3)
+    shape = conv["shape"]
+    w = rng.standard_normal(shape).astype(np.float32)
+    attrs = {k: conv[k] for k in ("pads", "dilations", "strides", "auto_pad") if k in conv}
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", **attrs)
+    y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
+    model = make_model([node], {"x": ["N", shape[1], *conv["hw"]]}, {"y": y_shape}, {"W": w})
+    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8, conv_dense_density=2.0)
+    x = rng.standard_normal((2, shape[1], *conv["hw"])).astype(np.float32)
+    outputs = {}
+    for isa in ("scalar", "avx2", "avx512"):  # capped to what the CPU has (simd.h)
+        done = _run_with_isa(compiled, x, isa, tmp_path)
+        assert done.returncode == 0, done.stderr
+        outputs[isa] = np.load(tmp_path / f"y_{isa}.npy")
+    (expected,) = run(decode_model(compiled), {"x": x})
+    np.testing.assert_allclose(outputs["scalar"], expected, rtol=1e-5, atol=1e-4)
+    for isa, y in outputs.items():
+        assert y.tobytes() == outputs["scalar"].tobytes(), isa

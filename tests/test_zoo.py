@@ -271,3 +271,13 @@ def test_analysis_of_reads_the_allocate_pass() -> None:
     ]}  # fmt: skip
     assert zoo_measure.analysis_of(report) == (3.5, 2)
     assert zoo_measure.analysis_of({}) == (None, None)
+
+
+def test_each_setting_is_marked_against_its_own_budget() -> None:
+    Cell = zoo_measure.Cell
+    row = _row(0, 8000, default=Cell(bytes=1000, error=0.03), int8=Cell(bytes=2000, error=0.03),
+               **{"max-error-0.05": Cell(bytes=900, error=0.03)})  # fmt: skip
+    text = zoo_measure.tables([row])
+    assert "1000 B (8.0x), err 3% over" in text  # the default budget: 1%
+    assert "900 B (8.9x), err 3% ok" in text  # --max-error 0.05
+    assert "2.0 KB (4.0x), err 3% over" in text  # int8 against the default budget

@@ -5,6 +5,12 @@ once per sparsity (pruning alone, the paper's pruning curves) and once per k-mea
 width (quantization alone, at sparsity 0). Sizes come for every (sparsity, bits) pair from
 `LayerSizes`, so the allocation can combine the two curves without running the model for
 each pair.
+
+A model run per point is the cost (a 50-layer model has 900 points). So by default only a
+few anchor points per weight are run and the rest are predicted from the weight-space error
+of each setting (`Curve`); the allocation then runs the predicted points it picks
+(`Analysis.measure_settings`), so every setting it chooses rests on measured points.
+`exact` measures every point.
 """
 
 from __future__ import annotations
@@ -126,6 +132,9 @@ class LayerSensitivity:
         bits = [b for b, e in self.bits_error.items() if math.isfinite(e)]
         sparsities = [s for s, e in self.sparsity_error.items() if math.isfinite(e)]
         return [self.sizes.setting(s, b) for s in sparsities for b in bits]
+
+    def measured_points(self) -> dict[str, dict[Knob, float]]:
+        return {"bits": dict(self.bits.measured), "sparsity": dict(self.sparsity.measured)}
 
     def predicted_points(self) -> dict[str, list[Any]]:
         """The points of `bits_error` and `sparsity_error` that were predicted, not measured."""
@@ -254,10 +263,11 @@ def _pct(x: float | None) -> str:
     return f"{100 * x:.2f}%" if x < 10 else ">1000%"
 
 
-# Points measured per weight before the allocation asks for more: one of each curve, in
-# the middle of the range a budget of a few percent uses.
+# Points measured per weight before the allocation asks for more, in the range a budget of
+# 1-5% uses. Two pruning points bracket the sparsities chosen most; on the models of
+# docs/budget.md they leave fewer points under-predicted by more than 2x than one at 0.5.
 ANCHOR_BITS = (5,)
-ANCHOR_SPARSITIES = (0.5,)
+ANCHOR_SPARSITIES = (0.3, 0.7)
 # The quantization curve's weight-space error is taken on a sample of this many weights.
 _PERTURBATION_SAMPLE = 1 << 15
 
@@ -292,14 +302,17 @@ def analyze(
     give_up: float | None = None,
     init: Init = "mse",
     exact: bool = False,
+    known: Mapping[str, Mapping[str, Mapping[float, float]]] | None = None,
 ) -> Analysis:
     """Every weight's curves on `calibration` (a subset of the simulator's).
 
     By default only the anchor points are measured and the rest predicted (see Curve); the
     allocation then measures the predicted points it picks (`Analysis.measure_settings`).
-    With `exact`, every point is measured, except that with `give_up` each sweep (bits
-    downwards, sparsity upwards) stops after the first error above it: harsher settings would
-    never be chosen, so they are not run.
+    With `exact`, every point is measured. With `give_up`, each sweep (bits downwards,
+    sparsity upwards; the anchors too) stops after the first error above it: harsher
+    settings would never be chosen, so they are not run. `known` (weight -> "bits" /
+    "sparsity" -> point -> error, from dc_onnx.budget.cache) holds points measured before:
+    they count as measured and are not run again.
     """
     start = time.perf_counter()
     analysis = Analysis([], calibration, 0.0, exact=exact, init=init)
@@ -310,15 +323,20 @@ def analyze(
             group, LayerSizes(group, array, init), Curve(bits_x), Curve(sparsity_x, {0.0: 0.0})
         )
         analysis.layers.append(layer)
-        bits = BITS if exact else ANCHOR_BITS
-        for b in bits:
-            error = analysis.measure(layer, simulator, "bits", b)
-            if give_up is not None and error > give_up:
-                break
-        for s in SPARSITIES[1:] if exact else ANCHOR_SPARSITIES:
-            error = analysis.measure(layer, simulator, "sparsity", s)
-            if give_up is not None and error > give_up:
-                break
+        before = (known or {}).get(layer.weight, {})
+        layer.bits.measured.update({int(b): e for b, e in before.get("bits", {}).items()})
+        layer.sparsity.measured.update(before.get("sparsity", {}))
+        for knob, curve, points in (
+            ("bits", layer.bits, BITS if exact else ANCHOR_BITS),
+            ("sparsity", layer.sparsity, SPARSITIES[1:] if exact else ANCHOR_SPARSITIES),
+        ):
+            for point in points:
+                if point in curve.measured:
+                    error = curve.measured[point]
+                else:
+                    error = analysis.measure(layer, simulator, knob, point)
+                if give_up is not None and error > give_up:
+                    break
         logger.info(
             "sensitivity %d/%d %s: %s at 5 bits, %s at 50%% sparsity",
             i, len(groups), group.name, _pct(layer.bits.error(5)),

@@ -9,7 +9,7 @@ from dc_onnx.budget.sensitivity import Analysis, analyze
 from dc_onnx.budget.simulate import Simulator
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model
-from dc_onnx.layers import find_weight_groups
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, find_analysed_weights
 from dc_onnx.options import CalibrationOptions
 from dc_onnx.passes.canonicalize import CanonicalizePass
 
@@ -23,9 +23,12 @@ def analyze_model(
     allocation measures the points it picks; `exact` measures every point."""
     options = options or CalibrationOptions()
     model = CanonicalizePass()(load_model(path)).model
-    groups = find_weight_groups(model.graph)
+    groups = find_analysed_weights(model.graph, DEFAULT_MIN_ELEMENTS)
     if not groups:
-        raise InputError(f"{path}: nothing to analyse: no Gemm, MatMul or Conv weight")
+        raise InputError(
+            f"{path}: nothing to analyse: no Gemm, MatMul, Conv or Gather weight, and no float "
+            f"weight of at least {DEFAULT_MIN_ELEMENTS} elements"
+        )
     shapes = dict(options.input_shapes)
     inputs = calibration_for(model.graph, options.calibration, shapes)
     inputs = inputs.head(options.analysis_samples)

@@ -114,6 +114,13 @@ class DecodeStats:
         return self.symbols / self.seconds / 1e6 if self.seconds > 0 else float("inf")
 
 
+WALL_CLOCK = "wall clock (time.perf_counter)"
+# With one intra-op thread ORT runs every node on the calling thread, so that thread's CPU
+# time is the run's compute time, without the time spent waiting for a core: on a shared
+# machine it stays comparable when the wall clock does not.
+CPU_CLOCK = "CPU time of the calling thread (time.thread_time; --threads 1 only)"
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchResult:
     threads: int
@@ -123,6 +130,7 @@ class BenchResult:
     forms: list[Form]
     batches: list[BatchTiming]
     decode: DecodeStats | None
+    clock: str = WALL_CLOCK
 
     def form(self, name: str) -> Form:
         return next(f for f in self.forms if f.name == name)
@@ -147,6 +155,7 @@ class BenchResult:
         lines = [
             f"threads {self.threads}" + _load_text(self.load_average),
             f"isolation: {self.isolation}",
+            f"clock: {self.clock}",
             f"peak RSS during Run: {self.memory_method}",
             f"{'form':<9} {'bytes':>12} {'smaller':>8} {'session s':>9} {'RSS MiB':>8} "
             f"{'rel L2 err':>10}",
@@ -300,10 +309,10 @@ def _warm_up_ort(threads: int) -> None:
     session.run(None, {"x": np.zeros(1, np.float32)})
 
 
-def _time_one(session: Any, feeds: dict[str, np.ndarray]) -> float:
-    start = time.perf_counter()
+def _time_one(session: Any, feeds: dict[str, np.ndarray], clock: Any) -> float:
+    start = clock()
     session.run(None, feeds)
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def _rel_l2(expected: list[Any], actual: list[Any]) -> float:
@@ -339,6 +348,7 @@ def bench(
     max_seconds: float = 20.0,
     seed: int = 0,
     peers: bool = False,
+    cpu_time: bool = False,
 ) -> BenchResult:
     """Times the models on the same random inputs, alternating runs, per batch size.
 
@@ -346,9 +356,12 @@ def bench(
     and error), then up to `repeat` timed runs per form, stopping early (after at least 3)
     once `max_seconds` have passed. With `peers`, ORT's int8 and 4-bit forms of `original`
     are measured as well; a peer that cannot be built or run is a form with a reason.
+    With `cpu_time`, each run is timed by the calling thread's CPU time (CPU_CLOCK).
     """
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
+    if cpu_time and threads != 1:
+        raise InputError("--cpu-time needs --threads 1 (other threads' work is not counted)")
     if not batches or min(batches) < 1:
         raise InputError(f"batch sizes must be >= 1, got {list(batches)}")
     for path in (original, compiled):
@@ -356,9 +369,12 @@ def bench(
             raise InputError(f"{path}: no such file")
     with tempfile.TemporaryDirectory(prefix="dc-onnx-peers-") as tmp:
         builds = peer_forms.build_peers_in_child(original, tmp) if peers else []
-        return _bench(
-            original, compiled, builds, batches, threads, warmup, repeat, max_seconds, seed
-        )
+        clock = time.thread_time if cpu_time else time.perf_counter
+        result = _bench(
+            original, compiled, builds, batches, threads, warmup, repeat, max_seconds, seed,
+            clock,
+        )  # fmt: skip
+        return dataclasses.replace(result, clock=CPU_CLOCK if cpu_time else WALL_CLOCK)
 
 
 def _bench(
@@ -371,6 +387,7 @@ def _bench(
     repeat: int,
     max_seconds: float,
     seed: int,
+    clock: Any,
 ) -> BenchResult:
     _warm_up_ort(threads)
     comp_session, comp_stats, decode = _create_compiled(compiled, threads)
@@ -396,7 +413,8 @@ def _bench(
         raise InputError("the two models have different inputs")
     meter = PeakMeter()
     timings = [
-        _time_batch(live, batch, meter, warmup, repeat, max_seconds, seed) for batch in batches
+        _time_batch(live, batch, meter, warmup, repeat, max_seconds, seed, clock)
+        for batch in batches
     ]
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     forms = []
@@ -426,6 +444,7 @@ def _time_batch(
     repeat: int,
     max_seconds: float,
     seed: int,
+    clock: Any,
 ) -> BatchTiming:
     feeds = random_inputs(live[0].session, batch, seed)
     peaks: dict[str, tuple[int | None, int | None]] = {}
@@ -458,7 +477,7 @@ def _time_batch(
         # A different form goes first each round, so none always runs on a warmer cache.
         shift = rounds % len(running)
         for item in running[shift:] + running[:shift]:
-            times[item.form.name].append(_time_one(item.session, feeds))
+            times[item.form.name].append(_time_one(item.session, feeds, clock))
         rounds += 1
     return BatchTiming(
         batch,

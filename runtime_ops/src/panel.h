@@ -12,7 +12,10 @@
 // be a width the enclosing function's target has registers for (Vec16 with AVX-512, Vec8
 // with AVX2, Vec4 everywhere): GCC keeps a wider generic vector in memory, and the
 // broadcast of each weight then goes through the stack (10x slower; simd.h dispatches).
-// Each output column is one lane whatever the width, so every Vec gives the same bits.
+// When U sets of a panel's registers would pass kAccumulators (a 128-wide conv panel is
+// 16 ymm or 32 xmm registers), the panel is done in column chunks, each over all the
+// non-zeros. Each output column is one lane whatever the width or the chunking, and sees
+// the same additions in the same order, so every Vec gives the same bits.
 #pragma once
 
 #include <cstddef>
@@ -26,13 +29,60 @@ using Vec4 = float __attribute__((vector_size(16)));
 
 #define DC_ONNX_INLINE inline __attribute__((always_inline))
 
-// acc += w * p[0 .. lanes). Vectors pass by reference only: by value they would change
-// the calling convention between targets (GCC's -Wpsabi).
+// Accumulator registers per chunk: 8 of AVX-512's 32, or of AVX2's and SSE2's 16, leave
+// room for the broadcast weight and the products.
+constexpr size_t kAccumulators = 8;
+
+// One unaligned load or store per register, straight between memory and the register (a
+// memcpy of an array of vectors made GCC copy them through the stack in 16-byte pieces).
+// Vectors pass by reference only: by value they would change the calling convention
+// between targets (GCC's -Wpsabi).
+template <typename Vec>
+DC_ONNX_INLINE void load(Vec& v, const float* p) {
+  typedef float Unaligned __attribute__((vector_size(sizeof(Vec)), aligned(4)));
+  v = *reinterpret_cast<const Unaligned*>(p);
+}
+
+template <typename Vec>
+DC_ONNX_INLINE void store(float* p, const Vec& v) {
+  typedef float Unaligned __attribute__((vector_size(sizeof(Vec)), aligned(4)));
+  *reinterpret_cast<Unaligned*>(p) = v;
+}
+
+// acc += w * p[0 .. lanes).
 template <typename Vec>
 DC_ONNX_INLINE void axpy(Vec& acc, const Vec& w, const float* p) {
   Vec v;
-  __builtin_memcpy(&v, p, sizeof v);
+  load(v, p);
   acc += w * v;
+}
+
+// Columns [0, C*lanes) of x + offset(j), init and out: U accumulator sets of C registers.
+template <size_t U, size_t C, typename Vec, typename Offset>
+DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const float* codebook,
+                                const float* x, Offset offset, const float* init, float* out) {
+  constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
+  Vec acc[U][C];
+  for (size_t u = 0; u < U; ++u)
+    for (size_t i = 0; i < C; ++i) acc[u][i] = Vec{};
+  if (init != nullptr)
+    for (size_t i = 0; i < C; ++i) load(acc[0][i], init + kLanes * i);
+  size_t j = b;
+  for (; j + U <= e; j += U)
+    for (size_t u = 0; u < U; ++u) {
+      const Vec w = codebook[code[j + u]] - Vec{};  // broadcast in a register
+      const float* p = x + offset(j + u);
+      for (size_t i = 0; i < C; ++i) axpy(acc[u][i], w, p + kLanes * i);
+    }
+  for (size_t u = 0; j < e; ++j, ++u) {
+    const Vec w = codebook[code[j]] - Vec{};
+    const float* p = x + offset(j);
+    for (size_t i = 0; i < C; ++i) axpy(acc[u][i], w, p + kLanes * i);
+  }
+  for (size_t half = U / 2; half > 0; half /= 2)
+    for (size_t u = 0; u < half; ++u)
+      for (size_t i = 0; i < C; ++i) acc[u][i] += acc[u + half][i];
+  for (size_t i = 0; i < C; ++i) store(out + kLanes * i, acc[0][i]);
 }
 
 // Non-zeros [b, e) of one row; `offset(j)` gives the panel start in x for non-zero j.
@@ -43,28 +93,15 @@ DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const 
                                  const float* x, Offset offset, const float* init, float* out) {
   constexpr size_t U = V >= 3 ? 1 : 4 / V;  // depends on V only: the same sums on every Vec
   constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
-  constexpr size_t R = 16 * V / kLanes;  // registers per accumulator set
-  Vec acc[U][R];
-  for (size_t u = 0; u < U; ++u)
-    for (size_t i = 0; i < R; ++i) acc[u][i] = Vec{};
-  if (init != nullptr)
-    for (size_t i = 0; i < R; ++i) __builtin_memcpy(&acc[0][i], init + kLanes * i, sizeof(Vec));
-  size_t j = b;
-  for (; j + U <= e; j += U)
-    for (size_t u = 0; u < U; ++u) {
-      const Vec w = codebook[code[j + u]] - Vec{};  // broadcast in a register
-      const float* p = x + offset(j + u);
-      for (size_t i = 0; i < R; ++i) axpy(acc[u][i], w, p + kLanes * i);
-    }
-  for (size_t u = 0; j < e; ++j, ++u) {
-    const Vec w = codebook[code[j]] - Vec{};
-    const float* p = x + offset(j);
-    for (size_t i = 0; i < R; ++i) axpy(acc[u][i], w, p + kLanes * i);
-  }
-  for (size_t half = U / 2; half > 0; half /= 2)
-    for (size_t u = 0; u < half; ++u)
-      for (size_t i = 0; i < R; ++i) acc[u][i] += acc[u + half][i];
-  for (size_t i = 0; i < R; ++i) __builtin_memcpy(out + kLanes * i, &acc[0][i], sizeof(Vec));
+  constexpr size_t T = 16 * V / kLanes;  // registers across the panel
+  constexpr size_t C = T < kAccumulators / U ? T : kAccumulators / U;  // per chunk
+  size_t c = 0;
+  for (; c + C <= T; c += C)
+    panel_chunk<U, C, Vec>(code, b, e, codebook, x + c * kLanes, offset,
+                           init != nullptr ? init + c * kLanes : nullptr, out + c * kLanes);
+  if constexpr (T % C != 0)
+    panel_chunk<U, T % C, Vec>(code, b, e, codebook, x + c * kLanes, offset,
+                               init != nullptr ? init + c * kLanes : nullptr, out + c * kLanes);
 }
 
 // Calls sparse_panel with the smallest V whose panel covers `width` (<= 16 * kMaxV).

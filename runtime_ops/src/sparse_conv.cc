@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "checked.h"
@@ -44,8 +45,10 @@ constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
 // Output channels [o0, o1) of one image into plan.sums: output position
 // q = oh * row_width + ow sums x[channel * channel_stride + tap_offset[r] + q] over the
 // taps. Loop order panel > input-channel block > output channel, so the block of input
-// a panel reads stays in L1 while every output channel of the range uses it.
-DC_ONNX_HOT void channels_task(const Plan& p, int64_t o0, int64_t o1) {
+// a panel reads stays in L1 while every output channel of the range uses it. `Vec` is the
+// register type of the calling ISA (panel.h); the bits do not depend on it.
+template <typename Vec>
+DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
   const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
   const uint32_t* keys = p.keys;
   const int64_t* tap_offset = p.tap_offset;
@@ -65,10 +68,32 @@ DC_ONNX_HOT void channels_task(const Plan& p, int64_t o0, int64_t o1) {
         if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
         const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
         float* out = p.sums + o * p.len_pad + q0;
-        sparse_panel_any(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
-                         blk > 0 ? out : nullptr, out);
+        sparse_panel_any<Vec>(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
+                              blk > 0 ? out : nullptr, out);
       }
   }
+}
+
+// One copy of the loop per ISA (simd.h): 16 zmm, 8 ymm or 4 xmm floats per register.
+#ifdef DC_ONNX_X86
+DC_ONNX_TARGET_AVX512 void channels_avx512(const Plan& p, int64_t o0, int64_t o1) {
+  channels_task<Vec16>(p, o0, o1);
+}
+DC_ONNX_TARGET_AVX2 void channels_avx2(const Plan& p, int64_t o0, int64_t o1) {
+  channels_task<Vec8>(p, o0, o1);
+}
+#endif
+void channels_baseline(const Plan& p, int64_t o0, int64_t o1) { channels_task<Vec4>(p, o0, o1); }
+
+using ChannelsFn = void (*)(const Plan&, int64_t, int64_t);
+
+ChannelsFn channels_for(Isa which) {
+#ifdef DC_ONNX_X86
+  if (which == Isa::kAvx512) return channels_avx512;
+  if (which == Isa::kAvx2) return channels_avx2;
+#endif
+  (void)which;
+  return channels_baseline;
 }
 
 // Geometry of the phase planes for one Run.
@@ -113,6 +138,26 @@ ConvAttributes run_attributes(const ConvAttributes& attrs, const ConvProblem& pr
   if (pr.out_h == 1) a.sh = 1;
   if (pr.out_w == 1) a.sw = 1;
   return a;
+}
+
+// A column convolution (X [C, H, 1], kernel [kh, 1], no width pad: magika's) is the same
+// computation over the same memory as a row one (X [C, 1, H], kernel [1, kh]); as a row
+// it fills the 16-float phase-plane rows instead of using one float of each. Tap keys
+// stay valid: with kw = 1 the tap index ky*kw + kx is ky, and as a row it is kx = ky.
+bool as_row(const ConvAttributes& a, ConvProblem& pr) {
+  return !a.one_d && a.kw == 1 && pr.in_w == 1 && pr.out_w == 1 && pr.pad_left == 0 &&
+         pr.in_h > 1;
+}
+
+void swap_axes(ConvAttributes& a, ConvProblem& pr) {
+  std::swap(a.kh, a.kw);
+  std::swap(a.sh, a.sw);
+  std::swap(a.dh, a.dw);
+  std::swap(a.pads[0], a.pads[1]);
+  std::swap(a.pads[2], a.pads[3]);
+  std::swap(pr.in_h, pr.in_w);
+  std::swap(pr.out_h, pr.out_w);
+  std::swap(pr.pad_top, pr.pad_left);
 }
 
 Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
@@ -225,8 +270,10 @@ ConvTaps pack_taps(const CsrMatrix& w, int64_t taps_per_channel) {
 }
 
 void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& attrs,
-                 const ConvProblem& pr) {
-  const ConvAttributes a = run_attributes(attrs, pr);
+                 const ConvProblem& problem) {
+  ConvProblem pr = problem;
+  ConvAttributes a = run_attributes(attrs, pr);
+  if (as_row(a, pr)) swap_axes(a, pr);
   const Phases ph = phase_geometry(a, pr);
   // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
   // 16, tap (c, ky, kx) then starts 64-byte aligned in copy (kx*dw) / sw, so no panel
@@ -248,6 +295,7 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   // Ranges of output channels share each loaded block, and each range reads the whole
   // image once: few ranges (4, of 4 channels or more) keep that traffic low.
   const int64_t chunk = std::max<int64_t>(4, (a.out_channels + 3) / 4);
+  const ChannelsFn channels = channels_for(isa());
   const auto tasks = static_cast<size_t>((a.out_channels + chunk - 1) / chunk);
   const int64_t image_in = pr.channels * pr.in_h * pr.in_w;
   const int64_t image_out = a.out_channels * pr.out_h * pr.out_w;
@@ -260,7 +308,7 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
     parallel_for(ctx, tasks, [&](size_t t) {
       const int64_t o0 = static_cast<int64_t>(t) * chunk;
       const int64_t o1 = std::min(a.out_channels, o0 + chunk);
-      channels_task(plan, o0, o1);
+      channels(plan, o0, o1);
       store_channels(plan, pr.bias, w.row_scale.empty() ? nullptr : w.row_scale.data(), o0, o1,
                      yn);
     });

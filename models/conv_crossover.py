@@ -1,0 +1,124 @@
+"""Where the sparse convolution stops paying: single Conv layers at several densities,
+each compiled with the sparse kernel forced, timed against ORT's own Conv on the dense
+original (what the decode form runs), runs alternating in one process.
+
+    python models/conv_crossover.py [--out build/crossover] [--repeat 15]
+
+Prints one row per layer shape and density: the median CPU time of each form's runs at
+batch 1, 1 intra-op thread, and the ratio dense / sparse (above 1: the sparse kernel is
+faster). With one intra-op thread ORT runs the graph on the calling thread, so that
+thread's CPU time (`time.thread_time`) is the run's cost without the time other processes
+held the core: on a shared machine, wall-clock medians measure the scheduler.
+The lower pass's `conv_dense_density` (dc_onnx/options.py) is set from these rows;
+docs/benchmarks.md, "Sparse or dense convolution", records a run. Random weights and
+inputs: only the speed means anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import dc_onnx
+from dc_onnx.runtime import open_session
+from dc_onnx.tools.bench import bench_session_options
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    cin: int
+    cout: int
+    kernel: int
+    size: int  # input height = width
+    stride: int = 1
+    group: int = 1
+
+    @property
+    def pad(self) -> int:
+        return self.kernel // 2 if self.stride == 1 else 0
+
+
+SHAPES = [
+    Shape("3x3 256->384 13x13 (AlexNet conv3)", 256, 384, 3, 13),
+    Shape("3x3 64->64 56x56", 64, 64, 3, 56),
+    Shape("1x1 256->256 14x14", 256, 256, 1, 14),
+    Shape("3x3 depthwise 128 28x28", 128, 128, 3, 28, group=128),
+    Shape("11x11/4 3->96 224x224 (AlexNet conv1)", 3, 96, 11, 224, stride=4),
+]
+DENSITIES = [0.2, 0.35, 0.5, 0.65, 0.8, 1.0]
+
+
+def conv_model(s: Shape, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((s.cout, s.cin // s.group, s.kernel, s.kernel), dtype=np.float32)
+    node = helper.make_node(
+        "Conv", ["x", "W"], ["y"], name="conv", group=s.group, kernel_shape=[s.kernel] * 2,
+        strides=[s.stride] * 2, pads=[s.pad] * 4,
+    )  # fmt: skip
+    out = (s.size + 2 * s.pad - s.kernel) // s.stride + 1
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, s.cin, s.size, s.size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, s.cout, out, out])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def sparse_options(density: float) -> dc_onnx.CompileOptions:
+    """Manual mode at `density`, 8-bit weights and indices, the sparse kernel forced."""
+    return dc_onnx.CompileOptions(
+        prune=dc_onnx.PruneOptions(sparsity_per_layer={"conv": 1.0 - density}),
+        cluster=dc_onnx.ClusterOptions(bits_conv=8),
+        lower=dc_onnx.LowerOptions(index_bits_conv=8, conv_dense_density=2.0),
+    )
+
+
+def alternate(sessions: list, feeds: dict[str, np.ndarray], repeat: int) -> list[float]:  # type: ignore[type-arg]
+    """Median CPU ms of each session over `repeat` rounds, a different one first each round."""
+    times: list[list[float]] = [[] for _ in sessions]
+    for s in sessions:
+        s.run(None, feeds)
+        s.run(None, feeds)
+    for r in range(repeat):
+        for i in [(r + k) % len(sessions) for k in range(len(sessions))]:
+            start = time.thread_time()
+            sessions[i].run(None, feeds)
+            times[i].append((time.thread_time() - start) * 1e3)
+    return [float(np.median(t)) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("build/crossover"))
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"{'layer':<40} {'density':>7} {'dense ms':>9} {'sparse ms':>9} {'dense/sparse':>12}")
+    for i, shape in enumerate(SHAPES):
+        dense = args.out / f"conv{i}.onnx"
+        onnx.save(conv_model(shape), str(dense))
+        x = np.random.default_rng(1).standard_normal((1, shape.cin, shape.size, shape.size))
+        feeds = {"x": x.astype(np.float32)}
+        for density in DENSITIES:
+            compiled = args.out / f"conv{i}_d{int(density * 100)}.dc.onnx"
+            dc_onnx.compile(dense, compiled, sparse_options(density))
+            sessions = [open_session(p, bench_session_options(1)) for p in (dense, compiled)]
+            d, s = alternate(sessions, feeds, args.repeat)
+            print(f"{shape.name:<40} {density:>7.2f} {d:>9.3f} {s:>9.3f} {d / s:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()

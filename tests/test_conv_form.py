@@ -1,0 +1,79 @@
+"""The lower pass's choice between the sparse Conv kernel and the decode form (ORT's own
+Conv on the weight decoded once): dense-ish and depthwise layers take the decode form,
+sparse ones the kernel, and both match the original."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from conftest import compile_model, make_model, run
+
+
+def _ops(path: Path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node]
+
+
+def _two_convs(depthwise_second: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    second = (8, 1, 3, 3) if depthwise_second else (8, 8, 3, 3)
+    inits = {
+        "W1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32),
+        "W2": rng.standard_normal(second).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["h"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv",
+            ["h", "W2"],
+            ["y"],
+            name="c2",
+            pads=[1, 1, 1, 1],
+            group=8 if depthwise_second else 1,
+        ),
+    ]
+    return make_model(nodes, {"x": ["N", 4, 12, 12]}, {"y": ["N", 8, 12, 12]}, inits)
+
+
+def _check_matches_decoded(compiled: Path, tmp_path: Path) -> None:
+    from dc_onnx.tools.decompile import decode_model
+
+    x = np.random.default_rng(1).standard_normal((2, 4, 12, 12)).astype(np.float32)
+    (expected,) = run(decode_model(compiled), {"x": x})
+    (got,) = run(compiled, {"x": x})
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_dense_conv_layers_take_the_decode_form(tmp_path: Path) -> None:
+    compiled = compile_model(_two_convs(), tmp_path, sparsity=0.0, bits_conv=8)
+    ops = _ops(compiled)
+    assert "CompressedConv" not in ops
+    assert ops.count("CompressedConstant") == 2 and ops.count("Conv") == 2
+    _check_matches_decoded(compiled, tmp_path)
+
+
+def test_sparse_conv_layers_keep_the_kernel(tmp_path: Path) -> None:
+    compiled = compile_model(_two_convs(), tmp_path, sparsity=0.8, bits_conv=8)
+    assert _ops(compiled).count("CompressedConv") == 2
+    _check_matches_decoded(compiled, tmp_path)
+
+
+def test_depthwise_conv_takes_the_decode_form_at_any_density(tmp_path: Path) -> None:
+    compiled = compile_model(_two_convs(True), tmp_path, sparsity=0.8, bits_conv=8)
+    ops = _ops(compiled)
+    assert ops.count("CompressedConv") == 1  # c1; the depthwise c2 is decoded
+    assert ops.count("CompressedConstant") == 1 and ops.count("Conv") == 1
+    _check_matches_decoded(compiled, tmp_path)
+
+
+@pytest.mark.parametrize(("threshold", "kernel"), [(0.1, 0), (1.5, 2)])
+def test_the_crossover_is_an_option(threshold: float, kernel: int, tmp_path: Path) -> None:
+    compiled = compile_model(
+        _two_convs(), tmp_path, sparsity=0.5, bits_conv=8, conv_dense_density=threshold
+    )
+    assert _ops(compiled).count("CompressedConv") == kernel
+    _check_matches_decoded(compiled, tmp_path)
