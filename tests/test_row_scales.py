@@ -117,19 +117,23 @@ def _error(reference: list[np.ndarray], actual: list[np.ndarray]) -> float:
     )
 
 
+def _stream_id_counts(path: Path) -> dict[str, int]:
+    proto = onnx.load(str(path), load_external_data=False)
+    return {
+        n.op_type: len(next(a.ints for a in n.attribute if a.name == "stream_ids"))
+        for n in proto.graph.node
+        if n.domain == "ai.dc_onnx"
+    }
+
+
 def test_row_scales_keep_every_op_near_lossless_at_8_bits(tmp_path: Path) -> None:
     model = _channels_model()
     feeds = _feeds()
     reference = run(model, feeds)
     scaled = compile_model(model, tmp_path, name="rows", sparsity=0.0, bits_conv=8, bits_fc=8)
-    proto = onnx.load(str(scaled), load_external_data=False)
-    ops = {
-        n.op_type: len(next(a.ints for a in n.attribute if a.name == "stream_ids"))
-        for n in proto.graph.node
-        if n.domain == "ai.dc_onnx"
-    }
-    assert ops == {
-        "CompressedConv": 5,
+    # An unpruned Conv takes the decode form (ORT's Conv on the decoded weight).
+    assert _stream_id_counts(scaled) == {
+        "CompressedConstant": 5,
         "CompressedGemm": 5,
         "CompressedMatMul": 5,
         "CompressedGather": 5,
@@ -144,6 +148,22 @@ def test_row_scales_keep_every_op_near_lossless_at_8_bits(tmp_path: Path) -> Non
         model, tmp_path, name="plain", sparsity=0.0, bits_conv=8, bits_fc=8, init="linear"
     )
     assert _error(reference, actual) < min(0.01, _error(reference, run(plain, feeds)))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_sparse_conv_applies_row_scales(tmp_path: Path, bias: bool) -> None:
+    rng = np.random.default_rng(2)
+    inits = {"C": _spread(rng, (16, 24, 3, 3), 0)}
+    if bias:
+        inits["b"] = rng.standard_normal(16).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "C", *(["b"] if bias else [])], ["y"], name="conv")
+    model = make_model([node], {"x": ["N", 24, 9, 9]}, {"y": ["N", 16, 7, 7]}, inits)
+    pruned = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8)
+    assert _stream_id_counts(pruned) == {"CompressedConv": 5}  # the sparse kernel, scaled
+    x = {"x": rng.standard_normal((2, 24, 9, 9)).astype(np.float32)}
+    (actual,) = run(pruned, x)
+    (dense,) = run(decode_model(pruned), x)
+    np.testing.assert_allclose(actual, dense, rtol=1e-5, atol=1e-6 * float(np.abs(dense).max()))
 
 
 def test_storage_weight_with_row_scales_decodes_in_both_decoders(tmp_path: Path) -> None:
