@@ -32,6 +32,7 @@ class LayerReport:
     index_bits_huffman: float  # per stored weight, escapes' share included
     rate_pq: float  # compression rate of pruning + quantization
     rate_pqh: float  # ... plus Huffman coding
+    original_bytes: int  # the weight in the original model, in its own dtype
 
     @classmethod
     def from_lower_stats(cls, name: str, s: LayerStats) -> LayerReport:
@@ -54,6 +55,7 @@ class LayerReport:
             index_bits_huffman=8 * s.gaps_bytes / max(stored, 1),
             rate_pq=s.dtype_bits * n / pq_bits,
             rate_pqh=s.dtype_bits * n / pqh_bits,
+            original_bytes=s.dtype_bits * n // 8,
         )
 
 

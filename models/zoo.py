@@ -62,6 +62,11 @@ class ZooModel:
     dims: dict[str, int] = dataclasses.field(default_factory=dict)  # symbolic dim -> size
     derive: str | None = None  # a transform applied after extraction (see DERIVATIONS)
     derived_sha256: str | None = None  # sha256 of the derived file
+    # Recurrent state carried across calls (state input -> the output that updates it): the
+    # fixed inputs take the state after a few earlier chunks, as in streaming use. From the
+    # zero state, a recurrent weight only ever multiplies zeros and the inputs cannot tell
+    # what compressing it does.
+    carry: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def wheel_name(self) -> str:
@@ -150,6 +155,7 @@ ZOO: tuple[ZooModel, ...] = (
             "state": InputSpec((2, 1, 128), ("const", 0.0)),
             "sr": InputSpec((), ("const", 16000)),
         },
+        carry={"state": "stateN"},
     ),
     ZooModel(
         "silero-vad-16k-op15", "silero-vad==6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx",
@@ -161,6 +167,7 @@ ZOO: tuple[ZooModel, ...] = (
             "state": InputSpec((2, 1, 128), ("const", 0.0)),
             "sr": InputSpec((), ("const", 16000)),
         },
+        carry={"state": "stateN"},
     ),
     ZooModel(
         "silero-vad-sequence", "silero-vad==6.2.3",
@@ -172,6 +179,7 @@ ZOO: tuple[ZooModel, ...] = (
             "h": InputSpec((1, 1, 128), ("const", 0.0)),
             "c": InputSpec((1, 1, 128), ("const", 0.0)),
         },
+        carry={"h": "hn", "c": "cn"},
     ),
     ZooModel(
         "akiki-vad", "akiki==0.0.6", "akiki/models/akiki-vad.onnx",
@@ -181,6 +189,7 @@ ZOO: tuple[ZooModel, ...] = (
             "audio_with_context": InputSpec((1, 576), ("speech",)),
             "h": InputSpec((1, 1, 128), ("const", 0.0)),
         },
+        carry={"h": "h_out"},
     ),
     ZooModel(
         "magika", "magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
@@ -431,9 +440,31 @@ def _draw(rng: np.random.Generator, dist: Dist, shape: tuple[int, ...], dtype: A
     raise ZooError(f"unknown input distribution {dist!r}")
 
 
+CARRY_CHUNKS = 4  # earlier chunks run to reach a streaming state
+
+
+def carried_state(
+    model: ZooModel, path: Path, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], seed: int
+) -> dict[str, np.ndarray]:
+    """`feeds` with each carried state input replaced by the state the original model
+    reaches after CARRY_CHUNKS earlier chunks (drawn like the fixed one, other seeds)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    state = {name: feeds[name] for name in model.carry}
+    for i in range(CARRY_CHUNKS):
+        chunk = {**synth_inputs(proto, model.inputs, seed + 1 + i, model.dims), **state}
+        outputs = dict(zip(names, session.run(None, chunk), strict=True))
+        state = {name: outputs[out] for name, out in model.carry.items()}
+    return {**feeds, **state}
+
+
 def write_inputs(model: ZooModel, cache: Path, seed: int = 0) -> Path:
     proto = onnx.load(str(model_path(model, cache)), load_external_data=False)
     feeds = synth_inputs(proto, model.inputs, seed, model.dims)
+    if model.carry:
+        feeds = carried_state(model, model_path(model, cache), proto, feeds, seed)
     out = inputs_path(model, cache)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part.npz")

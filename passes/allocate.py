@@ -60,6 +60,7 @@ class AllocatePass(CompilerPass):
         self.init: Init = init  # the k-means start the cluster pass will use
         self.min_weight_elements = min_weight_elements  # storage weights from this size
         self.analysis: Analysis | None = None
+        self._warned_unobserved = False  # the warning is given once, not on every retry
         self._cache: Path | None = None  # dc_onnx.budget.cache: points kept between compiles
         self.allocator: Allocator | None = None  # of the last run: simulates its choice
         self.allocation: Allocation | None = None  # the last choice
@@ -111,7 +112,18 @@ class AllocatePass(CompilerPass):
                     index_bits=setting.index_bits,
                 )
             layers[layer.name] = _layer_stats(layer, setting)
+        unobserved = [layer.name for layer in self.analysis.layers if layer.unobserved]
         kept = [name for name, s in layers.items() if s["setting"].get("keep")]
+        if unobserved and not self._warned_unobserved:
+            self._warned_unobserved = True
+            logger.warning(
+                "warning: the calibration inputs do not reach %d weight(s), left exact: %s "
+                "(an If branch they never take, or a recurrent weight they only multiply by "
+                "a zero state); give --calibration inputs that exercise them to compress them",
+                len(unobserved),
+                ", ".join(unobserved),
+            )
+        kept = [name for name in kept if name not in unobserved]
         if kept:
             logger.info("left dense (its bytes saved are not worth its error): %s", ", ".join(kept))
         self.stats = {
@@ -123,6 +135,7 @@ class AllocatePass(CompilerPass):
             "analysis_runs": self.analysis.runs,
             **allocation.to_json(),
             "kept_exact": dict(self.kept_exact),
+            "unobserved": unobserved,
             "layers": layers,
         }
         return ir.passes.PassResult(model, True)

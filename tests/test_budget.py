@@ -27,13 +27,15 @@ from dc_onnx.pipeline import run_passes
 
 
 def _two_paths(seed: int = 0, width: int = 32) -> onnx.ModelProto:
-    """`sensitive` (32 x width) feeds an output directly; `saturated` feeds tanh(x W + 60):
-    always 1.0, so compressing it changes nothing. At width 32, `saturated` is the larger."""
+    """`sensitive` (32 x width) feeds an output directly; `saturated` feeds tanh(x W + 5):
+    within 2e-4 of 1.0, so compressing it changes the outputs by about 1e-5 (not exactly
+    nothing: a weight the outputs never change with is one the inputs do not reach, kept
+    exact). At width 32, `saturated` is the larger."""
     rng = np.random.default_rng(seed)
     inits = {
         "sensitive": rng.standard_normal((32, width)).astype(np.float32) * 0.2,
         "saturated": rng.standard_normal((32, 128)).astype(np.float32) * 0.01,
-        "shift": np.full(128, 60.0, np.float32),
+        "shift": np.full(128, 5.0, np.float32),
     }
     nodes = [
         helper.make_node("MatMul", ["x", "sensitive"], ["y"], name="direct"),
@@ -60,8 +62,8 @@ def test_allocation_compresses_the_insensitive_layer_hard(tmp_path: Path) -> Non
     assert sensitive.get("keep") or sensitive["sparsity"] < saturated["sparsity"]
     assert report["mode"] == "budget" and report["within_budget"] is True
     assert 0 < report["error"]["relative_l2"] <= 0.01
-    # Each layer's curve was measured: the saturated one is flat at zero.
-    assert max(layers["hidden"]["sparsity_error"].values()) == 0.0
+    # Each layer's curve was measured: the saturated one is flat near zero.
+    assert 0 < max(layers["hidden"]["sparsity_error"].values()) < 1e-3
     assert max(layers["direct"]["bits_error"].values()) > 0.05
 
 

@@ -164,3 +164,27 @@ def test_a_weight_left_exact_had_its_mildest_setting_measured(tmp_path: Path) ->
     assert kept
     for layer in kept:
         assert 8 not in layer["predicted"]["bits"] and "8" in layer["bits_error"]
+
+
+def test_weights_the_calibration_never_reaches_stay_exact(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # cond is always True in the calibration: the else branch's weight never reaches an
+    # output, so every setting measures as free; compressing it would break the model
+    # for the inputs that take that branch.
+    model, _, _ = if_branches()
+    source = save(model, tmp_path / "m.onnx")
+    calibration = tmp_path / "calibration.npz"
+    x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    np.savez(calibration, x=x, cond=np.array(True))
+    report_path = tmp_path / "r.json"
+    args = ["compile", str(source), "--calibration", str(calibration)]
+    assert main([*args, "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    allocation = _allocation(report)
+    (unreached,) = allocation["unobserved"]
+    assert "W_else" in unreached
+    assert allocation["layers"][unreached]["setting"].get("keep")
+    assert unreached in report["kept_dense"]
+    assert not allocation["layers"]["W_then"]["setting"].get("keep")
+    assert "do not reach 1 weight" in caplog.text

@@ -5,6 +5,7 @@ Nothing here downloads: the real models are only fetched by `make zoo`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -281,3 +282,25 @@ def test_each_setting_is_marked_against_its_own_budget() -> None:
     assert "1000 B (8.0x), err 3% over" in text  # the default budget: 1%
     assert "900 B (8.9x), err 3% ok" in text  # --max-error 0.05
     assert "2.0 KB (4.0x), err 3% over" in text  # int8 against the default budget
+
+
+def test_carried_state_is_the_state_after_earlier_chunks(tmp_path: Path) -> None:
+    # s_out = s + x: after CARRY_CHUNKS chunks of ones from the zero state, s holds that count.
+    def value(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 2])
+
+    nodes = [
+        helper.make_node("Add", ["s", "x"], ["s_out"]),
+        helper.make_node("Identity", ["x"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [value("x"), value("s")], [value("y"), value("s_out")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, str(path))
+    specs = {"x": zoo.InputSpec(None, ("const", 1.0)), "s": zoo.InputSpec(None, ("const", 0.0))}
+    model = dataclasses.replace(zoo.ZOO[0], inputs=specs, carry={"s": "s_out"})
+    feeds = zoo.synth_inputs(proto, specs, seed=0)
+    carried = zoo.carried_state(model, path, proto, feeds, seed=0)
+    np.testing.assert_array_equal(carried["s"], np.full((1, 2), zoo.CARRY_CHUNKS, np.float32))
+    np.testing.assert_array_equal(carried["x"], feeds["x"])

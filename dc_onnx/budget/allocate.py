@@ -59,6 +59,8 @@ class Allocation:
 
 def _options(layer: LayerSensitivity) -> list[tuple[int, float, Setting]]:
     options = [(layer.sizes.dense_bytes, 0.0, KEEP)]
+    if layer.unobserved:  # what the inputs never exercise stays exact (never "free")
+        return options
     for setting in layer.candidates():
         options.append((layer.sizes.bytes(setting), layer.predicted_sq(setting), setting))
     return options

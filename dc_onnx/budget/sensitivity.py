@@ -127,6 +127,16 @@ class LayerSensitivity:
         sparsity = None if setting.sparsity in self.sparsity.measured else setting.sparsity
         return bits, sparsity
 
+    @property
+    def unobserved(self) -> bool:
+        """The calibration inputs do not reach this weight: every point measured away from
+        the original (the harshest anchors included) left the outputs bit for bit the same,
+        as for the weights of an If branch they never take, or a recurrent weight they only
+        ever multiply by a zero state. No setting can then be vouched for."""
+        points = [*self.bits.measured.values()]
+        points += [e for s, e in self.sparsity.measured.items() if s > 0]
+        return bool(points) and all(e == 0.0 for e in points)
+
     def candidates(self) -> list[Setting]:
         """Every (sparsity, bits) pair whose error is finite (measured or predicted)."""
         bits = [b for b, e in self.bits_error.items() if math.isfinite(e)]
