@@ -113,7 +113,6 @@ class AllocatePass(CompilerPass):
                 )
             layers[layer.name] = _layer_stats(layer, setting)
         unobserved = [layer.name for layer in self.analysis.layers if layer.unobserved]
-        kept = [name for name, s in layers.items() if s["setting"].get("keep")]
         if unobserved and not self._warned_unobserved:
             self._warned_unobserved = True
             logger.warning(
@@ -123,7 +122,7 @@ class AllocatePass(CompilerPass):
                 len(unobserved),
                 ", ".join(unobserved),
             )
-        kept = [name for name in kept if name not in unobserved]
+        kept = [n for n, s in layers.items() if s["setting"].get("keep") and n not in unobserved]
         if kept:
             logger.info("left dense (its bytes saved are not worth its error): %s", ", ".join(kept))
         self.stats = {
