@@ -232,6 +232,13 @@ class LowerOptions(OptionGroup):
         check=check_positive,
     )
 
+    keep_activations: bool = option(
+        False,
+        "leave a Relu / Clip / LeakyRelu after a compressed Gemm, MatMul or Conv as its own"
+        " node (by default it is folded into the op, which applies it as it writes; the"
+        " outputs are the same bits either way)",
+    )
+
     def index_bits(self, kind: str) -> int:
         """The index bits of a layer kind; conv and fc unset: the paper's."""
         if kind not in PAPER_BITS:

@@ -21,6 +21,7 @@ from dc_onnx.options import DEFAULT_QUALITY, CompileOptions
 from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterPass
+from dc_onnx.passes.fuse_activation import FuseActivationPass
 from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.lower_portable import PortableLowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
@@ -141,7 +142,9 @@ def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passe
 def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     if options.target == "portable":
         return [PortableLowerPass(options.min_weight_elements)]
-    return [LowerPass(options.lower, options.min_weight_elements)]
+    lower: list[ir.passes.PassBase] = [LowerPass(options.lower, options.min_weight_elements)]
+    # The portable form keeps its activation nodes: the layers there are ORT's own ops.
+    return lower if options.lower.keep_activations else [*lower, FuseActivationPass()]
 
 
 BUILDERS: dict[str, Builder] = {

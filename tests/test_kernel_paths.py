@@ -167,3 +167,33 @@ def test_conv_isa_paths_give_the_same_bits(conv: dict, tmp_path: Path) -> None: 
     np.testing.assert_allclose(outputs["scalar"], expected, rtol=1e-5, atol=1e-4)
     for isa, y in outputs.items():
         assert y.tobytes() == outputs["scalar"].tobytes(), isa
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_fused_activations_give_the_same_bits_on_every_isa(batch: int, tmp_path: Path) -> None:
+    # Epilogues with a fused LeakyRelu (sparse conv) and Clip (FC dots at batch 1, panels
+    # at 6) on each path, against the unfused graph (the activations as ORT nodes).
+    rng = np.random.default_rng(5)
+    inits = {
+        "W1": rng.standard_normal((6, 4, 3, 3)).astype(np.float32),
+        "W2": (rng.standard_normal((6 * 9 * 9, 12)) * 0.1).astype(np.float32),
+        "lo": np.array(-0.1, np.float32),
+        "hi": np.array(0.3, np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c"], name="conv"),
+        helper.make_node("LeakyRelu", ["c"], ["r"], alpha=0.3),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "W2"], ["g"], name="fc"),
+        helper.make_node("Clip", ["g", "lo", "hi"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": ["N", 4, 11, 11]}, {"y": ["N", 12]}, inits)
+    options = dict(sparsity=0.6, bits_conv=8, bits_fc=5, conv_dense_density=2.0)
+    fused = compile_model(model, tmp_path, "fused", **options)
+    unfused = compile_model(model, tmp_path, "unfused", keep_activations=True, **options)
+    x = rng.standard_normal((batch, 4, 11, 11)).astype(np.float32)
+    (expected,) = run(unfused, {"x": x})
+    for isa in ("scalar", "avx2", "avx512"):  # capped to what the CPU has (simd.h)
+        done = _run_with_isa(fused, x, isa, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert np.load(tmp_path / f"y_{isa}.npy").tobytes() == expected.tobytes(), isa

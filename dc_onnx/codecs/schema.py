@@ -36,8 +36,12 @@ KEPT_ATTRIBUTES = {
     "Conv": ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"),
     "Gather": (),  # axis is 0 (dc_onnx.layers only takes those)
 }
-# Attributes the compressed ops add (the decoder drops them when it densifies).
-OWN_ATTRIBUTES = ("weight_shape", "num_entries", "index_bits", "stream_ids", "layer", "weight_side")
+# Attributes the compressed ops add (the decoder drops them when it densifies; it re-emits
+# a fused activation as its own node after the dense op).
+OWN_ATTRIBUTES = (
+    "weight_shape", "num_entries", "index_bits", "stream_ids", "layer", "weight_side",
+    "activation", "activation_params",
+)  # fmt: skip
 
 # The four stream inputs of a compressed op (inputs 2..5), in this order.
 STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)

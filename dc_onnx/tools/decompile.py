@@ -125,6 +125,29 @@ def _constant_tensor(
     return numpy_helper.from_array(np.ascontiguousarray(array), node.output[0])
 
 
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _activation_node(
+    kind: str, params: list[float], x: str, y: str, opset: int
+) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+    """The standard node a fused `activation` stands for (docs/format.md), reading `x`
+    and writing `y`, plus the initializers it needs (Clip's bounds from opset 11 on)."""
+    name = f"{y}.{kind.lower()}"
+    if kind == "LeakyRelu":
+        return helper.make_node(kind, [x], [y], name=name, alpha=params[0]), []
+    if kind == "Clip" and opset < 11:
+        return helper.make_node(kind, [x], [y], name=name, min=params[0], max=params[1]), []
+    if kind == "Clip":
+        bounds = [numpy_helper.from_array(np.float32(v), f"{name}.{b}")
+                  for v, b in zip(params, ("min", "max"), strict=True)]  # fmt: skip
+        return helper.make_node(kind, [x, *(t.name for t in bounds)], [y], name=name), bounds
+    if kind == "Relu":
+        return helper.make_node(kind, [x], [y], name=name), []
+    raise InputError(f"unknown fused activation '{kind}' (known: Relu, Clip, LeakyRelu)")
+
+
 def _names_read(nodes: list[onnx.NodeProto]) -> set[str]:
     """Every name the nodes read, subgraph bodies (outer-scope references) included."""
     names: set[str] = set()
@@ -177,9 +200,20 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
             shape = [int(d) for d in attrs["weight_shape"]]
             dense.append(numpy_helper.from_array(matrix.reshape(shape), name))
             inputs = [x, name, *bias]
-        dense_node = helper.make_node(op, inputs, list(node.output), name=node.name)
+        outputs = list(node.output)
+        activation = attrs.get("activation")
+        if activation is not None:  # the dense op, then the activation it was fused with
+            outputs = [f"{node.output[0]}.before_{activation.lower()}"]
+        dense_node = helper.make_node(op, inputs, outputs, name=node.name)
         dense_node.attribute.extend(helper.make_attribute(k, v) for k, v in kept.items())
         nodes.append(dense_node)
+        if activation is not None:
+            params = [float(p) for p in attrs.get("activation_params", [])]
+            act, act_tensors = _activation_node(
+                activation, params, outputs[0], node.output[0], _opset(model)
+            )
+            nodes.append(act)
+            dense += act_tensors
     used = _names_read(nodes)
     initializers = [t for t in graph.initializer if t.name in used] + dense
     del graph.node[:]

@@ -32,6 +32,7 @@ ConvKernel::ConvKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     const std::vector<int64_t> shape = required_ints(info, "weight_shape");
     check_weight_shape(shape, {3, 4});
     attrs_ = read_conv_attributes(info, shape);
+    act_ = read_activation(info);
     const int64_t taps = attrs_.taps_per_channel();  // dims <= 2^31-1: no overflow here
     if (taps > INT32_MAX / attrs_.in_per_group)
       fail("weight_shape " + shape_str(shape) + " is too large");
@@ -85,9 +86,10 @@ void ConvKernel::compute(OrtKernelContext* context) const {
       const OrtValue* b =
           pr.bias != nullptr ? static_cast<const OrtValue*>(ctx.GetInput(6)) : nullptr;
       dense_->run(ctx, ctx.GetInput(0), b, y_value);
+      act_.apply(pr.y, static_cast<size_t>(pr.batch * a.out_channels * pr.out_h * pr.out_w));
       return;
     }
-    sparse_conv(ctx, taps_, a, pr);
+    sparse_conv(ctx, taps_, a, act_, pr);
   });
 }
 

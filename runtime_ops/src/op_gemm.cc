@@ -33,6 +33,7 @@ GemmKernel::GemmKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     const int64_t trans_a = attr_int(info, "transA").value_or(0);
     if (trans_a != 0 && trans_a != 1) fail("transA must be 0 or 1");
     trans_a_ = trans_a == 1;
+    act_ = read_activation(info);
     w_ = pack_rows(load_matrix_weight(info));
   });
 }
@@ -52,6 +53,7 @@ void GemmKernel::compute(OrtKernelContext* context) const {
 
     Epilogue ep;
     ep.alpha = alpha_;
+    ep.act = act_;
     if (ctx.GetInputCount() > 6) {
       const Ort::ConstValue c = ctx.GetInput(6);
       if (c != nullptr) {

@@ -22,6 +22,7 @@ MatMulKernel::MatMulKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(inf
     const int64_t side = required_int(info, "weight_side");
     if (side != 0 && side != 1) fail("weight_side must be 0 or 1");
     weight_first_ = side == 0;
+    act_ = read_activation(info);
     w_ = pack_rows(load_matrix_weight(info));
   });
 }
@@ -41,7 +42,8 @@ void MatMulKernel::compute(OrtKernelContext* context) const {
                  " on the reduction axis but the weight has K=" + std::to_string(k));
 
     std::vector<int64_t> y_shape(x.shape.begin(), x.shape.begin() + static_cast<long>(k_axis));
-    const Epilogue ep;
+    Epilogue ep;
+    ep.act = act_;
     if (!weight_first_ || rank == 1) {
       // Y[..., n] = X[..., :] . Wm[n, :]  (also Wm @ x for a 1-D x)
       y_shape.push_back(n);

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "activation.h"
 #include "conv_attributes.h"
 #include "dense_conv.h"
 #include "ort_api.h"
@@ -12,7 +13,8 @@
 
 namespace dc_onnx {
 
-// Y = alpha * A' @ Wm^T + beta * C, Wm the stored [N, K] matrix.
+// Y = act(alpha * A' @ Wm^T + beta * C), Wm the stored [N, K] matrix, act the fused
+// activation (none unless the node has one).
 class GemmKernel {
  public:
   explicit GemmKernel(const OrtKernelInfo* info);
@@ -23,10 +25,11 @@ class GemmKernel {
   float alpha_ = 1.0f;
   float beta_ = 1.0f;
   bool trans_a_ = false;
+  Activation act_;
   CodedRows w_;
 };
 
-// weight_side 1: Y = X @ Wm^T; weight_side 0: Y = Wm @ X.
+// weight_side 1: Y = act(X @ Wm^T); weight_side 0: Y = act(Wm @ X).
 class MatMulKernel {
  public:
   explicit MatMulKernel(const OrtKernelInfo* info);
@@ -35,10 +38,11 @@ class MatMulKernel {
  private:
   std::string prefix_;
   bool weight_first_ = false;  // weight_side == 0
+  Activation act_;
   CodedRows w_;
 };
 
-// ONNX Conv, 1-D and 2-D (1-D runs as 2-D with a height of 1).
+// ONNX Conv, 1-D and 2-D (1-D runs as 2-D with a height of 1), then the fused activation.
 class ConvKernel {
  public:
   explicit ConvKernel(const OrtKernelInfo* info);
@@ -50,6 +54,7 @@ class ConvKernel {
 
   std::string prefix_;
   ConvAttributes attrs_;
+  Activation act_;
   ConvTaps taps_;                     // the resident weight of sparse layers
   std::unique_ptr<DenseConv> dense_;  // set instead for layers above kDenseConvDensity
 };

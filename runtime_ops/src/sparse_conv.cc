@@ -227,10 +227,10 @@ std::vector<size_t> block_starts(const ConvTaps& w, const ConvAttributes& a, int
 }
 
 // Output channels [o0, o1) of one image from their flat sums: keeps the columns
-// ow < out_w of each row, then scales them by the channel's row scale (if any) and adds
-// the bias.
-void store_channels(const Plan& p, const float* bias, const float* scale, int64_t o0, int64_t o1,
-                    float* yn) {
+// ow < out_w of each row, then scales them by the channel's row scale (if any), adds the
+// bias and applies the fused activation.
+void store_channels(const Plan& p, const float* bias, const float* scale, const Activation& act,
+                    int64_t o0, int64_t o1, float* yn) {
   const int64_t plane_out = p.out_h * p.out_w;
   for (int64_t o = o0; o < o1; ++o) {
     const float* src = p.sums + o * p.len_pad;
@@ -241,12 +241,13 @@ void store_channels(const Plan& p, const float* bias, const float* scale, int64_
       for (int64_t oh = 0; oh < p.out_h; ++oh)
         for (int64_t ow = 0; ow < p.out_w; ++ow)
           dst[oh * p.out_w + ow] = s * src[oh * p.row_width + ow] + b;
-      continue;
+    } else {
+      for (int64_t oh = 0; oh < p.out_h; ++oh)
+        for (int64_t ow = 0; ow < p.out_w; ++ow)
+          dst[oh * p.out_w + ow] = bias != nullptr ? src[oh * p.row_width + ow] + b
+                                                   : src[oh * p.row_width + ow];
     }
-    for (int64_t oh = 0; oh < p.out_h; ++oh)
-      for (int64_t ow = 0; ow < p.out_w; ++ow)
-        dst[oh * p.out_w + ow] = bias != nullptr ? src[oh * p.row_width + ow] + b
-                                                 : src[oh * p.row_width + ow];
+    act.apply(dst, static_cast<size_t>(plane_out));  // while the plane is still in cache
   }
 }
 
@@ -270,7 +271,7 @@ ConvTaps pack_taps(const CsrMatrix& w, int64_t taps_per_channel) {
 }
 
 void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& attrs,
-                 const ConvProblem& problem) {
+                 const Activation& act, const ConvProblem& problem) {
   ConvProblem pr = problem;
   ConvAttributes a = run_attributes(attrs, pr);
   if (as_row(a, pr)) swap_axes(a, pr);
@@ -309,8 +310,8 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
       const int64_t o0 = static_cast<int64_t>(t) * chunk;
       const int64_t o1 = std::min(a.out_channels, o0 + chunk);
       channels(plan, o0, o1);
-      store_channels(plan, pr.bias, w.row_scale.empty() ? nullptr : w.row_scale.data(), o0, o1,
-                     yn);
+      store_channels(plan, pr.bias, w.row_scale.empty() ? nullptr : w.row_scale.data(), act, o0,
+                     o1, yn);
     });
     const float* xn = pr.x + n * image_in;  // IEEE results for NaN/Inf: non_finite.h
     if (any_non_finite(xn, static_cast<size_t>(image_in)))

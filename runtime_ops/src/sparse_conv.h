@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "activation.h"
 #include "conv_attributes.h"
 #include "ort_api.h"
 #include "sparse_weight.h"
@@ -39,8 +40,8 @@ struct ConvProblem {
   float* y;
 };
 
-// Y = Conv(X, W) + B, on the session's thread pool, one image at a time.
+// Y = act(Conv(X, W) + B), on the session's thread pool, one image at a time.
 void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& a,
-                 const ConvProblem& pr);
+                 const Activation& act, const ConvProblem& pr);
 
 }  // namespace dc_onnx

@@ -18,7 +18,7 @@ inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
   if (ep.scale != nullptr) acc *= ep.scale[n];
   float v = ep.alpha == 1.0f ? acc : ep.alpha * acc;
   if (ep.c != nullptr) v += ep.beta * ep.c[m * ep.c_sm + n * ep.c_sn];
-  return v;
+  return ep.act(v);
 }
 
 // Output rows [n0, n1) of dot_rows.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "activation.h"
 #include "ort_api.h"
 #include "sparse_weight.h"
 
@@ -28,8 +29,9 @@ struct CodedRows {
 };
 CodedRows pack_rows(const CsrMatrix& m);
 
-// y = alpha * scale[n] * acc + beta * C[m * c_sm + n * c_sn] (C may be null: no bias term;
-// scale is W's row scales, filled in by the products from CodedRows::row_scale).
+// y = act(alpha * scale[n] * acc + beta * C[m * c_sm + n * c_sn]) (C may be null: no bias
+// term; scale is W's row scales, filled in by the products from CodedRows::row_scale; act
+// the fused activation, activation.h).
 struct Epilogue {
   float alpha = 1.0f;
   float beta = 0.0f;
@@ -37,6 +39,7 @@ struct Epilogue {
   int64_t c_sm = 0;
   int64_t c_sn = 0;
   const float* scale = nullptr;
+  Activation act;
 };
 
 // Row-major activations A [num_rows, K]: for m < num_rows, n < W.rows
