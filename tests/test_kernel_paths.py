@@ -144,7 +144,13 @@ def _run_with_isa(model: Path, x: np.ndarray, isa: str, tmp: Path) -> subprocess
 
 # Sparse conv panels of every width class: 16 (4 sets), 32 (2 sets), 48-128 (chunked on
 # AVX2 and SSE2), with strides and groups.
-ISA_CONVS = [CONVS[0], CONVS[2], CONVS[4], CONVS[6], CONVS[7], CONVS[10]]
+# The last two are large enough to be computed in bands of output rows (the scratch bound,
+# runtime_ops/src/sparse_conv.h): 2 bands, and 3 with stride 2 (phase planes per band).
+BANDED_CONVS = [
+    dict(shape=(16, 16, 3, 3), hw=(200, 200), pads=[1, 1, 1, 1]),
+    dict(shape=(16, 16, 3, 3), hw=(401, 400), pads=[1, 0, 1, 1], strides=[2, 2]),
+]
+ISA_CONVS = [CONVS[0], CONVS[2], CONVS[4], CONVS[6], CONVS[7], CONVS[10], *BANDED_CONVS]
 
 
 @pytest.mark.parametrize("conv", ISA_CONVS, ids=[str(c["shape"]) for c in ISA_CONVS])

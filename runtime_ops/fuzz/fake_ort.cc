@@ -251,6 +251,11 @@ OrtApi make_api() {
     *out = &v;
     return nullptr;
   };
+  // No allocator: the kernels' scratch (scratch.h) then comes from the heap.
+  api.KernelContext_GetAllocator = [](const OrtKernelContext*, const OrtMemoryInfo*,
+                                      OrtAllocator**) noexcept -> OrtStatus* {
+    return error("no allocator in the fake");
+  };
   api.KernelContext_ParallelFor = [](const OrtKernelContext*, void (*fn)(void*, size_t),
                                      size_t total, size_t, void* data) noexcept -> OrtStatus* {
     for (size_t i = 0; i < total; ++i) fn(data, i);

@@ -5,7 +5,8 @@
 // width, every tap is then one shift of the whole flattened plane, computed 128 outputs at
 // a time with the sums in registers (panel.h), input channels in blocks that stay in L1
 // while a range of output channels uses them. Parallel over output-channel ranges, one
-// image at a time.
+// image at a time, and within an image one band of output rows at a time: the planes of
+// a band and its sums fit kConvScratchBytes (sparse_conv.h), whatever the image size.
 #include "sparse_conv.h"
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
+#include "scratch.h"
 #include "simd.h"
 
 namespace dc_onnx {
@@ -38,6 +40,7 @@ struct Plan {
   const int64_t* tap_offset;  // offset of tap r = ky*kw + kx from its channel's planes
   float* sums;                // per output channel, `len_pad` flat partial sums
   int64_t len_pad;
+  int64_t y_plane;            // floats between output channels in Y (out_h * out_w of the image)
 };
 
 constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
@@ -107,7 +110,9 @@ struct Phases {
 };
 
 // Phase plane (c, a, b)[h, w] = input[c, h*sh + a - pad_top, w*sw + b - pad_left], zero
-// outside the input; written for channels [0, channels) of one image into `out`.
+// outside the input and in the columns [wp, row_width) that round each row up (read only
+// for outputs that are dropped, but scratch memory holds anything: keep it finite);
+// written for channels [0, channels) of one image (or band of rows) into `out`.
 void build_phases(const float* x, int64_t channels, int64_t in_h, int64_t in_w, int64_t pad_top,
                   int64_t pad_left, const Phases& ph, float* out) {
   for (int64_t c = 0; c < channels; ++c)
@@ -117,6 +122,7 @@ void build_phases(const float* x, int64_t channels, int64_t in_h, int64_t in_w, 
         for (int64_t h = 0; h < ph.hp; ++h) {
           float* row = plane + h * ph.row_width;
           const int64_t i = h * ph.sh + a - pad_top;
+          std::fill(row + ph.wp, row + ph.row_width, 0.0f);
           if (i < 0 || i >= in_h) {
             std::fill(row, row + ph.wp, 0.0f);
             continue;
@@ -226,15 +232,15 @@ std::vector<size_t> block_starts(const ConvTaps& w, const ConvAttributes& a, int
   return block_ptr;
 }
 
-// Output channels [o0, o1) of one image from their flat sums: keeps the columns
+// Output channels [o0, o1) of one band from their flat sums: keeps the columns
 // ow < out_w of each row, then scales them by the channel's row scale (if any), adds the
 // bias and applies the fused activation.
 void store_channels(const Plan& p, const float* bias, const float* scale, const Activation& act,
                     int64_t o0, int64_t o1, float* yn) {
-  const int64_t plane_out = p.out_h * p.out_w;
+  const int64_t plane_out = p.out_h * p.out_w;  // this band's
   for (int64_t o = o0; o < o1; ++o) {
     const float* src = p.sums + o * p.len_pad;
-    float* dst = yn + o * plane_out;
+    float* dst = yn + o * p.y_plane;
     const float b = bias != nullptr ? bias[o] : 0.0f;
     if (scale != nullptr) {
       const float s = scale[o];
@@ -249,6 +255,28 @@ void store_channels(const Plan& p, const float* bias, const float* scale, const 
     }
     act.apply(dst, static_cast<size_t>(plane_out));  // while the plane is still in cache
   }
+}
+
+// Flat partial sums per output channel for a band of `rows` rows, padded to whole panels.
+int64_t band_len_pad(const Phases& ph, int64_t rows, int64_t out_w) {
+  const int64_t len = (rows - 1) * ph.row_width + out_w;
+  return (len + kWidest - 1) / kWidest * kWidest;
+}
+
+// Output rows per band: as many as keep the scratch of one Run (phase planes of every
+// shifted copy plus the partial sums) within kConvScratchBytes, at least one.
+int64_t band_rows(const ConvAttributes& a, const ConvProblem& pr) {
+  const auto d = [](int64_t v) { return static_cast<double>(v); };
+  const double row_width = d((pr.out_w + (a.kw - 1) * a.dw / a.sw + 15) / 16 * 16);
+  const double copies = d((a.kw - 1) * a.dw / a.sw + 1);
+  const double planes = d(pr.channels) * d(a.sh) * d(a.sw);
+  const double reach = d((a.kh - 1) * a.dh / a.sh);
+  const double per_row = 4.0 * row_width * (copies * planes + d(a.out_channels));
+  const double fixed =
+      4.0 * (copies * (planes * reach * row_width + 16.0) + d(a.out_channels) * d(kWidest));
+  const double fit = (static_cast<double>(kConvScratchBytes) - fixed) / per_row;
+  if (!(fit >= 1.0)) return 1;
+  return fit >= d(pr.out_h) ? pr.out_h : static_cast<int64_t>(fit);
 }
 
 }  // namespace
@@ -275,46 +303,60 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   ConvProblem pr = problem;
   ConvAttributes a = run_attributes(attrs, pr);
   if (as_row(a, pr)) swap_axes(a, pr);
-  const Phases ph = phase_geometry(a, pr);
-  // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
-  // 16, tap (c, ky, kx) then starts 64-byte aligned in copy (kx*dw) / sw, so no panel
-  // load splits a cache line; 16 floats of slack cover the last panel's reads.
-  std::vector<float> buffer(static_cast<size_t>(ph.copies * ph.copy_len + 16), 0.0f);
-  float* copies = buffer.data();
-  while (reinterpret_cast<uintptr_t>(copies) % 64 != 0) ++copies;
+  // Output rows in bands of `rows`, so the scratch stays under kConvScratchBytes whatever
+  // the image size; the planes are laid out for a whole band (the last one uses less).
+  const int64_t rows = band_rows(a, pr);
+  ConvProblem band_pr = pr;
+  band_pr.out_h = rows;
+  const Phases ph = phase_geometry(a, band_pr);
   const std::vector<int64_t> tap_offset = tap_offsets(a, ph, w.tap_bits);
   const int64_t block = channel_block(a, ph);
   const int64_t num_blocks = (a.in_per_group + block - 1) / block;
   const std::vector<size_t> block_ptr = block_starts(w, a, block, num_blocks);
-  const int64_t len = (pr.out_h - 1) * ph.row_width + pr.out_w;
-  const int64_t len_pad = (len + kWidest - 1) / kWidest * kWidest;
-  std::vector<float> sums(static_cast<size_t>(a.out_channels * len_pad));
-  const Plan plan{copies, a.sh * a.sw * ph.plane, ph.row_width, pr.out_h, pr.out_w,
-                  a.out_channels / a.group, a.in_per_group, num_blocks, block_ptr.data(),
-                  w.code.data(), w.key.data(), w.tap_bits, w.codebook.data(), tap_offset.data(),
-                  sums.data(), len_pad};
+  const int64_t len_pad = band_len_pad(ph, rows, pr.out_w);
+  // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
+  // 16 and the buffer 64-byte aligned, tap (c, ky, kx) starts 64-byte aligned in copy
+  // (kx*dw) / sw, so no panel load splits a cache line; 16 floats of slack at the end of
+  // each copy cover the last panel's reads.
+  const Scratch scratch(ctx, static_cast<size_t>(ph.copies * ph.copy_len + a.out_channels * len_pad));
+  float* copies = scratch.data();
+  float* sums = copies + ph.copies * ph.copy_len;
   // Ranges of output channels share each loaded block, and each range reads the whole
-  // image once: few ranges (4, of 4 channels or more) keep that traffic low.
+  // band once: few ranges (4, of 4 channels or more) keep that traffic low.
   const int64_t chunk = std::max<int64_t>(4, (a.out_channels + 3) / 4);
   const ChannelsFn channels = channels_for(isa());
   const auto tasks = static_cast<size_t>((a.out_channels + chunk - 1) / chunk);
   const int64_t image_in = pr.channels * pr.in_h * pr.in_w;
   const int64_t image_out = a.out_channels * pr.out_h * pr.out_w;
+  const float* scale = w.row_scale.empty() ? nullptr : w.row_scale.data();
+  const int64_t planes_len = pr.channels * a.sh * a.sw * ph.plane;
   for (int64_t n = 0; n < pr.batch; ++n) {
-    build_phases(pr.x + n * image_in, pr.channels, pr.in_h, pr.in_w, pr.pad_top, pr.pad_left, ph,
-                 copies);
-    for (int64_t s = 1; s < ph.copies; ++s)  // the last s floats of copy s stay zero
-      std::copy(copies + s, copies + ph.copy_len, copies + s * ph.copy_len);
+    const float* xn = pr.x + n * image_in;
     float* yn = pr.y + n * image_out;
-    parallel_for(ctx, tasks, [&](size_t t) {
-      const int64_t o0 = static_cast<int64_t>(t) * chunk;
-      const int64_t o1 = std::min(a.out_channels, o0 + chunk);
-      channels(plan, o0, o1);
-      store_channels(plan, pr.bias, w.row_scale.empty() ? nullptr : w.row_scale.data(), act, o0,
-                     o1, yn);
-    });
-    const float* xn = pr.x + n * image_in;  // IEEE results for NaN/Inf: non_finite.h
-    if (any_non_finite(xn, static_cast<size_t>(image_in)))
+    for (int64_t r0 = 0; r0 < pr.out_h; r0 += rows) {
+      const int64_t band = std::min(rows, pr.out_h - r0);
+      // The band's planes: those of the image, starting at phase row r0.
+      build_phases(xn, pr.channels, pr.in_h, pr.in_w, pr.pad_top - r0 * a.sh, pr.pad_left, ph,
+                   copies);
+      std::fill(copies + planes_len, copies + ph.copy_len, 0.0f);
+      for (int64_t s = 1; s < ph.copies; ++s) {
+        float* copy = copies + s * ph.copy_len;
+        std::copy(copies + s, copies + ph.copy_len, copy);
+        std::fill(copy + ph.copy_len - s, copy + ph.copy_len, 0.0f);
+      }
+      const Plan plan{copies, a.sh * a.sw * ph.plane, ph.row_width, band, pr.out_w,
+                      a.out_channels / a.group, a.in_per_group, num_blocks, block_ptr.data(),
+                      w.code.data(), w.key.data(), w.tap_bits, w.codebook.data(),
+                      tap_offset.data(), sums, len_pad, pr.out_h * pr.out_w};
+      float* yb = yn + r0 * pr.out_w;
+      parallel_for(ctx, tasks, [&](size_t t) {
+        const int64_t o0 = static_cast<int64_t>(t) * chunk;
+        const int64_t o1 = std::min(a.out_channels, o0 + chunk);
+        channels(plan, o0, o1);
+        store_channels(plan, pr.bias, scale, act, o0, o1, yb);
+      });
+    }
+    if (any_non_finite(xn, static_cast<size_t>(image_in)))  // IEEE results: non_finite.h
       conv_nan_through_absent(w, a, pr, xn, yn);
   }
 }

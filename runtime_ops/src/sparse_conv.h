@@ -40,7 +40,13 @@ struct ConvProblem {
   float* y;
 };
 
-// Y = act(Conv(X, W) + B), on the session's thread pool, one image at a time.
+// Bound on the scratch memory of one Run (phase planes and partial sums): larger images
+// are computed in bands of output rows. Taken from the session's allocator (scratch.h),
+// so it is reused by every layer and Run; concurrent Runs take one each.
+constexpr int64_t kConvScratchBytes = int64_t{8} << 20;
+
+// Y = act(Conv(X, W) + B), on the session's thread pool, one image (and within it one
+// band of output rows) at a time.
 void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAttributes& a,
                  const Activation& act, const ConvProblem& pr);
 
