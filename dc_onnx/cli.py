@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         help="time runs by the thread's CPU time, not the wall clock (a shared machine; "
         "--threads 1 only)",
     )  # fmt: skip
+    b.add_argument(
+        "--footprint", action="store_true",
+        help="also measure each form's memory alone in a child process: after session "
+        "creation, and the peak during a Run at the first batch size",
+    )  # fmt: skip
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(run=_bench)
     e = sub.add_parser("eval", help="top-1 / top-5 accuracy of a model (dense or compiled)")
@@ -185,6 +190,7 @@ def _bench(args: argparse.Namespace) -> int:
     result = bench(
         args.original, args.compiled, args.batch, threads=args.threads, repeat=args.repeat,
         max_seconds=args.max_seconds, peers=args.peers, cpu_time=args.cpu_time,
+        footprint=args.footprint,
     )  # fmt: skip
     print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
     return EXIT_OK

@@ -248,3 +248,28 @@ def test_bench_peers_in_the_latest_onnxruntime(fc_pair: tuple[Path, Path], tmp_p
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     _check_result(json.loads(done.stdout), [1], with_4bit=True)
+
+
+def test_bench_footprint_measures_each_form_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 16 MiB of dense weights against ~1 MiB resident for the compiled form at 10% density.
+    w = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")
+    source = save(make_model([node], {"x": ["N", 2048]}, {"y": ["N", 2048]}, {"W": w}),
+                  tmp_path / "big.onnx")  # fmt: skip
+    assert main(["compile", str(source), "--quiet", "--sparsity", "0.9"]) == 0
+    compiled = tmp_path / "big.dc.onnx"
+    args = ["bench", str(source), str(compiled), "--batch", "4", "--repeat", "3", "--footprint"]
+    assert main([*args, "--json"]) == 0
+    forms = {f["name"]: f["footprint"] for f in json.loads(capsys.readouterr().out)["forms"]}
+    original, small = forms["original"], forms["compiled"]
+    assert original["batch"] == small["batch"] == 4
+    assert original["session_bytes"] > 12 * 2**20
+    assert small["session_bytes"] < original["session_bytes"] / 4
+    for f in (original, small):
+        assert f["peak_bytes"] >= f["session_bytes"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "memory of each form alone in a child process" in out
+    assert f"peak: {original['method']}" in out

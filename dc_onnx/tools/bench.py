@@ -21,6 +21,10 @@ Memory during Run: the peak RSS growth in the first (untimed) warm-up run of eac
 each batch size, which includes the growth of ORT's arena and any scratch space, and in
 the last warm-up run, where only what a Run allocates anew each time shows (a kernel that
 keeps its scratch space shows about 0). `dc_onnx.tools.memory` says how the peak is read.
+With `footprint`, each form is also measured alone in a child process
+(`dc_onnx.tools.footprint`): its resident memory after session creation and its peak
+during a first Run at the first batch size, both above that process's baseline, so forms
+compare without sharing a heap or an arena.
 Output error comes from the first warm-up run. The error of a form is the relative L2
 distance of its outputs to the original's on the same random inputs, worst output and
 batch.
@@ -48,6 +52,7 @@ import numpy as np
 from dc_onnx.errors import InputError
 from dc_onnx.runtime import _onnxruntime, open_session, session_options
 from dc_onnx.tools import peers as peer_forms
+from dc_onnx.tools.footprint import Footprint, footprint_in_child
 from dc_onnx.tools.memory import PeakMeter, rss_bytes
 from dc_onnx.tools.verify import random_inputs
 
@@ -99,6 +104,7 @@ class Form:
     rel_l2_error: float | None = None  # worst output and batch, against the original
     reason: str | None = None  # why it was not measured (then only name, path, note)
     note: str | None = None
+    footprint: Footprint | str | None = None  # alone in a child process, or why not
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +195,7 @@ class BenchResult:
                     f"kernel path: {self.decode.isa}"
                     + (f" (DC_ONNX_ISA={forced})" if forced else " (the CPU's widest)")
                 )
+        lines.extend(self._footprint_lines())
         lines.append(
             f"{'batch':>5} {'runs':>5} {'form':<9} {'median ms':>10} {'p90 ms':>9} "
             f"{'speedup':>8} {'1st Run MiB':>11} {'Run MiB':>8}"
@@ -201,6 +208,27 @@ class BenchResult:
                     f"{_mib(timing.first_run_peak_bytes):>11} {_mib(timing.run_peak_bytes):>8}"
                 )
         return "\n".join(lines)
+
+    def _footprint_lines(self) -> list[str]:
+        measured = [f for f in self.forms if f.footprint is not None]
+        done = [f.footprint for f in measured if isinstance(f.footprint, Footprint)]
+        if not measured:
+            return []
+        lines = [
+            "memory of each form alone in a child process, above its baseline (ORT set up),"
+            + (f" batch {done[0].batch}, peak: {done[0].method}" if done else ""),
+            f"{'form':<9} {'session MiB':>11} {'peak Run MiB':>12}",
+        ]
+        for f in measured:
+            if isinstance(f.footprint, str):
+                lines.append(f"{f.name:<9} not measured: {f.footprint}")
+                continue
+            assert f.footprint is not None
+            lines.append(
+                f"{f.name:<9} {_mib(f.footprint.session_bytes):>11} "
+                f"{_mib(f.footprint.peak_bytes):>12}"
+            )
+        return lines
 
 
 def _num(value: float | int | None, spec: str) -> str:
@@ -349,6 +377,7 @@ def bench(
     seed: int = 0,
     peers: bool = False,
     cpu_time: bool = False,
+    footprint: bool = False,
 ) -> BenchResult:
     """Times the models on the same random inputs, alternating runs, per batch size.
 
@@ -357,6 +386,7 @@ def bench(
     once `max_seconds` have passed. With `peers`, ORT's int8 and 4-bit forms of `original`
     are measured as well; a peer that cannot be built or run is a form with a reason.
     With `cpu_time`, each run is timed by the calling thread's CPU time (CPU_CLOCK).
+    With `footprint`, each form's memory is also measured alone (dc_onnx.tools.footprint).
     """
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
@@ -374,6 +404,16 @@ def bench(
             original, compiled, builds, batches, threads, warmup, repeat, max_seconds, seed,
             clock,
         )  # fmt: skip
+        if footprint:  # while the peers' files still exist
+            paths = {ORIGINAL: original, COMPILED: compiled}
+            paths |= {b.name: b.path for b in builds if b.path is not None}
+            forms = [
+                f if f.reason is not None else dataclasses.replace(
+                    f, footprint=footprint_in_child(paths[f.name], batches[0], threads, seed)
+                )
+                for f in result.forms
+            ]  # fmt: skip
+            result = dataclasses.replace(result, forms=forms)
         return dataclasses.replace(result, clock=CPU_CLOCK if cpu_time else WALL_CLOCK)
 
 
