@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dc_onnx
 from dc_onnx.runtime import open_session
-from dc_onnx.tools.bench import bench_session_options
+from dc_onnx.tools.bench_sessions import bench_session_options
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from dc_onnx.runtime import open_session
-from dc_onnx.tools.bench import bench_session_options
+from dc_onnx.tools.bench_sessions import bench_session_options
 
 
 def main() -> None:

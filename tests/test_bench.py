@@ -19,6 +19,7 @@ from dc_onnx.cli import main
 from dc_onnx.io import side_file_of
 from dc_onnx.tools import bench as bench_module
 from dc_onnx.tools import peers
+from dc_onnx.tools.bench_sessions import NO_SPINNING
 from dc_onnx.tools.memory import HIGH_WATER_MARK, PeakMeter
 
 # ORT's 4-bit quantizer needs a native helper that onnxruntime-training 1.19.2 lacks.
@@ -192,7 +193,7 @@ def test_every_session_has_spinning_off(
     measured = [f for f in result.forms if f.reason is None]
     assert len(seen) == len(measured) >= 3
     for options in seen:
-        for key in bench_module.NO_SPINNING:
+        for key in NO_SPINNING:
             assert options.get_session_config_entry(key) == "0"
 
 

@@ -50,16 +50,15 @@ from typing import Any
 import numpy as np
 
 from dc_onnx.errors import InputError
-from dc_onnx.runtime import _onnxruntime, open_session, session_options
+from dc_onnx.runtime import open_session
 from dc_onnx.tools import peers as peer_forms
+from dc_onnx.tools.bench_sessions import bench_session_options, warm_up_ort
 from dc_onnx.tools.footprint import Footprint, footprint_in_child
 from dc_onnx.tools.memory import PeakMeter, rss_bytes
 from dc_onnx.tools.verify import random_inputs
 
 DECODE_STATS_ENV = "DC_ONNX_DECODE_STATS"
 ORIGINAL, COMPILED = "original", "compiled"
-# Config keys set to "0" on every session bench creates; see "Isolation" above.
-NO_SPINNING = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 ISOLATION = (
     "one process, runs alternating between forms; thread spinning off in every session "
     "(session.intra_op.allow_spinning=0, session.inter_op.allow_spinning=0)"
@@ -243,17 +242,6 @@ def _load_text(load: tuple[float, float, float] | None) -> str:
     return "" if load is None else f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
 
 
-def bench_session_options(threads: int) -> Any:
-    """SessionOptions for every session bench creates: `threads` intra-op threads, one
-    inter-op thread, no spinning (see "Isolation" in the module docstring)."""
-    options = _onnxruntime().SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    for key in NO_SPINNING:
-        options.add_session_config_entry(key, "0")
-    return options
-
-
 def _create(path: str | os.PathLike[str], threads: int) -> tuple[Any, SessionStats]:
     options = bench_session_options(threads)
     before = rss_bytes()
@@ -314,27 +302,6 @@ def model_bytes(path: str | os.PathLike[str]) -> int:
             locations.add(entries.get("location", ""))
     base = Path(path).parent
     return Path(path).stat().st_size + sum((base / loc).stat().st_size for loc in locations if loc)
-
-
-def _warm_up_ort(threads: int) -> None:
-    """Creates and runs a session on a one-node model (ORT's global set-up happens here)."""
-    from onnx import TensorProto, helper
-
-    info = helper.make_tensor_value_info
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "warm_up",
-        [info("x", TensorProto.FLOAT, [1])],
-        [info("y", TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    session = _onnxruntime().InferenceSession(
-        model.SerializeToString(),
-        session_options(bench_session_options(threads)),
-        providers=["CPUExecutionProvider"],
-    )
-    session.run(None, {"x": np.zeros(1, np.float32)})
 
 
 def _time_one(session: Any, feeds: dict[str, np.ndarray], clock: Any) -> float:
@@ -429,7 +396,7 @@ def _bench(
     seed: int,
     clock: Any,
 ) -> BenchResult:
-    _warm_up_ort(threads)
+    warm_up_ort(threads)
     comp_session, comp_stats, decode = _create_compiled(compiled, threads)
     live = [_Live(Form(COMPILED, os.fspath(compiled), session=comp_stats), comp_session)]
     skipped = []

@@ -41,11 +41,11 @@ class Footprint:
 def _measure(path: str, batch: int, threads: int, seed: int) -> dict[str, Any]:
     """In the child: the figures above, as a dict."""
     from dc_onnx.runtime import open_session
-    from dc_onnx.tools.bench import _warm_up_ort, bench_session_options
+    from dc_onnx.tools.bench_sessions import bench_session_options, warm_up_ort
     from dc_onnx.tools.memory import PeakMeter, rss_bytes
     from dc_onnx.tools.verify import random_inputs
 
-    _warm_up_ort(threads)
+    warm_up_ort(threads)
     meter = PeakMeter()
     baseline = rss_bytes()
     if baseline is None:

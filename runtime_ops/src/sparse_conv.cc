@@ -40,7 +40,7 @@ struct Plan {
   const int64_t* tap_offset;  // offset of tap r = ky*kw + kx from its channel's planes
   float* sums;                // per output channel, `len_pad` flat partial sums
   int64_t len_pad;
-  int64_t y_plane;            // floats between output channels in Y (out_h * out_w of the image)
+  int64_t y_plane;            // floats between output channels of Y (the image's out_h * out_w)
 };
 
 constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
@@ -318,7 +318,10 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   // 16 and the buffer 64-byte aligned, tap (c, ky, kx) starts 64-byte aligned in copy
   // (kx*dw) / sw, so no panel load splits a cache line; 16 floats of slack at the end of
   // each copy cover the last panel's reads.
-  const Scratch scratch(ctx, static_cast<size_t>(ph.copies * ph.copy_len + a.out_channels * len_pad));
+  const int64_t scratch_floats =
+      checked_add(checked_mul(ph.copies, ph.copy_len, "phase buffer"),
+                  checked_mul(a.out_channels, len_pad, "sums"), "conv scratch");
+  const Scratch scratch(ctx, static_cast<size_t>(scratch_floats));
   float* copies = scratch.data();
   float* sums = copies + ph.copies * ph.copy_len;
   // Ranges of output channels share each loaded block, and each range reads the whole
