@@ -72,8 +72,8 @@ def activation_of(node: ir.Node) -> tuple[str, list[float]] | str:
     return op, params
 
 
-def _check(graph: ir.Graph, node: ir.Node) -> ir.Node | str:
-    """The activation node to fold into `node`, or why there is none."""
+def _check(graph: ir.Graph, node: ir.Node) -> tuple[ir.Node, str, list[float]] | str:
+    """The activation node to fold into `node` with its kind and params, or why none."""
     if "activation" in node.attributes:
         return "already fused"
     out = node.outputs[0]
@@ -86,7 +86,7 @@ def _check(graph: ir.Graph, node: ir.Node) -> ir.Node | str:
     if reader.graph is not graph or uses[0].idx != 0:
         return "its output is not the first input of a node of the same graph"
     found = activation_of(reader)
-    return reader if not isinstance(found, str) else found
+    return found if isinstance(found, str) else (reader, *found)
 
 
 class FuseActivationPass(CompilerPass):
@@ -102,14 +102,12 @@ class FuseActivationPass(CompilerPass):
             if node.domain != DOMAIN or node.op_type not in _COMPUTE_OPS:
                 continue
             layer = node.attributes.get_string("layer", node.name or "?")
-            act = _check(graph, node)
-            if isinstance(act, str):
-                left[layer] = act
-                logger.info("%s: no activation fused: %s", layer, act)
+            checked = _check(graph, node)
+            if isinstance(checked, str):
+                left[layer] = checked
+                logger.info("%s: no activation fused: %s", layer, checked)
                 continue
-            found = activation_of(act)
-            assert not isinstance(found, str)
-            kind, params = found
+            act, kind, params = checked
             node.attributes["activation"] = ir.AttrString("activation", kind)
             node.attributes["activation_params"] = ir.AttrFloat32s("activation_params", params)
             out, act_out = node.outputs[0], act.outputs[0]
