@@ -2,8 +2,11 @@
 per-layer densities and bits, plus single-layer models for kernel benchmarks.
 
     python models/imagenet_shapes.py [--out build/imagenet] [--only alexnet,vgg16,layers]
+                                     [--keep-activations]
 
-Writes `<name>.onnx` (dense) and `<name>.dc.onnx` + `.dcw` (compiled) under --out. The
+Writes `<name>.onnx` (dense) and `<name>.dc.onnx` + `.dcw` (compiled) under --out; with
+--keep-activations the compiled models keep their Relu nodes (no fused activation) and
+are named `<name>_unfused.dc.onnx`, to measure what the fusion gains. The
 weights are random (He-scaled normal), so only speed and memory mean anything here, not
 accuracy. Batch size is the symbolic dim `N`; the input is float32 [N, 3, 224, 224].
 """
@@ -180,14 +183,15 @@ LAYERS: list[tuple[Conv | Fc, list[int], float]] = [
 
 def compile_one(model: onnx.ModelProto, out: Path, name: str, options: dc_onnx.CompileOptions,
                 external: bool) -> None:  # fmt: skip
+    suffix = "_unfused" if options.lower.keep_activations else ""
     dense = out / f"{name}.onnx"
     if external:  # protobuf refuses single files above 2 GB; VGG-16 is 553 MB, fine either way
         onnx.save(model, str(dense), save_as_external_data=True, location=f"{name}.weights")
     else:
         onnx.save(model, str(dense))
     start = time.perf_counter()
-    result = dc_onnx.compile(dense, out / f"{name}.dc.onnx", options)
-    print(f"{name}: compiled in {time.perf_counter() - start:.1f} s, "
+    result = dc_onnx.compile(dense, out / f"{name}{suffix}.dc.onnx", options)
+    print(f"{name}{suffix}: compiled in {time.perf_counter() - start:.1f} s, "
           f"ratio {result.report.ratio or 0:.1f}x")  # fmt: skip
 
 
@@ -195,6 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/imagenet"))
     parser.add_argument("--only", default="layers,alexnet,vgg16")
+    parser.add_argument("--keep-activations", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
@@ -206,7 +211,9 @@ def main() -> None:
                 sparsity_per_layer={k: 1.0 - v for k, v in densities.items()}
             ),
             cluster=dc_onnx.ClusterOptions(bits_conv=8, bits_fc=5),
-            lower=dc_onnx.LowerOptions(index_bits_conv=8, index_bits_fc=5),
+            lower=dc_onnx.LowerOptions(
+                index_bits_conv=8, index_bits_fc=5, keep_activations=args.keep_activations
+            ),
         )  # fmt: skip
 
     if "layers" in only:
