@@ -33,6 +33,7 @@ from dc_onnx.codecs.schema import (
     SIDE_FILE_SUFFIX,
     stream_names,
 )
+from dc_onnx.codecs.wiring import holds_streams
 from dc_onnx.errors import OutputError
 from dc_onnx.paths import check_not_protected, check_output, same_file
 
@@ -193,8 +194,15 @@ def _companion(out: Path, digest: str, suffix: str) -> Path:
 def _write_side_file(
     stage: _Staging, graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
 ) -> None:
-    """Header + streams to a temporary; their initializers then point at its final name."""
+    """Header + streams to a temporary; their initializers then point at its final name.
+
+    From format version 3 the header initializer already holds the whole file; a version
+    1-2 model (one initializer per stream) is written as it always was."""
     header = _raw_bytes(initializers[HEADER_NAME])
+    if holds_streams(header):
+        final = _write_whole(stage, header)
+        _point_to(initializers[HEADER_NAME], final.name, 0, len(header))
+        return
     toc = parse_header(header)
     names = [HEADER_NAME, *_stream_order(graph)]
     extents = [(0, len(header))] + [(e.offset, e.nbytes) for e in toc]
@@ -213,6 +221,19 @@ def _write_side_file(
     for name, (offset, nbytes) in zip(names, extents, strict=True):
         if nbytes:  # an empty stream stays embedded: readers take length 0 as "to the end"
             _point_to(initializers[name], final.name, offset, nbytes)
+
+
+def _write_whole(stage: _Staging, side_file: bytes) -> Path:
+    """A version 3 side file to a temporary; its final path (named by its hash)."""
+    tmp, fd = stage.open()
+    f = _HashingWriter(fd)
+    try:
+        f.write(side_file)
+    finally:
+        digest = f.close()
+    final = _companion(stage.out, digest, SIDE_FILE_SUFFIX)
+    stage.name(tmp, final)
+    return final
 
 
 def _write_dense_data(
