@@ -238,8 +238,9 @@ def _compressed_node(
         ir.AttrInt64("num_entries", encoded.num_entries),
         ir.AttrInt64("index_bits", encoded.index_bits),
         ir.AttrInt64s("stream_ids", stream_ids),
-        ir.AttrString("layer", layer.name),
     ]
+    if layer.name != node.name:  # readers fall back to the node's name (docs/format.md)
+        attributes.append(ir.AttrString("layer", layer.name))
     if op == "MatMul":
         attributes.append(ir.AttrInt64("weight_side", layer.weight_side))
     new = ir.Node(

@@ -88,7 +88,7 @@ ConstantKernel::ConstantKernel(const OrtKernelInfo* info) : prefix_(layer_prefix
     const LayerStreams streams = resolve_streams(given, attrs.stream_ids);
     const size_t es = codebook_element_size(streams.codebook_type);
     const CsrMatrix csr = decode_layer(streams, attrs);
-    report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
+    report_decode_stats(layer_name(info), csr);
 
     // Scatter the codebook entries, in the weight's own dtype, into a zeroed buffer.
     dense_.assign(static_cast<size_t>(size) * es, 0);

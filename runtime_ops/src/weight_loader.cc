@@ -59,7 +59,7 @@ CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_
   }
 
   CsrMatrix csr = decode_layer(resolve_streams(streams, attrs.stream_ids), attrs);
-  report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
+  report_decode_stats(layer_name(info), csr);
   return csr;
 }
 
