@@ -93,8 +93,9 @@ def main() -> int:
     for path in args.models:
         m = measure(path)
         print(
-            f"| {path.parent.name}/{path.name} | {m['version']} | {m['layers']} | {m['node']:.0f} | "
-            f"{m['stubs']:.0f} | {m['toc']:.0f} | {m['saved']:.0f} | {m['per_layer']:.0f} |"
+            f"| {path.parent.name}/{path.name} | {m['version']} | {m['layers']} | "
+            f"{m['node']:.0f} | {m['stubs']:.0f} | {m['toc']:.0f} | {m['saved']:.0f} | "
+            f"{m['per_layer']:.0f} |"
         )
     return 0
 

@@ -131,5 +131,5 @@ def test_a_version_3_node_that_names_a_stream_input_is_refused(tmp_path: Path) -
     onnx.save(model, str(compiled))
     with pytest.raises(Exception, match=r"layer 'fc3'.*must be empty"):
         run(compiled, {"x": np.ones((1, 64), np.float32)})
-    with pytest.raises(ContainerError, match="layer 'fc3'.*names a codebook input"):
+    with pytest.raises(ContainerError, match=r"layer 'fc3'.*names a codebook input"):
         decode_model(compiled)
