@@ -35,7 +35,6 @@ from dc_onnx.codecs.schema import (
     KEPT_ATTRIBUTES,
     MAX_NONZERO_VALUES,
     OPSET_VERSION,
-    STREAM_KINDS,
     CodebookOverflowError,
     header_input,
     split_codebook,
@@ -193,22 +192,23 @@ def _larger_than(encoded: EncodedWeight, nbytes: int) -> str | None:
     return None
 
 
-def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
-    """The streams in `stream_kinds` order: the four, then the row scales if any."""
-    arrays = [
-        encoded.codebook,
-        np.frombuffer(encoded.codes, dtype=np.uint8).copy(),
-        np.frombuffer(encoded.gaps, dtype=np.uint8).copy(),
-        encoded.code_lengths,
+def _streams(encoded: EncodedWeight) -> list[Stream]:
+    """The weight's TOC streams in `stream_kinds` order: the four, then the row scales if
+    any; `count` is symbols for the Huffman streams, elements otherwise."""
+    streams = [
+        Stream(StreamKind.CODEBOOK, encoded.codebook.tobytes(), int(encoded.codebook.size)),
+        Stream(StreamKind.CODES, encoded.codes, encoded.num_codes),
+        Stream(StreamKind.GAPS, encoded.gaps, encoded.num_entries),
+        Stream(
+            StreamKind.CODE_LENGTHS,
+            encoded.code_lengths.tobytes(),
+            int(encoded.code_lengths.size),
+        ),
     ]
-    return arrays if encoded.row_scales is None else [*arrays, encoded.row_scales]
-
-
-def _stream(array: np.ndarray, k: int, encoded: EncodedWeight) -> Stream:
-    """A TOC stream; `count` is symbols for the Huffman streams, elements otherwise."""
-    kind = (*STREAM_KINDS, StreamKind.ROW_SCALES)[k]
-    count = {StreamKind.CODES: encoded.num_codes, StreamKind.GAPS: encoded.num_entries}
-    return Stream(kind, array.tobytes(), count.get(kind, int(array.size)))
+    if encoded.row_scales is not None:
+        scales = encoded.row_scales
+        streams.append(Stream(StreamKind.ROW_SCALES, scales.tobytes(), int(scales.size)))
+    return streams
 
 
 def _compressed_node(
@@ -325,23 +325,23 @@ class LowerPass(CompilerPass):
         if not jobs:
             clear_annotations(graph)
             return ir.passes.PassResult(model, False)
-        arrays = [_stream_arrays(e) for _, e in jobs]
+        streams = [_streams(e) for _, e in jobs]
         # Codebooks first in the side file, widest dtype first, so each stays aligned to its
         # element size (docs/format.md); then the byte streams.
         # The row scales (float32) lead, so they stay aligned too.
-        by_width = sorted(range(len(jobs)), key=lambda j: -arrays[j][0].dtype.itemsize)
-        order = [(j, 4) for j in range(len(jobs)) if len(arrays[j]) > 4]
+        by_width = sorted(range(len(jobs)), key=lambda j: -jobs[j][1].codebook.dtype.itemsize)
+        order = [(j, 4) for j in range(len(jobs)) if len(streams[j]) > 4]
         order += [(j, 0) for j in by_width] + [(j, k) for k in (1, 2, 3) for j in range(len(jobs))]
         stream_ids = {key: n for n, key in enumerate(order)}
         # The whole side file is one initializer (format version 3): the writer moves it
         # to the .dcw, and every node slices its streams from it by TOC index.
-        side_file, _ = pack([_stream(arrays[j][k], k, jobs[j][1]) for j, k in order])
-        header = add_initializer(graph, HEADER_NAME, np.frombuffer(side_file, np.uint8).copy())
+        side_file, _ = pack([streams[j][k] for j, k in order])
+        header = add_initializer(graph, HEADER_NAME, np.frombuffer(side_file, np.uint8))
         layers: dict[str, LayerStats] = {}
         decoders: list[ir.Node] = []
         for j, (job, enc) in enumerate(jobs):
             base = str(job.weight.name)
-            ids = [stream_ids[(j, k)] for k in range(len(arrays[j]))]
+            ids = [stream_ids[(j, k)] for k in range(len(streams[j]))]
             if isinstance(job, StoredWeight):
                 decoders.append(_replace_stored(graph, job, header, ids, enc))
                 layers[job.name] = _stored_stats(job, enc)

@@ -26,7 +26,7 @@ INDEX_BITS = (2, 3, 4, 5, 6, 7, 8)
 # lengths): four TOC entries, and the node's attributes and header input in the .onnx, less
 # the weight's own initializer record. Measured with models/layer_overhead.py on the
 # --max-error 0.05 compiles of ppocr-cls, nudenet-320n and ppocr-v4-det (format version 3:
-# 270-300 bytes a layer; version 2's stream initializers made it 820-1000).
+# 270-325 bytes a layer; version 2's stream initializers made it 820-1000).
 LAYER_OVERHEAD = 4 * ENTRY_SIZE + 160
 # Above this many survivors the cluster occupancy is estimated from a uniform sample.
 _SAMPLE = 1 << 14

@@ -65,10 +65,15 @@ def layout(streams: list[Stream]) -> tuple[bytes, list[TocEntry]]:
     return head + toc_bytes, toc
 
 
-def pack(streams: list[Stream]) -> tuple[bytes, list[TocEntry]]:
-    """The whole side file (header, TOC, then the streams back to back) and its TOC."""
+def pack(streams: list[Stream]) -> tuple[bytearray, list[TocEntry]]:
+    """The whole side file (header, TOC, then the streams back to back) and its TOC, in
+    one buffer: each stream is copied once, into its place."""
     header, toc = layout(streams)
-    return header + b"".join(s.data for s in streams), toc
+    out = bytearray(toc[-1].offset + toc[-1].nbytes if toc else len(header))
+    out[: len(header)] = header
+    for stream, entry in zip(streams, toc, strict=True):
+        out[entry.offset : entry.offset + entry.nbytes] = stream.data
+    return out, toc
 
 
 def format_version(data: bytes) -> int:
