@@ -4,11 +4,12 @@ For a layer y = W x whose inputs x have the second moment H = sum x x^T over cal
 inputs, the output error of replacing W by Q is tr((W - Q) H (W - Q)^T). Rounding every
 weight to its nearest allowed value ignores H. Here the columns (input features) are
 rounded in order, and each column's rounding error is spread over the columns not yet
-rounded, in the proportions that cancel it best given H (Frantar & Alistarh 2022, GPTQ;
-the same sweep with "0 where pruned, unchanged elsewhere" is SparseGPT with a fixed mask).
-The allowed values of each entry are given by the caller (`round_column`): the shared
-codebook, a row-scaled codebook, or the pruning mask, so the result stays on the codebook
-and zeros stay where the mask put them.
+rounded, in the proportions that cancel it best given H (OBQ, Frantar & Alistarh 2022;
+its fast column-order form GPTQ, Frantar et al. 2022; the same sweep with "0 where pruned,
+unchanged elsewhere" is SparseGPT, Frantar & Alistarh 2023, with a fixed mask). The allowed
+values of each entry are given by the caller (a `ColumnRounder`): the shared codebook, a
+row-scaled codebook, or the pruning mask alone, so the result stays on the codebook and
+zeros stay where the mask put them.
 
 H comes from `dc_onnx.budget.activations`; a layer whose rows fall into groups with
 different inputs (a grouped convolution) has one H per group, shape [groups, cols, cols].

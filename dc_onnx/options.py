@@ -209,9 +209,9 @@ class ClusterOptions(OptionGroup):
     )  # fmt: skip
     compensate: Compensation = option(
         "auto", "error-compensating rounding of Gemm/MatMul/Conv weights from the layer"
-        " inputs of the calibration inputs (GPTQ-style; docs/budget.md): auto: in budget mode,"
-        " and in manual mode with --calibration; on: synthesized inputs too; off: nearest"
-        " value only. Never with retraining", check=check_compensation,
+        " inputs of the calibration inputs (GPTQ-style; docs/budget.md): auto: on inputs"
+        " from a file (--calibration); on: synthesized inputs too; off: nearest value only."
+        " Never with retraining", check=check_compensation,
     )  # fmt: skip
     max_iterations: int | None = option(None, check=check_count)  # None: the start's own
     seed: int = 0  # random initialisation only

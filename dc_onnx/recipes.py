@@ -198,10 +198,9 @@ def build_passes(
 
 def compensates(options: CompileOptions, calibration: Calibration | None) -> bool:
     """Whether the layers' rounding compensates errors (ClusterOptions.compensate): with
-    `auto`, always in budget mode (which judges the result on the same inputs), and in
-    manual mode only on inputs the user gave: synthesized ones are a guess at the inputs,
-    and compensation fits the inputs it sees."""
+    `auto`, only on inputs the user gave. Compensation fits the inputs it sees, and
+    synthesized ones are a guess at the real ones (noise images are no photographs)."""
     mode = options.cluster.compensate
     if mode == "off" or calibration is None:
         return False
-    return mode == "on" or options.budgeted or calibration.source == "file"
+    return mode == "on" or calibration.source == "file"

@@ -1,7 +1,7 @@
 """Output error of plain rounding against error-compensating rounding, every weight compressed.
 
     python models/compensation.py [--only NAME,...] [--cache DIR] [--settings 8:0,5:0.5,4:0.7]
-                                  [--held-out SEED]
+                                  [--held-out SEED] [--damp D] [--min-rows-per-column N]
 
 For each zoo model (fetched, with its fixed inputs written: models/zoo.py) and each uniform
 setting (bits:sparsity, every analysed weight at that setting), the relative L2 output
@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from dc_onnx import compensate
+from dc_onnx.budget import activations
 from dc_onnx.budget.activations import collect
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.simulate import Simulator
@@ -104,9 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="8:0,5:0.5,4:0.7", help="bits:sparsity, ...")
     parser.add_argument("--held-out", type=int, metavar="SEED", help="collect H on other inputs")
     parser.add_argument("--damp", type=float, help="dampening, share of mean diag H")
+    parser.add_argument(
+        "--min-rows-per-column", type=float, help="input vectors per column an H needs"
+    )
     args = parser.parse_args(argv)
     if args.damp is not None:
         compensate.DAMP = args.damp
+    if args.min_rows_per_column is not None:
+        activations.MIN_ROWS_PER_COLUMN = args.min_rows_per_column
     cache = zoo.cache_dir(args.cache)
     settings = args.settings.split(",")
     table = []

@@ -256,6 +256,9 @@ def test_compiled_model_holds_the_compensated_arrays_it_simulated(
     assert report.error["relative_l2"] == pytest.approx(simulated_error, rel=1e-4, abs=1e-7)
     cluster = next(p for p in report.passes if p.name == "cluster")
     assert all(layer["compensated"] for layer in cluster.stats["layers"].values())
+    assert report.compensated == list(cluster.stats["layers"])
+    assert report.to_json()["compensated"] == report.compensated
+    assert "compensated: " in report.format_table()
 
 
 def test_compensation_off_and_manual_mode(tmp_path: Path) -> None:
@@ -277,11 +280,12 @@ def test_compensation_off_and_manual_mode(tmp_path: Path) -> None:
         assert report.error is not None
         errors[mode] = report.error["relative_l2"]
     assert errors["auto"] < 0.8 * errors["off"]
-    # Manual mode on synthesized inputs: no compensation unless asked for.
-    options = dc_onnx.CompileOptions(sparsity=0.5, bits_conv=4, bits_fc=4)
-    report = dc_onnx.compile(source, tmp_path / "syn.dc.onnx", options).report
-    cluster = next(p for p in report.passes if p.name == "cluster")
-    assert not any(layer["compensated"] for layer in cluster.stats["layers"].values())
+    # On synthesized inputs, in either mode: no compensation unless asked for.
+    manual = dc_onnx.CompileOptions(sparsity=0.5, bits_conv=4, bits_fc=4)
+    for options in (manual, dc_onnx.CompileOptions()):
+        report = dc_onnx.compile(source, tmp_path / "syn.dc.onnx", options).report
+        assert report.calibration is not None and report.calibration["source"] == "synthetic"
+        assert report.compensated == []
 
 
 def test_compensate_flag_is_on_the_command_line(tmp_path: Path) -> None:
