@@ -1,7 +1,8 @@
 """Output error of plain rounding against error-compensating rounding, every weight compressed.
 
     python models/compensation.py [--only NAME,...] [--cache DIR] [--settings 8:0,5:0.5,4:0.7]
-                                  [--held-out SEED] [--damp D] [--min-rows-per-column N]
+                                  [--held-out SEED [--fit-samples N]] [--damp D]
+                                  [--min-rows-per-column N]
 
 For each zoo model (fetched, with its fixed inputs written: models/zoo.py) and each uniform
 setting (bits:sparsity, every analysed weight at that setting), the relative L2 output
@@ -12,7 +13,8 @@ arrays the compiler would store. Weights without an H (storage form, embeddings)
 plain rounding in both columns; the last three columns compress only the weights
 with an H and leave the others exact. With `--held-out SEED`, H comes from the model's inputs drawn
 with that seed (models/zoo.py's generators) and the error is measured on the fixed ones:
-the compensation then cannot fit the very inputs it is judged on.
+the compensation then cannot fit the very inputs it is judged on; `--fit-samples N` draws N
+such inputs (seeds SEED..SEED+N-1), as a user's `--calibration` file would hold.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ DEFAULT_MODELS = (
 )
 
 
-def _calibration(feeds: dict[str, np.ndarray], description: str) -> Calibration:
-    return Calibration([feeds], "file", description)
+def _calibration(batches: list[dict[str, np.ndarray]], description: str) -> Calibration:
+    return Calibration(batches, "file", description)
 
 
 def held_out_feeds(model: zoo.ZooModel, cache: Path, seed: int) -> dict[str, np.ndarray]:
@@ -57,12 +59,15 @@ def held_out_feeds(model: zoo.ZooModel, cache: Path, seed: int) -> dict[str, np.
 
 
 def measure(
-    path: Path, feeds: dict[str, np.ndarray], fit: dict[str, np.ndarray], settings: list[str]
+    path: Path,
+    feeds: dict[str, np.ndarray],
+    fit: list[dict[str, np.ndarray]],
+    settings: list[str],
 ) -> list[tuple[str, float, float, float, float]]:
     model = load_model(path)
     model = CanonicalizePass(DEFAULT_MIN_ELEMENTS)(model).model
     weights = find_analysed_weights(model.graph, DEFAULT_MIN_ELEMENTS)
-    calibration = _calibration(feeds, "fixed zoo inputs")
+    calibration = _calibration([feeds], "fixed zoo inputs")
     simulator = Simulator(model, weights, calibration)
     start = time.perf_counter()
     hessians = collect(model, weights, _calibration(fit, "inputs H is collected on"))
@@ -104,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=DEFAULT_MODELS, help="zoo model names, comma-separated")
     parser.add_argument("--settings", default="8:0,5:0.5,4:0.7", help="bits:sparsity, ...")
     parser.add_argument("--held-out", type=int, metavar="SEED", help="collect H on other inputs")
+    parser.add_argument(
+        "--fit-samples", type=int, default=1, help="with --held-out: inputs H is collected on"
+    )
     parser.add_argument("--damp", type=float, help="dampening, share of mean diag H")
     parser.add_argument(
         "--min-rows-per-column", type=float, help="input vectors per column an H needs"
@@ -123,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with np.load(inputs) as data:
             feeds = {k: data[k] for k in data.files}
-        fit = feeds if args.held_out is None else held_out_feeds(m, cache, args.held_out)
+        fit = [feeds]
+        if args.held_out is not None:
+            fit = [held_out_feeds(m, cache, args.held_out + i) for i in range(args.fit_samples)]
         print(m.name, flush=True)
         for row in measure(path, feeds, fit, settings):
             table.append((m.name, *row))
