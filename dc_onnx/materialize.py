@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dc_onnx.codecs.schema import CONSTANT_OP, DOMAIN, stream_inputs
+from dc_onnx.codecs.schema import CONSTANT_OP, DOMAIN
+from dc_onnx.codecs.wiring import codebook_type
 from dc_onnx.io import external_data_files
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ def _decoders(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == CONSTANT_OP]
 
 
-def _output_type(node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]) -> int:
-    return tensors[node.input[stream_inputs(node.op_type)][0]].data_type
-
-
 def _decode_all(
     model: onnx.ModelProto, nodes: list[onnx.NodeProto], options: Any
 ) -> dict[str, onnx.TensorProto]:
@@ -43,10 +40,10 @@ def _decode_all(
     import onnxruntime as ort
 
     tensors = {t.name: t for t in model.graph.initializer}
-    needed = {name for node in nodes for name in node.input}
+    needed = {name for node in nodes for name in node.input if name}
     outputs, extra = [], []
     for node in nodes:
-        elem = _output_type(node, tensors)
+        elem = codebook_type(node, tensors)
         if elem == TensorProto.BFLOAT16:  # ORT's Python API has no bfloat16 arrays
             extra.append(
                 helper.make_node("Cast", [node.output[0]], [f"{node.output[0]}.f32"], to=1)
@@ -66,7 +63,7 @@ def _decode_all(
     result = {}
     for node, value in zip(nodes, values, strict=True):
         name = node.output[0]
-        if _output_type(node, tensors) == TensorProto.BFLOAT16:
+        if codebook_type(node, tensors) == TensorProto.BFLOAT16:
             # float32 holds bfloat16 values exactly: its top 16 bits are the bfloat16 bits.
             bits = np.ascontiguousarray(value, dtype=np.float32).view(np.uint32) >> 16
             result[name] = helper.make_tensor(

@@ -25,14 +25,13 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from dc_onnx.codecs.container import MAGIC, parse_header
+from dc_onnx.codecs.container import MAGIC
 from dc_onnx.codecs.schema import (
     DATA_FILE_SUFFIX,
-    DOMAIN,
     HEADER_NAME,
     SIDE_FILE_SUFFIX,
-    stream_names,
 )
+from dc_onnx.codecs.wiring import holds_streams
 from dc_onnx.errors import OutputError
 from dc_onnx.paths import check_not_protected, check_output, same_file
 
@@ -73,7 +72,7 @@ def save_compiled(
                 _inline(proto, dense, sources)
             else:
                 if HEADER_NAME in initializers:
-                    _write_side_file(stage, proto.graph, initializers)
+                    _write_side_file(stage, initializers[HEADER_NAME])
                 if dense:
                     _write_dense_data(stage, dense, sources)
             if proto.ByteSize() >= PROTOBUF_LIMIT:
@@ -190,29 +189,21 @@ def _companion(out: Path, digest: str, suffix: str) -> Path:
     return out.with_name(f"{out.stem}.{digest}{suffix}")
 
 
-def _write_side_file(
-    stage: _Staging, graph: onnx.GraphProto, initializers: dict[str, onnx.TensorProto]
-) -> None:
-    """Header + streams to a temporary; their initializers then point at its final name."""
-    header = _raw_bytes(initializers[HEADER_NAME])
-    toc = parse_header(header)
-    names = [HEADER_NAME, *_stream_order(graph)]
-    extents = [(0, len(header))] + [(e.offset, e.nbytes) for e in toc]
+def _write_side_file(stage: _Staging, header: onnx.TensorProto) -> None:
+    """The side file to a temporary; the header initializer, which holds it whole (format
+    version 3), then points at its final name."""
+    data = _raw_bytes(header)
+    if not holds_streams(data):
+        raise AssertionError("the header initializer does not hold the whole side file")
     tmp, fd = stage.open()
     f = _HashingWriter(fd)
     try:
-        for name, (offset, nbytes) in zip(names, extents, strict=True):
-            data = _raw_bytes(initializers[name])
-            if f.tell() != offset or len(data) != nbytes:
-                raise AssertionError(f"stream {name} does not match the side-file TOC")
-            f.write(data)
+        f.write(data)
     finally:
         digest = f.close()
     final = _companion(stage.out, digest, SIDE_FILE_SUFFIX)
     stage.name(tmp, final)
-    for name, (offset, nbytes) in zip(names, extents, strict=True):
-        if nbytes:  # an empty stream stays embedded: readers take length 0 as "to the end"
-            _point_to(initializers[name], final.name, offset, nbytes)
+    _point_to(header, final.name, 0, len(data))
 
 
 def _write_dense_data(
@@ -267,19 +258,6 @@ def _inline(
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
         tensor.raw_data = b"".join(_read_chunks(source, nbytes))
-
-
-def _stream_order(graph: onnx.GraphProto) -> list[str]:
-    """Initializer names of the side file's streams, in TOC order (from `stream_ids`)."""
-    by_id: dict[int, str] = {}
-    for node in graph.node:
-        if node.domain != DOMAIN:
-            continue
-        ids = next(list(a.ints) for a in node.attribute if a.name == "stream_ids")
-        streams = stream_names(node.op_type, node.input, ids)
-        for stream_id, name in zip(ids, streams, strict=True):
-            by_id[stream_id] = name
-    return [by_id[i] for i in sorted(by_id)]
 
 
 def _raw_bytes(tensor: onnx.TensorProto) -> bytes:

@@ -1,9 +1,11 @@
 """lower: replace every compressible layer by one `ai.dc_onnx` op reading encoded streams.
 
 Each weight becomes a codebook (its distinct values, 0 first) and two Huffman-coded
-streams (codebook indices and relative indices, docs/format.md). The streams and a shared
-header are ordinary uint8/float32 initializers here; `dc_onnx.io.save_compiled` moves them
-into the side file. Nodes other than the replaced layers are left untouched.
+streams (codebook indices and relative indices, docs/format.md). All of them, behind the
+header and its TOC, form the side file, held here as one uint8 initializer that every
+compressed node reads (format version 3: a node names its streams by TOC index, not by
+input); `dc_onnx.writer.save_compiled` moves it to the `.dcw`. Nodes other than the
+replaced layers are left untouched.
 
 Storage-form weights (dc_onnx.layers.StoredWeight) become one `CompressedConstant` node
 each, at the top of the main graph, whose output takes the weight's name: every reader,
@@ -22,21 +24,20 @@ import numpy as np
 import onnx_ir as ir
 
 from dc_onnx.codecs import EncodedWeight, encode_weight
-from dc_onnx.codecs.container import Stream, StreamKind, layout
+from dc_onnx.codecs.container import Stream, StreamKind, pack
 from dc_onnx.codecs.schema import (
+    BIAS_INPUT,
     COMPRESSED_OP,
     CONSTANT_OP,
     DOMAIN,
+    DTYPE_ATTRIBUTE,
     HEADER_NAME,
     KEPT_ATTRIBUTES,
     MAX_NONZERO_VALUES,
     OPSET_VERSION,
-    ROW_SCALES_INPUT,
-    STREAM_KINDS,
     CodebookOverflowError,
     header_input,
     split_codebook,
-    stream_inputs,
 )
 from dc_onnx.errors import CompileError
 from dc_onnx.large_weights import encode_large, is_large
@@ -191,42 +192,41 @@ def _larger_than(encoded: EncodedWeight, nbytes: int) -> str | None:
     return None
 
 
-def _stream_arrays(encoded: EncodedWeight) -> list[np.ndarray]:
-    """The streams in `stream_kinds` order: the four, then the row scales if any."""
-    arrays = [
-        encoded.codebook,
-        np.frombuffer(encoded.codes, dtype=np.uint8).copy(),
-        np.frombuffer(encoded.gaps, dtype=np.uint8).copy(),
-        encoded.code_lengths,
+def _streams(encoded: EncodedWeight) -> list[Stream]:
+    """The weight's TOC streams in `stream_kinds` order: the four, then the row scales if
+    any; `count` is symbols for the Huffman streams, elements otherwise."""
+    streams = [
+        Stream(StreamKind.CODEBOOK, encoded.codebook.tobytes(), int(encoded.codebook.size)),
+        Stream(StreamKind.CODES, encoded.codes, encoded.num_codes),
+        Stream(StreamKind.GAPS, encoded.gaps, encoded.num_entries),
+        Stream(
+            StreamKind.CODE_LENGTHS,
+            encoded.code_lengths.tobytes(),
+            int(encoded.code_lengths.size),
+        ),
     ]
-    return arrays if encoded.row_scales is None else [*arrays, encoded.row_scales]
-
-
-def _stream(array: np.ndarray, k: int, encoded: EncodedWeight) -> Stream:
-    """A TOC stream; `count` is symbols for the Huffman streams, elements otherwise."""
-    kind = (*STREAM_KINDS, StreamKind.ROW_SCALES)[k]
-    count = {StreamKind.CODES: encoded.num_codes, StreamKind.GAPS: encoded.num_entries}
-    return Stream(kind, array.tobytes(), count.get(kind, int(array.size)))
+    if encoded.row_scales is not None:
+        scales = encoded.row_scales
+        streams.append(Stream(StreamKind.ROW_SCALES, scales.tobytes(), int(scales.size)))
+    return streams
 
 
 def _compressed_node(
     layer: Layer,
     header: ir.Value,
-    streams: list[ir.Value],
     stream_ids: list[int],
     weight_shape: tuple[int, ...],
     encoded: EncodedWeight,
 ) -> list[ir.Node]:
     """The compressed op replacing `layer.node`, followed by a Cast when the weight is not
     float32 (the ops compute in float32; a float16 table's values are exact in float32).
-    `streams` holds the row scales fifth when the weight has them."""
+    Its streams are slices of the side file (`header`) named by `stream_ids`: the stream
+    inputs stay empty, and the bias, if any, keeps its slot after them."""
     node = layer.node
     op = node.op_type
-    inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header, *streams[:4]]
+    inputs: list[ir.Value | None] = [node.inputs[1 - layer.weight_side], header]
     if op in ("Gemm", "Conv") and len(node.inputs) > 2 and node.inputs[2] is not None:
-        inputs.append(node.inputs[2])
-    if len(streams) > 4:  # after the bias slot, empty when there is no bias
-        inputs += [None] * (ROW_SCALES_INPUT - len(inputs)) + [streams[4]]
+        inputs += [None] * (BIAS_INPUT - len(inputs)) + [node.inputs[2]]
     kept = [a for a in KEPT_ATTRIBUTES[op] if a in node.attributes]
     if op == "Conv" and node.attributes.get_string("auto_pad", "NOTSET") == "VALID":
         # VALID is zero padding: say it with pads alone, since the kernel's dense path
@@ -238,8 +238,9 @@ def _compressed_node(
         ir.AttrInt64("num_entries", encoded.num_entries),
         ir.AttrInt64("index_bits", encoded.index_bits),
         ir.AttrInt64s("stream_ids", stream_ids),
-        ir.AttrString("layer", layer.name),
     ]
+    if layer.name != node.name:  # readers fall back to the node's name (docs/format.md)
+        attributes.append(ir.AttrString("layer", layer.name))
     if op == "MatMul":
         attributes.append(ir.AttrInt64("weight_side", layer.weight_side))
     new = ir.Node(
@@ -324,42 +325,37 @@ class LowerPass(CompilerPass):
         if not jobs:
             clear_annotations(graph)
             return ir.passes.PassResult(model, False)
-        arrays = [_stream_arrays(e) for _, e in jobs]
+        streams = [_streams(e) for _, e in jobs]
         # Codebooks first in the side file, widest dtype first, so each stays aligned to its
         # element size (docs/format.md); then the byte streams.
         # The row scales (float32) lead, so they stay aligned too.
-        by_width = sorted(range(len(jobs)), key=lambda j: -arrays[j][0].dtype.itemsize)
-        order = [(j, 4) for j in range(len(jobs)) if len(arrays[j]) > 4]
+        by_width = sorted(range(len(jobs)), key=lambda j: -jobs[j][1].codebook.dtype.itemsize)
+        order = [(j, 4) for j in range(len(jobs)) if len(streams[j]) > 4]
         order += [(j, 0) for j in by_width] + [(j, k) for k in (1, 2, 3) for j in range(len(jobs))]
         stream_ids = {key: n for n, key in enumerate(order)}
-        header_bytes, _ = layout([_stream(arrays[j][k], k, jobs[j][1]) for j, k in order])
-        header = add_initializer(graph, HEADER_NAME, np.frombuffer(header_bytes, np.uint8).copy())
+        # The whole side file is one initializer (format version 3): the writer moves it
+        # to the .dcw, and every node slices its streams from it by TOC index.
+        side_file, _ = pack([streams[j][k] for j, k in order])
+        header = add_initializer(graph, HEADER_NAME, np.frombuffer(side_file, np.uint8))
         layers: dict[str, LayerStats] = {}
         decoders: list[ir.Node] = []
         for j, (job, enc) in enumerate(jobs):
             base = str(job.weight.name)
-            kinds = (*STREAM_KINDS, StreamKind.ROW_SCALES)[: len(arrays[j])]
-            streams = [
-                add_initializer(graph, f"{base}.{kind.name.lower()}", array)
-                for kind, array in zip(kinds, arrays[j], strict=True)
-            ]
-            ids = [stream_ids[(j, k)] for k in range(len(arrays[j]))]
+            ids = [stream_ids[(j, k)] for k in range(len(streams[j]))]
             if isinstance(job, StoredWeight):
-                decoders.append(_replace_stored(graph, job, header, streams, ids, enc))
+                decoders.append(_replace_stored(graph, job, header, ids, enc))
                 layers[job.name] = _stored_stats(job, enc)
                 continue
             if job.decoded:  # Conv 3-D, ConvTranspose: ORT's own op reads the decoded weight
                 readers = tuple(layer.node.op_type for layer in job.layers)
                 stored = StoredWeight(job.weight, "storage", readers)
-                decoders.append(
-                    _replace_stored(graph, stored, header, streams, ids, enc, layer=job.name)
-                )
+                decoders.append(_replace_stored(graph, stored, header, ids, enc, layer=job.name))
                 layers[job.name] = _layer_stats(job, enc)
                 continue
             fc = job.kind == "fc"
             shape = job.stored_matrix().shape if fc else job.array().shape
             for layer in job.layers:
-                new = _compressed_node(layer, header, streams, ids, shape, enc)
+                new = _compressed_node(layer, header, ids, shape, enc)
                 ir.convenience.replace_nodes_and_values(
                     graph, layer.node, [layer.node], new, layer.node.outputs, new[-1].outputs
                 )
@@ -393,8 +389,6 @@ class LowerPass(CompilerPass):
         for node in model.graph:
             if node.domain != DOMAIN:
                 continue
-            if len(node.inputs) < stream_inputs(node.op_type).stop:
-                raise AssertionError(f"{node.name}: compressed op lacks its stream inputs")
             if node.inputs[header_input(node.op_type)] is None:
                 raise AssertionError(f"{node.name}: compressed op lacks its header")
 
@@ -403,26 +397,30 @@ def _replace_stored(
     graph: ir.Graph,
     weight: StoredWeight,
     header: ir.Value,
-    streams: list[ir.Value],
     stream_ids: list[int],
     encoded: EncodedWeight,
     layer: str | None = None,
 ) -> ir.Node:
     """A CompressedConstant node that takes the place (and the name) of the initializer;
-    its errors name `layer` (the reading node, for a compute layer), else the weight."""
+    its errors name `layer` (the reading node, for a compute layer), else the weight. Its
+    output type is its codebook's: named by `dtype` when that is not float32."""
     value = weight.weight
     name = str(value.name)
+    attributes = [
+        ir.AttrInt64s("weight_shape", [int(d) for d in weight.array().shape]),
+        ir.AttrInt64("num_entries", encoded.num_entries),
+        ir.AttrInt64("index_bits", encoded.index_bits),
+        ir.AttrInt64s("stream_ids", stream_ids),
+        ir.AttrString("layer", layer or name),
+    ]
+    dtype = value.const_value.dtype if value.const_value is not None else ir.DataType.FLOAT
+    if dtype != ir.DataType.FLOAT:
+        attributes.append(ir.AttrInt64(DTYPE_ATTRIBUTE, dtype.value))
     node = ir.Node(
         DOMAIN,
         CONSTANT_OP,
-        [header, *streams],
-        [
-            ir.AttrInt64s("weight_shape", [int(d) for d in weight.array().shape]),
-            ir.AttrInt64("num_entries", encoded.num_entries),
-            ir.AttrInt64("index_bits", encoded.index_bits),
-            ir.AttrInt64s("stream_ids", stream_ids),
-            ir.AttrString("layer", layer or name),
-        ],
+        [header],
+        attributes,
         num_outputs=1,
         name=f"{name}.decode",
         version=OPSET_VERSION,

@@ -11,6 +11,7 @@ Usage: python scripts/fuzz_seeds.py OUT_DIR
 from __future__ import annotations
 
 import argparse
+import itertools
 import struct
 import sys
 import tempfile
@@ -56,8 +57,9 @@ def record(name: str, values: list[int]) -> bytes:
     )
 
 
-def layer_side_file(side: bytes, stream_ids: list[int]) -> bytes:
-    """The side file reduced to four streams (TOC indices 0-3), CRCs intact."""
+def layer_side_file(side: bytes, stream_ids: list[int], version: int = 1) -> bytes:
+    """The side file reduced to four streams (TOC indices 0-3), CRCs intact; `version` 3
+    makes the harness hand it whole as the header input (fuzz_input.h)."""
     entries, body = [], b""
     offset = 24 + 32 * len(stream_ids)
     for sid in stream_ids:
@@ -66,11 +68,11 @@ def layer_side_file(side: bytes, stream_ids: list[int]) -> bytes:
         entries.append(struct.pack("<QQQIHH", offset + len(body), nbytes, count, crc, kind, 0))
         body += data
     toc = b"".join(entries)
-    fixed = b"DCONNXW\0" + struct.pack("<HHIII", 1, 0, len(entries), zlib.crc32(toc), 0)
+    fixed = b"DCONNXW\0" + struct.pack("<HHIII", version, 0, len(entries), zlib.crc32(toc), 0)
     return fixed + toc + body
 
 
-def node_seed(node: onnx.NodeProto, side: bytes) -> bytes:
+def node_seed(node: onnx.NodeProto, side: bytes, version: int = 1) -> bytes:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     records = []
     for name, value in attrs.items():
@@ -92,9 +94,9 @@ def node_seed(node: onnx.NodeProto, side: bytes) -> bytes:
     else:
         x_shape = [2, shape[1]]
     records += [record("x_shape", x_shape), record("bias_shape", [shape[0]])]
-    with_bias = node.op_type != "CompressedMatMul"
+    with_bias = node.op_type != "CompressedMatMul" and version < 3
     head = struct.pack("<BB", 1 | OPS[node.op_type] << 1 | with_bias << 3, len(records))
-    return head + b"".join(records) + layer_side_file(side, list(attrs["stream_ids"]))
+    return head + b"".join(records) + layer_side_file(side, list(attrs["stream_ids"]), version)
 
 
 def write_seeds(out_dir: Path) -> int:
@@ -115,10 +117,10 @@ def write_seeds(out_dir: Path) -> int:
                 raise SystemExit(f"dc-onnx compile {name} wrote no side file")
             side = side_file.read_bytes()
             model = onnx.load(str(compiled), load_external_data=False)
-            for node in model.graph.node:
-                seed = node_seed(node, side) if node.op_type in OPS else b""
+            for node, version in itertools.product(model.graph.node, (1, 3)):
+                seed = node_seed(node, side, version) if node.op_type in OPS else b""
                 if 0 < len(seed) <= MAX_SEED_BYTES:
-                    (out_dir / f"run{i}-{node.name}.bin").write_bytes(seed)
+                    (out_dir / f"run{i}-v{version}-{node.name}.bin").write_bytes(seed)
                     written += 1
     return written
 

@@ -155,3 +155,15 @@ def lower_only(model: onnx.ModelProto, out_dir: Path, index_bits: int = 5) -> Pa
     output = out_dir / "lowered.dc.onnx"
     save_compiled(compiled, output)
     return output
+
+
+def stream_bytes(compiled: Path, codebooks: bool = True) -> int:
+    """Bytes of the compressed streams (codebook, codes, gaps, lengths, scales) of every
+    layer, from the side file's TOC; without the codebooks if asked."""
+    from dc_onnx.codecs.container import StreamKind, parse_header
+    from dc_onnx.io import side_file_of
+
+    side = side_file_of(compiled)
+    assert side is not None
+    toc = parse_header(side.read_bytes())
+    return sum(e.nbytes for e in toc if codebooks or e.kind != StreamKind.CODEBOOK)

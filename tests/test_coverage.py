@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dc_onnx
 from conftest import run, save
+from dc_onnx.codecs.wiring import codebook_type
 from dc_onnx.errors import InputError
 from dc_onnx.passes.canonicalize import CanonicalizeStats
 from dc_onnx.passes.fold import fold_constant_chains
@@ -73,11 +74,9 @@ def test_decode_op_outputs_the_original_dtype(tmp_path: Path) -> None:
     graph = onnx.load(str(compiled), load_external_data=False).graph
     decoders = {n.output[0]: n for n in graph.node if n.op_type == "CompressedConstant"}
     assert set(decoders) == {"W_fp16", "T_bf16"}
-    codebook_types = {
-        t.name: t.data_type for t in graph.initializer if t.name.endswith(".codebook")
-    }
-    assert codebook_types["W_fp16.codebook"] == TensorProto.FLOAT16
-    assert codebook_types["T_bf16.codebook"] == TensorProto.BFLOAT16
+    # Format version 3: no codebook input, so the attribute `dtype` types the output.
+    dtypes = {name: codebook_type(n, {}) for name, n in decoders.items()}
+    assert dtypes == {"W_fp16": TensorProto.FLOAT16, "T_bf16": TensorProto.BFLOAT16}
 
 
 def test_shared_weight_is_decoded_once(tmp_path: Path) -> None:

@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import compile_model, lower_only, run
-from dc_onnx.codecs.schema import DOMAIN
+from conftest import compile_model, lower_only, run, stream_bytes
 from dc_onnx.layers import find_weight_groups
 from dc_onnx.tools.decompile import decode_model
 
@@ -57,14 +56,6 @@ def _table(rows: int = 300, width: int = 24, dtype: type = np.float32) -> np.nda
     return np.random.default_rng(rows + width).standard_normal((rows, width)).astype(dtype)
 
 
-def _stream_bytes(compiled: Path) -> int:
-    """Bytes of the compressed streams (codebook, codes, gaps, lengths) of every layer."""
-    model = onnx.load(str(compiled), load_external_data=True)
-    tensors = {t.name: t for t in model.graph.initializer}
-    names = {name for n in model.graph.node if n.domain == DOMAIN for name in n.input[2:6]}
-    return sum(len(numpy_helper.to_array(tensors[n]).tobytes()) for n in names)
-
-
 def _ops(compiled: Path) -> list[str]:
     return [n.op_type for n in onnx.load(str(compiled), load_external_data=False).graph.node]
 
@@ -75,7 +66,7 @@ def test_gather_matches_decoder_and_original(sparsity: float, tmp_path: Path) ->
     model = embedding_model(table)
     compiled = compile_model(model, tmp_path, sparsity_per_layer={"emb": sparsity})
     assert _ops(compiled) == ["CompressedGather"]
-    assert _stream_bytes(compiled) < table.nbytes / 3
+    assert stream_bytes(compiled) < table.nbytes / 3
     # 2-D indices with negative entries, repeats and both ends of the vocabulary.
     idx = np.array([[0, 299, -1, -300], [5, 5, -150, 17]], dtype=np.int64)
     (actual,) = run(compiled, {"idx": idx})
@@ -139,7 +130,7 @@ def test_gather_float16_table_keeps_float16(tmp_path: Path) -> None:
     model = embedding_model(table, then_relu=True)
     compiled = compile_model(model, tmp_path, quality=0.5)
     assert _ops(compiled) == ["CompressedGather", "Cast", "Relu"]
-    assert _stream_bytes(compiled) < table.nbytes / 1.5
+    assert stream_bytes(compiled) < table.nbytes / 1.5
     idx = np.array([[3, -4, 999]], dtype=np.int64)
     (actual,) = run(compiled, {"idx": idx})
     (expected,) = run(model, {"idx": idx})

@@ -13,7 +13,8 @@ from onnx import helper
 
 from conftest import compile_model, make_model, mlp_model, run, save
 from dc_onnx.cli import main
-from dc_onnx.codecs.container import FORMAT_VERSION
+from dc_onnx.codecs.container import FORMAT_VERSION, parse_header
+from dc_onnx.codecs.schema import stream_kinds
 from dc_onnx.io import side_file_of
 from dc_onnx.tools.decompile import decode_node_weight
 from dc_onnx.tools.inspect import inspect
@@ -38,10 +39,10 @@ def _stream_location(compiled: Path, layer: str, stream: str) -> tuple[int, int]
     """(offset, length) in the side file of one layer's stream (codes, gaps, ...)."""
     model = onnx.load(str(compiled), load_external_data=False)
     node = next(n for n in model.graph.node if n.name == layer)
-    wanted = next(i for i in node.input if i.endswith("." + stream))
-    tensor = next(t for t in model.graph.initializer if t.name == wanted)
-    info = {e.key: int(e.value) for e in tensor.external_data if e.key in ("offset", "length")}
-    return info["offset"], info["length"]
+    ids = list(next(a.ints for a in node.attribute if a.name == "stream_ids"))
+    kinds = [kind.name.lower() for kind in stream_kinds(ids)]
+    entry = parse_header(_side(compiled).read_bytes())[ids[kinds.index(stream)]]
+    return entry.offset, entry.nbytes
 
 
 def _damage(side: Path, position: int, mask: int) -> None:
@@ -140,7 +141,7 @@ def test_decompress_writes_a_standard_model_with_the_decoded_weights(
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in (n for n in source.graph.node if n.domain == "ai.dc_onnx"):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        stored = weights[f"{attrs['layer'].decode()}.decoded_weight"]
+        stored = weights[f"{attrs.get('layer', node.name.encode()).decode()}.decoded_weight"]
         if attrs.get("weight_side") == 1:  # MatMul X @ W keeps W as [K, N]
             stored = stored.T
         np.testing.assert_array_equal(stored, decode_node_weight(node, tensors))

@@ -95,8 +95,15 @@ def test_portable_form_folds_to_the_custom_op_form_weights(
     folded_weights = {t.name: onnx.numpy_helper.to_array(t) for t in folded.graph.initializer}
     source = onnx.load(str(custom))
     tensors = {t.name: t for t in source.graph.initializer}
+    # A compressed node keeps its layer's name; in the portable form that layer reads its
+    # rebuilt weight, which ORT folded into an initializer.
+    weight_of = {
+        n.name: next(i for i in n.input if i in folded_weights)
+        for n in proto.graph.node
+        if any(i in folded_weights for i in n.input)
+    }
     for node in (n for n in source.graph.node if n.domain == "ai.dc_onnx"):
-        weight_name = node.input[2].removesuffix(".codebook")
+        weight_name = weight_of[node.name]
         decoded = decode_node_weight(node, tensors)
         weight = folded_weights[weight_name]
         candidates = [weight.reshape(decoded.shape)] + ([weight.T] if weight.ndim == 2 else [])

@@ -10,8 +10,11 @@ import zlib
 MAGIC = b"DCONNXW\0"
 # The version written, and those read. docs/format.md says what each version added; a
 # runtime refuses any other, naming both.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+# From this version on, the model's header initializer is the whole side file and each
+# node slices its streams from it by TOC index; before, every stream was an initializer.
+WHOLE_FILE_VERSION = 3
 _HEADER = struct.Struct("<8sHHIII")  # magic, version, reserved, n_streams, toc_crc, reserved
 _ENTRY = struct.Struct("<QQQIHH")  # offset, nbytes, count, crc32, kind, reserved
 HEADER_SIZE = _HEADER.size
@@ -62,6 +65,22 @@ def layout(streams: list[Stream]) -> tuple[bytes, list[TocEntry]]:
     return head + toc_bytes, toc
 
 
+def pack(streams: list[Stream]) -> tuple[bytearray, list[TocEntry]]:
+    """The whole side file (header, TOC, then the streams back to back) and its TOC, in
+    one buffer: each stream is copied once, into its place."""
+    header, toc = layout(streams)
+    out = bytearray(toc[-1].offset + toc[-1].nbytes if toc else len(header))
+    out[: len(header)] = header
+    for stream, entry in zip(streams, toc, strict=True):
+        out[entry.offset : entry.offset + entry.nbytes] = stream.data
+    return out, toc
+
+
+def format_version(data: bytes) -> int:
+    """The format_version field of a side file or header (0 when too short to hold one)."""
+    return int.from_bytes(data[8:10], "little") if len(data) >= HEADER_SIZE else 0
+
+
 def parse_header(data: bytes) -> list[TocEntry]:
     """The TOC of a side file (or of its header alone), validated."""
     if len(data) < HEADER_SIZE:
@@ -82,6 +101,8 @@ def parse_header(data: bytes) -> list[TocEntry]:
     toc = []
     for i in range(n):
         off, nbytes, count, crc, kind, _ = _ENTRY.unpack_from(data, HEADER_SIZE + i * ENTRY_SIZE)
+        if off < end:
+            raise ContainerError(f"stream {i} starts inside the side file's header")
         try:
             toc.append(TocEntry(off, nbytes, count, crc, StreamKind(kind)))
         except ValueError:

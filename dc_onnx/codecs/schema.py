@@ -16,7 +16,8 @@ from dc_onnx.codecs.container import StreamKind
 
 DOMAIN = "ai.dc_onnx"
 OPSET_VERSION = 1
-HEADER_NAME = "dc_onnx.header"  # the initializer holding the side file's header and TOC
+# The initializer holding the side file's header and TOC (format version 3: the whole file).
+HEADER_NAME = "dc_onnx.header"
 SIDE_FILE_SUFFIX = ".dcw"  # the side file: <model stem>.<hash>.dcw
 DATA_FILE_SUFFIX = ".data"  # weights left dense: <model stem>.<hash>.data
 
@@ -37,7 +38,12 @@ KEPT_ATTRIBUTES = {
     "Gather": (),  # axis is 0 (dc_onnx.layers only takes those)
 }
 # Attributes the compressed ops add (the decoder drops them when it densifies).
-OWN_ATTRIBUTES = ("weight_shape", "num_entries", "index_bits", "stream_ids", "layer", "weight_side")
+OWN_ATTRIBUTES = (
+    "weight_shape", "num_entries", "index_bits", "stream_ids", "layer", "weight_side", "dtype"
+)  # fmt: skip
+# Format version 3: a CompressedConstant has no codebook input to take its output type
+# from, so a codebook other than float32 names its ONNX element type here.
+DTYPE_ATTRIBUTE = "dtype"
 
 # The four stream inputs of a compressed op (inputs 2..5), in this order.
 STREAM_KINDS = (StreamKind.CODEBOOK, StreamKind.CODES, StreamKind.GAPS, StreamKind.CODE_LENGTHS)
@@ -69,8 +75,10 @@ def row_scales_input(op_type: str) -> int:
 
 def stream_names(op_type: str, inputs: Sequence[str], stream_ids: Sequence[int]) -> list[str]:
     """The input names of a compressed node's streams, in `stream_ids` order: the four of
-    STREAM_KINDS, then the row scales if there is a fifth id ("" when that input is missing)."""
+    STREAM_KINDS, then the row scales if there is a fifth id ("" when that input is missing,
+    as every stream input is from format version 3)."""
     names = list(inputs[stream_inputs(op_type)])
+    names += [""] * (len(STREAM_KINDS) - len(names))
     if len(stream_ids) > len(STREAM_KINDS):
         at = row_scales_input(op_type)
         names.append(inputs[at] if at < len(inputs) else "")

@@ -8,7 +8,6 @@ the compiled model against, and a way to run a compiled model without our librar
 from __future__ import annotations
 
 import os
-import zlib
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from dc_onnx.codecs import EncodedWeight, decode_weight
-from dc_onnx.codecs.container import ContainerError, parse_header
+from dc_onnx.codecs.container import ContainerError
 from dc_onnx.codecs.schema import (
     BIAS_INPUT,
     CONSTANT_OP,
@@ -25,11 +24,8 @@ from dc_onnx.codecs.schema import (
     HEADER_NAME,
     OWN_ATTRIBUTES,
     STREAM_KINDS,
-    header_input,
-    stream_inputs,
-    stream_kinds,
-    stream_names,
 )
+from dc_onnx.codecs.wiring import codebook_type, node_streams
 from dc_onnx.errors import InputError
 
 # Codebook dtypes by ONNX element type: float32 for the compute ops, the weight's own
@@ -49,12 +45,6 @@ def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
-def _tensor_bytes(tensor: onnx.TensorProto) -> bytes:
-    if tensor.HasField("raw_data"):
-        return tensor.raw_data
-    return np.ascontiguousarray(numpy_helper.to_array(tensor)).tobytes()
-
-
 def read_encoded_weight(
     node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto]
 ) -> tuple[EncodedWeight, tuple[int, int]]:
@@ -62,34 +52,23 @@ def read_encoded_weight(
     [rows, cols] matrix they describe (stream analyses read the streams as stored)."""
     attrs = node_attributes(node)
     layer = attrs.get("layer", node.name)
-    toc = parse_header(_tensor_bytes(tensors[node.input[header_input(node.op_type)]]))
     ids = list(attrs["stream_ids"])
     if len(ids) not in (len(STREAM_KINDS), len(STREAM_KINDS) + 1):
         raise ContainerError(
             f"layer '{layer}': stream_ids must hold 4 TOC indices (5 with row scales)"
         )
-    inputs = stream_names(node.op_type, node.input, ids)
-    codebook_dtype = _CODEBOOK_DTYPES.get(tensors[inputs[0]].data_type)
+    streams = node_streams(node, tensors, layer)
+    codebook_dtype = _CODEBOOK_DTYPES.get(streams.codebook_type)
     if codebook_dtype is None:
         raise ContainerError(f"layer '{layer}': codebook has an unsupported element type")
-    raw = []
-    for kind, stream_id, name in zip(stream_kinds(ids), ids, inputs, strict=True):
-        if name not in tensors:
-            raise ContainerError(f"layer '{layer}': the {kind.name.lower()} input is missing")
-        data = _tensor_bytes(tensors[name])
-        entry = toc[stream_id] if stream_id < len(toc) else None
-        if entry is None or entry.kind != kind or entry.nbytes != len(data):
-            raise ContainerError(f"layer '{layer}': {kind.name.lower()} does not match the TOC")
-        if zlib.crc32(data) != entry.crc32:
-            raise ContainerError(f"layer '{layer}': {kind.name.lower()} CRC-32 mismatch")
-        raw.append(data)
+    raw, toc = streams.data, streams.toc
     encoded = EncodedWeight(
         codebook=np.frombuffer(raw[0], dtype=codebook_dtype).copy(),
         codes=raw[1],
         gaps=raw[2],
         code_lengths=np.frombuffer(raw[3], dtype=np.uint8),
         num_entries=int(attrs["num_entries"]),
-        num_codes=toc[attrs["stream_ids"][1]].count,
+        num_codes=toc[ids[1]].count,
         index_bits=int(attrs["index_bits"]),
         row_scales=np.frombuffer(raw[4], dtype="<f4").copy() if len(raw) > 4 else None,
     )
@@ -117,10 +96,13 @@ def _constant_tensor(
 ) -> onnx.TensorProto:
     """The initializer a CompressedConstant stands for, in its original dtype."""
     array = decode_node_weight(node, tensors)
-    codebook_type = tensors[node.input[stream_inputs(node.op_type)][0]].data_type
-    if codebook_type == onnx.TensorProto.BFLOAT16:
+    if codebook_type(node, tensors) == onnx.TensorProto.BFLOAT16:
         return helper.make_tensor(
-            node.output[0], codebook_type, array.shape, array.astype("<u2").tobytes(), raw=True
+            node.output[0],
+            onnx.TensorProto.BFLOAT16,
+            array.shape,
+            array.astype("<u2").tobytes(),
+            raw=True,
         )
     return numpy_helper.from_array(np.ascontiguousarray(array), node.output[0])
 
@@ -156,7 +138,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
             continue
         attrs = node_attributes(node)
         matrix = decode_node_weight(node, tensors)
-        name = f"{attrs['layer']}.decoded_weight"
+        name = f"{attrs.get('layer', node.name)}.decoded_weight"
         kept = {k: v for k, v in attrs.items() if k not in OWN_ATTRIBUTES}
         x, bias = node.input[0], [b for b in node.input[BIAS_INPUT : BIAS_INPUT + 1] if b]
         op = DENSE_OP[node.op_type]

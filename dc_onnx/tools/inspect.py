@@ -19,16 +19,18 @@ import onnx
 from onnx import external_data_helper, numpy_helper
 
 from dc_onnx.codecs import decode_codes
-from dc_onnx.codecs.container import HEADER_SIZE, ContainerError
+from dc_onnx.codecs.container import ContainerError, TocEntry, format_version, parse_header
 from dc_onnx.codecs.huffman import HuffmanError
 from dc_onnx.codecs.schema import (
     DENSE_OP,
     DOMAIN,
     HEADER_NAME,
+    STREAM_KINDS,
     header_input,
     stream_names,
 )
 from dc_onnx.codecs.sparse_index import SparseIndexError
+from dc_onnx.codecs.wiring import holds_streams
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_proto
 from dc_onnx.layers import DEFAULT_MIN_ELEMENTS
@@ -185,6 +187,29 @@ def _load_data(tensor: onnx.TensorProto, base: Path) -> str | None:
     return None
 
 
+def _load_header(tensor: onnx.TensorProto, base: Path) -> str | None:
+    """Read the header initializer in place, like `_load_data`; but a whole side file
+    (format version 3) cut short keeps the bytes that are there, so that each layer
+    whose streams were lost says so and the others still verify."""
+    problem = _load_data(tensor, base)
+    if problem is None or not external_data_helper.uses_external_data(tensor):
+        return problem
+    info = external_data_helper.ExternalDataInfo(tensor)
+    location = base / info.location
+    if not location.is_file():
+        return problem
+    with open(location, "rb") as f:
+        f.seek(info.offset or 0)
+        data = f.read(info.length) if info.length else f.read()
+    if not holds_streams(data):
+        return problem
+    tensor.raw_data = data
+    tensor.dims[:] = [len(data)]
+    tensor.data_location = onnx.TensorProto.DEFAULT
+    del tensor.external_data[:]
+    return None
+
+
 def _why_dense(node: onnx.NodeProto, index: int, tensor: onnx.TensorProto) -> str:
     """Why a constant weight that a node reads was left as it is (the likely reason: the
     compile options are not recorded in the model)."""
@@ -222,24 +247,25 @@ _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorPro
 
 
 def _layer(
-    node: onnx.NodeProto, tensors: dict[str, onnx.TensorProto], problem: str | None
+    node: onnx.NodeProto,
+    tensors: dict[str, onnx.TensorProto],
+    toc: list[TocEntry] | None,
+    problem: str | None,
 ) -> LayerInfo:
     attrs = node_attributes(node)
     shape = [int(d) for d in attrs["weight_shape"]]
-    streams = [s for s in stream_names(node.op_type, node.input, attrs["stream_ids"]) if s]
-    codebook = numpy_helper.to_array(tensors[streams[0]]) if not problem else None
-    matrix = scales = codes = None
+    matrix = scales = codes = codebook = None
     if problem is None:
         try:
             matrix = decode_node_weight(node, tensors)
             encoded, stored = read_encoded_weight(node, tensors)
+            codebook = encoded.codebook
             if encoded.row_scales is not None:
                 scales = encoded.row_scales
                 codes = decode_codes(encoded, stored[0] * stored[1])
         except _DECODE_ERRORS as e:
             problem = str(e).removeprefix(f"layer '{attrs.get('layer', node.name)}': ")
-    sizes = [_stored_bytes(tensors[name]) for name in streams]
-    k = math.prod(tensors[streams[0]].dims)
+    sizes, k = _stream_sizes(node, [int(i) for i in attrs["stream_ids"]], tensors, toc)
     return LayerInfo(
         name=str(attrs.get("layer", node.name)),
         op=DENSE_OP.get(node.op_type, node.op_type),
@@ -259,6 +285,23 @@ def _layer(
         row_scales=scales,
         codes=codes,
     )
+
+
+def _stream_sizes(
+    node: onnx.NodeProto,
+    ids: list[int],
+    tensors: dict[str, onnx.TensorProto],
+    toc: list[TocEntry] | None,
+) -> tuple[list[int], int]:
+    """Bytes of each stream and the codebook's entries: from the TOC, else (a damaged
+    header) from the stream initializers of a version 1-2 model; zeros when neither."""
+    if toc is not None and all(0 <= i < len(toc) for i in ids):
+        return [toc[i].nbytes for i in ids], toc[ids[0]].count
+    names = stream_names(node.op_type, node.input, ids)
+    if all(name in tensors for name in names[: len(STREAM_KINDS)]):
+        codebook = tensors[names[0]]
+        return [_stored_bytes(tensors[n]) for n in names if n], math.prod(codebook.dims)
+    return [0] * len(ids), 0
 
 
 def _stored_bytes(tensor: onnx.TensorProto) -> int:
@@ -291,11 +334,15 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
     graph = model.graph
     files = _file_bytes(p, model)
     tensors = {t.name: t for t in graph.initializer}
-    header_problem = _load_data(tensors[HEADER_NAME], p.parent)
+    header_problem = _load_header(tensors[HEADER_NAME], p.parent)
     if header_problem:
         raise InputError(f"{p}: the side-file header cannot be read: {header_problem}")
     header = numpy_helper.to_array(tensors[HEADER_NAME]).tobytes()
-    version = int.from_bytes(header[8:10], "little") if len(header) >= HEADER_SIZE else 0
+    version = format_version(header)
+    try:
+        toc: list[TocEntry] | None = parse_header(header)
+    except ContainerError:  # each layer then says what is wrong
+        toc = None
     layers = []
     for node in graph.node:
         if node.domain != DOMAIN:
@@ -304,6 +351,6 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
         streams = [s for s in stream_names(node.op_type, node.input, ids) if s]
         names = [node.input[header_input(node.op_type)], *streams]
         problems = [_load_data(tensors[n], p.parent) for n in names]
-        layers.append(_layer(node, tensors, next((q for q in problems if q), None)))
+        layers.append(_layer(node, tensors, toc, next((q for q in problems if q), None)))
     opset = next((o.version for o in model.opset_import if o.domain == DOMAIN), 0)
     return InspectResult(str(p), version, opset, files, layers, _dense_nodes(graph))

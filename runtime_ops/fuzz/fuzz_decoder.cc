@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const dc_onnx::LayerStreams s{layer.header,     layer.streams[0], layer.streams[1],
                                 layer.streams[2], layer.streams[3], layer.streams[4]};
   try {
-    const dc_onnx::CsrMatrix m = dc_onnx::decode_layer(s, a);
+    const dc_onnx::CsrMatrix m = dc_onnx::decode_layer(dc_onnx::resolve_streams(s, a.stream_ids), a);
     // What the kernels index with: rows + 1 monotone offsets ending at the non-zeros,
     // columns inside the row, codes that select a non-zero codebook value.
     if (m.row_ptr.size() != static_cast<size_t>(m.rows) + 1 || m.row_ptr.front() != 0 ||

@@ -9,7 +9,8 @@
 //
 // Inputs 1-5 are cut from the side file the way ORT hands them to a kernel: the header
 // bytes, then the TOC range of each stream id (clamped to the file; empty for an id
-// outside the TOC). With bit 0 set, the harness rewrites every stream's CRC-32 and the
+// outside the TOC). A file whose version field says 3 or more is handed whole as the
+// header input, with no stream inputs, as format version 3 wires it. With bit 0 set, the harness rewrites every stream's CRC-32 and the
 // TOC's before decoding, so mutations reach the Huffman and position checks instead of
 // stopping at a CRC mismatch; without it the CRCs are checked as stored.
 #pragma once
@@ -54,6 +55,7 @@ struct FuzzLayer {
   std::vector<uint8_t> file;                          // the side file (CRCs resealed)
   dc_onnx::Bytes header;
   dc_onnx::Bytes streams[5];  // codebook, codes, gaps, code_lengths, row_scales
+  bool whole_file = false;    // version 3: `header` is the whole file, `streams` empty
 };
 
 // Parses fuzz bytes; false when they are too short for the fixed part.
@@ -108,6 +110,14 @@ inline bool parse_fuzz_input(const uint8_t* data, size_t size, FuzzLayer* out) {
           ? f.size()
           : dc_onnx::kHeaderFixedSize + dc_onnx::kTocEntrySize * toc_size;
   out->header = {f.data(), header_size};
+  // Format version 3: the header input is the whole side file and the node gives no
+  // stream inputs: the decoder slices them itself (resolve_streams).
+  out->whole_file = dc_onnx::peek_format_version(f.data(), f.size()) >= dc_onnx::kWholeFileVersion;
+  if (out->whole_file) {
+    out->header = {f.data(), f.size()};
+    for (auto& stream : out->streams) stream = {nullptr, 0};
+    return true;
+  }
   const auto ids = out->ints.find("stream_ids");
   for (size_t k = 0; k < 5; ++k) {
     out->streams[k] = {nullptr, 0};

@@ -114,16 +114,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   node.strings["layer"] = "fuzz";
-  const bool with_bias = (data[0] & 8) != 0;
+  // Format version 3 nodes give X and the whole side file only (the fake names every
+  // input it serves, so no bias after the empty stream slots).
+  const bool with_bias = (data[0] & 8) != 0 && !layer.whole_file;
   const bool non_finite = (data[0] & 16) != 0;
-  node.constants.resize(with_bias ? 7 : 6);
+  node.constants.resize(layer.whole_file ? 2 : with_bias ? 7 : 6);
   node.is_constant.assign(node.constants.size(), true);
   node.is_constant[0] = false;
   if (with_bias) node.is_constant[6] = false;
   node.constants[1] = tensor(ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, layer.header, 1);
-  node.constants[2] = tensor(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, layer.streams[0], 4);
-  for (size_t k = 1; k < 4; ++k)
-    node.constants[2 + k] = tensor(ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, layer.streams[k], 1);
+  if (!layer.whole_file) {
+    node.constants[2] = tensor(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, layer.streams[0], 4);
+    for (size_t k = 1; k < 4; ++k)
+      node.constants[2 + k] = tensor(ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, layer.streams[k], 1);
+  }
   switch (layer.op) {
     case 0: create_and_run<dc_onnx::GemmKernel>(&node, layer, with_bias, non_finite); break;
     case 1: create_and_run<dc_onnx::MatMulKernel>(&node, layer, with_bias, non_finite); break;

@@ -28,6 +28,16 @@ struct OpTypes {
   static ONNXTensorElementDataType output(size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
+// Type and shape inference of an op's output beyond ORT's own, which types an UNDEFINED
+// output like the one UNDEFINED input; an op that needs more specializes `infer`. ORT
+// reads every input's type before calling it, so an op with `infer` must never be given
+// an empty input name.
+template <typename Kernel>
+struct OpInference {
+  static constexpr OrtStatusPtr(ORT_API_CALL* infer)(const OrtCustomOp*,
+                                                     OrtShapeInferContext*) = nullptr;
+};
+
 template <typename F>
 OrtStatusPtr guarded(F&& body) noexcept {
   try {
@@ -49,7 +59,8 @@ OrtStatusPtr guarded(F&& body) noexcept {
 template <typename Kernel>
 class CustomOp : public OrtCustomOp {
  public:
-  // Inputs `first_optional` .. `num_inputs` - 1 are optional (bias, row_scales).
+  // Inputs `first_optional` .. `num_inputs` - 1 are optional: the streams (empty from
+  // format version 3, which slices them from the side file), the bias and the row scales.
   CustomOp(const char* name, size_t num_inputs, size_t first_optional)
       : OrtCustomOp{}, name_(name), num_inputs_(num_inputs), first_optional_(first_optional) {
     // The version ORT reads: fields added after API 17 are never looked at.
@@ -78,6 +89,7 @@ class CustomOp : public OrtCustomOp {
       return guarded([&] { static_cast<const Kernel*>(kernel)->compute(ctx); });
     };
     KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+    InferOutputShapeFn = OpInference<Kernel>::infer;
     GetStartVersion = [](const OrtCustomOp*) { return 1; };
     GetEndVersion = [](const OrtCustomOp*) { return INT_MAX; };
   }

@@ -64,6 +64,27 @@ size_t codebook_element_size(CodebookType type) noexcept {
   return 4;
 }
 
+LayerStreams resolve_streams(const LayerStreams& given, const std::vector<int64_t>& stream_ids) {
+  if (peek_format_version(given.header.data, given.header.size) < kWholeFileVersion) return given;
+  const std::vector<TocEntry> toc = parse_header(given.header.data, given.header.size);
+  LayerStreams s = given;
+  Bytes* const slots[] = {&s.codebook, &s.codes, &s.gaps, &s.code_lengths, &s.row_scales};
+  for (size_t i = 0; i < stream_ids.size() && i < 5; ++i) {
+    const char* name = stream_name(static_cast<StreamKind>(i + 1));
+    if (slots[i]->data != nullptr || slots[i]->size != 0)
+      fail_decode(std::string("format version 3 reads the ") + name +
+                  " stream from the side file, but the node gives it as an input");
+    const int64_t id = stream_ids[i];
+    if (id < 0 || static_cast<uint64_t>(id) >= toc.size())
+      fail_decode(std::string(name) + " stream: stream_ids value " + std::to_string(id) +
+                  " is out of range (TOC has " + std::to_string(toc.size()) + " streams)");
+    // parse_header checked that the entry lies inside the buffer.
+    const TocEntry& e = toc[static_cast<size_t>(id)];
+    *slots[i] = Bytes{given.header.data + e.offset, static_cast<size_t>(e.nbytes)};
+  }
+  return s;
+}
+
 CsrMatrix decode_layer(const LayerStreams& s, const LayerAttributes& a) {
   if (a.num_entries < 0) fail_decode("num_entries is negative");
   if (a.index_bits < 0 || a.index_bits > 8)

@@ -1,5 +1,6 @@
-// The standalone decoder's entry point: the bytes of one layer's inputs 1-5 and its
-// attributes in, the decoded weight (or a DecodeError) out. Needs no ORT header: the
+// The standalone decoder's entry point: the bytes of one layer's inputs 1-5 (or, from
+// format version 3, of the whole side file) and its attributes in, the decoded weight (or
+// a DecodeError) out. Needs no ORT header: the
 // kernels (weight_loader.cc), the C++ tests and fuzz targets all call this one function.
 #pragma once
 
@@ -44,6 +45,13 @@ struct LayerAttributes {
   int64_t index_bits = 0;
   std::vector<int64_t> stream_ids;  // codebook, codes, gaps, code_lengths[, row_scales]
 };
+
+// Format version 3 and later: `given.header` is the whole side file, and each stream is
+// the slice of it that its TOC entry (`stream_ids`) names. Returns `given` with those
+// slices filled in (the header stays the whole file), after validating the header; throws
+// DecodeError when the node also gives a stream of its own, when a stream id is out of
+// range, or when an entry lies outside the buffer. Versions 1-2: `given` unchanged.
+LayerStreams resolve_streams(const LayerStreams& given, const std::vector<int64_t>& stream_ids);
 
 // Validates everything listed in docs/format.md, "Validation" (attributes, header and
 // TOC, each stream against its TOC entry, the Huffman streams and positions), then

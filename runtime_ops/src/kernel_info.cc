@@ -57,6 +57,10 @@ std::vector<int64_t> required_ints(const OrtKernelInfo* info, const char* name) 
 }
 
 std::string layer_prefix(const OrtKernelInfo* info) {
+  return "dc_onnx: layer '" + layer_name(info) + "': ";
+}
+
+std::string layer_name(const OrtKernelInfo* info) {
   std::string layer = attr_string(info, "layer").value_or("");
   if (layer.empty()) {
     size_t size = 0;
@@ -68,7 +72,7 @@ std::string layer_prefix(const OrtKernelInfo* info) {
         layer.clear();
     }
   }
-  return "dc_onnx: layer '" + (layer.empty() ? std::string("?") : layer) + "': ";
+  return layer.empty() ? std::string("?") : layer;
 }
 
 void check_weight_shape(const std::vector<int64_t>& shape, std::initializer_list<size_t> ranks) {

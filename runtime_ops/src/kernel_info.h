@@ -27,7 +27,10 @@ std::optional<std::vector<int64_t>> attr_ints(const OrtKernelInfo* info, const c
 int64_t required_int(const OrtKernelInfo* info, const char* name);
 std::vector<int64_t> required_ints(const OrtKernelInfo* info, const char* name);
 
-// "dc_onnx: layer '<layer attribute or node name>': ", the prefix of every message.
+// The layer's name: its `layer` attribute, else the node's name ("?" when neither).
+std::string layer_name(const OrtKernelInfo* info);
+
+// "dc_onnx: layer '<layer_name>': ", the prefix of every message.
 std::string layer_prefix(const OrtKernelInfo* info);
 
 // Runs `body`, rethrowing any exception as dc_onnx::Error whose message starts with

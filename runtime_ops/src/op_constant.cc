@@ -4,11 +4,14 @@
 #include "op_constant.h"
 
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "decode_stats.h"
 #include "decoder.h"
 #include "kernel_info.h"
+#include "side_file.h"
 
 namespace dc_onnx {
 namespace {
@@ -34,7 +37,8 @@ CodebookType codebook_type(ONNXTensorElementDataType type) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return CodebookType::kInt8;
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return CodebookType::kUInt8;
     default:
-      fail("input 1 (codebook) must be float32, float16, bfloat16, int8 or uint8");
+      fail("the codebook (input 1, or the dtype attribute) must be float32, float16, bfloat16, "
+           "int8 or uint8");
   }
 }
 
@@ -57,22 +61,34 @@ ConstantKernel::ConstantKernel(const OrtKernelInfo* info) : prefix_(layer_prefix
     attrs.index_bits = required_int(info, "index_bits");
     attrs.stream_ids = required_ints(info, "stream_ids");
 
-    LayerStreams streams;
-    streams.header = byte_input(info, 0);
-    const ConstantTensor codebook = constant_tensor(info, 1, input_name(1));
-    streams.codebook_type = codebook_type(codebook.type);
-    const size_t es = codebook_element_size(streams.codebook_type);
-    streams.codebook = Bytes{codebook.data, codebook.count * es};
-    streams.codes = byte_input(info, 2);
-    streams.gaps = byte_input(info, 3);
-    streams.code_lengths = byte_input(info, 4);
-    if (attrs.stream_ids.size() == 5) {
-      const ConstantTensor scales = constant_tensor(info, 5, input_name(5));
-      if (scales.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) fail(input_name(5) + " must be float32");
-      streams.row_scales = Bytes{scales.data, scales.count * 4};
+    LayerStreams given;
+    given.header = byte_input(info, 0);
+    if (peek_format_version(given.header.data, given.header.size) >= kWholeFileVersion) {
+      // The streams are slices of the side file; the codebook's dtype is an attribute.
+      for (size_t i = 1; i < 6; ++i)
+        if (has_input(info, i))
+          fail(input_name(i) + " must be empty: format version 3 reads the streams from the " +
+               "side file");
+      given.codebook_type = codebook_type(static_cast<ONNXTensorElementDataType>(
+          attr_int(info, "dtype").value_or(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)));
+    } else {
+      const ConstantTensor codebook = constant_tensor(info, 1, input_name(1));
+      given.codebook_type = codebook_type(codebook.type);
+      given.codebook = Bytes{codebook.data, codebook.count * codebook_element_size(given.codebook_type)};
+      given.codes = byte_input(info, 2);
+      given.gaps = byte_input(info, 3);
+      given.code_lengths = byte_input(info, 4);
+      if (attrs.stream_ids.size() == 5) {
+        const ConstantTensor scales = constant_tensor(info, 5, input_name(5));
+        if (scales.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+          fail(input_name(5) + " must be float32");
+        given.row_scales = Bytes{scales.data, scales.count * 4};
+      }
     }
+    const LayerStreams streams = resolve_streams(given, attrs.stream_ids);
+    const size_t es = codebook_element_size(streams.codebook_type);
     const CsrMatrix csr = decode_layer(streams, attrs);
-    report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
+    report_decode_stats(layer_name(info), csr);
 
     // Scatter the codebook entries, in the weight's own dtype, into a zeroed buffer.
     dense_.assign(static_cast<size_t>(size) * es, 0);
@@ -87,6 +103,49 @@ ConstantKernel::ConstantKernel(const OrtKernelInfo* info) : prefix_(layer_prefix
           std::memcpy(dst, &v, sizeof v);
         }
       }
+  });
+}
+
+namespace {
+
+// An ints attribute during shape inference (empty when the node lacks it).
+std::vector<int64_t> inferred_ints(const OrtApi& api, OrtShapeInferContext* ctx, const char* name) {
+  const OrtOpAttr* attr = nullptr;
+  if (!ok(api.ShapeInferContext_GetAttribute(ctx, name, &attr)) || attr == nullptr) return {};
+  size_t bytes = 0;  // a first call with no room gives the size needed
+  (void)ok(api.ReadOpAttr(attr, ORT_OP_ATTR_INTS, nullptr, 0, &bytes));
+  std::vector<int64_t> v(bytes / sizeof(int64_t));
+  if (!v.empty()) Ort::ThrowOnError(api.ReadOpAttr(attr, ORT_OP_ATTR_INTS, v.data(), bytes, &bytes));
+  return v;
+}
+
+}  // namespace
+
+OrtStatusPtr ORT_API_CALL infer_constant_output(const OrtCustomOp*,
+                                                OrtShapeInferContext* ctx) noexcept {
+  return guarded([&] {
+    const OrtApi& api = Ort::GetApi();
+    size_t inputs = 0;
+    Ort::ThrowOnError(api.ShapeInferContext_GetInputCount(ctx, &inputs));
+    if (inputs > 1) return;  // versions 1-2: the codebook input typed the output
+    int64_t dtype = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    const OrtOpAttr* attr = nullptr;
+    if (ok(api.ShapeInferContext_GetAttribute(ctx, "dtype", &attr)) && attr != nullptr) {
+      size_t got = 0;
+      Ort::ThrowOnError(api.ReadOpAttr(attr, ORT_OP_ATTR_INT, &dtype, sizeof dtype, &got));
+    }
+    const std::vector<int64_t> shape = inferred_ints(api, ctx, "weight_shape");
+    OrtTensorTypeAndShapeInfo* raw = nullptr;
+    Ort::ThrowOnError(api.CreateTensorTypeAndShapeInfo(&raw));
+    const std::unique_ptr<OrtTensorTypeAndShapeInfo, void (*)(OrtTensorTypeAndShapeInfo*)> info(
+        raw, [](OrtTensorTypeAndShapeInfo* p) { Ort::GetApi().ReleaseTensorTypeAndShapeInfo(p); });
+    Ort::ThrowOnError(
+        api.SetTensorElementType(info.get(), static_cast<ONNXTensorElementDataType>(dtype)));
+    Ort::ThrowOnError(api.SetDimensions(info.get(), shape.data(), shape.size()));
+    // ORT reads a symbolic name per dim beside the integer dims: none here.
+    std::vector<const char*> symbolic(shape.size(), "");
+    Ort::ThrowOnError(api.SetSymbolicDimensions(info.get(), symbolic.data(), symbolic.size()));
+    Ort::ThrowOnError(api.ShapeInferContext_SetOutputTypeShape(ctx, 0, info.get()));
   });
 }
 

@@ -38,4 +38,17 @@ struct OpTypes<ConstantKernel> {
   }
 };
 
+// Format version 3 gives the node no codebook input to type its output by: the output is
+// typed by the `dtype` attribute (float32 when absent) and shaped by `weight_shape`.
+// Versions 1-2 keep ORT's own typing from the codebook input.
+OrtStatusPtr ORT_API_CALL infer_constant_output(const OrtCustomOp* op,
+                                                OrtShapeInferContext* ctx) noexcept;
+
+template <>
+struct OpInference<ConstantKernel> {
+  static constexpr OrtStatusPtr(ORT_API_CALL* infer)(const OrtCustomOp*,
+                                                     OrtShapeInferContext*) =
+      infer_constant_output;
+};
+
 }  // namespace dc_onnx

@@ -15,13 +15,14 @@ namespace {
 using dc_onnx::CustomOp;
 
 // Op descriptions live for the whole process (ORT keeps pointers to them).
-// Optional: the bias (input 6; MatMul and Gather have none, the slot stays empty) and the
-// row scales (input 7; CompressedConstant: input 5).
-const CustomOp<dc_onnx::GemmKernel> kGemmOp("CompressedGemm", 8, 6);
-const CustomOp<dc_onnx::MatMulKernel> kMatMulOp("CompressedMatMul", 8, 6);
-const CustomOp<dc_onnx::ConvKernel> kConvOp("CompressedConv", 8, 6);
-const CustomOp<dc_onnx::ConstantKernel> kConstantOp("CompressedConstant", 6, 5);
-const CustomOp<dc_onnx::GatherKernel> kGatherOp("CompressedGather", 8, 6);
+// Required: X and the header (CompressedConstant: the header). Optional: the four streams
+// (inputs 2-5, empty from format version 3), the bias (input 6; MatMul and Gather have
+// none, the slot stays empty) and the row scales (input 7; CompressedConstant: 1-5).
+const CustomOp<dc_onnx::GemmKernel> kGemmOp("CompressedGemm", 8, 2);
+const CustomOp<dc_onnx::MatMulKernel> kMatMulOp("CompressedMatMul", 8, 2);
+const CustomOp<dc_onnx::ConvKernel> kConvOp("CompressedConv", 8, 2);
+const CustomOp<dc_onnx::ConstantKernel> kConstantOp("CompressedConstant", 6, 1);
+const CustomOp<dc_onnx::GatherKernel> kGatherOp("CompressedGather", 8, 2);
 
 constexpr const char* kDomain = "ai.dc_onnx";
 

@@ -32,6 +32,10 @@ const char* stream_name(StreamKind kind) noexcept {
   return "unknown";
 }
 
+uint16_t peek_format_version(const uint8_t* data, size_t size) noexcept {
+  return size < kHeaderFixedSize ? 0 : load_le<uint16_t>(data + 8);
+}
+
 std::vector<TocEntry> parse_header(const uint8_t* data, size_t size) {
   if (size < kHeaderFixedSize)
     fail_decode("side-file header too short (" + std::to_string(size) +
@@ -48,11 +52,13 @@ std::vector<TocEntry> parse_header(const uint8_t* data, size_t size) {
     fail_decode("side-file header has non-zero reserved fields (side file corrupted?)");
   const uint64_t n_streams = load_le<uint32_t>(data + 12);
   const uint64_t expected = kHeaderFixedSize + kTocEntrySize * n_streams;
-  if (expected != size)
-    fail_decode("side-file header is " + std::to_string(size) + " bytes but n_streams=" +
-                std::to_string(n_streams) + " needs " + std::to_string(expected));
+  const bool whole_file = version >= kWholeFileVersion;
+  if (whole_file ? expected > size : expected != size)
+    fail_decode(std::string(whole_file ? "side file" : "side-file header") + " is " +
+                std::to_string(size) + " bytes but n_streams=" + std::to_string(n_streams) +
+                " needs " + (whole_file ? "at least " : "") + std::to_string(expected));
   const uint8_t* toc_bytes = data + kHeaderFixedSize;
-  if (crc32(toc_bytes, size - kHeaderFixedSize) != load_le<uint32_t>(data + 16))
+  if (crc32(toc_bytes, expected - kHeaderFixedSize) != load_le<uint32_t>(data + 16))
     fail_decode("side-file TOC CRC-32 mismatch (side file corrupted?)");
 
   std::vector<TocEntry> toc(static_cast<size_t>(n_streams));
@@ -68,9 +74,13 @@ std::vector<TocEntry> parse_header(const uint8_t* data, size_t size) {
     if (load_le<uint16_t>(e + 30) != 0) fail_decode(where + " has a non-zero reserved field");
     if (t.kind < 1 || t.kind > 5)
       fail_decode(where + " has unknown kind " + std::to_string(t.kind));
-    // Streams follow the header; offset + nbytes must not wrap around.
-    if (t.offset < size || t.nbytes > UINT64_MAX - t.offset)
+    // Streams follow the header; offset + nbytes must not wrap around, and in a whole
+    // side file they must end inside it.
+    if (t.offset < expected || t.nbytes > UINT64_MAX - t.offset)
       fail_decode(where + " has an impossible offset/size");
+    if (whole_file && t.offset + t.nbytes > size)
+      fail_decode(where + " lies beyond the side file's " + std::to_string(size) +
+                  " bytes (side file truncated?)");
   }
   return toc;
 }

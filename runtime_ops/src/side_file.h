@@ -30,10 +30,19 @@ constexpr size_t kHeaderFixedSize = 24;
 constexpr size_t kTocEntrySize = 32;
 // Versions this library reads (docs/format.md says what each one added); it writes none.
 constexpr uint16_t kMinFormatVersion = 1;
-constexpr uint16_t kMaxFormatVersion = 2;
+constexpr uint16_t kMaxFormatVersion = 3;
+// From this version on, the header input is the whole side file (header, TOC, streams)
+// and each stream is the slice of it its TOC entry names; before, the header alone.
+constexpr uint16_t kWholeFileVersion = 3;
 
-// Parses and validates the header bytes (magic, version, reserved fields, size,
-// TOC CRC). Throws dc_onnx::DecodeError on any defect.
+// The format_version field, unchecked (0 when `size` cannot hold it): how to read the
+// header input before parse_header validates it.
+uint16_t peek_format_version(const uint8_t* data, size_t size) noexcept;
+
+// Parses and validates the header bytes (magic, version, reserved fields, size, TOC
+// CRC). Versions 1-2: `size` is the header's own; version 3: the whole side file, and
+// every TOC entry must lie in it after the header. Throws dc_onnx::DecodeError on any
+// defect.
 std::vector<TocEntry> parse_header(const uint8_t* data, size_t size);
 
 // `element_count` value for a stream whose count is only known after decoding.

@@ -6,6 +6,7 @@
 #include "decode_stats.h"
 #include "decoder.h"
 #include "kernel_info.h"
+#include "side_file.h"
 
 namespace dc_onnx {
 namespace {
@@ -27,8 +28,8 @@ Bytes constant_input(const OrtKernelInfo* info, size_t index, ONNXTensorElementD
 
 CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_t cols) {
   size_t num_inputs = 0;
-  if (!ok(Ort::GetApi().KernelInfo_GetInputCount(info, &num_inputs)) || num_inputs < 6)
-    fail("the node needs at least 6 inputs (X, header, codebook, codes, gaps, code_lengths)");
+  if (!ok(Ort::GetApi().KernelInfo_GetInputCount(info, &num_inputs)) || num_inputs < 2)
+    fail("the node needs at least 2 inputs (X, header)");
   LayerAttributes attrs;
   attrs.rows = rows;
   attrs.cols = cols;
@@ -38,17 +39,27 @@ CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_
 
   LayerStreams streams;
   streams.header = constant_input(info, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
-  streams.codebook = constant_input(info, 2, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4);
-  streams.codes = constant_input(info, 3, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
-  streams.gaps = constant_input(info, 4, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
-  streams.code_lengths = constant_input(info, 5, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
-  if (attrs.stream_ids.size() == 5) {
-    if (num_inputs < 8) fail("stream_ids names row scales but the node has no input 7");
-    streams.row_scales = constant_input(info, 7, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4);
+  if (peek_format_version(streams.header.data, streams.header.size) >= kWholeFileVersion) {
+    // The streams are slices of the side file (resolve_streams): the inputs stay empty.
+    for (const size_t i : {size_t{2}, size_t{3}, size_t{4}, size_t{5}, size_t{7}})
+      if (has_input(info, i))
+        fail(std::string("input ") + std::to_string(i) + " (" + kInputNames[i] +
+             ") must be empty: format version 3 reads the streams from the side file");
+  } else {
+    if (num_inputs < 6)
+      fail("the node needs at least 6 inputs (X, header, codebook, codes, gaps, code_lengths)");
+    streams.codebook = constant_input(info, 2, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4);
+    streams.codes = constant_input(info, 3, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+    streams.gaps = constant_input(info, 4, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+    streams.code_lengths = constant_input(info, 5, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, 1);
+    if (attrs.stream_ids.size() == 5) {
+      if (num_inputs < 8) fail("stream_ids names row scales but the node has no input 7");
+      streams.row_scales = constant_input(info, 7, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, 4);
+    }
   }
 
-  CsrMatrix csr = decode_layer(streams, attrs);
-  report_decode_stats(attr_string(info, "layer").value_or("?"), csr);
+  CsrMatrix csr = decode_layer(resolve_streams(streams, attrs.stream_ids), attrs);
+  report_decode_stats(layer_name(info), csr);
   return csr;
 }
 

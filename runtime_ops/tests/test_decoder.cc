@@ -1,6 +1,7 @@
 // Tests of the standalone decoder (decoder.h), built without ORT headers: decodes the
-// layers of a real side file (tests/data/seed.dcw, written by scripts/decoder_seed.py)
-// and compares them bit for bit with the Python reference decoder's weights
+// layers of a real side file (tests/data/seed.dcw, written by scripts/decoder_seed.py as
+// format version 1; read as version 3 too, where one buffer holds every stream) and
+// compares them bit for bit with the Python reference decoder's weights
 // (tests/data/seed.txt), then checks that truncations, byte flips and bad attributes
 // are refused with a DecodeError. Usage: test_decoder <directory with seed.*>.
 #include <cstdint>
@@ -94,6 +95,10 @@ struct SideFile {
   std::vector<dc_onnx::TocEntry> toc;
 
   explicit SideFile(std::vector<uint8_t> data) : bytes(std::move(data)) {
+    // Versions differ in wiring, not in bytes: read a seed of any version as version 1
+    // (separate inputs); test_whole_file_version reads it as version 3.
+    bytes.at(8) = 1;
+    bytes.at(9) = 0;
     const uint32_t n = uint32_t{bytes.at(12)} | uint32_t{bytes.at(13)} << 8 |
                        uint32_t{bytes.at(14)} << 16 | uint32_t{bytes.at(15)} << 24;
     header_size = dc_onnx::kHeaderFixedSize + dc_onnx::kTocEntrySize * n;
@@ -196,6 +201,66 @@ void test_resealed_truncation_is_refused(const SideFile& file, const Layer& l) {
   CHECK(contains(message, "gaps stream"));
 }
 
+bool refused_whole(const Bytes& file, const LayerAttributes& a, std::string* message = nullptr) {
+  LayerStreams given;
+  given.header = file;
+  try {
+    (void)dc_onnx::decode_layer(dc_onnx::resolve_streams(given, a.stream_ids), a);
+  } catch (const DecodeError& e) {
+    if (message != nullptr) *message = e.what();
+    return true;
+  }
+  return false;
+}
+
+// Format version 3: the same bytes, with version 3, are one buffer from which the layer
+// slices its streams; they decode as the separate inputs of version 1-2 do. Every byte
+// flip of the header and the layer's streams, a buffer that ends inside a stream the
+// layer reads, and a node that also gives a stream of its own are refused.
+void test_whole_file_version(const SideFile& file, const Layer& l) {
+  std::vector<uint8_t> whole = file.bytes;
+  whole[8] = dc_onnx::kWholeFileVersion;
+  whole[9] = 0;
+  LayerStreams given;
+  given.header = {whole.data(), whole.size()};
+  const LayerStreams sliced = dc_onnx::resolve_streams(given, l.attrs.stream_ids);
+  CHECK(dense(dc_onnx::decode_layer(sliced, l.attrs)) ==
+        dense(dc_onnx::decode_layer(file.streams(l.attrs), l.attrs)));
+
+  std::vector<std::pair<size_t, size_t>> ranges = {{0, file.header_size}};
+  for (const int64_t id : l.attrs.stream_ids) {
+    const auto& e = file.toc[static_cast<size_t>(id)];
+    ranges.emplace_back(static_cast<size_t>(e.offset), static_cast<size_t>(e.offset + e.nbytes));
+  }
+  std::vector<uint8_t> copy = whole;
+  for (const auto& [begin, end] : ranges)
+    for (size_t i = begin; i < end; ++i) {
+      copy[i] ^= 0x10;
+      CHECK(refused_whole({copy.data(), copy.size()}, l.attrs));
+      copy[i] = whole[i];
+    }
+
+  std::string message;
+  for (const auto& [begin, end] : ranges) {
+    if (begin == 0 || end == begin) continue;  // the header itself; an empty stream
+    CHECK(refused_whole({whole.data(), end - 1}, l.attrs, &message) &&
+          contains(message, "beyond"));
+  }
+  LayerStreams both = given;
+  both.codes = sliced.codes;
+  bool refused_both = false;
+  try {
+    (void)dc_onnx::resolve_streams(both, l.attrs.stream_ids);
+  } catch (const DecodeError& e) {
+    refused_both = contains(e.what(), "gives it as an input");
+  }
+  CHECK(refused_both);
+  LayerAttributes a = l.attrs;
+  a.stream_ids[1] = static_cast<int64_t>(file.toc.size());
+  CHECK(refused_whole({whole.data(), whole.size()}, a, &message) &&
+        contains(message, "out of range"));
+}
+
 void test_bad_attributes_are_refused(const SideFile& file, const Layer& l) {
   const LayerStreams s = file.streams(l.attrs);
   std::string message;
@@ -266,6 +331,7 @@ int main(int argc, char** argv) {
       test_truncations_are_refused(file, l);
       test_resealed_truncation_is_refused(file, l);
       test_bad_attributes_are_refused(file, l);
+      test_whole_file_version(file, l);
     } catch (const std::exception& e) {
       ++g_failures;
       std::fprintf(stderr, "layer '%s': unexpected exception: %s\n", l.name.c_str(), e.what());
