@@ -24,6 +24,8 @@ Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
 Target = Literal["ort", "portable"]
+Compensation = Literal["auto", "on", "off"]
+COMPENSATIONS: tuple[Compensation, ...] = ("auto", "on", "off")
 
 Check = Callable[[str, Any], None]
 
@@ -67,6 +69,11 @@ def check_bits_map(name: str, value: Mapping[str, int]) -> None:
 def check_init(name: str, value: str) -> None:
     if value not in INITS:
         raise ValueError(f"{name} must be one of {', '.join(INITS)}, got '{value}'")
+
+
+def check_compensation(name: str, value: str) -> None:
+    if value not in COMPENSATIONS:
+        raise ValueError(f"{name} must be one of {', '.join(COMPENSATIONS)}, got '{value}'")
 
 
 def check_non_negative(name: str, value: float) -> None:
@@ -199,6 +206,12 @@ class ClusterOptions(OptionGroup):
         None, "k-means start: mse (least squared error: density^(1/3) start, empty clusters"
         " split the worst) or the paper's linear, density, random (default: mse without"
         " retraining, linear with)", check=check_init,
+    )  # fmt: skip
+    compensate: Compensation = option(
+        "auto", "error-compensating rounding of Gemm/MatMul/Conv weights from the layer"
+        " inputs of the calibration inputs (GPTQ-style; docs/budget.md): auto: on inputs"
+        " from a file (--calibration); on: synthesized inputs too; off: nearest value only."
+        " Never with retraining", check=check_compensation,
     )  # fmt: skip
     max_iterations: int | None = option(None, check=check_count)  # None: the start's own
     seed: int = 0  # random initialisation only

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from dc_onnx import blocks
+from dc_onnx.compensate import ColumnRounder, compensate_groups
 
 logger = logging.getLogger(__name__)
 
@@ -355,12 +356,20 @@ def share_rows(
     return RowScaled(values, scales.astype(np.float32), codebook.astype(np.float32), iterations)
 
 
-def _row_relative_error(a: np.ndarray, b: np.ndarray, importance: np.ndarray | None) -> float:
+def _row_relative_error(
+    a: np.ndarray, b: np.ndarray, importance: np.ndarray | None, hessian: np.ndarray | None = None
+) -> float:
     """Sum over rows of each row's squared error relative to its own power: every output
     channel counts alike, whatever its magnitude. (The plain squared error is all in the
     largest rows: one codebook for a weight whose rows differ by 100x leaves the small
     rows with errors as large as the rows themselves, and the layers after a small
-    channel, a BatchNorm folded into it, see only that channel's own scale.)"""
+    channel, a BatchNorm folded into it, see only that channel's own scale.)
+    With `hessian`, errors and powers are those of each row's output through H."""
+    if hessian is not None:
+        a64 = a.astype(np.float64)
+        error = _output_energy(a64 - b.astype(np.float64), hessian)
+        power = _output_energy(a64, hessian)
+        return float(np.sum(error / np.where(power > 0, power, 1.0)))
     d = np.square(a.astype(np.float64) - b.astype(np.float64))
     if importance is not None:
         d *= importance
@@ -368,13 +377,26 @@ def _row_relative_error(a: np.ndarray, b: np.ndarray, importance: np.ndarray | N
     return float(np.sum(d.sum(axis=1) / np.where(power > 0, power, 1.0)))
 
 
+def _output_energy(rows: np.ndarray, hessian: np.ndarray) -> np.ndarray:
+    """r^T H r for each row r of [rows, cols] (H per group of consecutive rows when 3-D)."""
+    if hessian.ndim == 2:
+        return np.einsum("rc,rc->r", rows @ hessian, rows)
+    per = rows.shape[0] // hessian.shape[0]
+    grouped = rows.reshape(hessian.shape[0], per, -1)
+    return np.einsum("grc,grc->gr", grouped @ hessian, grouped).reshape(-1)
+
+
 def rows_pay(
-    matrix: np.ndarray, per_tensor: np.ndarray, rows: RowScaled, importance: np.ndarray | None
+    matrix: np.ndarray,
+    per_tensor: np.ndarray,
+    rows: RowScaled,
+    importance: np.ndarray | None,
+    hessian: np.ndarray | None = None,
 ) -> bool:
-    """Whether the row-scaled form's lower error (relative to each row's power) is worth
-    its scales (_SCALE_BITS)."""
-    before = _row_relative_error(matrix, per_tensor, importance)
-    after = _row_relative_error(matrix, rows.values, importance)
+    """Whether the row-scaled form's lower error (relative to each row's power; through H,
+    when given, the output's) is worth its scales (_SCALE_BITS)."""
+    before = _row_relative_error(matrix, per_tensor, importance, hessian)
+    after = _row_relative_error(matrix, rows.values, importance, hessian)
     if after >= before:
         return False
     if after == 0:
@@ -392,6 +414,7 @@ def quantize(
     seed: int = 0,
     importance: np.ndarray | None = None,
     row_axis: int | None = None,
+    hessian: np.ndarray | None = None,
 ) -> np.ndarray:
     """The dense result of compressing `array`: the smallest `sparsity` fraction set to zero,
     then the survivors sharing `2**bits - 1` values (zero is the extra code). The same math as
@@ -400,7 +423,12 @@ def quantize(
 
     `row_axis` is the axis of `array` that indexes the rows of its stored matrix (the
     output channels: `WeightGroup.row_axis`); with it, and the `mse` start, the rows get
-    scales of their own where that pays (`share_layer`), as the compiler does."""
+    scales of their own where that pays (`share_layer`), as the compiler does.
+
+    `hessian` (H = sum x x^T of the inputs the stored matrix's columns multiply, from
+    dc_onnx.budget.activations; needs `row_axis`) makes the pruning and the sharing
+    error-compensating (dc_onnx.compensate): the same zeros and codebook, with the values
+    chosen for the least output error on those inputs."""
     if not 1 <= bits <= 8:
         raise ValueError(f"weight bits must be in 1..8, got {bits}")
     if not 0.0 <= sparsity < 1.0:
@@ -410,14 +438,49 @@ def quantize(
     # A weight above one block is clustered block by block, with one codebook
     # (dc_onnx.large_weights): no row scales there either.
     if row_axis is not None and array.ndim >= 2 and array.nbytes <= blocks.BLOCK_BYTES:
+        if sparsity > 0:
+            pruned = compensate_pruning(array, pruned, row_axis, hessian)
         matrix = np.moveaxis(pruned, row_axis, 0)
         moved_shape = matrix.shape
         weights = None
         if importance is not None:
             weights = np.moveaxis(np.asarray(importance), row_axis, 0).reshape(moved_shape[0], -1)
-        shared = share_layer(matrix.reshape(moved_shape[0], -1), k, init, seed, weights)
+        shared = share_layer(
+            matrix.reshape(moved_shape[0], -1), k, init, seed, weights, hessian=hessian
+        )
         return np.moveaxis(shared.values.reshape(moved_shape), 0, row_axis)
     return _share_tensor(pruned, k, init, array.dtype, seed, importance)
+
+
+def compensable(matrix: np.ndarray, hessian: np.ndarray | None) -> bool:
+    """Whether error compensation applies to this [rows, cols] stored matrix with this H:
+    float32 (the layers H is collected for), finite, within one block, and H matching its
+    columns."""
+    if hessian is None or matrix.dtype != np.float32 or matrix.ndim != 2:
+        return False
+    if matrix.nbytes > blocks.BLOCK_BYTES:  # the passes take such weights block by block
+        return False
+    if hessian.shape[-2:] != (matrix.shape[1], matrix.shape[1]):
+        return False
+    groups = hessian.shape[0] if hessian.ndim == 3 else 1
+    return matrix.shape[0] % groups == 0 and bool(np.isfinite(matrix).all())
+
+
+def compensate_pruning(
+    original: np.ndarray, pruned: np.ndarray, row_axis: int, hessian: np.ndarray | None
+) -> np.ndarray:
+    """`pruned` (the magnitude pruning of `original`, same zeros) with the surviving weights
+    corrected for the pruned ones' output error through H (SparseGPT with a fixed mask).
+    Without a usable H, `pruned` itself."""
+    matrix = np.moveaxis(original, row_axis, 0)
+    moved_shape = matrix.shape
+    matrix = matrix.reshape(moved_shape[0], -1)
+    if not compensable(matrix, hessian):
+        return pruned
+    assert hessian is not None
+    mask = np.moveaxis(pruned, row_axis, 0).reshape(matrix.shape) != 0
+    values = compensate_groups(matrix, hessian, ColumnRounder(mask))
+    return np.moveaxis(values.astype(original.dtype).reshape(moved_shape), 0, row_axis)
 
 
 def _share_tensor(
@@ -455,12 +518,17 @@ def share_layer(
     importance: np.ndarray | None = None,
     max_iterations: int | None = None,
     row_scales: bool = True,
+    hessian: np.ndarray | None = None,
 ) -> SharedLayer:
     """A [rows, cols] stored matrix (zeros are pruned weights) sharing k non-zero values:
     one codebook for the whole weight, or, with the `mse` start, row scales and a shared
     codebook of normalised values when `rows_pay` says so (and `row_scales` allows). The
     paper's starts (`linear`, `density`, `random`) keep the one-codebook form, bit for bit
-    as before."""
+    as before.
+
+    With `hessian` (see `quantize`) the codebooks stay the k-means ones and each weight
+    takes the codebook value that error compensation picks (dc_onnx.compensate), and the
+    choice between the two forms compares output errors through H."""
     mask = matrix != 0
     per_tensor = matrix.copy()
     iterations = 0
@@ -469,9 +537,19 @@ def share_layer(
         per_tensor[mask], iterations = share_values(
             matrix[mask], k, init, matrix.dtype, max_iterations, seed, weights
         )
+    if not compensable(matrix, hessian):
+        hessian = None
+    if hessian is not None and mask.any():
+        grid = np.unique(per_tensor[mask])
+        per_tensor = compensate_groups(matrix, hessian, ColumnRounder(mask, grid))
+        per_tensor = per_tensor.astype(matrix.dtype)
     if init != "mse" or not row_scales:
         return SharedLayer(per_tensor, None, iterations)
     rows = share_rows(matrix, k, init, seed, importance, max_iterations)
-    if rows is None or not rows_pay(matrix, per_tensor, rows, importance):
+    if rows is not None and hessian is not None:
+        rounder = ColumnRounder(mask, rows.codebook, rows.scales)
+        values = compensate_groups(matrix, hessian, rounder).astype(np.float32)
+        rows = dataclasses.replace(rows, values=values)
+    if rows is None or not rows_pay(matrix, per_tensor, rows, importance, hessian):
         return SharedLayer(per_tensor, None, iterations)
     return SharedLayer(rows.values, rows, rows.iterations)

@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx_ir as ir
 
+from dc_onnx.budget.activations import LayerInputs
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.options import DEFAULT_QUALITY, CompileOptions
 from dc_onnx.passes.allocate import AllocatePass
@@ -73,6 +74,7 @@ class Context:
 
     data: TrainingData | None = None
     calibration: Calibration | None = None
+    layer_inputs: LayerInputs | None = None  # error compensation's H, shared by the passes
 
 
 def _canonicalize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
@@ -91,7 +93,7 @@ def _prune(
         given.sparsity, dict(given.sparsity_per_layer), quality, options.min_weight_elements
     )
     if not retrain:
-        return [PrunePass(policy)]
+        return [PrunePass(policy, ctx.layer_inputs)]
     assert ctx.data is not None
     passes: list[ir.passes.PassBase] = []
     rounds = given.rounds
@@ -121,6 +123,7 @@ def _allocate(
             budget.analysis_samples,
             options.cluster.init or init,
             options.min_weight_elements,
+            ctx.layer_inputs,
         )
     ]
 
@@ -130,7 +133,8 @@ def _cluster(
 ) -> list[ir.passes.PassBase]:
     """`init` is the recipe's k-means start, used unless the options name one; row scales
     where they pay, unless the recipe retrains the centroids (one codebook per weight)."""
-    return [ClusterPass(options.cluster, options.min_weight_elements, init, row_scales)]
+    cluster = options.cluster
+    return [ClusterPass(cluster, options.min_weight_elements, init, row_scales, ctx.layer_inputs)]
 
 
 def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:
@@ -185,6 +189,21 @@ def build_passes(
             f"without data use --recipe {DEFAULT_WITHOUT_DATA}"
         )
     passes: list[ir.passes.PassBase] = [SimplifyPass()] if options.simplify else []
+    layer_inputs = None
+    if compensates(options, calibration) and not needs_data(steps):
+        assert calibration is not None
+        layer_inputs = LayerInputs(calibration)
+    ctx = Context(data, calibration, layer_inputs)
     for step in steps:
-        passes += BUILDERS[step.builder](options, Context(data, calibration), **step.params)
+        passes += BUILDERS[step.builder](options, ctx, **step.params)
     return passes
+
+
+def compensates(options: CompileOptions, calibration: Calibration | None) -> bool:
+    """Whether the layers' rounding compensates errors (ClusterOptions.compensate): with
+    `auto`, only on inputs the user gave. Compensation fits the inputs it sees, and
+    synthesized ones are a guess at the real ones (noise images are no photographs)."""
+    mode = options.cluster.compensate
+    if mode == "off" or calibration is None:
+        return False
+    return mode == "on" or calibration.source == "file"

@@ -80,6 +80,9 @@ class Report:
     kept_dense: list[str] = dataclasses.field(default_factory=list)
     # Weight -> why the budget's safety net kept it exact (dc_onnx/budget/safety.py).
     kept_exact: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Layers whose rounding compensated errors through their calibration inputs
+    # (dc_onnx.compensate), as the cluster pass reports them.
+    compensated: list[str] = dataclasses.field(default_factory=list)
 
     def set_error(self, error: Any, max_error: float | None, calibration: dict[str, Any]) -> None:
         """`max_error` None: measured, with no budget to hold it to."""
@@ -101,7 +104,17 @@ class Report:
         found = stats_of(records, CanonicalizeStats)
         weights = [] if found is None else found.survey.weights
         left = ([] if found is None else found.survey.left) + lowered.left
-        return cls(layers, list(records), original_bytes, weights=weights, left=left)
+        compensated = [
+            name
+            for record in records
+            if record.name == "cluster" and isinstance(record.stats, dict)
+            for name, layer in record.stats.get("layers", {}).items()
+            if layer.get("compensated")
+        ]
+        return cls(
+            layers, list(records), original_bytes, weights=weights, left=left,
+            compensated=compensated,
+        )  # fmt: skip
 
     @property
     def ratio(self) -> float | None:
@@ -123,6 +136,7 @@ class Report:
             "calibration": self.calibration,
             "kept_dense": self.kept_dense,
             "kept_exact": self.kept_exact,
+            "compensated": self.compensated,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "passes": [record.to_json() for record in self.passes],
             "weights": self.weights,
@@ -172,6 +186,11 @@ class Report:
             lines.append(
                 f"kept exact: {', '.join(self.kept_exact)} (the safety net: the compiled model "
                 "measured over budget with them compressed)"
+            )
+        if self.compensated:
+            lines.append(
+                f"compensated: {len(self.compensated)} of {len(self.layers)} layers rounded to "
+                "cancel errors on their calibration inputs (--compensate)"
             )
         lines.extend(self._error_lines())
         seconds = sum(p.seconds for p in self.passes)

@@ -22,6 +22,7 @@ from typing import Any
 import onnx_ir as ir
 
 from dc_onnx.budget import cache
+from dc_onnx.budget.activations import LayerInputs
 from dc_onnx.budget.allocate import Allocation, Allocator
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import KEEP, Setting
@@ -49,6 +50,7 @@ class AllocatePass(CompilerPass):
         analysis_samples: int = ANALYSIS_SAMPLES,
         init: Init = "mse",
         min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
+        layer_inputs: LayerInputs | None = None,
     ) -> None:
         super().__init__()
         if not max_error > 0:
@@ -59,6 +61,7 @@ class AllocatePass(CompilerPass):
         self.analysis_samples = analysis_samples
         self.init: Init = init  # the k-means start the cluster pass will use
         self.min_weight_elements = min_weight_elements  # storage weights from this size
+        self.layer_inputs = layer_inputs  # error compensation's H (None: plain rounding)
         self.analysis: Analysis | None = None
         self._warned_unobserved = False  # the warning is given once, not on every retry
         self._cache: Path | None = None  # dc_onnx.budget.cache: points kept between compiles
@@ -79,12 +82,17 @@ class AllocatePass(CompilerPass):
             self.stats = {"layers": {}}
             return ir.passes.PassResult(model, False)
         simulator = Simulator(model, groups, self.calibration)
+        hessians = None
+        if self.layer_inputs is not None:
+            hessians = self.layer_inputs.collect(model, groups).by_weight
         if self.analysis is None:
             subset = self.calibration.head(self.analysis_samples)
             give_up = max(GIVE_UP_FACTOR * self.max_error, GIVE_UP_MIN)
-            self._cache = cache.cache_path(model, groups, subset, self.init)
+            self._cache = cache.cache_path(model, groups, subset, self.init, hessians)
             known = cache.load(self._cache)
-            self.analysis = analyze(groups, simulator, subset, give_up, self.init, known=known)
+            self.analysis = analyze(
+                groups, simulator, subset, give_up, self.init, known=known, hessians=hessians
+            )
         else:  # a retry on a fresh copy of the model: same weights, new graph objects
             by_weight = {str(g.weight.name): g for g in groups}
             for layer in self.analysis.layers:
@@ -134,6 +142,7 @@ class AllocatePass(CompilerPass):
             "analysis_runs": self.analysis.runs,
             **allocation.to_json(),
             "kept_exact": dict(self.kept_exact),
+            "compensated": sorted(hessians or {}),
             "unobserved": unobserved,
             "layers": layers,
         }

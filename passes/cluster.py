@@ -9,6 +9,10 @@ Storage-form float weights are clustered with the allocate pass's bits, else `bi
 fp16/bf16 centroids are rounded to the weight's dtype, so the codebook holds values that
 dtype represents exactly.
 Integer weights (already quantized) are never clustered: they are stored losslessly.
+
+With error compensation (dc_onnx.compensate), a layer weight keeps its k-means codebook
+but each weight takes the codebook value that compensates the rounding errors of the
+earlier columns through H (dc_onnx.budget.activations), as the budget simulated.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from dc_onnx import scratch
+from dc_onnx.budget.activations import LayerInputs
 from dc_onnx.errors import CompileError
 from dc_onnx.large_weights import cluster_large, distinct_values, is_large
 from dc_onnx.layers import (
@@ -37,7 +42,7 @@ from dc_onnx.layers import (
 from dc_onnx.options import ClusterOptions
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.progress import track
-from dc_onnx.quantize import Init, kmeans_1d, share_layer
+from dc_onnx.quantize import Init, compensable, kmeans_1d, share_layer
 
 __all__ = ["ClusterOptions", "ClusterPass", "Init", "kmeans_1d"]
 
@@ -75,9 +80,11 @@ class ClusterPass(CompilerPass):
         min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
         default_init: Init = "mse",
         row_scales: bool = True,
+        layer_inputs: LayerInputs | None = None,
     ) -> None:
         super().__init__()
         self.options = options
+        self.layer_inputs = layer_inputs  # error compensation's H (None: nearest values)
         self.row_scales = row_scales
         self.min_weight_elements = min_weight_elements
         self.init: Init = options.init or default_init
@@ -94,6 +101,8 @@ class ClusterPass(CompilerPass):
         modified = False
         layers = {}
         groups = self.weights(model)
+        if self.layer_inputs is not None:
+            self.layer_inputs.collect(model, groups)  # collected already unless cluster is first
         for i, group in enumerate(track(groups, "cluster"), 1):
             bits = bits_of(self.options, group)
             if isinstance(group, WeightGroup) and is_large(group):  # never copied whole
@@ -104,6 +113,9 @@ class ClusterPass(CompilerPass):
                 continue
             w = group.array()
             mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
+            hessian = None
+            if self.layer_inputs is not None and isinstance(group, WeightGroup):
+                hessian = self.layer_inputs.get(str(group.weight.name))
             try:
                 layer = share_layer(
                     np.ascontiguousarray(stored_matrix_of(group, w)),
@@ -112,6 +124,7 @@ class ClusterPass(CompilerPass):
                     seed=self.options.seed,
                     max_iterations=self.options.max_iterations,
                     row_scales=self.row_scales,
+                    hessian=hessian,
                 )
             except ValueError as e:
                 raise CompileError(f"layer '{group.name}': {e}") from None
@@ -130,6 +143,7 @@ class ClusterPass(CompilerPass):
                 "iterations": layer.iterations,
                 "nonfinite": int(np.count_nonzero(~np.isfinite(w))),
                 "relative_error": _relative_error(w, shared),
+                "compensated": compensable(stored_matrix_of(group, w), hessian),
             }
             del w, shared, layer
             scratch.release(group.weight.const_value)  # one weight at a time in memory
@@ -140,6 +154,8 @@ class ClusterPass(CompilerPass):
                 bits, layers[group.name]["iterations"], layers[group.name]["relative_error"],
             )  # fmt: skip
         self.stats = {"layers": layers}
+        if self.layer_inputs is not None:
+            self.stats["compensation"] = self.layer_inputs.to_json()
         return ir.passes.PassResult(model, modified)
 
     def ensures(self, model: ir.Model) -> None:

@@ -8,6 +8,10 @@ Storage-form weights (LSTM, embedding tables, elementwise constants, ...) feed o
 sensitivity to zeros is unknown, so they are pruned only when a per-layer glob names them
 or the allocate pass chose a sparsity for them (it measured the cost). Integer weights
 (already quantized) are never pruned.
+
+With error compensation (dc_onnx.compensate, H from dc_onnx.budget.activations), the
+surviving weights of a layer are corrected for the output error of the pruned ones; the
+zeros are the same.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from dc_onnx import scratch
+from dc_onnx.budget.activations import LayerInputs
 from dc_onnx.layers import (
     DEFAULT_MIN_ELEMENTS,
     StoredWeight,
@@ -32,7 +37,7 @@ from dc_onnx.layers import (
 )
 from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
-from dc_onnx.quantize import prune_array
+from dc_onnx.quantize import compensate_pruning, prune_array
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +179,10 @@ def _partway(sparsity: float, fraction: float) -> float:
 class PrunePass(CompilerPass):
     name = "prune"
 
-    def __init__(self, policy: PrunePolicy) -> None:
+    def __init__(self, policy: PrunePolicy, layer_inputs: LayerInputs | None = None) -> None:
         super().__init__()
         self.policy = policy
+        self.layer_inputs = layer_inputs  # error compensation's H (None: zeros only)
 
     def requires(self, model: ir.Model) -> None:
         refuse_unmatched("--sparsity-per-layer", self.policy.per_layer, self.policy.weights(model))
@@ -184,7 +190,10 @@ class PrunePass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
-        for group in self.policy.weights(model):
+        weights = self.policy.weights(model)
+        if self.layer_inputs is not None:
+            self.layer_inputs.collect(model, weights)  # once per compile, before any change
+        for group in weights:
             target = self.policy.target(group)
             w = group.array()
             size, before = int(w.size), _count_nonzero(w)
@@ -201,6 +210,9 @@ class PrunePass(CompilerPass):
                 del flat
             elif target is not None:
                 pruned_array = prune_array(w, *target)
+                if self.layer_inputs is not None and isinstance(group, WeightGroup):
+                    hessian = self.layer_inputs.get(str(group.weight.name))
+                    pruned_array = compensate_pruning(w, pruned_array, group.row_axis, hessian)
                 if not np.array_equal(pruned_array, w, equal_nan=True):
                     group.set_array(pruned_array)
                 del w, pruned_array

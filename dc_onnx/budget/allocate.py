@@ -133,6 +133,7 @@ class Allocator:
                 setting.sparsity,
                 sizes.init,
                 row_axis=row_axis_of(sizes.group),
+                hessian=self.analysis.hessians.get(layer.weight),
             )
         return self._arrays[key]
 

@@ -16,10 +16,11 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from dc_onnx.budget.calibration import Calibration
@@ -32,20 +33,29 @@ Points = dict[str, dict[str, dict[float, float]]]  # weight -> "bits"/"sparsity"
 
 
 def cache_path(
-    model: ir.Model, groups: Sequence[AnalysedWeight], calibration: Calibration, init: str
+    model: ir.Model,
+    groups: Sequence[AnalysedWeight],
+    calibration: Calibration,
+    init: str,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> Path | None:
-    """The cache file of this analysis, or None when caching is off (or impossible)."""
+    """The cache file of this analysis, or None when caching is off (or impossible).
+    `hessians`: error compensation's H per weight, when the points use it."""
     directory = os.environ.get(ENV)
     if not directory:
         return None
     digest = hashlib.sha256()
     import dc_onnx.budget.sensitivity as sensitivity
     import dc_onnx.budget.simulate as simulate
+    import dc_onnx.compensate as compensate
     import dc_onnx.quantize as quantize
 
-    for module in (sensitivity, simulate, quantize):
+    for module in (sensitivity, simulate, quantize, compensate):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(init.encode())
+    for name, h in sorted((hessians or {}).items()):
+        digest.update(b"H" + name.encode())
+        digest.update(np.ascontiguousarray(h).tobytes())
     try:
         digest.update(ir.to_proto(model).SerializeToString())
     except ValueError:  # over protobuf's 2 GB: no cache

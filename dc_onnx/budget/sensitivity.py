@@ -28,7 +28,7 @@ from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
 from dc_onnx.budget.simulate import Simulator
 from dc_onnx.layers import AnalysedWeight, row_axis_of
-from dc_onnx.quantize import Init, prune_array, quantize
+from dc_onnx.quantize import Init, compensate_pruning, prune_array, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,8 @@ class Analysis:
     exact: bool = False  # every point measured (else anchors, the rest predicted)
     runs: int = 0  # model runs so far
     init: Init = "mse"
+    # error compensation's H per weight (dc_onnx.budget.activations); absent: plain rounding
+    hessians: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,12 +199,15 @@ class Analysis:
         """Measure one point of one curve (`knob` "bits" or "sparsity") and keep it."""
         start = time.perf_counter()
         array = layer.sizes.array
+        row_axis = row_axis_of(layer.sizes.group)  # row scales where the compiler takes them
+        hessian = self.hessians.get(layer.weight)
         if knob == "bits":
-            row_axis = row_axis_of(layer.sizes.group)  # row scales where the compiler takes them
-            simulated = quantize(array, int(value), 0.0, self.init, row_axis=row_axis)
+            simulated = quantize(array, int(value), 0.0, self.init, row_axis=row_axis,
+                                 hessian=hessian)  # fmt: skip
             curve = layer.bits
         else:
             simulated = prune_array(array, "sparsity", float(value))
+            simulated = compensate_pruning(array, simulated, row_axis, hessian)
             curve = layer.sparsity
         error = simulator.error({layer.weight: simulated}, self.calibration).worst
         curve.measured[value] = error
@@ -313,6 +318,7 @@ def analyze(
     init: Init = "mse",
     exact: bool = False,
     known: Mapping[str, Mapping[str, Mapping[float, float]]] | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> Analysis:
     """Every weight's curves on `calibration` (a subset of the simulator's).
 
@@ -322,10 +328,11 @@ def analyze(
     sparsity upwards; the anchors too) stops after the first error above it: harsher
     settings would never be chosen, so they are not run. `known` (weight -> "bits" /
     "sparsity" -> point -> error, from dc_onnx.budget.cache) holds points measured before:
-    they count as measured and are not run again.
+    they count as measured and are not run again. `hessians` (weight -> H) makes the
+    points of those weights error-compensating, as the prune and cluster passes will be.
     """
     start = time.perf_counter()
-    analysis = Analysis([], calibration, 0.0, exact=exact, init=init)
+    analysis = Analysis([], calibration, 0.0, exact=exact, init=init, hessians=hessians or {})
     for i, group in enumerate(groups, 1):
         array = group.array()
         bits_x, sparsity_x = perturbations(array, init)

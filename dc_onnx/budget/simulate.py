@@ -124,7 +124,7 @@ def run_batches(session: Any, calibration: Calibration, extra: Mapping[str, Any]
     return results
 
 
-def _self_contained(model: ir.Model) -> onnx.ModelProto:
+def self_contained(model: ir.Model) -> onnx.ModelProto:
     """The model as a proto with its external data read in: ORT gets it as bytes, where a
     file reference relative to the model's folder cannot be resolved. The model itself
     keeps its tensors external (the output keeps them so too)."""
@@ -152,7 +152,7 @@ class Simulator:
         self._fed = [
             n for n in self._weights if n in initializers and _feedable(self._weights[n].array())
         ]
-        proto = _self_contained(model)
+        proto = self_contained(model)
         fed = set(self._fed)
         kept = [t for t in proto.graph.initializer if t.name not in fed]
         moved = [t for t in proto.graph.initializer if t.name in fed]

@@ -1,0 +1,321 @@
+"""The second moments of the inputs each layer weight multiplies, from calibration inputs.
+
+For a layer y = W x (Gemm / MatMul with a constant weight, Conv with x the im2col patches)
+the output error of a changed W is tr((W - Q) H (W - Q)^T) with H = sum x x^T over the
+calibration inputs: what error compensation (dc_onnx.compensate) needs. H is indexed like
+the columns of the weight's stored matrix (docs/format.md: [out, in]; a Conv's in is
+Cin/group * kernel, in that order); a grouped Conv gets one H per group, [groups, cols, cols].
+
+The layer inputs are added as outputs of one plain ORT session on the model, which runs
+each calibration batch once; each batch's activations are reduced to X^T X at once, so
+no more than one batch of activations is held. Weights no H is collected for (embedding
+tables, storage-form weights, ConvTranspose and 3-D Conv decode forms, layers whose
+padding cannot be read, or H larger than MAX_COLUMNS) keep the plain rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from dc_onnx.budget.calibration import Calibration
+from dc_onnx.budget.simulate import self_contained
+from dc_onnx.errors import InputError
+from dc_onnx.layers import AnalysedWeight, Layer, WeightGroup
+
+logger = logging.getLogger(__name__)
+
+# Columns of the largest H collected: 4096^2 float64 is 128 MiB.
+MAX_COLUMNS = 4096
+# Input vectors per column of H below which a weight is not compensated (see collect).
+MIN_ROWS_PER_COLUMN = 4
+# Rows of activations (patches) reduced per matrix product, to bound the im2col copy.
+_CHUNK_ROWS = 1 << 14
+
+
+@dataclasses.dataclass
+class Hessians:
+    """H per weight name, and what it was collected on."""
+
+    by_weight: dict[str, np.ndarray]
+    rows: dict[str, int]  # weight -> input vectors (rows of X) its H sums
+    samples: int
+    seconds: float
+    left_out: dict[str, str]  # weight -> why it has no H
+
+    def get(self, weight: str) -> np.ndarray | None:
+        return self.by_weight.get(weight)
+
+
+def _shape_of(layer: Layer) -> tuple[int, ...]:
+    tensor = layer.weight.const_value
+    assert tensor is not None
+    return tuple(int(d) for d in tensor.shape.numpy())
+
+
+def _activation(layer: Layer) -> ir.Value | None:
+    """The value multiplied by the weight: Gemm's A, Conv's X, MatMul's other input."""
+    inputs = list(layer.node.inputs)
+    if layer.node.op_type == "MatMul":
+        return inputs[1 - layer.weight_side]
+    return inputs[0]
+
+
+def _columns(layer: Layer) -> int | None:
+    """Columns of the layer's stored matrix, or None where no H is collected."""
+    shape = _shape_of(layer)
+    if layer.kind == "conv":
+        if layer.decoded or layer.node.op_type != "Conv":
+            return None
+        return math.prod(shape[1:])
+    if layer.kind == "fc":
+        return shape[0] if layer.transposed else shape[1]
+    return None
+
+
+def _gemm_rows(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """The inputs of a Gemm / MatMul as rows of [samples, cols]."""
+    if layer.node.op_type == "Gemm":
+        return x.T if layer.node.attributes.get_int("transA", 0) else x
+    if layer.weight_side == 0:  # W @ X: the columns of X are the inputs
+        x = np.swapaxes(x, -1, -2) if x.ndim >= 2 else x
+    return x.reshape(-1, x.shape[-1])
+
+
+def _conv_pads(layer: Layer, spatial: Sequence[int], kernel: Sequence[int]) -> list[int] | None:
+    attrs = layer.node.attributes
+    nd = len(kernel)
+    strides = list(attrs.get_ints("strides", [1] * nd))
+    dilations = list(attrs.get_ints("dilations", [1] * nd))
+    auto_pad = attrs.get_string("auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", ""):
+        return list(attrs.get_ints("pads", [0] * (2 * nd)))
+    if auto_pad == "VALID":
+        return [0] * (2 * nd)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        return None
+    begin, end = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small = total // 2
+        first = small if auto_pad == "SAME_UPPER" else total - small
+        begin.append(first)
+        end.append(total - first)
+    return begin + end
+
+
+def _conv_patches(layer: Layer, x: np.ndarray) -> Iterator[np.ndarray]:
+    """im2col patches of a Conv input [N, C, *spatial], as [rows, groups, cols] chunks whose
+    columns follow the weight's (c, *kernel) order within each group."""
+    shape = _shape_of(layer)
+    kernel = shape[2:]
+    nd = len(kernel)
+    attrs = layer.node.attributes
+    groups = attrs.get_int("group", 1)
+    strides = list(attrs.get_ints("strides", [1] * nd))
+    dilations = list(attrs.get_ints("dilations", [1] * nd))
+    pads = _conv_pads(layer, x.shape[2:], kernel)
+    if pads is None or x.ndim != nd + 2:
+        raise ValueError("unsupported padding or input rank")
+    channels = x.shape[1]
+    per_group = channels // groups
+    cols = per_group * math.prod(kernel)
+    width = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)]
+    padded = np.pad(x, width)
+    window = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
+    axes = tuple(range(2, nd + 2))
+    view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=axes)
+    step = (slice(None), slice(None))
+    step += tuple(slice(None, None, s) for s in strides)
+    step += tuple(slice(None, None, d) for d in dilations)
+    view = view[step]  # [N, C, *out, *kernel]
+    out_shape = view.shape[2 : nd + 2]
+    per_row = max(1, math.prod(out_shape[1:]))  # positions per step of the first out axis
+    rows_per_chunk = max(1, _CHUNK_ROWS // per_row)
+    for n in range(x.shape[0]):
+        sample = np.moveaxis(view[n], 0, nd)  # [*out, C, *kernel]
+        for start in range(0, out_shape[0], rows_per_chunk):
+            chunk = np.ascontiguousarray(sample[start : start + rows_per_chunk], np.float32)
+            yield chunk.reshape(-1, groups, cols)
+
+
+def _accumulate(layer: Layer, x: np.ndarray, h: np.ndarray) -> int:
+    """Add X^T X of this batch's input of `layer` to `h` ([cols, cols] or [groups, ...]);
+    returns the rows of X (input vectors) added."""
+    count = 0
+    if layer.kind == "conv":
+        for patches in _conv_patches(layer, x):
+            count += patches.shape[0]
+            if h.ndim == 2:
+                flat = patches[:, 0, :]
+                h += (flat.T @ flat).astype(np.float64)
+            else:
+                grouped = np.transpose(patches, (1, 0, 2))  # [groups, rows, cols]
+                h += (np.transpose(grouped, (0, 2, 1)) @ grouped).astype(np.float64)
+        return count
+    rows = _gemm_rows(layer, x).astype(np.float32)
+    for start in range(0, rows.shape[0], _CHUNK_ROWS):
+        part = rows[start : start + _CHUNK_ROWS]
+        h += (part.T @ part).astype(np.float64)
+    return int(rows.shape[0])
+
+
+def _empty(layer: Layer, cols: int) -> np.ndarray:
+    groups = layer.node.attributes.get_int("group", 1) if layer.kind == "conv" else 1
+    return np.zeros((groups, cols, cols) if groups > 1 else (cols, cols))
+
+
+def collect(
+    model: ir.Model, weights: Sequence[AnalysedWeight], calibration: Calibration
+) -> Hessians:
+    """H for every layer weight among `weights` that has one (see the module docstring),
+    over all of `calibration`."""
+    start = time.perf_counter()
+    left_out: dict[str, str] = {}
+    wanted: dict[str, tuple[WeightGroup, int]] = {}
+    for group in weights:
+        name = str(group.weight.name)
+        if not isinstance(group, WeightGroup):
+            left_out[name] = "storage form"
+            continue
+        columns = {_columns(layer) for layer in group.layers}
+        if None in columns or len(columns) != 1:
+            left_out[name] = f"{group.kind} layer without a column layout"
+            continue
+        cols = columns.pop()
+        assert cols is not None
+        if cols > MAX_COLUMNS:
+            left_out[name] = f"{cols} columns (H kept up to {MAX_COLUMNS})"
+            continue
+        groups = {_empty(layer, cols).shape for layer in group.layers}
+        if len(groups) != 1:
+            left_out[name] = "read by convolutions of different groups"
+            continue
+        wanted[name] = (group, cols)
+    by_weight: dict[str, np.ndarray] = {}
+    rows: dict[str, int] = {}
+    if wanted:
+        by_weight, rows = _run(model, wanted, calibration, left_out)
+    for name, h in list(by_weight.items()):
+        # Fewer input vectors than MIN_ROWS_PER_COLUMN per column leave H a poor estimate
+        # of the inputs: compensation would fit these few inputs, not the layer's.
+        cols = h.shape[-1]
+        if rows[name] < MIN_ROWS_PER_COLUMN * cols:
+            left_out[name] = f"{rows[name]} input vectors for {cols} columns"
+            del by_weight[name]
+    seconds = time.perf_counter() - start
+    logger.info(
+        "activations: H for %d of %d weights on %d samples in %.1f s",
+        len(by_weight), len(weights), calibration.samples, seconds,
+    )  # fmt: skip
+    return Hessians(by_weight, rows, calibration.samples, seconds, left_out)
+
+
+def _unoptimized_session(proto: onnx.ModelProto) -> Any:
+    """A plain ORT session without graph rewrites: ORT's fusions can drop an intermediate
+    value asked for as an output (a Transpose folded into a Gemm's transA returns None)."""
+    from dc_onnx.runtime import _onnxruntime
+
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:
+        raise InputError(f"ONNX Runtime cannot load the model: {e}") from None
+
+
+def _run(
+    model: ir.Model,
+    wanted: dict[str, tuple[WeightGroup, int]],
+    calibration: Calibration,
+    left_out: dict[str, str],
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    proto = self_contained(model)
+    inputs = {i.name for i in proto.graph.input}
+    outputs = {o.name for o in proto.graph.output}
+    requested: list[str] = []
+    for group, _ in wanted.values():
+        for layer in group.layers:
+            value = _activation(layer)
+            assert value is not None and value.name is not None
+            if value.name in inputs or value.name in requested:
+                continue
+            requested.append(value.name)
+            if value.name not in outputs:
+                proto.graph.output.append(
+                    onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, None)
+                )
+    session = _unoptimized_session(proto)
+    feeds_names = {i.name for i in session.get_inputs()}
+    sums = {name: _empty(group.layers[0], cols) for name, (group, cols) in wanted.items()}
+    counts = dict.fromkeys(sums, 0)
+    for batch in calibration.batches:
+        feeds = {k: v for k, v in batch.items() if k in feeds_names}
+        try:
+            outputs = session.run(requested, feeds) if requested else []
+            values = dict(zip(requested, outputs, strict=True))
+        except Exception as e:
+            raise InputError(f"collecting layer inputs failed: {e}") from None
+        values.update({k: v for k, v in feeds.items() if k not in values})
+        for name, (group, _) in list(wanted.items()):
+            try:
+                for layer in group.layers:
+                    value = _activation(layer)
+                    assert value is not None and value.name is not None
+                    x = values.get(value.name)
+                    if x is None:
+                        raise ValueError(f"ORT returned no value '{value.name}'")
+                    counts[name] += _accumulate(layer, np.asarray(x), sums[name])
+            except ValueError as e:
+                left_out[name] = f"inputs not read: {e}"
+                del wanted[name], sums[name], counts[name]
+        del values
+    return sums, counts
+
+
+class LayerInputs:
+    """The H of one compile's layer weights, collected once, by the first pass that asks
+    (allocate in budget mode, prune in manual mode), on the canonicalized model. Every
+    later pass and every retry of the compile reads the same arrays, so the budget's
+    simulation and the passes compensate alike. Inputs the model cannot be run on leave
+    every weight without H (plain rounding), with a warning."""
+
+    def __init__(self, calibration: Calibration) -> None:
+        self.calibration = calibration
+        self.hessians: Hessians | None = None
+
+    def collect(self, model: ir.Model, weights: Sequence[AnalysedWeight]) -> Hessians:
+        if self.hessians is None:
+            try:
+                self.hessians = collect(model, weights, self.calibration)
+            except InputError as e:
+                logger.warning("warning: no error compensation: %s", e)
+                left_out = {str(w.weight.name): str(e) for w in weights}
+                self.hessians = Hessians({}, {}, 0, 0.0, left_out)
+        return self.hessians
+
+    def get(self, weight: str) -> np.ndarray | None:
+        return None if self.hessians is None else self.hessians.get(weight)
+
+    def to_json(self) -> dict[str, object]:
+        """For the report: which weights were compensated, and why the others were not."""
+        if self.hessians is None:
+            return {"weights": [], "left_out": {}}
+        return {
+            "weights": sorted(self.hessians.by_weight),
+            "left_out": dict(self.hessians.left_out),
+            "samples": self.hessians.samples,
+            "seconds": self.hessians.seconds,
+        }
