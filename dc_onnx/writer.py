@@ -21,7 +21,6 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -31,7 +30,7 @@ from dc_onnx.codecs.schema import (
     HEADER_NAME,
     SIDE_FILE_SUFFIX,
 )
-from dc_onnx.codecs.wiring import holds_streams
+from dc_onnx.codecs.wiring import holds_streams, tensor_bytes
 from dc_onnx.errors import OutputError
 from dc_onnx.paths import check_not_protected, check_output, same_file
 
@@ -192,7 +191,7 @@ def _companion(out: Path, digest: str, suffix: str) -> Path:
 def _write_side_file(stage: _Staging, header: onnx.TensorProto) -> None:
     """The side file to a temporary; the header initializer, which holds it whole (format
     version 3), then points at its final name."""
-    data = _raw_bytes(header)
+    data = tensor_bytes(header)
     if not holds_streams(data):
         raise AssertionError("the header initializer does not hold the whole side file")
     tmp, fd = stage.open()
@@ -258,12 +257,6 @@ def _inline(
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
         tensor.raw_data = b"".join(_read_chunks(source, nbytes))
-
-
-def _raw_bytes(tensor: onnx.TensorProto) -> bytes:
-    if tensor.HasField("raw_data"):
-        return tensor.raw_data
-    return np.ascontiguousarray(onnx.numpy_helper.to_array(tensor)).tobytes()
 
 
 def _point_to(tensor: onnx.TensorProto, location: str, offset: int, nbytes: int) -> None:

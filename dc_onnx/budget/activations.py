@@ -20,14 +20,13 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.simulate import self_contained
+from dc_onnx.budget.simulate import plain_session, self_contained
 from dc_onnx.errors import InputError
 from dc_onnx.layers import AnalysedWeight, Layer, WeightGroup
 
@@ -219,23 +218,6 @@ def collect(
     return Hessians(by_weight, rows, calibration.samples, seconds, left_out)
 
 
-def _unoptimized_session(proto: onnx.ModelProto) -> Any:
-    """A plain ORT session without graph rewrites: ORT's fusions can drop an intermediate
-    value asked for as an output (a Transpose folded into a Gemm's transA returns None)."""
-    from dc_onnx.runtime import _onnxruntime
-
-    ort = _onnxruntime()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        return ort.InferenceSession(
-            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as e:
-        raise InputError(f"ONNX Runtime cannot load the model: {e}") from None
-
-
 def _run(
     model: ir.Model,
     wanted: dict[str, tuple[WeightGroup, int]],
@@ -257,7 +239,7 @@ def _run(
                 proto.graph.output.append(
                     onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, None)
                 )
-    session = _unoptimized_session(proto)
+    session = plain_session(proto.SerializeToString(), rewrites=False)
     feeds_names = {i.name for i in session.get_inputs()}
     sums = {name: _empty(group.layers[0], cols) for name, (group, cols) in wanted.items()}
     counts = dict.fromkeys(sums, 0)

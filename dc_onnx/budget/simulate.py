@@ -100,11 +100,16 @@ def _ort() -> Any:
     return _onnxruntime()
 
 
-def plain_session(model: str | bytes) -> Any:
-    """A plain ORT CPU session (no custom ops) on a model file or serialized model."""
+def plain_session(model: str | bytes, rewrites: bool = True) -> Any:
+    """A plain ORT CPU session (no custom ops) on a model file or serialized model.
+    `rewrites=False` turns ORT's graph optimizations off: its fusions can drop an
+    intermediate value asked for as an output (a Transpose folded into a Gemm's transA
+    returns None)."""
     ort = _ort()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not rewrites:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:
