@@ -40,92 +40,165 @@ HuffmanTable::HuffmanTable(const uint8_t* lengths, size_t num_symbols, uint64_t 
     }
     code <<= 1;
   }
-  // A second code is taken only when all its bits are among the 12 looked at.
-  for (uint32_t bits = 0; bits < table_.size(); ++bits) {
-    const uint16_t first = table_[bits];
-    const unsigned len1 = first >> 8;
-    if (len1 == 0) continue;  // pair_ stays 0: no code
-    const uint16_t second = table_[(bits << len1) & (table_.size() - 1)];
-    const unsigned len2 = second >> 8;
-    const bool two = len2 != 0 && len1 + len2 <= kMaxCodeLen;
-    pair_[bits] = (len1 + (two ? len2 : 0u)) | (first & 0xFFu) << 8 |
-                  (two ? (second & 0xFFu) << 16 : 0u) | (two ? 2u : 1u) << 24;
+  // A further code is taken only when all its bits are among the 12 looked at; the bits
+  // shifted in past the pattern are zeros, so a code reaching them is not taken.
+  constexpr uint32_t mask = (1u << kMaxCodeLen) - 1;
+  for (uint32_t bits = 0; bits <= mask; ++bits) {
+    uint32_t len = 0;
+    uint32_t n = 0;
+    uint32_t symbols = 0;
+    while (n < 3) {
+      const uint16_t next = table_[(bits << len) & mask];
+      const unsigned next_len = next >> 8;
+      if (next_len == 0 || len + next_len > kMaxCodeLen) break;
+      symbols |= uint32_t{next & 0xFFu} << (8 * n);
+      len += next_len;
+      ++n;
+    }
+    multi_[bits] = n == 0 ? 0u : len | n << 6 | symbols << 8;  // len <= 12 < 64
   }
 }
 
-void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size_t count) const {
+namespace {
+
+// Look-ups per block: a refill leaves >= 56 bits in `buf`, four codes take at most 48.
+constexpr size_t kLookups = 4;
+// Symbols a block may need room for: 3 per look-up, and the last store writes 4 bytes.
+constexpr size_t kBlockRoom = 3 * kLookups + 1;
+
+// Writes the three symbol bytes of a multi-symbol entry (the fourth byte written is
+// overwritten by the next look-up, or lies within the room a block keeps).
+inline void store_symbols(uint8_t* out, uint32_t entry) {
+  const uint32_t symbols = entry >> 8;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  std::memcpy(out, &symbols, sizeof symbols);
+#else
+  out[0] = static_cast<uint8_t>(symbols);
+  out[1] = static_cast<uint8_t>(symbols >> 8);
+  out[2] = static_cast<uint8_t>(symbols >> 16);
+#endif
+}
+
+}  // namespace
+
+// The hot loop's state, small enough for the compiler to keep in registers.
+struct HuffmanState {
+  uint64_t buf = 0;    // next bits of the stream, MSB-aligned; zeros past the end
+  unsigned nbits = 0;  // bits of `buf` filled: bits consumed = 8 * pos - nbits
+  size_t pos = 0;      // next byte to load (may run past nbytes: those load as 0)
+  size_t i = 0;        // symbols decoded
+};
+
+namespace {
+
+
+// Whether a block may run: its 8-byte refill stays inside the stream (so its <= 48 bits
+// are all stream bits: no truncation to check) and `out` has room for 13 symbols.
+inline bool block_fits(const HuffmanStream& c, const HuffmanState& s) {
+  return s.pos + 8 <= c.nbytes && c.count - s.i >= kBlockRoom;
+}
+
+// Refills `buf` to >= 56 bits with one 8-byte load, then decodes 4 look-ups of 1-3
+// symbols each. Returns false when a look-up met a bit pattern that is no code: that one
+// and the later ones (which read the same bits) consumed nothing.
+__attribute__((always_inline)) inline bool block(const uint32_t* multi, const uint8_t* data,
+                                                 uint8_t* out, HuffmanState& s) {
+  // Whole bytes up to 56..63 bits. Bits of the next byte that also land in `buf` are the
+  // same ones the next refill ORs in again.
+  uint64_t word;
+  std::memcpy(&word, data + s.pos, sizeof word);
+  s.buf |= __builtin_bswap64(word) >> s.nbits;
+  s.pos += (63 - s.nbits) >> 3;
+  s.nbits |= 56;
+  uint32_t entry = 0;
+  for (size_t k = 0; k < kLookups; ++k) {
+    entry = multi[s.buf >> (64 - kMaxCodeLen)];
+    store_symbols(out + s.i, entry);
+    s.i += (entry >> 6) & 3u;
+    const unsigned len = entry & 63u;  // the shift takes it as is: no extra step
+    s.buf <<= len;
+    s.nbits -= len;
+  }
+  return entry != 0;  // an entry of 0 consumes nothing, so all later ones are 0 too
+}
+
+inline uint64_t consumed_bits(const HuffmanState& s) { return uint64_t{s.pos} * 8 - s.nbits; }
+
+[[noreturn]] void fail_not_a_code(const char* name, uint64_t bit) {
+  fail_decode(std::string(name) + " stream: bit pattern at bit " + std::to_string(bit) +
+              " is not a code");
+}
+
+}  // namespace
+
+void HuffmanTable::finish(const HuffmanStream& c, HuffmanState s) const {
+  while (block_fits(c, s)) {
+    if (!block(multi_.data(), c.data, c.out, s)) fail_not_a_code(name_, consumed_bits(s));
+  }
+  // Near the end of the stream or of `out`: one symbol per look-up, every check.
   const std::string what = std::string(name_) + " stream: ";
-  const uint64_t total_bits = uint64_t{nbytes} * 8;
-  uint64_t consumed = 0;  // bits taken by decoded codes
-  uint64_t buf = 0;       // next bits of the stream, MSB-aligned; zeros past the end
-  unsigned nbits = 0;     // bits of `buf` that have been filled
-  size_t pos = 0;         // next byte to load (may run past nbytes: those load as 0)
-  size_t i = 0;
-  while (i < count) {
-    if (pos + 8 <= nbytes) {
-      // Refill with one 8-byte load: whole bytes up to 56..63 bits. Bits of the next byte
-      // that also land in `buf` are the same ones the next refill ORs in again.
+  const uint64_t total_bits = uint64_t{c.nbytes} * 8;
+  while (s.i < c.count) {
+    if (s.pos + 8 <= c.nbytes) {
       uint64_t word;
-      std::memcpy(&word, data + pos, sizeof word);
-      buf |= __builtin_bswap64(word) >> nbits;
-      pos += (63 - nbits) >> 3;
-      nbits |= 56;
+      std::memcpy(&word, c.data + s.pos, sizeof word);
+      s.buf |= __builtin_bswap64(word) >> s.nbits;
+      s.pos += (63 - s.nbits) >> 3;
+      s.nbits |= 56;
     } else {
-      while (nbits <= 56) {
-        const uint64_t byte = pos < nbytes ? data[pos] : 0;
-        buf |= byte << (56 - nbits);
-        ++pos;
-        nbits += 8;
+      while (s.nbits <= 56) {
+        const uint64_t byte = s.pos < c.nbytes ? c.data[s.pos] : 0;
+        s.buf |= byte << (56 - s.nbits);
+        ++s.pos;
+        s.nbits += 8;
       }
     }
-    // >= 56 bits in `buf`: four look-ups of at most 12 bits each, 1-2 symbols each. Far
-    // from the end of the stream they cannot run past it, so only invalid patterns need
-    // checking. Each look-up writes two symbols; a second one not decoded is overwritten.
-    if (count - i >= 8 && consumed + 4 * kMaxCodeLen <= total_bits) {
-      bool valid = true;
-      for (size_t k = 0; k < 4; ++k) {
-        const uint32_t entry = pair_[buf >> (64 - kMaxCodeLen)];
-        const unsigned len = entry & 63u;  // the shift takes it as is: no extra step
-        const unsigned n = entry >> 24;
-        valid &= n != 0;
-        out[i] = static_cast<uint8_t>(entry >> 8);
-        out[i + 1] = static_cast<uint8_t>(entry >> 16);
-        i += n;
-        buf <<= len;
-        nbits -= len;
-        consumed += len;
-      }
-      if (valid) continue;
-      // The first invalid look-up consumed nothing; later ones read the same bits again.
-      fail_decode(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
-    }
-    const size_t batch_end = count - i < 4 ? count : i + 4;
-    for (; i < batch_end; ++i) {
-      const uint16_t entry = table_[buf >> (64 - kMaxCodeLen)];
+    const size_t batch_end = c.count - s.i < kLookups ? c.count : s.i + kLookups;
+    for (; s.i < batch_end; ++s.i) {
+      const uint16_t entry = table_[s.buf >> (64 - kMaxCodeLen)];
       const unsigned len = entry >> 8;
+      const uint64_t consumed = consumed_bits(s);
       if (len == 0) {
         if (consumed + kMaxCodeLen > total_bits)
-          fail_decode(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-                      " symbols (truncated)");
-        fail_decode(what + "bit pattern at bit " + std::to_string(consumed) + " is not a code");
+          fail_decode(what + "ends after " + std::to_string(s.i) + " of " +
+                      std::to_string(c.count) + " symbols (truncated)");
+        fail_not_a_code(name_, consumed);
       }
       if (consumed + len > total_bits)
-        fail_decode(what + "ends after " + std::to_string(i) + " of " + std::to_string(count) +
-                    " symbols (truncated)");
-      out[i] = static_cast<uint8_t>(entry & 0xFFu);
-      buf <<= len;
-      nbits -= len;
-      consumed += len;
+        fail_decode(what + "ends after " + std::to_string(s.i) + " of " +
+                    std::to_string(c.count) + " symbols (truncated)");
+      c.out[s.i] = static_cast<uint8_t>(entry & 0xFFu);
+      s.buf <<= len;
+      s.nbits -= len;
     }
   }
+  const uint64_t consumed = consumed_bits(s);
   const uint64_t used_bytes = (consumed + 7) / 8;
-  if (used_bytes != nbytes)
-    fail_decode(what + std::to_string(nbytes - used_bytes) +
+  if (used_bytes != c.nbytes)
+    fail_decode(what + std::to_string(c.nbytes - used_bytes) +
                 " trailing bytes after the last symbol");
   // Each refill leaves >= 56 bits and at most 48 are consumed before the next, so >= 8
   // loaded bits remain: the (< 8) pad bits of the last byte are in `buf`.
   const auto pad = static_cast<unsigned>(used_bytes * 8 - consumed);
-  if (pad != 0 && (buf >> (64 - pad)) != 0) fail_decode(what + "non-zero padding bits");
+  if (pad != 0 && (s.buf >> (64 - pad)) != 0) fail_decode(what + "non-zero padding bits");
+}
+
+void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size_t count) const {
+  finish(HuffmanStream{data, nbytes, out, count}, HuffmanState{});
+}
+
+void decode_pair(const HuffmanTable& a, const HuffmanStream& ca, const HuffmanTable& b,
+                 const HuffmanStream& cb) {
+  HuffmanState sa, sb;
+  // Two independent chains of look-ups: each waits only on its own previous length.
+  while (block_fits(ca, sa) && block_fits(cb, sb)) {
+    const bool ok_a = block(a.multi_.data(), ca.data, ca.out, sa);
+    const bool ok_b = block(b.multi_.data(), cb.data, cb.out, sb);
+    if (!ok_a) fail_not_a_code(a.name_, consumed_bits(sa));
+    if (!ok_b) fail_not_a_code(b.name_, consumed_bits(sb));
+  }
+  a.finish(ca, sa);
+  b.finish(cb, sb);
 }
 
 }  // namespace dc_onnx
