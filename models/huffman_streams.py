@@ -9,7 +9,8 @@ docs/benchmarks.md). The streams are read through the reference reader
 
 File layout, little-endian: b"DCHS", u32 layers; per layer u32 k, u32 gap symbols
 (2^index_bits, 0 for a dense weight), u64 num_entries, u64 num_codes, u64 gaps bytes,
-u64 codes bytes, u64 rows, u64 cols (the stored matrix), then the k + gap-symbol code lengths, the gaps stream, the codes stream.
+u64 codes bytes, u64 rows, u64 cols (the stored matrix), then the k + gap-symbol code
+lengths, the gaps stream, the codes stream.
 """
 
 from __future__ import annotations
