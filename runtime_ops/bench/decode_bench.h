@@ -11,10 +11,10 @@ namespace decode_bench {
 
 struct Layer {
   uint32_t k;            // code symbols
-  uint32_t gap_symbols;  // 2^index_bits, 0 for a dense weight (no gaps stream)
+  uint32_t index_bits;   // 0: a dense weight, no gaps stream
   uint64_t num_entries;
   uint64_t num_codes;
-  const uint8_t* lengths;  // k + gap_symbols code lengths
+  const uint8_t* lengths;  // k + 2^index_bits code lengths
   const uint8_t* gaps;
   size_t gaps_bytes;
   const uint8_t* codes;
