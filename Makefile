@@ -59,15 +59,16 @@ FUZZ_SECONDS ?= 60
 fuzz: install $(ORT_HEADERS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/run_fuzz.sh $(PY)
 
-# The runtime tests against a build of the custom-op library with ASan + UBSan (GCC): the
+# The C++ tests, then the runtime tests, against a build with ASan + UBSan (GCC): the
 # ASan runtime is preloaded into the test's Python, which DC_ONNX_OPS_LIBRARY points at
 # that build. Leak checks are off: CPython itself does not free everything at exit.
 ASAN_TESTS ?= tests/test_runtime.py tests/test_kernel_paths.py tests/test_errors.py \
   tests/test_runtime_hardening.py tests/test_row_scales.py
 define ASAN_RUN
 cmake -S runtime_ops -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_ONNX_SANITIZE=ON \
-  -DDC_ONNX_TESTS=OFF >/dev/null
-cmake --build build/asan -j2 --target dc_onnx_ops
+  -DDC_ONNX_TESTS=ON >/dev/null
+cmake --build build/asan -j2 --target dc_onnx_ops test_decoder test_huffman
+cd build/asan && ctest --output-on-failure
 DC_ONNX_OPS_LIBRARY=$(CURDIR)/build/asan/libdc_onnx_ops.so \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so) $$(gcc -print-file-name=libstdc++.so)" \

@@ -1,5 +1,6 @@
 #include "huffman.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -81,7 +82,7 @@ inline void store_symbols(uint8_t* out, uint32_t entry) {
 
 }  // namespace
 
-// The hot loop's state, small enough for the compiler to keep in registers.
+// Where a decoding stands.
 struct HuffmanState {
   uint64_t buf = 0;    // next bits of the stream, MSB-aligned; zeros past the end
   unsigned nbits = 0;  // bits of `buf` filled: bits consumed = 8 * pos - nbits
@@ -91,33 +92,58 @@ struct HuffmanState {
 
 namespace {
 
+// The fast loop's state of one stream: pointers rather than base and index, and nothing
+// the loop does not need, so that two streams' fit in the registers.
+struct Lane {
+  const uint32_t* multi;
+  const uint8_t* in;  // next byte to load
+  uint8_t* out;       // next symbol
+  uint64_t buf;
+  uint32_t nbits;  // its low 6 bits count the bits of `buf` filled (see `block`)
+};
 
-// Whether a block may run: its 8-byte refill stays inside the stream (so its <= 48 bits
-// are all stream bits: no truncation to check) and `out` has room for 13 symbols.
-inline bool block_fits(const HuffmanStream& c, const HuffmanState& s) {
-  return s.pos + 8 <= c.nbytes && c.count - s.i >= kBlockRoom;
+Lane lane(const uint32_t* multi, const HuffmanStream& c, const HuffmanState& s) {
+  return {multi, c.data + s.pos, c.out + s.i, s.buf, s.nbits};
 }
 
-// Refills `buf` to >= 56 bits with one 8-byte load, then decodes 4 look-ups of 1-3
-// symbols each. Returns false when a look-up met a bit pattern that is no code: that one
-// and the later ones (which read the same bits) consumed nothing.
-__attribute__((always_inline)) inline bool block(const uint32_t* multi, const uint8_t* data,
-                                                 uint8_t* out, HuffmanState& s) {
+HuffmanState state(const HuffmanStream& c, const Lane& l) {
+  return {l.buf, l.nbits & 63u, static_cast<size_t>(l.in - c.data),
+          static_cast<size_t>(l.out - c.out)};
+}
+
+// How many blocks may run without a check: each refill loads 8 bytes inside the stream
+// (so the <= 48 bits a block takes are stream bits: no truncation to check) and moves on
+// at most 7; each block writes at most 12 symbols and needs room for 13.
+size_t safe_blocks(const HuffmanStream& c, const Lane& l) {
+  const auto in_left = static_cast<size_t>(c.data + c.nbytes - l.in);
+  const auto out_left = static_cast<size_t>(c.out + c.count - l.out);
+  if (in_left < 8 || out_left < kBlockRoom) return 0;
+  const size_t by_in = (in_left - 8) / 7 + 1;
+  const size_t by_out = (out_left - kBlockRoom) / (3 * kLookups) + 1;
+  return by_in < by_out ? by_in : by_out;
+}
+
+// Refills `buf` to >= 56 bits with one 8-byte load, then makes 4 look-ups of 1-3 symbols
+// each. Returns false when a look-up met a bit pattern that is no code: that one and the
+// later ones (which read the same bits) consumed nothing, so the lane stays there.
+__attribute__((always_inline)) inline bool block(Lane& l) {
   // Whole bytes up to 56..63 bits. Bits of the next byte that also land in `buf` are the
   // same ones the next refill ORs in again.
+  l.nbits &= 63u;
   uint64_t word;
-  std::memcpy(&word, data + s.pos, sizeof word);
-  s.buf |= __builtin_bswap64(word) >> s.nbits;
-  s.pos += (63 - s.nbits) >> 3;
-  s.nbits |= 56;
+  std::memcpy(&word, l.in, sizeof word);
+  l.buf |= __builtin_bswap64(word) >> l.nbits;
+  l.in += (63 - l.nbits) >> 3;
+  l.nbits |= 56;
   uint32_t entry = 0;
   for (size_t k = 0; k < kLookups; ++k) {
-    entry = multi[s.buf >> (64 - kMaxCodeLen)];
-    store_symbols(out + s.i, entry);
-    s.i += (entry >> 6) & 3u;
-    const unsigned len = entry & 63u;  // the shift takes it as is: no extra step
-    s.buf <<= len;
-    s.nbits -= len;
+    entry = l.multi[l.buf >> (64 - kMaxCodeLen)];
+    store_symbols(l.out, entry);
+    l.out += (entry >> 6) & 3u;
+    l.buf <<= entry & 63u;  // the shift takes the entry as is: no extra step
+    // Subtracting the whole entry keeps the low 6 bits right (nbits stays in 0..63):
+    // one step instead of two.
+    l.nbits -= entry;
   }
   return entry != 0;  // an entry of 0 consumes nothing, so all later ones are 0 too
 }
@@ -132,9 +158,15 @@ inline uint64_t consumed_bits(const HuffmanState& s) { return uint64_t{s.pos} * 
 }  // namespace
 
 void HuffmanTable::finish(const HuffmanStream& c, HuffmanState s) const {
-  while (block_fits(c, s)) {
-    if (!block(multi_.data(), c.data, c.out, s)) fail_not_a_code(name_, consumed_bits(s));
+  Lane l = lane(multi_.data(), c, s);
+  for (size_t n; (n = safe_blocks(c, l)) != 0;) {
+    bool ok = true;
+    do {
+      ok &= block(l);
+    } while (--n != 0);
+    if (!ok) fail_not_a_code(name_, consumed_bits(state(c, l)));
   }
+  s = state(c, l);
   // Near the end of the stream or of `out`: one symbol per look-up, every check.
   const std::string what = std::string(name_) + " stream: ";
   const uint64_t total_bits = uint64_t{c.nbytes} * 8;
@@ -189,16 +221,19 @@ void HuffmanTable::decode(const uint8_t* data, size_t nbytes, uint8_t* out, size
 
 void decode_pair(const HuffmanTable& a, const HuffmanStream& ca, const HuffmanTable& b,
                  const HuffmanStream& cb) {
-  HuffmanState sa, sb;
+  Lane la = lane(a.multi_.data(), ca, HuffmanState{});
+  Lane lb = lane(b.multi_.data(), cb, HuffmanState{});
   // Two independent chains of look-ups: each waits only on its own previous length.
-  while (block_fits(ca, sa) && block_fits(cb, sb)) {
-    const bool ok_a = block(a.multi_.data(), ca.data, ca.out, sa);
-    const bool ok_b = block(b.multi_.data(), cb.data, cb.out, sb);
-    if (!ok_a) fail_not_a_code(a.name_, consumed_bits(sa));
-    if (!ok_b) fail_not_a_code(b.name_, consumed_bits(sb));
+  for (size_t n; (n = std::min(safe_blocks(ca, la), safe_blocks(cb, lb))) != 0;) {
+    bool ok = true;
+    do {
+      ok &= block(la);
+      ok &= block(lb);
+    } while (--n != 0);
+    if (!ok) break;  // `finish` stops at the lane that is stuck and names it
   }
-  a.finish(ca, sa);
-  b.finish(cb, sb);
+  a.finish(ca, state(ca, la));
+  b.finish(cb, state(cb, lb));
 }
 
 }  // namespace dc_onnx
