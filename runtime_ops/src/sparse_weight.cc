@@ -96,14 +96,14 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
                   code_table, HuffmanStream{w.codes, w.codes_bytes, codes.data(), codes.size()});
       both = true;
     } catch (const DecodeError&) {
-      both = false;
+      // Decoded again below, one stream at a time, for the error a damaged file gets.
     }
   }
   if (!both) {
     const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
     if (!dense) gap_table.decode(w.gaps, w.gaps_bytes, gaps.data(), gaps.size());
   }
-  auto huffman_time = Clock::now() - start;
+  auto spent = Clock::now() - start;
   // The largest gap symbol is the escape: it skips that many zeros and carries no code.
   const auto escape = static_cast<uint8_t>(num_gaps - 1);
   uint64_t c = 0;
@@ -123,7 +123,7 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
     start = Clock::now();
     const HuffmanTable code_table(w.code_lengths, w.k, c, "codes");
     code_table.decode(w.codes, w.codes_bytes, codes.data(), codes.size());
-    huffman_time += Clock::now() - start;
+    spent += Clock::now() - start;
   }
 
   CsrMatrix csr;
@@ -131,7 +131,7 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   csr.cols = cols;
   csr.symbols = m + c;
   csr.decode_ns =
-      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(huffman_time).count());
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count());
   std::copy(w.codebook, w.codebook + w.k, csr.codebook.begin());
   csr.col.reserve(static_cast<size_t>(c));
   csr.code.reserve(static_cast<size_t>(c));

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "decode_error.h"
 #include "huffman.h"
 
@@ -21,18 +22,8 @@ namespace {
 using dc_onnx::DecodeError;
 using dc_onnx::HuffmanStream;
 using dc_onnx::HuffmanTable;
-
-int g_failures = 0;
-int g_checks = 0;
-
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    ++g_checks;                                                                     \
-    if (!(cond)) {                                                                  \
-      ++g_failures;                                                                 \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                               \
-  } while (0)
+using dc_onnx_test::g_checks;
+using dc_onnx_test::g_failures;
 
 // A canonical prefix code: length and code per symbol (DEFLATE's assignment).
 struct Code {
