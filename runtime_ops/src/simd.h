@@ -23,8 +23,8 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DC_ONNX_X86 1
-#define DC_ONNX_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
-#define DC_ONNX_TARGET_AVX2 __attribute__((target("avx2")))
+#define DC_ONNX_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+#define DC_ONNX_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 namespace dc_onnx {
@@ -49,8 +49,10 @@ inline Isa isa() {
   static const Isa chosen = [] {
     Isa cpu = Isa::kBaseline;
 #ifdef DC_ONNX_X86
-    if (__builtin_cpu_supports("avx2")) cpu = Isa::kAvx2;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+    // Both vector paths use FMA (the convolution); every AVX2 CPU sold has it.
+    const bool fma = __builtin_cpu_supports("fma");
+    if (fma && __builtin_cpu_supports("avx2")) cpu = Isa::kAvx2;
+    if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
       cpu = Isa::kAvx512;
 #endif
