@@ -23,13 +23,15 @@
 // multiply-then-add (Fused = false).
 #pragma once
 
-#include <immintrin.h>
-
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "simd.h"
+
+#ifdef DC_ONNX_X86
+#include <immintrin.h>  // _MM_FROUND_CUR_DIRECTION
+#endif
 
 namespace dc_onnx {
 
@@ -39,8 +41,10 @@ using Vec4 = float __attribute__((vector_size(16)));
 
 #define DC_ONNX_INLINE inline __attribute__((always_inline))
 
-// Accumulator registers per chunk: 8 of AVX-512's 32, or of AVX2's and SSE2's 16, leave
-// room for the broadcast weight and the products.
+// Accumulator registers per chunk (the default; a caller may ask for more): 8 of
+// AVX-512's 32, or of AVX2's and SSE2's 16, leave room for the broadcast weight and the
+// products. The fused conv loop on AVX2 takes 14: its fmas read the input from memory,
+// so only the broadcast weight needs a register besides the sums.
 constexpr size_t kAccumulators = 8;
 
 // One unaligned load or store per register, straight between memory and the register (a

@@ -1,6 +1,8 @@
 // Hot loops are compiled several times (AVX-512, AVX2, baseline x86-64) and picked at
 // run time for the running CPU, so one portable binary still uses wide vectors.
-// No FMA target is listed: results stay identical on every CPU (multiply, then add).
+// The explicit targets include FMA, but the library is built with -ffp-contract=off, so
+// GCC never fuses on its own: the FC loops multiply then add on every CPU, and the conv
+// loop's fmas are explicit on every path (panel.h), so results stay identical.
 //
 // Two mechanisms:
 // - DC_ONNX_HOT (GCC target_clones): the same source built per target, for loops whose
