@@ -289,8 +289,9 @@ class CalibrationOptions(OptionGroup):
 
     calibration: str | os.PathLike[str] | None = option(
         None, "inputs the output error is measured on: .npz or directory, one array per "
-        "model input (labels optional); default: --val or --data if given, else synthesized "
-        "from the input specs", parse=os.fspath, metavar="DATA.npz|DIR",
+        "model input (labels optional), or one run's inputs as given per .npz; default: "
+        "--val or --data if given, else synthesized from the input specs",
+        parse=os.fspath, metavar="DATA.npz|DIR",
     )  # fmt: skip
     input_shapes: Mapping[str, list[int]] = option(
         {}, "shapes of synthesized inputs whose dims are symbolic (other than the batch), "

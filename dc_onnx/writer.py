@@ -58,6 +58,7 @@ def save_compiled(
     check_output(out, protected)
     previous = _previous_companions(out)
     proto = ir.to_proto(model)  # external tensors stay references to their files
+    _drop_initializer_value_info(proto.graph)
     sources = {
         str(v.name): v.const_value
         for v in model.graph.initializers.values()
@@ -87,6 +88,23 @@ def save_compiled(
         raise OutputError(f"{e.filename or out}: cannot write the output ({e.strerror})") from None
     _remove_previous(previous, written, protected)
     return written[-1:] + written[:-1]
+
+
+def _drop_initializer_value_info(graph: onnx.GraphProto) -> None:
+    """Removes the value_info of the graph's own initializers, in subgraphs too: the
+    initializer already holds their type and shape, and the serializer repeats it for
+    every one (5% of a small classifier's compressed .onnx)."""
+    names = {t.name for t in graph.initializer}
+    kept = [v for v in graph.value_info if v.name not in names]
+    if len(kept) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _drop_initializer_value_info(attr.g)
+            for sub in attr.graphs:
+                _drop_initializer_value_info(sub)
 
 
 def write_file(path: Path, text: str) -> None:

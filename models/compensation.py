@@ -54,20 +54,23 @@ def held_out_feeds(model: zoo.ZooModel, cache: Path, seed: int) -> dict[str, np.
     proto = onnx.load(str(path), load_external_data=False)
     feeds = zoo.synth_inputs(proto, model.inputs, seed, model.dims)
     if model.carry:
-        feeds = zoo.carried_state(model, path, proto, feeds, seed)
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = zoo.carried_state(model, session, proto, feeds, seed, model.inputs)
     return feeds
 
 
 def measure(
     path: Path,
-    feeds: dict[str, np.ndarray],
+    runs: list[dict[str, np.ndarray]],
     fit: list[dict[str, np.ndarray]],
     settings: list[str],
 ) -> list[tuple[str, float, float, float, float]]:
     model = load_model(path)
     model = CanonicalizePass(DEFAULT_MIN_ELEMENTS)(model).model
     weights = find_analysed_weights(model.graph, DEFAULT_MIN_ELEMENTS)
-    calibration = _calibration([feeds], "fixed zoo inputs")
+    calibration = _calibration(runs, "fixed zoo inputs")
     simulator = Simulator(model, weights, calibration)
     start = time.perf_counter()
     hessians = collect(model, weights, _calibration(fit, "inputs H is collected on"))
@@ -126,16 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     for m in zoo.select(args.only):
         path, inputs = zoo.model_path(m, cache), zoo.inputs_path(m, cache)
-        if not (path.is_file() and inputs.is_file()):
+        if not (path.is_file() and inputs.exists()):
             print(f"{m.name}: not fetched (models/zoo.py fetch, inputs)")
             continue
-        with np.load(inputs) as data:
-            feeds = {k: data[k] for k in data.files}
-        fit = [feeds]
+        runs = zoo.read_runs(inputs)
+        fit = runs
         if args.held_out is not None:
             fit = [held_out_feeds(m, cache, args.held_out + i) for i in range(args.fit_samples)]
         print(m.name, flush=True)
-        for row in measure(path, feeds, fit, settings):
+        for row in measure(path, runs, fit, settings):
             table.append((m.name, *row))
     print()
     print(

@@ -85,10 +85,9 @@ def compare_representations(
     print("| model | float32 MB | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
     for name, path, inputs in runs:
-        if not (path.is_file() and inputs.is_file()):
+        if not (path.is_file() and inputs.exists()):
             continue
-        with np.load(inputs) as data:
-            feeds = {k: data[k] for k in data.files}
+        feeds = zoo.read_runs(inputs)[0]  # the first run
         r = representations.simulate(path, feeds, args.bits, names, args.per_layer)
         cells = [f"{r[n][0]:.3%} / {r[n][1] / 1e6:.3f} MB" for n in names]  # type: ignore[index]
         print(
@@ -139,11 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| model | init | weights | rel. L2 error at {args.bits} bits | cluster s |")
     print("|---|---|---|---|---|")
     for name, path, inputs in runs:
-        if not (path.is_file() and inputs.is_file()):
+        if not (path.is_file() and inputs.exists()):
             print(f"| {name} | | not fetched (models/zoo.py fetch, inputs) | | |")
             continue
-        with np.load(inputs) as data:
-            feeds = {k: data[k] for k in data.files}
+        feeds = zoo.read_runs(inputs)[0]  # the first run
         for init in args.init.split(","):
             try:
                 m = measure(path, feeds, args.bits, init)

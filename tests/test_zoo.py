@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -301,6 +302,38 @@ def test_carried_state_is_the_state_after_earlier_chunks(tmp_path: Path) -> None
     specs = {"x": zoo.InputSpec(None, ("const", 1.0)), "s": zoo.InputSpec(None, ("const", 0.0))}
     model = dataclasses.replace(zoo.ZOO[0], inputs=specs, carry={"s": "s_out"})
     feeds = zoo.synth_inputs(proto, specs, seed=0)
-    carried = zoo.carried_state(model, path, proto, feeds, seed=0)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    carried = zoo.carried_state(model, session, proto, feeds, 0, specs)
     np.testing.assert_array_equal(carried["s"], np.full((1, 2), zoo.CARRY_CHUNKS, np.float32))
     np.testing.assert_array_equal(carried["x"], feeds["x"])
+
+
+def test_inputs_of_several_runs_are_a_directory_with_the_alternate_specs(
+    tmp_path: Path,
+) -> None:
+    # y = x + s; every other run draws x from the alternate spec (a different width).
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])
+    s = helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "n"])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "s"], ["y"])], "g", [x, s], [y])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    specs = {"x": zoo.InputSpec((1, 4), ("normal", 1.0)), "s": zoo.InputSpec(None, ("const", 0.0))}
+    model = dataclasses.replace(
+        zoo.ZOO[0], name="tiny", path="pkg/tiny.onnx", inputs=specs, runs=3,
+        alternate={"x": zoo.InputSpec((1, 2), ("normal", 1.0))},
+    )  # fmt: skip
+    zoo.model_path(model, tmp_path).parent.mkdir(parents=True)
+    onnx.save(proto, str(zoo.model_path(model, tmp_path)))
+    out = zoo.write_inputs(model, tmp_path)
+    assert out.is_dir() and out == zoo.inputs_path(model, tmp_path)
+    runs = zoo.read_runs(out)
+    assert [r["x"].shape for r in runs] == [(1, 4), (1, 2), (1, 4)]
+    assert not np.array_equal(runs[0]["x"], runs[2]["x"])  # seeded apart
+    # the first run is what a one-run model writes (the same seed)
+    one = zoo.write_inputs(dataclasses.replace(model, runs=1), tmp_path)
+    assert one.suffix == ".npz"
+    np.testing.assert_array_equal(zoo.read_runs(one)[0]["x"], runs[0]["x"])
+    # written again: replaced whole, nothing half-written left beside it
+    zoo.write_inputs(model, tmp_path)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny", "tiny.npz"]

@@ -7,7 +7,9 @@ minimises bytes + lambda * error^2, with the smallest lambda that meets the targ
 
 The prediction is only a guide: every choice is then simulated with all its weights
 compressed at once, and the target is rescaled by measured / wanted until the simulated
-error sits just under the budget. The cheapest choice measured within budget wins.
+error sits just under the budget (a choice over it aims lower, at AIM of the budget; one
+within it aims higher, never lower), then bisected between the largest target found
+within and the smallest found over. The cheapest choice measured within budget wins.
 """
 
 from __future__ import annotations
@@ -196,7 +198,8 @@ class Allocator:
                 break  # the boundary is found to within 5%
             if feasible and infeasible < math.inf:
                 target = math.sqrt(feasible * infeasible)  # bisect between the two
-            else:  # rescale so that the simulated error lands at the aim
-                target *= float(np.clip(AIM * budget / max(worst, 1e-12), 0.25, 4.0))
+            else:  # rescale: over budget down to the aim, within it up towards the budget
+                aim = ACCEPT if worst <= ACCEPT * budget else AIM
+                target *= float(np.clip(aim * budget / max(worst, 1e-12), 0.25, 4.0))
         best.attempts = attempts
         return best

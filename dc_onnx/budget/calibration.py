@@ -1,7 +1,8 @@
 """Calibration inputs: the samples on which output error is measured.
 
-Either read from the user's data (`--calibration`, the `.npz` format of `--data`, labels
-optional) or synthesized from the model's input specs:
+Either read from the user's data (`--calibration`: the `.npz` format of `--data`, labels
+optional; or one run's inputs as given, in one `.npz` or one per file in a directory, for
+models whose inputs share no sample axis) or synthesized from the model's input specs:
 
 - float inputs: standard-normal values;
 - integer inputs that index a constant table (a Gather on an initializer, reached through
@@ -28,9 +29,11 @@ import onnx_ir as ir
 from dc_onnx.data import Dataset, read_npz
 from dc_onnx.errors import InputError
 
-# Samples synthesized when a batch dim is free; samples read from a file at most.
+# Samples synthesized when a batch dim is free; samples read from a file at most (error
+# compensation wants several input vectors per weight column: a speech model that sees one
+# vector per chunk in its last convolutions needs hundreds of chunks).
 SYNTHETIC_SAMPLES = 8
-MAX_FILE_SAMPLES = 256
+MAX_FILE_SAMPLES = 1024
 FILE_BATCH = 16
 _BATCH_NAMES = re.compile(r"^(n|b|bs|batch|batch_?size|batches|num_?samples|unk__\d+)$", re.I)
 _INDEX_PASS_THROUGH = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"}
@@ -178,6 +181,9 @@ def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") 
     given = _one_batch_as_given(path, names, dtypes)
     if given is not None:
         return Calibration([given], "file", f"{path} (one batch, as given)")
+    runs = _runs_as_given(path, names, dtypes)
+    if runs is not None:
+        return Calibration(runs, "file", f"{path} ({len(runs)} runs, each as given)")
     dataset = Dataset(path, labels)
     batches, n = [], 0
     for feeds, _ in dataset.batches(names, batch_size, dtypes=dtypes):
@@ -206,6 +212,34 @@ def _one_batch_as_given(
     if len(firsts) == 1 and None not in firsts:
         return None  # a sample axis: Dataset splits it into batches
     return {n: np.ascontiguousarray(arrays[n], dtype=dtypes.get(n)) for n in names}
+
+
+def _runs_as_given(
+    path: str | os.PathLike[str], names: list[str], dtypes: Mapping[str, np.dtype]
+) -> list[dict[str, np.ndarray]] | None:
+    """A directory whose `.npz` files are each one run's inputs as given (see
+    `_one_batch_as_given`): a batch per file, in name order, up to MAX_FILE_SAMPLES
+    samples. Runs of different shapes are fine (e.g. an 8 kHz and a 16 kHz chunk)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.npz"))
+    if not files or _one_batch_as_given(files[0], names, dtypes) is None:
+        return None  # shards with a sample axis: Dataset reads them
+    runs: list[dict[str, np.ndarray]] = []
+    n = 0
+    for file in files:
+        run = _one_batch_as_given(file, names, dtypes)
+        if run is None:
+            raise InputError(
+                f"{file}: not one run's inputs as given, unlike {files[0].name} "
+                f"(a directory holds either runs or shards with a sample axis, not both)"
+            )
+        runs.append(run)
+        n += max(1, _batch_size(run))
+        if n >= MAX_FILE_SAMPLES:
+            break
+    return runs
 
 
 def calibration_for(
