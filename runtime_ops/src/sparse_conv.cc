@@ -7,9 +7,9 @@
 // stay in L1 while a range of output channels uses them. Each output is
 // fma(w_n, x_n, ... fma(w_1, x_1, 0)) over its non-zeros in key order (input channel,
 // ky, kx): one rounding per tap, and the same bits whatever the ISA, panel, block, band
-// or thread count. Parallel over output-channel ranges, one
-// image at a time, and within an image one band of output rows at a time: the planes of
-// a band and its sums fit kConvScratchBytes (sparse_conv.h), whatever the image size.
+// or thread count. Parallel over output-channel ranges, one image at a time, and within
+// an image one band of output rows at a time: the planes of a band and its sums fit
+// kConvScratchBytes (sparse_conv.h), whatever the image size.
 #include "sparse_conv.h"
 
 #include <algorithm>
@@ -74,8 +74,8 @@ DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
         if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
         const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
         float* out = p.sums + o * p.len_pad + q0;
-        sparse_panel_any<Vec, /*Fused=*/true, Acc>(width, p.codes, ptr[0], ptr[1], p.codebook, xg,
-                                              offset, blk > 0 ? out : nullptr, out);
+        sparse_panel_any<Vec, /*Fused=*/true, Acc>(width, p.codes, ptr[0], ptr[1], p.codebook,
+                                                   xg, offset, blk > 0 ? out : nullptr, out);
       }
   }
 }
@@ -290,7 +290,7 @@ int64_t band_len_pad(const Phases& ph, int64_t rows, int64_t out_w) {
 }
 
 // Output rows per band: as many as keep the scratch of one Run (phase planes of every
-// shifted copy plus the partial sums) within kConvScratchBytes, at least one.
+// stored copy plus the partial sums) within kConvScratchBytes, at least one.
 int64_t band_rows(const ConvAttributes& a, const ConvProblem& pr, bool copies_in_memory) {
   const auto d = [](int64_t v) { return static_cast<double>(v); };
   const double row_width = d((pr.out_w + (a.kw - 1) * a.dw / a.sw + 15) / 16 * 16);
