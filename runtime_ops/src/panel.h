@@ -29,7 +29,7 @@
 
 #include "simd.h"
 
-#ifdef DC_ONNX_X86
+#if defined(DC_ONNX_X86) && !defined(__clang__)
 #include <immintrin.h>  // _MM_FROUND_CUR_DIRECTION
 #endif
 
@@ -71,14 +71,15 @@ DC_ONNX_INLINE void axpy(Vec& acc, const Vec& w, const float* p) {
   acc += w * v;
 }
 
-// acc = fma(w, p[0 .. lanes), acc), rounded once. Each overload carries its own target
-// (an always-inline function may only be inlined into a caller with at least its ISA):
-// the per-ISA loops that use Vec8 and Vec16 are built for AVX2+FMA and AVX-512.
-#ifdef DC_ONNX_X86
-// No target attribute: an always-inline callee with one cannot be inlined into the
-// generic madd below; the builtins are expanded only where inlined, inside the AVX2 and
-// AVX-512 loops (a use anywhere else fails to compile). -Wpsabi warns about the calling
-// convention of a call that never exists.
+// acc = fma(w, p[0 .. lanes), acc), rounded once. With GCC, one vfmadd per register for
+// Vec8 and Vec16, which only the AVX2+FMA and AVX-512 loops use. The overloads carry no
+// target attribute (an always-inline callee with one cannot be inlined into the generic
+// madd below): GCC expands a builtin where it is inlined, inside those loops (a use
+// anywhere else fails to compile), and -Wpsabi warns about the calling convention of a
+// call that never exists. Clang checks a builtin's target where it is written, so a clang
+// build (the fuzz targets) takes the per-lane version below for every width: the same
+// bits, vectorised or not as clang sees fit.
+#if defined(DC_ONNX_X86) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 DC_ONNX_INLINE void fmadd(Vec16& acc, const Vec16& w, const float* p) {
