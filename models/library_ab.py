@@ -1,19 +1,19 @@
 """Library builds against each other: one model's dense original and its compiled form
-run with each given custom-op library, in one process, alternating, batch 1, one
-intra-op thread, median CPU time of the calling thread (`time.thread_time`).
+run with each given custom-op library, in one process, alternating, one intra-op
+thread, median CPU time of the calling thread (`time.thread_time`).
 
-    python models/library_ab.py ORIGINAL COMPILED REPEAT LIBRARY [LIBRARY ...]
+    python models/library_ab.py ORIGINAL COMPILED REPEAT LIBRARY [LIBRARY ...] [--batch N]
 
 For kernel work on a shared machine: build the library twice (say main's into
 /tmp/before.so and a branch's into /tmp/after.so) and compare them in the same process,
 against ORT's dense kernels. Prints, per library, whether its outputs have the first
 library's bits, and each median with its ratio over dense. Input: standard normal float32
-of the first input's shape (symbolic dims 1).
+of the first input's shape, symbolic dims N (--batch, default 1).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import numpy as np
@@ -23,9 +23,19 @@ from dc_onnx.tools.bench_sessions import bench_session_options
 
 
 def main() -> None:
-    if len(sys.argv) < 5:
-        sys.exit(__doc__)
-    original, compiled, repeat, libraries = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("original")
+    parser.add_argument("compiled")
+    parser.add_argument("repeat", type=int)
+    parser.add_argument("libraries", nargs="+")
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+    original, compiled, repeat, libraries = (
+        args.original,
+        args.compiled,
+        args.repeat,
+        args.libraries,
+    )
     ort = _onnxruntime()
     sessions = [ort.InferenceSession(original, bench_session_options(1))]
     for library in libraries:
@@ -33,7 +43,7 @@ def main() -> None:
         options.register_custom_ops_library(library)
         sessions.append(ort.InferenceSession(compiled, options))
     first = sessions[0].get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in first.shape]
+    shape = [d if isinstance(d, int) else args.batch for d in first.shape]
     feeds = {first.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
     outputs = [s.run(None, feeds)[0] for s in sessions]
     for i in range(2, len(outputs)):
