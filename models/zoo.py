@@ -862,10 +862,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "inputs":
                 if not model_path(m, cache).is_file():
                     fetch_one(m, cache)
-                out = write_inputs(m, cache, args.seed)
-                with np.load(out) as data:
-                    desc = ", ".join(f"{k} {data[k].dtype}{list(data[k].shape)}" for k in data)
-                print(f"{m.name:24} {desc}")
+                runs = read_runs(write_inputs(m, cache, args.seed))
+                desc = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in runs[0].items())
+                print(f"{m.name:24} {desc}" + (f" ({len(runs)} runs)" if len(runs) > 1 else ""))
             else:
                 invs.append(inventory(fetch_one(m, cache), m.name))
         except ZooError as e:

@@ -114,7 +114,7 @@ class ClusterPass(CompilerPass):
             w = group.array()
             mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
             hessian = None
-            if self.layer_inputs is not None and isinstance(group, WeightGroup):
+            if self.layer_inputs is not None:  # layers, and recurrent storage weights
                 hessian = self.layer_inputs.get(str(group.weight.name))
             try:
                 layer = share_layer(

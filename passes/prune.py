@@ -34,6 +34,7 @@ from dc_onnx.layers import (
     find_weight_groups,
     first_match,
     refuse_unmatched,
+    row_axis_of,
 )
 from dc_onnx.options import check_non_negative, check_sparsity, check_sparsity_map
 from dc_onnx.pipeline import CompilerPass
@@ -210,9 +211,10 @@ class PrunePass(CompilerPass):
                 del flat
             elif target is not None:
                 pruned_array = prune_array(w, *target)
-                if self.layer_inputs is not None and isinstance(group, WeightGroup):
+                if self.layer_inputs is not None:  # layers, and recurrent storage weights
                     hessian = self.layer_inputs.get(str(group.weight.name))
-                    pruned_array = compensate_pruning(w, pruned_array, group.row_axis, hessian)
+                    axis = row_axis_of(group)
+                    pruned_array = compensate_pruning(w, pruned_array, axis, hessian)
                 if not np.array_equal(pruned_array, w, equal_nan=True):
                     group.set_array(pruned_array)
                 del w, pruned_array

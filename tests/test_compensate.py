@@ -22,9 +22,9 @@ from dc_onnx.budget import activations
 from dc_onnx.budget.activations import collect
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.compensate import ColumnRounder, compensate, compensate_groups, inverse_cholesky
-from dc_onnx.layers import find_weight_groups, row_axis_of
+from dc_onnx.layers import find_stored_weights, find_weight_groups, row_axis_of
 from dc_onnx.passes.allocate import AllocatePass
-from dc_onnx.quantize import compensate_pruning, prune_array, quantize, share_layer
+from dc_onnx.quantize import compensable, compensate_pruning, prune_array, quantize, share_layer
 from dc_onnx.tools.decompile import decode_model
 
 
@@ -169,6 +169,82 @@ def test_h_is_in_the_stored_matrix_column_order(kind: str, monkeypatch: pytest.M
     else:
         energy = np.trace(stored @ h @ stored.T)
     assert energy == pytest.approx(float(np.sum(np.square(y, dtype=np.float64))), rel=1e-4)
+
+
+def test_h_smaller_than_a_row_covers_each_of_its_segments() -> None:
+    # A recurrent weight's stored row is [gates x inputs]: one H over the inputs serves
+    # each gate's segment, as if the rows were cut into one row per gate.
+    rng = np.random.default_rng(6)
+    x = _correlated_inputs(rng, 400, 8)
+    h = x.T @ x
+    w = rng.standard_normal((2, 3 * 8)).astype(np.float32)
+    mask = rng.random(w.shape) > 0.2
+    grid = np.linspace(-2, 2, 9)
+    scales = np.array([0.5, 2.0])
+    whole = compensate_groups(w, h, ColumnRounder(mask, grid, scales))
+    cut = compensate(
+        w.reshape(6, 8), h, ColumnRounder(mask.reshape(6, 8), grid, np.repeat(scales, 3))
+    )
+    assert np.array_equal(whole, cut.reshape(2, 24))
+    assert compensable(w, h) and not compensable(w, np.eye(7))
+
+
+def _recurrent_model(op: str, steps: int, batch: int, **attrs: Any) -> onnx.ModelProto:
+    """One LSTM / GRU in the main graph, its Y the output; W and R [1, gates*16, 8|16]."""
+    rng = np.random.default_rng(7)
+    gates = {"LSTM": 4, "GRU": 3}[op]
+    w = (0.3 * rng.standard_normal((1, gates * 16, 8))).astype(np.float32)
+    r = (0.3 * rng.standard_normal((1, gates * 16, 16))).astype(np.float32)
+    node = helper.make_node(op, ["x", "W", "R"], ["y"], name="rnn", hidden_size=16, **attrs)
+    dirs = 2 if attrs.get("direction") == "bidirectional" else 1
+    return make_model(
+        [node], {"x": [steps, batch, 8]}, {"y": [steps, dirs, batch, 16]}, {"W": w, "R": r}
+    )
+
+
+def test_recurrent_weights_get_h_of_their_step_inputs() -> None:
+    steps, batch = 20, 4
+    proto = _recurrent_model("LSTM", steps, batch)
+    model = ir.from_proto(proto)
+    weights = [w for w in find_stored_weights(model.graph, 0) if w.name in ("W", "R")]
+    rng = np.random.default_rng(8)
+    x = _correlated_inputs(rng, steps * batch, 8).reshape(steps, batch, 8).astype(np.float32)
+    hessians = collect(model, weights, Calibration([{"x": x}], "file", "test"))
+    flat = x.reshape(-1, 8).astype(np.float64)
+    np.testing.assert_allclose(hessians.get("W"), flat.T @ flat, rtol=1e-5, atol=1e-4)
+    (y,) = run(proto, {"x": x})  # [steps, 1, batch, 16]; the initial state is zero
+    earlier = y[:-1].reshape(-1, 16).astype(np.float64)
+    np.testing.assert_allclose(hessians.get("R"), earlier.T @ earlier, rtol=1e-4, atol=1e-6)
+    assert hessians.rows == {"W": steps * batch, "R": (steps - 1) * batch}
+    # compensated, W at 3 bits changes the output less than rounded to nearest
+    w = model.graph.initializers["W"].const_value.numpy()
+    errors = []
+    for hessian in (None, hessians.get("W")):
+        q = quantize(w, 3, 0.0, "mse", row_axis=0, hessian=hessian)
+        changed = onnx.ModelProto()
+        changed.CopyFrom(proto)
+        changed.graph.initializer[0].CopyFrom(numpy_helper.from_array(q, "W"))
+        errors.append(float(np.linalg.norm(run(changed, {"x": x})[0] - y)))
+    assert errors[1] < 0.85 * errors[0]  # 0.68 here; compensation pays most on correlated x
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "reason"),
+    [
+        ("GRU", {}, "GRU recurrent weight"),
+        ("LSTM", {"direction": "bidirectional"}, "reverse or bidirectional"),
+    ],
+)
+def test_recurrent_weights_without_a_known_input_keep_plain_rounding(
+    op: str, attrs: dict[str, Any], reason: str
+) -> None:
+    proto = _recurrent_model(op, 40, 4, **attrs)
+    model = ir.from_proto(proto)
+    weights = [w for w in find_stored_weights(model.graph, 0) if w.name in ("W", "R")]
+    x = np.random.default_rng(9).standard_normal((40, 4, 8)).astype(np.float32)
+    hessians = collect(model, weights, Calibration([{"x": x}], "file", "test"))
+    assert hessians.get("W") is not None  # every direction reads the same X
+    assert hessians.get("R") is None and reason in hessians.left_out["R"]
 
 
 def test_too_few_input_vectors_leave_a_weight_uncompensated() -> None:

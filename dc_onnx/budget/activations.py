@@ -6,11 +6,21 @@ calibration inputs: what error compensation (dc_onnx.compensate) needs. H is ind
 the columns of the weight's stored matrix (docs/format.md: [out, in]; a Conv's in is
 Cin/group * kernel, in that order); a grouped Conv gets one H per group, [groups, cols, cols].
 
+A main-graph LSTM / GRU / RNN's weights are storage-form weights stored [directions,
+gates * hidden x inputs]: W multiplies the step inputs X_t and R the previous hidden state
+h_{t-1}, so each gets one H over its inputs, shared by the rows of every gate (an H of
+fewer columns than the stored rows: dc_onnx.compensate). R only for one forward direction
+(h_{t-1} is then the initial state and Y one step back) and not for a GRU without
+linear_before_reset (its new gate multiplies r * h_{t-1}). The step-by-step error is
+compensated as if each step's input were exact: the recurrence feeds it back, and the
+budget's simulation measures what that costs.
+
 The layer inputs are added as outputs of one plain ORT session on the model, which runs
 each calibration batch once; each batch's activations are reduced to X^T X at once, so
 no more than one batch of activations is held. Weights no H is collected for (embedding
-tables, storage-form weights, ConvTranspose and 3-D Conv decode forms, layers whose
-padding cannot be read, or H larger than MAX_COLUMNS) keep the plain rounding.
+tables, other storage-form weights, anything inside an If / Loop body, ConvTranspose and
+3-D Conv decode forms, layers whose padding cannot be read, or H larger than MAX_COLUMNS)
+keep the plain rounding.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import onnx_ir as ir
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.simulate import plain_session, self_contained
 from dc_onnx.errors import InputError
-from dc_onnx.layers import AnalysedWeight, Layer, WeightGroup
+from dc_onnx.layers import AnalysedWeight, Layer, StoredWeight, WeightGroup
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +177,95 @@ def _accumulate(layer: Layer, x: np.ndarray, h: np.ndarray) -> int:
     return int(rows.shape[0])
 
 
+_RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerInput:
+    """What a layer weight multiplies: its node's activation (im2col patches for a Conv)."""
+
+    layer: Layer
+
+    def values(self) -> list[ir.Value]:
+        value = _activation(self.layer)
+        assert value is not None
+        return [value]
+
+    def add(self, values: dict[str, np.ndarray], h: np.ndarray) -> int:
+        return _accumulate(self.layer, _read(values, self.values()[0]), h)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RecurrentInput:
+    """What a recurrent weight multiplies (see the module docstring): X_t for W (input 1),
+    the initial state and Y one step back for R (input 2)."""
+
+    node: ir.Node
+    index: int
+
+    def values(self) -> list[ir.Value]:
+        if self.index == 1:
+            x = self.node.inputs[0]
+            assert x is not None
+            return [x]
+        found = [self.node.outputs[0]]
+        if len(self.node.inputs) > 5 and self.node.inputs[5] is not None:
+            found.append(self.node.inputs[5])  # initial_h
+        return found
+
+    def add(self, values: dict[str, np.ndarray], h: np.ndarray) -> int:
+        wanted = self.values()
+        first = _read(values, wanted[0])
+        if self.index == 1:
+            rows = first.reshape(-1, first.shape[-1])
+        else:  # Y: [seq, 1, batch, hidden], or [batch, seq, 1, hidden] with layout 1
+            batch_first = self.node.attributes.get_int("layout", 0) == 1
+            earlier = first[:, :-1] if batch_first else first[:-1]
+            parts = [earlier.reshape(-1, first.shape[-1])]
+            if len(wanted) > 1:
+                start = _read(values, wanted[1])
+                parts.append(start.reshape(-1, start.shape[-1]))
+            rows = np.concatenate(parts)
+        rows = rows.astype(np.float32)
+        for begin in range(0, rows.shape[0], _CHUNK_ROWS):
+            part = rows[begin : begin + _CHUNK_ROWS]
+            h += (part.T @ part).astype(np.float64)
+        return int(rows.shape[0])
+
+
+def _read(values: dict[str, np.ndarray], value: ir.Value) -> np.ndarray:
+    x = values.get(str(value.name))
+    if x is None:
+        raise ValueError(f"ORT returned no value '{value.name}'")
+    return np.asarray(x)
+
+
+def _recurrent_input(graph: ir.Graph, weight: StoredWeight) -> tuple[_RecurrentInput, int] | str:
+    """The step input a storage weight multiplies as an RNN's W or R, and H's columns;
+    else why it gets no H."""
+    uses = list(weight.weight.uses())
+    node, index = uses[0] if len(uses) == 1 else (None, -1)
+    if node is None or node.op_type not in _RECURRENT_OPS or index not in (1, 2):
+        return "storage form"
+    if node.graph is not graph:
+        return "inside an If / Loop body (its inputs cannot be read)"
+    tensor = weight.weight.const_value
+    if tensor is None or len(tensor.shape) != 3 or tensor.dtype != ir.DataType.FLOAT:
+        return "storage form"
+    directions, _, cols = (int(d) for d in tensor.shape.numpy())
+    if index == 2:
+        if directions != 1 or node.attributes.get_string("direction", "forward") != "forward":
+            return "recurrent weight of a reverse or bidirectional RNN"
+        if node.op_type == "GRU" and not node.attributes.get_int("linear_before_reset", 0):
+            return "GRU recurrent weight (its new gate multiplies r * h, not h)"
+        if not node.outputs or not node.outputs[0].name:
+            return "recurrent weight of an RNN whose Y output is not produced"
+    return _RecurrentInput(node, index), cols
+
+
+Source = _LayerInput | _RecurrentInput
+
+
 def _empty(layer: Layer, cols: int) -> np.ndarray:
     groups = layer.node.attributes.get_int("group", 1) if layer.kind == "conv" else 1
     return np.zeros((groups, cols, cols) if groups > 1 else (cols, cols))
@@ -179,11 +278,17 @@ def collect(
     over all of `calibration`."""
     start = time.perf_counter()
     left_out: dict[str, str] = {}
-    wanted: dict[str, tuple[WeightGroup, int]] = {}
+    wanted: dict[str, tuple[list[Source], np.ndarray]] = {}
     for group in weights:
         name = str(group.weight.name)
         if not isinstance(group, WeightGroup):
-            left_out[name] = "storage form"
+            found = _recurrent_input(model.graph, group)
+            if isinstance(found, str):
+                left_out[name] = found
+            elif found[1] > MAX_COLUMNS:
+                left_out[name] = f"{found[1]} columns (H kept up to {MAX_COLUMNS})"
+            else:
+                wanted[name] = ([found[0]], np.zeros((found[1], found[1])))
             continue
         columns = {_columns(layer) for layer in group.layers}
         if None in columns or len(columns) != 1:
@@ -198,7 +303,8 @@ def collect(
         if len(groups) != 1:
             left_out[name] = "read by convolutions of different groups"
             continue
-        wanted[name] = (group, cols)
+        sources: list[Source] = [_LayerInput(layer) for layer in group.layers]
+        wanted[name] = (sources, _empty(group.layers[0], cols))
     by_weight: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}
     if wanted:
@@ -220,7 +326,7 @@ def collect(
 
 def _run(
     model: ir.Model,
-    wanted: dict[str, tuple[WeightGroup, int]],
+    wanted: dict[str, tuple[list[Source], np.ndarray]],
     calibration: Calibration,
     left_out: dict[str, str],
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -228,20 +334,19 @@ def _run(
     inputs = {i.name for i in proto.graph.input}
     outputs = {o.name for o in proto.graph.output}
     requested: list[str] = []
-    for group, _ in wanted.values():
-        for layer in group.layers:
-            value = _activation(layer)
-            assert value is not None and value.name is not None
-            if value.name in inputs or value.name in requested:
+    for sources, _ in wanted.values():
+        for value in (v for source in sources for v in source.values()):
+            name = str(value.name)
+            if name in inputs or name in requested:
                 continue
-            requested.append(value.name)
-            if value.name not in outputs:
+            requested.append(name)
+            if name not in outputs:
                 proto.graph.output.append(
-                    onnx.helper.make_tensor_value_info(value.name, onnx.TensorProto.FLOAT, None)
+                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
                 )
     session = plain_session(proto.SerializeToString(), rewrites=False)
     feeds_names = {i.name for i in session.get_inputs()}
-    sums = {name: _empty(group.layers[0], cols) for name, (group, cols) in wanted.items()}
+    sums = {name: h for name, (_, h) in wanted.items()}
     counts = dict.fromkeys(sums, 0)
     for batch in calibration.batches:
         feeds = {k: v for k, v in batch.items() if k in feeds_names}
@@ -251,15 +356,10 @@ def _run(
         except Exception as e:
             raise InputError(f"collecting layer inputs failed: {e}") from None
         values.update({k: v for k, v in feeds.items() if k not in values})
-        for name, (group, _) in list(wanted.items()):
+        for name, (sources, _) in list(wanted.items()):
             try:
-                for layer in group.layers:
-                    value = _activation(layer)
-                    assert value is not None and value.name is not None
-                    x = values.get(value.name)
-                    if x is None:
-                        raise ValueError(f"ORT returned no value '{value.name}'")
-                    counts[name] += _accumulate(layer, np.asarray(x), sums[name])
+                for source in sources:
+                    counts[name] += source.add(values, sums[name])
             except ValueError as e:
                 left_out[name] = f"inputs not read: {e}"
                 del wanted[name], sums[name], counts[name]

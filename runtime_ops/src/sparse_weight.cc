@@ -76,11 +76,34 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
   // symbols are allocated (weight_shape alone must not size memory).
   if (dense && n > uint64_t{w.codes_bytes} * 8)
     fail_decode("codes stream is too short for " + std::to_string(n) + " codes (truncated)");
-  const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
   // Dense: every position takes the next code, as gaps of 0 would say.
   std::vector<uint8_t> gaps(static_cast<size_t>(dense ? n : m));
+  // Both streams are decoded at once, their look-ups interleaved, with the code count the
+  // TOC gives (bounded by the codes stream's bits). If anything is wrong they are decoded
+  // again one after the other, with the checks in between, so that a damaged file gets
+  // the same error as ever.
+  std::vector<uint8_t> codes;
+  const bool pair = !dense && w.num_codes <= uint64_t{w.codes_bytes} * 8;
+  if (pair) codes.resize(static_cast<size_t>(w.num_codes));
+  // The decode time covers building the tables and decoding, nothing else.
   auto start = Clock::now();
-  if (!dense) gap_table.decode(w.gaps, w.gaps_bytes, gaps.data(), gaps.size());
+  bool both = false;
+  if (pair) {
+    try {
+      const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
+      const HuffmanTable code_table(w.code_lengths, w.k, w.num_codes, "codes");
+      decode_pair(gap_table, HuffmanStream{w.gaps, w.gaps_bytes, gaps.data(), gaps.size()},
+                  code_table, HuffmanStream{w.codes, w.codes_bytes, codes.data(), codes.size()});
+      both = true;
+    } catch (const DecodeError&) {
+      // Decoded again below, one stream at a time, for the error a damaged file gets.
+    }
+  }
+  if (!both) {
+    const HuffmanTable gap_table(w.code_lengths + w.k, num_gaps, m, "gaps");
+    if (!dense) gap_table.decode(w.gaps, w.gaps_bytes, gaps.data(), gaps.size());
+  }
+  auto spent = Clock::now() - start;
   // The largest gap symbol is the escape: it skips that many zeros and carries no code.
   const auto escape = static_cast<uint8_t>(num_gaps - 1);
   uint64_t c = 0;
@@ -95,19 +118,20 @@ CsrMatrix decode_weight(const EncodedWeight& w, int64_t rows, int64_t cols) {
                 std::to_string(w.num_codes));
   if (c > uint64_t{w.codes_bytes} * 8)
     fail_decode("codes stream is too short for " + std::to_string(c) + " codes (truncated)");
-  const HuffmanTable code_table(w.code_lengths, w.k, c, "codes");
-  std::vector<uint8_t> codes(static_cast<size_t>(c));
-  auto gap_time = Clock::now() - start;
-  start = Clock::now();
-  code_table.decode(w.codes, w.codes_bytes, codes.data(), codes.size());
-  const auto total = gap_time + (Clock::now() - start);
+  if (!both) {
+    codes.assign(static_cast<size_t>(c), 0);
+    start = Clock::now();
+    const HuffmanTable code_table(w.code_lengths, w.k, c, "codes");
+    code_table.decode(w.codes, w.codes_bytes, codes.data(), codes.size());
+    spent += Clock::now() - start;
+  }
 
   CsrMatrix csr;
   csr.rows = rows;
   csr.cols = cols;
   csr.symbols = m + c;
   csr.decode_ns =
-      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(total).count());
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(spent).count());
   std::copy(w.codebook, w.codebook + w.k, csr.codebook.begin());
   csr.col.reserve(static_cast<size_t>(c));
   csr.code.reserve(static_cast<size_t>(c));

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "check.h"
 #include "crc32.h"
 #include "decode_error.h"
 #include "decoder.h"
@@ -27,18 +28,8 @@ using dc_onnx::CsrMatrix;
 using dc_onnx::DecodeError;
 using dc_onnx::LayerAttributes;
 using dc_onnx::LayerStreams;
-
-int g_failures = 0;
-int g_checks = 0;
-
-#define CHECK(cond)                                                           \
-  do {                                                                        \
-    ++g_checks;                                                               \
-    if (!(cond)) {                                                            \
-      ++g_failures;                                                           \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                         \
-  } while (0)
+using dc_onnx_test::g_checks;
+using dc_onnx_test::g_failures;
 
 std::vector<uint8_t> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
