@@ -17,21 +17,14 @@
 // non-zeros. Each output column is one lane whatever the width or the chunking, and sees
 // the same additions in the same order, so every Vec gives the same bits.
 //
-// `Fused` (the convolution) adds each product with one rounding, fma(w, x, acc): a
-// vfmadd per register with AVX2 and AVX-512, fmaf per lane on the baseline, which is
-// exact everywhere, so the bits still do not depend on the path. The FC panels keep
-// multiply-then-add (Fused = false).
+// `Chain` (the convolution) keeps one accumulator set whatever V: each output is then
+// one chain of multiply-adds over its non-zeros in order, so its bits do not depend on
+// where a panel, chunk or input-channel block ends, and the caller may pick those per
+// ISA. The FC panels keep U = 4/V sets for narrow panels (their latency hiding).
 #pragma once
 
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
-
-#include "simd.h"
-
-#if defined(DC_ONNX_X86) && !defined(__clang__)
-#include <immintrin.h>  // _MM_FROUND_CUR_DIRECTION
-#endif
 
 namespace dc_onnx {
 
@@ -43,8 +36,8 @@ using Vec4 = float __attribute__((vector_size(16)));
 
 // Accumulator registers per chunk (the default; a caller may ask for more): 8 of
 // AVX-512's 32, or of AVX2's and SSE2's 16, leave room for the broadcast weight and the
-// products. The fused conv loop on AVX2 takes 14: its fmas read the input from memory,
-// so only the broadcast weight needs a register besides the sums.
+// products. The conv loop on AVX2 takes 14: the broadcast weight and one product
+// register besides them fill the 16 ymm registers (the input is read from memory).
 constexpr size_t kAccumulators = 8;
 
 // One unaligned load or store per register, straight between memory and the register (a
@@ -71,48 +64,8 @@ DC_ONNX_INLINE void axpy(Vec& acc, const Vec& w, const float* p) {
   acc += w * v;
 }
 
-// acc = fma(w, p[0 .. lanes), acc), rounded once. With GCC, one vfmadd per register for
-// Vec8 and Vec16, which only the AVX2+FMA and AVX-512 loops use. The overloads carry no
-// target attribute (an always-inline callee with one cannot be inlined into the generic
-// madd below): GCC expands a builtin where it is inlined, inside those loops (a use
-// anywhere else fails to compile), and -Wpsabi warns about the calling convention of a
-// call that never exists. Clang checks a builtin's target where it is written, so a clang
-// build (the fuzz targets) takes the per-lane version below for every width: the same
-// bits, vectorised or not as clang sees fit.
-#if defined(DC_ONNX_X86) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-DC_ONNX_INLINE void fmadd(Vec16& acc, const Vec16& w, const float* p) {
-  Vec16 v;
-  load(v, p);
-  acc = __builtin_ia32_vfmaddps512_mask(w, v, acc, -1, _MM_FROUND_CUR_DIRECTION);
-}
-DC_ONNX_INLINE void fmadd(Vec8& acc, const Vec8& w, const float* p) {
-  Vec8 v;
-  load(v, p);
-  acc = __builtin_ia32_vfmaddps256(w, v, acc);
-}
-#pragma GCC diagnostic pop
-#endif
-// The baseline: fmaf per lane (libm's, which uses the FMA unit where the CPU has one and
-// an exact software path otherwise). Slow, but it keeps the bits of the vector paths.
-template <typename Vec>
-DC_ONNX_INLINE void fmadd(Vec& acc, const Vec& w, const float* p) {
-  constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
-  for (size_t i = 0; i < kLanes; ++i) acc[i] = std::fma(w[i], p[i], acc[i]);
-}
-
-// acc += w * p[0 .. lanes), fused (one rounding) or not.
-template <bool Fused, typename Vec>
-DC_ONNX_INLINE void madd(Vec& acc, const Vec& w, const float* p) {
-  if constexpr (Fused)
-    fmadd(acc, w, p);
-  else
-    axpy(acc, w, p);
-}
-
 // Columns [0, C*lanes) of x + offset(j), init and out: U accumulator sets of C registers.
-template <size_t U, size_t C, typename Vec, bool Fused, typename Offset>
+template <size_t U, size_t C, typename Vec, typename Offset>
 DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const float* codebook,
                                 const float* x, Offset offset, const float* init, float* out) {
   constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
@@ -126,12 +79,12 @@ DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const f
     for (size_t u = 0; u < U; ++u) {
       const Vec w = codebook[code[j + u]] - Vec{};  // broadcast in a register
       const float* p = x + offset(j + u);
-      for (size_t i = 0; i < C; ++i) madd<Fused>(acc[u][i], w, p + kLanes * i);
+      for (size_t i = 0; i < C; ++i) axpy(acc[u][i], w, p + kLanes * i);
     }
   for (size_t u = 0; j < e; ++j, ++u) {
     const Vec w = codebook[code[j]] - Vec{};
     const float* p = x + offset(j);
-    for (size_t i = 0; i < C; ++i) madd<Fused>(acc[u][i], w, p + kLanes * i);
+    for (size_t i = 0; i < C; ++i) axpy(acc[u][i], w, p + kLanes * i);
   }
   for (size_t half = U / 2; half > 0; half /= 2)
     for (size_t u = 0; u < half; ++u)
@@ -142,39 +95,39 @@ DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const f
 // Non-zeros [b, e) of one row; `offset(j)` gives the panel start in x for non-zero j.
 // The sums start from `init[0 .. 16V)` (partial sums of earlier non-zeros; may be `out`)
 // or from zero when `init` is null.
-template <size_t V, typename Vec = Vec16, bool Fused = false, size_t Acc = kAccumulators,
+template <size_t V, typename Vec = Vec16, bool Chain = false, size_t Acc = kAccumulators,
           typename Offset>
 DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const float* codebook,
                                  const float* x, Offset offset, const float* init, float* out) {
-  // Depends on V only: the same sums on every Vec. Fused: one set, so each output is one
-  // chain of fmas in non-zero order, whatever the panel, chunk or block boundaries.
-  constexpr size_t U = Fused || V >= 3 ? 1 : 4 / V;
+  // Depends on V only: the same sums on every Vec. Chain: one set, so each output is one
+  // chain in non-zero order, whatever the panel, chunk or block boundaries.
+  constexpr size_t U = Chain || V >= 3 ? 1 : 4 / V;
   constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
   constexpr size_t T = 16 * V / kLanes;  // registers across the panel
   constexpr size_t C = T < Acc / U ? T : Acc / U;  // per chunk
   size_t c = 0;
   for (; c + C <= T; c += C)
-    panel_chunk<U, C, Vec, Fused>(code, b, e, codebook, x + c * kLanes, offset,
+    panel_chunk<U, C, Vec>(code, b, e, codebook, x + c * kLanes, offset,
                            init != nullptr ? init + c * kLanes : nullptr, out + c * kLanes);
   if constexpr (T % C != 0)
-    panel_chunk<U, T % C, Vec, Fused>(code, b, e, codebook, x + c * kLanes, offset,
+    panel_chunk<U, T % C, Vec>(code, b, e, codebook, x + c * kLanes, offset,
                                init != nullptr ? init + c * kLanes : nullptr, out + c * kLanes);
 }
 
 // Calls sparse_panel with the smallest V whose panel covers `width` (<= 16 * kMaxV).
-template <typename Vec = Vec16, bool Fused = false, size_t Acc = kAccumulators, typename Offset>
+template <typename Vec = Vec16, bool Chain = false, size_t Acc = kAccumulators, typename Offset>
 DC_ONNX_INLINE void sparse_panel_any(int64_t width, const uint8_t* code, size_t b, size_t e,
                                      const float* codebook, const float* x, Offset offset,
                                      const float* init, float* out) {
   switch ((width + 15) / 16) {
-    case 1: return sparse_panel<1, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
-    case 2: return sparse_panel<2, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
-    case 3: return sparse_panel<3, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
-    case 4: return sparse_panel<4, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
-    case 5: return sparse_panel<5, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
-    case 6: return sparse_panel<6, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
-    case 7: return sparse_panel<7, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
-    default: return sparse_panel<8, Vec, Fused, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 1: return sparse_panel<1, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 2: return sparse_panel<2, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 3: return sparse_panel<3, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 4: return sparse_panel<4, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 5: return sparse_panel<5, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 6: return sparse_panel<6, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 7: return sparse_panel<7, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    default: return sparse_panel<8, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
   }
 }
 

@@ -1,8 +1,6 @@
 // Hot loops are compiled several times (AVX-512, AVX2, baseline x86-64) and picked at
 // run time for the running CPU, so one portable binary still uses wide vectors.
-// The explicit targets include FMA, but the library is built with -ffp-contract=off, so
-// GCC never fuses on its own: the FC loops multiply then add on every CPU, and the conv
-// loop's fmas are explicit on every path (panel.h), so results stay identical.
+// No FMA target is listed: results stay identical on every CPU (multiply, then add).
 //
 // Two mechanisms:
 // - DC_ONNX_HOT (GCC target_clones): the same source built per target, for loops whose
@@ -25,8 +23,8 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DC_ONNX_X86 1
-#define DC_ONNX_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
-#define DC_ONNX_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define DC_ONNX_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+#define DC_ONNX_TARGET_AVX2 __attribute__((target("avx2")))
 #endif
 
 namespace dc_onnx {
@@ -51,10 +49,8 @@ inline Isa isa() {
   static const Isa chosen = [] {
     Isa cpu = Isa::kBaseline;
 #ifdef DC_ONNX_X86
-    // Both vector paths use FMA (the convolution); every AVX2 CPU sold has it.
-    const bool fma = __builtin_cpu_supports("fma");
-    if (fma && __builtin_cpu_supports("avx2")) cpu = Isa::kAvx2;
-    if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+    if (__builtin_cpu_supports("avx2")) cpu = Isa::kAvx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
       cpu = Isa::kAvx512;
 #endif

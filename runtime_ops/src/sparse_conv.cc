@@ -4,10 +4,10 @@
 // channel c shifted by ((ky*dh) / sh, (kx*dw) / sw). With phase rows laid out at a fixed
 // width, every tap is then one shift of the whole flattened plane, computed 112-128
 // outputs at a time with the sums in registers (panel.h), input channels in blocks that
-// stay in L1 while a range of output channels uses them. Each output is
-// fma(w_n, x_n, ... fma(w_1, x_1, 0)) over its non-zeros in key order (input channel,
-// ky, kx): one rounding per tap, and the same bits whatever the ISA, panel, block, band
-// or thread count. Parallel over output-channel ranges, one image at a time, and within
+// stay in L1 while a range of output channels uses them. Each output is one chain
+// (((0 + w_1*x_1) + w_2*x_2) + ...) over its non-zeros in key order (input channel, ky,
+// kx), each product and sum rounded to float32: the same bits whatever the ISA, panel,
+// block, band or thread count. Parallel over output-channel ranges, one image at a time, and within
 // an image one band of output rows at a time: the planes of a band and its sums fit
 // kConvScratchBytes (sparse_conv.h), whatever the image size.
 #include "sparse_conv.h"
@@ -74,7 +74,7 @@ DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
         if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
         const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
         float* out = p.sums + o * p.len_pad + q0;
-        sparse_panel_any<Vec, /*Fused=*/true, Acc>(width, p.codes, ptr[0], ptr[1], p.codebook,
+        sparse_panel_any<Vec, /*Chain=*/true, Acc>(width, p.codes, ptr[0], ptr[1], p.codebook,
                                                    xg, offset, blk > 0 ? out : nullptr, out);
       }
   }
@@ -82,10 +82,11 @@ DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
 
 // One copy of the loop per ISA (simd.h): 16 zmm, 8 ymm or 4 xmm floats per register, and
 // the panel width and accumulator count for that ISA's register file. Each output is one
-// chain of fmas over its non-zeros in key order (panel.h, Fused), so none of these
-// choices changes the bits. AVX2: 112 outputs = 14 ymm accumulators in one chunk plus the
-// broadcast weight (the fmas read the input straight from memory), so each key is decoded
-// once per 112 outputs instead of once per 64 (two 8-register chunks of a 128-wide panel).
+// chain over its non-zeros in key order (panel.h, Chain), so none of these choices
+// changes the bits. AVX2: 112 outputs = 14 ymm accumulators in one chunk, plus the
+// broadcast weight and one product (the input is read straight from memory), so each key
+// is decoded once per 112 outputs instead of once per 64 (two 8-register chunks of a
+// 128-wide panel).
 // AVX-512 keeps its 8 zmm (128 outputs), as measured on the AVX-512 machine.
 #ifdef DC_ONNX_X86
 DC_ONNX_TARGET_AVX512 void channels_avx512(const Plan& p, int64_t o0, int64_t o1) {
