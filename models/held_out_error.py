@@ -1,0 +1,81 @@
+"""Does the error budget hold on inputs the compile never saw?
+
+For each zoo model (fetched, its fixed inputs written: models/zoo.py), compile at the
+default budget and at `--max-error 0.05` on the zoo's fixed inputs, as `make zoo` does,
+with error compensation and without, then measure each compiled model's worst output
+error on those inputs and on held-out ones: drawn the same way, from another seed.
+Compensation fits the layer inputs it sees (dc_onnx/budget/activations.py); this says
+what that costs on inputs it did not see.
+
+    python models/held_out_error.py [--only NAME,...] [--seed 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import dc_onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import zoo  # a sibling script, not a package
+from zoo_measure import _joined, relative_l2
+
+DEFAULT_MODELS = "akiki-vad,silero-vad-sequence,silero-vad-16k-op15"
+SETTINGS = (("default", 0.01, "auto"), ("--max-error 0.05", 0.05, "auto"),
+            ("--max-error 0.05 --compensate off", 0.05, "off"))  # fmt: skip
+
+
+def worst_error(original: Path, compiled: Path, runs: list[dict[str, np.ndarray]]) -> float:
+    reference = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
+    candidate = dc_onnx.InferenceSession(str(compiled))
+    expected = [reference.run(None, run) for run in runs]
+    actual = [candidate.run(None, run) for run in runs]
+    return max(
+        relative_l2(_joined([e[i] for e in expected]), _joined([a[i] for a in actual]))
+        for i in range(len(expected[0]))
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=DEFAULT_MODELS, help="zoo models, comma-separated")
+    parser.add_argument("--seed", type=int, default=50000, help="seed of the held-out inputs")
+    parser.add_argument("--cache", help="zoo cache (default $DC_ONNX_ZOO_CACHE or build/zoo-cache)")
+    args = parser.parse_args(argv)
+    cache = zoo.cache_dir(args.cache)
+    print("| model | setting | ratio | error, fixed inputs | error, held-out inputs |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        held = Path(tmp)
+        for m in zoo.select(args.only):
+            source, fixed = zoo.model_path(m, cache), zoo.inputs_path(m, cache)
+            if not (source.is_file() and fixed.exists()):
+                print(f"| {m.name} | not fetched (models/zoo.py fetch, inputs) | | | |")
+                continue
+            zoo.model_path(m, held).parent.mkdir(parents=True, exist_ok=True)
+            zoo.model_path(m, held).symlink_to(source)
+            held_out = zoo.read_runs(zoo.write_inputs(m, held, seed=args.seed))
+            fixed_runs = zoo.read_runs(fixed)
+            for title, budget, compensate in SETTINGS:
+                out = held / f"{m.name}.dc.onnx"
+                options = dc_onnx.CompileOptions(
+                    calibration=fixed, max_error=budget, compensate=compensate
+                )
+                result = dc_onnx.compile(source, out, options)
+                errors = [worst_error(source, out, runs) for runs in (fixed_runs, held_out)]
+                ratio = result.report.ratio or 0.0
+                print(
+                    f"| {m.name} | {title} | {ratio:.2f}x | {errors[0]:.2%} | {errors[1]:.2%} |",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
