@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import helper
+from onnx.numpy_helper import to_array
 
 from conftest import compile_model, make_model, run
 from dc_onnx.tools.bench import DECODE_STATS_ENV, read_decode_stats
@@ -150,20 +151,51 @@ BANDED_CONVS = [
     dict(shape=(16, 16, 3, 3), hw=(200, 200), pads=[1, 1, 1, 1]),
     dict(shape=(16, 16, 3, 3), hw=(401, 400), pads=[1, 0, 1, 1], strides=[2, 2]),
 ]
-ISA_CONVS = [CONVS[0], CONVS[2], CONVS[4], CONVS[6], CONVS[7], CONVS[10], *BANDED_CONVS]
+# Panel edges of the per-ISA loops (AVX2: 112 outputs per panel, AVX-512 and the
+# baseline: 128; each output's chain must not depend on where a panel ends). Flat
+# lengths (out_h - 1) * row_width + out_w (row_width = out_w + kw - 1 rounded up to 16):
+PANEL_EDGE_CONVS = [
+    dict(shape=(5, 3, 1, 3), hw=(1, 113), pads=[0, 1, 0, 1]),  # one row: 113 = 112 + 1
+    dict(shape=(5, 3, 3), hw=(112,), pads=[1, 1]),  # 1-D: exactly one AVX2 panel
+    dict(shape=(4, 2, 3, 1), hw=(9, 16)),  # 7 rows of 16: 112
+    dict(shape=(4, 2, 3, 1), hw=(10, 16)),  # 8 rows of 16: 128 = 112 + 16
+    dict(shape=(4, 2, 3, 3), hw=(9, 17), pads=[1, 1, 1, 1]),  # odd width, rows of 32: 273
+    dict(shape=(3, 2, 3, 3), hw=(3, 7)),  # one output row of 5: a single 16-float group
+    dict(shape=(6, 2, 3, 3), hw=(11, 9), pads=[1, 0, 1, 2], group=3),
+    dict(shape=(4, 3, 3, 3), hw=(23, 29), strides=[2, 3], dilations=[2, 2], pads=[2, 1, 0, 3]),
+]
+ISA_CONVS = [
+    CONVS[0],
+    CONVS[2],
+    CONVS[4],
+    CONVS[6],
+    CONVS[7],
+    CONVS[10],
+    *PANEL_EDGE_CONVS,
+    *BANDED_CONVS,
+]
 
 
-@pytest.mark.parametrize("conv", ISA_CONVS, ids=[str(c["shape"]) for c in ISA_CONVS])
-def test_conv_isa_paths_give_the_same_bits(conv: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+def _sparse_conv(conv: dict, tmp_path: Path, batch: int = 2) -> tuple[Path, np.ndarray]:  # type: ignore[type-arg]
+    """`conv` compiled for the sparse kernel (60% pruned, 8 bits), and an input."""
     rng = np.random.default_rng(3)
     shape = conv["shape"]
     w = rng.standard_normal(shape).astype(np.float32)
     attrs = {k: conv[k] for k in ("pads", "dilations", "strides", "auto_pad") if k in conv}
-    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", **attrs)
+    node = helper.make_node(
+        "Conv", ["x", "W"], ["y"], name="conv", group=conv.get("group", 1), **attrs
+    )
     y_shape = ["N", shape[0], *(f"s{i}" for i in range(len(conv["hw"])))]
-    model = make_model([node], {"x": ["N", shape[1], *conv["hw"]]}, {"y": y_shape}, {"W": w})
+    channels = shape[1] * conv.get("group", 1)
+    model = make_model([node], {"x": ["N", channels, *conv["hw"]]}, {"y": y_shape}, {"W": w})
     compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8, conv_dense_density=2.0)
-    x = rng.standard_normal((2, shape[1], *conv["hw"])).astype(np.float32)
+    x = rng.standard_normal((batch, channels, *conv["hw"])).astype(np.float32)
+    return compiled, x
+
+
+@pytest.mark.parametrize("conv", ISA_CONVS, ids=[str(c["shape"]) for c in ISA_CONVS])
+def test_conv_isa_paths_give_the_same_bits(conv: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    compiled, x = _sparse_conv(conv, tmp_path)
     outputs = {}
     for isa in ("scalar", "avx2", "avx512"):  # capped to what the CPU has (simd.h)
         done = _run_with_isa(compiled, x, isa, tmp_path)
@@ -203,3 +235,38 @@ def test_fused_activations_give_the_same_bits_on_every_isa(batch: int, tmp_path:
         done = _run_with_isa(fused, x, isa, tmp_path)
         assert done.returncode == 0, done.stderr
         assert np.load(tmp_path / f"y_{isa}.npy").tobytes() == expected.tobytes(), isa
+
+
+# 2-D, no bias, stride 1: outputs index the input directly. The last one has a single
+# output row of 5, a 16-float panel, which the FC panels would split over 4 sums.
+CHAIN_CONVS = [
+    dict(shape=(3, 3, 3, 3), hw=(6, 9), pads=[1, 1, 1, 1]),
+    dict(shape=(2, 4, 2, 3), hw=(5, 7), pads=[0, 2, 1, 0], dilations=[2, 1]),
+    dict(shape=(3, 4, 3, 3), hw=(3, 7)),
+]
+
+
+@pytest.mark.parametrize("conv", CHAIN_CONVS, ids=[str(c["shape"]) for c in CHAIN_CONVS])
+def test_sparse_conv_is_one_chain_per_output(conv: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    # The documented sum (runtime_ops/README.md, "Instruction sets"): each output is
+    # (((0 + w_1 x_1) + w_2 x_2) + ...) over its non-zero weights in (input channel, ky,
+    # kx) order, every product and sum rounded to float32 (numpy's float32 scalars round
+    # each operation the same way). Bit for bit, whatever the panel layout.
+    compiled, x = _sparse_conv(conv, tmp_path, batch=1)
+    dense = decode_model(compiled)
+    (w,) = (to_array(t) for t in dense.graph.initializer if t.dims == list(conv["shape"]))
+    (y,) = run(compiled, {"x": x})
+    m, c, kh, kw = w.shape
+    top, left = conv.get("pads", [0, 0, 0, 0])[:2]
+    dh, dw = conv.get("dilations", [1, 1])
+    taps = [(ci, ky, kx) for ci in range(c) for ky in range(kh) for kx in range(kw)]
+    for o in range(m):
+        for oh in range(y.shape[2]):
+            for ow in range(y.shape[3]):
+                acc = np.float32(0)
+                for ci, ky, kx in taps:
+                    i, j = oh + ky * dh - top, ow + kx * dw - left
+                    if w[o, ci, ky, kx] == 0 or not (0 <= i < x.shape[2] and 0 <= j < x.shape[3]):
+                        continue  # absent weight, or padding (adds +-0 to a sum that is never -0)
+                    acc = np.float32(acc + np.float32(w[o, ci, ky, kx] * x[0, ci, i, j]))
+                assert acc.tobytes() == y[0, o, oh, ow].tobytes(), (o, oh, ow)

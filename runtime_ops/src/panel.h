@@ -16,6 +16,11 @@
 // 16 ymm or 32 xmm registers), the panel is done in column chunks, each over all the
 // non-zeros. Each output column is one lane whatever the width or the chunking, and sees
 // the same additions in the same order, so every Vec gives the same bits.
+//
+// `Chain` (the convolution) keeps one accumulator set whatever V: each output is then
+// one chain of multiply-adds over its non-zeros in order, so its bits do not depend on
+// where a panel, chunk or input-channel block ends, and the caller may pick those per
+// ISA. The FC panels keep U = 4/V sets for narrow panels (their latency hiding).
 #pragma once
 
 #include <cstddef>
@@ -29,8 +34,10 @@ using Vec4 = float __attribute__((vector_size(16)));
 
 #define DC_ONNX_INLINE inline __attribute__((always_inline))
 
-// Accumulator registers per chunk: 8 of AVX-512's 32, or of AVX2's and SSE2's 16, leave
-// room for the broadcast weight and the products.
+// Accumulator registers per chunk (the default; a caller may ask for more): 8 of
+// AVX-512's 32, or of AVX2's and SSE2's 16, leave room for the broadcast weight and the
+// products. The conv loop on AVX2 takes 14: the broadcast weight and one product
+// register besides them fill the 16 ymm registers (the input is read from memory).
 constexpr size_t kAccumulators = 8;
 
 // One unaligned load or store per register, straight between memory and the register (a
@@ -88,13 +95,16 @@ DC_ONNX_INLINE void panel_chunk(const uint8_t* code, size_t b, size_t e, const f
 // Non-zeros [b, e) of one row; `offset(j)` gives the panel start in x for non-zero j.
 // The sums start from `init[0 .. 16V)` (partial sums of earlier non-zeros; may be `out`)
 // or from zero when `init` is null.
-template <size_t V, typename Vec = Vec16, typename Offset>
+template <size_t V, typename Vec = Vec16, bool Chain = false, size_t Acc = kAccumulators,
+          typename Offset>
 DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const float* codebook,
                                  const float* x, Offset offset, const float* init, float* out) {
-  constexpr size_t U = V >= 3 ? 1 : 4 / V;  // depends on V only: the same sums on every Vec
+  // Depends on V only: the same sums on every Vec. Chain: one set, so each output is one
+  // chain in non-zero order, whatever the panel, chunk or block boundaries.
+  constexpr size_t U = Chain || V >= 3 ? 1 : 4 / V;
   constexpr size_t kLanes = sizeof(Vec) / sizeof(float);
   constexpr size_t T = 16 * V / kLanes;  // registers across the panel
-  constexpr size_t C = T < kAccumulators / U ? T : kAccumulators / U;  // per chunk
+  constexpr size_t C = T < Acc / U ? T : Acc / U;  // per chunk
   size_t c = 0;
   for (; c + C <= T; c += C)
     panel_chunk<U, C, Vec>(code, b, e, codebook, x + c * kLanes, offset,
@@ -105,19 +115,19 @@ DC_ONNX_INLINE void sparse_panel(const uint8_t* code, size_t b, size_t e, const 
 }
 
 // Calls sparse_panel with the smallest V whose panel covers `width` (<= 16 * kMaxV).
-template <typename Vec = Vec16, typename Offset>
+template <typename Vec = Vec16, bool Chain = false, size_t Acc = kAccumulators, typename Offset>
 DC_ONNX_INLINE void sparse_panel_any(int64_t width, const uint8_t* code, size_t b, size_t e,
                                      const float* codebook, const float* x, Offset offset,
                                      const float* init, float* out) {
   switch ((width + 15) / 16) {
-    case 1: return sparse_panel<1, Vec>(code, b, e, codebook, x, offset, init, out);
-    case 2: return sparse_panel<2, Vec>(code, b, e, codebook, x, offset, init, out);
-    case 3: return sparse_panel<3, Vec>(code, b, e, codebook, x, offset, init, out);
-    case 4: return sparse_panel<4, Vec>(code, b, e, codebook, x, offset, init, out);
-    case 5: return sparse_panel<5, Vec>(code, b, e, codebook, x, offset, init, out);
-    case 6: return sparse_panel<6, Vec>(code, b, e, codebook, x, offset, init, out);
-    case 7: return sparse_panel<7, Vec>(code, b, e, codebook, x, offset, init, out);
-    default: return sparse_panel<8, Vec>(code, b, e, codebook, x, offset, init, out);
+    case 1: return sparse_panel<1, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 2: return sparse_panel<2, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 3: return sparse_panel<3, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 4: return sparse_panel<4, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 5: return sparse_panel<5, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 6: return sparse_panel<6, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    case 7: return sparse_panel<7, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
+    default: return sparse_panel<8, Vec, Chain, Acc>(code, b, e, codebook, x, offset, init, out);
   }
 }
 

@@ -2,11 +2,14 @@
 // input into stride_h * stride_w phase planes (phase (a, b) holds rows a, a + sh, ... and
 // columns b, b + sw, ...): tap (c, ky, kx) reads phase ((ky*dh) % sh, (kx*dw) % sw) of
 // channel c shifted by ((ky*dh) / sh, (kx*dw) / sw). With phase rows laid out at a fixed
-// width, every tap is then one shift of the whole flattened plane, computed 128 outputs at
-// a time with the sums in registers (panel.h), input channels in blocks that stay in L1
-// while a range of output channels uses them. Parallel over output-channel ranges, one
-// image at a time, and within an image one band of output rows at a time: the planes of
-// a band and its sums fit kConvScratchBytes (sparse_conv.h), whatever the image size.
+// width, every tap is then one shift of the whole flattened plane, computed 112-128
+// outputs at a time with the sums in registers (panel.h), input channels in blocks that
+// stay in L1 while a range of output channels uses them. Each output is one chain
+// (((0 + w_1*x_1) + w_2*x_2) + ...) over its non-zeros in key order (input channel, ky,
+// kx), each product and sum rounded to float32: the same bits whatever the ISA, panel,
+// block, band or thread count. Parallel over output-channel ranges, one image at a time, and within
+// an image one band of output rows at a time: the planes of a band and its sums fit
+// kConvScratchBytes (sparse_conv.h), whatever the image size.
 #include "sparse_conv.h"
 
 #include <algorithm>
@@ -50,7 +53,7 @@ constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
 // taps. Loop order panel > input-channel block > output channel, so the block of input
 // a panel reads stays in L1 while every output channel of the range uses it. `Vec` is the
 // register type of the calling ISA (panel.h); the bits do not depend on it.
-template <typename Vec>
+template <typename Vec, int64_t Width, size_t Acc>
 DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
   const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
   const uint32_t* keys = p.keys;
@@ -63,30 +66,39 @@ DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
     return static_cast<int64_t>(key >> bits) * channel_stride + tap_offset[key & mask];
   };
   const auto nb = static_cast<size_t>(p.num_blocks);
-  for (int64_t q0 = 0; q0 < len; q0 += kWidest) {
-    const int64_t width = std::min(kWidest, len - q0);
+  for (int64_t q0 = 0; q0 < len; q0 += Width) {
+    const int64_t width = std::min(Width, len - q0);
     for (size_t blk = 0; blk < nb; ++blk)
       for (int64_t o = o0; o < o1; ++o) {
         const size_t* ptr = p.block_ptr + static_cast<size_t>(o) * (nb + 1) + blk;
         if (blk > 0 && ptr[0] == ptr[1]) continue;  // nothing to add
         const float* xg = p.x + (o / p.out_per_group) * p.in_per_group * channel_stride + q0;
         float* out = p.sums + o * p.len_pad + q0;
-        sparse_panel_any<Vec>(width, p.codes, ptr[0], ptr[1], p.codebook, xg, offset,
-                              blk > 0 ? out : nullptr, out);
+        sparse_panel_any<Vec, /*Chain=*/true, Acc>(width, p.codes, ptr[0], ptr[1], p.codebook,
+                                                   xg, offset, blk > 0 ? out : nullptr, out);
       }
   }
 }
 
-// One copy of the loop per ISA (simd.h): 16 zmm, 8 ymm or 4 xmm floats per register.
+// One copy of the loop per ISA (simd.h): 16 zmm, 8 ymm or 4 xmm floats per register, and
+// the panel width and accumulator count for that ISA's register file. Each output is one
+// chain over its non-zeros in key order (panel.h, Chain), so none of these choices
+// changes the bits. AVX2: 112 outputs = 14 ymm accumulators in one chunk, plus the
+// broadcast weight and one product (the input is read straight from memory), so each key
+// is decoded once per 112 outputs instead of once per 64 (two 8-register chunks of a
+// 128-wide panel).
+// AVX-512 keeps its 8 zmm (128 outputs), as measured on the AVX-512 machine.
 #ifdef DC_ONNX_X86
 DC_ONNX_TARGET_AVX512 void channels_avx512(const Plan& p, int64_t o0, int64_t o1) {
-  channels_task<Vec16>(p, o0, o1);
+  channels_task<Vec16, 128, 8>(p, o0, o1);
 }
 DC_ONNX_TARGET_AVX2 void channels_avx2(const Plan& p, int64_t o0, int64_t o1) {
-  channels_task<Vec8>(p, o0, o1);
+  channels_task<Vec8, 112, 14>(p, o0, o1);
 }
 #endif
-void channels_baseline(const Plan& p, int64_t o0, int64_t o1) { channels_task<Vec4>(p, o0, o1); }
+void channels_baseline(const Plan& p, int64_t o0, int64_t o1) {
+  channels_task<Vec4, 128, 8>(p, o0, o1);
+}
 
 using ChannelsFn = void (*)(const Plan&, int64_t, int64_t);
 
@@ -105,8 +117,9 @@ struct Phases {
   int64_t hp, wp;         // rows and used columns of a phase plane
   int64_t row_width;      // wp rounded up to 16
   int64_t plane;          // hp * row_width
-  int64_t copy_len;       // one shifted copy: channels * sh * sw planes + 16 floats slack
-  int64_t copies;         // distinct column shifts (kx*dw) / sw, hence shifted copies
+  int64_t copy_len;       // one copy: channels * sh * sw planes + slack for the last reads
+  int64_t copies;         // distinct column shifts (kx*dw) / sw: what the plan is sized for
+  int64_t stored;         // shifted copies in memory: `copies`, or 1 (below)
 };
 
 // Phase plane (c, a, b)[h, w] = input[c, h*sh + a - pad_top, w*sw + b - pad_left], zero
@@ -166,7 +179,15 @@ void swap_axes(ConvAttributes& a, ConvProblem& pr) {
   std::swap(pr.pad_top, pr.pad_left);
 }
 
-Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
+// Whether each column shift gets its own copy of the planes, so that every panel load
+// starts 64-byte aligned (one per ISA, not per layer: the bits do not depend on it).
+// AVX-512 loads are a whole cache line, and an unaligned one splits across two; AVX2's
+// 32-byte loads split half as often, and there the copies' extra footprint (three for a
+// 3-wide kernel) cost more than the splits: 10-20% on AlexNet conv2/conv3, measured
+// (docs/benchmarks.md).
+bool shifted_copies(Isa which) { return which == Isa::kAvx512; }
+
+Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr, bool copies_in_memory) {
   Phases ph{};
   ph.sh = a.sh;
   ph.sw = a.sw;
@@ -177,11 +198,16 @@ Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
   ph.row_width = (ph.wp + 15) / 16 * 16;
   ph.plane = checked_mul(ph.hp, ph.row_width, "phase plane size");
   const int64_t phases = checked_mul(a.sh, a.sw, "phase count");
-  ph.copy_len = checked_add(
-      checked_mul(checked_mul(pr.channels, phases, "phase planes"), ph.plane, "phase buffer"), 16,
-      "phase buffer");
   ph.copies = (a.kw - 1) * a.dw / a.sw + 1;
-  // The whole buffer (every shifted copy) and the output sums are allocated from these.
+  ph.stored = copies_in_memory ? ph.copies : 1;
+  // The last panel reads up to 16 floats past the planes, plus the column shift when the
+  // shifts are offsets into one copy (< wp <= row_width, so the sums below bound it).
+  const int64_t slack = copies_in_memory ? 16 : checked_add(16, ph.copies - 1, "phase buffer");
+  ph.copy_len = checked_add(
+      checked_mul(checked_mul(pr.channels, phases, "phase planes"), ph.plane, "phase buffer"),
+      slack, "phase buffer");
+  // The whole buffer (every copy: at most `copies`) and the output sums are allocated from
+  // these.
   checked_add(checked_mul(ph.copies, ph.copy_len, "phase buffer"), 16, "phase buffer");
   checked_mul(a.out_channels, checked_add(checked_mul(pr.out_h, ph.row_width, "sums"), kWidest,
                                           "sums"),
@@ -189,14 +215,15 @@ Phases phase_geometry(const ConvAttributes& a, const ConvProblem& pr) {
   return ph;
 }
 
-// Where tap r = ky*kw + kx starts, from its channel's planes in the first shifted copy.
+// Where tap r = ky*kw + kx starts, from its channel's planes in the first copy: its
+// column shift selects a shifted copy, or is an offset within the one copy.
 std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsigned tap_bits) {
   std::vector<int64_t> tap_offset(size_t{1} << tap_bits, 0);
   for (int64_t r = 0; r < a.kh * a.kw; ++r) {
     const int64_t ty = (r / a.kw) * a.dh, tx = (r % a.kw) * a.dw;
     const int64_t phase = (ty % a.sh) * a.sw + tx % a.sw;
-    tap_offset[static_cast<size_t>(r)] =
-        (tx / a.sw) * ph.copy_len + phase * ph.plane + (ty / a.sh) * ph.row_width;
+    const int64_t shift = ph.stored > 1 ? (tx / a.sw) * ph.copy_len : tx / a.sw;
+    tap_offset[static_cast<size_t>(r)] = shift + phase * ph.plane + (ty / a.sh) * ph.row_width;
   }
   return tap_offset;
 }
@@ -206,7 +233,7 @@ std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsi
 int64_t channel_block(const ConvAttributes& a, const Phases& ph) {
   const int64_t rows_reached = (a.kh - 1) * a.dh / a.sh;
   // Sizes are bounded by the buffer checked in phase_geometry; saturate to be safe.
-  const double per_channel_bytes = static_cast<double>(ph.copies) * static_cast<double>(a.sh) *
+  const double per_channel_bytes = static_cast<double>(ph.stored) * static_cast<double>(a.sh) *
                                    static_cast<double>(a.sw) *
                                    static_cast<double>(kWidest + rows_reached * ph.row_width) * 4;
   if (per_channel_bytes >= 24576.0) return 1;
@@ -264,16 +291,17 @@ int64_t band_len_pad(const Phases& ph, int64_t rows, int64_t out_w) {
 }
 
 // Output rows per band: as many as keep the scratch of one Run (phase planes of every
-// shifted copy plus the partial sums) within kConvScratchBytes, at least one.
-int64_t band_rows(const ConvAttributes& a, const ConvProblem& pr) {
+// stored copy plus the partial sums) within kConvScratchBytes, at least one.
+int64_t band_rows(const ConvAttributes& a, const ConvProblem& pr, bool copies_in_memory) {
   const auto d = [](int64_t v) { return static_cast<double>(v); };
   const double row_width = d((pr.out_w + (a.kw - 1) * a.dw / a.sw + 15) / 16 * 16);
-  const double copies = d((a.kw - 1) * a.dw / a.sw + 1);
+  const double copies = copies_in_memory ? d((a.kw - 1) * a.dw / a.sw + 1) : 1.0;
   const double planes = d(pr.channels) * d(a.sh) * d(a.sw);
   const double reach = d((a.kh - 1) * a.dh / a.sh);
   const double per_row = 4.0 * row_width * (copies * planes + d(a.out_channels));
+  const double slack = copies_in_memory ? 16.0 : 16.0 + d((a.kw - 1) * a.dw / a.sw);
   const double fixed =
-      4.0 * (copies * (planes * reach * row_width + 16.0) + d(a.out_channels) * d(kWidest));
+      4.0 * (copies * (planes * reach * row_width + slack) + d(a.out_channels) * d(kWidest));
   const double fit = (static_cast<double>(kConvScratchBytes) - fixed) / per_row;
   if (!(fit >= 1.0)) return 1;
   return fit >= d(pr.out_h) ? pr.out_h : static_cast<int64_t>(fit);
@@ -305,25 +333,27 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   if (as_row(a, pr)) swap_axes(a, pr);
   // Output rows in bands of `rows`, so the scratch stays under kConvScratchBytes whatever
   // the image size; the planes are laid out for a whole band (the last one uses less).
-  const int64_t rows = band_rows(a, pr);
+  const bool copies_in_memory = shifted_copies(isa());
+  const int64_t rows = band_rows(a, pr, copies_in_memory);
   ConvProblem band_pr = pr;
   band_pr.out_h = rows;
-  const Phases ph = phase_geometry(a, band_pr);
+  const Phases ph = phase_geometry(a, band_pr, copies_in_memory);
   const std::vector<int64_t> tap_offset = tap_offsets(a, ph, w.tap_bits);
   const int64_t block = channel_block(a, ph);
   const int64_t num_blocks = (a.in_per_group + block - 1) / block;
   const std::vector<size_t> block_ptr = block_starts(w, a, block, num_blocks);
   const int64_t len_pad = band_len_pad(ph, rows, pr.out_w);
-  // Copy s is the phase planes shifted left by s floats. With row_width a multiple of
-  // 16 and the buffer 64-byte aligned, tap (c, ky, kx) starts 64-byte aligned in copy
-  // (kx*dw) / sw, so no panel load splits a cache line; 16 floats of slack at the end of
-  // each copy cover the last panel's reads.
+  // With AVX-512 (shifted_copies), copy s is the phase planes shifted left by s floats:
+  // with row_width a multiple of 16 and the buffer 64-byte aligned, tap (c, ky, kx) starts
+  // 64-byte aligned in copy (kx*dw) / sw, so no panel load splits a cache line. Otherwise
+  // one copy, read at the column shift. The slack at the end of each copy covers the last
+  // panel's reads.
   const int64_t scratch_floats =
-      checked_add(checked_mul(ph.copies, ph.copy_len, "phase buffer"),
+      checked_add(checked_mul(ph.stored, ph.copy_len, "phase buffer"),
                   checked_mul(a.out_channels, len_pad, "sums"), "conv scratch");
   const Scratch scratch(ctx, static_cast<size_t>(scratch_floats));
   float* copies = scratch.data();
-  float* sums = copies + ph.copies * ph.copy_len;
+  float* sums = copies + ph.stored * ph.copy_len;
   // Ranges of output channels share each loaded block, and each range reads the whole
   // band once: few ranges (4, of 4 channels or more) keep that traffic low.
   const int64_t chunk = std::max<int64_t>(4, (a.out_channels + 3) / 4);
@@ -342,7 +372,7 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
       build_phases(xn, pr.channels, pr.in_h, pr.in_w, pr.pad_top - r0 * a.sh, pr.pad_left, ph,
                    copies);
       std::fill(copies + planes_len, copies + ph.copy_len, 0.0f);
-      for (int64_t s = 1; s < ph.copies; ++s) {
+      for (int64_t s = 1; s < ph.stored; ++s) {
         float* copy = copies + s * ph.copy_len;
         std::copy(copies + s, copies + ph.copy_len, copy);
         std::fill(copy + ph.copy_len - s, copy + ph.copy_len, 0.0f);
