@@ -252,7 +252,7 @@ def test_bench_peers_in_the_latest_onnxruntime(fc_pair: tuple[Path, Path], tmp_p
 
 
 def test_bench_footprint_measures_each_form_alone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 16 MiB of dense weights against ~1 MiB resident for the compiled form at 10% density.
     w = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
@@ -260,8 +260,8 @@ def test_bench_footprint_measures_each_form_alone(
     source = save(make_model([node], {"x": ["N", 2048]}, {"y": ["N", 2048]}, {"W": w}),
                   tmp_path / "big.onnx")  # fmt: skip
     assert main(["compile", str(source), "--quiet", "--sparsity", "0.9"]) == 0
-    compiled = tmp_path / "big.dc.onnx"
-    args = ["bench", str(source), str(compiled), "--batch", "4", "--repeat", "3", "--footprint"]
+    monkeypatch.chdir(tmp_path)  # paths relative to here (the children run elsewhere)
+    args = ["bench", "big.onnx", "big.dc.onnx", "--batch", "4", "--repeat", "3", "--footprint"]
     assert main([*args, "--json"]) == 0
     forms = {f["name"]: f["footprint"] for f in json.loads(capsys.readouterr().out)["forms"]}
     original, small = forms["original"], forms["compiled"]

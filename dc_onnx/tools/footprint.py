@@ -72,7 +72,8 @@ def footprint_in_child(
         "print(_MARK + json.dumps(_measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),"
         " int(sys.argv[4]))))"
     )
-    args = [sys.executable, "-c", code, os.fspath(path), str(batch), str(threads), str(seed)]
+    model = os.path.abspath(path)  # the child runs in another folder
+    args = [sys.executable, "-c", code, model, str(batch), str(threads), str(seed)]
     # Not from the source tree: `import dc_onnx` must find the installed package.
     done = subprocess.run(args, capture_output=True, text=True, cwd=tempfile.gettempdir())
     for line in done.stdout.splitlines():
