@@ -133,16 +133,21 @@ def test_calibration_file_is_used_and_named(tmp_path: Path) -> None:
     assert str(data) in report.format_table()
 
 
-def test_calibration_file_without_a_shared_sample_axis_is_one_batch(tmp_path: Path) -> None:
-    # Recurrent models take a scalar (a sample rate) or a state batched on another axis
-    # beside the signal: such a file is one run's inputs, fed as given.
+def _scaled_layer(tmp_path: Path) -> Path:
+    """y = (x @ W) * scale, with x [1, 64] and a scalar scale: inputs with no sample axis."""
     w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
     nodes = [
         helper.make_node("MatMul", ["x", "W"], ["xw"], name="fc"),
         helper.make_node("Mul", ["xw", "scale"], ["y"], name="scaled"),
     ]
-    source = save(make_model(nodes, {"x": [1, 64], "scale": []}, {"y": [1, 32]}, {"W": w}),
-                  tmp_path / "m.onnx")  # fmt: skip
+    model = make_model(nodes, {"x": [1, 64], "scale": []}, {"y": [1, 32]}, {"W": w})
+    return save(model, tmp_path / "m.onnx")
+
+
+def test_calibration_file_without_a_shared_sample_axis_is_one_batch(tmp_path: Path) -> None:
+    # Recurrent models take a scalar (a sample rate) or a state batched on another axis
+    # beside the signal: such a file is one run's inputs, fed as given.
+    source = _scaled_layer(tmp_path)
     data = tmp_path / "calib.npz"
     rng = np.random.default_rng(4)
     np.savez(data, x=rng.standard_normal((1, 64)).astype(np.float32), scale=np.float32(2.0))
@@ -157,13 +162,7 @@ def test_calibration_directory_of_runs_as_given(
 ) -> None:
     # A speech model takes one chunk and a scalar per run: many runs are a directory with
     # one .npz per run, each fed as given (here with different scales), in name order.
-    w = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
-    nodes = [
-        helper.make_node("MatMul", ["x", "W"], ["xw"], name="fc"),
-        helper.make_node("Mul", ["xw", "scale"], ["y"], name="scaled"),
-    ]
-    source = save(make_model(nodes, {"x": [1, 64], "scale": []}, {"y": [1, 32]}, {"W": w}),
-                  tmp_path / "m.onnx")  # fmt: skip
+    source = _scaled_layer(tmp_path)
     runs = tmp_path / "runs"
     runs.mkdir()
     rng = np.random.default_rng(5)
