@@ -180,6 +180,13 @@ def test_calibration_directory_of_runs_as_given(
                  "--calibration", str(runs)])  # fmt: skip
     assert code != 0
     assert "run-9.npz: not one run's inputs as given" in capsys.readouterr().err
+    # a run without one of the model's inputs: named
+    (runs / "run-9.npz").unlink()
+    np.savez(runs / "run-8.npz", x=np.zeros((1, 64), np.float32))
+    code = main(["compile", str(source), "-o", str(tmp_path / "n.dc.onnx"),
+                 "--calibration", str(runs)])  # fmt: skip
+    assert code != 0
+    assert "run-8.npz lacks 'scale' (model inputs: x, scale)" in capsys.readouterr().err
 
 
 def test_size_estimates_match_real_encodes(tmp_path: Path) -> None:

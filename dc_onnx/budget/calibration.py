@@ -231,9 +231,13 @@ def _runs_as_given(
     for file in files:
         run = _one_batch_as_given(file, names, dtypes)
         if run is None:
+            missing = [n for n in names if n not in read_npz(file)]
             raise InputError(
-                f"{file}: not one run's inputs as given, unlike {files[0].name} "
-                f"(a directory holds either runs or shards with a sample axis, not both)"
+                f"{file} lacks {', '.join(repr(n) for n in missing)} (model inputs: "
+                f"{', '.join(names)})"
+                if missing
+                else f"{file}: not one run's inputs as given, unlike {files[0].name} "
+                "(a directory holds either runs or shards with a sample axis, not both)"
             )
         runs.append(run)
         n += max(1, _batch_size(run))
