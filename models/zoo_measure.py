@@ -674,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     start = time.perf_counter()
+    # Taken now: the commit installed for this run, not one committed while it ran.
+    tools = versions(args)
     loads = [os.getloadavg()[0]]
     rows = []
     for m in models:
@@ -686,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         a if not os.path.isabs(a) else os.path.relpath(a, zoo.REPO) for a in argv
     )
     load = f"{min(loads):.1f} to {max(loads):.1f} over the run"
-    text = document(rows, command.strip(), versions(args), time.perf_counter() - start, load)
+    text = document(rows, command.strip(), tools, time.perf_counter() - start, load)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".part")
