@@ -231,7 +231,7 @@ def _runs_as_given(
     for file in files:
         run = _one_batch_as_given(file, names, dtypes)
         if run is None:
-            missing = [n for n in names if n not in read_npz(file)]
+            missing = [name for name in names if name not in read_npz(file)]
             raise InputError(
                 f"{file} lacks {', '.join(repr(n) for n in missing)} (model inputs: "
                 f"{', '.join(names)})"
