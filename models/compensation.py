@@ -49,16 +49,22 @@ def _calibration(batches: list[dict[str, np.ndarray]], description: str) -> Cali
     return Calibration(batches, "file", description)
 
 
-def held_out_feeds(model: zoo.ZooModel, cache: Path, seed: int) -> dict[str, np.ndarray]:
+def held_out_feeds(model: zoo.ZooModel, cache: Path, seeds: range) -> list[dict[str, np.ndarray]]:
+    """One run's inputs per seed (a carried state from the original model, loaded once)."""
     path = zoo.model_path(model, cache)
     proto = onnx.load(str(path), load_external_data=False)
-    feeds = zoo.synth_inputs(proto, model.inputs, seed, model.dims)
+    session = None
     if model.carry:
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = zoo.carried_state(model, session, proto, feeds, seed, model.inputs)
-    return feeds
+    runs = []
+    for seed in seeds:
+        feeds = zoo.synth_inputs(proto, model.inputs, seed, model.dims)
+        if session is not None:
+            feeds = zoo.carried_state(model, session, proto, feeds, seed, model.inputs)
+        runs.append(feeds)
+    return runs
 
 
 def measure(
@@ -135,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = zoo.read_runs(inputs)
         fit = runs
         if args.held_out is not None:
-            fit = [held_out_feeds(m, cache, args.held_out + i) for i in range(args.fit_samples)]
+            seeds = range(args.held_out, args.held_out + args.fit_samples)
+            fit = held_out_feeds(m, cache, seeds)
         print(m.name, flush=True)
         for row in measure(path, runs, fit, settings):
             table.append((m.name, *row))

@@ -21,25 +21,23 @@ import numpy as np
 import onnxruntime as ort
 
 import dc_onnx
+from dc_onnx.budget.simulate import Outputs, compare
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # a sibling script, not a package
-from zoo_measure import _joined, relative_l2
 
 DEFAULT_MODELS = "akiki-vad,silero-vad-sequence,silero-vad-16k-op15"
 SETTINGS = (("default", 0.01, "auto"), ("--max-error 0.05", 0.05, "auto"),
             ("--max-error 0.05 --compensate off", 0.05, "off"))  # fmt: skip
 
 
-def worst_error(original: Path, compiled: Path, runs: list[dict[str, np.ndarray]]) -> float:
-    reference = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
+Runs = list[dict[str, np.ndarray]]
+
+
+def worst_error(compiled: Path, runs: Runs, names: list[str], expected: Outputs) -> float:
+    """The compiled model's worst output error over `runs` (the budget's metric)."""
     candidate = dc_onnx.InferenceSession(str(compiled))
-    expected = [reference.run(None, run) for run in runs]
-    actual = [candidate.run(None, run) for run in runs]
-    return max(
-        relative_l2(_joined([e[i] for e in expected]), _joined([a[i] for a in actual]))
-        for i in range(len(expected[0]))
-    )
+    return compare(names, expected, [candidate.run(None, run) for run in runs]).worst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,15 +58,21 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             zoo.model_path(m, held).parent.mkdir(parents=True, exist_ok=True)
             zoo.model_path(m, held).symlink_to(source)
-            held_out = zoo.read_runs(zoo.write_inputs(m, held, seed=args.seed))
-            fixed_runs = zoo.read_runs(fixed)
+            input_sets = [zoo.read_runs(fixed)]
+            input_sets.append(zoo.read_runs(zoo.write_inputs(m, held, seed=args.seed)))
+            reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+            names = [o.name for o in reference.get_outputs()]
+            expected = [[reference.run(None, run) for run in runs] for runs in input_sets]
             for title, budget, compensate in SETTINGS:
                 out = held / f"{m.name}.dc.onnx"
                 options = dc_onnx.CompileOptions(
                     calibration=fixed, max_error=budget, compensate=compensate
                 )
                 result = dc_onnx.compile(source, out, options)
-                errors = [worst_error(source, out, runs) for runs in (fixed_runs, held_out)]
+                errors = [
+                    worst_error(out, runs, names, outputs)
+                    for runs, outputs in zip(input_sets, expected, strict=True)
+                ]
                 ratio = result.report.ratio or 0.0
                 print(
                     f"| {m.name} | {title} | {ratio:.2f}x | {errors[0]:.2%} | {errors[1]:.2%} |",

@@ -224,16 +224,18 @@ def _runs_as_given(
     if not folder.is_dir():
         return None
     files = sorted(folder.glob("*.npz"))
-    if not files or _one_batch_as_given(files[0], names, dtypes) is None:
-        return None  # shards with a sample axis: Dataset reads them
+    if not files:
+        return None  # Dataset says the folder holds no .npz files
     runs: list[dict[str, np.ndarray]] = []
     n = 0
     for file in files:
         run = _one_batch_as_given(file, names, dtypes)
+        if run is None and not runs:
+            return None  # shards with a sample axis: Dataset reads them
         if run is None:
             missing = [name for name in names if name not in read_npz(file)]
             raise InputError(
-                f"{file} lacks {', '.join(repr(n) for n in missing)} (model inputs: "
+                f"{file} lacks {', '.join(repr(name) for name in missing)} (model inputs: "
                 f"{', '.join(names)})"
                 if missing
                 else f"{file}: not one run's inputs as given, unlike {files[0].name} "
