@@ -225,7 +225,10 @@ def _compile_once(
             f"embedding table worth encoding{why}"
         )
     if allocate is not None:
+        # An integer weight left as it is is still coded (losslessly): not "left dense".
         report.kept_dense = [
-            name for name, s in allocate.stats["layers"].items() if s["setting"].get("keep")
+            name
+            for name, s in allocate.stats["layers"].items()
+            if s["setting"].get("keep") and s["kind"] != "integer"
         ]
     return report, compiled

@@ -255,7 +255,7 @@ class StoredWeight:
     """A weight kept in storage form: decoded once, read by any op (subgraphs included)."""
 
     weight: ir.Value
-    kind: StoredKind  # "integer": int8/uint8, stored losslessly (never pruned nor clustered)
+    kind: StoredKind  # "integer": int8/uint8, stored losslessly unless the budget requantizes
     readers: tuple[str, ...]  # op types of the nodes that read it
 
     @property
@@ -289,9 +289,9 @@ class StoredWeight:
         return w.reshape(w.shape[0] if w.ndim >= 2 else 1, -1)
 
 
-# The weights the error budget analyses and allocates: layer weights (compute kernels) and
+# The weights the error budget analyses and allocates: layer weights (compute kernels),
 # float storage-form weights (LSTM/GRU, tables read otherwise, weights lifted out of If/Loop
-# bodies). Integer weights are stored losslessly, so they cost no error.
+# bodies) and integer ones (requantized in place, dc_onnx.requantize; lossless when kept).
 AnalysedWeight = WeightGroup | StoredWeight
 
 
@@ -423,9 +423,9 @@ def find_stored_weights(graph: ir.Graph, min_elements: int) -> list[StoredWeight
 
 
 def find_analysed_weights(graph: ir.Graph, min_elements: int) -> list[AnalysedWeight]:
-    """The weights the error budget analyses (AnalysedWeight), layer weights first."""
-    stored = [s for s in find_stored_weights(graph, min_elements) if s.kind == "storage"]
-    return [*find_weight_groups(graph), *stored]
+    """The weights the error budget analyses (AnalysedWeight), layer weights first, then
+    the storage-form ones, float and integer."""
+    return [*find_weight_groups(graph), *find_stored_weights(graph, min_elements)]
 
 
 def annotate(weight: ir.Value, **settings: float) -> None:

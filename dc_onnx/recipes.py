@@ -26,6 +26,7 @@ from dc_onnx.passes.fuse_activation import FuseActivationPass
 from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.lower_portable import PortableLowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
+from dc_onnx.passes.requantize import RequantizePass
 from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.quantize import Init
@@ -44,6 +45,7 @@ RECIPES: dict[str, tuple[Step, ...]] = {
     "data-free": (
         Step("canonicalize"),
         Step("allocate"),
+        Step("requantize"),
         Step("prune"),
         Step("cluster"),
         Step("lower"),
@@ -54,6 +56,7 @@ RECIPES: dict[str, tuple[Step, ...]] = {
     "deep-compression": (
         Step("canonicalize"),
         Step("allocate", {"init": "linear"}),
+        Step("requantize"),
         Step("prune", {"retrain": True}),
         # Row scales would give each row its own values: the centroids retrain per codebook.
         Step("cluster", {"init": "linear", "row_scales": False}),
@@ -128,6 +131,12 @@ def _allocate(
     ]
 
 
+def _requantize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+    """Integer weights get the allocation's settings; without one (manual mode) they stay
+    lossless, so the step builds nothing there."""
+    return [RequantizePass(options.min_weight_elements)] if options.budgeted else []
+
+
 def _cluster(
     options: CompileOptions, ctx: Context, init: Init = "mse", row_scales: bool = True
 ) -> list[ir.passes.PassBase]:
@@ -154,6 +163,7 @@ def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
 BUILDERS: dict[str, Builder] = {
     "canonicalize": _canonicalize,
     "allocate": _allocate,
+    "requantize": _requantize,
     "prune": _prune,
     "cluster": _cluster,
     "retrain": _retrain,

@@ -5,8 +5,10 @@ k-means bits and index bits of every weight (or leaves it dense) so that the tot
 are least and the simulated output error stays under `max_error`, and writes the choice
 onto the weights as annotations (dc_onnx.layers.ANNOTATIONS). The prune, cluster and lower
 passes that follow read them, so the same choice also sets the targets of retraining.
-Every weight that can lose precision is analysed: layer weights and float storage-form
-weights (LSTM/GRU, weights lifted out of If/Loop bodies); integer ones are lossless.
+Every weight that can lose precision is analysed: layer weights, float storage-form
+weights (LSTM/GRU, weights lifted out of If/Loop bodies) and integer (already quantized)
+ones, which the requantize pass then rewrites in place; "left as it is" keeps an integer
+weight lossless, so it gets no `keep` annotation (that would leave it uncoded).
 
 The analysis is kept: running the pass again (after `tighten`) only re-allocates, and
 after `keep_exact` (the compiler's safety net) it keeps the last choice with the named
@@ -26,6 +28,7 @@ from dc_onnx.budget.activations import LayerInputs
 from dc_onnx.budget.allocate import Allocation, Allocator
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import KEEP, Setting
+from dc_onnx.budget.integer import is_integer
 from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity, analyze
 from dc_onnx.budget.simulate import Simulator
 from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, annotate, find_analysed_weights
@@ -83,8 +86,9 @@ class AllocatePass(CompilerPass):
             return ir.passes.PassResult(model, False)
         simulator = Simulator(model, groups, self.calibration)
         hessians = None
-        if self.layer_inputs is not None:
-            hessians = self.layer_inputs.collect(model, groups).by_weight
+        if self.layer_inputs is not None:  # integer weights are requantized without H
+            floats = [g for g in groups if not is_integer(g)]
+            hessians = self.layer_inputs.collect(model, floats).by_weight
         if self.analysis is None:
             subset = self.calibration.head(self.analysis_samples)
             give_up = max(GIVE_UP_FACTOR * self.max_error, GIVE_UP_MIN)
@@ -110,7 +114,9 @@ class AllocatePass(CompilerPass):
         layers: dict[str, dict[str, Any]] = {}
         for layer in self.analysis.layers:
             setting = allocation.settings[layer.weight]
-            if setting.keep or setting.bits is None:
+            if (setting.keep or setting.bits is None) and is_integer(layer.group):
+                pass  # lossless: the lower pass codes it as it is
+            elif setting.keep or setting.bits is None:
                 annotate(layer.group.weight, keep=1)
             else:
                 annotate(
@@ -130,7 +136,11 @@ class AllocatePass(CompilerPass):
                 len(unobserved),
                 ", ".join(unobserved),
             )
-        kept = [n for n, s in layers.items() if s["setting"].get("keep") and n not in unobserved]
+        kept = [
+            n
+            for n, s in layers.items()
+            if s["setting"].get("keep") and n not in unobserved and s["kind"] != "integer"
+        ]
         if kept:
             logger.info("left dense (its bytes saved are not worth its error): %s", ", ".join(kept))
         self.stats = {

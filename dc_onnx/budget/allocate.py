@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dc_onnx.budget.candidates import KEEP, Setting
+from dc_onnx.budget.integer import IntegerSizes
 from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity
 from dc_onnx.budget.simulate import OutputError, Simulator
 from dc_onnx.layers import row_axis_of
@@ -98,7 +99,39 @@ def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
             else:
                 lo = mid
         chosen = best
+    chosen = _fill(table, chosen, limit)
     return {layer.weight: o[2] for layer, o in zip(layers, chosen, strict=True)}
+
+
+Option = tuple[int, float, Setting]  # bytes, predicted squared error, setting
+
+
+def _fill(table: list[list[Option]], chosen: list[Option], limit: float) -> list[Option]:
+    """Spend what the Lagrangian choice leaves of the squared-error budget `limit`: while
+    some layer has a smaller option whose extra error still fits, take the one that saves
+    the most bytes per unit of extra error. The Lagrangian only reaches the convex hull of
+    the options, so a large weight whose mildest lossy option alone costs more than the
+    budget (an int8 table at 7 bits) blocks every other layer: each lambda that would take
+    the small ones takes it first, and the choice falls back to no compression at all."""
+    chosen = list(chosen)
+    arrays = [(np.array([o[0] for o in opts]), np.array([o[1] for o in opts])) for opts in table]
+    for _ in range(8 * len(table)):
+        slack = limit - sum(o[1] for o in chosen)
+        best, pick = 0.0, None
+        for i, (nbytes, sq) in enumerate(arrays):
+            saved = chosen[i][0] - nbytes
+            extra = sq - chosen[i][1]
+            fits = (saved > 0) & (extra <= slack)
+            if not fits.any():
+                continue
+            rate = np.where(fits, saved / np.maximum(extra, 1e-30), -1.0)
+            j = int(np.argmax(rate))
+            if rate[j] > best:
+                best, pick = float(rate[j]), (i, j)
+        if pick is None:
+            break
+        chosen[pick[0]] = table[pick[0]][pick[1]]
+    return chosen
 
 
 def choose_measured(analysis: Analysis, simulator: Simulator, target: float) -> dict[str, Setting]:
@@ -138,6 +171,9 @@ class Allocator:
         if key not in self._arrays:
             assert setting.bits is not None
             sizes = layer.sizes
+            if isinstance(sizes, IntegerSizes):
+                self._arrays[key] = sizes.array_at(setting.bits, setting.sparsity)
+                return self._arrays[key]
             self._arrays[key] = quantize(
                 sizes.array,
                 setting.bits,

@@ -45,12 +45,16 @@ def cache_path(
     if not directory:
         return None
     digest = hashlib.sha256()
+    import dc_onnx.budget.integer as integer
     import dc_onnx.budget.sensitivity as sensitivity
     import dc_onnx.budget.simulate as simulate
     import dc_onnx.compensate as compensate
+    import dc_onnx.qparams as qparams
     import dc_onnx.quantize as quantize
+    import dc_onnx.requantize as requantize
 
-    for module in (sensitivity, simulate, quantize, compensate):
+    modules = (sensitivity, simulate, quantize, compensate, integer, qparams, requantize)
+    for module in modules:
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(init.encode())
     for name, h in sorted((hessians or {}).items()):

@@ -26,8 +26,9 @@ import numpy as np
 
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
+from dc_onnx.budget.integer import IntegerSizes, is_integer, sizes_and_perturbations
 from dc_onnx.budget.simulate import Simulator
-from dc_onnx.layers import AnalysedWeight, row_axis_of
+from dc_onnx.layers import AnalysedWeight, StoredWeight, row_axis_of
 from dc_onnx.quantize import Init, compensate_pruning, prune_array, quantize
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class Curve:
         return self.predict(knob)
 
     def predict(self, knob: Knob) -> float:
+        if knob not in self.perturbation:
+            return math.inf  # not a candidate of this weight (an integer one's sparsity)
         x = self.perturbation[knob]
         if x <= 0:
             return 0.0  # the setting changes nothing
@@ -133,8 +136,14 @@ class LayerSensitivity:
         the original (the harshest anchors included) left the outputs bit for bit the same,
         as for the weights of an If branch they never take, or a recurrent weight they only
         ever multiply by a zero state. No setting can then be vouched for."""
-        points = [*self.bits.measured.values()]
-        points += [e for s, e in self.sparsity.measured.items() if s > 0]
+        # Only points that change the weight count: an integer weight with few values is
+        # unchanged at 5 bits, and the unchanged outputs then prove nothing.
+        points = [
+            e
+            for curve in (self.bits, self.sparsity)
+            for k, e in curve.measured.items()
+            if curve.perturbation.get(k)
+        ]
         return bool(points) and all(e == 0.0 for e in points)
 
     def candidates(self) -> list[Setting]:
@@ -149,8 +158,8 @@ class LayerSensitivity:
     def predicted_points(self) -> dict[str, list[Any]]:
         """The points of `bits_error` and `sparsity_error` that were predicted, not measured."""
         return {
-            "bits": [b for b in BITS if b not in self.bits.measured],
-            "sparsity": [s for s in SPARSITIES if s not in self.sparsity.measured],
+            "bits": [b for b in self.bits.perturbation if b not in self.bits.measured],
+            "sparsity": [s for s in self.sparsity.perturbation if s not in self.sparsity.measured],
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -164,9 +173,9 @@ class LayerSensitivity:
             "sparsity_error": {f"{s:g}": e for s, e in self.sparsity_error.items()},
             "predicted": self.predicted_points(),
             "bytes": {
-                f"s={s:g},b={b}": self.sizes.bytes(self.sizes.setting(s, b))
-                for s in SPARSITIES
-                for b in BITS
+                f"s={s:g},b={b}": self.sizes.bytes(self.sizes.setting(s, int(b)))
+                for s in self.sparsity.perturbation
+                for b in self.bits.perturbation
             },
         }
 
@@ -201,7 +210,11 @@ class Analysis:
         array = layer.sizes.array
         row_axis = row_axis_of(layer.sizes.group)  # row scales where the compiler takes them
         hessian = self.hessians.get(layer.weight)
-        if knob == "bits":
+        if isinstance(layer.sizes, IntegerSizes):  # requantized in place: no H, no rows
+            bits = int(value) if knob == "bits" else None
+            simulated = layer.sizes.array_at(bits, 0.0 if bits else float(value))
+            curve = layer.bits if bits else layer.sparsity
+        elif knob == "bits":
             simulated = quantize(array, int(value), 0.0, self.init, row_axis=row_axis,
                                  hessian=hessian)  # fmt: skip
             curve = layer.bits
@@ -335,10 +348,14 @@ def analyze(
     analysis = Analysis([], calibration, 0.0, exact=exact, init=init, hessians=hessians or {})
     for i, group in enumerate(groups, 1):
         array = group.array()
-        bits_x, sparsity_x = perturbations(array, init)
-        layer = LayerSensitivity(
-            group, LayerSizes(group, array, init), Curve(bits_x), Curve(sparsity_x, {0.0: 0.0})
-        )
+        sizes: LayerSizes
+        if is_integer(group):
+            assert isinstance(group, StoredWeight)
+            sizes, bits_x, sparsity_x = sizes_and_perturbations(group, array)
+        else:
+            sizes = LayerSizes(group, array, init)
+            bits_x, sparsity_x = perturbations(array, init)
+        layer = LayerSensitivity(group, sizes, Curve(bits_x), Curve(sparsity_x, {0.0: 0.0}))
         analysis.layers.append(layer)
         before = (known or {}).get(layer.weight, {})
         layer.bits.measured.update({int(b): e for b, e in before.get("bits", {}).items()})
@@ -348,6 +365,8 @@ def analyze(
             ("sparsity", layer.sparsity, SPARSITIES[1:] if exact else ANCHOR_SPARSITIES),
         ):
             for point in points:
+                if point not in curve.perturbation:
+                    continue  # not a candidate (an integer weight without a zero point)
                 if point in curve.measured:
                     error = curve.measured[point]
                 else:

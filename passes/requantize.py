@@ -1,0 +1,85 @@
+"""requantize: fewer distinct values in already-quantized (int8 / uint8) weights.
+
+The allocate pass may choose a sparsity and k-means bits for an integer weight, as for a
+float one; this pass applies them with `dc_onnx.requantize` (the math the budget
+simulated): the weights of least magnitude go to the zero point, the others share at most
+2^bits - 1 integers of the dtype. The graph around the weight is untouched (same ops, same
+scales and zero points, the same dtype decoded), and the lower pass then codes the fewer
+values losslessly. A weight without such a choice (manual mode, or "left as it is") keeps
+its values, so its coding stays lossless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, StoredWeight, find_stored_weights
+from dc_onnx.pipeline import CompilerPass
+from dc_onnx.qparams import read_params
+from dc_onnx.requantize import magnitudes, requantize
+
+logger = logging.getLogger(__name__)
+
+
+def _relative_error(before: np.ndarray, after: np.ndarray, weight: StoredWeight) -> float:
+    """||dW|| / ||W|| in dequantized units (the zero point taken as 0 where unknown)."""
+    params = read_params(weight.weight)
+    if params.zero_point is None:
+        params = dataclasses.replace(params, zero_point=np.zeros(1, np.int64))
+    step = after.astype(np.int64) - before.astype(np.int64)
+    scale = np.broadcast_to(params.scale, before.shape)
+    norm = float(np.linalg.norm(magnitudes(before, params)))
+    return float(np.linalg.norm(step * scale)) / norm if norm else 0.0
+
+
+class RequantizePass(CompilerPass):
+    name = "requantize"
+
+    def __init__(self, min_weight_elements: int = DEFAULT_MIN_ELEMENTS) -> None:
+        super().__init__()
+        self.min_weight_elements = min_weight_elements
+
+    def weights(self, model: ir.Model) -> list[StoredWeight]:
+        """The integer weights the allocate pass chose a setting for."""
+        stored = find_stored_weights(model.graph, self.min_weight_elements)
+        return [s for s in stored if s.kind == "integer" and s.annotation("bits") is not None]
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        layers = {}
+        for weight in self.weights(model):
+            bits, sparsity = int(weight.annotation("bits") or 0), weight.annotation("sparsity")
+            params = read_params(weight.weight)
+            before = weight.array()
+            after = requantize(before, params, bits, sparsity or 0.0)
+            changed = not np.array_equal(after, before)
+            if changed:
+                weight.set_array(after)
+                modified = True
+            values = int(np.unique(before).size), int(np.unique(after).size)
+            layers[weight.name] = {
+                "bits": bits,
+                "sparsity": sparsity or 0.0,
+                "values": list(values),
+                "zero_point": params.source if params.zero_point is not None else None,
+                "relative_error": _relative_error(before, after, weight) if changed else 0.0,
+            }
+            logger.info(
+                "requantize %s: %d -> %d values (bits %d, sparsity %g)",
+                weight.name, *values, bits, sparsity or 0.0,
+            )  # fmt: skip
+        self.stats = {"layers": layers}
+        return ir.passes.PassResult(model, modified)
+
+    def ensures(self, model: ir.Model) -> None:
+        for weight in self.weights(model):
+            params = read_params(weight.weight)
+            distinct = np.unique(weight.array()).size
+            at_zero = 0 if params.zero_point is None else np.unique(params.zero_point).size
+            limit = (1 << int(weight.annotation("bits") or 8)) - 1 + at_zero
+            if distinct > limit:
+                raise AssertionError(f"{weight.name}: {distinct} values after requantizing")
