@@ -9,7 +9,8 @@ that reads it is a layer that stores it the same way.
 Every other initializer at or above a size threshold gets the *storage* form
 (`StoredWeight`): decoded once at session creation and handed to whatever reads it (LSTM,
 Gather on other axes, elementwise ops, layers inside If/Loop bodies, weights shared oddly). Integer
-weights (int8/uint8) are stored losslessly. What cannot be stored is listed with a reason
+weights (int8/uint8) are stored losslessly, after the requantize pass gave them fewer values
+where the budget chose to. What cannot be stored is listed with a reason
 (`Skipped`), so the report can say why a big tensor stayed as it was.
 """
 

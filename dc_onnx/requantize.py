@@ -7,13 +7,13 @@ changes is how many distinct integers it holds, which is what its lossless Huffm
 
 - **pruning** sets the weights of least magnitude |W_q - zero_point| * scale to the zero
   point, which is what 0 means for a quantized weight;
-- **sharing** gives the other weights at most 2^bits - 1 distinct integers of the dtype,
-  those of least squared error weighted by scale^2 (the error of a step in its channel).
-  A weight has at most 256 distinct values, so the optimum is found exactly, on its
-  histogram (`optimal_integers`), not on its elements.
+- **sharing** merges the other weights' values into fewer integers of the dtype: at a
+  lower bit width the weight may change by a larger relative error, and within it the
+  mapping whose values the lossless coder stores in the fewest bits is chosen
+  (dc_onnx/integer_sharing.py), each error weighted by scale^2 (the error of a step in its
+  channel).
 
-At 8 bits a weight never has more than 255 values besides its zero point, so it comes back
-unchanged: the 8-bit setting is the lossless one.
+The 8-bit setting keeps every value: it is the lossless one.
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ import dataclasses
 
 import numpy as np
 
+from dc_onnx.integer_sharing import ladder
 from dc_onnx.qparams import QuantParams
-from dc_onnx.quantize import nearest
 
 
 def value_range(dtype: np.dtype) -> tuple[int, int]:
     info = np.iinfo(dtype)
     return int(info.min), int(info.max)
+
+
+def entropy_bits(array: np.ndarray) -> float:
+    """Bits an ideal entropy code of the array's values takes (the lossless coder's floor)."""
+    _, counts = np.unique(array, return_counts=True)
+    return float(np.sum(counts * np.log2(array.size / counts)))
 
 
 def prunable(array: np.ndarray, params: QuantParams) -> bool:
@@ -111,46 +117,26 @@ def histogram(array: np.ndarray, params: QuantParams, keep: np.ndarray | None = 
     return Histogram(used + lo, counts[used].astype(np.int64), importance[used])
 
 
-def optimal_integers(x: np.ndarray, weight: np.ndarray, k: int) -> np.ndarray:
-    """The at most `k` integers that minimise sum(weight * (x - nearest)^2) over the sorted
-    distinct values `x`: dynamic programming over contiguous ranges (an optimal 1-D
-    partition is one), each range's integer being the one nearest its weighted mean,
-    O(k n^2) for n <= 256 values. Lloyd's k-means stalls on such data: with a few heavy
-    values (a channel of large scale) its local optima can cost several times more."""
-    n = x.size
-    s0, s1, s2 = (np.concatenate([[0.0], np.cumsum(weight * x**p)]) for p in (0, 1, 2))
-    i, j = np.triu_indices(n + 1, 1)  # every range [i, j) of the sorted values
-    total = s0[j] - s0[i]
-    centre = np.rint((s1[j] - s1[i]) / total)
-    cost = np.full((n + 1, n + 1), np.inf)
-    cost[i, j] = np.maximum(s2[j] - s2[i] - 2 * centre * (s1[j] - s1[i]) + centre**2 * total, 0)
-    best = cost[0].copy()  # best[j]: the values below j in one range
-    cuts = [np.zeros(n + 1, np.int64)]
-    for _ in range(1, min(k, n)):
-        candidates = best[:, None] + cost  # the last range starts at i
-        cuts.append(np.argmin(candidates, axis=0))
-        best = candidates[cuts[-1], np.arange(n + 1)]
-    bounds, end = [], n
-    for cut in reversed(cuts):
-        bounds.append((int(cut[end]), end))
-        end = int(cut[end])
-    ranges = [(a, b) for a, b in reversed(bounds) if b > a]
-    return np.unique([np.rint((s1[b] - s1[a]) / (s0[b] - s0[a])) for a, b in ranges])
-
-
-def shared_values(hist: Histogram, bits: int, dtype: np.dtype) -> np.ndarray:
-    """For each value of `hist`, the integer it becomes when the values share at most
-    2^bits - 1 integers of the dtype, chosen for the least error weighted by scale^2."""
-    if not 1 <= bits <= 8:
-        raise ValueError(f"weight bits must be in 1..8, got {bits}")
-    k = (1 << bits) - 1
-    if hist.values.size <= k:
-        return hist.values.copy()
-    x = hist.values.astype(np.float64)
-    weight = np.where(hist.importance > 0, hist.importance, hist.counts.astype(np.float64))
+def shared_ladder(
+    hist: Histogram, dtype: np.dtype, zero_count: int, energy: float
+) -> dict[int, np.ndarray]:
+    """For each bit width 1..8, the integer each value of `hist` becomes
+    (dc_onnx.integer_sharing.ladder: at most ERRORS[bits] relative error, the fewest coded
+    bits); `zero_count` weights sit at the zero point, `energy` is the weight's sum of
+    scale^2 * (W_q - zero_point)^2. 8 bits keeps every value."""
+    counts = hist.counts.astype(np.float64)
+    weight = np.where(hist.importance > 0, hist.importance, counts)
+    chosen = ladder(hist.values.astype(np.float64), counts, weight, zero_count, energy)
     lo, hi = value_range(dtype)
-    shared = np.clip(optimal_integers(x, weight / weight.max(), k), lo, hi)
-    return shared[nearest(shared, x)].astype(np.int64)
+    return {b: np.clip(m, lo, hi).astype(np.int64) for b, m in chosen.items()}
+
+
+def energy_of(array: np.ndarray, params: QuantParams) -> float:
+    """sum of scale^2 * (W_q - zero_point)^2, the zero point taken as 0 where unknown: what
+    a relative error is relative to."""
+    if params.zero_point is None:
+        params = dataclasses.replace(params, zero_point=np.zeros(1, np.int64))
+    return float(np.sum(np.square(magnitudes(array, params))))
 
 
 def remap(array: np.ndarray, hist: Histogram, mapped: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -176,8 +162,11 @@ def requantize(
     if bits is None:
         return pruned
     keep = np.ones(array.size, bool) if params.zero_point is None else ~zero_mask(pruned, params)
+    if not 1 <= bits <= 8:
+        raise ValueError(f"weight bits must be in 1..8, got {bits}")
     hist = histogram(pruned, params, keep)
-    mapped = shared_values(hist, bits, array.dtype)
+    zeros = int(array.size - hist.counts.sum())
+    mapped = shared_ladder(hist, array.dtype, zeros, energy_of(array, params))[bits]
     if np.array_equal(mapped, hist.values):
         return pruned
     return remap(pruned, hist, mapped, keep)

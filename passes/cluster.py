@@ -8,7 +8,8 @@ the weights, picks their bits and records what it did.
 Storage-form float weights are clustered with the allocate pass's bits, else `bits_other`;
 fp16/bf16 centroids are rounded to the weight's dtype, so the codebook holds values that
 dtype represents exactly.
-Integer weights (already quantized) are never clustered: they are stored losslessly.
+Integer weights (already quantized) are not clustered here: the requantize pass gives
+them fewer integers where the budget chose to, and they are coded losslessly.
 
 With error compensation (dc_onnx.compensate), a layer weight keeps its k-means codebook
 but each weight takes the codebook value that compensates the rounding errors of the

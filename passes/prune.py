@@ -7,7 +7,8 @@ matching glob wins, then the global sparsity, then the quality.
 Storage-form weights (LSTM, embedding tables, elementwise constants, ...) feed ops whose
 sensitivity to zeros is unknown, so they are pruned only when a per-layer glob names them
 or the allocate pass chose a sparsity for them (it measured the cost). Integer weights
-(already quantized) are never pruned.
+(already quantized) are not pruned here: the requantize pass sets them to their zero
+point, which is what 0 means for them.
 
 With error compensation (dc_onnx.compensate, H from dc_onnx.budget.activations), the
 surviving weights of a layer are corrected for the output error of the pruned ones; the

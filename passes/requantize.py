@@ -11,7 +11,6 @@ its values, so its coding stays lossless.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -19,21 +18,18 @@ import onnx_ir as ir
 
 from dc_onnx.layers import DEFAULT_MIN_ELEMENTS, StoredWeight, find_stored_weights
 from dc_onnx.pipeline import CompilerPass
-from dc_onnx.qparams import read_params
-from dc_onnx.requantize import magnitudes, requantize
+from dc_onnx.qparams import QuantParams, read_params
+from dc_onnx.requantize import energy_of, entropy_bits, requantize
 
 logger = logging.getLogger(__name__)
 
 
-def _relative_error(before: np.ndarray, after: np.ndarray, weight: StoredWeight) -> float:
+def _relative_error(before: np.ndarray, after: np.ndarray, params: QuantParams) -> float:
     """||dW|| / ||W|| in dequantized units (the zero point taken as 0 where unknown)."""
-    params = read_params(weight.weight)
-    if params.zero_point is None:
-        params = dataclasses.replace(params, zero_point=np.zeros(1, np.int64))
     step = after.astype(np.int64) - before.astype(np.int64)
     scale = np.broadcast_to(params.scale, before.shape)
-    norm = float(np.linalg.norm(magnitudes(before, params)))
-    return float(np.linalg.norm(step * scale)) / norm if norm else 0.0
+    energy = energy_of(before, params)
+    return float(np.linalg.norm(step * scale)) / energy**0.5 if energy else 0.0
 
 
 class RequantizePass(CompilerPass):
@@ -51,11 +47,14 @@ class RequantizePass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         layers = {}
+        self._entropy: dict[str, float] = {}  # of each weight pruned, not yet shared
         for weight in self.weights(model):
             bits, sparsity = int(weight.annotation("bits") or 0), weight.annotation("sparsity")
             params = read_params(weight.weight)
             before = weight.array()
             after = requantize(before, params, bits, sparsity or 0.0)
+            pruned = requantize(before, params, None, sparsity or 0.0)
+            self._entropy[weight.name] = entropy_bits(pruned)
             changed = not np.array_equal(after, before)
             if changed:
                 weight.set_array(after)
@@ -66,7 +65,7 @@ class RequantizePass(CompilerPass):
                 "sparsity": sparsity or 0.0,
                 "values": list(values),
                 "zero_point": params.source if params.zero_point is not None else None,
-                "relative_error": _relative_error(before, after, weight) if changed else 0.0,
+                "relative_error": _relative_error(before, after, params) if changed else 0.0,
             }
             logger.info(
                 "requantize %s: %d -> %d values (bits %d, sparsity %g)",
@@ -77,9 +76,7 @@ class RequantizePass(CompilerPass):
 
     def ensures(self, model: ir.Model) -> None:
         for weight in self.weights(model):
-            params = read_params(weight.weight)
-            distinct = np.unique(weight.array()).size
-            at_zero = 0 if params.zero_point is None else np.unique(params.zero_point).size
-            limit = (1 << int(weight.annotation("bits") or 8)) - 1 + at_zero
-            if distinct > limit:
-                raise AssertionError(f"{weight.name}: {distinct} values after requantizing")
+            before = self._entropy.get(weight.name)
+            after = entropy_bits(weight.array())
+            if before is not None and after > before * (1 + 1e-9):
+                raise AssertionError(f"{weight.name}: entropy up from {before:.0f} to {after:.0f}")

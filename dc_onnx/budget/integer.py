@@ -30,12 +30,13 @@ from dc_onnx.layers import AnalysedWeight, StoredWeight
 from dc_onnx.qparams import QuantParams, read_params
 from dc_onnx.requantize import (
     Histogram,
+    energy_of,
     histogram,
     magnitudes,
     prunable,
     prune_integer,
     requantize,
-    shared_values,
+    shared_ladder,
     value_range,
     zero_mask,
 )
@@ -71,9 +72,11 @@ class IntegerSizes(LayerSizes):
     def __init__(self, group: StoredWeight, array: np.ndarray, params: QuantParams) -> None:
         super().__init__(group, array, "mse")
         self.params = params
+        self.energy = energy_of(array, params)  # what the sharing's error bound scales
         self.raw_bytes = int(array.nbytes)
         self._lo = value_range(array.dtype)[0]
         self._states: dict[float, _Pruned] = {}
+        self._ladders: dict[float, dict[int, np.ndarray]] = {}
         self._sizes: dict[tuple[float, int | None], tuple[int, int]] = {}  # bytes, index bits
         # The lower pass leaves a weight whose streams would not be smaller as it is.
         self.dense_bytes = min(self._encoded(0.0, None)[0], self.raw_bytes)
@@ -111,6 +114,15 @@ class IntegerSizes(LayerSizes):
             self._states[sparsity] = state
         return self._states[sparsity]
 
+    def ladder(self, sparsity: float) -> dict[int, np.ndarray]:
+        """This sparsity's kept values as each bit width maps them (cached)."""
+        if sparsity not in self._ladders:
+            state = self.state(sparsity)
+            zeros = int(state.at_zero.sum())
+            dtype = self.array.dtype
+            self._ladders[sparsity] = shared_ladder(state.kept, dtype, zeros, self.energy)
+        return self._ladders[sparsity]
+
     def _encoded(self, sparsity: float, bits: int | None) -> tuple[int, int]:
         """(bytes, index bits) of the cheaper of the dense form (index bits 0) and the
         sparse one at this candidate."""
@@ -118,7 +130,7 @@ class IntegerSizes(LayerSizes):
         if key not in self._sizes:
             state = self.state(sparsity)
             kept = state.kept
-            mapped = kept.values if bits is None else shared_values(kept, bits, self.array.dtype)
+            mapped = kept.values if bits is None else self.ladder(sparsity)[bits]
             counts = state.at_zero.copy()
             np.add.at(counts, mapped - self._lo, kept.counts)
             zero = -self._lo  # the code of the value 0
@@ -150,7 +162,7 @@ def sizes_and_perturbations(
     kept = sizes.state(0.0).kept
     bits: Knobs = {}
     for b in BITS:
-        step = shared_values(kept, b, array.dtype) - kept.values
+        step = sizes.ladder(0.0)[b] - kept.values
         bits[b] = math.sqrt(float(np.dot(kept.importance, np.square(step))) / energy)
     if not sizes.prunable:
         return sizes, bits, {0.0: 0.0}
