@@ -69,7 +69,10 @@ class Allocation:
         }
 
 
-def _options(layer: LayerSensitivity) -> list[tuple[int, float, Setting]]:
+Option = tuple[int, float, Setting]  # bytes, predicted squared error, setting
+
+
+def _options(layer: LayerSensitivity) -> list[Option]:
     options = [(layer.sizes.dense_bytes, 0.0, KEEP)]
     if layer.unobserved:  # what the inputs never exercise stays exact (never "free")
         return options
@@ -82,7 +85,7 @@ def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
     """Per-layer settings of least total bytes whose predicted error is at most `target`."""
     table = [_options(layer) for layer in layers]
 
-    def pick(lam: float) -> tuple[list[tuple[int, float, Setting]], float]:
+    def pick(lam: float) -> tuple[list[Option], float]:
         chosen = [min(opts, key=lambda o: (o[0] + lam * o[1], o[1])) for opts in table]
         return chosen, sum(o[1] for o in chosen)
 
@@ -98,40 +101,40 @@ def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
                 hi, best = mid, candidate
             else:
                 lo = mid
-        chosen = best
-    chosen = _fill(table, chosen, limit)
+        chosen = _fill(table, best, limit)
     return {layer.weight: o[2] for layer, o in zip(layers, chosen, strict=True)}
 
 
-Option = tuple[int, float, Setting]  # bytes, predicted squared error, setting
-
-
 def _fill(table: list[list[Option]], chosen: list[Option], limit: float) -> list[Option]:
-    """Spend what the Lagrangian choice leaves of the squared-error budget `limit`: while
-    some layer has a smaller option whose extra error still fits, take the one that saves
-    the most bytes per unit of extra error. The Lagrangian only reaches the convex hull of
-    the options, so a large weight whose mildest lossy option alone costs more than the
-    budget (an int8 table at 7 bits) blocks every other layer: each lambda that would take
-    the small ones takes it first, and the choice falls back to no compression at all."""
-    chosen = list(chosen)
-    arrays = [(np.array([o[0] for o in opts]), np.array([o[1] for o in opts])) for opts in table]
-    for _ in range(8 * len(table)):
-        slack = limit - sum(o[1] for o in chosen)
-        best, pick = 0.0, None
-        for i, (nbytes, sq) in enumerate(arrays):
-            saved = chosen[i][0] - nbytes
-            extra = sq - chosen[i][1]
+    """`chosen` with the error the Lagrangian choice leaves unused spent greedily.
+
+    The Lagrangian choice only reaches the points on each layer's lower convex hull, so it
+    stops where the next hull step would cross the limit, often well under it (the large
+    word table of a text encoder moves the error by a third per bit). Here, while a move
+    fits, one layer at a time moves to whichever cheaper option saves the most bytes per
+    unit of added squared error that still fits under `limit`.
+    """
+    width = max(len(opts) for opts in table)
+    nbytes = np.full((len(table), width), np.inf)
+    error = np.full((len(table), width), np.inf)
+    for i, opts in enumerate(table):
+        nbytes[i, : len(opts)] = [o[0] for o in opts]
+        error[i, : len(opts)] = [o[1] for o in opts]
+    current = np.array([opts.index(o) for opts, o in zip(table, chosen, strict=True)])
+    rows = np.arange(len(table))
+    slack = limit - float(error[rows, current].sum())
+    while True:
+        with np.errstate(all="ignore"):  # padding (inf - inf) and free moves (x / 1e-300)
+            saved = nbytes[rows, current][:, None] - nbytes
+            extra = error - error[rows, current][:, None]
             fits = (saved > 0) & (extra <= slack)
-            if not fits.any():
-                continue
-            rate = np.where(fits, saved / np.maximum(extra, 1e-30), -1.0)
-            j = int(np.argmax(rate))
-            if rate[j] > best:
-                best, pick = float(rate[j]), (i, j)
-        if pick is None:
+            rate = np.where(fits, saved / np.maximum(extra, 1e-300), -np.inf)
+        if not fits.any():
             break
-        chosen[pick[0]] = table[pick[0]][pick[1]]
-    return chosen
+        layer, option = np.unravel_index(int(np.argmax(rate)), rate.shape)
+        slack -= float(extra[layer, option])
+        current[layer] = option
+    return [table[i][int(j)] for i, j in enumerate(current)]
 
 
 def choose_measured(analysis: Analysis, simulator: Simulator, target: float) -> dict[str, Setting]:

@@ -48,12 +48,6 @@ def is_integer(weight: AnalysedWeight) -> bool:
     return isinstance(weight, StoredWeight) and weight.kind == "integer"
 
 
-def _stream_bytes(counts: np.ndarray) -> int:
-    counts = np.asarray(counts, np.int64)
-    lengths = huffman.lengths_from_counts(counts).astype(np.int64)
-    return (int(np.dot(counts, lengths)) + 7) // 8
-
-
 @dataclasses.dataclass(frozen=True)
 class _Pruned:
     """One sparsity's weights: those kept (not at the zero point) by value, the histogram of
@@ -109,7 +103,7 @@ class IntegerSizes(LayerSizes):
             at_zero = np.bincount(index[~keep], minlength=256)
             positions = np.flatnonzero(pruned.reshape(-1))
             runs = np.diff(positions, prepend=-1) - 1
-            gaps = {ib: _stream_bytes(gap_counts(runs, ib)) + (1 << ib) for ib in INDEX_BITS}
+            gaps = {ib: huffman.coded_bytes(gap_counts(runs, ib)) + (1 << ib) for ib in INDEX_BITS}
             state = _Pruned(histogram(pruned, self.params, keep), at_zero, gaps)
             self._states[sparsity] = state
         return self._states[sparsity]
@@ -136,11 +130,11 @@ class IntegerSizes(LayerSizes):
             zero = -self._lo  # the code of the value 0
             entries = int(np.count_nonzero(counts)) + (0 if counts[zero] else 1)
             tables = 2 * entries + LAYER_OVERHEAD  # codebook (one byte each), code lengths
-            dense = _stream_bytes(counts) + tables + 1
+            dense = huffman.coded_bytes(counts) + tables + 1
             nonzero = counts.copy()
             nonzero[zero] = 0
             ib = min(state.gaps, key=lambda b: (state.gaps[b], -b))
-            sparse = _stream_bytes(nonzero) + state.gaps[ib] + tables
+            sparse = huffman.coded_bytes(nonzero) + state.gaps[ib] + tables
             self._sizes[key] = (dense, 0) if dense <= sparse else (sparse, ib)
         return self._sizes[key]
 
