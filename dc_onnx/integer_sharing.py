@@ -30,7 +30,9 @@ from dc_onnx.quantize import kmeans_1d, nearest
 
 ERRORS = {8: 0.0, 7: 0.008, 6: 0.016, 5: 0.032, 4: 0.064, 3: 0.128, 2: 0.256, 1: 0.512}
 _LEVELS = tuple((1 << b) - 1 for b in range(1, 8))  # numbers of shared values tried
-_MU = 2.0 ** np.arange(-8, 16)  # rate multipliers of the entropy-constrained candidates
+# Rate multipliers of the entropy-constrained candidates: fine steps, as the partitions
+# that are optimal for some mu (the convex hull's corners) lie close together.
+_MU = 2.0 ** (np.arange(-40, 121) / 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,21 +77,27 @@ def _backtrack(starts: list[np.ndarray], end: int) -> list[tuple[int, int]]:
     return cuts[::-1]
 
 
-def _entropy_constrained(ranges: _Ranges, mu: float) -> list[tuple[int, int]]:
-    """The ranges minimising error + mu * rate, any number of them."""
-    cost = np.ascontiguousarray((ranges.error + mu * ranges.rate).T)  # [end, start]
-    n = cost.shape[0] - 1
-    best = np.zeros(n + 1)
-    start = np.zeros(n + 1, np.int64)
+def _entropy_constrained(ranges: _Ranges, mus: np.ndarray) -> list[list[tuple[int, int]]]:
+    """For each mu, the ranges minimising error + mu * rate, any number of them: one
+    dynamic programme over the values, run for every mu at once."""
+    error = np.ascontiguousarray(ranges.error.T)  # [end, start]
+    rate = np.ascontiguousarray(ranges.rate.T)
+    n = error.shape[0] - 1
+    best = np.zeros((mus.size, n + 1))
+    start = np.zeros((mus.size, n + 1), np.int64)
+    rows = np.arange(mus.size)
     for j in range(1, n + 1):
-        options = best[:j] + cost[j, :j]
-        start[j] = int(np.argmin(options))
-        best[j] = options[start[j]]
-    cuts, end = [], n
-    while end > 0:
-        cuts.append((int(start[end]), end))
-        end = int(start[end])
-    return cuts[::-1]
+        options = best[:, :j] + error[j, :j] + mus[:, None] * rate[j, :j]
+        start[:, j] = np.argmin(options, axis=1)
+        best[:, j] = options[rows, start[:, j]]
+    found = []
+    for row in np.unique(start, axis=0):  # many mu share a partition
+        cuts, end = [], n
+        while end > 0:
+            cuts.append((int(row[end]), end))
+            end = int(row[end])
+        found.append(cuts[::-1])
+    return found
 
 
 def _least_error(ranges: _Ranges, levels: tuple[int, ...]) -> list[list[tuple[int, int]]]:
@@ -142,7 +150,7 @@ def ladder(
     ranges = _ranges(x, w, counts, int(counts.sum()) + zero_count)
     candidates = [_kmeans(x, w, k) for k in _LEVELS if k < n]
     cuts = _least_error(ranges, tuple(k for k in _LEVELS if k < n))
-    cuts += [_entropy_constrained(ranges, float(mu)) for mu in _MU]
+    cuts += _entropy_constrained(ranges, _MU)
     candidates += [_mapping(ranges, c, n) for c in cuts]
     scored = [(_coded_bits(m, counts, zero_count), float(np.dot(w, (m - x) ** 2)), m)
               for m in candidates]  # fmt: skip

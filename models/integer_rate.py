@@ -1,4 +1,4 @@
-"""Size against error of an integer weight's requantizations: k-means or entropy-constrained.
+"""Size against error of an integer weight's requantizations: k-means, or the compiler's.
 
 For each integer (int8 / uint8) weight named, at each bit width, prints the bits per
 weight its lossless coding takes (Huffman code lengths of its values, the streams'
@@ -8,7 +8,8 @@ fewer values, neither pruned:
 - k-means: 2^bits - 1 shared integers, Lloyd from the least-squared-error start of float
   weights (dc_onnx.quantize.kmeans_1d on the value histogram, weighted by scale^2),
   centroids rounded, each value to the nearest;
-- the compiler's: the entropy-constrained ladder of dc_onnx.requantize (RATE_FRACTIONS).
+- the compiler's (dc_onnx.integer_sharing.ladder): at most ERRORS[bits] relative error,
+  the fewest coded bits among k-means, least-error and entropy-constrained candidates.
 
     python models/integer_rate.py MODEL.onnx WEIGHT [WEIGHT ...]
 """
@@ -68,7 +69,7 @@ def main() -> None:
 
         print(f"{name} {list(q.shape)} {q.dtype}, zero point from {params.source}: "
               f"{bits_per_weight(q):.3f} bits per weight lossless")  # fmt: skip
-        print("bits | k-means: bits/weight, error | entropy-constrained: bits/weight, error")
+        print("bits | k-means: bits/weight, error | compiler: bits/weight, error")
         for b in BITS:
             a, c = kmeans(q, params, b), requantize(q, params, b, 0.0)
             print(f"{b} | {bits_per_weight(a):.3f}, {error(a):.4f} | "
