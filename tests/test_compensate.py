@@ -381,3 +381,68 @@ def test_compensate_flag_is_on_the_command_line(tmp_path: Path) -> None:
     assert "input vectors for" in cluster["compensation"]["left_out"]["W3"]
     with pytest.raises(SystemExit):
         main(["compile", str(source), "--compensate", "maybe"])
+
+
+def _branch_model() -> onnx.ModelProto:
+    """y = If(flag, Conv(Relu(x), Wt), Conv(Neg(x), We)): each weight multiplies a value
+    computed inside its branch (silero-vad's shape: the network in one of two branches)."""
+    rng = np.random.default_rng(10)
+    weights = {n: rng.standard_normal((6, 4, 3)).astype(np.float32) for n in ("Wt", "We")}
+    out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+
+    def branch(name: str, op: str, w: str) -> onnx.GraphProto:
+        nodes = [
+            helper.make_node(op, ["x"], [f"{name}_a"]),
+            helper.make_node("Conv", [f"{name}_a", w], [f"{name}_y"], pads=[1, 1]),
+        ]
+        return helper.make_graph(
+            nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", 1, None)]
+        )
+
+    node = helper.make_node(
+        "If", ["flag"], ["y"], then_branch=branch("then", "Relu", "Wt"),
+        else_branch=branch("else", "Neg", "We"),
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", 1, [1, 4, 16]),
+         helper.make_tensor_value_info("flag", onnx.TensorProto.BOOL, [])],
+        [out], [numpy_helper.from_array(w, n) for n, w in weights.items()],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_weights_inside_if_branches_get_h_of_their_branch_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Runs alternate the branches; each weight's H sums only the runs of its own branch:
+    # for any change D of it, tr(D H D^T) is the energy of the outputs D alone changes.
+    monkeypatch.setattr(activations, "MIN_ROWS_PER_COLUMN", 0)
+    proto = _branch_model()
+    model = ir.from_proto(proto)
+    weights = [w for w in find_stored_weights(model.graph, 0) if w.name in ("Wt", "We")]
+    weights += [g for g in find_weight_groups(model.graph) if g.weight.name in ("Wt", "We")]
+    assert {w.weight.name for w in weights} == {"Wt", "We"}
+    rng = np.random.default_rng(11)
+    runs = [
+        {"x": rng.standard_normal((1, 4, 16)).astype(np.float32), "flag": np.array(i % 3 == 0)}
+        for i in range(7)
+    ]
+    hessians = collect(model, weights, Calibration(runs, "file", "test"))
+    assert hessians.rows == {"Wt": 3 * 16, "We": 4 * 16}
+    for name, index in (("Wt", 0), ("We", 1)):
+        h = hessians.get(name)
+        assert h is not None and h.shape == (12, 12)
+        d = rng.standard_normal((6, 4, 3)).astype(np.float32)
+        changed = onnx.ModelProto()
+        changed.CopyFrom(proto)
+        changed.graph.initializer[index].CopyFrom(numpy_helper.from_array(d, name))
+        zero = onnx.ModelProto()
+        zero.CopyFrom(proto)
+        zero.graph.initializer[index].CopyFrom(numpy_helper.from_array(0 * d, name))
+        energy = sum(
+            float(np.sum(np.square(run(changed, r)[0] - run(zero, r)[0], dtype=np.float64)))
+            for r in runs
+        )
+        stored = d.reshape(6, -1).astype(np.float64)
+        assert np.trace(stored @ h @ stored.T) == pytest.approx(energy, rel=1e-4)
