@@ -446,3 +446,40 @@ def test_weights_inside_if_branches_get_h_of_their_branch_runs(
         )
         stored = d.reshape(6, -1).astype(np.float64)
         assert np.trace(stored @ h @ stored.T) == pytest.approx(energy, rel=1e-4)
+
+
+def _reordered_lstm(axis: int) -> onnx.ModelProto:
+    """An LSTM whose W is a 2-D weight with its halves swapped along `axis` and a leading
+    axis added (Slice, Concat, Unsqueeze), as exporters reorder the gates."""
+    rng = np.random.default_rng(12)
+    w = (0.3 * rng.standard_normal((64, 8))).astype(np.float32)
+    r = (0.3 * rng.standard_normal((1, 64, 16))).astype(np.float32)
+    half = 32 if axis == 0 else 4
+    consts = {
+        "s0": np.array([0]), "e0": np.array([half]), "s1": np.array([half]),
+        "e1": np.array([2 * half]), "ax": np.array([axis]), "u": np.array([0]),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Slice", ["W2", "s0", "e0", "ax"], ["lo"]),
+        helper.make_node("Slice", ["W2", "s1", "e1", "ax"], ["hi"]),
+        helper.make_node("Concat", ["hi", "lo"], ["swapped"], axis=axis),
+        helper.make_node("Unsqueeze", ["swapped", "u"], ["W"]),
+        helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="rnn", hidden_size=16),
+    ]
+    return make_model(nodes, {"x": [40, 2, 8]}, {"y": [40, 1, 2, 16]}, {"W2": w, "R": r, **consts})
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_recurrent_weight_reached_through_row_reordering_gets_h(axis: int) -> None:
+    # Picking and stacking rows keeps every row's columns: H over the step inputs applies.
+    # Cutting the columns does not: then no H.
+    model = ir.from_proto(_reordered_lstm(axis))
+    weights = [w for w in find_stored_weights(model.graph, 0) if w.name == "W2"]
+    assert len(weights) == 1
+    x = _correlated_inputs(np.random.default_rng(13), 80, 8).reshape(40, 2, 8)
+    hessians = collect(model, weights, Calibration([{"x": x.astype(np.float32)}], "file", ""))
+    if axis == 0:
+        flat = x.reshape(-1, 8).astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(hessians.get("W2"), flat.T @ flat, rtol=1e-5, atol=1e-4)
+    else:
+        assert hessians.get("W2") is None and hessians.left_out["W2"] == "storage form"

@@ -20,7 +20,10 @@ each calibration batch once; each batch's activations are reduced to X^T X at on
 no more than one batch of activations is held; values inside If branches are carried out
 to outputs first (dc_onnx.budget.branch_values), and a batch that took the other branch
 adds no rows. Storage-form weights whose only reader is a Conv get a Conv layer's H (the
-weights of silero-vad's branches are such). Weights no H is collected for (embedding
+weights of silero-vad's branches are such), and an RNN's W or R reached through ops that
+only pick, reorder or stack its rows (Slice / Concat on axis 0, Unsqueeze at 0: the gate
+reordering of exported LSTMs) gets the H of its step inputs, summed over every RNN
+that reads it. Weights no H is collected for (embedding
 tables, other storage-form weights, anything inside a Loop / Scan body, ConvTranspose and
 3-D Conv decode forms, layers whose padding cannot be read, or H larger than MAX_COLUMNS)
 keep the plain rounding.
@@ -244,40 +247,90 @@ def _read(values: dict[str, np.ndarray], value: ir.Value) -> np.ndarray:
     return np.asarray(x)
 
 
-def _stored_input(weight: StoredWeight) -> tuple[Source, np.ndarray] | str:
-    """What a storage weight multiplies, as the weight of its only reader, a Conv or an
-    RNN's W or R (in any graph: branch_values reads inside If branches), and an empty H;
-    else why it gets no H."""
-    uses = list(weight.weight.uses())
-    node, index = uses[0] if len(uses) == 1 else (None, -1)
+def _stored_input(weight: StoredWeight) -> tuple[list[Source], np.ndarray] | str:
+    """What a storage weight multiplies, and an empty H: the input of its only reader, a
+    Conv, or the step inputs of the RNNs that read it as W or R, directly or through ops
+    that only pick, reorder or stack its rows (the gate reordering of exported LSTMs).
+    Readers may sit in any graph (branch_values reads inside If branches). Else why it
+    gets no H."""
     tensor = weight.weight.const_value
-    if node is None or tensor is None or tensor.dtype != ir.DataType.FLOAT:
+    if tensor is None or tensor.dtype != ir.DataType.FLOAT:
         return "storage form"
-    if node.op_type == "Conv" and index == 1 and len(tensor.shape) >= 3:
-        layer = Layer(node, weight.weight, "conv", transposed=False, weight_side=1)
+    uses = list(weight.weight.uses())
+    if len(uses) == 1 and uses[0][0].op_type == "Conv" and uses[0][1] == 1:
+        layer = Layer(uses[0][0], weight.weight, "conv", transposed=False, weight_side=1)
         cols = _columns(layer)
         assert cols is not None
-        return _LayerInput(layer), _empty(layer, cols)
-    found = _recurrent_input(node, index, tensor)
-    return found if isinstance(found, str) else (found[0], np.zeros((found[1], found[1])))
-
-
-def _recurrent_input(
-    node: ir.Node, index: int, tensor: ir.TensorProtocol
-) -> tuple[_RecurrentInput, int] | str:
-    """The step input a storage weight multiplies as an RNN's W or R, and H's columns;
-    else why it gets no H."""
-    if node.op_type not in _RECURRENT_OPS or index not in (1, 2) or len(tensor.shape) != 3:
+        return [_LayerInput(layer)], _empty(layer, cols)
+    readers = _row_readers(weight.weight)
+    if readers is None or len(tensor.shape) < 2:
         return "storage form"
-    directions, _, cols = (int(d) for d in tensor.shape.numpy())
+    sources: list[Source] = []
+    for node, index in readers:
+        found = _recurrent_input(node, index)
+        if isinstance(found, str):
+            return found
+        sources.append(found)
+    cols = int(tensor.shape.numpy()[-1])
+    return sources, np.zeros((cols, cols))
+
+
+def _ints(node: ir.Node, name: str, index: int) -> list[int] | None:
+    """An int list given as attribute `name` or as constant input `index`, else None."""
+    attr = node.attributes.get(name)
+    if attr is not None:
+        return list(attr.as_ints())
+    value = node.inputs[index] if len(node.inputs) > index else None
+    tensor = None if value is None else ir.convenience.get_const_tensor(value)
+    return None if tensor is None else [int(i) for i in tensor.numpy().reshape(-1)]
+
+
+def _keeps_columns(node: ir.Node, index: int) -> bool:
+    """Whether `node` only picks, reorders or stacks the rows of its input `index` (the
+    first axis), so each row keeps its columns."""
+    if node.op_type == "Identity":
+        return True
+    if node.op_type == "Concat":
+        return node.attributes.get_int("axis", -1) == 0
+    if node.op_type == "Unsqueeze" and index == 0:
+        return _ints(node, "axes", 1) == [0]
+    if node.op_type == "Slice" and index == 0:
+        axes = _ints(node, "axes", 3)
+        starts = _ints(node, "starts", 1)
+        return axes == [0] or (axes is None and starts is not None and len(starts) == 1)
+    return False
+
+
+def _row_readers(weight: ir.Value) -> list[tuple[ir.Node, int]] | None:
+    """The RNN nodes and inputs (1: W, 2: R) that read the weight's rows, directly or
+    through `_keeps_columns` ops; None if anything else reads it."""
+    found: list[tuple[ir.Node, int]] = []
+    pending, seen = [weight], {id(weight)}
+    while pending:
+        for node, index in pending.pop().uses():
+            if node.op_type in _RECURRENT_OPS and index in (1, 2):
+                found.append((node, index))
+                continue
+            if not _keeps_columns(node, index) or len(node.outputs) != 1:
+                return None
+            out = node.outputs[0]
+            if id(out) not in seen:
+                seen.add(id(out))
+                pending.append(out)
+    return found or None
+
+
+def _recurrent_input(node: ir.Node, index: int) -> _RecurrentInput | str:
+    """The step input a weight multiplies as an RNN's W (index 1) or R (2); else why it
+    gets no H."""
     if index == 2:
-        if directions != 1 or node.attributes.get_string("direction", "forward") != "forward":
+        if node.attributes.get_string("direction", "forward") != "forward":
             return "recurrent weight of a reverse or bidirectional RNN"
         if node.op_type == "GRU" and not node.attributes.get_int("linear_before_reset", 0):
             return "GRU recurrent weight (its new gate multiplies r * h, not h)"
         if not node.outputs or not node.outputs[0].name:
             return "recurrent weight of an RNN whose Y output is not produced"
-    return _RecurrentInput(node, index), cols
+    return _RecurrentInput(node, index)
 
 
 Source = _LayerInput | _RecurrentInput
@@ -305,7 +358,7 @@ def collect(
             elif found[1].shape[-1] > MAX_COLUMNS:
                 left_out[name] = f"{found[1].shape[-1]} columns (H kept up to {MAX_COLUMNS})"
             else:
-                wanted[name] = ([found[0]], found[1])
+                wanted[name] = found
             continue
         columns = {_columns(layer) for layer in group.layers}
         if None in columns or len(columns) != 1:
