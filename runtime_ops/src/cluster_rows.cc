@@ -27,10 +27,12 @@ double piece_cost(size_t n, size_t size) {
 // c / 8 pieces of 8 and the binary digits of c % 8; then, largest size first, some
 // pieces are halved when that fills empty lanes of the smaller size for less than the
 // lanes they leave empty (fewer index slots and groups in all).
-std::array<std::vector<Piece>, 4> cut_pieces(const std::array<size_t, 256>& start,
-                                             const std::array<size_t, 256>& count) {
-  std::array<std::vector<Piece>, 4> by_size;
-  for (size_t k = 1; k < 256; ++k) {
+// `codes` lists the codes present, ascending; `by_size` is reused from row to row.
+using BySize = std::array<std::vector<Piece>, 4>;
+void cut_pieces(const std::vector<uint8_t>& codes, const std::array<size_t, 256>& start,
+                const std::array<size_t, 256>& count, BySize& by_size) {
+  for (auto& v : by_size) v.clear();
+  for (const uint8_t k : codes) {
     const size_t c = count[k];
     const size_t rest = c % kPiece;
     for (size_t o = 0; o + kPiece <= c; o += kPiece) by_size[0].emplace_back(k, start[k] + o);
@@ -61,16 +63,13 @@ std::array<std::vector<Piece>, 4> cut_pieces(const std::array<size_t, 256>& star
     }
     std::sort(small.begin(), small.end());  // by code, then column
   }
-  return by_size;
 }
 
 // Row n's groups appended to w: `sorted` holds its columns ordered by code, then column;
 // start[k] / count[k] where code k's run begins and how long it is.
 template <typename Index>
 void pack_row(ClusterRows& w, std::vector<Index>& idx, const CsrMatrix& m,
-              const std::vector<uint32_t>& sorted, const std::array<size_t, 256>& start,
-              const std::array<size_t, 256>& count) {
-  const std::array<std::vector<Piece>, 4> by_size = cut_pieces(start, count);
+              const std::vector<uint32_t>& sorted, const BySize& by_size) {
   for (size_t i = 0, size = kPiece; i < by_size.size(); ++i, size /= 2) {
     const std::vector<Piece>& pieces = by_size[i];
     for (size_t p0 = 0; p0 < pieces.size(); p0 += kGroupLanes) {
@@ -87,23 +86,29 @@ void pack_row(ClusterRows& w, std::vector<Index>& idx, const CsrMatrix& m,
 
 template <typename Index>
 void pack_all(ClusterRows& w, std::vector<Index>& idx, const CsrMatrix& m) {
+  idx.reserve(m.code.size() + m.code.size() / 8);
   std::vector<uint32_t> sorted;
+  std::vector<uint8_t> codes;
   std::array<size_t, 256> start{};
   std::array<size_t, 256> count{};
+  BySize by_size;
   for (int64_t n = 0; n < m.rows; ++n) {
     const size_t b = m.row_ptr[static_cast<size_t>(n)];
     const size_t e = m.row_ptr[static_cast<size_t>(n) + 1];
     count.fill(0);
     for (size_t j = b; j < e; ++j) ++count[m.code[j]];
+    codes.clear();
     size_t at = 0;
-    for (size_t k = 0; k < 256; ++k) {
+    for (size_t k = 1; k < 256; ++k) {  // code 0 is never stored
       start[k] = at;
       at += count[k];
+      if (count[k] != 0) codes.push_back(static_cast<uint8_t>(k));
     }
     sorted.resize(e - b);
     std::array<size_t, 256> next = start;
     for (size_t j = b; j < e; ++j) sorted[next[m.code[j]]++] = m.col[j];  // stable: columns ascend
-    pack_row(w, idx, m, sorted, start, count);
+    cut_pieces(codes, start, count, by_size);
+    pack_row(w, idx, m, sorted, by_size);
     w.row_group.push_back(w.rounds.size());
     w.row_slot.push_back(idx.size());
   }
