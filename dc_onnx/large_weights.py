@@ -200,4 +200,4 @@ def encode_large(group: WeightGroup, index_bits: int) -> EncodedWeight:
             yield out
 
     codebook = np.concatenate([[0.0], values]).astype(np.float32)
-    return encode_blocks(codes, codebook, index_bits)
+    return encode_blocks(codes, codebook, index_bits, dense_if_smaller=True)

@@ -172,7 +172,7 @@ ZOO: tuple[ZooModel, ...] = (
         carry={"state": "stateN"},
         runs=1024,  # every other run an 8 kHz chunk: both branches' weights are exercised
         alternate={
-            "input": InputSpec((1, 256), ("speech",)),
+            "input": InputSpec((1, 256), ("speech", 8000)),
             "sr": InputSpec((), ("const", 8000)),
         },
     ),

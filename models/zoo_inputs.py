@@ -145,25 +145,29 @@ def scene(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.
     return _to_chw(img, None) * scale
 
 
-def speech(rng: np.random.Generator, shape: tuple[int, ...], context: int = 64) -> np.ndarray:
-    """Windows of a voiced, speech-like signal at 16 kHz: a gliding pitch with
+def speech(
+    rng: np.random.Generator, shape: tuple[int, ...], rate: int = SAMPLE_RATE, context: int = 64
+) -> np.ndarray:
+    """Windows of a voiced, speech-like signal sampled at `rate` Hz: a gliding pitch with
     formant-weighted harmonics, syllable-rate amplitude, a little noise; peak about 0.3.
     Several rows are consecutive windows that overlap by `context` samples, as the
     sequence VAD reads them."""
     rows, width = shape
     hop = width - context if rows > 1 else width
-    signal = _voice(rng, hop * (rows - 1) + width)
+    signal = _voice(rng, hop * (rows - 1) + width, rate)
     return np.stack([signal[i * hop : i * hop + width] for i in range(rows)])
 
 
-def _voice(rng: np.random.Generator, samples: int) -> np.ndarray:
-    t = np.arange(samples) / SAMPLE_RATE
+def _voice(rng: np.random.Generator, samples: int, rate: int) -> np.ndarray:
+    t = np.arange(samples) / rate
     f0 = rng.uniform(100, 220) * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(1, 3) * t))
-    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    phase = 2 * np.pi * np.cumsum(f0) / rate
     formants = rng.uniform([500, 1000, 2300], [900, 1800, 3000])
     voice = np.zeros(samples)
     for k in range(1, 30):
         freq = k * f0.mean()
+        if freq * 1.15 >= rate / 2:  # the glide's top stays under Nyquist: no aliases
+            break
         gain = sum(np.exp(-(((freq - f) / 150.0) ** 2)) for f in formants) + 0.05
         voice += gain / k * np.sin(k * phase)
     syllables = 0.55 + 0.45 * np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6.3))

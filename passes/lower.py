@@ -130,20 +130,15 @@ def encode_group(group: WeightGroup, index_bits: int) -> EncodedWeight:
         scales, values = rows
         codes = row_codes(stored, scales, values, group.name)
         codebook = np.concatenate([[0.0], values]).astype(np.float32)
-        return encode_weight(codes, codebook, index_bits, scales)
-    if index_bits > 0 and is_large(group):  # block by block: never copied whole
+        return encode_weight(codes, codebook, index_bits, scales, dense_if_smaller=True)
+    if is_large(group):  # block by block: never copied whole
         return encode_large(group, index_bits)
     stored = np.ascontiguousarray(group.stored_matrix())
     try:
         codebook, codes = split_codebook(stored)
     except CodebookOverflowError as e:
         raise CompileError(f"layer '{group.name}' has {e}") from None
-    return encode_weight(codes, codebook, index_bits)
-
-
-# From this share of non-zeros on, a storage weight takes the dense form (index_bits 0): a
-# gap costs at least one bit per stored weight, more than the zero codes it saves.
-DENSE_FORM_DENSITY = 0.9
+    return encode_weight(codes, codebook, index_bits, dense_if_smaller=True)
 
 
 def stored_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -163,9 +158,8 @@ def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
     if scaled is not None:
         matrix = w.reshape(rows, cols)
         codes = row_codes(matrix, scaled[0], scaled[1], weight.name)
-        dense = np.count_nonzero(codes) >= DENSE_FORM_DENSITY * codes.size
         codebook = np.concatenate([[0.0], scaled[1]]).astype(np.float32)
-        encoded = encode_weight(codes, codebook, 0 if dense else index_bits, scaled[0])
+        encoded = encode_weight(codes, codebook, index_bits, scaled[0], dense_if_smaller=True)
         return _larger_than(encoded, w.nbytes) or encoded
     # float32 holds every fp16, bf16, int8 and uint8 value exactly: compare there.
     flat = w.reshape(rows, cols).astype(np.float32)
@@ -176,9 +170,7 @@ def encode_stored(weight: StoredWeight, index_bits: int) -> EncodedWeight | str:
     codebook = np.concatenate([[0.0], values]).astype(np.float32).astype(w.dtype)
     codes = np.zeros(flat.shape, dtype=np.uint8)
     codes[nonzero] = np.searchsorted(values, flat[nonzero]) + 1
-    # Mostly dense (no pruning): the dense form drops the gaps, one code per position.
-    dense = np.count_nonzero(nonzero) >= DENSE_FORM_DENSITY * nonzero.size
-    encoded = encode_weight(codes, codebook, 0 if dense else index_bits)
+    encoded = encode_weight(codes, codebook, index_bits, dense_if_smaller=True)
     return _larger_than(encoded, w.nbytes) or encoded
 
 
@@ -289,12 +281,7 @@ class LowerPass(CompilerPass):
         left: list[Skipped] = []
         for i, group in enumerate(track(groups, "encode"), 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
-            index_bits = _index_bits(self.options, group)
-            if group.kind == "embedding":  # tables are rarely pruned: drop the gaps then
-                w = group.array()
-                if np.count_nonzero(w) >= DENSE_FORM_DENSITY * w.size:
-                    index_bits = 0
-            encoded = encode_group(group, index_bits)
+            encoded = encode_group(group, _index_bits(self.options, group))
             # A small table (token types, ...) is cheaper as it is: its codebook alone
             # can outweigh it. Compute layers keep the paper's rule: every one is encoded.
             tensor = group.weight.const_value

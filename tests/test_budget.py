@@ -391,3 +391,19 @@ def test_analysis_cache_reuses_measured_points(
     other.graph.initializer[0].raw_data = bytes(len(other.graph.initializer[0].raw_data))
     dc_onnx.compile(save(other, tmp_path / "o.onnx"), tmp_path / "o.dc.onnx")
     assert len(list(cache_dir.glob("*.json"))) == 2
+
+
+def test_the_fill_spends_the_error_the_hull_leaves() -> None:
+    from dc_onnx.budget.allocate import _fill
+    from dc_onnx.budget.candidates import Setting
+
+    def options(*points: tuple[int, float]) -> list[tuple[int, float, Setting]]:
+        return [(b, e, Setting(0.0, 8 - i)) for i, (b, e) in enumerate(points)]
+
+    table = [options((100, 0.0), (50, 0.5), (10, 2.0)), options((100, 0.0), (60, 0.3), (20, 1.5))]
+    chosen = _fill(table, [table[0][0], table[1][0]], limit=1.0)
+    # B's step saves 133 bytes per unit of error, A's 100: both fit (0.8), neither next step.
+    assert chosen == [table[0][1], table[1][1]]
+    assert sum(o[1] for o in chosen) <= 1.0
+    # Nothing fits: the choice stays as it is.
+    assert _fill(table, [table[0][0], table[1][0]], limit=0.1) == [table[0][0], table[1][0]]

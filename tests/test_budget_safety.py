@@ -134,7 +134,8 @@ def test_an_allocated_table_sparsity_is_applied(tmp_path: Path) -> None:
     source = save(embedding_model(table, 1), tmp_path / "m.onnx")
     calibration = tmp_path / "idx.npz"
     np.savez(calibration, idx=np.arange(200, dtype=np.int64))
-    options = dc_onnx.CompileOptions(calibration=calibration, max_error=0.5)
+    # A loose budget: pruning pays (at 0.5, 2 bits unpruned in the dense form is cheaper).
+    options = dc_onnx.CompileOptions(calibration=calibration, max_error=0.7)
     report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
     (stats,) = [p.stats for p in report.passes if p.name == "allocate"]
     sparsity = stats["layers"]["emb"]["setting"]["sparsity"]

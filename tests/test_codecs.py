@@ -105,8 +105,30 @@ def test_encode_decode_round_trip(codes, k, index_bits, density) -> None:  # typ
     keep = np.random.default_rng(int(codes.sum())).random(codes.shape) < density
     codes = np.where(keep, codes.astype(np.int64) % k, 0).astype(np.uint8)
     codebook = np.concatenate([[0.0], np.linspace(-1, 1, k - 1)]).astype(np.float32)
-    encoded = encode_weight(codes, codebook, index_bits)
-    assert np.array_equal(decode_weight(encoded, codes.shape), codebook[codes])
+    for dense_if_smaller in (False, True):
+        encoded = encode_weight(codes, codebook, index_bits, dense_if_smaller=dense_if_smaller)
+        assert np.array_equal(decode_weight(encoded, codes.shape), codebook[codes])
+
+
+@pytest.mark.parametrize("index_bits", [1, 2, 4, 8])
+def test_the_smaller_form_is_chosen(index_bits: int) -> None:
+    """Mostly non-zero: the dense form (no gaps, which cost a bit per weight or more);
+    mostly zero: relative indices. Either way the smaller of the two encodings."""
+    rng = np.random.default_rng(index_bits)
+    codebook = np.concatenate([[0.0], np.linspace(-1, 1, 31)]).astype(np.float32)
+    forms = []
+    for density in (1.0, 0.95, 0.8, 0.1, 0.02):
+        codes = rng.integers(1, 32, size=(64, 300)).astype(np.uint8)
+        codes[rng.random(codes.shape) >= density] = 0
+        both = [encode_weight(codes, codebook, ib) for ib in (0, index_bits)]
+        sizes = [len(e.codes) + len(e.gaps) + e.code_lengths.size for e in both]
+        chosen = encode_weight(codes, codebook, index_bits, dense_if_smaller=True)
+        assert chosen.index_bits == (0 if sizes[0] < sizes[1] else index_bits), density
+        assert len(chosen.codes) + len(chosen.gaps) + chosen.code_lengths.size == min(sizes)
+        forms.append(chosen.index_bits)
+    assert forms[:3] == [0, 0, 0]  # 80% non-zero and more: dense, at any index width
+    if index_bits >= 4:  # 2% non-zero: gaps of up to 15 zeros beat coding every zero
+        assert forms[4] == index_bits
 
 
 def _streams() -> list[Stream]:

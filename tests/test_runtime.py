@@ -51,9 +51,16 @@ def test_cpp_decoder_is_bit_identical_to_python(rows, cols, k, index_bits, densi
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3, 64])
 @pytest.mark.parametrize("build", [mlp_model, cnn_model])
-def test_compiled_equals_dense_model_of_decoded_weights(build, batch, threads, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("sparsity", [0.6, 0.0])
+def test_compiled_equals_dense_model_of_decoded_weights(
+    build, batch, threads, sparsity, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     model = build()
-    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=6, bits_fc=4)
+    compiled = compile_model(model, tmp_path, sparsity=sparsity, bits_conv=6, bits_fc=4)
+    graph = onnx.load(compiled, load_external_data=False).graph
+    forms = {a.i for n in graph.node for a in n.attribute if a.name == "index_bits"}
+    # Unpruned weights take the dense form (relative indices would cost more).
+    assert forms and (forms == {0} or sparsity > 0)
     shape = [
         batch if d.dim_param else d.dim_value
         for d in model.graph.input[0].type.tensor_type.shape.dim

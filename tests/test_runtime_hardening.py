@@ -117,7 +117,7 @@ def test_a_weight_shape_the_streams_cannot_reach_is_refused(tmp_path: Path) -> N
     w = np.random.default_rng(0).standard_normal((256, 16)).astype(np.float32)
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     model = make_model([node], {"x": ["N", 256]}, {"y": ["N", 16]}, {"W": w})
-    compiled = compile_model(model, tmp_path)
+    compiled = compile_model(model, tmp_path, sparsity=0.9)  # relative indices, not dense
     edited = _edit(compiled, "CompressedMatMul", "weight_shape", [2**27, 1], "edited.onnx")
     with pytest.raises(Exception, match=r"layer 'mm'.*134217728 rows.*implicit zeros"):
         run(edited, {"x": np.ones((1, 1), np.float32)})
@@ -129,7 +129,7 @@ def test_a_few_implicit_trailing_rows_decode_as_zeros(tmp_path: Path) -> None:
     w = np.random.default_rng(0).standard_normal((256, 16)).astype(np.float32)
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     model = make_model([node], {"x": ["N", 256]}, {"y": ["N", 16]}, {"W": w})
-    compiled = compile_model(model, tmp_path)
+    compiled = compile_model(model, tmp_path, sparsity=0.9)  # relative indices, not dense
     edited = _edit(compiled, "CompressedMatMul", "weight_shape", [21, 256], "edited.onnx")
     x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
     (got,) = run(edited, {"x": x})

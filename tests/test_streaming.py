@@ -88,23 +88,26 @@ def test_compiling_through_scratch_files_gives_the_same_bytes(
         assert not isinstance(value.const_value, ir.ExternalTensor)
 
 
+@pytest.mark.parametrize("dense_if_smaller", [False, True])
 @pytest.mark.parametrize("index_bits", [1, 3, 5, 8])
 @pytest.mark.parametrize("density", [0.0, 0.003, 0.1, 0.7, 1.0])
 def test_block_encoder_gives_the_bytes_of_the_whole_matrix_encoder(
-    index_bits: int, density: float
+    index_bits: int, density: float, dense_if_smaller: bool
 ) -> None:
     rng = np.random.default_rng(index_bits)
     codes = rng.integers(1, 9, size=(40, 333)).astype(np.uint8)
     codes[rng.random(codes.shape) >= density] = 0
     codes[10:20] = 0  # zero runs across block boundaries
     codebook = np.arange(9, dtype=np.float32)
-    expected = encode_weight(codes, codebook, index_bits)
+    expected = encode_weight(codes, codebook, index_bits, dense_if_smaller=dense_if_smaller)
     for rows in (1, 3, 40):
         actual = encode_blocks(
             lambda rows=rows: (codes[i : i + rows] for i in range(0, 40, rows)),
             codebook,
             index_bits,
+            dense_if_smaller,
         )
+        assert actual.index_bits == expected.index_bits
         assert actual.codes == expected.codes and actual.gaps == expected.gaps
         np.testing.assert_array_equal(actual.code_lengths, expected.code_lengths)
         assert (actual.num_entries, actual.num_codes) == (expected.num_entries, expected.num_codes)

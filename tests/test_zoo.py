@@ -337,3 +337,17 @@ def test_inputs_of_several_runs_are_a_directory_with_the_alternate_specs(
     # written again: replaced whole, nothing half-written left beside it
     zoo.write_inputs(model, tmp_path)
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny", "tiny.npz"]
+
+
+def test_speech_sampled_at_8k_has_the_pitch_and_formants_of_16k() -> None:
+    """The 8 kHz chunks are speech sampled at 8 kHz, not 16 kHz samples read at 8 kHz
+    (which would halve every frequency): the strongest harmonic sits at the same Hz."""
+    from zoo_inputs import speech
+
+    peaks = []
+    for rate in (16000, 8000):
+        x = speech(np.random.default_rng(7), (1, rate), rate)[0].astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+        hz = np.fft.rfftfreq(x.size, 1 / rate)
+        peaks.append(hz[int(np.argmax(spectrum))])
+    assert abs(peaks[0] - peaks[1]) <= 2.0, peaks

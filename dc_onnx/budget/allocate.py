@@ -68,7 +68,10 @@ class Allocation:
         }
 
 
-def _options(layer: LayerSensitivity) -> list[tuple[int, float, Setting]]:
+Option = tuple[int, float, Setting]  # bytes, predicted squared error, setting
+
+
+def _options(layer: LayerSensitivity) -> list[Option]:
     options = [(layer.sizes.dense_bytes, 0.0, KEEP)]
     if layer.unobserved:  # what the inputs never exercise stays exact (never "free")
         return options
@@ -81,7 +84,7 @@ def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
     """Per-layer settings of least total bytes whose predicted error is at most `target`."""
     table = [_options(layer) for layer in layers]
 
-    def pick(lam: float) -> tuple[list[tuple[int, float, Setting]], float]:
+    def pick(lam: float) -> tuple[list[Option], float]:
         chosen = [min(opts, key=lambda o: (o[0] + lam * o[1], o[1])) for opts in table]
         return chosen, sum(o[1] for o in chosen)
 
@@ -97,8 +100,40 @@ def choose(layers: list[LayerSensitivity], target: float) -> dict[str, Setting]:
                 hi, best = mid, candidate
             else:
                 lo = mid
-        chosen = best
+        chosen = _fill(table, best, limit)
     return {layer.weight: o[2] for layer, o in zip(layers, chosen, strict=True)}
+
+
+def _fill(table: list[list[Option]], chosen: list[Option], limit: float) -> list[Option]:
+    """`chosen` with the error the Lagrangian choice leaves unused spent greedily.
+
+    The Lagrangian choice only reaches the points on each layer's lower convex hull, so it
+    stops where the next hull step would cross the limit, often well under it (the large
+    word table of a text encoder moves the error by a third per bit). Here, while a move
+    fits, one layer at a time moves to whichever cheaper option saves the most bytes per
+    unit of added squared error that still fits under `limit`.
+    """
+    width = max(len(opts) for opts in table)
+    nbytes = np.full((len(table), width), np.inf)
+    error = np.full((len(table), width), np.inf)
+    for i, opts in enumerate(table):
+        nbytes[i, : len(opts)] = [o[0] for o in opts]
+        error[i, : len(opts)] = [o[1] for o in opts]
+    current = np.array([opts.index(o) for opts, o in zip(table, chosen, strict=True)])
+    rows = np.arange(len(table))
+    slack = limit - float(error[rows, current].sum())
+    while True:
+        with np.errstate(all="ignore"):  # padding (inf - inf) and free moves (x / 1e-300)
+            saved = nbytes[rows, current][:, None] - nbytes
+            extra = error - error[rows, current][:, None]
+            fits = (saved > 0) & (extra <= slack)
+            rate = np.where(fits, saved / np.maximum(extra, 1e-300), -np.inf)
+        if not fits.any():
+            break
+        layer, option = np.unravel_index(int(np.argmax(rate)), rate.shape)
+        slack -= float(extra[layer, option])
+        current[layer] = option
+    return [table[i][int(j)] for i, j in enumerate(current)]
 
 
 def choose_measured(analysis: Analysis, simulator: Simulator, target: float) -> dict[str, Setting]:

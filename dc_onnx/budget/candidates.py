@@ -64,11 +64,6 @@ class Setting:
 KEEP = Setting()
 
 
-def _stream_bytes(counts: np.ndarray) -> int:
-    lengths = huffman.lengths_from_counts(np.asarray(counts, dtype=np.int64))
-    return (int(np.dot(counts.astype(np.int64), lengths.astype(np.int64))) + 7) // 8
-
-
 def gap_counts(runs: np.ndarray, index_bits: int) -> np.ndarray:
     """Histogram of the gap symbols (dc_onnx.codecs.sparse_index) for these zero runs."""
     escape = (1 << index_bits) - 1
@@ -88,7 +83,7 @@ class LayerSizes:
         self.dense_bytes = int(array.nbytes)
         self._masks: dict[float, tuple[np.ndarray, int, int]] = {}  # survivors, gaps, ib
         self._bytes: dict[tuple[float, int], int] = {}
-        self._codes_cache: dict[tuple[float, int], tuple[int, int]] = {}
+        self._codes_cache: dict[tuple[float, int], tuple[int, int, int]] = {}
 
     def _pruned(self, sparsity: float) -> tuple[np.ndarray, int, int]:
         if sparsity not in self._masks:
@@ -97,7 +92,7 @@ class LayerSizes:
             stored = np.ascontiguousarray(self.group.stored_matrix(mask)).reshape(-1)
             positions = np.flatnonzero(stored)
             runs = np.diff(positions, prepend=-1) - 1
-            gaps = {ib: _stream_bytes(gap_counts(runs, ib)) + (1 << ib) for ib in INDEX_BITS}
+            gaps = {ib: huffman.coded_bytes(gap_counts(runs, ib)) + (1 << ib) for ib in INDEX_BITS}
             index_bits = min(gaps, key=lambda ib: (gaps[ib], -ib))
             self._masks[sparsity] = (self.array[mask], gaps[index_bits], index_bits)
         return self._masks[sparsity]
@@ -111,30 +106,38 @@ class LayerSizes:
         key = (setting.sparsity, setting.bits)
         if key not in self._bytes:
             gaps_bytes = self._pruned(setting.sparsity)[1]
-            codes_bytes, k = self._codes(setting.sparsity, setting.bits)
-            self._bytes[key] = codes_bytes + gaps_bytes + 5 * k + LAYER_OVERHEAD
+            codes_bytes, k, dense_bytes = self._codes(setting.sparsity, setting.bits)
+            # The encoder takes the dense form where it is smaller (codecs.smaller_form).
+            streams = min(codes_bytes + gaps_bytes, dense_bytes + 1)
+            self._bytes[key] = streams + 5 * k + LAYER_OVERHEAD
         return self._bytes[key]
 
-    def _codes(self, sparsity: float, bits: int) -> tuple[int, int]:
-        """Code stream bytes and codebook entries (zero included) at this setting."""
+    def _codes(self, sparsity: float, bits: int) -> tuple[int, int, int]:
+        """Code stream bytes, codebook entries (zero included), and the dense form's code
+        stream bytes (one code per position, zeros too) at this setting."""
         key = (sparsity, bits)
         if key in self._codes_cache:
             return self._codes_cache[key]
         survivors = self._pruned(sparsity)[0]
         if sparsity in SIZED_SPARSITIES or survivors.size == 0:
             counts = self._cluster_counts(survivors, bits, self.init)
-            result = _stream_bytes(counts), int(np.count_nonzero(counts)) + 1
-        else:  # bits per stored weight interpolated between the sized neighbours
+            zeros = np.array([self.array.size - survivors.size], np.int64)
+            dense = huffman.coded_bytes(np.concatenate([zeros, counts]))
+            result = huffman.coded_bytes(counts), int(np.count_nonzero(counts)) + 1, dense
+        else:  # bits per stored weight (and per position) interpolated between neighbours
             lo = max(s for s in SIZED_SPARSITIES if s < sparsity)
             hi = min(s for s in SIZED_SPARSITIES if s > sparsity)
-            per_weight = []
+            per_weight, per_position = [], []
             for s in (lo, hi):
                 n = max(self._pruned(s)[0].size, 1)
-                per_weight.append(self._codes(s, bits)[0] / n)
+                codes_bytes, _, dense_bytes = self._codes(s, bits)
+                per_weight.append(codes_bytes / n)
+                per_position.append(dense_bytes / max(self.array.size, 1))
             t = (sparsity - lo) / (hi - lo)
             rate = per_weight[0] + t * (per_weight[1] - per_weight[0])
+            dense_rate = per_position[0] + t * (per_position[1] - per_position[0])
             k = min(self._codes(lo, bits)[1], survivors.size + 1)
-            result = round(rate * survivors.size), k
+            result = round(rate * survivors.size), k, round(dense_rate * self.array.size)
         self._codes_cache[key] = result
         return result
 

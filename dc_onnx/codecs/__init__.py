@@ -32,14 +32,31 @@ class EncodedWeight:
         return self.code_lengths[self.codebook.size :]
 
 
+def smaller_form(code_counts: np.ndarray, gap_counts: np.ndarray, index_bits: int) -> int:
+    """`index_bits`, or 0 where the dense form (one code per position, zeros included)
+    takes fewer bytes than the relative-index form: its gaps cost at least one bit per
+    stored weight, which outweighs coding the zeros once few weights are zero.
+
+    `code_counts[c]` counts the positions with code c (code 0: the zeros), `gap_counts`
+    the relative-index form's gap symbols."""
+    stored = np.asarray(code_counts, dtype=np.int64).copy()
+    dense = huffman.coded_bytes(stored)
+    stored[0] = 0
+    sparse = huffman.coded_bytes(stored) + huffman.coded_bytes(gap_counts)
+    # The code lengths table: 2^index_bits entries for the gaps, one for the dense form.
+    return 0 if dense + 1 < sparse + (1 << index_bits) else index_bits
+
+
 def encode_weight(
     code_matrix: np.ndarray,
     codebook: np.ndarray,
     index_bits: int,
     row_scales: np.ndarray | None = None,
+    dense_if_smaller: bool = False,
 ) -> EncodedWeight:
     """Encode a matrix of codebook indices (0 = zero weight) in row-major order, with a
-    float32 scale per row of the matrix when `row_scales` is given."""
+    float32 scale per row of the matrix when `row_scales` is given. With
+    `dense_if_smaller`, the dense form replaces the relative indices where it is smaller."""
     codebook = np.asarray(codebook)
     if codebook.dtype == np.float64:
         codebook = codebook.astype(np.float32)
@@ -47,11 +64,15 @@ def encode_weight(
         raise ValueError("codebook must have 1..256 entries and start with 0.0")
     if code_matrix.size and int(code_matrix.max()) >= codebook.size:
         raise ValueError("a code is outside the codebook")
+    if index_bits > 0:
+        gaps, codes = sparse_index.to_entries(code_matrix, index_bits)
+        if dense_if_smaller:
+            counts = np.bincount(code_matrix.reshape(-1), minlength=codebook.size)
+            gap_counts = np.bincount(gaps, minlength=1 << index_bits)
+            index_bits = smaller_form(counts, gap_counts, index_bits)
     if index_bits == 0:  # dense: no relative indices, one code per position (zeros too)
         codes = np.ascontiguousarray(code_matrix, dtype=np.uint8).reshape(-1)
         gaps = np.zeros(0, dtype=np.uint8)
-    else:
-        gaps, codes = sparse_index.to_entries(code_matrix, index_bits)
     codes_len = huffman.code_lengths(codes, codebook.size)
     gaps_len = huffman.code_lengths(gaps, 1 << index_bits)
     return EncodedWeight(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from dc_onnx.codecs import EncodedWeight, huffman
+from dc_onnx.codecs import EncodedWeight, huffman, smaller_form
 from dc_onnx.codecs.sparse_index import escape_symbol
 
 
@@ -62,14 +62,20 @@ class _BitStream:
 
 
 def encode_blocks(
-    blocks: Callable[[], Iterable[np.ndarray]], codebook: np.ndarray, index_bits: int
+    blocks: Callable[[], Iterable[np.ndarray]],
+    codebook: np.ndarray,
+    index_bits: int,
+    dense_if_smaller: bool = False,
 ) -> EncodedWeight:
     """`encode_weight` of the matrix whose row-major blocks of codes `blocks()` yields."""
     codebook = np.asarray(codebook, dtype=np.float32)
     if not 1 <= codebook.size <= 256 or codebook[0] != 0.0:
         raise ValueError("codebook must have 1..256 entries and start with 0.0")
+    if index_bits < 1:
+        raise ValueError("encode_blocks chooses the dense form itself (dense_if_smaller)")
     code_counts = np.zeros(codebook.size, np.int64)
     gap_counts = np.zeros(1 << index_bits, np.int64)
+    zeros = 0
     entries = _Entries(index_bits)
     for block in blocks():
         if block.size and int(block.max()) >= codebook.size:
@@ -77,11 +83,20 @@ def encode_blocks(
         gaps, codes = entries.add(block)
         code_counts += np.bincount(codes, minlength=codebook.size)
         gap_counts += np.bincount(gaps, minlength=1 << index_bits)
+        zeros += int(block.size) - int(codes.size)
+    if dense_if_smaller:
+        with_zeros = code_counts.copy()
+        with_zeros[0] += zeros
+        if smaller_form(with_zeros, gap_counts, index_bits) == 0:
+            index_bits, code_counts, gap_counts = 0, with_zeros, np.zeros(1, np.int64)
     codes_len = huffman.lengths_from_counts(code_counts)
     gaps_len = huffman.lengths_from_counts(gap_counts)
     codes_out, gaps_out = _BitStream(codes_len), _BitStream(gaps_len)
     entries = _Entries(index_bits)
     for block in blocks():
+        if index_bits == 0:  # dense: every position's code, zeros too
+            codes_out.add(np.ascontiguousarray(block, dtype=np.uint8).reshape(-1))
+            continue
         gaps, codes = entries.add(block)
         codes_out.add(codes)
         gaps_out.add(gaps)

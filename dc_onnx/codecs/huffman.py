@@ -42,6 +42,12 @@ def lengths_from_counts(counts: np.ndarray) -> np.ndarray:
     return lengths
 
 
+def coded_bytes(counts: np.ndarray) -> int:
+    """Bytes of the stream that codes symbols with these counts (`lengths_from_counts`)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    return (int(np.dot(counts, lengths_from_counts(counts).astype(np.int64))) + 7) // 8
+
+
 def _huffman_depths(counts: dict[int, int]) -> dict[int, int]:
     # Heap items: (weight, tie-breaker, symbols in the subtree). Ties broken by creation
     # order keep the result deterministic.

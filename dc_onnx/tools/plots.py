@@ -103,6 +103,15 @@ def _codes_and_gaps(plt: Any, layers: Sequence[LayerInfo]) -> tuple[Any, Any]:
             codebook, codes = layer.codebook, layer.codes
         else:
             codebook, codes = split_codebook(layer.matrix)
+        if layer.index_bits == 0:  # the dense form: a code per position, zeros too
+            code_ax.set_title(layer.name)
+            gap_ax.set_title(layer.name)
+            gap_ax.text(0.5, 0.5, "dense form:\nno relative indices", ha="center", va="center")
+            symbols = codes.ravel()
+            counts = np.bincount(symbols.astype(np.int64), minlength=codebook.size)
+            lengths = huffman.code_lengths(symbols, codebook.size)
+            _with_code_lengths(code_ax, counts, lengths, "codebook index (0 = zero)")
+            continue
         gaps, stored = sparse_index.to_entries(codes.ravel(), layer.index_bits)
         for ax, symbols, alphabet, what in (
             (code_ax, stored, codebook.size, "codebook index"),
