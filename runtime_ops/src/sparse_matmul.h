@@ -46,7 +46,7 @@ struct Epilogue {
 
 // Row-major activations A [num_rows, K]: for m < num_rows, n < W.rows
 //   Y[m * W.rows + n] = sum_j W[n, j] * A[m * K + j].
-// Up to kClusterRowsMax rows: the grouped form (cluster_rows.h), each output with the
+// Up to 8 rows: the grouped form (cluster_rows.h), each output with the
 // bits it has at batch 1. More: A copied K-major, then w_times_kmajor.
 void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
                   int64_t num_rows, float* y, const Epilogue& ep);
