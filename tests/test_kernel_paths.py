@@ -334,14 +334,13 @@ def _documented_sum(codes: np.ndarray, codebook: np.ndarray, x: np.ndarray) -> n
 
 
 def _few_rows_model(
-    tmp: Path, k: int, scaled: bool
+    tmp: Path, k: int, scaled: bool, cols: int = 300
 ) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray | None]:
-    """MatMul X @ W over a stored [rows, 300] weight with rows of 0, 1, 2, 7, 8, 9, 15, 16,
+    """MatMul X @ W over a stored [rows, cols] weight with rows of 0, 1, 2, 7, 8, 9, 15, 16,
     17, 24, 33, 64, 100 and 150 non-zeros and k codebook values (each row with its scale
     if `scaled`): the model, the stored codes, the codebook and the scales as decoded."""
     rng = np.random.default_rng(k)
     lengths = [0, 1, 2, 7, 8, 9, 15, 16, 17, 24, 33, 64, 100, 150]
-    cols = 300
     values = np.unique(rng.standard_normal(k).astype(np.float32))
     codes = np.zeros((len(lengths), cols), np.int64)
     for r, n in enumerate(lengths):
@@ -359,7 +358,7 @@ def _few_rows_model(
         (group,) = find_weight_groups(ir_model.graph)
         annotate_rows(group.weight, scales, values)
     compiled, _ = run_passes(ir_model, [LowerPass(LowerOptions(5, 5))])
-    path = tmp / f"few_{k}_{scaled}.dc.onnx"
+    path = tmp / f"few_{k}_{scaled}_{cols}.dc.onnx"
     save_compiled(compiled, path)
     proto = onnx.load(str(path))
     (op,) = [n for n in proto.graph.node if n.op_type == "CompressedMatMul"]
@@ -369,10 +368,17 @@ def _few_rows_model(
     return path, stored_codes, encoded.codebook, encoded.row_scales
 
 
-@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "row_scales"])
-@pytest.mark.parametrize("k", [1, 2, 31, 255])
-def test_few_rows_follow_the_documented_sum(k: int, scaled: bool, tmp_path: Path) -> None:
-    path, codes, codebook, scales = _few_rows_model(tmp_path, k, scaled)
+@pytest.mark.parametrize(
+    ("k", "scaled", "cols"),
+    [
+        *((k, scaled, 300) for k in (1, 2, 31, 255) for scaled in (False, True)),
+        (31, False, 70000),  # K >= 65536: 32-bit indices
+    ],
+)
+def test_few_rows_follow_the_documented_sum(
+    k: int, scaled: bool, cols: int, tmp_path: Path
+) -> None:
+    path, codes, codebook, scales = _few_rows_model(tmp_path, k, scaled, cols)
     assert (scales is not None) == scaled
     rng = np.random.default_rng(100 + k)
     xs = [rng.standard_normal((b, codes.shape[1])).astype(np.float32) for b in (1, 2, 3, 5, 8, 9)]

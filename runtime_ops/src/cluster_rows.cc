@@ -12,8 +12,8 @@ namespace dc_onnx {
 namespace {
 
 constexpr size_t kPiece = 8;          // the largest piece; then 4, 2, 1
-constexpr double kGroupWork = 24.0;   // a group's lane products, in index slots (measured
-                                      // cost of its epilogue and loop exit, roughly)
+constexpr double kGroupWork = 24.0;   // a group's lane products and loop exit, in index
+                                      // slots (an estimate: 8 products, 8 sums, a branch)
 
 using Piece = std::pair<uint8_t, size_t>;  // (code, first entry in the row's sorted list)
 
@@ -211,7 +211,7 @@ DC_ONNX_INLINE void columns(const ClusterRows& w, const Index* idx, const float*
 template <typename Vec>
 DC_ONNX_INLINE void columns(const ClusterRows& w, const float* xk, int64_t n0, int64_t n1,
                             float* out) {
-  if (w.idx32.empty())
+  if (w.cols < 65536)
     columns<Vec>(w, w.idx16.data(), xk, n0, n1, out);
   else
     columns<Vec>(w, w.idx32.data(), xk, n0, n1, out);
@@ -249,7 +249,7 @@ double cluster_work(const ClusterRows& w, int64_t n) {
 }
 
 void cluster_dots(const ClusterRows& w, const float* x, int64_t n0, int64_t n1, float* out) {
-  if (w.idx32.empty())
+  if (w.cols < 65536)
     dots(w, w.idx16.data(), x, n0, n1, out);
   else
     dots(w, w.idx32.data(), x, n0, n1, out);
