@@ -381,3 +381,105 @@ def test_compensate_flag_is_on_the_command_line(tmp_path: Path) -> None:
     assert "input vectors for" in cluster["compensation"]["left_out"]["W3"]
     with pytest.raises(SystemExit):
         main(["compile", str(source), "--compensate", "maybe"])
+
+
+def _branch_model() -> onnx.ModelProto:
+    """y = If(flag, Conv(Relu(x), Wt), Conv(Neg(x), We)): each weight multiplies a value
+    computed inside its branch (silero-vad's shape: the network in one of two branches)."""
+    rng = np.random.default_rng(10)
+    weights = {n: rng.standard_normal((6, 4, 3)).astype(np.float32) for n in ("Wt", "We")}
+    out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+
+    def branch(name: str, op: str, w: str) -> onnx.GraphProto:
+        nodes = [
+            helper.make_node(op, ["x"], [f"{name}_a"]),
+            helper.make_node("Conv", [f"{name}_a", w], [f"{name}_y"], pads=[1, 1]),
+        ]
+        return helper.make_graph(
+            nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", 1, None)]
+        )
+
+    node = helper.make_node(
+        "If", ["flag"], ["y"], then_branch=branch("then", "Relu", "Wt"),
+        else_branch=branch("else", "Neg", "We"),
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", 1, [1, 4, 16]),
+         helper.make_tensor_value_info("flag", onnx.TensorProto.BOOL, [])],
+        [out], [numpy_helper.from_array(w, n) for n, w in weights.items()],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_weights_inside_if_branches_get_h_of_their_branch_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Runs alternate the branches; each weight's H sums only the runs of its own branch:
+    # for any change D of it, tr(D H D^T) is the energy of the outputs D alone changes.
+    monkeypatch.setattr(activations, "MIN_ROWS_PER_COLUMN", 0)
+    proto = _branch_model()
+    model = ir.from_proto(proto)
+    weights = [w for w in find_stored_weights(model.graph, 0) if w.name in ("Wt", "We")]
+    weights += [g for g in find_weight_groups(model.graph) if g.weight.name in ("Wt", "We")]
+    assert {w.weight.name for w in weights} == {"Wt", "We"}
+    rng = np.random.default_rng(11)
+    runs = [
+        {"x": rng.standard_normal((1, 4, 16)).astype(np.float32), "flag": np.array(i % 3 == 0)}
+        for i in range(7)
+    ]
+    hessians = collect(model, weights, Calibration(runs, "file", "test"))
+    assert hessians.rows == {"Wt": 3 * 16, "We": 4 * 16}
+    for name, index in (("Wt", 0), ("We", 1)):
+        h = hessians.get(name)
+        assert h is not None and h.shape == (12, 12)
+        d = rng.standard_normal((6, 4, 3)).astype(np.float32)
+        changed = onnx.ModelProto()
+        changed.CopyFrom(proto)
+        changed.graph.initializer[index].CopyFrom(numpy_helper.from_array(d, name))
+        zero = onnx.ModelProto()
+        zero.CopyFrom(proto)
+        zero.graph.initializer[index].CopyFrom(numpy_helper.from_array(0 * d, name))
+        energy = sum(
+            float(np.sum(np.square(run(changed, r)[0] - run(zero, r)[0], dtype=np.float64)))
+            for r in runs
+        )
+        stored = d.reshape(6, -1).astype(np.float64)
+        assert np.trace(stored @ h @ stored.T) == pytest.approx(energy, rel=1e-4)
+
+
+def _reordered_lstm(axis: int) -> onnx.ModelProto:
+    """An LSTM whose W is a 2-D weight with its halves swapped along `axis` and a leading
+    axis added (Slice, Concat, Unsqueeze), as exporters reorder the gates."""
+    rng = np.random.default_rng(12)
+    w = (0.3 * rng.standard_normal((64, 8))).astype(np.float32)
+    r = (0.3 * rng.standard_normal((1, 64, 16))).astype(np.float32)
+    half = 32 if axis == 0 else 4
+    consts = {
+        "s0": np.array([0]), "e0": np.array([half]), "s1": np.array([half]),
+        "e1": np.array([2 * half]), "ax": np.array([axis]), "u": np.array([0]),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Slice", ["W2", "s0", "e0", "ax"], ["lo"]),
+        helper.make_node("Slice", ["W2", "s1", "e1", "ax"], ["hi"]),
+        helper.make_node("Concat", ["hi", "lo"], ["swapped"], axis=axis),
+        helper.make_node("Unsqueeze", ["swapped", "u"], ["W"]),
+        helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="rnn", hidden_size=16),
+    ]
+    return make_model(nodes, {"x": [40, 2, 8]}, {"y": [40, 1, 2, 16]}, {"W2": w, "R": r, **consts})
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_recurrent_weight_reached_through_row_reordering_gets_h(axis: int) -> None:
+    # Picking and stacking rows keeps every row's columns: H over the step inputs applies.
+    # Cutting the columns does not: then no H.
+    model = ir.from_proto(_reordered_lstm(axis))
+    weights = [w for w in find_stored_weights(model.graph, 0) if w.name == "W2"]
+    assert len(weights) == 1
+    x = _correlated_inputs(np.random.default_rng(13), 80, 8).reshape(40, 2, 8)
+    hessians = collect(model, weights, Calibration([{"x": x.astype(np.float32)}], "file", ""))
+    if axis == 0:
+        flat = x.reshape(-1, 8).astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(hessians.get("W2"), flat.T @ flat, rtol=1e-5, atol=1e-4)
+    else:
+        assert hessians.get("W2") is None and hessians.left_out["W2"] == "storage form"

@@ -9,17 +9,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx_ir as ir
 import pytest
 from onnx import helper
 from onnx.numpy_helper import to_array
 
 from conftest import compile_model, make_model, run
+from dc_onnx.codecs import decode_codes
+from dc_onnx.layers import annotate_rows, find_weight_groups
+from dc_onnx.passes.lower import LowerOptions, LowerPass
+from dc_onnx.pipeline import run_passes
 from dc_onnx.tools.bench import DECODE_STATS_ENV, read_decode_stats
-from dc_onnx.tools.decompile import decode_model
+from dc_onnx.tools.decompile import decode_model, read_encoded_weight
+from dc_onnx.writer import save_compiled
 
-# Batch 1-3: sparse dots (AVX-512 gathers where the CPU has them); 4 and up: panels of
-# 16 (V=1), 32, 48, 64 columns, and 70 = a panel of 64 plus one of 16.
-FC_BATCHES = [1, 3, 4, 20, 40, 64, 70]
+# Batch 1-8: the grouped form (cluster_rows.h; 1 scalar, 2-8 in vectors of 4 or 8
+# columns); 9 and up: panels of 16 (V=1), 32, 48, 64 columns, and 70 = 64 + 16.
+FC_BATCHES = [1, 3, 4, 8, 9, 20, 40, 64, 70]
 
 
 def _check(compiled: Path, x: np.ndarray) -> None:
@@ -270,3 +277,135 @@ def test_sparse_conv_is_one_chain_per_output(conv: dict, tmp_path: Path) -> None
                         continue  # absent weight, or padding (adds +-0 to a sum that is never -0)
                     acc = np.float32(acc + np.float32(w[o, ci, ky, kx] * x[0, ci, i, j]))
                 assert acc.tobytes() == y[0, o, oh, ow].tobytes(), (o, oh, ow)
+
+
+# The few-rows FC form (runtime_ops/src/cluster_rows.h): per weight row, the non-zeros
+# of each code are cut into pieces of 8, 4, 2 and 1 (some halved to fill empty lanes),
+# pieces of one size go 8 to a group, and the sum is fixed by that layout. A Python copy
+# of the layout and the sum, float32 operation by operation, must give the library's
+# bits at every batch size up to 8, on every ISA path and thread count.
+_PIECE, _LANES, _GROUP_WORK = 8, 8, 24.0
+
+
+def _piece_cost(count: int, size: int) -> float:
+    return -(-count // _LANES) * (size * _LANES + _GROUP_WORK)
+
+
+def _pieces(codes: np.ndarray) -> list[list[tuple[int, np.ndarray]]]:
+    """One stored row's pieces (code, columns) by size 8, 4, 2, 1, in group order."""
+    cols = np.flatnonzero(codes)
+    by_size: list[list[tuple[int, np.ndarray]]] = [[], [], [], []]
+    for k in np.unique(codes[cols]):
+        run_ = cols[codes[cols] == k]  # columns ascending
+        rest = run_.size % _PIECE
+        by_size[0] += [(int(k), run_[o : o + _PIECE]) for o in range(0, run_.size - rest, _PIECE)]
+        o = run_.size - rest
+        for i, size in ((1, 4), (2, 2), (3, 1)):
+            if rest & size:
+                by_size[i].append((int(k), run_[o : o + size]))
+                o += size
+    for i, size in enumerate((8, 4, 2)):
+        big, small = by_size[i], by_size[i + 1]
+        best, best_cost = 0, _piece_cost(len(big), size) + _piece_cost(len(small), size // 2)
+        for s in range(1, len(big) + 1):
+            cost = _piece_cost(len(big) - s, size) + _piece_cost(len(small) + 2 * s, size // 2)
+            if cost < best_cost:
+                best, best_cost = s, cost
+        for _ in range(best):
+            k, piece = big.pop()
+            small += [(k, piece[: size // 2]), (k, piece[size // 2 :])]
+        small.sort(key=lambda p: (p[0], int(p[1][0])))
+    return by_size
+
+
+def _documented_sum(codes: np.ndarray, codebook: np.ndarray, x: np.ndarray) -> np.float32:
+    f = np.float32
+    a = [f(0)] * _LANES
+    for pieces in _pieces(codes):
+        for g in range(0, len(pieces), _LANES):
+            for lane, (k, piece) in enumerate(pieces[g : g + _LANES]):
+                s = f(x[piece[0]])
+                for c in piece[1:]:
+                    s = f(s + x[c])
+                a[lane] = f(a[lane] + f(f(codebook[k]) * s))  # empty lanes add +0: no change
+    for half in (4, 2):
+        a = [f(a[lane] + a[lane + half]) for lane in range(half)] + a[half:]
+    return f(a[0] + a[1])
+
+
+def _few_rows_model(
+    tmp: Path, k: int, scaled: bool, cols: int = 300
+) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray | None]:
+    """MatMul X @ W over a stored [rows, cols] weight with rows of 0, 1, 2, 7, 8, 9, 15, 16,
+    17, 24, 33, 64, 100 and 150 non-zeros and k codebook values (each row with its scale
+    if `scaled`): the model, the stored codes, the codebook and the scales as decoded."""
+    rng = np.random.default_rng(k)
+    lengths = [0, 1, 2, 7, 8, 9, 15, 16, 17, 24, 33, 64, 100, 150]
+    values = np.unique(rng.standard_normal(k).astype(np.float32))
+    codes = np.zeros((len(lengths), cols), np.int64)
+    for r, n in enumerate(lengths):
+        # Few codes in some rows (long runs: pieces of 8 and halving), many in others.
+        used = rng.integers(1, values.size + 1, size=1 + r % 3 if r % 2 else values.size)
+        codes[r, rng.choice(cols, n, replace=False)] = rng.choice(used, n)
+    scales = np.exp(rng.standard_normal(len(lengths)) * 2).astype(np.float32)
+    full = np.concatenate([[0.0], values]).astype(np.float32)
+    stored = full[codes] * (scales[:, None] if scaled else np.float32(1))
+    node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
+    inits = {"W": stored.T.copy()}
+    model = make_model([node], {"x": ["B", cols]}, {"y": ["B", len(lengths)]}, inits)
+    ir_model = ir.from_proto(model)
+    if scaled:
+        (group,) = find_weight_groups(ir_model.graph)
+        annotate_rows(group.weight, scales, values)
+    compiled, _ = run_passes(ir_model, [LowerPass(LowerOptions(5, 5))])
+    path = tmp / f"few_{k}_{scaled}_{cols}.dc.onnx"
+    save_compiled(compiled, path)
+    proto = onnx.load(str(path))
+    (op,) = [n for n in proto.graph.node if n.op_type == "CompressedMatMul"]
+    tensors = {t.name: t for t in proto.graph.initializer}
+    encoded, (rows, width) = read_encoded_weight(op, tensors)
+    stored_codes = decode_codes(encoded, rows * width).reshape(rows, width)
+    return path, stored_codes, encoded.codebook, encoded.row_scales
+
+
+@pytest.mark.parametrize(
+    ("k", "scaled", "cols"),
+    [
+        *((k, scaled, 300) for k in (1, 2, 31, 255) for scaled in (False, True)),
+        (31, False, 70000),  # K >= 65536: 32-bit indices
+    ],
+)
+def test_few_rows_follow_the_documented_sum(
+    k: int, scaled: bool, cols: int, tmp_path: Path
+) -> None:
+    path, codes, codebook, scales = _few_rows_model(tmp_path, k, scaled, cols)
+    assert (scales is not None) == scaled
+    rng = np.random.default_rng(100 + k)
+    xs = [rng.standard_normal((b, codes.shape[1])).astype(np.float32) for b in (1, 2, 3, 5, 8, 9)]
+    for x in xs:
+        one, two = (run(path, {"x": x}, threads)[0] for threads in (1, 2))
+        assert one.tobytes() == two.tobytes()
+        if x.shape[0] > 8:  # panels (w_times_kmajor): their own order
+            continue
+        for m in range(x.shape[0]):
+            for n in range(codes.shape[0]):
+                y = _documented_sum(codes[n], codebook, x[m])
+                if scales is not None:
+                    y = np.float32(y * scales[n])
+                assert y.tobytes() == one[m, n].tobytes(), (x.shape[0], m, n)
+    scalar = _outputs_with_isa(path, xs, "scalar", tmp_path)
+    assert _outputs_with_isa(path, xs, "avx2", tmp_path) == scalar
+    assert _outputs_with_isa(path, xs, "avx512", tmp_path) == scalar
+
+
+def test_few_rows_pass_non_finite_inputs_as_ieee(tmp_path: Path) -> None:
+    # An Inf meeting a stored weight gives +-Inf (or NaN where signs meet), an absent one
+    # NaN; empty lanes read a zero of their own, never an input.
+    path, codes, _, _ = _few_rows_model(tmp_path, 31, False)
+    x = np.random.default_rng(1).standard_normal((3, codes.shape[1])).astype(np.float32)
+    x[0, 5] = np.inf
+    x[2, 17] = np.nan
+    (y,) = run(path, {"x": x})
+    (expected,) = run(decode_model(path), {"x": x})
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))

@@ -17,8 +17,14 @@ budget's simulation measures what that costs.
 
 The layer inputs are added as outputs of one plain ORT session on the model, which runs
 each calibration batch once; each batch's activations are reduced to X^T X at once, so
-no more than one batch of activations is held. Weights no H is collected for (embedding
-tables, other storage-form weights, anything inside an If / Loop body, ConvTranspose and
+no more than one batch of activations is held; values inside If branches are carried out
+to outputs first (dc_onnx.budget.branch_values), and a batch that took the other branch
+adds no rows. Storage-form weights whose only reader is a Conv get a Conv layer's H (the
+weights of silero-vad's branches are such), and an RNN's W or R reached through ops that
+only pick, reorder or stack its rows (Slice / Concat on axis 0, Unsqueeze at 0: the gate
+reordering of exported LSTMs) gets the H of its step inputs, summed over every RNN
+that reads it. Weights no H is collected for (embedding
+tables, other storage-form weights, anything inside a Loop / Scan body, ConvTranspose and
 3-D Conv decode forms, layers whose padding cannot be read, or H larger than MAX_COLUMNS)
 keep the plain rounding.
 """
@@ -35,6 +41,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from dc_onnx.budget.branch_values import expose
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.simulate import plain_session, self_contained
 from dc_onnx.errors import InputError
@@ -240,27 +247,90 @@ def _read(values: dict[str, np.ndarray], value: ir.Value) -> np.ndarray:
     return np.asarray(x)
 
 
-def _recurrent_input(graph: ir.Graph, weight: StoredWeight) -> tuple[_RecurrentInput, int] | str:
-    """The step input a storage weight multiplies as an RNN's W or R, and H's columns;
-    else why it gets no H."""
-    uses = list(weight.weight.uses())
-    node, index = uses[0] if len(uses) == 1 else (None, -1)
-    if node is None or node.op_type not in _RECURRENT_OPS or index not in (1, 2):
-        return "storage form"
-    if node.graph is not graph:
-        return "inside an If / Loop body (its inputs cannot be read)"
+def _stored_input(weight: StoredWeight) -> tuple[list[Source], np.ndarray] | str:
+    """What a storage weight multiplies, and an empty H: the input of its only reader, a
+    Conv, or the step inputs of the RNNs that read it as W or R, directly or through ops
+    that only pick, reorder or stack its rows (the gate reordering of exported LSTMs).
+    Readers may sit in any graph (branch_values reads inside If branches). Else why it
+    gets no H."""
     tensor = weight.weight.const_value
-    if tensor is None or len(tensor.shape) != 3 or tensor.dtype != ir.DataType.FLOAT:
+    if tensor is None or tensor.dtype != ir.DataType.FLOAT:
         return "storage form"
-    directions, _, cols = (int(d) for d in tensor.shape.numpy())
+    uses = list(weight.weight.uses())
+    if len(uses) == 1 and uses[0][0].op_type == "Conv" and uses[0][1] == 1:
+        layer = Layer(uses[0][0], weight.weight, "conv", transposed=False, weight_side=1)
+        cols = _columns(layer)
+        assert cols is not None
+        return [_LayerInput(layer)], _empty(layer, cols)
+    readers = _row_readers(weight.weight)
+    if readers is None or len(tensor.shape) < 2:
+        return "storage form"
+    sources: list[Source] = []
+    for node, index in readers:
+        found = _recurrent_input(node, index)
+        if isinstance(found, str):
+            return found
+        sources.append(found)
+    cols = int(tensor.shape.numpy()[-1])
+    return sources, np.zeros((cols, cols))
+
+
+def _ints(node: ir.Node, name: str, index: int) -> list[int] | None:
+    """An int list given as attribute `name` or as constant input `index`, else None."""
+    attr = node.attributes.get(name)
+    if attr is not None:
+        return list(attr.as_ints())
+    value = node.inputs[index] if len(node.inputs) > index else None
+    tensor = None if value is None else ir.convenience.get_const_tensor(value)
+    return None if tensor is None else [int(i) for i in tensor.numpy().reshape(-1)]
+
+
+def _keeps_columns(node: ir.Node, index: int) -> bool:
+    """Whether `node` only picks, reorders or stacks the rows of its input `index` (the
+    first axis), so each row keeps its columns."""
+    if node.op_type == "Identity":
+        return True
+    if node.op_type == "Concat":
+        return node.attributes.get_int("axis", -1) == 0
+    if node.op_type == "Unsqueeze" and index == 0:
+        return _ints(node, "axes", 1) == [0]
+    if node.op_type == "Slice" and index == 0:
+        axes = _ints(node, "axes", 3)
+        starts = _ints(node, "starts", 1)
+        return axes == [0] or (axes is None and starts is not None and len(starts) == 1)
+    return False
+
+
+def _row_readers(weight: ir.Value) -> list[tuple[ir.Node, int]] | None:
+    """The RNN nodes and inputs (1: W, 2: R) that read the weight's rows, directly or
+    through `_keeps_columns` ops; None if anything else reads it."""
+    found: list[tuple[ir.Node, int]] = []
+    pending, seen = [weight], {id(weight)}
+    while pending:
+        for node, index in pending.pop().uses():
+            if node.op_type in _RECURRENT_OPS and index in (1, 2):
+                found.append((node, index))
+                continue
+            if not _keeps_columns(node, index) or len(node.outputs) != 1:
+                return None
+            out = node.outputs[0]
+            if id(out) not in seen:
+                seen.add(id(out))
+                pending.append(out)
+    return found or None
+
+
+def _recurrent_input(node: ir.Node, index: int) -> _RecurrentInput | str:
+    """The step input a weight multiplies as an RNN's W (index 1) or R (2); else why it
+    gets no H."""
     if index == 2:
-        if directions != 1 or node.attributes.get_string("direction", "forward") != "forward":
+        if node.attributes.get_string("direction", "forward") != "forward":
             return "recurrent weight of a reverse or bidirectional RNN"
         if node.op_type == "GRU" and not node.attributes.get_int("linear_before_reset", 0):
             return "GRU recurrent weight (its new gate multiplies r * h, not h)"
         if not node.outputs or not node.outputs[0].name:
             return "recurrent weight of an RNN whose Y output is not produced"
-    return _RecurrentInput(node, index), cols
+    return _RecurrentInput(node, index)
 
 
 Source = _LayerInput | _RecurrentInput
@@ -282,13 +352,13 @@ def collect(
     for group in weights:
         name = str(group.weight.name)
         if not isinstance(group, WeightGroup):
-            found = _recurrent_input(model.graph, group)
+            found = _stored_input(group)
             if isinstance(found, str):
                 left_out[name] = found
-            elif found[1] > MAX_COLUMNS:
-                left_out[name] = f"{found[1]} columns (H kept up to {MAX_COLUMNS})"
+            elif found[1].shape[-1] > MAX_COLUMNS:
+                left_out[name] = f"{found[1].shape[-1]} columns (H kept up to {MAX_COLUMNS})"
             else:
-                wanted[name] = ([found[0]], np.zeros((found[1], found[1])))
+                wanted[name] = found
             continue
         columns = {_columns(layer) for layer in group.layers}
         if None in columns or len(columns) != 1:
@@ -332,15 +402,25 @@ def _run(
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     proto = self_contained(model)
     inputs = {i.name for i in proto.graph.input}
+    names = {str(v.name) for sources, _ in wanted.values() for s in sources for v in s.values()}
+    carried, refused = expose(proto, sorted(names - inputs))
+    for name, (sources, _) in list(wanted.items()):
+        why = next(
+            (refused[str(v.name)] for s in sources for v in s.values() if str(v.name) in refused),
+            None,
+        )
+        if why is not None:
+            left_out[name] = why
+            del wanted[name]
     outputs = {o.name for o in proto.graph.output}
-    requested: list[str] = []
+    requested: dict[str, str] = {}  # output name -> value name
     for sources, _ in wanted.values():
         for value in (v for source in sources for v in source.values()):
             name = str(value.name)
-            if name in inputs or name in requested:
+            if name in inputs or name in requested.values():
                 continue
-            requested.append(name)
-            if name not in outputs:
+            requested[carried.get(name, name)] = name
+            if name not in carried and name not in outputs:
                 proto.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
                 )
@@ -351,15 +431,22 @@ def _run(
     for batch in calibration.batches:
         feeds = {k: v for k, v in batch.items() if k in feeds_names}
         try:
-            outputs = session.run(requested, feeds) if requested else []
-            values = dict(zip(requested, outputs, strict=True))
+            outputs = session.run(list(requested), feeds) if requested else []
         except Exception as e:
             raise InputError(f"collecting layer inputs failed: {e}") from None
+        values = {requested[k]: v for k, v in zip(requested, outputs, strict=True)}
+        # A value of the If branch this batch did not take comes back empty: no rows.
+        skipped = {
+            requested[k]
+            for k, v in zip(requested, outputs, strict=True)
+            if k != requested[k] and v.size == 0
+        }
         values.update({k: v for k, v in feeds.items() if k not in values})
         for name, (sources, _) in list(wanted.items()):
             try:
                 for source in sources:
-                    counts[name] += source.add(values, sums[name])
+                    if not skipped.intersection(str(v.name) for v in source.values()):
+                        counts[name] += source.add(values, sums[name])
             except ValueError as e:
                 left_out[name] = f"inputs not read: {e}"
                 del wanted[name], sums[name], counts[name]

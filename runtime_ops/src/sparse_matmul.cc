@@ -6,47 +6,18 @@
 #include "panel.h"
 #include "parallel.h"
 #include "simd.h"
-#include "sparse_dot.h"
 
 namespace dc_onnx {
 namespace {
 
-// Below this many rows, sparse dots per row beat 16-column panels.
-constexpr int64_t kFewRows = 4;
+// Up to this many rows of A, the grouped form beats 16-column panels (docs/benchmarks.md).
+constexpr int64_t kClusterRowsMax = 8;
 
 inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
   if (ep.scale != nullptr) acc *= ep.scale[n];
   float v = ep.alpha == 1.0f ? acc : ep.alpha * acc;
   if (ep.c != nullptr) v += ep.beta * ep.c[m * ep.c_sm + n * ep.c_sn];
   return ep.act(v);
-}
-
-// Output rows [n0, n1) of dot_rows.
-template <typename Index>
-void rows_task(const CodedRows& w, const Index* col, const float* a, int64_t num_rows,
-               int64_t lda, float* y, const Epilogue& ep, int64_t n0, int64_t n1) {
-  const int64_t n_out = w.rows;
-  for (int64_t m = 0; m < num_rows; ++m) {
-    const float* x = a + m * lda;
-    float* yr = y + m * n_out;
-#ifdef DC_ONNX_AVX512_DOT
-    // AVX2 takes the scalar loop: on AMD Zen 3 an 8-lane AVX2 version with gathers
-    // (codebook through vpermps) measured 8-10% slower than it (docs/benchmarks.md).
-    if (isa() == Isa::kAvx512) {
-      sparse_dots_avx512(w.ptr.data(), col, w.code.data(), w.codebook.data(), x,
-                         w.small_codebook, n0, n1, yr + n0);
-      for (int64_t n = n0; n < n1; ++n) yr[n] = finish(yr[n], m, n, ep);
-      continue;
-    }
-#endif
-    for (int64_t n = n0; n < n1; ++n) {
-      const size_t b = w.ptr[static_cast<size_t>(n)];
-      const size_t nnz = w.ptr[static_cast<size_t>(n) + 1] - b;
-      const float acc =
-          sparse_dot_scalar(col + b, w.code.data() + b, nnz, w.codebook.data(), x);
-      yr[n] = finish(acc, m, n, ep);
-    }
-  }
 }
 
 // Output rows [n0, n1) x columns [p0, p0 + width) of batch b for w_times_kmajor, with
@@ -105,24 +76,62 @@ void kmajor_task(const CodedRows& w, const KMajorProblem& pr, const Epilogue& ep
   kmajor_baseline(w, pr, ep, b, p0, width, n0, n1);
 }
 
-// rows_times_w for few rows: a sparse dot per output, parallel over output rows.
-void dot_rows(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
-              int64_t num_rows, float* y, const Epilogue& ep) {
-  const int64_t lda = w.cols;
+// Output rows split into tasks of about equal work (index slots and groups, not rows:
+// row lengths vary), calling task(n0, n1) for each on the session's threads.
+template <typename Task>
+void balanced_rows(const Ort::KernelContext& ctx, const ClusterRows& w, int64_t columns,
+                   Task&& task) {
   const int64_t n_out = w.rows;
-  if (num_rows == 0 || n_out == 0) return;
-  const double nnz_per_row =
-      static_cast<double>(w.code.size()) / static_cast<double>(n_out) + 1.0;
-  const size_t tasks_n = task_count(n_out, nnz_per_row * static_cast<double>(num_rows));
-  const int64_t chunk = (n_out + static_cast<int64_t>(tasks_n) - 1) / static_cast<int64_t>(tasks_n);
-  const auto tasks = static_cast<size_t>((n_out + chunk - 1) / chunk);
+  const double total = cluster_work(w, n_out) + static_cast<double>(n_out);
+  const size_t tasks = task_count(n_out, total * static_cast<double>(columns) /
+                                             static_cast<double>(n_out));
+  std::vector<int64_t> bounds(tasks + 1, n_out);
+  bounds[0] = 0;
+  int64_t n = 0;
+  for (size_t t = 1; t < tasks; ++t) {
+    const double want = total * static_cast<double>(t) / static_cast<double>(tasks);
+    while (n < n_out && cluster_work(w, n) + static_cast<double>(n) < want) ++n;
+    bounds[t] = n;
+  }
   parallel_for(ctx, tasks, [&](size_t t) {
-    const int64_t n0 = static_cast<int64_t>(t) * chunk;
-    const int64_t n1 = std::min(n_out, n0 + chunk);
-    if (w.col32.empty())
-      rows_task(w, w.col16.data(), a, num_rows, lda, y, ep, n0, n1);
-    else
-      rows_task(w, w.col32.data(), a, num_rows, lda, y, ep, n0, n1);
+    if (bounds[t] < bounds[t + 1]) task(bounds[t], bounds[t + 1]);
+  });
+}
+
+// rows_times_w for few rows: the grouped form, parallel over output rows.
+void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
+                          int64_t num_rows, float* y, const Epilogue& ep) {
+  const ClusterRows& cw = w.clusters;
+  const int64_t k = w.cols;
+  const int64_t n_out = w.rows;
+  if (num_rows == 1) {
+    std::vector<float> x(static_cast<size_t>(k) + 1, 0.0f);  // x[K] = 0 for empty lanes
+    std::copy(a, a + k, x.begin());
+    balanced_rows(ctx, cw, 1, [&](int64_t n0, int64_t n1) {
+      cluster_dots(cw, x.data(), n0, n1, y + n0);
+      for (int64_t n = n0; n < n1; ++n) y[n] = finish(y[n], 0, n, ep);
+    });
+    return;
+  }
+  // K-major blocks of `width` vectors, each with a zero row K: xk[b][j][c].
+  const int64_t width = cluster_width();
+  const int64_t blocks = (num_rows + width - 1) / width;
+  const int64_t block_size = (k + 1) * width;
+  std::vector<float> xk(static_cast<size_t>(blocks * block_size), 0.0f);
+  for (int64_t m = 0; m < num_rows; ++m) {
+    float* dst = xk.data() + (m / width) * block_size + m % width;
+    for (int64_t j = 0; j < k; ++j) dst[j * width] = a[m * k + j];
+  }
+  balanced_rows(ctx, cw, num_rows, [&](int64_t n0, int64_t n1) {
+    std::vector<float> out(static_cast<size_t>((n1 - n0) * width));
+    for (int64_t b = 0; b < blocks; ++b) {
+      cluster_columns(cw, xk.data() + b * block_size, n0, n1, out.data());
+      for (int64_t c = 0; c < width && b * width + c < num_rows; ++c) {
+        const int64_t m = b * width + c;
+        for (int64_t n = n0; n < n1; ++n)
+          y[m * n_out + n] = finish(out[static_cast<size_t>((n - n0) * width + c)], m, n, ep);
+      }
+    }
   });
 }
 
@@ -136,8 +145,7 @@ CodedRows pack_rows(const CsrMatrix& m) {
   w.code = m.code;
   w.codebook = m.codebook;
   w.row_scale = m.row_scale;
-  w.small_codebook = true;
-  for (size_t i = 32; i < w.codebook.size(); ++i) w.small_codebook &= w.codebook[i] == 0.0f;
+  w.clusters = pack_clusters(m);
   if (m.cols <= 65536)
     w.col16.assign(m.col.begin(), m.col.end());  // every column index is < 65536
   else
@@ -155,8 +163,8 @@ Epilogue scaled(const CodedRows& w, const Epilogue& ep) {
 void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
                   int64_t num_rows, float* y, const Epilogue& given) {
   const Epilogue ep = scaled(w, given);
-  if (num_rows < kFewRows) {
-    dot_rows(ctx, w, a, num_rows, y, ep);
+  if (num_rows <= kClusterRowsMax) {
+    cluster_rows_times_w(ctx, w, a, num_rows, y, ep);
     if (any_non_finite(a, static_cast<size_t>(num_rows * w.cols)))  // IEEE: non_finite.h
       for (int64_t m = 0; m < num_rows; ++m)
         nan_through_absent(w, a + m * w.cols, 1, y + m * w.rows, 1);

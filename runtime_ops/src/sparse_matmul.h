@@ -9,13 +9,15 @@
 #include <vector>
 
 #include "activation.h"
+#include "cluster_rows.h"
 #include "ort_api.h"
 #include "sparse_weight.h"
 
 namespace dc_onnx {
 
 // CSR with one byte per non-zero for its codebook index and the narrowest column index:
-// 3 bytes per non-zero for layers with up to 65536 inputs (dense fp32 takes 4 per weight).
+// 3 bytes per non-zero for layers with up to 65536 inputs (dense fp32 takes 4 per weight),
+// read by the panels; and the same non-zeros grouped by code for few rows (cluster_rows.h).
 struct CodedRows {
   int64_t rows = 0;
   int64_t cols = 0;
@@ -25,7 +27,7 @@ struct CodedRows {
   std::vector<uint32_t> col32;  // otherwise
   std::array<float, 256> codebook{};
   std::vector<float> row_scale;  // empty, or one per row: multiplies that row's sums
-  bool small_codebook = false;  // entries 32.. are all zero (never referenced)
+  ClusterRows clusters;
 };
 CodedRows pack_rows(const CsrMatrix& m);
 
@@ -44,8 +46,8 @@ struct Epilogue {
 
 // Row-major activations A [num_rows, K]: for m < num_rows, n < W.rows
 //   Y[m * W.rows + n] = sum_j W[n, j] * A[m * K + j].
-// Up to 3 rows (batch-1 GEMV): a sparse dot per output, 16 partial sums (sparse_dot.h).
-// More: A copied K-major, then w_times_kmajor.
+// Up to 8 rows: the grouped form (cluster_rows.h), each output with the
+// bits it has at batch 1. More: A copied K-major, then w_times_kmajor.
 void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float* a,
                   int64_t num_rows, float* y, const Epilogue& ep);
 
