@@ -49,11 +49,12 @@ def cache_path(
     import dc_onnx.budget.sensitivity as sensitivity
     import dc_onnx.budget.simulate as simulate
     import dc_onnx.compensate as compensate
+    import dc_onnx.integer_sharing as sharing
     import dc_onnx.qparams as qparams
     import dc_onnx.quantize as quantize
     import dc_onnx.requantize as requantize
 
-    modules = (sensitivity, simulate, quantize, compensate, integer, qparams, requantize)
+    modules = (sensitivity, simulate, quantize, compensate, integer, qparams, requantize, sharing)
     for module in modules:
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(init.encode())

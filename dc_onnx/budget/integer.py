@@ -1,12 +1,12 @@
 """Integer (already-quantized) weights as candidates of the error budget.
 
 An int8 / uint8 weight keeps its graph (dc_onnx.requantize): its candidates are a sparsity
-(weights set to the zero point) and k-means bits on its integer values, and "left as it
-is" is its lossless coding, not its raw bytes. `IntegerSizes` gives the encoded bytes of
-every candidate with the interface of `LayerSizes`, computed from value histograms (a weight
-has at most 256 values, so a candidate costs one k-means on 256 points): the code stream
-is exact, the gap stream is that of the zeros after pruning. Where the zero point is
-unknown (dc_onnx.qparams), the weight is only shared, never pruned.
+(weights set to the zero point) and a bit width (fewer integers, dc_onnx.integer_sharing),
+and "left as it is" is its lossless coding, not its raw bytes. `IntegerSizes` gives the
+encoded bytes of every candidate with the interface of `LayerSizes`, computed from value
+histograms (a weight has at most 256 values): the code stream is exact, the gap stream is
+that of the zeros after pruning. Where the zero point is unknown (dc_onnx.qparams), the
+weight is only shared, never pruned.
 """
 
 from __future__ import annotations
