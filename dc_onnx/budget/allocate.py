@@ -110,9 +110,9 @@ def _fill(table: list[list[Option]], chosen: list[Option], limit: float) -> list
 
     The Lagrangian choice only reaches the points on each layer's lower convex hull, so it
     stops where the next hull step would cross the limit, often well under it (the large
-    word table of a text encoder moves the error by a third per bit). Here, while a move
-    fits, one layer at a time moves to whichever cheaper option saves the most bytes per
-    unit of added squared error that still fits under `limit`.
+    word table of a text encoder doubles its error with each bit it gives up). Here, while
+    a move fits, one layer at a time moves to whichever cheaper option saves the most bytes
+    per unit of added squared error that still fits under `limit`.
     """
     width = max(len(opts) for opts in table)
     nbytes = np.full((len(table), width), np.inf)

@@ -33,7 +33,7 @@ def _producers(graph: onnx.GraphProto, chain: Chain, found: dict[str, Chain | No
         for attr in node.attribute:
             if attr.type != onnx.AttributeProto.GRAPH:
                 continue
-            if node.op_type == "If" and attr.name in _BRANCHES and None not in chain:
+            if node.op_type == "If" and attr.name in _BRANCHES:
                 _producers(attr.g, (*chain, (node, attr.name)), found)
             else:  # a Loop / Scan body: its values are not read
                 inner: dict[str, Chain | None] = {}
