@@ -23,10 +23,10 @@ adds no rows. Storage-form weights whose only reader is a Conv get a Conv layer'
 weights of silero-vad's branches are such), and an RNN's W or R reached through ops that
 only pick, reorder or stack its rows (Slice / Concat on axis 0, Unsqueeze at 0: the gate
 reordering of exported LSTMs) gets the H of its step inputs, summed over every RNN
-that reads it. Weights no H is collected for (embedding
-tables, other storage-form weights, anything inside a Loop / Scan body, ConvTranspose and
-3-D Conv decode forms, layers whose padding cannot be read, or H larger than MAX_COLUMNS)
-keep the plain rounding.
+that reads it. Weights no H is collected for (embedding tables, other storage-form
+weights, anything inside a Loop / Scan body, ConvTranspose and 3-D Conv decode forms,
+layers whose padding cannot be read, or H larger than MAX_COLUMNS) keep the plain
+rounding.
 """
 
 from __future__ import annotations
@@ -261,6 +261,8 @@ def _stored_input(weight: StoredWeight) -> tuple[list[Source], np.ndarray] | str
         layer = Layer(uses[0][0], weight.weight, "conv", transposed=False, weight_side=1)
         cols = _columns(layer)
         assert cols is not None
+        if cols > MAX_COLUMNS:  # checked before H is allocated
+            return f"{cols} columns (H kept up to {MAX_COLUMNS})"
         return [_LayerInput(layer)], _empty(layer, cols)
     readers = _row_readers(weight.weight)
     if readers is None or len(tensor.shape) < 2:
@@ -272,6 +274,8 @@ def _stored_input(weight: StoredWeight) -> tuple[list[Source], np.ndarray] | str
             return found
         sources.append(found)
     cols = int(tensor.shape.numpy()[-1])
+    if cols > MAX_COLUMNS:
+        return f"{cols} columns (H kept up to {MAX_COLUMNS})"
     return sources, np.zeros((cols, cols))
 
 
@@ -355,8 +359,6 @@ def collect(
             found = _stored_input(group)
             if isinstance(found, str):
                 left_out[name] = found
-            elif found[1].shape[-1] > MAX_COLUMNS:
-                left_out[name] = f"{found[1].shape[-1]} columns (H kept up to {MAX_COLUMNS})"
             else:
                 wanted[name] = found
             continue
