@@ -247,6 +247,10 @@ def _read(values: dict[str, np.ndarray], value: ir.Value) -> np.ndarray:
     return np.asarray(x)
 
 
+def _too_wide(cols: int) -> str:
+    return f"{cols} columns (H kept up to {MAX_COLUMNS})"
+
+
 def _stored_input(weight: StoredWeight) -> tuple[list[Source], np.ndarray] | str:
     """What a storage weight multiplies, and an empty H: the input of its only reader, a
     Conv, or the step inputs of the RNNs that read it as W or R, directly or through ops
@@ -262,7 +266,7 @@ def _stored_input(weight: StoredWeight) -> tuple[list[Source], np.ndarray] | str
         cols = _columns(layer)
         assert cols is not None
         if cols > MAX_COLUMNS:  # checked before H is allocated
-            return f"{cols} columns (H kept up to {MAX_COLUMNS})"
+            return _too_wide(cols)
         return [_LayerInput(layer)], _empty(layer, cols)
     readers = _row_readers(weight.weight)
     if readers is None or len(tensor.shape) < 2:
@@ -275,7 +279,7 @@ def _stored_input(weight: StoredWeight) -> tuple[list[Source], np.ndarray] | str
         sources.append(found)
     cols = int(tensor.shape.numpy()[-1])
     if cols > MAX_COLUMNS:
-        return f"{cols} columns (H kept up to {MAX_COLUMNS})"
+        return _too_wide(cols)
     return sources, np.zeros((cols, cols))
 
 
@@ -369,7 +373,7 @@ def collect(
         cols = columns.pop()
         assert cols is not None
         if cols > MAX_COLUMNS:
-            left_out[name] = f"{cols} columns (H kept up to {MAX_COLUMNS})"
+            left_out[name] = _too_wide(cols)
             continue
         groups = {_empty(layer, cols).shape for layer in group.layers}
         if len(groups) != 1:
