@@ -336,7 +336,10 @@ def test_inputs_of_several_runs_are_a_directory_with_the_alternate_specs(
     np.testing.assert_array_equal(zoo.read_runs(one)[0]["x"], runs[0]["x"])
     # written again: replaced whole, nothing half-written left beside it
     zoo.write_inputs(model, tmp_path)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny", "tiny.npz"]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, one.name])
+    # drawn differently, they are other inputs: a cache never serves the old ones
+    wider = dataclasses.replace(model, inputs={"x": zoo.InputSpec((1, 5), ("normal", 1.0))})
+    assert zoo.inputs_path(wider, tmp_path) != out
 
 
 def test_speech_sampled_at_8k_has_the_pitch_and_formants_of_16k() -> None:
