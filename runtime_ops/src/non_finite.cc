@@ -107,9 +107,9 @@ void conv_nan_through_absent(const ConvTaps& w, const ConvAttributes& a, const C
     for (int64_t o = g * out_per_group; o < (g + 1) * out_per_group; ++o) {
       std::fill(present.begin(), present.end(), 0);
       for (size_t j = w.ptr[static_cast<size_t>(o)]; j < w.ptr[static_cast<size_t>(o) + 1]; ++j) {
-        const uint32_t c = w.key[j] >> w.tap_bits;
+        const uint32_t key = w.key(j), c = key >> w.tap_bits;
         if (!channel_bad[c]) continue;
-        const int64_t r = w.key[j] & mask, ky = r / a.kw, kx = r % a.kw;
+        const int64_t r = key & mask, ky = r / a.kw, kx = r % a.kw;
         const float* xc = xg + static_cast<int64_t>(c) * plane_in;
         for (int64_t oh = 0; oh < out_h; ++oh) {
           const int64_t ih = in_row(oh, ky);

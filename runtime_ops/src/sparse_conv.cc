@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -27,7 +28,9 @@
 namespace dc_onnx {
 namespace {
 
-// Everything the per-channel jobs need for one image.
+// Everything the per-channel jobs need for one image. `Key` is the tap keys' type
+// (ConvTaps: uint16_t or uint32_t).
+template <typename Key>
 struct Plan {
   const float* x;          // phase planes of the image (first of the shifted copies)
   int64_t channel_stride;  // floats between the phase planes of consecutive channels
@@ -37,7 +40,7 @@ struct Plan {
   int64_t num_blocks;         // input-channel blocks
   const size_t* block_ptr;    // per output channel, num_blocks + 1 tap offsets
   const uint8_t* codes;
-  const uint32_t* keys;
+  const Key* keys;
   unsigned tap_bits;
   const float* codebook;
   const int64_t* tap_offset;  // offset of tap r = ky*kw + kx from its channel's planes
@@ -53,16 +56,16 @@ constexpr auto kWidest = static_cast<int64_t>(16 * kMaxV);
 // taps. Loop order panel > input-channel block > output channel, so the block of input
 // a panel reads stays in L1 while every output channel of the range uses it. `Vec` is the
 // register type of the calling ISA (panel.h); the bits do not depend on it.
-template <typename Vec, int64_t Width, size_t Acc>
-DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
+template <typename Vec, int64_t Width, size_t Acc, typename Key>
+DC_ONNX_INLINE void channels_task(const Plan<Key>& p, int64_t o0, int64_t o1) {
   const int64_t len = (p.out_h - 1) * p.row_width + p.out_w;
-  const uint32_t* keys = p.keys;
+  const Key* keys = p.keys;
   const int64_t* tap_offset = p.tap_offset;
   const int64_t channel_stride = p.channel_stride;
   const unsigned bits = p.tap_bits;
   const uint32_t mask = (uint32_t{1} << bits) - 1;
   auto offset = [&](size_t j) {
-    const uint32_t key = keys[j];
+    const uint32_t key = keys[j];  // widened: the shift and mask below are 32-bit
     return static_cast<int64_t>(key >> bits) * channel_stride + tap_offset[key & mask];
   };
   const auto nb = static_cast<size_t>(p.num_blocks);
@@ -89,26 +92,31 @@ DC_ONNX_INLINE void channels_task(const Plan& p, int64_t o0, int64_t o1) {
 // 128-wide panel).
 // AVX-512 keeps its 8 zmm (128 outputs), as measured on the AVX-512 machine.
 #ifdef DC_ONNX_X86
-DC_ONNX_TARGET_AVX512 void channels_avx512(const Plan& p, int64_t o0, int64_t o1) {
+template <typename Key>
+DC_ONNX_TARGET_AVX512 void channels_avx512(const Plan<Key>& p, int64_t o0, int64_t o1) {
   channels_task<Vec16, 128, 8>(p, o0, o1);
 }
-DC_ONNX_TARGET_AVX2 void channels_avx2(const Plan& p, int64_t o0, int64_t o1) {
+template <typename Key>
+DC_ONNX_TARGET_AVX2 void channels_avx2(const Plan<Key>& p, int64_t o0, int64_t o1) {
   channels_task<Vec8, 112, 14>(p, o0, o1);
 }
 #endif
-void channels_baseline(const Plan& p, int64_t o0, int64_t o1) {
+template <typename Key>
+void channels_baseline(const Plan<Key>& p, int64_t o0, int64_t o1) {
   channels_task<Vec4, 128, 8>(p, o0, o1);
 }
 
-using ChannelsFn = void (*)(const Plan&, int64_t, int64_t);
+template <typename Key>
+using ChannelsFn = void (*)(const Plan<Key>&, int64_t, int64_t);
 
-ChannelsFn channels_for(Isa which) {
+template <typename Key>
+ChannelsFn<Key> channels_for(Isa which) {
 #ifdef DC_ONNX_X86
-  if (which == Isa::kAvx512) return channels_avx512;
-  if (which == Isa::kAvx2) return channels_avx2;
+  if (which == Isa::kAvx512) return channels_avx512<Key>;
+  if (which == Isa::kAvx2) return channels_avx2<Key>;
 #endif
   (void)which;
-  return channels_baseline;
+  return channels_baseline<Key>;
 }
 
 // Geometry of the phase planes for one Run.
@@ -243,17 +251,20 @@ int64_t channel_block(const ConvAttributes& a, const Phases& ph) {
 
 // Per output channel, the first tap of each input-channel block (num_blocks + 1 offsets).
 // Taps are sorted by key, hence by input channel: block starts by binary search.
-std::vector<size_t> block_starts(const ConvTaps& w, const ConvAttributes& a, int64_t block,
-                                 int64_t num_blocks) {
+template <typename Key>
+std::vector<size_t> block_starts(const ConvTaps& w, const Key* keys, const ConvAttributes& a,
+                                 int64_t block, int64_t num_blocks) {
   std::vector<size_t> block_ptr(static_cast<size_t>(a.out_channels * (num_blocks + 1)));
   for (int64_t o = 0; o < a.out_channels; ++o) {
-    const uint32_t* first = w.key.data() + w.ptr[static_cast<size_t>(o)];
-    const uint32_t* last = w.key.data() + w.ptr[static_cast<size_t>(o) + 1];
+    const Key* first = keys + w.ptr[static_cast<size_t>(o)];
+    const Key* last = keys + w.ptr[static_cast<size_t>(o) + 1];
     size_t* ptr = block_ptr.data() + o * (num_blocks + 1);
     for (int64_t k = 0; k <= num_blocks; ++k) {
       const auto channel = static_cast<uint32_t>(std::min(k * block, a.in_per_group));
-      ptr[k] = static_cast<size_t>(std::lower_bound(first, last, channel << w.tap_bits) -
-                                   w.key.data());
+      ptr[k] = static_cast<size_t>(
+          std::lower_bound(first, last, channel << w.tap_bits,
+                           [](Key key, uint32_t bound) { return key < bound; }) -
+          keys);
     }
   }
   return block_ptr;
@@ -262,7 +273,8 @@ std::vector<size_t> block_starts(const ConvTaps& w, const ConvAttributes& a, int
 // Output channels [o0, o1) of one band from their flat sums: keeps the columns
 // ow < out_w of each row, then scales them by the channel's row scale (if any), adds the
 // bias and applies the fused activation.
-void store_channels(const Plan& p, const float* bias, const float* scale, const Activation& act,
+template <typename Key>
+void store_channels(const Plan<Key>& p, const float* bias, const float* scale, const Activation& act,
                     int64_t o0, int64_t o1, float* yn) {
   const int64_t plane_out = p.out_h * p.out_w;  // this band's
   for (int64_t o = o0; o < o1; ++o) {
@@ -317,11 +329,21 @@ ConvTaps pack_taps(const CsrMatrix& w, int64_t taps_per_channel) {
   t.code = w.code;
   t.codebook = w.codebook;
   t.row_scale = w.row_scale;
-  t.key.reserve(w.col.size());
+  const uint64_t channels =
+      static_cast<uint64_t>(w.cols) / static_cast<uint64_t>(taps_per_channel);
+  const bool narrow = channels << t.tap_bits <= uint64_t{1} << 16;
+  if (narrow)
+    t.key16.reserve(w.col.size());
+  else
+    t.key32.reserve(w.col.size());
   for (const uint32_t c : w.col) {
     const auto channel = static_cast<uint32_t>(c / static_cast<uint64_t>(taps_per_channel));
     const auto r = static_cast<uint32_t>(c % static_cast<uint64_t>(taps_per_channel));
-    t.key.push_back(channel << t.tap_bits | r);
+    const uint32_t key = channel << t.tap_bits | r;
+    if (narrow)
+      t.key16.push_back(static_cast<uint16_t>(key));
+    else
+      t.key32.push_back(key);
   }
   return t;
 }
@@ -341,7 +363,6 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   const std::vector<int64_t> tap_offset = tap_offsets(a, ph, w.tap_bits);
   const int64_t block = channel_block(a, ph);
   const int64_t num_blocks = (a.in_per_group + block - 1) / block;
-  const std::vector<size_t> block_ptr = block_starts(w, a, block, num_blocks);
   const int64_t len_pad = band_len_pad(ph, rows, pr.out_w);
   // With AVX-512 (shifted_copies), copy s is the phase planes shifted left by s floats:
   // with row_width a multiple of 16 and the buffer 64-byte aligned, tap (c, ky, kx) starts
@@ -357,41 +378,51 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   // Ranges of output channels share each loaded block, and each range reads the whole
   // band once: few ranges (4, of 4 channels or more) keep that traffic low.
   const int64_t chunk = std::max<int64_t>(4, (a.out_channels + 3) / 4);
-  const ChannelsFn channels = channels_for(isa());
   const auto tasks = static_cast<size_t>((a.out_channels + chunk - 1) / chunk);
   const int64_t image_in = pr.channels * pr.in_h * pr.in_w;
   const int64_t image_out = a.out_channels * pr.out_h * pr.out_w;
   const float* scale = w.row_scale.empty() ? nullptr : w.row_scale.data();
   const int64_t planes_len = pr.channels * a.sh * a.sw * ph.plane;
-  for (int64_t n = 0; n < pr.batch; ++n) {
-    const float* xn = pr.x + n * image_in;
-    float* yn = pr.y + n * image_out;
-    for (int64_t r0 = 0; r0 < pr.out_h; r0 += rows) {
-      const int64_t band = std::min(rows, pr.out_h - r0);
-      // The band's planes: those of the image, starting at phase row r0.
-      build_phases(xn, pr.channels, pr.in_h, pr.in_w, pr.pad_top - r0 * a.sh, pr.pad_left, ph,
-                   copies);
-      std::fill(copies + planes_len, copies + ph.copy_len, 0.0f);
-      for (int64_t s = 1; s < ph.stored; ++s) {
-        float* copy = copies + s * ph.copy_len;
-        std::copy(copies + s, copies + ph.copy_len, copy);
-        std::fill(copy + ph.copy_len - s, copy + ph.copy_len, 0.0f);
+  // The rest once per key width (ConvTaps: 16- or 32-bit keys).
+  auto run = [&](const auto* keys) {
+    using Key = std::remove_cv_t<std::remove_pointer_t<decltype(keys)>>;
+    const std::vector<size_t> block_ptr = block_starts(w, keys, a, block, num_blocks);
+    const ChannelsFn<Key> channels = channels_for<Key>(isa());
+    for (int64_t n = 0; n < pr.batch; ++n) {
+      const float* xn = pr.x + n * image_in;
+      float* yn = pr.y + n * image_out;
+      for (int64_t r0 = 0; r0 < pr.out_h; r0 += rows) {
+        const int64_t band = std::min(rows, pr.out_h - r0);
+        // The band's planes: those of the image, starting at phase row r0.
+        build_phases(xn, pr.channels, pr.in_h, pr.in_w, pr.pad_top - r0 * a.sh, pr.pad_left, ph,
+                     copies);
+        std::fill(copies + planes_len, copies + ph.copy_len, 0.0f);
+        for (int64_t s = 1; s < ph.stored; ++s) {
+          float* copy = copies + s * ph.copy_len;
+          std::copy(copies + s, copies + ph.copy_len, copy);
+          std::fill(copy + ph.copy_len - s, copy + ph.copy_len, 0.0f);
+        }
+        const Plan<Key> plan{copies, a.sh * a.sw * ph.plane, ph.row_width, band, pr.out_w,
+                             a.out_channels / a.group, a.in_per_group, num_blocks,
+                             block_ptr.data(), w.code.data(), keys, w.tap_bits,
+                             w.codebook.data(), tap_offset.data(), sums, len_pad,
+                             pr.out_h * pr.out_w};
+        float* yb = yn + r0 * pr.out_w;
+        parallel_for(ctx, tasks, [&](size_t t) {
+          const int64_t o0 = static_cast<int64_t>(t) * chunk;
+          const int64_t o1 = std::min(a.out_channels, o0 + chunk);
+          channels(plan, o0, o1);
+          store_channels(plan, pr.bias, scale, act, o0, o1, yb);
+        });
       }
-      const Plan plan{copies, a.sh * a.sw * ph.plane, ph.row_width, band, pr.out_w,
-                      a.out_channels / a.group, a.in_per_group, num_blocks, block_ptr.data(),
-                      w.code.data(), w.key.data(), w.tap_bits, w.codebook.data(),
-                      tap_offset.data(), sums, len_pad, pr.out_h * pr.out_w};
-      float* yb = yn + r0 * pr.out_w;
-      parallel_for(ctx, tasks, [&](size_t t) {
-        const int64_t o0 = static_cast<int64_t>(t) * chunk;
-        const int64_t o1 = std::min(a.out_channels, o0 + chunk);
-        channels(plan, o0, o1);
-        store_channels(plan, pr.bias, scale, act, o0, o1, yb);
-      });
+      if (any_non_finite(xn, static_cast<size_t>(image_in)))  // IEEE results: non_finite.h
+        conv_nan_through_absent(w, a, pr, xn, yn);
     }
-    if (any_non_finite(xn, static_cast<size_t>(image_in)))  // IEEE results: non_finite.h
-      conv_nan_through_absent(w, a, pr, xn, yn);
-  }
+  };
+  if (w.key32.empty())
+    run(w.key16.data());
+  else
+    run(w.key32.data());
 }
 
 }  // namespace dc_onnx

@@ -17,14 +17,20 @@
 namespace dc_onnx {
 
 // Resident weight: per output channel, its non-zero taps as a one-byte codebook index
-// and a key (input channel << tap_bits) | (ky * kw + kx): 5 bytes per non-zero.
+// and a key (input channel << tap_bits) | (ky * kw + kx), 16-bit when every key fits
+// (in_per_group << tap_bits <= 65536: a 3x3 layer up to 4096 input channels per group),
+// else 32-bit: 3 bytes per non-zero (5 past that). The kernel streams the keys once per
+// panel, so their width is also memory traffic per Run.
 struct ConvTaps {
-  std::vector<size_t> ptr;  // out_channels + 1 offsets into code and key
+  std::vector<size_t> ptr;  // out_channels + 1 offsets into code and the keys
   std::vector<uint8_t> code;
-  std::vector<uint32_t> key;
+  std::vector<uint16_t> key16;  // the keys, when they fit in 16 bits
+  std::vector<uint32_t> key32;  // otherwise (key16 then empty)
   std::array<float, 256> codebook{};
   std::vector<float> row_scale;  // empty, or one per output channel (applied to the sums)
   unsigned tap_bits = 0;
+
+  uint32_t key(size_t j) const { return key32.empty() ? key16[j] : key32[j]; }
 };
 
 // Repacks the decoded [M, C/group * kh * kw] matrix into tap keys.
@@ -43,7 +49,7 @@ struct ConvProblem {
 // Bound on the scratch memory of one Run (phase planes and partial sums): larger images
 // are computed in bands of output rows. Taken from the session's allocator (scratch.h),
 // so it is reused by every layer and Run; concurrent Runs take one each.
-constexpr int64_t kConvScratchBytes = int64_t{8} << 20;
+constexpr int64_t kConvScratchBytes = int64_t{2} << 20;
 
 // Y = act(Conv(X, W) + B), on the session's thread pool, one image (and within it one
 // band of output rows) at a time.
