@@ -2,13 +2,17 @@
 each compiled with the sparse kernel forced, timed against ORT's own Conv on the dense
 original (what the decode form runs), runs alternating in one process.
 
-    python models/conv_crossover.py [--out build/crossover] [--repeat 15]
+    python models/conv_crossover.py [--out build/crossover] [--repeat 15] [--cold]
+                                    [--densities 0.2,0.35,0.5]
 
 Prints one row per layer shape and density: the median CPU time of each form's runs at
 batch 1, 1 intra-op thread, and the ratio dense / sparse (above 1: the sparse kernel is
-faster). With one intra-op thread ORT runs the graph on the calling thread, so that
-thread's CPU time (`time.thread_time`) is the run's cost without the time other processes
-held the core: on a shared machine, wall-clock medians measure the scheduler.
+faster). With --cold, every timed run follows a pass over 256 MB of other memory, as a
+Run of a dense model with large FC weights leaves the caches (what the alternation of
+`dc-onnx bench` between the dense and the compiled model does to each). With one
+intra-op thread ORT runs the graph on the calling thread, so that thread's CPU time
+(`time.thread_time`) is the run's cost without the time other processes held the core:
+on a shared machine, wall-clock medians measure the scheduler.
 The lower pass's `conv_dense_density` (dc_onnx/options.py) is set from these rows;
 docs/benchmarks.md, "Sparse or dense convolution", records a run. Random weights and
 inputs: only the speed means anything.
@@ -47,7 +51,9 @@ class Shape:
 
 
 SHAPES = [
+    Shape("5x5 96->256 /2 27x27 (AlexNet conv2)", 96, 256, 5, 27, group=2),
     Shape("3x3 256->384 13x13 (AlexNet conv3)", 256, 384, 3, 13),
+    Shape("3x3 512->512 14x14 (VGG-16 conv5)", 512, 512, 3, 14),
     Shape("3x3 64->64 56x56", 64, 64, 3, 56),
     Shape("1x1 256->256 14x14", 256, 256, 1, 14),
     Shape("3x3 depthwise 128 28x28", 128, 128, 3, 28, group=128),
@@ -85,14 +91,22 @@ def sparse_options(density: float) -> dc_onnx.CompileOptions:
     )
 
 
-def alternate(sessions: list, feeds: dict[str, np.ndarray], repeat: int) -> list[float]:  # type: ignore[type-arg]
-    """Median CPU ms of each session over `repeat` rounds, a different one first each round."""
+def alternate(
+    sessions: list,  # type: ignore[type-arg]
+    feeds: dict[str, np.ndarray],
+    repeat: int,
+    evict: np.ndarray | None = None,
+) -> list[float]:
+    """Median CPU ms of each session over `repeat` rounds, a different one first each round;
+    `evict` (a large array) is read before every timed run."""
     times: list[list[float]] = [[] for _ in sessions]
     for s in sessions:
         s.run(None, feeds)
         s.run(None, feeds)
     for r in range(repeat):
         for i in [(r + k) % len(sessions) for k in range(len(sessions))]:
+            if evict is not None:
+                evict.sum()
             start = time.thread_time()
             sessions[i].run(None, feeds)
             times[i].append((time.thread_time() - start) * 1e3)
@@ -103,20 +117,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/crossover"))
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--cold", action="store_true", help="evict the caches before each run")
+    parser.add_argument("--densities", default=",".join(str(d) for d in DENSITIES))
+    parser.add_argument("--shapes", help="indices into SHAPES, comma-separated (default: all)")
     args = parser.parse_args()
+    densities = [float(d) for d in args.densities.split(",")]
+    picked = [int(i) for i in args.shapes.split(",")] if args.shapes else range(len(SHAPES))
+    evict = np.ones(64 << 20, np.float32) if args.cold else None
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}, cold: {args.cold}")
     print(f"{'layer':<40} {'density':>7} {'dense ms':>9} {'sparse ms':>9} {'dense/sparse':>12}")
-    for i, shape in enumerate(SHAPES):
+    for i in picked:
+        shape = SHAPES[i]
         dense = args.out / f"conv{i}.onnx"
         onnx.save(conv_model(shape), str(dense))
         x = np.random.default_rng(1).standard_normal((1, shape.cin, shape.size, shape.size))
         feeds = {"x": x.astype(np.float32)}
-        for density in DENSITIES:
+        for density in densities:
             compiled = args.out / f"conv{i}_d{int(density * 100)}.dc.onnx"
             dc_onnx.compile(dense, compiled, sparse_options(density))
             sessions = [open_session(p, bench_session_options(1)) for p in (dense, compiled)]
-            d, s = alternate(sessions, feeds, args.repeat)
+            d, s = alternate(sessions, feeds, args.repeat, evict)
             print(f"{shape.name:<40} {density:>7.2f} {d:>9.3f} {s:>9.3f} {d / s:>11.2f}x")
 
 

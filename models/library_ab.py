@@ -8,7 +8,9 @@ For kernel work on a shared machine: build the library twice (say main's into
 /tmp/before.so and a branch's into /tmp/after.so) and compare them in the same process,
 against ORT's dense kernels. Prints, per library, whether its outputs have the first
 library's bits, and each median with its ratio over dense. Input: standard normal float32
-of the first input's shape, symbolic dims N (--batch, default 1).
+of the first input's shape, symbolic dims N (--batch, default 1). Decode-form weights
+(CompressedConstant) are materialised with each library first, as
+`dc_onnx.InferenceSession` does, so ORT runs those layers as in `dc-onnx bench`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import numpy as np
 
+from dc_onnx.materialize import materialize
 from dc_onnx.runtime import _onnxruntime
 from dc_onnx.tools.bench_sessions import bench_session_options
 
@@ -41,7 +44,8 @@ def main() -> None:
     for library in libraries:
         options = bench_session_options(1)
         options.register_custom_ops_library(library)
-        sessions.append(ort.InferenceSession(compiled, options))
+        model = materialize(compiled, options) or compiled
+        sessions.append(ort.InferenceSession(model, options))
     first = sessions[0].get_inputs()[0]
     shape = [d if isinstance(d, int) else args.batch for d in first.shape]
     feeds = {first.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
