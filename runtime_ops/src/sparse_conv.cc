@@ -149,10 +149,20 @@ void build_phases(const float* x, int64_t channels, int64_t in_h, int64_t in_w, 
             continue;
           }
           const float* xr = x + (c * in_h + i) * in_w;
-          for (int64_t w = 0; w < ph.wp; ++w) {
-            const int64_t j = w * ph.sw + b - pad_left;
-            row[w] = j >= 0 && j < in_w ? xr[j] : 0.0f;
-          }
+          // Columns w with 0 <= j = w*sw + b - pad_left < in_w are [w0, w1): zeros
+          // around a strided copy (a plain one at stride 1).
+          const int64_t first = pad_left - b;  // w*sw >= first
+          const int64_t w0 = std::clamp<int64_t>(first <= 0 ? 0 : (first + ph.sw - 1) / ph.sw,
+                                                 0, ph.wp);
+          const int64_t w1 = std::clamp<int64_t>(
+              in_w + first <= 0 ? 0 : (in_w + first + ph.sw - 1) / ph.sw, w0, ph.wp);
+          std::fill(row, row + w0, 0.0f);
+          const float* src = xr + (w0 * ph.sw - first);
+          if (ph.sw == 1)
+            std::copy(src, src + (w1 - w0), row + w0);
+          else
+            for (int64_t w = w0; w < w1; ++w) row[w] = src[(w - w0) * ph.sw];
+          std::fill(row + w1, row + ph.wp, 0.0f);
         }
       }
 }
