@@ -284,8 +284,8 @@ std::vector<size_t> block_starts(const ConvTaps& w, const Key* keys, const ConvA
 // ow < out_w of each row, then scales them by the channel's row scale (if any), adds the
 // bias and applies the fused activation.
 template <typename Key>
-void store_channels(const Plan<Key>& p, const float* bias, const float* scale, const Activation& act,
-                    int64_t o0, int64_t o1, float* yn) {
+void store_channels(const Plan<Key>& p, const float* bias, const float* scale,
+                    const Activation& act, int64_t o0, int64_t o1, float* yn) {
   const int64_t plane_out = p.out_h * p.out_w;  // this band's
   for (int64_t o = o0; o < o1; ++o) {
     const float* src = p.sums + o * p.len_pad;
