@@ -1,10 +1,14 @@
 #include "sparse_matmul.h"
 
 #include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <utility>
 
 #include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
+#include "scratch.h"
 #include "simd.h"
 
 namespace dc_onnx {
@@ -24,17 +28,17 @@ inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
 // `Vec` registers (panel.h); instantiated once per instruction set below.
 // (Blocking K so that x stays in L2, 64 rows at a time, measured 1.4x slower on AVX2.)
 template <typename Vec, typename Index>
-DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const Index* col, const KMajorProblem& pr,
-                                const Epilogue& ep, int64_t b, int64_t p0, int64_t width,
-                                int64_t n0, int64_t n1) {
+DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const PanelRows& csr, const Index* col,
+                                const KMajorProblem& pr, const Epilogue& ep, int64_t b,
+                                int64_t p0, int64_t width, int64_t n0, int64_t n1) {
   const float* xb = pr.x + b * pr.x_bs + p0;
   float* yb = pr.y + b * pr.y_bs + p0 * pr.ys_p;
   const int64_t ldx = pr.ldx;
   const auto offset = [&](size_t j) { return col[j] * ldx; };
   alignas(64) float acc[16 * kMaxV];  // widths are <= kPanel; sized for any V
   for (int64_t n = n0; n < n1; ++n) {
-    sparse_panel_any<Vec>(width, w.code.data(), w.ptr[static_cast<size_t>(n)],
-                          w.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
+    sparse_panel_any<Vec>(width, csr.code.data(), csr.ptr[static_cast<size_t>(n)],
+                          csr.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
                           nullptr, acc);
     float* yr = yb + n * pr.ys_n;
     for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = finish(acc[i], p0 + i, n, ep);
@@ -44,10 +48,11 @@ DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const Index* col, const KMaj
 template <typename Vec>
 DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const KMajorProblem& pr, const Epilogue& ep,
                                 int64_t b, int64_t p0, int64_t width, int64_t n0, int64_t n1) {
-  if (w.col32.empty())
-    kmajor_rows<Vec>(w, w.col16.data(), pr, ep, b, p0, width, n0, n1);
+  const PanelRows& csr = w.panels();  // built before the tasks started (w_times_kmajor)
+  if (csr.col32.empty())
+    kmajor_rows<Vec>(w, csr, csr.col16.data(), pr, ep, b, p0, width, n0, n1);
   else
-    kmajor_rows<Vec>(w, w.col32.data(), pr, ep, b, p0, width, n0, n1);
+    kmajor_rows<Vec>(w, csr, csr.col32.data(), pr, ep, b, p0, width, n0, n1);
 }
 
 #ifdef DC_ONNX_X86
@@ -104,9 +109,12 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
   const ClusterRows& cw = w.clusters;
   const int64_t k = w.cols;
   const int64_t n_out = w.rows;
+  // Per-Run buffers come from the session's arena (scratch.h): no allocation or page
+  // fault of our own in a Run once the arena holds them.
   if (num_rows == 1) {
-    std::vector<float> x(static_cast<size_t>(k) + 1, 0.0f);  // x[K] = 0 for empty lanes
-    std::copy(a, a + k, x.begin());
+    const Scratch x(ctx, static_cast<size_t>(k) + 1);
+    std::copy(a, a + k, x.data());
+    x.data()[k] = 0.0f;  // read by empty lanes
     balanced_rows(ctx, cw, 1, [&](int64_t n0, int64_t n1) {
       cluster_dots(cw, x.data(), n0, n1, y + n0);
       for (int64_t n = n0; n < n1; ++n) y[n] = finish(y[n], 0, n, ep);
@@ -117,19 +125,21 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
   const int64_t width = cluster_width();
   const int64_t blocks = (num_rows + width - 1) / width;
   const int64_t block_size = (k + 1) * width;
-  std::vector<float> xk(static_cast<size_t>(blocks * block_size), 0.0f);
+  const Scratch xk(ctx, static_cast<size_t>(blocks * block_size));
+  std::fill(xk.data(), xk.data() + blocks * block_size, 0.0f);
   for (int64_t m = 0; m < num_rows; ++m) {
     float* dst = xk.data() + (m / width) * block_size + m % width;
     for (int64_t j = 0; j < k; ++j) dst[j * width] = a[m * k + j];
   }
+  const Scratch out(ctx, static_cast<size_t>(n_out * width));  // tasks own rows [n0, n1)
   balanced_rows(ctx, cw, num_rows, [&](int64_t n0, int64_t n1) {
-    std::vector<float> out(static_cast<size_t>((n1 - n0) * width));
+    float* o = out.data() + n0 * width;
     for (int64_t b = 0; b < blocks; ++b) {
-      cluster_columns(cw, xk.data() + b * block_size, n0, n1, out.data());
+      cluster_columns(cw, xk.data() + b * block_size, n0, n1, o);
       for (int64_t c = 0; c < width && b * width + c < num_rows; ++c) {
         const int64_t m = b * width + c;
         for (int64_t n = n0; n < n1; ++n)
-          y[m * n_out + n] = finish(out[static_cast<size_t>((n - n0) * width + c)], m, n, ep);
+          y[m * n_out + n] = finish(o[(n - n0) * width + c], m, n, ep);
       }
     }
   });
@@ -137,19 +147,69 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
 
 }  // namespace
 
+struct CodedRows::Lazy {
+  std::once_flag once;
+  PanelRows csr;
+};
+
+std::shared_ptr<CodedRows::Lazy> CodedRows::make_lazy() { return std::make_shared<Lazy>(); }
+
+namespace {
+
+// The CSR of `w` from its grouped form: each row's entries in column order (as decoded),
+// each lane's codebook value mapped back to a code. A value the codebook holds twice maps
+// to its first code: the panels multiply by the same float, so the bits do not change.
+PanelRows csr_from_clusters(const CodedRows& w) {
+  std::vector<std::pair<uint32_t, uint8_t>> code_of;  // (value bits, first code), sorted
+  for (size_t k = 1; k < w.codebook.size(); ++k) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &w.codebook[k], sizeof bits);
+    code_of.emplace_back(bits, static_cast<uint8_t>(k));
+  }
+  std::stable_sort(code_of.begin(), code_of.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  PanelRows csr;
+  const size_t slots = w.clusters.idx16.size() + w.clusters.idx32.size();  // >= non-zeros
+  csr.ptr.reserve(static_cast<size_t>(w.rows) + 1);
+  csr.code.reserve(slots);
+  csr.ptr.push_back(0);
+  std::vector<std::pair<uint32_t, uint8_t>> row;  // (column, code)
+  const bool wide = w.cols > 65536;
+  for (int64_t n = 0; n < w.rows; ++n) {
+    row.clear();
+    for_each_entry(w.clusters, n, [&](uint32_t col, float value) {
+      uint32_t bits = 0;
+      std::memcpy(&bits, &value, sizeof bits);
+      const auto it = std::lower_bound(code_of.begin(), code_of.end(), std::make_pair(bits, uint8_t{0}));
+      row.emplace_back(col, it->second);  // every lane value came from the codebook
+    });
+    std::sort(row.begin(), row.end());
+    for (const auto& [col, code] : row) {
+      csr.code.push_back(code);
+      if (wide)
+        csr.col32.push_back(col);
+      else
+        csr.col16.push_back(static_cast<uint16_t>(col));  // col < cols <= 65536
+    }
+    csr.ptr.push_back(csr.code.size());
+  }
+  return csr;
+}
+
+}  // namespace
+
+const PanelRows& CodedRows::panels() const {
+  std::call_once(lazy_->once, [this] { lazy_->csr = csr_from_clusters(*this); });
+  return lazy_->csr;
+}
+
 CodedRows pack_rows(const CsrMatrix& m) {
   CodedRows w;
   w.rows = m.rows;
   w.cols = m.cols;
-  w.ptr = m.row_ptr;
-  w.code = m.code;
   w.codebook = m.codebook;
   w.row_scale = m.row_scale;
   w.clusters = pack_clusters(m);
-  if (m.cols <= 65536)
-    w.col16.assign(m.col.begin(), m.col.end());  // every column index is < 65536
-  else
-    w.col32 = m.col;
   return w;
 }
 
@@ -167,7 +227,7 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
     cluster_rows_times_w(ctx, w, a, num_rows, y, ep);
     if (any_non_finite(a, static_cast<size_t>(num_rows * w.cols)))  // IEEE: non_finite.h
       for (int64_t m = 0; m < num_rows; ++m)
-        nan_through_absent(w, a + m * w.cols, 1, y + m * w.rows, 1);
+        nan_through_absent(w.clusters, a + m * w.cols, 1, y + m * w.rows, 1);
     return;
   }
   int64_t ldx = 0;
@@ -183,8 +243,9 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
   if (pr.batches == 0 || pr.p == 0 || n_out == 0) return;
   const int64_t p_blocks = (pr.p + kPanel - 1) / kPanel;
   const int64_t cells = pr.batches * p_blocks;  // independent (batch, column block) pairs
+  const PanelRows& csr = w.panels();  // built here, not inside a task (it may throw)
   const double nnz_per_row =
-      static_cast<double>(w.code.size()) / static_cast<double>(n_out) + 1.0;
+      static_cast<double>(csr.code.size()) / static_cast<double>(n_out) + 1.0;
   const double block_width = static_cast<double>(std::min(pr.p, kPanel));
   // Tasks = (batch, column block) cells x chunks of output rows.
   const size_t want = task_count(cells * n_out, nnz_per_row * block_width);
@@ -203,7 +264,7 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
     const float* xb = pr.x + b * pr.x_bs;
     if (!any_non_finite(xb, static_cast<size_t>(w.cols * pr.ldx))) continue;
     for (int64_t p = 0; p < pr.p; ++p)
-      nan_through_absent(w, xb + p, pr.ldx, pr.y + b * pr.y_bs + p * pr.ys_p, pr.ys_n);
+      nan_through_absent(w.clusters, xb + p, pr.ldx, pr.y + b * pr.y_bs + p * pr.ys_p, pr.ys_n);
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "activation.h"
@@ -15,19 +16,35 @@
 
 namespace dc_onnx {
 
-// CSR with one byte per non-zero for its codebook index and the narrowest column index:
-// 3 bytes per non-zero for layers with up to 65536 inputs (dense fp32 takes 4 per weight),
-// read by the panels; and the same non-zeros grouped by code for few rows (cluster_rows.h).
-struct CodedRows {
-  int64_t rows = 0;
-  int64_t cols = 0;
+// The CSR the panels read (9 or more rows of activations): one byte per non-zero for its
+// codebook index and the narrowest column index, 3 bytes per non-zero for layers with up
+// to 65536 inputs (dense fp32 takes 4 per weight).
+struct PanelRows {
   std::vector<size_t> ptr;      // rows + 1 offsets
   std::vector<uint8_t> code;
   std::vector<uint16_t> col16;  // used when cols <= 65536
   std::vector<uint32_t> col32;  // otherwise
+};
+
+// A Gemm/MatMul weight: the non-zeros grouped by code (cluster_rows.h), which few rows
+// read, and the panels' CSR, derived from them when a Run first needs it: a layer that
+// only ever sees batches of 1-8 never holds it (about 3 bytes per non-zero).
+class CodedRows {
+ public:
+  int64_t rows = 0;
+  int64_t cols = 0;
   std::array<float, 256> codebook{};
   std::vector<float> row_scale;  // empty, or one per row: multiplies that row's sums
   ClusterRows clusters;
+
+  // The CSR, built on the first call (thread-safe: concurrent Runs build it once; copies
+  // of a CodedRows share it).
+  const PanelRows& panels() const;
+
+ private:
+  struct Lazy;
+  std::shared_ptr<Lazy> lazy_ = make_lazy();
+  static std::shared_ptr<Lazy> make_lazy();
 };
 CodedRows pack_rows(const CsrMatrix& m);
 
