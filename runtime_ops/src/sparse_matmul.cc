@@ -5,6 +5,7 @@
 #include <mutex>
 #include <utility>
 
+#include "checked.h"
 #include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
@@ -275,9 +276,8 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
         nan_through_absent(w.clusters, a + m * w.cols, 1, y + m * w.rows, 1);
     return;
   }
-  int64_t ldx = 0;
-  const std::vector<float> x = kmajor_copy(a, 1, w.cols, num_rows, 0, 1, w.cols, &ldx);
-  const KMajorProblem pr{x.data(), ldx, 0, num_rows, 1, y, 1, w.rows, 0};
+  const KMajorCopy x(ctx, a, 1, w.cols, num_rows, 0, 1, w.cols);
+  const KMajorProblem pr{x.data(), x.ldx(), 0, num_rows, 1, y, 1, w.rows, 0};
   w_times_kmajor(ctx, w, pr, ep);
 }
 
@@ -313,21 +313,32 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
   }
 }
 
-std::vector<float> kmajor_copy(const float* a, int64_t batches, int64_t k, int64_t p,
-                               int64_t a_bs, int64_t a_sk, int64_t a_sp, int64_t* ldx) {
-  *ldx = (p + 15) / 16 * 16;
-  std::vector<float> out(static_cast<size_t>(batches * k * *ldx), 0.0f);
+namespace {
+
+int64_t kmajor_ld(int64_t p) { return checked_add(p, 15, "K-major copy width") / 16 * 16; }
+
+size_t kmajor_floats(int64_t batches, int64_t k, int64_t p) {
+  return static_cast<size_t>(checked_mul(checked_mul(batches, k, "K-major copy"),
+                                         kmajor_ld(p), "K-major copy"));
+}
+
+}  // namespace
+
+KMajorCopy::KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t batches,
+                       int64_t k, int64_t p, int64_t a_bs, int64_t a_sk, int64_t a_sp)
+    : ldx_(kmajor_ld(p)), block_(ctx, kmajor_floats(batches, k, p)) {
+  float* out = block_.data();
+  std::fill(out, out + kmajor_floats(batches, k, p), 0.0f);
   constexpr int64_t kTile = 32;  // tiles keep both sides cache-friendly when transposing
   for (int64_t b = 0; b < batches; ++b) {
     const float* ab = a + b * a_bs;
-    float* ob = out.data() + b * k * *ldx;
+    float* ob = out + b * k * ldx_;
     for (int64_t k0 = 0; k0 < k; k0 += kTile)
       for (int64_t p0 = 0; p0 < p; p0 += kTile)
         for (int64_t pi = p0; pi < std::min(p, p0 + kTile); ++pi)
           for (int64_t ki = k0; ki < std::min(k, k0 + kTile); ++ki)
-            ob[ki * *ldx + pi] = ab[ki * a_sk + pi * a_sp];
+            ob[ki * ldx_ + pi] = ab[ki * a_sk + pi * a_sp];
   }
-  return out;
 }
 
 }  // namespace dc_onnx

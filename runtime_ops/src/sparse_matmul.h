@@ -12,6 +12,7 @@
 #include "activation.h"
 #include "cluster_rows.h"
 #include "ort_api.h"
+#include "scratch.h"
 #include "sparse_weight.h"
 
 namespace dc_onnx {
@@ -69,7 +70,7 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
                   int64_t num_rows, float* y, const Epilogue& ep);
 
 // K-major activations: X holds `batches` matrices [K, P] (row stride ldx, batch stride
-// x_bs); every row must be readable up to P rounded up to 16 (see kmajor_copy). For
+// x_bs); every row must be readable up to P rounded up to 16 (see KMajorCopy). For
 // n < W.rows, p < P:  Y[b * y_bs + n * ys_n + p * ys_p] = sum_j W[n, j] * X[b][j, p],
 // computed 64 columns at a time with the accumulators in registers (panel.h).
 struct KMajorProblem {
@@ -86,9 +87,19 @@ struct KMajorProblem {
 void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMajorProblem& pr,
                     const Epilogue& ep);
 
-// Copies `batches` matrices A[b][k, p] = a[b * a_bs + k * a_sk + p * a_sp] into a
-// zero-padded K-major buffer [batches, K, ldx], ldx = P rounded up to 16.
-std::vector<float> kmajor_copy(const float* a, int64_t batches, int64_t k, int64_t p,
-                               int64_t a_bs, int64_t a_sk, int64_t a_sp, int64_t* ldx);
+// `batches` matrices A[b][k, p] = a[b * a_bs + k * a_sk + p * a_sp] copied into a
+// zero-padded K-major block [batches, K, ldx], ldx = P rounded up to 16, taken from the
+// session's arena (scratch.h), so a Run allocates and faults in nothing of its own.
+class KMajorCopy {
+ public:
+  KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t batches, int64_t k,
+             int64_t p, int64_t a_bs, int64_t a_sk, int64_t a_sp);
+  const float* data() const { return block_.data(); }
+  int64_t ldx() const { return ldx_; }
+
+ private:
+  int64_t ldx_;
+  Scratch block_;
+};
 
 }  // namespace dc_onnx
