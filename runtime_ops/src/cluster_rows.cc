@@ -68,7 +68,7 @@ void cut_pieces(const std::vector<uint8_t>& codes, const std::array<size_t, 256>
 // Row n's groups appended to w: `sorted` holds its columns ordered by code, then column;
 // start[k] / count[k] where code k's run begins and how long it is.
 template <typename Index>
-void pack_row(ClusterRows& w, HugeVector<Index>& idx, const CsrMatrix& m,
+void pack_row(ClusterRows& w, std::vector<Index>& idx, const CsrMatrix& m,
               const std::vector<uint32_t>& sorted, const BySize& by_size) {
   for (size_t i = 0, size = kPiece; i < by_size.size(); ++i, size /= 2) {
     const std::vector<Piece>& pieces = by_size[i];
@@ -85,7 +85,7 @@ void pack_row(ClusterRows& w, HugeVector<Index>& idx, const CsrMatrix& m,
 }
 
 template <typename Index>
-void pack_all(ClusterRows& w, HugeVector<Index>& idx, const CsrMatrix& m) {
+void pack_all(ClusterRows& w, std::vector<Index>& idx, const CsrMatrix& m) {
   idx.reserve(m.code.size() + m.code.size() / 8);
   std::vector<uint32_t> sorted;
   std::vector<uint8_t> codes;
@@ -251,11 +251,6 @@ ClusterRows pack_clusters(const CsrMatrix& m) {
     pack_all(w, w.idx16, m);
   else
     pack_all(w, w.idx32, m);
-  // Exact sizes: a huge page holding spare capacity would be resident all the same.
-  w.idx16.shrink_to_fit();
-  w.idx32.shrink_to_fit();
-  w.lane_weight.shrink_to_fit();
-  w.rounds.shrink_to_fit();
   return w;
 }
 

@@ -23,7 +23,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "huge_pages.h"
 #include "sparse_weight.h"
 
 namespace dc_onnx {
@@ -36,9 +35,9 @@ struct ClusterRows {
   std::vector<size_t> row_group;   // rows + 1: row n's groups are [row_group[n], row_group[n+1])
   std::vector<size_t> row_slot;    // rows + 1: row n's first index in idx16/idx32
   std::vector<uint8_t> rounds;     // per group: its piece size R (1, 2, 4 or 8)
-  HugeVector<float> lane_weight;   // per group: 8 codebook values, 0 for an empty lane
-  HugeVector<uint16_t> idx16;      // column indices when cols < 65536 (K itself must fit)
-  HugeVector<uint32_t> idx32;      // otherwise
+  std::vector<float> lane_weight;  // per group: 8 codebook values, 0 for an empty lane
+  std::vector<uint16_t> idx16;     // column indices when cols < 65536 (K itself must fit)
+  std::vector<uint32_t> idx32;     // otherwise
 };
 ClusterRows pack_clusters(const CsrMatrix& m);
 
