@@ -308,6 +308,7 @@ def share_values(
 # A float32 scale per row costs 32 bits; an extra bit per weight halves the RMS error.
 # So row scales pay when they cut the squared error by 4^(32 * rows / non-zeros) or more.
 _SCALE_BITS = 32
+_MAX_SAVED_RATIO = 2.0**48  # error power ratio of 24 bits a weight: float32's precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,10 +405,11 @@ def rows_pay(
     after = _row_relative_error(matrix, rows.values, importance, hessian)
     if after >= before:
         return False
-    if after == 0:
-        return True
+    # Exact rows save at most float32's 24 significant bits per weight: rows of one weight
+    # ([N, 1] scales) come out exact but cost a 32-bit scale each, more than they save.
+    ratio = before / after if after > 0 else _MAX_SAVED_RATIO
     nonzeros = max(1, int(np.count_nonzero(matrix)))
-    saved_bits = 0.5 * np.log2(before / after) * nonzeros  # 6 dB per bit of every weight
+    saved_bits = 0.5 * np.log2(min(ratio, _MAX_SAVED_RATIO)) * nonzeros  # 6 dB per bit
     return bool(saved_bits > _SCALE_BITS * matrix.shape[0])
 
 

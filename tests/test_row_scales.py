@@ -197,6 +197,9 @@ def test_row_scales_only_where_they_pay() -> None:
     assert chosen.rows is not None and chosen.rows.codebook.size <= 255
     assert share_layer(spread, 255, "linear").rows is None  # the paper's start: unchanged
     assert share_layer(spread, 255, row_scales=False).rows is None
+    # one weight a row ([N, 1] scales): exact with row scales, but a scale costs more
+    column = np.abs(spread[:, :1]) + 1.0
+    assert share_layer(column, 3).rows is None
     # quantize() simulates exactly what the cluster pass keeps, for either layout.
     assert np.array_equal(quantize(spread, 8, row_axis=0), chosen.values)
     assert np.array_equal(quantize(spread.T.copy(), 8, row_axis=1), chosen.values.T)
