@@ -161,8 +161,9 @@ namespace {
 // each lane's codebook value mapped back to a code. A value the codebook holds twice maps
 // to its first code: the panels multiply by the same float, so the bits do not change.
 // One look-up per lane (its entries share the value), then the row's codes scattered into
-// a dense row and read back in column order, 8 columns per test. Paid once per session,
-// by its first Run of 9+ rows: 20-25 ms for FC 4096x4096 at 9% (1.5 M non-zeros).
+// a dense row and read back in column order, 8 columns per test (a sort per row, or a
+// branch per column, took several times as long). Paid once per session, by its first
+// Run of 9+ rows.
 PanelRows csr_from_clusters(const CodedRows& w) {
   // Value bits to first code: open addressing, 4 slots per code (a search over the
   // sorted codebook mispredicted a branch per step).
