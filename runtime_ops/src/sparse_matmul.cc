@@ -240,7 +240,7 @@ PanelRows csr_from_clusters(const CodedRows& w) {
     }
     csr.ptr.push_back(csr.code.size());
   }
-  return csr;  // capacity: the slots, 1-2% above the non-zeros, never touched
+  return csr;  // capacity: the slots, 2-7% above the non-zeros, never touched
 }
 
 }  // namespace
