@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from onnx import helper
 from onnx.numpy_helper import to_array
 
+import dc_onnx
 from conftest import compile_model, make_model, run
 from dc_onnx.codecs import decode_codes
 from dc_onnx.layers import annotate_rows, find_weight_groups
@@ -50,6 +52,22 @@ def fc_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 def test_fc_paths(fc_model: Path, batch: int) -> None:
     x = np.random.default_rng(batch).standard_normal((batch, 300)).astype(np.float32)
     _check(fc_model, x)
+
+
+def test_panels_are_built_once_whatever_runs_first(fc_model: Path) -> None:
+    # The panels' CSR (9+ rows) is derived from the grouped form by the first Run that
+    # needs it (runtime_ops/src/sparse_matmul.h): Runs racing to build it, and Runs of
+    # one row before and after, all get the bits of sessions that never shared anything.
+    rng = np.random.default_rng(7)
+    wide = rng.standard_normal((20, 300)).astype(np.float32)
+    one = rng.standard_normal((1, 300)).astype(np.float32)
+    expected_wide, expected_one = run(fc_model, {"x": wide})[0], run(fc_model, {"x": one})[0]
+    session = dc_onnx.InferenceSession(str(fc_model))
+    assert session.run(None, {"x": one})[0].tobytes() == expected_one.tobytes()
+    with ThreadPoolExecutor(4) as pool:  # ORT releases the GIL during Run
+        outs = list(pool.map(lambda _: session.run(None, {"x": wide})[0], range(8)))
+    assert all(o.tobytes() == expected_wide.tobytes() for o in outs)
+    assert session.run(None, {"x": one})[0].tobytes() == expected_one.tobytes()
 
 
 def _outputs_with_isa(model: Path, xs: list[np.ndarray], isa: str, tmp_path: Path) -> list[bytes]:

@@ -53,6 +53,27 @@ void cluster_dots(const ClusterRows& w, const float* x, int64_t n0, int64_t n1, 
 // column gets exactly the bits cluster_dots gives for that vector alone.
 void cluster_columns(const ClusterRows& w, const float* xk, int64_t n0, int64_t n1, float* out);
 
+// Calls f(column, codebook value) for each non-zero of row n (by size, code, column: the
+// packing order, not column order).
+template <typename F>
+void for_each_entry(const ClusterRows& w, int64_t n, F&& f) {
+  const auto walk = [&](const auto* idx) {
+    const size_t slot0 = w.row_slot[static_cast<size_t>(n)];
+    const size_t g1 = w.row_group[static_cast<size_t>(n) + 1];
+    const auto* p = idx + slot0;
+    for (size_t g = w.row_group[static_cast<size_t>(n)]; g < g1; ++g) {
+      const float* c = w.lane_weight.data() + g * kGroupLanes;
+      for (size_t r = 0; r < w.rounds[g]; ++r, p += kGroupLanes)
+        for (size_t l = 0; l < kGroupLanes; ++l)
+          if (c[l] != 0.0f) f(static_cast<uint32_t>(p[l]), c[l]);  // 0: an empty lane
+    }
+  };
+  if (w.cols < 65536)
+    walk(w.idx16.data());
+  else
+    walk(w.idx32.data());
+}
+
 // The number of activation vectors cluster_columns takes at once on this CPU's path
 // (8 with AVX2 or AVX-512, 4 on the baseline).
 int64_t cluster_width();

@@ -16,23 +16,6 @@ inline bool non_finite(float v) {
   return (bits & 0x7f800000u) == 0x7f800000u;  // exponent all ones: Inf or NaN
 }
 
-template <typename Index>
-void mark_rows(const CodedRows& w, const Index* col, const std::vector<uint32_t>& bad, float* y,
-               int64_t y_stride) {
-  for (int64_t n = 0; n < w.rows; ++n) {
-    // Both lists are sorted: walk them together, looking for a bad column row n lacks.
-    size_t j = w.ptr[static_cast<size_t>(n)];
-    const size_t end = w.ptr[static_cast<size_t>(n) + 1];
-    for (const uint32_t k : bad) {
-      while (j < end && col[j] < k) ++j;
-      if (j == end || col[j] != k) {
-        y[n * y_stride] = kNaN;
-        break;
-      }
-    }
-  }
-}
-
 }  // namespace
 
 bool any_non_finite(const float* x, size_t count) {
@@ -41,16 +24,22 @@ bool any_non_finite(const float* x, size_t count) {
   return found != 0;
 }
 
-void nan_through_absent(const CodedRows& w, const float* x, int64_t x_stride, float* y,
+void nan_through_absent(const ClusterRows& w, const float* x, int64_t x_stride, float* y,
                         int64_t y_stride) {
-  std::vector<uint32_t> bad;
-  for (int64_t j = 0; j < w.cols; ++j)
-    if (non_finite(x[j * x_stride])) bad.push_back(static_cast<uint32_t>(j));
-  if (bad.empty()) return;
-  if (w.col32.empty())
-    mark_rows(w, w.col16.data(), bad, y, y_stride);
-  else
-    mark_rows(w, w.col32.data(), bad, y, y_stride);
+  std::vector<char> bad(static_cast<size_t>(w.cols));
+  int64_t num_bad = 0;
+  for (int64_t j = 0; j < w.cols; ++j) {
+    bad[static_cast<size_t>(j)] = non_finite(x[j * x_stride]) ? 1 : 0;
+    num_bad += bad[static_cast<size_t>(j)];
+  }
+  if (num_bad == 0) return;
+  for (int64_t n = 0; n < w.rows; ++n) {
+    // A row holds each column at most once: fewer bad columns present than bad columns
+    // means one of them is absent from the row.
+    int64_t present = 0;
+    for_each_entry(w, n, [&](uint32_t j, float) { present += bad[j]; });
+    if (present < num_bad) y[n * y_stride] = kNaN;
+  }
 }
 
 void conv_nan_through_absent(const ConvTaps& w, const ConvAttributes& a, const ConvProblem& pr,

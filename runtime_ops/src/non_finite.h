@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cluster_rows.h"
 #include "conv_attributes.h"
 #include "sparse_conv.h"
 #include "sparse_matmul.h"
@@ -22,8 +23,8 @@ bool any_non_finite(const float* x, size_t count);
 
 // Gemm/MatMul, one activation vector: x[j * x_stride] for j < W.cols fed the outputs
 // y[n * y_stride] for n < W.rows. Sets y[n] to NaN when x[j] is not finite and W[n, j]
-// is absent. Cost: one pass over x, then W's non-zeros plus rows * (non-finite x).
-void nan_through_absent(const CodedRows& w, const float* x, int64_t x_stride, float* y,
+// is absent. Cost: one pass over x, then one over W's grouped non-zeros.
+void nan_through_absent(const ClusterRows& w, const float* x, int64_t x_stride, float* y,
                         int64_t y_stride);
 
 // Conv, one image: `x` [channels, in_h, in_w] fed `y` [M, out_h, out_w] with the

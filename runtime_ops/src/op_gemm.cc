@@ -71,9 +71,8 @@ void GemmKernel::compute(OrtKernelContext* context) const {
       return;
     }
     // A [K, M] is already K-major: copied only to pad its rows to 16 columns.
-    int64_t ldx = 0;
-    const std::vector<float> x = kmajor_copy(a.data, 1, k, m, 0, m, 1, &ldx);
-    const KMajorProblem pr{x.data(), ldx, 0, m, 1, y, 1, n, 0};
+    const KMajorCopy x(ctx, a.data, 1, k, m, 0, m, 1);
+    const KMajorProblem pr{x.data(), x.ldx(), 0, m, 1, y, 1, n, 0};
     w_times_kmajor(ctx, w_, pr, ep);
   });
 }

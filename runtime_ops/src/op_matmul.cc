@@ -59,9 +59,8 @@ void MatMulKernel::compute(OrtKernelContext* context) const {
     float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
     const int64_t batches = product(x.shape, 0, rank - 2);
     if (batches == 0 || p == 0) return;
-    int64_t ldx = 0;
-    const std::vector<float> xt = kmajor_copy(x.data, batches, k, p, k * p, p, 1, &ldx);
-    const KMajorProblem pr{xt.data(), ldx, k * ldx, p, batches, y, p, 1, n * p};
+    const KMajorCopy xt(ctx, x.data, batches, k, p, k * p, p, 1);
+    const KMajorProblem pr{xt.data(), xt.ldx(), k * xt.ldx(), p, batches, y, p, 1, n * p};
     w_times_kmajor(ctx, w_, pr, ep);
   });
 }

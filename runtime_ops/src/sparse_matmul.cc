@@ -1,10 +1,15 @@
 #include "sparse_matmul.h"
 
 #include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <utility>
 
+#include "checked.h"
 #include "non_finite.h"
 #include "panel.h"
 #include "parallel.h"
+#include "scratch.h"
 #include "simd.h"
 
 namespace dc_onnx {
@@ -24,17 +29,17 @@ inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
 // `Vec` registers (panel.h); instantiated once per instruction set below.
 // (Blocking K so that x stays in L2, 64 rows at a time, measured 1.4x slower on AVX2.)
 template <typename Vec, typename Index>
-DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const Index* col, const KMajorProblem& pr,
-                                const Epilogue& ep, int64_t b, int64_t p0, int64_t width,
-                                int64_t n0, int64_t n1) {
+DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const PanelRows& csr, const Index* col,
+                                const KMajorProblem& pr, const Epilogue& ep, int64_t b,
+                                int64_t p0, int64_t width, int64_t n0, int64_t n1) {
   const float* xb = pr.x + b * pr.x_bs + p0;
   float* yb = pr.y + b * pr.y_bs + p0 * pr.ys_p;
   const int64_t ldx = pr.ldx;
   const auto offset = [&](size_t j) { return col[j] * ldx; };
   alignas(64) float acc[16 * kMaxV];  // widths are <= kPanel; sized for any V
   for (int64_t n = n0; n < n1; ++n) {
-    sparse_panel_any<Vec>(width, w.code.data(), w.ptr[static_cast<size_t>(n)],
-                          w.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
+    sparse_panel_any<Vec>(width, csr.code.data(), csr.ptr[static_cast<size_t>(n)],
+                          csr.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
                           nullptr, acc);
     float* yr = yb + n * pr.ys_n;
     for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = finish(acc[i], p0 + i, n, ep);
@@ -44,10 +49,11 @@ DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const Index* col, const KMaj
 template <typename Vec>
 DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const KMajorProblem& pr, const Epilogue& ep,
                                 int64_t b, int64_t p0, int64_t width, int64_t n0, int64_t n1) {
-  if (w.col32.empty())
-    kmajor_rows<Vec>(w, w.col16.data(), pr, ep, b, p0, width, n0, n1);
+  const PanelRows& csr = w.panels();  // built before the tasks started (w_times_kmajor)
+  if (csr.col32.empty())
+    kmajor_rows<Vec>(w, csr, csr.col16.data(), pr, ep, b, p0, width, n0, n1);
   else
-    kmajor_rows<Vec>(w, w.col32.data(), pr, ep, b, p0, width, n0, n1);
+    kmajor_rows<Vec>(w, csr, csr.col32.data(), pr, ep, b, p0, width, n0, n1);
 }
 
 #ifdef DC_ONNX_X86
@@ -104,9 +110,12 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
   const ClusterRows& cw = w.clusters;
   const int64_t k = w.cols;
   const int64_t n_out = w.rows;
+  // Per-Run buffers come from the session's arena (scratch.h): no allocation or page
+  // fault of our own in a Run once the arena holds them.
   if (num_rows == 1) {
-    std::vector<float> x(static_cast<size_t>(k) + 1, 0.0f);  // x[K] = 0 for empty lanes
-    std::copy(a, a + k, x.begin());
+    const Scratch x(ctx, static_cast<size_t>(k) + 1);
+    std::copy(a, a + k, x.data());
+    x.data()[k] = 0.0f;  // read by empty lanes
     balanced_rows(ctx, cw, 1, [&](int64_t n0, int64_t n1) {
       cluster_dots(cw, x.data(), n0, n1, y + n0);
       for (int64_t n = n0; n < n1; ++n) y[n] = finish(y[n], 0, n, ep);
@@ -117,19 +126,21 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
   const int64_t width = cluster_width();
   const int64_t blocks = (num_rows + width - 1) / width;
   const int64_t block_size = (k + 1) * width;
-  std::vector<float> xk(static_cast<size_t>(blocks * block_size), 0.0f);
+  const Scratch xk(ctx, static_cast<size_t>(blocks * block_size));
+  std::fill(xk.data(), xk.data() + blocks * block_size, 0.0f);
   for (int64_t m = 0; m < num_rows; ++m) {
     float* dst = xk.data() + (m / width) * block_size + m % width;
     for (int64_t j = 0; j < k; ++j) dst[j * width] = a[m * k + j];
   }
+  const Scratch out(ctx, static_cast<size_t>(n_out * width));  // tasks own rows [n0, n1)
   balanced_rows(ctx, cw, num_rows, [&](int64_t n0, int64_t n1) {
-    std::vector<float> out(static_cast<size_t>((n1 - n0) * width));
+    float* o = out.data() + n0 * width;
     for (int64_t b = 0; b < blocks; ++b) {
-      cluster_columns(cw, xk.data() + b * block_size, n0, n1, out.data());
+      cluster_columns(cw, xk.data() + b * block_size, n0, n1, o);
       for (int64_t c = 0; c < width && b * width + c < num_rows; ++c) {
         const int64_t m = b * width + c;
         for (int64_t n = n0; n < n1; ++n)
-          y[m * n_out + n] = finish(out[static_cast<size_t>((n - n0) * width + c)], m, n, ep);
+          y[m * n_out + n] = finish(o[(n - n0) * width + c], m, n, ep);
       }
     }
   });
@@ -137,19 +148,115 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
 
 }  // namespace
 
+struct CodedRows::Lazy {
+  std::once_flag once;
+  PanelRows csr;
+};
+
+std::shared_ptr<CodedRows::Lazy> CodedRows::make_lazy() { return std::make_shared<Lazy>(); }
+
+namespace {
+
+// The CSR of `w` from its grouped form: each row's entries in column order (as decoded),
+// each lane's codebook value mapped back to a code. A value the codebook holds twice maps
+// to its first code: the panels multiply by the same float, so the bits do not change.
+// One look-up per lane (its entries share the value), then the row's codes scattered into
+// a dense row and read back in column order, 8 columns per test (a sort per row, or a
+// branch per column, took several times as long). Paid once per session, by its first
+// Run of 9+ rows.
+PanelRows csr_from_clusters(const CodedRows& w) {
+  // Value bits to first code: open addressing, 4 slots per code (a search over the
+  // sorted codebook mispredicted a branch per step).
+  constexpr size_t kSlots = 1024;
+  const auto hash = [](uint32_t bits) { return (bits * 0x9E3779B1u) >> 22; };  // 10 bits
+  std::array<uint32_t, kSlots> key{};
+  std::array<uint8_t, kSlots> code_at{};  // 0: an empty slot
+  for (size_t k = 1; k < w.codebook.size(); ++k) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &w.codebook[k], sizeof bits);
+    size_t at = hash(bits);
+    while (code_at[at] != 0 && key[at] != bits) at = (at + 1) % kSlots;
+    if (code_at[at] == 0) {
+      key[at] = bits;
+      code_at[at] = static_cast<uint8_t>(k);
+    }
+  }
+  const auto code_for = [&](float value) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &value, sizeof bits);
+    size_t at = hash(bits);
+    while (key[at] != bits || code_at[at] == 0) at = (at + 1) % kSlots;  // value is there
+    return code_at[at];
+  };
+  const ClusterRows& cw = w.clusters;
+  const auto cols = static_cast<size_t>(w.cols);
+  const size_t words = (cols + 7) / 8;
+  std::vector<uint64_t> dense(words, 0);  // row n's code per column, 8 to a word
+  auto* dense_bytes = reinterpret_cast<uint8_t*>(dense.data());
+  PanelRows csr;
+  csr.ptr.reserve(static_cast<size_t>(w.rows) + 1);
+  csr.ptr.push_back(0);
+  const bool wide = w.cols > 65536;
+  const size_t slots = cw.idx16.size() + cw.idx32.size();  // >= non-zeros
+  csr.code.reserve(slots);
+  csr.col16.reserve(wide ? 0 : slots);
+  csr.col32.reserve(wide ? slots : 0);
+  for (int64_t n = 0; n < w.rows; ++n) {
+    const auto scatter = [&](const auto* idx) {
+      const auto* p = idx + cw.row_slot[static_cast<size_t>(n)];
+      for (size_t g = cw.row_group[static_cast<size_t>(n)];
+           g < cw.row_group[static_cast<size_t>(n) + 1]; ++g) {
+        const size_t rounds = cw.rounds[g];
+        for (size_t l = 0; l < kGroupLanes; ++l) {
+          const float value = cw.lane_weight[g * kGroupLanes + l];
+          if (value == 0.0f) continue;  // an empty lane
+          const uint8_t code = code_for(value);
+          for (size_t r = 0; r < rounds; ++r) dense_bytes[p[r * kGroupLanes + l]] = code;
+        }
+        p += rounds * kGroupLanes;
+      }
+    };
+    if (w.cols < 65536)
+      scatter(cw.idx16.data());
+    else
+      scatter(cw.idx32.data());
+    constexpr uint64_t kLow7 = 0x7F7F7F7F7F7F7F7FULL;
+    for (size_t i = 0; i < words; ++i) {
+      uint64_t v = dense[i];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+      v = __builtin_bswap64(v);  // byte j of the word at bit 8j
+#endif
+      // The top bit of each non-zero byte (no branch per byte: they would mispredict).
+      uint64_t present = (((v & kLow7) + kLow7) | v) & ~kLow7;
+      for (; present != 0; present &= present - 1) {
+        const size_t j = 8 * i + static_cast<size_t>(__builtin_ctzll(present)) / 8;
+        csr.code.push_back(dense_bytes[j]);
+        if (wide)
+          csr.col32.push_back(static_cast<uint32_t>(j));
+        else
+          csr.col16.push_back(static_cast<uint16_t>(j));  // j < cols <= 65536
+      }
+      dense[i] = 0;
+    }
+    csr.ptr.push_back(csr.code.size());
+  }
+  return csr;  // capacity: the slots, 2-7% above the non-zeros, never touched
+}
+
+}  // namespace
+
+const PanelRows& CodedRows::panels() const {
+  std::call_once(lazy_->once, [this] { lazy_->csr = csr_from_clusters(*this); });
+  return lazy_->csr;
+}
+
 CodedRows pack_rows(const CsrMatrix& m) {
   CodedRows w;
   w.rows = m.rows;
   w.cols = m.cols;
-  w.ptr = m.row_ptr;
-  w.code = m.code;
   w.codebook = m.codebook;
   w.row_scale = m.row_scale;
   w.clusters = pack_clusters(m);
-  if (m.cols <= 65536)
-    w.col16.assign(m.col.begin(), m.col.end());  // every column index is < 65536
-  else
-    w.col32 = m.col;
   return w;
 }
 
@@ -167,12 +274,11 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
     cluster_rows_times_w(ctx, w, a, num_rows, y, ep);
     if (any_non_finite(a, static_cast<size_t>(num_rows * w.cols)))  // IEEE: non_finite.h
       for (int64_t m = 0; m < num_rows; ++m)
-        nan_through_absent(w, a + m * w.cols, 1, y + m * w.rows, 1);
+        nan_through_absent(w.clusters, a + m * w.cols, 1, y + m * w.rows, 1);
     return;
   }
-  int64_t ldx = 0;
-  const std::vector<float> x = kmajor_copy(a, 1, w.cols, num_rows, 0, 1, w.cols, &ldx);
-  const KMajorProblem pr{x.data(), ldx, 0, num_rows, 1, y, 1, w.rows, 0};
+  const KMajorCopy x(ctx, a, 1, w.cols, num_rows, 0, 1, w.cols);
+  const KMajorProblem pr{x.data(), x.ldx(), 0, num_rows, 1, y, 1, w.rows, 0};
   w_times_kmajor(ctx, w, pr, ep);
 }
 
@@ -183,8 +289,9 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
   if (pr.batches == 0 || pr.p == 0 || n_out == 0) return;
   const int64_t p_blocks = (pr.p + kPanel - 1) / kPanel;
   const int64_t cells = pr.batches * p_blocks;  // independent (batch, column block) pairs
+  const PanelRows& csr = w.panels();  // built here, not inside a task (it may throw)
   const double nnz_per_row =
-      static_cast<double>(w.code.size()) / static_cast<double>(n_out) + 1.0;
+      static_cast<double>(csr.code.size()) / static_cast<double>(n_out) + 1.0;
   const double block_width = static_cast<double>(std::min(pr.p, kPanel));
   // Tasks = (batch, column block) cells x chunks of output rows.
   const size_t want = task_count(cells * n_out, nnz_per_row * block_width);
@@ -203,25 +310,36 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
     const float* xb = pr.x + b * pr.x_bs;
     if (!any_non_finite(xb, static_cast<size_t>(w.cols * pr.ldx))) continue;
     for (int64_t p = 0; p < pr.p; ++p)
-      nan_through_absent(w, xb + p, pr.ldx, pr.y + b * pr.y_bs + p * pr.ys_p, pr.ys_n);
+      nan_through_absent(w.clusters, xb + p, pr.ldx, pr.y + b * pr.y_bs + p * pr.ys_p, pr.ys_n);
   }
 }
 
-std::vector<float> kmajor_copy(const float* a, int64_t batches, int64_t k, int64_t p,
-                               int64_t a_bs, int64_t a_sk, int64_t a_sp, int64_t* ldx) {
-  *ldx = (p + 15) / 16 * 16;
-  std::vector<float> out(static_cast<size_t>(batches * k * *ldx), 0.0f);
+namespace {
+
+int64_t kmajor_ld(int64_t p) { return checked_add(p, 15, "K-major copy width") / 16 * 16; }
+
+size_t kmajor_floats(int64_t batches, int64_t k, int64_t p) {
+  return static_cast<size_t>(checked_mul(checked_mul(batches, k, "K-major copy"),
+                                         kmajor_ld(p), "K-major copy"));
+}
+
+}  // namespace
+
+KMajorCopy::KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t batches,
+                       int64_t k, int64_t p, int64_t a_bs, int64_t a_sk, int64_t a_sp)
+    : ldx_(kmajor_ld(p)), block_(ctx, kmajor_floats(batches, k, p)) {
+  float* out = block_.data();
+  std::fill(out, out + kmajor_floats(batches, k, p), 0.0f);
   constexpr int64_t kTile = 32;  // tiles keep both sides cache-friendly when transposing
   for (int64_t b = 0; b < batches; ++b) {
     const float* ab = a + b * a_bs;
-    float* ob = out.data() + b * k * *ldx;
+    float* ob = out + b * k * ldx_;
     for (int64_t k0 = 0; k0 < k; k0 += kTile)
       for (int64_t p0 = 0; p0 < p; p0 += kTile)
         for (int64_t pi = p0; pi < std::min(p, p0 + kTile); ++pi)
           for (int64_t ki = k0; ki < std::min(k, k0 + kTile); ++ki)
-            ob[ki * *ldx + pi] = ab[ki * a_sk + pi * a_sp];
+            ob[ki * ldx_ + pi] = ab[ki * a_sk + pi * a_sp];
   }
-  return out;
 }
 
 }  // namespace dc_onnx

@@ -6,28 +6,46 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "activation.h"
 #include "cluster_rows.h"
 #include "ort_api.h"
+#include "scratch.h"
 #include "sparse_weight.h"
 
 namespace dc_onnx {
 
-// CSR with one byte per non-zero for its codebook index and the narrowest column index:
-// 3 bytes per non-zero for layers with up to 65536 inputs (dense fp32 takes 4 per weight),
-// read by the panels; and the same non-zeros grouped by code for few rows (cluster_rows.h).
-struct CodedRows {
-  int64_t rows = 0;
-  int64_t cols = 0;
+// The CSR the panels read (9 or more rows of activations): one byte per non-zero for its
+// codebook index and the narrowest column index, 3 bytes per non-zero for layers with up
+// to 65536 inputs (dense fp32 takes 4 per weight).
+struct PanelRows {
   std::vector<size_t> ptr;      // rows + 1 offsets
   std::vector<uint8_t> code;
   std::vector<uint16_t> col16;  // used when cols <= 65536
   std::vector<uint32_t> col32;  // otherwise
+};
+
+// A Gemm/MatMul weight: the non-zeros grouped by code (cluster_rows.h), which few rows
+// read, and the panels' CSR, derived from them when a Run first needs it: a layer that
+// only ever sees batches of 1-8 never holds it (about 3 bytes per non-zero).
+class CodedRows {
+ public:
+  int64_t rows = 0;
+  int64_t cols = 0;
   std::array<float, 256> codebook{};
   std::vector<float> row_scale;  // empty, or one per row: multiplies that row's sums
   ClusterRows clusters;
+
+  // The CSR, built on the first call (thread-safe: concurrent Runs build it once; copies
+  // of a CodedRows share it).
+  const PanelRows& panels() const;
+
+ private:
+  struct Lazy;
+  std::shared_ptr<Lazy> lazy_ = make_lazy();
+  static std::shared_ptr<Lazy> make_lazy();
 };
 CodedRows pack_rows(const CsrMatrix& m);
 
@@ -52,7 +70,7 @@ void rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, const float
                   int64_t num_rows, float* y, const Epilogue& ep);
 
 // K-major activations: X holds `batches` matrices [K, P] (row stride ldx, batch stride
-// x_bs); every row must be readable up to P rounded up to 16 (see kmajor_copy). For
+// x_bs); every row must be readable up to P rounded up to 16 (see KMajorCopy). For
 // n < W.rows, p < P:  Y[b * y_bs + n * ys_n + p * ys_p] = sum_j W[n, j] * X[b][j, p],
 // computed 64 columns at a time with the accumulators in registers (panel.h).
 struct KMajorProblem {
@@ -69,9 +87,19 @@ struct KMajorProblem {
 void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMajorProblem& pr,
                     const Epilogue& ep);
 
-// Copies `batches` matrices A[b][k, p] = a[b * a_bs + k * a_sk + p * a_sp] into a
-// zero-padded K-major buffer [batches, K, ldx], ldx = P rounded up to 16.
-std::vector<float> kmajor_copy(const float* a, int64_t batches, int64_t k, int64_t p,
-                               int64_t a_bs, int64_t a_sk, int64_t a_sp, int64_t* ldx);
+// `batches` matrices A[b][k, p] = a[b * a_bs + k * a_sk + p * a_sp] copied into a
+// zero-padded K-major block [batches, K, ldx], ldx = P rounded up to 16, taken from the
+// session's arena (scratch.h), so a Run allocates and faults in nothing of its own.
+class KMajorCopy {
+ public:
+  KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t batches, int64_t k,
+             int64_t p, int64_t a_bs, int64_t a_sk, int64_t a_sp);
+  const float* data() const { return block_.data(); }
+  int64_t ldx() const { return ldx_; }
+
+ private:
+  int64_t ldx_;
+  Scratch block_;
+};
 
 }  // namespace dc_onnx
