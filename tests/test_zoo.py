@@ -238,10 +238,12 @@ def test_summary_counts_each_done_criterion() -> None:
     rows = [
         # within budget, smaller than int8 and more accurate: counts everywhere; 8x at 0.05
         _row(0, 8000, default=Cell(bytes=1000, error=0.004, analysis_s=12.0, analysed=40),
-             int8=Cell(bytes=2000, error=0.03), **{"max-error-0.05": Cell(bytes=1000, error=0.04)}),
+             int8=Cell(bytes=2000, error=0.03), **{"max-error-0.05": Cell(bytes=1000, error=0.04),
+                                                    "lossless-8bit": Cell(error=0.009, bytes=9)}),
         # over budget, but no worse than an int8 that is itself over: beats int8 only
         _row(1, 8000, default=Cell(bytes=1500, error=0.02, analysis_s=50.0, analysed=5),
-             int8=Cell(bytes=2000, error=0.03), **{"max-error-0.05": Cell(bytes=2000, error=0.04)}),
+             int8=Cell(bytes=2000, error=0.03), **{"max-error-0.05": Cell(bytes=2000, error=0.04),
+                                                    "lossless-8bit": Cell(error=0.011, bytes=9)}),
         # int8 failed: only the budget counts; the 0.05 compile failed: 1.0x
         _row(2, 8000, default=Cell(bytes=7000, error=0.001), int8=Cell(failed="no output"),
              **{"max-error-0.05": Cell(failed="compile timed out after 9 s")}),
@@ -253,6 +255,7 @@ def test_summary_counts_each_done_criterion() -> None:
     assert "whichever is looser (where int8 fails, only the budget counts): 3 of 4 (75%)" in text
     assert "(a failed compile counts as 1.0x): 2.5x" in text  # median of 8, 4, 1, 1
     assert "40 weights analysed: 12 s (slowest: " in text and "50 s)" in text
+    assert "--bits-fc 8`) within 1%: 1 of 4 (25%) (target all)" in text
     assert text in zoo_measure.tables(rows)
 
 
