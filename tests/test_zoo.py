@@ -22,6 +22,7 @@ from conftest import MODELS
 sys.path.insert(0, str(MODELS))
 import zoo
 import zoo_measure
+import zoo_outputs
 
 
 def test_manifest_is_sane() -> None:
@@ -357,3 +358,14 @@ def test_speech_sampled_at_8k_has_the_pitch_and_formants_of_16k() -> None:
         hz = np.fft.rfftfreq(x.size, 1 / rate)
         peaks.append(hz[int(np.argmax(spectrum))])
     assert abs(peaks[0] - peaks[1]) <= 2.0, peaks
+
+
+def test_zoo_outputs_tells_near_ties_from_confident_rows() -> None:
+    rows = np.array([[0.98, 0.01, 0.01], [0.55, 0.45, 0.0]], np.float32)
+    assert zoo_outputs.is_probability_rows(rows)
+    assert not zoo_outputs.is_probability_rows(rows * 2)  # rows that do not sum to 1
+    assert not zoo_outputs.is_probability_rows(np.array([0.002], np.float32))  # one value
+    lines = zoo_outputs.describe("p", [rows, rows[:1]])
+    assert lines[0].startswith("  p: 9 values")
+    assert "1 of 3 rows under 0.9" in lines[1]
+    assert len(zoo_outputs.describe("state", [rows - 0.5])) == 1  # not probabilities
