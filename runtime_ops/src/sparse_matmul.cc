@@ -160,10 +160,9 @@ namespace {
 // The CSR of `w` from its grouped form: each row's entries in column order (as decoded),
 // each lane's codebook value mapped back to a code. A value the codebook holds twice maps
 // to its first code: the panels multiply by the same float, so the bits do not change.
-// One look-up per lane (its entries share the value), then the row's codes scattered into
-// a dense row and read back in column order, 8 columns per test (a sort per row, or a
-// branch per column, took several times as long). Paid once per session, by its first
-// Run of 9+ rows.
+// The row's codes are scattered into a dense row and read back in column order, 8 columns
+// per test (a sort per row, or a branch per column, took several times as long). Paid
+// once per session, by its first Run of 9+ rows.
 PanelRows csr_from_clusters(const CodedRows& w) {
   // Value bits to first code: open addressing, 4 slots per code (a search over the
   // sorted codebook mispredicted a branch per step).
@@ -202,24 +201,7 @@ PanelRows csr_from_clusters(const CodedRows& w) {
   csr.col16.reserve(wide ? 0 : slots);
   csr.col32.reserve(wide ? slots : 0);
   for (int64_t n = 0; n < w.rows; ++n) {
-    const auto scatter = [&](const auto* idx) {
-      const auto* p = idx + cw.row_slot[static_cast<size_t>(n)];
-      for (size_t g = cw.row_group[static_cast<size_t>(n)];
-           g < cw.row_group[static_cast<size_t>(n) + 1]; ++g) {
-        const size_t rounds = cw.rounds[g];
-        for (size_t l = 0; l < kGroupLanes; ++l) {
-          const float value = cw.lane_weight[g * kGroupLanes + l];
-          if (value == 0.0f) continue;  // an empty lane
-          const uint8_t code = code_for(value);
-          for (size_t r = 0; r < rounds; ++r) dense_bytes[p[r * kGroupLanes + l]] = code;
-        }
-        p += rounds * kGroupLanes;
-      }
-    };
-    if (w.cols < 65536)
-      scatter(cw.idx16.data());
-    else
-      scatter(cw.idx32.data());
+    for_each_entry(cw, n, [&](uint32_t j, float value) { dense_bytes[j] = code_for(value); });
     constexpr uint64_t kLow7 = 0x7F7F7F7F7F7F7F7FULL;
     for (size_t i = 0; i < words; ++i) {
       uint64_t v = dense[i];
