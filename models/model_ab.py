@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--before", default="dense")
     args = parser.parse_args()
+    known = ("alone", "dense", "evict", "sleep")
+    if unknown := sorted(set(args.before.split(",")) - set(known)):
+        parser.error(f"--before: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     dense = _onnxruntime().InferenceSession(args.original, bench_session_options(1))
     forms = [dc_onnx.InferenceSession(p, bench_session_options(1)) for p in args.compiled]
     first = dense.get_inputs()[0]
