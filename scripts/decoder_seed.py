@@ -27,12 +27,17 @@ from dc_onnx.io import side_file_of
 from dc_onnx.tools.decompile import decode_node_weight
 
 
-def seed_model() -> onnx.ModelProto:
-    """A 3x3 Conv and a Gemm head: 72 + 288 weights, so the side file stays small."""
+def seed_model(row_spread: float = 1.0) -> onnx.ModelProto:
+    """A 3x3 Conv and a Gemm head: 72 + 288 weights, so the side file stays small.
+    `row_spread` > 1 scales the output channels (rows of the stored matrices) from 1 to
+    that factor, orders apart, so the compiler gives them row scales."""
     rng = np.random.default_rng(7)
+    conv = rng.standard_normal((4, 2, 3, 3)) * 0.3
+    conv *= np.geomspace(1, row_spread, 4)[:, None, None, None]
+    fc = rng.standard_normal((36, 8)) * 0.2 * np.geomspace(1, row_spread, 8)[None, :]
     inits = [
-        numpy_helper.from_array((rng.standard_normal((4, 2, 3, 3)) * 0.3).astype(np.float32), "C"),
-        numpy_helper.from_array((rng.standard_normal((36, 8)) * 0.2).astype(np.float32), "W"),
+        numpy_helper.from_array(conv.astype(np.float32), "C"),
+        numpy_helper.from_array(fc.astype(np.float32), "W"),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "C"], ["c"], name="conv"),

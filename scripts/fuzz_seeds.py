@@ -1,9 +1,10 @@
 """Writes the fuzz targets' seed corpus from real compiled models.
 
-Compiles the bundled LeNets (and the small Conv + Gemm model of `decoder_seed.py`) with a
-few option sets, then writes one seed per compressed layer in the input format of
+Compiles the bundled LeNets (and the small Conv + Gemm model of `decoder_seed.py`, once more
+with rows orders apart, so its layers get row scales) with a few option sets, then writes
+one seed per compressed layer in the input format of
 `runtime_ops/fuzz/fuzz_input.h`: flags (CRCs resealed, the op), the node's attributes as
-records, and a side file cut down to that layer's four streams (a fresh header and TOC),
+records, and a side file cut down to that layer's streams (a fresh header and TOC),
 so each seed stays small and every byte of it matters to the decoder.
 Usage: python scripts/fuzz_seeds.py OUT_DIR
 """
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The fuzzers' -max_len: larger layers (LeNet-300-100's ip1 at the default density)
 # would be cut short, and each execution would cost more for no new code reached.
 MAX_SEED_BYTES = 16384
+ROW_SPREAD = 1e4  # output channels 1 to 10^4 apart in the "seed-rows" model
 
 # (model, extra `dc-onnx compile` arguments): defaults, high sparsity with few bits (escapes).
 RUNS = [
@@ -48,6 +50,8 @@ RUNS = [
     ("lenet5.onnx", ["--sparsity", "0.9", "--bits-conv", "4", "--index-bits-conv", "2"]),
     ("seed", ["--sparsity", "0.75", "--bits-conv", "4", "--index-bits-conv", "2"]),
     ("seed", ["--sparsity", "0.3"]),
+    # Rows orders apart: both layers get row scales (the fifth stream) in the kernels.
+    ("seed-rows", ["--sparsity", "0.55", "--bits-conv", "3", "--bits-fc", "3", "--max-error", "1"]),
 ]
 
 
@@ -58,7 +62,8 @@ def record(name: str, values: list[int]) -> bytes:
 
 
 def layer_side_file(side: bytes, stream_ids: list[int], version: int = 1) -> bytes:
-    """The side file reduced to four streams (TOC indices 0-3), CRCs intact; `version` 3
+    """The side file reduced to the layer's streams (TOC indices 0-3, and 4 for row scales),
+    CRCs intact; `version` 3
     makes the harness hand it whole as the header input (fuzz_input.h)."""
     entries, body = [], b""
     offset = 24 + 32 * len(stream_ids)
@@ -72,14 +77,18 @@ def layer_side_file(side: bytes, stream_ids: list[int], version: int = 1) -> byt
     return fixed + toc + body
 
 
+def attrs_of(node: onnx.NodeProto) -> dict[str, object]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 def node_seed(node: onnx.NodeProto, side: bytes, version: int = 1) -> bytes:
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = attrs_of(node)
     records = []
     for name, value in attrs.items():
         if name not in ATTRIBUTES:
             continue
         if name == "stream_ids":
-            value = [0, 1, 2, 3]
+            value = list(range(len(value)))
         elif name == "auto_pad":
             value = AUTO_PADS.index(value.decode() if isinstance(value, bytes) else value)
         elif name in ("alpha", "beta"):
@@ -101,12 +110,12 @@ def node_seed(node: onnx.NodeProto, side: bytes, version: int = 1) -> bytes:
 
 def write_seeds(out_dir: Path) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written = row_scaled = 0
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, extra) in enumerate(RUNS):
             source = Path(tmp) / f"in{i}.onnx"
-            if name == "seed":
-                onnx.save(seed_model(), source)
+            if name.startswith("seed"):
+                onnx.save(seed_model(ROW_SPREAD if name == "seed-rows" else 1.0), source)
             else:
                 source = REPO / "models" / name
             compiled = Path(tmp) / f"out{i}.dc.onnx"
@@ -122,6 +131,9 @@ def write_seeds(out_dir: Path) -> int:
                 if 0 < len(seed) <= MAX_SEED_BYTES:
                     (out_dir / f"run{i}-v{version}-{node.name}.bin").write_bytes(seed)
                     written += 1
+                    row_scaled += len(attrs_of(node).get("stream_ids", [])) == 5
+    if not row_scaled:  # the seeds would no longer reach the kernels' row-scale code
+        raise SystemExit("fuzz_seeds: no seed has row scales")
     return written
 
 
