@@ -22,6 +22,7 @@ from dc_onnx.options import DEFAULT_QUALITY, CompileOptions
 from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterPass
+from dc_onnx.passes.correct_bias import BiasCorrection, CorrectBiasPass, RecordMeansPass
 from dc_onnx.passes.fuse_activation import FuseActivationPass
 from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.lower_portable import PortableLowerPass
@@ -46,8 +47,10 @@ RECIPES: dict[str, tuple[Step, ...]] = {
         Step("canonicalize"),
         Step("allocate"),
         Step("requantize"),
+        Step("record_means"),
         Step("prune"),
         Step("cluster"),
+        Step("correct_bias"),
         Step("lower"),
     ),
     # Han et al. 2016: prune -> retrain (repeated `prune_rounds` times) -> cluster ->
@@ -78,6 +81,7 @@ class Context:
     data: TrainingData | None = None
     calibration: Calibration | None = None
     layer_inputs: LayerInputs | None = None  # error compensation's H, shared by the passes
+    bias_correction: BiasCorrection | None = None  # shared by record_means and correct_bias
 
 
 def _canonicalize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
@@ -160,12 +164,24 @@ def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     return lower if options.lower.keep_activations else [*lower, FuseActivationPass()]
 
 
+def _record_means(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+    correction = ctx.bias_correction
+    return [] if correction is None else [RecordMeansPass(correction)]
+
+
+def _correct_bias(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+    correction = ctx.bias_correction
+    return [] if correction is None else [CorrectBiasPass(correction)]
+
+
 BUILDERS: dict[str, Builder] = {
     "canonicalize": _canonicalize,
     "allocate": _allocate,
     "requantize": _requantize,
     "prune": _prune,
     "cluster": _cluster,
+    "record_means": _record_means,
+    "correct_bias": _correct_bias,
     "retrain": _retrain,
     "lower": _lower,
 }
@@ -199,11 +215,14 @@ def build_passes(
             f"without data use --recipe {DEFAULT_WITHOUT_DATA}"
         )
     passes: list[ir.passes.PassBase] = [SimplifyPass()] if options.simplify else []
-    layer_inputs = None
+    layer_inputs = bias_correction = None
     if compensates(options, calibration) and not needs_data(steps):
         assert calibration is not None
         layer_inputs = LayerInputs(calibration)
-    ctx = Context(data, calibration, layer_inputs)
+        # The budget's simulation would not see a correction made after it: manual only.
+        if not options.budgeted:
+            bias_correction = BiasCorrection(calibration)
+    ctx = Context(data, calibration, layer_inputs, bias_correction)
     for step in steps:
         passes += BUILDERS[step.builder](options, ctx, **step.params)
     return passes

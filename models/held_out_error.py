@@ -2,12 +2,15 @@
 
 For each zoo model (fetched, its fixed inputs written: models/zoo.py), compile at the
 default budget and at `--max-error 0.05` on the zoo's fixed inputs, as `make zoo` does,
-with error compensation and without, then measure each compiled model's worst output
-error on those inputs and on held-out ones: drawn the same way, from another seed.
+with error compensation and without (`--settings near-lossless`: no pruning and 8-bit
+codes, in manual mode, where bias correction joins compensation), then measure each
+compiled model's worst output error on those inputs and on held-out ones: drawn the same
+way, from another seed.
 Compensation fits the layer inputs it sees (dc_onnx/budget/activations.py); this says
 what that costs on inputs it did not see.
 
-    python models/held_out_error.py [--only NAME,...] [--seed 50000]
+    python models/held_out_error.py [--only NAME,...] [--seed 50000] [--settings budget]
+    python models/held_out_error.py --only ppocr-v4-det --settings near-lossless
 """
 
 from __future__ import annotations
@@ -22,13 +25,30 @@ import onnxruntime as ort
 
 import dc_onnx
 from dc_onnx.budget.simulate import Outputs, compare
+from dc_onnx.passes import correct_bias
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # a sibling script, not a package
 
 DEFAULT_MODELS = "akiki-vad,silero-vad-sequence,silero-vad-16k-op15"
-SETTINGS = (("default", 0.01, "auto"), ("--max-error 0.05", 0.05, "auto"),
-            ("--max-error 0.05 --compensate off", 0.05, "off"))  # fmt: skip
+NEAR_LOSSLESS = {"sparsity": 0.0, "bits_conv": 8, "bits_fc": 8}
+NO_BIAS_CORRECTION = "no bias correction"
+# (title, CompileOptions arguments besides the calibration inputs)
+SETTINGS: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
+    "budget": (
+        ("default", {"max_error": 0.01}),
+        ("--max-error 0.05", {"max_error": 0.05}),
+        ("--max-error 0.05 --compensate off", {"max_error": 0.05, "compensate": "off"}),
+    ),
+    # Manual mode: error compensation and bias correction (dc_onnx/passes/correct_bias.py)
+    # on, bias correction off (no layer has enough values per channel: this script only),
+    # both off.
+    "near-lossless": (
+        ("--sparsity 0 --bits-conv 8 --bits-fc 8", NEAR_LOSSLESS),
+        ("the same, no bias correction", {**NEAR_LOSSLESS, NO_BIAS_CORRECTION: True}),
+        ("the same, --compensate off", {**NEAR_LOSSLESS, "compensate": "off"}),
+    ),
+}
 
 
 Runs = list[dict[str, np.ndarray]]
@@ -45,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=DEFAULT_MODELS, help="zoo models, comma-separated")
     parser.add_argument("--seed", type=int, default=50000, help="seed of the held-out inputs")
     parser.add_argument("--cache", help="zoo cache (default $DC_ONNX_ZOO_CACHE or build/zoo-cache)")
+    parser.add_argument("--settings", choices=sorted(SETTINGS), default="budget")
     args = parser.parse_args(argv)
     cache = zoo.cache_dir(args.cache)
     print("| model | setting | ratio | error, fixed inputs | error, held-out inputs |")
@@ -63,12 +84,18 @@ def main(argv: list[str] | None = None) -> int:
             reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
             names = [o.name for o in reference.get_outputs()]
             expected = [[reference.run(None, run) for run in runs] for runs in input_sets]
-            for title, budget, compensate in SETTINGS:
+            for title, given in SETTINGS[args.settings]:
                 out = held / f"{m.name}.dc.onnx"
-                options = dc_onnx.CompileOptions(
-                    calibration=fixed, max_error=budget, compensate=compensate
-                )
-                result = dc_onnx.compile(source, out, options)
+                given = dict(given)
+                bias_correction = not given.pop(NO_BIAS_CORRECTION, False)
+                options = dc_onnx.CompileOptions(calibration=fixed, **given)
+                bound = correct_bias.MIN_VALUES_PER_CHANNEL
+                if not bias_correction:
+                    correct_bias.MIN_VALUES_PER_CHANNEL = sys.maxsize
+                try:
+                    result = dc_onnx.compile(source, out, options)
+                finally:
+                    correct_bias.MIN_VALUES_PER_CHANNEL = bound
                 errors = [
                     worst_error(out, runs, names, outputs)
                     for runs, outputs in zip(input_sets, expected, strict=True)
