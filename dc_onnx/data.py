@@ -100,8 +100,22 @@ class Dataset:
             index = rng.permutation(n) if rng is not None else np.arange(n)
             for start in range(0, n, batch_size):
                 take = index[start : start + batch_size]
-                feeds = {
-                    k: np.ascontiguousarray(shard[k][take], dtype=dtypes.get(k)) for k in names
-                }
+                feeds = {k: as_input_dtype(k, shard[k][take], dtypes.get(k)) for k in names}
                 labels = shard[self.labels_key][take] if self.has_labels else None
                 yield feeds, labels
+
+
+def as_input_dtype(name: str, array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    """`array` as the model input `name` takes it. Floats for an integer input are taken
+    only when they are whole numbers: a cast would silently truncate anything else."""
+    array = np.asarray(array)
+    if dtype is None or array.dtype == dtype:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind == "f" and np.dtype(dtype).kind in "iub":
+        broken = ~np.isfinite(array) | (array != np.round(array))
+        if broken.any():
+            raise InputError(
+                f"input '{name}' takes {np.dtype(dtype).name}, but the data holds floats that "
+                f"are not whole numbers (e.g. {array[broken].flat[0]!r}): give integers"
+            )
+    return np.ascontiguousarray(array, dtype=dtype)

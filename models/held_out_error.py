@@ -10,12 +10,14 @@ Compensation fits the layer inputs it sees (dc_onnx/budget/activations.py); this
 what that costs on inputs it did not see.
 
     python models/held_out_error.py [--only NAME,...] [--seed 50000] [--settings budget]
-    python models/held_out_error.py --only ppocr-v4-det --settings near-lossless
+    python models/held_out_error.py --only ppocr-v4-det --settings near-lossless \
+        --held-out-runs 12
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +43,7 @@ SETTINGS: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
         ("--max-error 0.05 --compensate off", {"max_error": 0.05, "compensate": "off"}),
     ),
     # Manual mode: error compensation and bias correction (dc_onnx/passes/correct_bias.py)
-    # on, bias correction off (no layer has enough values per channel: this script only),
+    # on, bias correction off (no layer has enough values or samples: this script only),
     # both off.
     "near-lossless": (
         ("--sparsity 0 --bits-conv 8 --bits-fc 8", NEAR_LOSSLESS),
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=50000, help="seed of the held-out inputs")
     parser.add_argument("--cache", help="zoo cache (default $DC_ONNX_ZOO_CACHE or build/zoo-cache)")
     parser.add_argument("--settings", choices=sorted(SETTINGS), default="budget")
+    parser.add_argument(
+        "--held-out-runs", type=int, help="runs of held-out inputs (default: as the zoo's)"
+    )
     args = parser.parse_args(argv)
     cache = zoo.cache_dir(args.cache)
     print("| model | setting | ratio | error, fixed inputs | error, held-out inputs |")
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             zoo.model_path(m, held).parent.mkdir(parents=True, exist_ok=True)
             zoo.model_path(m, held).symlink_to(source)
             input_sets = [zoo.read_runs(fixed)]
-            input_sets.append(zoo.read_runs(zoo.write_inputs(m, held, seed=args.seed)))
+            drawn = dataclasses.replace(m, runs=args.held_out_runs) if args.held_out_runs else m
+            input_sets.append(zoo.read_runs(zoo.write_inputs(drawn, held, seed=args.seed)))
             reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
             names = [o.name for o in reference.get_outputs()]
             expected = [[reference.run(None, run) for run in runs] for runs in input_sets]
@@ -89,13 +95,13 @@ def main(argv: list[str] | None = None) -> int:
                 given = dict(given)
                 bias_correction = not given.pop(NO_BIAS_CORRECTION, False)
                 options = dc_onnx.CompileOptions(calibration=fixed, **given)
-                bound = correct_bias.MIN_VALUES_PER_CHANNEL
+                bounds = correct_bias.MIN_VALUES_PER_CHANNEL, correct_bias.MIN_SAMPLES
                 if not bias_correction:
-                    correct_bias.MIN_VALUES_PER_CHANNEL = sys.maxsize
+                    correct_bias.MIN_VALUES_PER_CHANNEL = correct_bias.MIN_SAMPLES = sys.maxsize
                 try:
                     result = dc_onnx.compile(source, out, options)
                 finally:
-                    correct_bias.MIN_VALUES_PER_CHANNEL = bound
+                    correct_bias.MIN_VALUES_PER_CHANNEL, correct_bias.MIN_SAMPLES = bounds
                 errors = [
                     worst_error(out, runs, names, outputs)
                     for runs, outputs in zip(input_sets, expected, strict=True)

@@ -47,9 +47,16 @@ logger = logging.getLogger(__name__)
 # Samples of the calibration set the means are taken over: a mean per channel needs few,
 # and each wave runs over all of them.
 MAX_SAMPLES = 64
-# Values per channel below which a layer is not corrected: a mean of fewer (a 1x1
-# squeeze-excitation layer sees one vector per sample) would fit those inputs alone.
-MIN_VALUES_PER_CHANNEL = 32
+# A layer is corrected when its means are over this many values per channel, or over
+# MIN_SAMPLES inputs and MIN_SAMPLE_VALUES values: a mean of fewer fits the inputs it
+# was taken on. Measured on ppocr-v4-rec, calibrated on one text line and checked on 12
+# others: with a bound of 32 values its head (40 time steps x 6,625 classes) and
+# attention layers were corrected too, and the held-out error rose from 9.1% to 12.5%;
+# with 1024 only its convolutions are, 9.3%. Calibrated on 64 chunks of speech,
+# silero-vad-sequence's layers (fewer values each) gain on held-out chunks too.
+MIN_VALUES_PER_CHANNEL = 1024
+MIN_SAMPLES = 32
+MIN_SAMPLE_VALUES = 32
 
 
 @dataclasses.dataclass
@@ -188,8 +195,10 @@ class BiasCorrection:
             return
         proto = _with_outputs(self_contained(model), [t.output for t in targets])
         for target, mean, n in self._means(proto, targets, {}):
-            if n < MIN_VALUES_PER_CHANNEL:
-                self.left_out[target.node] = f"{n} output values per channel"
+            many_inputs = self.calibration.samples >= MIN_SAMPLES and n >= MIN_SAMPLE_VALUES
+            if n < MIN_VALUES_PER_CHANNEL and not many_inputs:
+                samples = self.calibration.samples
+                self.left_out[target.node] = f"{n} output values per channel, {samples} samples"
                 continue
             target.reference = mean
             self.targets.append(target)

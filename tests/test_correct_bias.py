@@ -19,7 +19,13 @@ from dc_onnx.passes import correct_bias
 from dc_onnx.passes.correct_bias import BiasCorrection, CorrectBiasPass
 from dc_onnx.recipes import build_passes
 
-SAMPLES = 40  # the Gemm and MatMul see one vector a sample: 40 values per channel
+SAMPLES = 40
+
+
+@pytest.fixture(autouse=True)
+def _few_values_suffice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Gemm and MatMul see one vector a sample: SAMPLES values per channel."""
+    monkeypatch.setattr(correct_bias, "MIN_VALUES_PER_CHANNEL", SAMPLES)
 
 
 def _model(seed: int = 0):  # type: ignore[no-untyped-def]
@@ -116,10 +122,16 @@ def test_corrected_layers_get_the_original_means_back() -> None:
 def test_layers_with_few_values_per_channel_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Gemm and MatMul see one vector per sample: below the bound here."""
     monkeypatch.setattr(correct_bias, "MIN_VALUES_PER_CHANNEL", SAMPLES + 1)
+    monkeypatch.setattr(correct_bias, "MIN_SAMPLES", SAMPLES + 1)
     correction = BiasCorrection(_calibration())
     correction.record(ir.from_proto(_model()))
     assert {t.node for t in correction.targets} == {"conv_a", "conv_b"}
-    assert correction.left_out["gemm"] == f"{SAMPLES} output values per channel"
+    assert correction.left_out["gemm"] == f"{SAMPLES} output values per channel, {SAMPLES} samples"
+    # With many inputs, fewer values suffice.
+    monkeypatch.setattr(correct_bias, "MIN_SAMPLES", SAMPLES)
+    correction = BiasCorrection(_calibration())
+    correction.record(ir.from_proto(_model()))
+    assert {t.node for t in correction.targets} == {"conv_a", "conv_b", "gemm", "matmul"}
 
 
 def _compile(tmp_path: Path, tag: str, **options: object) -> dict[str, object]:

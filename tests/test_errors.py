@@ -11,6 +11,7 @@ from onnx import helper
 
 import dc_onnx
 from conftest import cnn_model, compile_model, make_model, mlp_model, run, save
+from dc_onnx.cli import main as cli_main
 from dc_onnx.codecs.container import header_size, parse_header
 from dc_onnx.io import side_file_of
 
@@ -114,3 +115,35 @@ def test_failed_write_leaves_no_files(tmp_path: Path) -> None:
     with pytest.raises(dc_onnx.OutputError, match="does not exist"):
         dc_onnx.compile(source, tmp_path / "missing-dir" / "out.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def _token_model() -> onnx.ModelProto:
+    """An embedding table read by int64 token ids."""
+    table = np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32)
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")
+    graph = helper.make_graph(
+        [node], "tokens",
+        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4, 32])],
+        [onnx.numpy_helper.from_array(table, "table")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("ids", [[[1.0, 2.0, 3.7, 4.0]], [[1.0, np.nan, 3.0, 4.0]]])
+def test_floats_for_integer_inputs_must_be_whole_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ids: list[list[float]]
+) -> None:
+    source = save(_token_model(), tmp_path / "m.onnx")
+    data = tmp_path / "calibration.npz"
+    np.savez(data, ids=np.array(ids * 8, np.float32))
+    code = cli_main(["compile", str(source), "--calibration", str(data), "--quiet"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "input 'ids' takes int64" in err and "not whole numbers" in err
+    assert not (tmp_path / "m.dc.onnx").exists()
+    # Whole numbers in a float array are the same ids: taken.
+    np.savez(data, ids=np.array([[1.0, 2.0, 3.0, 4.0]] * 8, np.float32))
+    out = tmp_path / "ok.dc.onnx"
+    args = ["compile", str(source), "--calibration", str(data), "-o", str(out), "--quiet"]
+    assert cli_main(args) == 0

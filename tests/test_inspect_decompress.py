@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from conftest import compile_model, make_model, mlp_model, run, save
 from dc_onnx.cli import main
@@ -187,3 +187,14 @@ def _side(compiled: Path) -> Path:
     side = side_file_of(compiled)
     assert side is not None
     return side
+
+
+def test_a_matmul_of_an_activation_is_not_called_all_constant() -> None:
+    """A dense MatMul weight's reason: both inputs constant only when both are."""
+    from dc_onnx.tools.inspect import _why_dense
+
+    weight = numpy_helper.from_array(np.ones((64, 64), np.float32), "W")
+    of_activation = helper.make_node("MatMul", ["x", "W"], ["y"])
+    of_constants = helper.make_node("MatMul", ["V", "W"], ["y"])
+    assert "both MatMul inputs are constant" not in _why_dense(of_activation, 1, weight, {"W"})
+    assert "both MatMul inputs are constant" in _why_dense(of_constants, 1, weight, {"V", "W"})

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from dc_onnx.data import Dataset, read_npz
+from dc_onnx.data import Dataset, as_input_dtype, read_npz
 from dc_onnx.errors import InputError
 
 # Samples synthesized when a batch dim is free; samples read from a file at most (error
@@ -211,7 +211,7 @@ def _one_batch_as_given(
     firsts = {arrays[n].shape[0] if arrays[n].ndim else None for n in names}
     if len(firsts) == 1 and None not in firsts:
         return None  # a sample axis: Dataset splits it into batches
-    return {n: np.ascontiguousarray(arrays[n], dtype=dtypes.get(n)) for n in names}
+    return {n: as_input_dtype(n, arrays[n], dtypes.get(n)) for n in names}
 
 
 def _runs_as_given(

@@ -125,7 +125,10 @@ def run_batches(session: Any, calibration: Calibration, extra: Mapping[str, Any]
         try:
             results.append(session.run(None, feeds))
         except Exception as e:
-            raise InputError(f"running the model on the calibration inputs failed: {e}") from None
+            raise InputError(
+                f"running the model on the calibration inputs ({calibration.description}) "
+                f"failed: {e}"
+            ) from None
     return results
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -210,18 +211,21 @@ def _load_header(tensor: onnx.TensorProto, base: Path) -> str | None:
     return None
 
 
-def _why_dense(node: onnx.NodeProto, index: int, tensor: onnx.TensorProto) -> str:
+def _why_dense(
+    node: onnx.NodeProto, index: int, tensor: onnx.TensorProto, constants: Collection[str]
+) -> str:
     """Why a constant weight that a node reads was left as it is (the likely reason: the
     compile options are not recorded in the model)."""
     elements = math.prod(tensor.dims)
     if node.op_type in ("Gemm", "Conv") and index == 2:
         return "a bias: stored as it is"
-    if node.op_type == "MatMul" and len(node.input) == 2:
+    if node.op_type == "MatMul" and all(name in constants for name in node.input):
         return "both MatMul inputs are constant: nothing to compute with a compressed kernel"
     if elements < DEFAULT_MIN_ELEMENTS:
         return (f"{elements} values: below the storage-form threshold "
                 f"(--min-weight-elements, default {DEFAULT_MIN_ELEMENTS})")  # fmt: skip
-    return "left as it is by the compiler (the compile report's left_uncompressed says why)"
+    return ("left as it is by the compiler (the compile report names it: kept_dense where "
+            "the budget kept it exact, else left_uncompressed with the reason)")  # fmt: skip
 
 
 def _dense_nodes(graph: onnx.GraphProto) -> list[DenseNode]:
@@ -237,7 +241,7 @@ def _dense_nodes(graph: onnx.GraphProto) -> list[DenseNode]:
             elements = math.prod(tensor.dims)
             if elements < MIN_LISTED_ELEMENTS:
                 continue
-            reason = _why_dense(node, index, tensor)
+            reason = _why_dense(node, index, tensor, tensors)
             dense.append(DenseNode(node.name or node.op_type, node.op_type, name, elements, reason))
     return dense
 
