@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--held-out-runs", type=int, help="runs of held-out inputs (default: as the zoo's)"
     )
+    parser.add_argument(
+        "--bias-bound", type=int, default=correct_bias.MIN_VALUES_PER_CHANNEL,
+        help="values per channel from which bias correction takes a layer (default: the "
+        "compiler's)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    correct_bias.MIN_VALUES_PER_CHANNEL = args.bias_bound
     cache = zoo.cache_dir(args.cache)
     print("| model | setting | ratio | error, fixed inputs | error, held-out inputs |")
     print("|---|---|---|---|---|")
