@@ -49,11 +49,11 @@ logger = logging.getLogger(__name__)
 MAX_SAMPLES = 64
 # A layer is corrected when its means are over this many values per channel, or over
 # MIN_SAMPLES inputs and MIN_SAMPLE_VALUES values: a mean of fewer fits the inputs it
-# was taken on. Measured on ppocr-v4-rec, calibrated on one text line and checked on 12
-# others: with a bound of 32 values its head (40 time steps x 6,625 classes) and
-# attention layers were corrected too, and the held-out error rose from 9.1% to 12.5%;
-# with 1024 only its convolutions are, 9.3%. Calibrated on 64 chunks of speech,
-# silero-vad-sequence's layers (fewer values each) gain on held-out chunks too.
+# was taken on. On ppocr-v4-rec, calibrated on one text line and checked on 12 others
+# (docs/budget.md, "Bias correction"): with a bound of 32 values its head (40 time steps
+# x 6,625 classes) and attention layers were corrected too, and the held-out error rose
+# from 3.61% to 4.73%; with 1024 only its convolutions are. Calibrated on 64 chunks of
+# speech, silero-vad-sequence's layers (fewer values each) gain on held-out chunks too.
 MIN_VALUES_PER_CHANNEL = 1024
 MIN_SAMPLES = 32
 MIN_SAMPLE_VALUES = 32
