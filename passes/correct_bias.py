@@ -101,6 +101,8 @@ def _target(node: ir.Node, weight_side: int, graph: ir.Graph) -> Target | str:
     weight = node.inputs[1] if node.op_type != "MatMul" or weight_side == 1 else None
     if weight is None or weight.const_value is None:
         return "the weight is the first operand (W @ X)"
+    if weight.const_value.dtype != ir.DataType.FLOAT:
+        return "not a float32 layer"  # a float32 bias would not type-check
     shape = [int(d) for d in weight.const_value.shape.numpy()]
     output = node.outputs[0]
     name = node.name or str(output.name)
@@ -190,6 +192,7 @@ class BiasCorrection:
 
     def record(self, model: ir.Model) -> None:
         """The targets of the model as it came, and their outputs' means."""
+        self.targets = []
         targets, self.left_out = find_targets(model)
         if not targets:
             return
@@ -210,6 +213,7 @@ class BiasCorrection:
         present = {str(v.name) for node in graph for v in node.outputs}
         targets = [t for t in self.targets if t.output in present]
         biases = {t.output: _bias_of(graph, t) for t in targets}
+        graph.sort()  # the waves walk the nodes in topological order
         waves = _waves(graph, [t.output for t in targets])
         proto = _with_outputs(self_contained(model), [t.output for t in targets])
         _feed_as_inputs(proto, [str(b.name) for b in biases.values()])
@@ -260,7 +264,7 @@ def _waves(graph: ir.Graph, outputs: Sequence[str]) -> list[set[str]]:
     wanted = set(outputs)
     level: dict[str, int] = {}  # value -> latest wave upstream of it (0: none)
     waves: dict[str, int] = {}
-    for node in graph:  # topological order
+    for node in graph:  # in topological order (correct sorts the graph)
         upstream = max((level.get(str(v.name), 0) for v in node.inputs if v is not None), default=0)
         for v in node.outputs:
             name = str(v.name)
@@ -290,7 +294,10 @@ def _feed_as_inputs(proto: onnx.ModelProto, names: Sequence[str]) -> None:
     kept = [t for t in proto.graph.initializer if t.name not in moving]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(kept)
+    listed = {i.name for i in proto.graph.input}  # models before IR 4 list initializers
     for tensor in moved:
+        if tensor.name in listed:
+            continue
         proto.graph.input.append(
             onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
         )

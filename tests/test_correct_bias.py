@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import dc_onnx
 from conftest import make_model, save
@@ -167,3 +167,20 @@ def test_no_correction_in_budget_mode_or_without_given_inputs() -> None:
     assert [("correct-bias" in n, "record-means" in n) for n in names] == [
         (False, False), (True, True), (False, False), (False, False),
     ]  # fmt: skip
+
+
+def test_a_float16_layer_gets_no_float32_bias() -> None:
+    """A float32 bias on a float16 Conv would not type-check: it is no target."""
+    weight = np.random.default_rng(0).standard_normal((8, 4, 3, 3)).astype(np.float16)
+    node = helper.make_node("Conv", ["x", "C"], ["y"], name="half")
+    graph = helper.make_graph(
+        [node], "half",
+        [helper.make_tensor_value_info("x", 10, ["n", 4, 8, 8])],
+        [helper.make_tensor_value_info("y", 10, ["n", 8, 6, 6])],
+        [numpy_helper.from_array(weight, "C")],
+    )  # fmt: skip
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    targets, _ = correct_bias.find_targets(model)
+    assert not targets
+    layer = ir.Node("", "Conv", [model.graph.inputs[0], model.graph.initializers["C"]])
+    assert correct_bias._target(layer, 1, model.graph) == "not a float32 layer"

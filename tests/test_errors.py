@@ -147,3 +147,19 @@ def test_floats_for_integer_inputs_must_be_whole_numbers(
     out = tmp_path / "ok.dc.onnx"
     args = ["compile", str(source), "--calibration", str(data), "-o", str(out), "--quiet"]
     assert cli_main(args) == 0
+
+
+def test_verify_makes_up_integer_inputs_and_names_dims_it_cannot(tmp_path: Path) -> None:
+    from dc_onnx.tools.verify import verify
+
+    source = save(_token_model(), tmp_path / "m.onnx")
+    compiled = tmp_path / "m.dc.onnx"
+    assert cli_main(["compile", str(source), "-o", str(compiled), "--quiet"]) == 0
+    result = verify(source, compiled, batch=3)  # int64 ids: ones, no error
+    assert result.outputs and all(o.max_rel_error < 0.05 for o in result.outputs)
+
+    image = helper.make_node("Conv", ["x", "C"], ["y"], name="conv")
+    weights = {"C": np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)}
+    sized = make_model([image], {"x": ["N", 3, "H", "W"]}, {"y": ["N", 8, "h", "w"]}, weights)
+    with pytest.raises(dc_onnx.InputError, match=r"\[N,3,H,W\].*make_dynamic_shape_fixed"):
+        verify(save(sized, tmp_path / "c.onnx"), source)

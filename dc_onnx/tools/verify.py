@@ -31,15 +31,35 @@ class VerifyResult:
 
 
 def random_inputs(session: Any, batch: int, seed: int) -> dict[str, np.ndarray]:
-    """Standard-normal inputs shaped like the model's, with `batch` for symbolic dims."""
+    """Inputs shaped like the model's, `batch` for a symbolic first dim: standard normal
+    floats, True for bools, ones for integers (as the compiler's synthesized calibration
+    inputs where it finds no embedding table: a valid id, length or flag)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for arg in session.get_inputs():
         dtype = NUMPY_TYPES.get(arg.type)
-        if dtype is None or not np.issubdtype(dtype, np.floating):
-            raise InputError(f"input '{arg.name}' is {arg.type}: pass real inputs with --inputs")
-        shape = [d if isinstance(d, int) and d > 0 else batch for d in arg.shape]
-        feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
+        if dtype is None:
+            why = f"input '{arg.name}' is {arg.type}"
+            raise InputError(f"{why}: give real inputs (verify --inputs)")
+        shape = []
+        for axis, d in enumerate(arg.shape):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif axis == 0:
+                shape.append(batch)
+            else:  # an image size or a sequence length: no size fits every model
+                dims = ",".join(str(x) for x in arg.shape)
+                raise InputError(
+                    f"input '{arg.name}' has shape [{dims}]: only the first (batch) dim can be "
+                    "made up; fix the others in the model (python -m onnxruntime.tools."
+                    "make_dynamic_shape_fixed), or give real inputs (verify --inputs)"
+                )
+        if np.issubdtype(dtype, np.floating):
+            feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[arg.name] = np.ones(shape, dtype=np.bool_)
+        else:
+            feeds[arg.name] = np.ones(shape, dtype=dtype)
     return feeds
 
 
