@@ -313,7 +313,11 @@ class RecordMeansPass(CompilerPass):
         self.correction = correction
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.correction.record(model)
+        try:
+            self.correction.record(model)
+        except InputError as e:  # the compile goes on, as it would without the correction
+            logger.warning("warning: no bias correction: %s", e)
+            self.correction.targets = []
         self.stats = {"targets": len(self.correction.targets)}
         return ir.passes.PassResult(model, modified=False)
 
@@ -331,7 +335,12 @@ class CorrectBiasPass(CompilerPass):
         if not self.correction.targets:
             self.stats = {"corrected": [], "left_out": dict(self.correction.left_out)}
             return ir.passes.PassResult(model, modified=False)
-        self.stats = self.correction.correct(model)
+        try:
+            self.stats = self.correction.correct(model)
+        except InputError as e:  # biases as they were (an added one is still all zeros)
+            logger.warning("warning: no bias correction: %s", e)
+            self.stats = {"corrected": [], "left_out": dict(self.correction.left_out)}
+            return ir.passes.PassResult(model, modified=True)
         logger.info(
             "correct-bias: %d layers in %d waves on %d samples, %.1f s",
             len(self.stats["corrected"]), self.stats["waves"], self.stats["samples"],

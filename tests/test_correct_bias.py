@@ -184,3 +184,16 @@ def test_a_float16_layer_gets_no_float32_bias() -> None:
     assert not targets
     layer = ir.Node("", "Conv", [model.graph.inputs[0], model.graph.initializers["C"]])
     assert correct_bias._target(layer, 1, model.graph) == "not a float32 layer"
+
+
+def test_a_model_it_cannot_run_is_compiled_without_correction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise dc_onnx.InputError("ONNX Runtime cannot load the model: (made up)")
+
+    monkeypatch.setattr(correct_bias, "plain_session", refuse)
+    report = _compile(tmp_path, "refused", sparsity=0.5, bits_conv=3, bits_fc=3, max_error=1.0)
+    passes = {p["name"]: p["stats"] for p in report["passes"]}  # type: ignore[index]
+    assert passes["record-means"] == {"targets": 0}
+    assert "no bias correction" in caplog.text
