@@ -56,10 +56,8 @@ def random_inputs(session: Any, batch: int, seed: int) -> dict[str, np.ndarray]:
                 )
         if np.issubdtype(dtype, np.floating):
             feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[arg.name] = np.ones(shape, dtype=np.bool_)
         else:
-            feeds[arg.name] = np.ones(shape, dtype=dtype)
+            feeds[arg.name] = np.ones(shape, dtype=dtype)  # True for bools
     return feeds
 
 
