@@ -37,9 +37,9 @@ import onnx
 import onnx_ir as ir
 
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.simulate import plain_session, self_contained
+from dc_onnx.budget.simulate import initializers_as_inputs, plain_session, self_contained
 from dc_onnx.errors import InputError
-from dc_onnx.layers import find_weight_groups
+from dc_onnx.layers import add_initializer, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Target:
     node: str  # the layer node's name (for the report)
     channel_axis: int  # of the output: 1 for Conv / ConvTranspose, -1 for Gemm / MatMul
     bias: str | None  # the constant added per channel; None: one is added (Conv, Gemm)
+    channels: int  # output channels: the bias's length
     scale: float  # the bias's factor in the output (Gemm's beta, else 1)
     reference: np.ndarray | None = None  # the original model's mean per channel
 
@@ -107,28 +108,28 @@ def _target(node: ir.Node, weight_side: int, graph: ir.Graph) -> Target | str:
     output = node.outputs[0]
     name = node.name or str(output.name)
     bias = node.inputs[2] if len(node.inputs) > 2 else None
+    channels = _out_channels(node, shape)
     if node.op_type in ("Conv", "ConvTranspose"):
         if bias is None:
-            return Target(str(output.name), name, 1, None, 1.0)
-        if _float_vector(bias, _out_channels(node, shape), graph) and _sole_reader(bias, node):
-            return Target(str(output.name), name, 1, str(bias.name), 1.0)
+            return Target(str(output.name), name, 1, None, channels, 1.0)
+        if _float_vector(bias, channels, graph) and _sole_reader(bias, node):
+            return Target(str(output.name), name, 1, str(bias.name), channels, 1.0)
         return "its bias is shared or not a float32 vector"
     if node.op_type == "Gemm":
-        channels = _out_channels(node, shape)
         beta = node.attributes.get_float("beta", 1.0)
         if bias is None:
-            return Target(str(output.name), name, -1, None, beta)
+            return Target(str(output.name), name, -1, None, channels, beta)
         if beta != 0 and _float_vector(bias, channels, graph) and _sole_reader(bias, node):
-            return Target(str(output.name), name, -1, str(bias.name), beta)
+            return Target(str(output.name), name, -1, str(bias.name), channels, beta)
         return "its C is shared, scaled by 0 or not a float32 vector"
     uses = list(output.uses())
     if len(uses) != 1 or uses[0][0].op_type != "Add":
         return "no Add of a bias reads its output"
     add = uses[0][0]
     addend = add.inputs[1 - uses[0][1]]
-    if addend is not None and _float_vector(addend, shape[-1], graph) and _sole_reader(addend, add):
+    if addend is not None and _float_vector(addend, channels, graph) and _sole_reader(addend, add):
         # The Add's output: the value the corrected addend moves.
-        return Target(str(add.outputs[0].name), name, -1, str(addend.name), 1.0)
+        return Target(str(add.outputs[0].name), name, -1, str(addend.name), channels, 1.0)
     return "the Add after it adds no float32 vector of its own"
 
 
@@ -216,7 +217,7 @@ class BiasCorrection:
         graph.sort()  # the waves walk the nodes in topological order
         waves = _waves(graph, [t.output for t in targets])
         proto = _with_outputs(self_contained(model), [t.output for t in targets])
-        _feed_as_inputs(proto, [str(b.name) for b in biases.values()])
+        initializers_as_inputs(proto, {str(b.name) for b in biases.values()})
         current = {str(b.name): _array(b) for b in biases.values()}
         for wave in waves:
             in_wave = [t for t in targets if t.output in wave]
@@ -248,11 +249,7 @@ def _bias_of(graph: ir.Graph, target: Target) -> ir.Value:
     if target.bias is not None:
         return graph.initializers[target.bias]
     node = next(n for n in graph if any(str(o.name) == target.output for o in n.outputs))
-    assert node.inputs[1] is not None and node.inputs[1].const_value is not None
-    shape = [int(d) for d in node.inputs[1].const_value.shape.numpy()]
-    zeros = np.zeros(_out_channels(node, shape), np.float32)
-    bias = ir.Value(name=f"{target.output}.bias", const_value=ir.tensor(zeros))
-    graph.register_initializer(bias)
+    bias = add_initializer(graph, f"{target.output}.bias", np.zeros(target.channels, np.float32))
     if len(node.inputs) < 3:
         node.resize_inputs(3)
     node.replace_input_with(2, bias)
@@ -285,22 +282,6 @@ def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPro
                 onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
             )
     return proto
-
-
-def _feed_as_inputs(proto: onnx.ModelProto, names: Sequence[str]) -> None:
-    """The named initializers become graph inputs: one session serves every wave."""
-    moving = set(names)
-    moved = [t for t in proto.graph.initializer if t.name in moving]
-    kept = [t for t in proto.graph.initializer if t.name not in moving]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
-    listed = {i.name for i in proto.graph.input}  # models before IR 4 list initializers
-    for tensor in moved:
-        if tensor.name in listed:
-            continue
-        proto.graph.input.append(
-            onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
-        )
 
 
 class RecordMeansPass(CompilerPass):

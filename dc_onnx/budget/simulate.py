@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -147,6 +147,21 @@ def self_contained(model: ir.Model) -> onnx.ModelProto:
     return proto
 
 
+def initializers_as_inputs(proto: onnx.ModelProto, names: Collection[str]) -> None:
+    """The named initializers become graph inputs, fed at each run: one session serves
+    every value they take."""
+    moved = [t for t in proto.graph.initializer if t.name in names]
+    kept = [t for t in proto.graph.initializer if t.name not in names]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    listed = {i.name for i in proto.graph.input}  # models before IR 4 list initializers
+    for tensor in moved:
+        if tensor.name not in listed:
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+            )
+
+
 class Simulator:
     """The model in plain ORT with chosen weights swapped (see the module docstring)."""
 
@@ -162,16 +177,7 @@ class Simulator:
         ]
         proto = self_contained(model)
         fed = set(self._fed)
-        kept = [t for t in proto.graph.initializer if t.name not in fed]
-        moved = [t for t in proto.graph.initializer if t.name in fed]
-        del proto.graph.initializer[:]
-        proto.graph.initializer.extend(kept)
-        listed = {i.name for i in proto.graph.input}
-        for tensor in moved:
-            if tensor.name not in listed:
-                proto.graph.input.append(
-                    onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
-                )
+        initializers_as_inputs(proto, fed)
         self._session = plain_session(proto.SerializeToString())
         # The rest (bfloat16, which ORT's Python API cannot take) is swapped in a copy of
         # this proto; kept only when needed, since it holds a copy of the weights.
