@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         "--held-out-runs", type=int, help="runs of held-out inputs (default: as the zoo's)"
     )
     parser.add_argument(
+        "--calibration-runs", type=int,
+        help="calibrate on this many runs drawn from another seed instead of the fixed inputs",
+    )  # fmt: skip
+    parser.add_argument(
         "--bias-bound", type=int, default=correct_bias.MIN_VALUES_PER_CHANNEL,
         help="values per channel from which bias correction takes a layer (default: the "
         "compiler's)",
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             input_sets = [zoo.read_runs(fixed)]
             drawn = dataclasses.replace(m, runs=args.held_out_runs) if args.held_out_runs else m
             input_sets.append(zoo.read_runs(zoo.write_inputs(drawn, held, seed=args.seed)))
+            calibration = fixed
+            if args.calibration_runs:
+                many = dataclasses.replace(m, runs=args.calibration_runs)
+                calibration = zoo.write_inputs(many, held, seed=args.seed + 1)
             reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
             names = [o.name for o in reference.get_outputs()]
             expected = [[reference.run(None, run) for run in runs] for runs in input_sets]
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = held / f"{m.name}.dc.onnx"
                 given = dict(given)
                 bias_correction = not given.pop(NO_BIAS_CORRECTION, False)
-                options = dc_onnx.CompileOptions(calibration=fixed, **given)
+                options = dc_onnx.CompileOptions(calibration=calibration, **given)
                 bounds = correct_bias.MIN_VALUES_PER_CHANNEL, correct_bias.MIN_SAMPLES
                 if not bias_correction:
                     correct_bias.MIN_VALUES_PER_CHANNEL = correct_bias.MIN_SAMPLES = sys.maxsize
