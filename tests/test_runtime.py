@@ -195,3 +195,64 @@ def test_decode_stats_file_gets_one_json_line_per_layer(
         assert 0 < r["nonzeros"] <= r["rows"] * r["cols"] and r["symbols"] >= 2 * r["nonzeros"]
         assert r["decode_ns"] >= 0
     assert (layers["fc1"]["rows"], layers["fc1"]["cols"]) == (48, 64)
+
+
+def shared_weights_model(steps: int = 4) -> onnx.ModelProto:
+    """An unrolled recurrent cell: one MatMul weight read at every step, one Conv weight
+    read by two Convs (one of them SAME-padded: the sparse path) and one Gather table
+    read twice."""
+    rng = np.random.default_rng(7)
+    nodes = []
+    h = "x"
+    for i in range(steps):
+        nodes.append(helper.make_node("MatMul", [h, "W"], [f"m{i}"], name=f"cell{i}"))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i}"]))
+        h = f"h{i}"
+    nodes += [
+        helper.make_node("Conv", ["img", "K"], ["c0"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c0", "K"], ["c1"], name="conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Gather", ["T", "ids"], ["e0"], name="embed_a"),
+        helper.make_node("Gather", ["T", "ids2"], ["e1"], name="embed_b"),
+    ]
+    model = make_model(
+        nodes,
+        {"x": [2, 64], "img": [1, 8, 6, 6], "ids": [5], "ids2": [5]},
+        {h: [2, 64], "c1": [1, 8, 6, 6], "e0": [5, 32], "e1": [5, 32]},
+        {
+            "W": (rng.standard_normal((64, 64)) * 0.2).astype(np.float32),
+            "K": (rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32),
+            "T": rng.standard_normal((300, 32)).astype(np.float32),
+        },
+    )
+    for value in model.graph.input[2:]:
+        value.type.tensor_type.elem_type = TensorProto.INT64  # the Gathers' indices
+    return model
+
+
+def test_a_weight_read_by_many_nodes_is_decoded_once_per_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled = compile_model(shared_weights_model(), tmp_path, sparsity=0.7, bits_fc=6)
+    graph = onnx.load(str(compiled), load_external_data=False).graph
+    readers = [n for n in graph.node if n.domain == "ai.dc_onnx"]
+    assert len(readers) == 8  # every node reads its weight compressed: nothing decoded dense
+    rng = np.random.default_rng(0)
+    feeds = {
+        "x": rng.standard_normal((2, 64)).astype(np.float32),
+        "img": rng.standard_normal((1, 8, 6, 6)).astype(np.float32),
+        "ids": np.array([0, 5, 299, 5, 17]),
+        "ids2": np.array([3, 3, 1, 200, 0]),
+    }
+    stats = tmp_path / "decode.jsonl"
+    monkeypatch.setenv(DECODE_STATS_ENV, str(stats))
+    first = run(compiled, feeds)
+    # One decode per stored weight, not per reader.
+    assert sorted(r["rows"] for r in read_decode_stats(stats)) == [8, 64, 300]
+    reference = run(decode_model(compiled), feeds)
+    for ours, theirs in zip(first, reference, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    # The first session is gone with its forms: the next one decodes afresh, and the same.
+    again = run(compiled, feeds)
+    assert len(read_decode_stats(stats)) == 6
+    for ours, before in zip(again, first, strict=True):
+        assert np.array_equal(ours, before)

@@ -4,14 +4,15 @@
 
 namespace dc_onnx {
 
-DenseConv::DenseConv(const OrtKernelInfo* info, std::vector<float> weight,
+DenseConv::DenseConv(const OrtKernelInfo* info, std::shared_ptr<const std::vector<float>> weight,
                      std::vector<int64_t> shape, const ConvAttributes& attrs, bool with_bias)
     : weight_(std::move(weight)),
       shape_(std::move(shape)),
       memory_(Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault)),
       with_bias_(with_bias) {
-  weight_value_ = Ort::Value::CreateTensor<float>(memory_, weight_.data(), weight_.size(),
-                                                  shape_.data(), shape_.size());
+  // ORT's Conv only reads its inputs: the tensor may view the shared, const weight.
+  weight_value_ = Ort::Value::CreateTensor<float>(memory_, const_cast<float*>(weight_->data()),
+                                                  weight_->size(), shape_.data(), shape_.size());
   auto ints = [](const char* name, const std::vector<int64_t>& v) {
     return Ort::OpAttr(name, v.data(), static_cast<int>(v.size()), OrtOpAttrType::ORT_OP_ATTR_INTS);
   };

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "conv_attributes.h"
@@ -20,15 +21,15 @@ class DenseConv {
   // `weight` holds W [M, C/group, k...] row-major with `shape`; `with_bias`: input 6
   // exists. `attrs.auto_pad` must be NOTSET or VALID: the SAME_* corner cases differ
   // between ORT releases.
-  DenseConv(const OrtKernelInfo* info, std::vector<float> weight, std::vector<int64_t> shape,
-            const ConvAttributes& attrs, bool with_bias);
+  DenseConv(const OrtKernelInfo* info, std::shared_ptr<const std::vector<float>> weight,
+            std::vector<int64_t> shape, const ConvAttributes& attrs, bool with_bias);
 
   // Y (already allocated with the right shape) = Conv(X, W[, B]).
   void run(const Ort::KernelContext& ctx, const OrtValue* x, const OrtValue* bias,
            OrtValue* y) const;
 
  private:
-  std::vector<float> weight_;
+  std::shared_ptr<const std::vector<float>> weight_;  // may be shared with other nodes
   std::vector<int64_t> shape_;
   Ort::MemoryInfo memory_;
   Ort::Value weight_value_{nullptr};

@@ -3,6 +3,7 @@
 // on every Run checks X, allocates Y and dispatches.
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -37,16 +38,24 @@ ConvKernel::ConvKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     if (taps > INT32_MAX / attrs_.in_per_group)
       fail("weight_shape " + shape_str(shape) + " is too large");
     const int64_t cols = attrs_.in_per_group * taps;
-    const CsrMatrix w = load_compressed_weight(info, attrs_.out_channels, cols);
-    const double density =
-        static_cast<double>(w.code.size()) / static_cast<double>(attrs_.out_channels * cols);
     // ORT's Conv would pad SAME_* layers differently from one release to the next.
-    if (density >= kDenseConvDensity &&
-        (attrs_.auto_pad == "NOTSET" || attrs_.auto_pad == "VALID")) {
-      dense_ = std::make_unique<DenseConv>(info, densify(w), shape, attrs_, has_input(info, 6));
-      return;
-    }
-    taps_ = pack_taps(w, taps);
+    const bool may_run_dense = attrs_.auto_pad == "NOTSET" || attrs_.auto_pad == "VALID";
+    const std::string params = std::to_string(taps) + (may_run_dense ? " dense ok" : "");
+    weight_ = load_shared_weight(info, attrs_.out_channels, cols, params, [&](const CsrMatrix& w) {
+      const double density =
+          static_cast<double>(w.code.size()) / static_cast<double>(attrs_.out_channels * cols);
+      ConvWeight form;
+      form.dense = may_run_dense && density >= kDenseConvDensity;
+      if (form.dense)
+        form.values = densify(w);
+      else
+        form.taps = pack_taps(w, taps);
+      return form;
+    });
+    if (weight_->dense)
+      dense_ = std::make_unique<DenseConv>(
+          info, std::shared_ptr<const std::vector<float>>(weight_, &weight_->values), shape,
+          attrs_, has_input(info, 6));
   });
 }
 
@@ -89,7 +98,7 @@ void ConvKernel::compute(OrtKernelContext* context) const {
       act_.apply(pr.y, static_cast<size_t>(pr.batch * a.out_channels * pr.out_h * pr.out_w));
       return;
     }
-    sparse_conv(ctx, taps_, a, act_, pr);
+    sparse_conv(ctx, weight_->taps, a, act_, pr);
   });
 }
 

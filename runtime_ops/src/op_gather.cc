@@ -63,6 +63,37 @@ void expand_csr(const uint8_t* codes, const Col* cols, size_t count, size_t widt
   for (size_t j = 0; j < count; ++j) out[cols[j]] = codebook[codes[j]];
 }
 
+CodedTable pack_table(const CsrMatrix& w) {
+  CodedTable t;
+  t.width = w.cols;
+  t.codebook = w.codebook;
+  t.codebook[0] = 0.0f;  // also when stored as -0.0: unstored weights are +0
+  t.row_scale = w.row_scale;
+  const auto rows = static_cast<size_t>(w.rows);
+  const auto width = static_cast<size_t>(w.cols);
+  const size_t col_bytes = width <= 65536 ? 2 : 4;
+  // rows * width <= 2^62 (both dims < 2^31): no overflow in either size.
+  const uint64_t dense_bytes = static_cast<uint64_t>(rows) * width;
+  const uint64_t csr_bytes = w.code.size() * (1 + col_bytes) + (rows + 1) * sizeof(size_t);
+  t.dense = dense_bytes <= csr_bytes;
+  if (t.dense) {
+    t.codes.assign(static_cast<size_t>(dense_bytes), 0);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = w.row_ptr[r]; j < w.row_ptr[r + 1]; ++j)
+        t.codes[r * width + w.col[j]] = w.code[j];
+    return t;
+  }
+  t.row_ptr = w.row_ptr;
+  t.codes = w.code;
+  if (col_bytes == 2) {
+    t.col16.reserve(w.col.size());
+    for (const uint32_t c : w.col) t.col16.push_back(static_cast<uint16_t>(c));  // c < 65536
+  } else {
+    t.col32 = w.col;
+  }
+  return t;
+}
+
 }  // namespace
 
 GatherKernel::GatherKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) {
@@ -83,57 +114,31 @@ GatherKernel::GatherKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(inf
     rows_ = shape[0];
     row_shape_.assign(shape.begin() + 1, shape.end());
 
-    const CsrMatrix w = load_compressed_weight(info, rows_, width_);
-    codebook_ = w.codebook;
-    codebook_[0] = 0.0f;  // also when stored as -0.0: unstored weights are +0
-    row_scale_ = w.row_scale;
-    const auto rows = static_cast<size_t>(rows_);
-    const auto width = static_cast<size_t>(width_);
-    const size_t col_bytes = width_ <= 65536 ? 2 : 4;
-    // rows * width <= 2^62 (both dims < 2^31): no overflow in either size.
-    const uint64_t dense_bytes = static_cast<uint64_t>(rows) * width;
-    const uint64_t csr_bytes = w.code.size() * (1 + col_bytes) + (rows + 1) * sizeof(size_t);
-    dense_ = dense_bytes <= csr_bytes;
-    if (dense_) {
-      codes_.assign(static_cast<size_t>(dense_bytes), 0);
-      for (size_t r = 0; r < rows; ++r)
-        for (size_t j = w.row_ptr[r]; j < w.row_ptr[r + 1]; ++j)
-          codes_[r * width + w.col[j]] = w.code[j];
-      return;
-    }
-    row_ptr_ = w.row_ptr;
-    codes_ = w.code;
-    if (col_bytes == 2) {
-      col16_.reserve(w.col.size());
-      for (const uint32_t c : w.col) col16_.push_back(static_cast<uint16_t>(c));  // c < 65536
-    } else {
-      col32_ = w.col;
-    }
+    table_ = load_shared_weight(info, rows_, width_, "", pack_table);
   });
 }
 
-void GatherKernel::expand_row(int64_t row, float* out) const {
-  const auto width = static_cast<size_t>(width_);
-  const auto r = static_cast<size_t>(row);
+void CodedTable::expand_row(size_t r, float* out) const {
+  const auto w = static_cast<size_t>(width);
   expand_codes_of(r, out);
-  if (row_scale_.empty()) return;
-  const float s = row_scale_[r];  // the same product, rounded once, as every decoder
-  for (size_t j = 0; j < width; ++j) out[j] = s * out[j];
+  if (row_scale.empty()) return;
+  const float s = row_scale[r];  // the same product, rounded once, as every decoder
+  for (size_t j = 0; j < w; ++j) out[j] = s * out[j];
 }
 
-void GatherKernel::expand_codes_of(size_t r, float* out) const {
-  const auto width = static_cast<size_t>(width_);
-  if (dense_) {
-    expand_codes(codes_.data() + r * width, width, codebook_.data(), out);
+void CodedTable::expand_codes_of(size_t r, float* out) const {
+  const auto w = static_cast<size_t>(width);
+  if (dense) {
+    expand_codes(codes.data() + r * w, w, codebook.data(), out);
     return;
   }
-  const size_t begin = row_ptr_[r];
-  const size_t count = row_ptr_[r + 1] - begin;
-  const uint8_t* codes = codes_.data() + begin;
-  if (col32_.empty())
-    expand_csr(codes, col16_.data() + begin, count, width, codebook_.data(), out);
+  const size_t begin = row_ptr[r];
+  const size_t count = row_ptr[r + 1] - begin;
+  const uint8_t* c = codes.data() + begin;
+  if (col32.empty())
+    expand_csr(c, col16.data() + begin, count, w, codebook.data(), out);
   else
-    expand_csr(codes, col32_.data() + begin, count, width, codebook_.data(), out);
+    expand_csr(c, col32.data() + begin, count, w, codebook.data(), out);
 }
 
 void GatherKernel::compute(OrtKernelContext* context) const {
@@ -153,7 +158,7 @@ void GatherKernel::compute(OrtKernelContext* context) const {
       const int64_t i0 = static_cast<int64_t>(t) * chunk;
       const int64_t i1 = std::min(n, i0 + chunk);
       for (int64_t i = i0; i < i1; ++i)
-        expand_row(indices[static_cast<size_t>(i)], y + i * width_);
+        table_->expand_row(static_cast<size_t>(indices[static_cast<size_t>(i)]), y + i * width_);
     });
   });
 }

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,30 +14,38 @@
 
 namespace dc_onnx {
 
+// A table as the kernel keeps it, whichever is smaller: a dense code matrix [rows,
+// width] (1 byte per weight), or CSR rows with a 1-byte code and a 2- or 4-byte column
+// per non-zero.
+struct CodedTable {
+  int64_t width = 0;             // floats per row
+  bool dense = false;
+  std::vector<uint8_t> codes;    // dense: rows * width codes; CSR: one per non-zero
+  std::vector<size_t> row_ptr;   // CSR: rows + 1 offsets into codes and the columns
+  std::vector<uint16_t> col16;   // CSR, width <= 65536
+  std::vector<uint32_t> col32;   // CSR, wider rows
+  std::array<float, 256> codebook{};
+  std::vector<float> row_scale;  // empty, or one per table row: multiplies the row
+
+  // Writes row `r` (already in range) to `out` (width floats).
+  void expand_row(size_t r, float* out) const;
+
+ private:
+  // The row's codebook values, before its row scale.
+  void expand_codes_of(size_t r, float* out) const;
+};
+
 class GatherKernel {
  public:
   explicit GatherKernel(const OrtKernelInfo* info);
   void compute(OrtKernelContext* context) const;
 
  private:
-  // Writes table row `row` (already in 0..rows_-1) to `out` (width_ floats).
-  void expand_row(int64_t row, float* out) const;
-  // The row's codebook values, before its row scale.
-  void expand_codes_of(size_t r, float* out) const;
-
   std::string prefix_;
   int64_t rows_ = 0;             // vocabulary size: weight_shape[0]
   int64_t width_ = 0;            // floats per row: product of weight_shape[1:]
   std::vector<int64_t> row_shape_;  // weight_shape[1:], appended to the indices' shape
-  // Resident form, whichever is smaller: a dense code matrix [rows_, width_] (1 byte per
-  // weight), or CSR rows with a 1-byte code and a 2- or 4-byte column per non-zero.
-  bool dense_ = false;
-  std::vector<uint8_t> codes_;   // dense: rows_ * width_ codes; CSR: one per non-zero
-  std::vector<size_t> row_ptr_;  // CSR: rows_ + 1 offsets into codes_ and the columns
-  std::vector<uint16_t> col16_;  // CSR, width_ <= 65536
-  std::vector<uint32_t> col32_;  // CSR, wider rows
-  std::array<float, 256> codebook_{};
-  std::vector<float> row_scale_;  // empty, or one per table row: multiplies the row
+  std::shared_ptr<const CodedTable> table_;  // shared by the nodes that read the table
 };
 
 // Input 0 takes indices of any type (the kernel accepts int32 and int64); output float32.

@@ -34,7 +34,8 @@ GemmKernel::GemmKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(info)) 
     if (trans_a != 0 && trans_a != 1) fail("transA must be 0 or 1");
     trans_a_ = trans_a == 1;
     act_ = read_activation(info);
-    w_ = pack_rows(load_matrix_weight(info));
+    const auto [rows, cols] = matrix_shape(info);
+    w_ = load_shared_weight(info, rows, cols, "", pack_rows);
   });
 }
 
@@ -45,11 +46,11 @@ void GemmKernel::compute(OrtKernelContext* context) const {
     if (a.shape.size() != 2) fail_input("A must be 2-D, got shape " + shape_str(a.shape));
     const int64_t m = trans_a_ ? a.shape[1] : a.shape[0];
     const int64_t k = trans_a_ ? a.shape[0] : a.shape[1];
-    if (k != w_.cols)
+    if (k != w_->cols)
       fail_input("A of shape " + shape_str(a.shape) + (trans_a_ ? " (transA)" : "") +
                  " has K=" + std::to_string(k) + " but the weight has K=" +
-                 std::to_string(w_.cols));
-    const int64_t n = w_.rows;
+                 std::to_string(w_->cols));
+    const int64_t n = w_->rows;
 
     Epilogue ep;
     ep.alpha = alpha_;
@@ -67,13 +68,13 @@ void GemmKernel::compute(OrtKernelContext* context) const {
     if (m == 0) return;
 
     if (!trans_a_) {
-      rows_times_w(ctx, w_, a.data, m, y, ep);
+      rows_times_w(ctx, *w_, a.data, m, y, ep);
       return;
     }
     // A [K, M] is already K-major: copied only to pad its rows to 16 columns.
     const KMajorCopy x(ctx, a.data, 1, k, m, 0, m, 1);
     const KMajorProblem pr{x.data(), x.ldx(), 0, m, 1, y, 1, n, 0};
-    w_times_kmajor(ctx, w_, pr, ep);
+    w_times_kmajor(ctx, *w_, pr, ep);
   });
 }
 

@@ -23,7 +23,8 @@ MatMulKernel::MatMulKernel(const OrtKernelInfo* info) : prefix_(layer_prefix(inf
     if (side != 0 && side != 1) fail("weight_side must be 0 or 1");
     weight_first_ = side == 0;
     act_ = read_activation(info);
-    w_ = pack_rows(load_matrix_weight(info));
+    const auto [rows, cols] = matrix_shape(info);
+    w_ = load_shared_weight(info, rows, cols, "", pack_rows);
   });
 }
 
@@ -32,8 +33,8 @@ void MatMulKernel::compute(OrtKernelContext* context) const {
     const Ort::KernelContext ctx(context);
     const InputTensor x = float_input(ctx, 0);
     const size_t rank = x.shape.size();
-    const int64_t k = w_.cols;
-    const int64_t n = w_.rows;
+    const int64_t k = w_->cols;
+    const int64_t n = w_->rows;
     if (rank == 0) fail_input("X must have rank >= 1");
     // K is X's last dim, or (weight first, rank >= 2) its second to last.
     const size_t k_axis = weight_first_ && rank >= 2 ? rank - 2 : rank - 1;
@@ -49,7 +50,7 @@ void MatMulKernel::compute(OrtKernelContext* context) const {
       y_shape.push_back(n);
       float* y = ctx.GetOutput(0, y_shape).GetTensorMutableData<float>();
       const int64_t rows = product(x.shape, 0, k_axis);
-      if (rows > 0) rows_times_w(ctx, w_, x.data, rows, y, ep);
+      if (rows > 0) rows_times_w(ctx, *w_, x.data, rows, y, ep);
       return;
     }
     // Y[b] = Wm @ X[b], X[b] of shape [K, P]: already K-major, copied to pad its rows.
@@ -61,7 +62,7 @@ void MatMulKernel::compute(OrtKernelContext* context) const {
     if (batches == 0 || p == 0) return;
     const KMajorCopy xt(ctx, x.data, batches, k, p, k * p, p, 1);
     const KMajorProblem pr{xt.data(), xt.ldx(), k * xt.ldx(), p, batches, y, p, 1, n * p};
-    w_times_kmajor(ctx, w_, pr, ep);
+    w_times_kmajor(ctx, *w_, pr, ep);
   });
 }
 

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "activation.h"
 #include "conv_attributes.h"
@@ -26,7 +27,7 @@ class GemmKernel {
   float beta_ = 1.0f;
   bool trans_a_ = false;
   Activation act_;
-  CodedRows w_;
+  std::shared_ptr<const CodedRows> w_;  // shared by the nodes that read the same weight
 };
 
 // weight_side 1: Y = act(X @ Wm^T); weight_side 0: Y = act(Wm @ X).
@@ -39,7 +40,14 @@ class MatMulKernel {
   std::string prefix_;
   bool weight_first_ = false;  // weight_side == 0
   Activation act_;
-  CodedRows w_;
+  std::shared_ptr<const CodedRows> w_;  // shared by the nodes that read the same weight
+};
+
+// A Conv weight as the kernel keeps it: sparse taps, or dense fp32 for ORT's own Conv.
+struct ConvWeight {
+  bool dense = false;
+  ConvTaps taps;              // !dense
+  std::vector<float> values;  // dense: W [M, C/group, k...] row-major, row scales applied
 };
 
 // ONNX Conv, 1-D and 2-D (1-D runs as 2-D with a height of 1), then the fused activation.
@@ -55,8 +63,8 @@ class ConvKernel {
   std::string prefix_;
   ConvAttributes attrs_;
   Activation act_;
-  ConvTaps taps_;                     // the resident weight of sparse layers
-  std::unique_ptr<DenseConv> dense_;  // set instead for layers above kDenseConvDensity
+  std::shared_ptr<const ConvWeight> weight_;  // shared by the nodes that read it
+  std::unique_ptr<DenseConv> dense_;  // ORT's Conv, for layers above kDenseConvDensity
 };
 
 }  // namespace dc_onnx

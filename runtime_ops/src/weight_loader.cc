@@ -63,10 +63,10 @@ CsrMatrix load_compressed_weight(const OrtKernelInfo* info, int64_t rows, int64_
   return csr;
 }
 
-CsrMatrix load_matrix_weight(const OrtKernelInfo* info) {
+std::pair<int64_t, int64_t> matrix_shape(const OrtKernelInfo* info) {
   const std::vector<int64_t> shape = required_ints(info, "weight_shape");
   check_weight_shape(shape, {2});
-  return load_compressed_weight(info, shape[0], shape[1]);
+  return {shape[0], shape[1]};
 }
 
 }  // namespace dc_onnx
