@@ -33,6 +33,14 @@ class LayerReport:
     rate_pq: float  # compression rate of pruning + quantization
     rate_pqh: float  # ... plus Huffman coding
     original_bytes: int  # the weight in the original model, in its own dtype
+    readers: int = 1  # nodes reading the weight; `name` joins theirs with commas
+
+    @property
+    def label(self) -> str:
+        """The name for a table: the first reader's, and how many more there are."""
+        if self.readers == 1:
+            return self.name
+        return f"{self.name.split(',')[0]} (and {self.readers - 1} more readers)"
 
     @classmethod
     def from_lower_stats(cls, name: str, s: LayerStats) -> LayerReport:
@@ -56,6 +64,7 @@ class LayerReport:
             rate_pq=s.dtype_bits * n / pq_bits,
             rate_pqh=s.dtype_bits * n / pqh_bits,
             original_bytes=s.dtype_bits * n // 8,
+            readers=s.readers,
         )
 
 
@@ -151,7 +160,7 @@ class Report:
         rows = [head]
         for r in self.layers:
             rows.append((
-                r.name, r.op, f"{r.weights:,}", f"{100 * r.density:.1f}%", str(r.weight_bits),
+                r.label, r.op, f"{r.weights:,}", f"{100 * r.density:.1f}%", str(r.weight_bits),
                 f"{r.weight_bits_huffman:.2f}", str(r.index_bits), f"{r.index_bits_huffman:.2f}",
                 f"{r.rate_pq:.1f}x", f"{r.rate_pqh:.1f}x",
             ))  # fmt: skip

@@ -77,6 +77,7 @@ class LayerStats:
     codes_bytes: int
     gaps_bytes: int
     dtype_bits: int = 32  # bits of one weight in the original model
+    readers: int = 1  # nodes that read the weight (one stored copy, decoded once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,7 +429,9 @@ def _stored_stats(weight: StoredWeight, enc: EncodedWeight) -> LayerStats:
 
 def _layer_stats(group: WeightGroup, enc: EncodedWeight) -> LayerStats:
     stored = group.stored_matrix()  # float16 tables: 16 bits a weight
-    return _stats(group.kind, group.layers[0].node.op_type, stored, 8 * stored.dtype.itemsize, enc)
+    op = group.layers[0].node.op_type
+    stats = _stats(group.kind, op, stored, 8 * stored.dtype.itemsize, enc)
+    return dataclasses.replace(stats, readers=len(group.layers))
 
 
 def _stats(kind: str, op: str, w: np.ndarray, dtype_bits: int, enc: EncodedWeight) -> LayerStats:

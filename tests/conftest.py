@@ -131,6 +131,38 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+def shared_weights_model(steps: int = 4) -> onnx.ModelProto:
+    """An unrolled recurrent cell: one MatMul weight read at every step, one Conv weight
+    read by two Convs (one of them SAME-padded: the sparse path) and one Gather table
+    read twice."""
+    rng = np.random.default_rng(7)
+    nodes = []
+    h = "x"
+    for i in range(steps):
+        nodes.append(helper.make_node("MatMul", [h, "W"], [f"m{i}"], name=f"cell{i}"))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i}"]))
+        h = f"h{i}"
+    nodes += [
+        helper.make_node("Conv", ["img", "K"], ["c0"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c0", "K"], ["c1"], name="conv_b", pads=[1, 1, 1, 1]),
+        helper.make_node("Gather", ["T", "ids"], ["e0"], name="embed_a"),
+        helper.make_node("Gather", ["T", "ids2"], ["e1"], name="embed_b"),
+    ]
+    model = make_model(
+        nodes,
+        {"x": [2, 64], "img": [1, 8, 6, 6], "ids": [5], "ids2": [5]},
+        {h: [2, 64], "c1": [1, 8, 6, 6], "e0": [5, 32], "e1": [5, 32]},
+        {
+            "W": (rng.standard_normal((64, 64)) * 0.2).astype(np.float32),
+            "K": (rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32),
+            "T": rng.standard_normal((300, 32)).astype(np.float32),
+        },
+    )
+    for value in model.graph.input[2:]:
+        value.type.tensor_type.elem_type = TensorProto.INT64  # the Gathers' indices
+    return model
+
+
 def compile_model(
     model: onnx.ModelProto, out_dir: Path, name: str = "model", **options: Any
 ) -> Path:

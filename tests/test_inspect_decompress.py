@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from conftest import compile_model, make_model, mlp_model, run, save
+import dc_onnx
+from conftest import compile_model, make_model, mlp_model, run, save, shared_weights_model
 from dc_onnx.cli import main
 from dc_onnx.codecs.container import FORMAT_VERSION, parse_header
 from dc_onnx.codecs.schema import stream_kinds
@@ -198,3 +199,16 @@ def test_a_matmul_of_an_activation_is_not_called_all_constant() -> None:
     of_constants = helper.make_node("MatMul", ["V", "W"], ["y"])
     assert "both MatMul inputs are constant" not in _why_dense(of_activation, 1, weight, {"W"})
     assert "both MatMul inputs are constant" in _why_dense(of_constants, 1, weight, {"V", "W"})
+
+
+def test_a_weight_read_by_many_nodes_is_one_row(tmp_path: Path) -> None:
+    source = save(shared_weights_model(steps=5), tmp_path / "unrolled.onnx")
+    compiled = tmp_path / "unrolled.dc.onnx"
+    result = dc_onnx.compile(source, compiled, dc_onnx.CompileOptions(sparsity=0.7, bits_fc=6))
+    cell = next(r for r in result.report.layers if r.name.startswith("cell0"))
+    assert cell.readers == 5 and cell.weights == 64 * 64  # counted once, not per reader
+    assert "cell0 (and 4 more readers)" in result.report.format_table()
+    listed = inspect(compiled)
+    assert [layer.readers for layer in listed.layers] == [5, 2, 2]  # W, K, T
+    assert listed.totals()["weights"] == 64 * 64 + 8 * 8 * 9 + 300 * 32
+    assert "cell0 (and 4 more readers)" in listed.format_table()

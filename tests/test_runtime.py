@@ -14,7 +14,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import cnn_model, compile_model, lower_only, make_model, mlp_model, run
+from conftest import (
+    cnn_model,
+    compile_model,
+    lower_only,
+    make_model,
+    mlp_model,
+    run,
+    shared_weights_model,
+)
 from dc_onnx.io import side_file_of
 from dc_onnx.passes.lower import LowerOptions, LowerPass
 from dc_onnx.pipeline import run_passes
@@ -195,38 +203,6 @@ def test_decode_stats_file_gets_one_json_line_per_layer(
         assert 0 < r["nonzeros"] <= r["rows"] * r["cols"] and r["symbols"] >= 2 * r["nonzeros"]
         assert r["decode_ns"] >= 0
     assert (layers["fc1"]["rows"], layers["fc1"]["cols"]) == (48, 64)
-
-
-def shared_weights_model(steps: int = 4) -> onnx.ModelProto:
-    """An unrolled recurrent cell: one MatMul weight read at every step, one Conv weight
-    read by two Convs (one of them SAME-padded: the sparse path) and one Gather table
-    read twice."""
-    rng = np.random.default_rng(7)
-    nodes = []
-    h = "x"
-    for i in range(steps):
-        nodes.append(helper.make_node("MatMul", [h, "W"], [f"m{i}"], name=f"cell{i}"))
-        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i}"]))
-        h = f"h{i}"
-    nodes += [
-        helper.make_node("Conv", ["img", "K"], ["c0"], name="conv_a", pads=[1, 1, 1, 1]),
-        helper.make_node("Conv", ["c0", "K"], ["c1"], name="conv_b", pads=[1, 1, 1, 1]),
-        helper.make_node("Gather", ["T", "ids"], ["e0"], name="embed_a"),
-        helper.make_node("Gather", ["T", "ids2"], ["e1"], name="embed_b"),
-    ]
-    model = make_model(
-        nodes,
-        {"x": [2, 64], "img": [1, 8, 6, 6], "ids": [5], "ids2": [5]},
-        {h: [2, 64], "c1": [1, 8, 6, 6], "e0": [5, 32], "e1": [5, 32]},
-        {
-            "W": (rng.standard_normal((64, 64)) * 0.2).astype(np.float32),
-            "K": (rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32),
-            "T": rng.standard_normal((300, 32)).astype(np.float32),
-        },
-    )
-    for value in model.graph.input[2:]:
-        value.type.tensor_type.elem_type = TensorProto.INT64  # the Gathers' indices
-    return model
 
 
 def test_a_weight_read_by_many_nodes_is_decoded_once_per_session(

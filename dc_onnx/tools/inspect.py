@@ -66,6 +66,13 @@ class LayerInfo:
     # the stored matrix), which the decoded values no longer give back one to one.
     row_scales: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
     codes: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+    readers: int = 1  # nodes reading this stored weight (an unrolled RNN's time steps)
+
+    @property
+    def label(self) -> str:
+        """The name for a table: the first reader's, and how many more there are."""
+        more = self.readers - 1
+        return f"{self.name} (and {more} more readers)" if more else self.name
 
     @property
     def density(self) -> float:
@@ -130,7 +137,7 @@ class InspectResult:
         rows = [head]
         for r in self.layers:
             rows.append((
-                r.name, r.op, "x".join(map(str, r.shape)), f"{100 * r.density:.1f}%",
+                r.label, r.op, "x".join(map(str, r.shape)), f"{100 * r.density:.1f}%",
                 str(r.codebook_size), str(r.weight_bits), str(r.index_bits),
                 f"{r.codes_bytes:,}", f"{r.gaps_bytes:,}", f"{r.stream_bytes:,}",
                 "ok" if r.verified else "FAILED",
@@ -347,14 +354,23 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
         toc: list[TocEntry] | None = parse_header(header)
     except ContainerError:  # each layer then says what is wrong
         toc = None
-    layers = []
+    # Readers of one stored weight name the same streams: it is listed, and decoded, once.
+    readers: dict[tuple[str, ...], list[onnx.NodeProto]] = {}
     for node in graph.node:
         if node.domain != DOMAIN:
             continue
+        attrs = node_attributes(node)
+        stored = node.input[header_input(node.op_type) :]  # header, and streams before v3
+        key = (*stored, str(attrs.get("stream_ids")), str(attrs.get("weight_shape")))
+        readers.setdefault(key, []).append(node)
+    layers = []
+    for nodes in readers.values():
+        node = nodes[0]
         ids = next((list(a.ints) for a in node.attribute if a.name == "stream_ids"), [])
         streams = [s for s in stream_names(node.op_type, node.input, ids) if s]
         names = [node.input[header_input(node.op_type)], *streams]
         problems = [_load_data(tensors[n], p.parent) for n in names]
-        layers.append(_layer(node, tensors, toc, next((q for q in problems if q), None)))
+        layer = _layer(node, tensors, toc, next((q for q in problems if q), None))
+        layers.append(dataclasses.replace(layer, readers=len(nodes)))
     opset = next((o.version for o in model.opset_import if o.domain == DOMAIN), 0)
     return InspectResult(str(p), version, opset, files, layers, _dense_nodes(graph))
