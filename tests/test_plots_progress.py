@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cnn_model, compile_model, mlp_model, save
+from dc_onnx.budget import sensitivity
 from dc_onnx.cli import main
 from dc_onnx.progress import Progress, track
 from dc_onnx.tools.plots import FIGURES
@@ -126,3 +127,16 @@ def test_compile_cli_logs_per_layer_progress(
     lines = [r.getMessage() for r in caplog.records if r.name == "dc_onnx.progress"]
     assert any(line.startswith("cluster: 5/5 layer") for line in lines), lines
     assert any(line.startswith("encode: 5/5 layer") for line in lines), lines
+
+
+def test_a_long_analysis_says_how_long_and_how_to_go_faster(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sensitivity, "SLOW_ANALYSIS_S", 0.0)  # every analysis counts as slow
+    with caplog.at_level(logging.INFO, logger="dc_onnx"):
+        compile_model(mlp_model(), tmp_path, max_error=0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dc_onnx.budget.sensitivity"]
+    progress = [line for line in lines if line.startswith("sensitivity ")]
+    assert len(progress) == 5 and all("left)" in line for line in progress[:-1])
+    hints = [line for line in lines if "--analysis-samples" in line]
+    assert len(hints) == 1 and "a manual compile" in hints[0]

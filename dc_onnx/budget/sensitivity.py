@@ -285,6 +285,14 @@ def _point(curve: Curve, knob: Knob) -> str:
     return "~" + _pct(value) if math.isfinite(value) else "-"
 
 
+# Above this many seconds of analysis still to come, the compile says once how to go faster.
+SLOW_ANALYSIS_S = 300.0
+
+
+def _time_left(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _pct(x: float | None) -> str:
     if x is None:
         return "-"
@@ -346,6 +354,7 @@ def analyze(
     """
     start = time.perf_counter()
     analysis = Analysis([], calibration, 0.0, exact=exact, init=init, hessians=hessians or {})
+    hinted = False
     for i, group in enumerate(groups, 1):
         array = group.array()
         sizes: LayerSizes
@@ -373,10 +382,21 @@ def analyze(
                     error = analysis.measure(layer, simulator, knob, point)
                 if give_up is not None and error > give_up:
                     break
+        elapsed = time.perf_counter() - start
+        left = elapsed / i * (len(groups) - i)
         logger.info(
-            "sensitivity %d/%d %s: %s at 5 bits, %s at 50%% sparsity",
+            "sensitivity %d/%d %s: %s at 5 bits, %s at 50%% sparsity%s",
             i, len(groups), group.name, _pct(layer.bits.error(5)),
-            _pct(layer.sparsity.error(0.5)),
+            _pct(layer.sparsity.error(0.5)), f" (about {_time_left(left)} left)" if left else "",
         )  # fmt: skip
+        if left > SLOW_ANALYSIS_S and analysis.runs and not hinted:
+            hinted = True
+            logger.info(
+                "the analysis runs the model %d times so far, %.1f s a run on %d calibration "
+                "sample(s), and the allocation runs it again; faster: fewer samples "
+                "(--analysis-samples), smaller inputs (--input-shape, for synthesized ones) "
+                "or a manual compile (--sparsity / --bits-conv / --bits-fc), which runs it once",
+                analysis.runs, elapsed / analysis.runs, calibration.samples,
+            )  # fmt: skip
     analysis.seconds = time.perf_counter() - start
     return analysis
