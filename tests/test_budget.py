@@ -157,6 +157,23 @@ def test_calibration_file_without_a_shared_sample_axis_is_one_batch(tmp_path: Pa
     assert report.error is not None and report.within_budget
 
 
+def test_calibration_arrays_that_disagree_on_a_named_dim_are_refused(tmp_path: Path) -> None:
+    # x and mask share the batch 'N' in the model: 4 samples of one and 5 of the other
+    # is a user error, named before ORT fails deep inside the model.
+    w = np.random.default_rng(6).standard_normal((16, 16)).astype(np.float32)
+    nodes = [
+        helper.make_node("Mul", ["x", "mask"], ["xm"]),
+        helper.make_node("MatMul", ["xm", "W"], ["y"], name="fc"),
+    ]
+    model = make_model(nodes, {"x": ["N", 16], "mask": ["N", 1]}, {"y": ["N", 16]}, {"W": w})
+    source = save(model, tmp_path / "m.onnx")
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.ones((4, 16), np.float32), mask=np.ones((5, 1), np.float32))
+    options = dc_onnx.CompileOptions(calibration=data, max_error=0.05)
+    with pytest.raises(dc_onnx.InputError, match=r"'x' and 'mask' share the dim 'N'.* 4 and 5"):
+        dc_onnx.compile(source, tmp_path / "m.dc.onnx", options)
+
+
 def test_calibration_directory_of_runs_as_given(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

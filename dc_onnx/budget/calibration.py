@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -180,9 +180,12 @@ def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") 
     batch_size = next((d for d in fixed if isinstance(d, int) and d > 0), FILE_BATCH)
     given = _one_batch_as_given(path, names, dtypes)
     if given is not None:
+        _check_named_dims(given, inputs, str(path))
         return Calibration([given], "file", f"{path} (one batch, as given)")
     runs = _runs_as_given(path, names, dtypes)
     if runs is not None:
+        for i, run in enumerate(runs, 1):
+            _check_named_dims(run, inputs, f"{path} (run {i})")
         return Calibration(runs, "file", f"{path} ({len(runs)} runs, each as given)")
     dataset = Dataset(path, labels)
     batches, n = [], 0
@@ -196,6 +199,29 @@ def load(path: str | os.PathLike[str], graph: ir.Graph, labels: str = "labels") 
     if not batches:
         raise InputError(f"{path}: no samples")
     return Calibration(batches, "file", str(path))
+
+
+def _check_named_dims(
+    feeds: Mapping[str, np.ndarray], inputs: Sequence[ir.Value], where: str
+) -> None:
+    """Inputs that share a named dim in the model (a batch 'N', a sequence length) must
+    agree on it: ORT would fail deep inside the model, or broadcast them silently."""
+    seen: dict[str, tuple[str, int]] = {}
+    for value in inputs:
+        array = feeds.get(str(value.name))
+        if array is None or value.shape is None or len(value.shape) != array.ndim:
+            continue
+        for axis, dim in enumerate(value.shape):
+            if not isinstance(dim, ir.SymbolicDim) or dim.value is None:
+                continue
+            size = int(array.shape[axis])
+            first = seen.setdefault(dim.value, (str(value.name), size))
+            if first[1] != size:
+                raise InputError(
+                    f"{where}: inputs '{first[0]}' and '{value.name}' share the dim "
+                    f"'{dim.value}' in the model, but the arrays give it {first[1]} and "
+                    f"{size}"
+                )
 
 
 def _one_batch_as_given(
