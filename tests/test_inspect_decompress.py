@@ -121,10 +121,16 @@ def test_inspect_on_a_truncated_side_file_names_a_layer(
     assert "layer 'fc5'" in err and "truncated" in err
 
 
-def test_inspect_refuses_a_plain_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_of_a_model_with_nothing_compressed_lists_its_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What compile writes when no layer is worth compressing, or any plain model.
     plain = save(mlp_model(), tmp_path / "plain.onnx")
-    assert main(["inspect", str(plain)]) == 1
-    assert "not a compiled dc-onnx model" in capsys.readouterr().err
+    assert main(["inspect", str(plain)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no compressed layers: the model has no dc_onnx.header")
+    assert "dense:    5 nodes read constant weights" in out
+    assert inspect(plain).layers == []
 
 
 def test_decompress_writes_a_standard_model_with_the_decoded_weights(

@@ -119,6 +119,15 @@ class InspectResult:
             "dense_weights": sum(d.elements for d in self.dense),
         }
 
+    def _dense_lines(self) -> list[str]:
+        if not self.dense:
+            return []
+        values = sum(d.elements for d in self.dense)
+        lines = [f"dense:    {len(self.dense)} nodes read constant weights ({values:,} values)"]
+        return lines + [
+            f"  {d.name} ({d.op}, {d.weight}, {d.elements:,}): {d.reason}" for d in self.dense
+        ]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -132,6 +141,12 @@ class InspectResult:
         }
 
     def format_table(self) -> str:
+        if self.format_version == 0:
+            return "\n".join([
+                f"no compressed layers: the model has no {HEADER_NAME} (dc-onnx compile left "
+                "every weight as it was, or did not write it)",
+                *self._dense_lines(),
+            ])  # fmt: skip
         head = ("layer", "op", "shape", "density", "k", "bits", "idx bits", "codes B", "gaps B",
                 "streams B", "checks")  # fmt: skip
         rows = [head]
@@ -156,11 +171,7 @@ class InspectResult:
             f"{100 * t['density']:.1f}% kept, {t['stream_bytes']:,} stream bytes",
             f"files:    {t['file_bytes']:,} bytes ({files})",
         ]
-        if self.dense:
-            lines.append(f"dense:    {len(self.dense)} nodes read constant weights "
-                         f"({t['dense_weights']:,} values)")  # fmt: skip
-            lines += [f"  {d.name} ({d.op}, {d.weight}, {d.elements:,}): {d.reason}"
-                      for d in self.dense]  # fmt: skip
+        lines += self._dense_lines()
         for problem in self.problems:
             lines.append(f"FAILED:   {problem}")
         return "\n".join(lines)
@@ -341,10 +352,12 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
     A damaged layer does not stop the listing: it is marked, and `problems` names it.
     """
     p = Path(path)
-    model = load_compiled(p)
+    model = load_proto(p, external_data=False)
     graph = model.graph
     files = _file_bytes(p, model)
     tensors = {t.name: t for t in graph.initializer}
+    if HEADER_NAME not in tensors:  # e.g. what compile wrote when no layer was worth it
+        return InspectResult(str(p), 0, 0, files, [], _dense_nodes(graph))
     header_problem = _load_header(tensors[HEADER_NAME], p.parent)
     if header_problem:
         raise InputError(f"{p}: the side-file header cannot be read: {header_problem}")
