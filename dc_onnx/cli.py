@@ -12,6 +12,7 @@ from pathlib import Path
 from dc_onnx.budget.plot import plot_sensitivity
 from dc_onnx.cli_args import (
     add_options,
+    input_shapes,
     options_from_args,
     positive_float,
     positive_int,
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "--batch", type=positive_int, default=8, help="batch of random inputs (default 8)"
     )
     v.add_argument("--seed", type=int, default=0)
+    _input_shape_argument(v)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(run=_verify)
 
@@ -103,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also measure each form's memory alone in a child process: after session "
         "creation, and the peak during a Run at the first batch size",
     )  # fmt: skip
+    _input_shape_argument(b)
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(run=_bench)
     e = sub.add_parser("eval", help="top-1 / top-5 accuracy of a model (dense or compiled)")
@@ -165,7 +168,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     inputs = read_npz(args.inputs) if args.inputs else None
-    result = verify(args.original, args.compiled, inputs, batch=args.batch, seed=args.seed)
+    result = verify(
+        args.original, args.compiled, inputs, batch=args.batch, seed=args.seed,
+        input_shapes=args.input_shape,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return EXIT_OK
@@ -186,11 +192,19 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _input_shape_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input-shape", type=input_shapes, default={}, metavar="'NAME=D0,D1,... ...'",
+        help="dims of the random inputs that the model leaves symbolic, besides the first "
+        "(the batch): an image size, a sequence length",
+    )  # fmt: skip
+
+
 def _bench(args: argparse.Namespace) -> int:
     result = bench(
         args.original, args.compiled, args.batch, threads=args.threads, repeat=args.repeat,
         max_seconds=args.max_seconds, peers=args.peers, cpu_time=args.cpu_time,
-        footprint=args.footprint,
+        footprint=args.footprint, input_shapes=args.input_shape,
     )  # fmt: skip
     print(json.dumps(result.to_json(), indent=2) if args.json else result.format_table())
     return EXIT_OK

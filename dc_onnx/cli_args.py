@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dc_onnx.options import OptionGroup
+from dc_onnx.options import OptionGroup, parse_input_shapes
 
 _PREFIX = "options."
 
@@ -167,3 +167,11 @@ def positive_float(text: str) -> float:
 __all__: Sequence[str] = [
     "add_options", "options_from_args", "positive_float", "positive_int", "positive_ints",
 ]  # fmt: skip
+
+
+def input_shapes(text: str) -> dict[str, list[int]]:
+    """argparse type for 'NAME=D0,D1,... ...' (--input-shape of verify and bench)."""
+    try:
+        return parse_input_shapes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -163,3 +163,29 @@ def test_verify_makes_up_integer_inputs_and_names_dims_it_cannot(tmp_path: Path)
     sized = make_model([image], {"x": ["N", 3, "H", "W"]}, {"y": ["N", 8, "h", "w"]}, weights)
     with pytest.raises(dc_onnx.InputError, match=r"\[N,3,H,W\].*make_dynamic_shape_fixed"):
         verify(save(sized, tmp_path / "c.onnx"), source)
+
+
+def test_verify_and_bench_take_the_symbolic_dims_they_cannot_make_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = helper.make_node("Conv", ["x", "C"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    weights = {"C": np.random.default_rng(0).standard_normal((16, 3, 3, 3)).astype(np.float32)}
+    sized = make_model([image], {"x": ["N", 3, "H", "W"]}, {"y": ["N", 16, "H", "W"]}, weights)
+    source = save(sized, tmp_path / "c.onnx")
+    compiled = tmp_path / "c.dc.onnx"
+    compile_args = ["compile", str(source), "-o", str(compiled), "--sparsity", "0.5", "--quiet"]
+    assert cli_main([*compile_args, "--input-shape", "x=1,3,12,12"]) == 0
+    assert cli_main(["verify", str(source), str(compiled), "--input-shape", "x=1,3,10,14"]) == 0
+    assert "samples" in capsys.readouterr().out
+    bench = ["bench", str(source), str(compiled), "--batch", "2", "--repeat", "3"]
+    assert cli_main([*bench, "--input-shape", "x=1,3,9,9"]) == 0
+    assert "compiled" in capsys.readouterr().out
+    for shapes, message in (
+        ("x=1,4,9,9", "--input-shape x: dim 1 is fixed at 3 in the model"),
+        ("x=1,3,9", "--input-shape x has 3 dims; the model's [N,3,H,W] has 4"),
+        ("z=1,3,9,9", "--input-shape names z; model inputs: x"),
+    ):
+        assert cli_main([*bench, "--input-shape", shapes]) == 1
+        assert message in capsys.readouterr().err
+    assert cli_main([*bench]) == 1
+    assert "give the others with --input-shape x=D0,D1,..." in capsys.readouterr().err

@@ -42,7 +42,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -345,6 +345,7 @@ def bench(
     peers: bool = False,
     cpu_time: bool = False,
     footprint: bool = False,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> BenchResult:
     """Times the models on the same random inputs, alternating runs, per batch size.
 
@@ -354,6 +355,7 @@ def bench(
     are measured as well; a peer that cannot be built or run is a form with a reason.
     With `cpu_time`, each run is timed by the calling thread's CPU time (CPU_CLOCK).
     With `footprint`, each form's memory is also measured alone (dc_onnx.tools.footprint).
+    `input_shapes` gives the symbolic dims of the random inputs other than the batch.
     """
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
@@ -369,14 +371,16 @@ def bench(
         clock = time.thread_time if cpu_time else time.perf_counter
         result = _bench(
             original, compiled, builds, batches, threads, warmup, repeat, max_seconds, seed,
-            clock,
+            clock, input_shapes or {},
         )  # fmt: skip
         if footprint:  # while the peers' files still exist
             paths = {ORIGINAL: original, COMPILED: compiled}
             paths |= {b.name: b.path for b in builds if b.path is not None}
             forms = [
                 f if f.reason is not None else dataclasses.replace(
-                    f, footprint=footprint_in_child(paths[f.name], batches[0], threads, seed)
+                    f, footprint=footprint_in_child(
+                        paths[f.name], batches[0], threads, seed, input_shapes
+                    )
                 )
                 for f in result.forms
             ]  # fmt: skip
@@ -395,6 +399,7 @@ def _bench(
     max_seconds: float,
     seed: int,
     clock: Any,
+    shapes: Mapping[str, Sequence[int]],
 ) -> BenchResult:
     warm_up_ort(threads)
     comp_session, comp_stats, decode = _create_compiled(compiled, threads)
@@ -420,7 +425,7 @@ def _bench(
         raise InputError("the two models have different inputs")
     meter = PeakMeter()
     timings = [
-        _time_batch(live, batch, meter, warmup, repeat, max_seconds, seed, clock)
+        _time_batch(live, batch, meter, warmup, repeat, max_seconds, seed, clock, shapes)
         for batch in batches
     ]
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -452,8 +457,9 @@ def _time_batch(
     max_seconds: float,
     seed: int,
     clock: Any,
+    shapes: Mapping[str, Sequence[int]],
 ) -> BatchTiming:
-    feeds = random_inputs(live[0].session, batch, seed)
+    feeds = random_inputs(live[0].session, batch, seed, shapes)
     peaks: dict[str, tuple[int | None, int | None]] = {}
     reference = None
     for item in live:

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dc_onnx.errors import InputError
@@ -38,7 +39,7 @@ class Footprint:
     method: str  # how the peak was read (dc_onnx.tools.memory)
 
 
-def _measure(path: str, batch: int, threads: int, seed: int) -> dict[str, Any]:
+def _measure(path: str, batch: int, threads: int, seed: int, shapes: str) -> dict[str, Any]:
     """In the child: the figures above, as a dict."""
     from dc_onnx.runtime import open_session
     from dc_onnx.tools.bench_sessions import bench_session_options, warm_up_ort
@@ -52,7 +53,7 @@ def _measure(path: str, batch: int, threads: int, seed: int) -> dict[str, Any]:
         raise InputError("no resident-set figure on this system (/proc)")
     session = open_session(path, bench_session_options(threads))
     created = rss_bytes() or baseline
-    feeds = random_inputs(session, batch, seed)
+    feeds = random_inputs(session, batch, seed, json.loads(shapes))
     _, growth = meter.measure(lambda: session.run(None, feeds))
     peak = created + (growth or 0)
     return {
@@ -64,16 +65,21 @@ def _measure(path: str, batch: int, threads: int, seed: int) -> dict[str, Any]:
 
 
 def footprint_in_child(
-    path: str | os.PathLike[str], batch: int, threads: int, seed: int = 0
+    path: str | os.PathLike[str],
+    batch: int,
+    threads: int,
+    seed: int = 0,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Footprint | str:
     """The model's footprint measured in a fresh process, or why it could not be."""
     code = (
         "import json, sys; from dc_onnx.tools.footprint import _measure, _MARK;"
         "print(_MARK + json.dumps(_measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),"
-        " int(sys.argv[4]))))"
+        " int(sys.argv[4]), sys.argv[5])))"
     )
     model = os.path.abspath(path)  # the child runs in another folder
-    args = [sys.executable, "-c", code, model, str(batch), str(threads), str(seed)]
+    shapes = json.dumps(dict(input_shapes or {}))
+    args = [sys.executable, "-c", code, model, str(batch), str(threads), str(seed), shapes]
     # Not from the source tree: `import dc_onnx` must find the installed package.
     done = subprocess.run(args, capture_output=True, text=True, cwd=tempfile.gettempdir())
     for line in done.stdout.splitlines():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,35 +31,57 @@ class VerifyResult:
         return dataclasses.asdict(self)
 
 
-def random_inputs(session: Any, batch: int, seed: int) -> dict[str, np.ndarray]:
-    """Inputs shaped like the model's, `batch` for a symbolic first dim: standard normal
-    floats, True for bools, ones for integers (as the compiler's synthesized calibration
-    inputs where it finds no embedding table: a valid id, length or flag)."""
+def random_inputs(
+    session: Any, batch: int, seed: int, shapes: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, np.ndarray]:
+    """Inputs shaped like the model's, `batch` for a symbolic first dim and `shapes`
+    (--input-shape NAME=D0,D1,...) for its other symbolic dims: standard normal floats,
+    True for bools, ones for integers (as the compiler's synthesized calibration inputs
+    where it finds no embedding table: a valid id, length or flag)."""
+    given = dict(shapes or {})
+    args = session.get_inputs()
+    unknown = sorted(set(given) - {arg.name for arg in args})
+    if unknown:
+        names = ", ".join(arg.name for arg in args)
+        raise InputError(f"--input-shape names {', '.join(unknown)}; model inputs: {names}")
     rng = np.random.default_rng(seed)
     feeds = {}
-    for arg in session.get_inputs():
+    for arg in args:
         dtype = NUMPY_TYPES.get(arg.type)
         if dtype is None:
             why = f"input '{arg.name}' is {arg.type}"
             raise InputError(f"{why}: give real inputs (verify --inputs)")
-        shape = []
-        for axis, d in enumerate(arg.shape):
-            if isinstance(d, int) and d > 0:
-                shape.append(d)
-            elif axis == 0:
-                shape.append(batch)
-            else:  # an image size or a sequence length: no size fits every model
-                dims = ",".join(str(x) for x in arg.shape)
-                raise InputError(
-                    f"input '{arg.name}' has shape [{dims}]: only the first (batch) dim can be "
-                    "made up; fix the others in the model (python -m onnxruntime.tools."
-                    "make_dynamic_shape_fixed), or give real inputs (verify --inputs)"
-                )
+        shape = _input_shape(arg.name, list(arg.shape), batch, given.get(arg.name))
         if np.issubdtype(dtype, np.floating):
             feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
         else:
             feeds[arg.name] = np.ones(shape, dtype=dtype)  # True for bools
     return feeds
+
+
+def _input_shape(name: str, dims: list[Any], batch: int, given: Sequence[int] | None) -> list[int]:
+    shown = ",".join(str(x) for x in dims)
+    if given is not None and len(given) != len(dims):
+        raise InputError(f"--input-shape {name} has {len(given)} dims; the model's [{shown}] has "
+                         f"{len(dims)}")  # fmt: skip
+    shape = []
+    for axis, d in enumerate(dims):
+        if isinstance(d, int) and d > 0:
+            if given is not None and given[axis] != d:
+                raise InputError(f"--input-shape {name}: dim {axis} is fixed at {d} in the model")
+            shape.append(d)
+        elif axis == 0:
+            shape.append(batch)  # the batch sizes being compared
+        elif given is not None:
+            shape.append(int(given[axis]))
+        else:  # an image size or a sequence length: no size fits every model
+            raise InputError(
+                f"input '{name}' has shape [{shown}]: only the first (batch) dim can be made "
+                f"up; give the others with --input-shape {name}=D0,D1,..., fix them in the "
+                "model (python -m onnxruntime.tools.make_dynamic_shape_fixed), or give real "
+                "inputs (verify --inputs)"
+            )
+    return shape
 
 
 def verify(
@@ -67,13 +90,14 @@ def verify(
     inputs: dict[str, np.ndarray] | None = None,
     batch: int = 8,
     seed: int = 0,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> VerifyResult:
     """Compare outputs; `inputs` may also hold `labels` for top-1 accuracy of both."""
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
     reference, candidate = open_session(original), open_session(compiled)
     names = [i.name for i in reference.get_inputs()]
-    feeds = random_inputs(reference, batch, seed) if inputs is None else dict(inputs)
+    feeds = random_inputs(reference, batch, seed, input_shapes) if inputs is None else dict(inputs)
     labels = feeds.pop("labels", None)
     missing = [n for n in names if n not in feeds]
     if missing:
