@@ -218,3 +218,36 @@ def test_a_weight_read_by_many_nodes_is_one_row(tmp_path: Path) -> None:
     assert [layer.readers for layer in listed.layers] == [5, 2, 2]  # W, K, T
     assert listed.totals()["weights"] == 64 * 64 + 8 * 8 * 9 + 300 * 32
     assert "cell0 (and 4 more readers)" in listed.format_table()
+
+
+def test_inspect_lists_dense_weights_in_branches_and_integer_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+
+    def branch(name: str) -> onnx.GraphProto:
+        weight = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32))
+        nodes = [
+            helper.make_node("Constant", [], [f"W_{name}"], value=weight),
+            helper.make_node("MatMul", ["x", f"W_{name}"], [f"y_{name}"], name=f"mm_{name}"),
+        ]
+        out = helper.make_tensor_value_info(f"y_{name}", onnx.TensorProto.FLOAT, [4, 16])
+        return helper.make_graph(nodes, name, [], [out])
+
+    q = rng.integers(-100, 100, (16, 16)).astype(np.int8)
+    nodes = [
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"),
+                         else_branch=branch("else")),
+        helper.make_node("DequantizeLinear", ["Q", "scale"], ["q"], name="dq"),
+        helper.make_node("MatMul", ["y", "q"], ["z"], name="mm_q"),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 16])],
+        [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [4, 16])],
+        [numpy_helper.from_array(q, "Q"), numpy_helper.from_array(np.float32(0.01), "scale")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    listed = inspect(save(model, tmp_path / "branches.onnx"))
+    assert {(d.name, d.weight) for d in listed.dense} == {
+        ("mm_then", "W_then"), ("mm_else", "W_else"), ("dq", "Q"),
+    }  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -246,26 +246,41 @@ def _why_dense(
             "the budget kept it exact, else left_uncompressed with the reason)")  # fmt: skip
 
 
-def _dense_nodes(graph: onnx.GraphProto) -> list[DenseNode]:
-    tensors = {t.name: t for t in graph.initializer}
+def _dense_nodes(
+    graph: onnx.GraphProto, outer: Mapping[str, onnx.TensorProto] | None = None
+) -> list[DenseNode]:
+    """Nodes that read a constant weight of MIN_LISTED_ELEMENTS or more: initializers and
+    Constant nodes, in the graph, its outer scopes and its subgraphs (If, Loop, Scan)."""
+    tensors = dict(outer or {})
+    tensors.update({t.name: t for t in graph.initializer})
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and value is not None:
+            tensors[node.output[0]] = value
     dense = []
     for node in graph.node:
-        if node.domain == DOMAIN:
+        if node.domain == DOMAIN or node.op_type == "Constant":
             continue
         for index, name in enumerate(node.input):
             tensor = tensors.get(name)
-            if tensor is None or tensor.data_type not in _FLOAT_TYPES:
+            if tensor is None or tensor.data_type not in _WEIGHT_TYPES:
                 continue
             elements = math.prod(tensor.dims)
             if elements < MIN_LISTED_ELEMENTS:
                 continue
             reason = _why_dense(node, index, tensor, tensors)
             dense.append(DenseNode(node.name or node.op_type, node.op_type, name, elements, reason))
+        for attr in node.attribute:
+            for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                dense += _dense_nodes(body, tensors)
     return dense
 
 
-_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                onnx.TensorProto.BFLOAT16)  # fmt: skip
+# Weights worth listing: floats, and the integers of quantized models (int32 / int64
+# constants are shapes and indices).
+_WEIGHT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                 onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+                 onnx.TensorProto.INT16, onnx.TensorProto.UINT16)  # fmt: skip
 
 
 def _layer(
