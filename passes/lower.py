@@ -283,14 +283,14 @@ class LowerPass(CompilerPass):
         for i, group in enumerate(track(groups, "encode"), 1):
             logger.info("encode %d/%d %s", i, len(groups), group.name)
             encoded = encode_group(group, _index_bits(self.options, group))
-            # A small weight (a token-type table, a 128-value conv) is cheaper as it is:
-            # its codebook alone can outweigh it. It keeps the values prune and cluster
-            # gave it, so the error measured is the same.
+            # A small table (token types, ...) is cheaper as it is: its codebook alone
+            # can outweigh it. Compute layers keep the paper's rule: every one is encoded.
             tensor = group.weight.const_value
             assert tensor is not None
-            larger = _larger_than(encoded, tensor.nbytes)
+            embedding = group.kind == "embedding"
+            larger = _larger_than(encoded, tensor.nbytes) if embedding else None
             if larger is not None:
-                logger.info("weight '%s' stays as it is: %s", group.weight.name, larger)
+                logger.info("table '%s' stays as it is: %s", group.weight.name, larger)
                 size = int(group.array().size)
                 left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
                 continue
