@@ -20,10 +20,10 @@ struct Weight {
   const float* codebook;   // 256 values
 };
 
-// One build's resident form: how to make it and what it holds.
+// One build's resident form, and the heap bytes packing it left allocated.
 struct Packed {
   std::shared_ptr<const void> form;
-  size_t bytes;  // heap bytes it holds (the CSR copy freed)
+  size_t bytes;
 };
 
 }  // namespace fc_bench
