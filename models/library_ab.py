@@ -1,6 +1,6 @@
 """Library builds against each other: one model's dense original and its compiled form
-run with each given custom-op library, in one process, alternating, one intra-op
-thread, median CPU time of the calling thread (`time.thread_time`).
+run with each given custom-op library, in one process, one intra-op thread, median CPU
+time of the calling thread (`time.thread_time`); each library's run follows a dense run.
 
     python models/library_ab.py ORIGINAL COMPILED REPEAT LIBRARY [LIBRARY ...] [--batch N]
 
@@ -55,12 +55,21 @@ def main() -> None:
         diff = float(np.abs(outputs[i] - outputs[1]).max())
         print(f"{libraries[i - 1]}: same bits as {libraries[0]}: {same} (max diff {diff:.3g})")
     times: list[list[float]] = [[] for _ in sessions]
+
+    def timed(i: int) -> None:
+        start = time.thread_time()
+        sessions[i].run(None, feeds)
+        times[i].append((time.thread_time() - start) * 1e3)
+
+    # Every library's run comes right after a dense one (as in `dc-onnx bench`, where the
+    # dense layer has just streamed its weights through the caches), the libraries in an
+    # order rotated each round. Alternating dense, A, B and back gave the last library a
+    # run after itself (warm) in every other round and the first none: 5-10% in its favour.
+    libs = list(range(1, len(sessions)))
     for r in range(repeat):
-        order = range(len(sessions)) if r % 2 else reversed(range(len(sessions)))
-        for i in order:
-            start = time.thread_time()
-            sessions[i].run(None, feeds)
-            times[i].append((time.thread_time() - start) * 1e3)
+        for i in libs[r % len(libs) :] + libs[: r % len(libs)]:
+            timed(0)
+            timed(i)
     medians = [float(np.median(t)) for t in times]
     print(f"dense {medians[0]:.3f} ms")
     for library, m in zip(libraries, medians[1:], strict=True):
