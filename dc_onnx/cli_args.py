@@ -164,14 +164,15 @@ def positive_float(text: str) -> float:
     return value
 
 
-__all__: Sequence[str] = [
-    "add_options", "options_from_args", "positive_float", "positive_int", "positive_ints",
-]  # fmt: skip
-
-
 def input_shapes(text: str) -> dict[str, list[int]]:
     """argparse type for 'NAME=D0,D1,... ...' (--input-shape of verify and bench)."""
     try:
         return parse_input_shapes(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+__all__: Sequence[str] = [
+    "add_options", "input_shapes", "options_from_args", "positive_float", "positive_int",
+    "positive_ints",
+]  # fmt: skip
