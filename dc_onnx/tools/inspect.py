@@ -387,16 +387,14 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
     for node in graph.node:
         if node.domain != DOMAIN:
             continue
-        attrs = node_attributes(node)
-        stored = node.input[header_input(node.op_type) :]  # header, and streams before v3
-        key = (*stored, str(attrs.get("stream_ids")), str(attrs.get("weight_shape")))
-        readers.setdefault(key, []).append(node)
-    layers = []
-    for nodes in readers.values():
-        node = nodes[0]
         ids = next((list(a.ints) for a in node.attribute if a.name == "stream_ids"), [])
         streams = [s for s in stream_names(node.op_type, node.input, ids) if s]
-        names = [node.input[header_input(node.op_type)], *streams]
+        shape = str(node_attributes(node).get("weight_shape"))
+        key = (node.input[header_input(node.op_type)], *streams, str(ids), shape)
+        readers.setdefault(key, []).append(node)
+    layers = []
+    for key, nodes in readers.items():
+        node, names = nodes[0], list(key[:-2])  # the header and the stream inputs
         problems = [_load_data(tensors[n], p.parent) for n in names]
         layer = _layer(node, tensors, toc, next((q for q in problems if q), None))
         layers.append(dataclasses.replace(layer, readers=len(nodes)))

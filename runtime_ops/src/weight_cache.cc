@@ -23,17 +23,14 @@ void drop_expired() {
 }  // namespace
 
 std::string weight_identity(const OrtKernelInfo* info, int64_t rows, int64_t cols) {
-  if (!has_input(info, 1)) return {};
-  int is_constant = 0;
-  const OrtValue* value = nullptr;
-  if (!ok(Ort::GetApi().KernelInfoGetConstantInput_tensor(info, 1, &is_constant, &value)) ||
-      !is_constant || value == nullptr)
+  if (!has_input(info, 1)) return {};  // decoding says what is missing
+  // The same check and message as decoding's (weight_loader.cc), only earlier.
+  const ConstantTensor header = constant_tensor(info, 1, "input 1 (header)");
+  const uint8_t* data = header.data;
+  const size_t size = header.count;
+  if (header.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || data == nullptr ||
+      peek_format_version(data, size) < kWholeFileVersion)
     return {};
-  Ort::ConstValue v{value};
-  if (!v.IsTensor()) return {};
-  const size_t size = v.GetTensorTypeAndShapeInfo().GetElementCount();
-  const auto* data = static_cast<const uint8_t*>(v.GetTensorRawData());
-  if (data == nullptr || peek_format_version(data, size) < kWholeFileVersion) return {};
   uint32_t toc_crc = 0;  // bytes 16-19 of the header (docs/format.md, "Side file")
   std::memcpy(&toc_crc, data + 16, sizeof toc_crc);
   std::string id = std::to_string(reinterpret_cast<uintptr_t>(data)) + ':' +
