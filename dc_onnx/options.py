@@ -39,6 +39,9 @@ OTHER_BITS = 8
 # From this share of non-zero weights on, a Conv layer runs as ORT's own Conv on its decoded
 # weight: measured crossover of the sparse kernel against ORT's (docs/benchmarks.md).
 CONV_DENSE_DENSITY = 0.5
+# Likewise for Gemm / MatMul: from 70% non-zero ORT's MLAS GEMM beats the sparse rows at
+# every batch measured but one (batch 1 of the largest layers; docs/benchmarks.md).
+FC_DENSE_DENSITY = 0.7
 # The default output-error budget: relative L2 error of the worst output (docs/budget.md).
 DEFAULT_MAX_ERROR = 0.01
 
@@ -241,8 +244,14 @@ class LowerOptions(OptionGroup):
     conv_dense_density: float = option(
         CONV_DENSE_DENSITY,
         "conv layers with at least this share of non-zero weights run as ORT's own Conv on"
-        " the weight decoded at session creation (same file bytes); above 1: all sparse",
-        check=check_positive,
+        " the weight decoded at session creation (same file bytes); 0: all, above 1: none",
+        check=check_non_negative,
+    )
+    fc_dense_density: float = option(
+        FC_DENSE_DENSITY,
+        "Gemm / MatMul layers with at least this share of non-zero weights run as ORT's own"
+        " op on the weight decoded at session creation (same file bytes); 0: all, above 1: none",
+        check=check_non_negative,
     )
 
     keep_activations: bool = option(

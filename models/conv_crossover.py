@@ -1,21 +1,22 @@
-"""Where the sparse convolution stops paying: single Conv layers at several densities,
-each compiled with the sparse kernel forced, timed against ORT's own Conv on the dense
-original (what the decode form runs), runs alternating in one process.
+"""Where the sparse kernels stop paying: single Conv layers, and Gemm-like MatMul layers
+at several batch sizes, at several densities, each compiled with the sparse kernel forced,
+timed against ORT's own op on the dense original (what the decode form runs), runs
+alternating in one process.
 
     python models/conv_crossover.py [--out build/crossover] [--repeat 15] [--cold]
-                                    [--densities 0.2,0.35,0.5]
+                                    [--densities 0.2,0.35,0.5] [--fc]
 
-Prints one row per layer shape and density: the median CPU time of each form's runs at
-batch 1, 1 intra-op thread, and the ratio dense / sparse (above 1: the sparse kernel is
-faster). With --cold, every timed run follows a pass over 256 MB of other memory, as a
-Run of a dense model with large FC weights leaves the caches (what the alternation of
-`dc-onnx bench` between the dense and the compiled model does to each). With one
-intra-op thread ORT runs the graph on the calling thread, so that thread's CPU time
-(`time.thread_time`) is the run's cost without the time other processes held the core:
-on a shared machine, wall-clock medians measure the scheduler.
-The lower pass's `conv_dense_density` (dc_onnx/options.py) is set from these rows;
-docs/benchmarks.md, "Sparse or dense convolution", records a run. Random weights and
-inputs: only the speed means anything.
+Prints one row per layer shape (and, with --fc, batch size) and density: the median CPU
+time of each form's runs, 1 intra-op thread, and the ratio dense / sparse (above 1: the
+sparse kernel is faster). With --cold, every timed run follows a pass over 256 MB of
+other memory, as a Run of a dense model with large FC weights leaves the caches (what the
+alternation of `dc-onnx bench` between the dense and the compiled model does to each).
+With one intra-op thread ORT runs the graph on the calling thread, so that thread's CPU
+time (`time.thread_time`) is the run's cost without the time other processes held the
+core: on a shared machine, wall-clock medians measure the scheduler.
+The lower pass's `conv_dense_density` and `fc_dense_density` (dc_onnx/options.py) are set
+from these rows; docs/benchmarks.md, "Sparse or dense convolution" and "Sparse or dense
+FC", records runs. Random weights and inputs: only the speed means anything.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -62,6 +64,22 @@ SHAPES = [
 DENSITIES = [0.2, 0.35, 0.5, 0.65, 0.8, 1.0]
 
 
+@dataclass(frozen=True)
+class FcShape:
+    name: str
+    inputs: int
+    outputs: int
+    batches: tuple[int, ...]  # rows of activations timed
+
+
+FC_SHAPES = [
+    FcShape("384->384 (MiniLM attention)", 384, 384, (1, 16, 64)),
+    FcShape("384->1536 (MiniLM intermediate)", 384, 1536, (1, 16)),
+    FcShape("1024->8210 (ddddocr CTC head)", 1024, 8210, (1, 20)),
+    FcShape("4096->4096 (VGG-16 fc7)", 4096, 4096, (1, 8, 64)),
+]
+
+
 def conv_model(s: Shape, seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((s.cout, s.cin // s.group, s.kernel, s.kernel), dtype=np.float32)
@@ -82,12 +100,28 @@ def conv_model(s: Shape, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def sparse_options(density: float) -> dc_onnx.CompileOptions:
+def fc_model(s: FcShape, seed: int = 0) -> onnx.ModelProto:
+    w = np.random.default_rng(seed).standard_normal((s.inputs, s.outputs), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="fc")],
+        "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", s.inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", s.outputs])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def sparse_options(density: float, kind: str = "conv") -> dc_onnx.CompileOptions:
     """Manual mode at `density`, 8-bit weights and indices, the sparse kernel forced."""
     return dc_onnx.CompileOptions(
-        prune=dc_onnx.PruneOptions(sparsity_per_layer={"conv": 1.0 - density}),
-        cluster=dc_onnx.ClusterOptions(bits_conv=8),
-        lower=dc_onnx.LowerOptions(index_bits_conv=8, conv_dense_density=2.0),
+        prune=dc_onnx.PruneOptions(sparsity_per_layer={kind: 1.0 - density}),
+        cluster=dc_onnx.ClusterOptions(bits_conv=8, bits_fc=8),
+        lower=dc_onnx.LowerOptions(
+            index_bits_conv=8, index_bits_fc=8, conv_dense_density=2.0, fc_dense_density=2.0
+        ),
     )
 
 
@@ -113,32 +147,67 @@ def alternate(
     return [float(np.median(t)) for t in times]
 
 
+def _time_pair(
+    dense: Path, compiled: Path, feeds: dict[str, np.ndarray], repeat: int, evict: Any
+) -> tuple[float, float]:
+    sessions = [open_session(p, bench_session_options(1)) for p in (dense, compiled)]
+    d, s = alternate(sessions, feeds, repeat, evict)
+    return d, s
+
+
+def _conv_rows(
+    out: Path, picked: list[int], densities: list[float], repeat: int, evict: Any
+) -> None:
+    print(f"{'layer':<40} {'density':>7} {'dense ms':>9} {'sparse ms':>9} {'dense/sparse':>12}")
+    for i in picked:
+        shape = SHAPES[i]
+        dense = out / f"conv{i}.onnx"
+        onnx.save(conv_model(shape), str(dense))
+        x = np.random.default_rng(1).standard_normal((1, shape.cin, shape.size, shape.size))
+        feeds = {"x": x.astype(np.float32)}
+        for density in densities:
+            compiled = out / f"conv{i}_d{int(density * 100)}.dc.onnx"
+            dc_onnx.compile(dense, compiled, sparse_options(density))
+            d, s = _time_pair(dense, compiled, feeds, repeat, evict)
+            print(f"{shape.name:<40} {density:>7.2f} {d:>9.3f} {s:>9.3f} {d / s:>11.2f}x")
+
+
+def _fc_rows(out: Path, picked: list[int], densities: list[float], repeat: int, evict: Any) -> None:
+    head = f"{'layer':<32} {'batch':>5} {'density':>7} {'dense ms':>9} {'sparse ms':>9}"
+    print(f"{head} {'dense/sparse':>12}")
+    for i in picked:
+        shape = FC_SHAPES[i]
+        dense = out / f"fc{i}.onnx"
+        onnx.save(fc_model(shape), str(dense))
+        for density in densities:
+            compiled = out / f"fc{i}_d{int(density * 100)}.dc.onnx"
+            dc_onnx.compile(dense, compiled, sparse_options(density, "fc"))
+            for batch in shape.batches:
+                x = np.random.default_rng(1).standard_normal((batch, shape.inputs))
+                d, s = _time_pair(dense, compiled, {"x": x.astype(np.float32)}, repeat, evict)
+                print(
+                    f"{shape.name:<32} {batch:>5} {density:>7.2f} {d:>9.3f} {s:>9.3f}"
+                    f" {d / s:>11.2f}x"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/crossover"))
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--cold", action="store_true", help="evict the caches before each run")
     parser.add_argument("--densities", default=",".join(str(d) for d in DENSITIES))
-    parser.add_argument("--shapes", help="indices into SHAPES, comma-separated (default: all)")
+    parser.add_argument("--shapes", help="indices into the shapes, comma-separated (default: all)")
+    parser.add_argument("--fc", action="store_true", help="MatMul layers instead of Conv ones")
     args = parser.parse_args()
     densities = [float(d) for d in args.densities.split(",")]
-    picked = [int(i) for i in args.shapes.split(",")] if args.shapes else range(len(SHAPES))
+    count = len(FC_SHAPES if args.fc else SHAPES)
+    picked = [int(i) for i in args.shapes.split(",")] if args.shapes else list(range(count))
     evict = np.ones(64 << 20, np.float32) if args.cold else None
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}, cold: {args.cold}")
-    print(f"{'layer':<40} {'density':>7} {'dense ms':>9} {'sparse ms':>9} {'dense/sparse':>12}")
-    for i in picked:
-        shape = SHAPES[i]
-        dense = args.out / f"conv{i}.onnx"
-        onnx.save(conv_model(shape), str(dense))
-        x = np.random.default_rng(1).standard_normal((1, shape.cin, shape.size, shape.size))
-        feeds = {"x": x.astype(np.float32)}
-        for density in densities:
-            compiled = args.out / f"conv{i}_d{int(density * 100)}.dc.onnx"
-            dc_onnx.compile(dense, compiled, sparse_options(density))
-            sessions = [open_session(p, bench_session_options(1)) for p in (dense, compiled)]
-            d, s = alternate(sessions, feeds, args.repeat, evict)
-            print(f"{shape.name:<40} {density:>7.2f} {d:>9.3f} {s:>9.3f} {d / s:>11.2f}x")
+    rows = _fc_rows if args.fc else _conv_rows
+    rows(args.out, picked, densities, args.repeat, evict)
 
 
 if __name__ == "__main__":

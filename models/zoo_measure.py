@@ -579,9 +579,9 @@ def tables(rows: list[Row]) -> str:
         "## Speed\n\nSession creation, then the median batch-1 latency over alternating runs "
         "(1 intra-op thread, spinning off) and the speed-up against the original. Compiled "
         "models run in `dc_onnx.InferenceSession`, which decodes the storage-form weights "
-        "(the decode form of dense and depthwise Conv layers included) once at session "
-        "creation; a host that runs them in a plain ORT session pays a copy of those "
-        "weights per Run (docs/format.md).\n\n"
+        "(the decode form of dense Gemm / MatMul and dense or depthwise Conv layers "
+        "included) once at session creation; a host that runs them in a plain ORT session "
+        "pays a copy of those weights per Run (docs/format.md).\n\n"
         + zoo.markdown_table(speed_head, speed),
         "## Inventory: where the weights are\n\n" + zoo.markdown_table(
             zoo.INVENTORY_HEAD, zoo.inventory_rows(inv)),

@@ -294,7 +294,7 @@ class LowerPass(CompilerPass):
                 size = int(group.array().size)
                 left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
                 continue
-            if self._dense_conv(group):
+            if self._decode_form(group):
                 group = dataclasses.replace(
                     group, layers=tuple(dataclasses.replace(x, decoded=True) for x in group.layers)
                 )
@@ -331,13 +331,18 @@ class LowerPass(CompilerPass):
             base = str(job.weight.name)
             ids = [stream_ids[(j, k)] for k in range(len(streams[j]))]
             if isinstance(job, StoredWeight):
-                decoders.append(_replace_stored(graph, job, header, ids, enc))
+                decoders.extend(_replace_stored(graph, job, header, ids, enc))
                 layers[job.name] = _stored_stats(job, enc)
                 continue
-            if job.decoded:  # Conv 3-D, ConvTranspose: ORT's own op reads the decoded weight
+            if job.decoded:  # Conv 3-D, ConvTranspose, dense layers: ORT's own op reads it
                 readers = tuple(layer.node.op_type for layer in job.layers)
                 stored = StoredWeight(job.weight, "storage", readers)
-                decoders.append(_replace_stored(graph, stored, header, ids, enc, layer=job.name))
+                # Codes are in the stored [out, in] order; a weight stored transposed gets
+                # it back through a Transpose, which ORT folds once the decode is materialised.
+                transposed = job.kind == "fc" and job.layers[0].transposed
+                decoders.extend(
+                    _replace_stored(graph, stored, header, ids, enc, job.name, transposed)
+                )
                 layers[job.name] = _layer_stats(job, enc)
                 continue
             fc = job.kind == "fc"
@@ -356,21 +361,28 @@ class LowerPass(CompilerPass):
         self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, True)
 
-    def _dense_conv(self, group: WeightGroup) -> bool:
-        """Whether a Conv layer runs faster as ORT's own Conv, fed by the decode op, than
-        as the sparse kernel: at least `conv_dense_density` non-zero, or depthwise (one
-        input channel per group: ORT's kernel wins at every density measured,
-        docs/benchmarks.md, "Sparse or dense convolution")."""
-        if group.kind != "conv" or group.decoded:
+    def _decode_form(self, group: WeightGroup) -> bool:
+        """Whether a layer runs faster as ORT's own op, fed by the decode op, than as the
+        sparse kernel (docs/benchmarks.md, "Sparse or dense convolution" and "Sparse or
+        dense FC"): a Conv at least `conv_dense_density` non-zero, or depthwise (one input
+        channel per group: ORT's kernel wins at every density measured); a Gemm / MatMul
+        at least `fc_dense_density` non-zero."""
+        if group.kind not in ("conv", "fc") or group.decoded:
             return False
         w = group.array()
         density = np.count_nonzero(w) / max(w.size, 1)
-        groups = group.layers[0].node.attributes.get_int("group", 1)
-        depthwise = groups > 1 and w.shape[1] == 1
-        if density < self.options.conv_dense_density and not depthwise:
+        depthwise = False
+        if group.kind == "conv":
+            groups = group.layers[0].node.attributes.get_int("group", 1)
+            depthwise = groups > 1 and w.shape[1] == 1
+            threshold = self.options.conv_dense_density
+        else:
+            threshold = self.options.fc_dense_density
+        if density < threshold and not depthwise:
             return False
         why = "depthwise" if depthwise else f"{100 * density:.0f}% non-zero"
-        logger.info("%s: %s: decoded once, ORT's Conv runs it", group.name, why)
+        op = group.layers[0].node.op_type
+        logger.info("%s: %s: decoded once, ORT's %s runs it", group.name, why, op)
         return True
 
     def ensures(self, model: ir.Model) -> None:
@@ -388,14 +400,18 @@ def _replace_stored(
     stream_ids: list[int],
     encoded: EncodedWeight,
     layer: str | None = None,
-) -> ir.Node:
+    transposed: bool = False,
+) -> list[ir.Node]:
     """A CompressedConstant node that takes the place (and the name) of the initializer;
     its errors name `layer` (the reading node, for a compute layer), else the weight. Its
-    output type is its codebook's: named by `dtype` when that is not float32."""
+    output type is its codebook's: named by `dtype` when that is not float32. With
+    `transposed`, the streams hold the 2-D weight transposed: it decodes that, and a
+    Transpose node takes the initializer's place."""
     value = weight.weight
     name = str(value.name)
+    shape = [int(d) for d in weight.array().shape]
     attributes = [
-        ir.AttrInt64s("weight_shape", [int(d) for d in weight.array().shape]),
+        ir.AttrInt64s("weight_shape", shape[::-1] if transposed else shape),
         ir.AttrInt64("num_entries", encoded.num_entries),
         ir.AttrInt64("index_bits", encoded.index_bits),
         ir.AttrInt64s("stream_ids", stream_ids),
@@ -413,12 +429,20 @@ def _replace_stored(
         name=f"{name}.decode",
         version=OPSET_VERSION,
     )
-    output = node.outputs[0]
+    nodes = [node]
+    if transposed:
+        decoded = node.outputs[0]
+        decoded.name, decoded.type = f"{name}.stored", value.type
+        decoded.shape = ir.Shape(shape[::-1])
+        nodes.append(
+            ir.Node("", "Transpose", [decoded], [ir.AttrInt64s("perm", [1, 0])], name=f"{name}.T")
+        )
+    output = nodes[-1].outputs[0]
     output.type, output.shape = value.type, value.shape
     value.replace_all_uses_with(output, replace_graph_outputs=True)
     graph.initializers.pop(name)
     output.name = name  # readers in subgraphs find it by name, as they found the initializer
-    return node
+    return nodes
 
 
 def _stored_stats(weight: StoredWeight, enc: EncodedWeight) -> LayerStats:

@@ -80,7 +80,8 @@ def test_decode_op_outputs_the_original_dtype(tmp_path: Path) -> None:
 
 
 def test_shared_weight_is_decoded_once(tmp_path: Path) -> None:
-    compiled, result = _compile("shared_and_chains", tmp_path)
+    # The chained layer keeps its kernel even where the budget leaves it dense.
+    compiled, result = _compile("shared_and_chains", tmp_path, fc_dense_density=2.0)
     graph = onnx.load(str(compiled), load_external_data=False).graph
     decoders = [n for n in graph.node if n.op_type == "CompressedConstant"]
     assert [n.output[0] for n in decoders] == ["S"]
@@ -154,6 +155,23 @@ def test_decode_op_at_run_time_matches_materialised_weights(name: str, tmp_path:
     np.testing.assert_allclose(op_path[0], materialised, rtol=1e-5, atol=1e-6)
     flat = onnx.load_from_string(materialize(compiled, dc_onnx.runtime.session_options()))
     assert all(n.op_type != "CompressedConstant" for n in flat.graph.node)
+
+
+def test_materialised_session_keeps_no_copy_of_the_model_and_can_be_created_again(
+    tmp_path: Path,
+) -> None:
+    """ORT's Python session holds the bytes it was made from; with decoded weights in them
+    that is a second copy, so dc_onnx's session lets them go, and decodes the file again
+    when ORT creates the session anew (set_providers)."""
+    model, feeds, _ = BUILDERS["recurrent"]()
+    compiled, _ = _compile("recurrent", tmp_path, model)
+    session = dc_onnx.InferenceSession(compiled)
+    assert getattr(session, "_model_bytes", b"") is None
+    before = session.run(None, feeds)
+    session.set_providers(["CPUExecutionProvider"])
+    assert getattr(session, "_model_bytes", b"") is None
+    for a, b in zip(before, session.run(None, feeds), strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
 
 
 def test_fold_leaves_casts_it_cannot_reproduce_alone() -> None:

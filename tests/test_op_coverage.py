@@ -24,11 +24,10 @@ def check(model: onnx.ModelProto, x: np.ndarray, tmp_path: Path, op: str | list[
     """8-bit unpruned compile: the compressed op(s), streams below the weight's bytes, the
     decoder's bits up to float rounding, the original's values up to the codebook error."""
     weight_bytes = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
-    # Unpruned Conv layers would take the decode form (lower's conv_dense_density): keep
-    # the kernels here, test_conv_form.py covers that choice.
-    compiled = compile_model(
-        model, tmp_path, quality=0.0, bits_fc=8, bits_conv=8, conv_dense_density=2.0
-    )
+    # Unpruned layers would take the decode form (lower's conv_dense_density and
+    # fc_dense_density): keep the kernels here, test_decode_form.py covers that choice.
+    kernels = {"conv_dense_density": 2.0, "fc_dense_density": 2.0}
+    compiled = compile_model(model, tmp_path, quality=0.0, bits_fc=8, bits_conv=8, **kernels)
     ops = [n.op_type for n in onnx.load(str(compiled), load_external_data=False).graph.node]
     assert ops == ([op] if isinstance(op, str) else op)
     # A small layer's 8-bit codebook alone can outweigh it: codes and positions must not.

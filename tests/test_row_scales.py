@@ -51,7 +51,11 @@ def _row_scaled(rng: np.random.Generator, rows: int, cols: int, k: int, density:
     density=st.floats(0.0, 1.0),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_row_scaled_decoders_are_bit_identical(rows, cols, k, index_bits, density, seed) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("form", ["CompressedMatMul", "CompressedConstant"])
+def test_row_scaled_decoders_are_bit_identical(  # type: ignore[no-untyped-def]
+    form, rows, cols, k, index_bits, density, seed
+) -> None:
+    """The kernel, and the decode form (the [out, in] matrix decoded, then transposed)."""
     rng = np.random.default_rng(seed)
     stored, scales, codebook = _row_scaled(rng, rows, cols, k, density)
     # Y = X @ W with W = stored^T [cols, rows]: the stored matrix's rows are W's columns.
@@ -61,11 +65,13 @@ def test_row_scaled_decoders_are_bit_identical(rows, cols, k, index_bits, densit
     (group,) = find_weight_groups(ir_model.graph)
     annotate_rows(group.weight, scales, codebook)
     with tempfile.TemporaryDirectory() as tmp:
-        compiled, _ = run_passes(ir_model, [LowerPass(LowerOptions(index_bits, index_bits))])
+        dense_density = 2.0 if form == "CompressedMatMul" else 0.0
+        options = LowerOptions(index_bits, index_bits, fc_dense_density=dense_density)
+        compiled, _ = run_passes(ir_model, [LowerPass(options)])
         path = Path(tmp) / "m.dc.onnx"
         save_compiled(compiled, path)
         proto = onnx.load(str(path), load_external_data=False)
-        (op,) = [n for n in proto.graph.node if n.op_type == "CompressedMatMul"]
+        (op,) = [n for n in proto.graph.node if n.op_type == form]
         assert len(next(a.ints for a in op.attribute if a.name == "stream_ids")) == 5
         # X = I gives Y = W exactly: one stored product per output, times its row scale.
         (cpp,) = run(path, {"x": np.eye(cols, dtype=np.float32)})
@@ -131,8 +137,11 @@ def test_row_scales_keep_every_op_near_lossless_at_8_bits(tmp_path: Path) -> Non
     model = _channels_model()
     feeds = _feeds()
     reference = run(model, feeds)
-    scaled = compile_model(model, tmp_path, name="rows", sparsity=0.0, bits_conv=8, bits_fc=8)
-    # An unpruned Conv takes the decode form (ORT's Conv on the decoded weight).
+    scaled = compile_model(
+        model, tmp_path, name="rows", sparsity=0.0, bits_conv=8, bits_fc=8, fc_dense_density=2.0
+    )
+    # An unpruned Conv takes the decode form (ORT's Conv on the decoded weight); the FC
+    # layers keep their kernels here (test_decode_form.py has their decode form).
     assert _stream_id_counts(scaled) == {
         "CompressedConstant": 5,
         "CompressedGemm": 5,

@@ -141,6 +141,28 @@ def _names_read(nodes: list[onnx.NodeProto]) -> set[str]:
     return names
 
 
+def _fold_transposes(
+    nodes: list[onnx.NodeProto], dense: list[onnx.TensorProto]
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The Transpose after a weight decoded in its stored [out, in] order (the decode form
+    of a Gemm / MatMul, docs/format.md) folded into the weight, as it was before compiling."""
+    decoded = {t.name: t for t in dense if t.data_type == onnx.TensorProto.FLOAT}
+    kept = []
+    for node in nodes:
+        if (
+            node.op_type == "Transpose"
+            and node.domain in ("", "ai.onnx")
+            and node.input[0] in decoded
+        ):
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            array = numpy_helper.to_array(decoded[node.input[0]])
+            folded = np.ascontiguousarray(np.transpose(array, perm))
+            dense.append(numpy_helper.from_array(folded, node.output[0]))
+            continue
+        kept.append(node)
+    return kept, dense
+
+
 def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """A dense model computing what the compiled model at `path` computes."""
     try:
@@ -151,6 +173,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     tensors = {t.name: t for t in graph.initializer}
     if HEADER_NAME not in tensors:
         raise InputError(f"{path}: not a compiled dc-onnx model")
+    graph_outputs = {o.name for o in graph.output}
     nodes, dense = [], []
     for node in graph.node:
         if node.domain != DOMAIN:
@@ -196,8 +219,10 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
             )
             nodes.append(act)
             dense += act_tensors
+    nodes, dense = _fold_transposes(nodes, dense)
     used = _names_read(nodes)
-    initializers = [t for t in graph.initializer if t.name in used] + dense
+    initializers = [t for t in graph.initializer if t.name in used]
+    initializers += [t for t in dense if t.name in used or t.name in graph_outputs]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.initializer[:]

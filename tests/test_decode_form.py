@@ -1,6 +1,6 @@
-"""The lower pass's choice between the sparse Conv kernel and the decode form (ORT's own
-Conv on the weight decoded once): dense-ish and depthwise layers take the decode form,
-sparse ones the kernel, and both match the original."""
+"""The lower pass's choice between the sparse kernels and the decode form (ORT's own Conv,
+Gemm or MatMul on the weight decoded once): dense-ish and depthwise layers take the decode
+form, sparse ones the kernel, and both match the original."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from conftest import compile_model, make_model, run
+from conftest import compile_model, make_model, mlp_model, run
 
 
 def _ops(path: Path) -> list[str]:
@@ -77,3 +77,47 @@ def test_the_crossover_is_an_option(threshold: float, kernel: int, tmp_path: Pat
     )
     assert _ops(compiled).count("CompressedConv") == kernel
     _check_matches_decoded(compiled, tmp_path)
+
+
+def _mlp_outputs(path: Path | onnx.ModelProto) -> np.ndarray:
+    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+    (y,) = run(path, {"x": x})
+    return np.asarray(y)
+
+
+def test_dense_fc_layers_take_the_decode_form(tmp_path: Path) -> None:
+    """Every Gemm / MatMul form of mlp_model, unpruned: ORT's own op reads the decoded
+    weight; those stored transposed (Gemm transB=0, MatMul X @ W) through a Transpose."""
+    from dc_onnx.tools.decompile import decode_model
+
+    model = mlp_model()
+    compiled = compile_model(model, tmp_path, sparsity=0.0, bits_fc=8)
+    ops = _ops(compiled)
+    assert not {"CompressedGemm", "CompressedMatMul"} & set(ops)
+    assert ops.count("CompressedConstant") == 5
+    assert ops.count("Transpose") == 2 + 2  # the model's own two, then fc1's and fc3's
+    expected = _mlp_outputs(decode_model(compiled))
+    np.testing.assert_allclose(_mlp_outputs(compiled), expected, rtol=1e-5, atol=1e-5)
+    reference = _mlp_outputs(model)  # 8-bit codes, nothing pruned: close to the original
+    assert np.linalg.norm(expected - reference) < 0.01 * np.linalg.norm(reference)
+
+
+def test_sparse_fc_layers_keep_the_kernels(tmp_path: Path) -> None:
+    from dc_onnx.tools.decompile import decode_model
+
+    compiled = compile_model(mlp_model(), tmp_path, sparsity=0.5, bits_fc=8)
+    ops = _ops(compiled)
+    assert ops.count("CompressedGemm") == 3 and ops.count("CompressedMatMul") == 2
+    assert "CompressedConstant" not in ops
+    expected = _mlp_outputs(decode_model(compiled))
+    np.testing.assert_allclose(_mlp_outputs(compiled), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("threshold", "kernels"), [(0.4, 0), (1.5, 5)])
+def test_the_fc_crossover_is_an_option(threshold: float, kernels: int, tmp_path: Path) -> None:
+    compiled = compile_model(
+        mlp_model(), tmp_path, sparsity=0.5, bits_fc=8, fc_dense_density=threshold
+    )
+    ops = _ops(compiled)
+    assert ops.count("CompressedGemm") + ops.count("CompressedMatMul") == kernels
+    assert ops.count("CompressedConstant") == 5 - kernels
