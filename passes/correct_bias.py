@@ -165,6 +165,7 @@ class BiasCorrection:
         self.calibration = calibration.head(MAX_SAMPLES)
         self.targets: list[Target] = []
         self.left_out: dict[str, str] = {}
+        self.few_samples: list[str] = []  # left out for want of calibration samples
 
     def _means(
         self, proto: onnx.ModelProto, targets: Sequence[Target], feeds: dict[str, np.ndarray]
@@ -194,6 +195,7 @@ class BiasCorrection:
     def record(self, model: ir.Model) -> None:
         """The targets of the model as it came, and their outputs' means."""
         self.targets = []
+        self.few_samples = []
         targets, self.left_out = find_targets(model)
         if not targets:
             return
@@ -203,6 +205,8 @@ class BiasCorrection:
             if n < MIN_VALUES_PER_CHANNEL and not many_inputs:
                 samples = self.calibration.samples
                 self.left_out[target.node] = f"{n} output values per channel, {samples} samples"
+                if samples < MIN_SAMPLES:
+                    self.few_samples.append(target.node)
                 continue
             target.reference = mean
             self.targets.append(target)
@@ -313,6 +317,14 @@ class CorrectBiasPass(CompilerPass):
         self.correction = correction
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        few = self.correction.few_samples
+        if few:  # the one thing a user can change about it: say so once
+            logger.info(
+                "correct-bias: %d layers left as they were: each channel's mean rests on few "
+                "values, and %d calibration samples are too few to trust them (%d or more "
+                "are enough; docs/budget.md, \"Bias correction\")",
+                len(few), self.correction.calibration.samples, MIN_SAMPLES,
+            )  # fmt: skip
         if not self.correction.targets:
             self.stats = {"corrected": [], "left_out": dict(self.correction.left_out)}
             return ir.passes.PassResult(model, modified=False)

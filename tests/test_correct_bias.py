@@ -134,6 +134,30 @@ def test_layers_with_few_values_per_channel_are_left_out(monkeypatch: pytest.Mon
     assert {t.node for t in correction.targets} == {"conv_a", "conv_b", "gemm", "matmul"}
 
 
+def test_too_few_samples_are_named_with_what_would_lift_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Left out for want of samples: the one case a user can fix, so the log says how."""
+    monkeypatch.setattr(correct_bias, "MIN_VALUES_PER_CHANNEL", SAMPLES + 1)
+    monkeypatch.setattr(correct_bias, "MIN_SAMPLES", SAMPLES + 1)
+    correction = BiasCorrection(_calibration())
+    model = ir.from_proto(_model())
+    correction.record(model)
+    assert correction.few_samples == ["gemm", "matmul"]  # conv_c, conv_d: a shared bias
+    with caplog.at_level("INFO", logger=correct_bias.__name__):
+        CorrectBiasPass(correction)(model)
+    hint = [r.getMessage() for r in caplog.records if "calibration samples" in r.getMessage()]
+    assert hint == [
+        f"correct-bias: 2 layers left as they were: each channel's mean rests on few values, "
+        f"and {SAMPLES} calibration samples are too few to trust them ({SAMPLES + 1} or more "
+        'are enough; docs/budget.md, "Bias correction")'
+    ]
+    monkeypatch.setattr(correct_bias, "MIN_SAMPLES", SAMPLES)  # now enough samples
+    correction = BiasCorrection(_calibration())
+    correction.record(ir.from_proto(_model()))
+    assert correction.few_samples == []
+
+
 def _compile(tmp_path: Path, tag: str, **options: object) -> dict[str, object]:
     source = save(_model(), tmp_path / "m.onnx")
     calibration = tmp_path / "calibration.npz"
