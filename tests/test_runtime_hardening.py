@@ -123,6 +123,18 @@ def test_a_weight_shape_the_streams_cannot_reach_is_refused(tmp_path: Path) -> N
         run(edited, {"x": np.ones((1, 1), np.float32)})
 
 
+def test_the_decode_form_refuses_a_weight_shape_its_streams_cannot_reach(tmp_path: Path) -> None:
+    # A dense layer takes the decode form (CompressedConstant before ORT's own Gemm): an
+    # edited shape is refused from the stream sizes, before anything of that size exists.
+    w = np.random.default_rng(0).standard_normal((16, 256)).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="gemm", transB=1)
+    model = make_model([node], {"x": ["N", 256]}, {"y": ["N", 16]}, {"W": w})
+    compiled = compile_model(model, tmp_path, sparsity=0.0)
+    edited = _edit(compiled, "CompressedConstant", "weight_shape", [2**27, 1], "edited.onnx")
+    with pytest.raises(Exception, match=r"layer 'gemm'.*too short for 134217728 codes"):
+        run(edited, {"x": np.ones((1, 256), np.float32)})
+
+
 def test_a_few_implicit_trailing_rows_decode_as_zeros(tmp_path: Path) -> None:
     # Rows after the last stored weight are implicit zeros (docs/format.md): five more
     # rows than stored give five more outputs, all zero.
