@@ -24,8 +24,8 @@ Loss = Literal["auto", "cross-entropy", "distill", "distill-mse"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["cosine", "constant"]
 Target = Literal["ort", "portable"]
-Compensation = Literal["auto", "on", "off"]
-COMPENSATIONS: tuple[Compensation, ...] = ("auto", "on", "off")
+Compensation = Literal["auto", "on", "off", "sequential"]
+COMPENSATIONS: tuple[Compensation, ...] = ("auto", "on", "off", "sequential")
 
 Check = Callable[[str, Any], None]
 
@@ -213,8 +213,10 @@ class ClusterOptions(OptionGroup):
     compensate: Compensation = option(
         "auto", "error-compensating rounding of Gemm/MatMul/Conv weights from the layer"
         " inputs of the calibration inputs (GPTQ-style; docs/budget.md): auto: on inputs"
-        " from a file (--calibration); on: synthesized inputs too; off: nearest value only."
-        " Never with retraining", check=check_compensation,
+        " from a file (--calibration); on: synthesized inputs too; off: nearest value only;"
+        " sequential: as auto, and in manual mode the layers are rounded in sequence, each"
+        " against its inputs in the model rounded so far (better on some models, worse on"
+        " others: docs/budget.md). Never with retraining", check=check_compensation,
     )  # fmt: skip
     max_iterations: int | None = option(None, check=check_count)  # None: the start's own
     seed: int = 0  # random initialisation only

@@ -527,6 +527,7 @@ def share_layer(
     max_iterations: int | None = None,
     row_scales: bool = True,
     hessian: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> SharedLayer:
     """A [rows, cols] stored matrix (zeros are pruned weights) sharing k non-zero values:
     one codebook for the whole weight, or, with the `mse` start, row scales and a shared
@@ -536,8 +537,14 @@ def share_layer(
 
     With `hessian` (see `quantize`) the codebooks stay the k-means ones and each weight
     takes the codebook value that error compensation picks (dc_onnx.compensate), and the
-    choice between the two forms compares output errors through H."""
-    mask = matrix != 0
+    choice between the two forms compares output errors through H.
+
+    `mask` (False where pruned) lets `matrix` hold values where it is False: compensation
+    then spreads their removal over the later columns too (sequential compensation's
+    shifted weights, dc_onnx.budget.sequential). By default the zeros are the pruned."""
+    if mask is None:
+        mask = matrix != 0
+    target, matrix = matrix, np.where(mask, matrix, 0).astype(matrix.dtype)
     per_tensor = matrix.copy()
     iterations = 0
     if mask.any():
@@ -549,14 +556,14 @@ def share_layer(
         hessian = None
     if hessian is not None and mask.any():
         grid = np.unique(per_tensor[mask])
-        per_tensor = compensate_groups(matrix, hessian, ColumnRounder(mask, grid))
+        per_tensor = compensate_groups(target, hessian, ColumnRounder(mask, grid))
         per_tensor = per_tensor.astype(matrix.dtype)
     if init != "mse" or not row_scales:
         return SharedLayer(per_tensor, None, iterations)
     rows = share_rows(matrix, k, init, seed, importance, max_iterations)
     if rows is not None and hessian is not None:
         rounder = ColumnRounder(mask, rows.codebook, rows.scales)
-        values = compensate_groups(matrix, hessian, rounder).astype(np.float32)
+        values = compensate_groups(target, hessian, rounder).astype(np.float32)
         rows = dataclasses.replace(rows, values=values)
     if rows is None or not rows_pay(matrix, per_tensor, rows, importance, hessian):
         return SharedLayer(per_tensor, None, iterations)

@@ -11,6 +11,7 @@ budget mode it chooses per-layer settings that the prune, cluster and lower step
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ import onnx_ir as ir
 
 from dc_onnx.budget.activations import LayerInputs
 from dc_onnx.budget.calibration import Calibration
+from dc_onnx.budget.sequential import SequentialCompensation
 from dc_onnx.options import DEFAULT_QUALITY, CompileOptions
 from dc_onnx.passes.allocate import AllocatePass
 from dc_onnx.passes.canonicalize import CanonicalizePass
@@ -32,6 +34,8 @@ from dc_onnx.passes.retrain import RetrainPass
 from dc_onnx.passes.simplify import SimplifyPass
 from dc_onnx.quantize import Init
 from dc_onnx.training.trainer import TrainingData
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Context:
     calibration: Calibration | None = None
     layer_inputs: LayerInputs | None = None  # error compensation's H, shared by the passes
     bias_correction: BiasCorrection | None = None  # shared by record_means and correct_bias
+    sequential: SequentialCompensation | None = None  # the cluster pass's rounding in waves
 
 
 def _canonicalize(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
@@ -147,7 +152,11 @@ def _cluster(
     """`init` is the recipe's k-means start, used unless the options name one; row scales
     where they pay, unless the recipe retrains the centroids (one codebook per weight)."""
     cluster = options.cluster
-    return [ClusterPass(cluster, options.min_weight_elements, init, row_scales, ctx.layer_inputs)]
+    return [
+        ClusterPass(
+            cluster, options.min_weight_elements, init, row_scales, ctx.layer_inputs, ctx.sequential
+        )
+    ]
 
 
 def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passes.PassBase]:
@@ -215,14 +224,15 @@ def build_passes(
             f"without data use --recipe {DEFAULT_WITHOUT_DATA}"
         )
     passes: list[ir.passes.PassBase] = [SimplifyPass()] if options.simplify else []
-    layer_inputs = bias_correction = None
+    layer_inputs = bias_correction = sequential = None
     if compensates(options, calibration) and not needs_data(steps):
         assert calibration is not None
         layer_inputs = LayerInputs(calibration)
-        # The budget's simulation would not see a correction made after it: manual only.
+        # The budget's simulation would not see what it did not simulate: manual only.
         if not options.budgeted:
             bias_correction = BiasCorrection(calibration)
-    ctx = Context(data, calibration, layer_inputs, bias_correction)
+        sequential = _sequential(options, calibration)
+    ctx = Context(data, calibration, layer_inputs, bias_correction, sequential)
     for step in steps:
         passes += BUILDERS[step.builder](options, ctx, **step.params)
     return passes
@@ -236,3 +246,17 @@ def compensates(options: CompileOptions, calibration: Calibration | None) -> boo
     if mode == "off" or calibration is None:
         return False
     return mode == "on" or calibration.source == "file"
+
+
+def _sequential(options: CompileOptions, calibration: Calibration) -> SequentialCompensation | None:
+    """`--compensate sequential` in manual mode: the budget's simulation rounds each layer
+    against the original's inputs, and the compiled model must be what it simulated."""
+    if options.cluster.compensate != "sequential":
+        return None
+    if options.budgeted:
+        logger.warning(
+            "warning: --compensate sequential applies in manual mode (--sparsity / --bits-*);"
+            " budget mode compensates each layer alone"
+        )
+        return None
+    return SequentialCompensation(calibration)

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,11 @@ SETTINGS: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
         ("--max-error 0.05 --compensate off", {"max_error": 0.05, "compensate": "off"}),
     ),
     # Manual mode: error compensation and bias correction (dc_onnx/passes/correct_bias.py)
-    # on, bias correction off (no layer has enough values or samples: this script only),
-    # both off.
+    # on; the layers compensated in sequence (dc_onnx/budget/sequential.py); bias
+    # correction off (no layer has enough values or samples: this script only); both off.
     "near-lossless": (
         ("--sparsity 0 --bits-conv 8 --bits-fc 8", NEAR_LOSSLESS),
+        ("the same, --compensate sequential", {**NEAR_LOSSLESS, "compensate": "sequential"}),
         ("the same, no bias correction", {**NEAR_LOSSLESS, NO_BIAS_CORRECTION: True}),
         ("the same, --compensate off", {**NEAR_LOSSLESS, "compensate": "off"}),
     ),
@@ -83,14 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     correct_bias.MIN_VALUES_PER_CHANNEL = args.bias_bound
     cache = zoo.cache_dir(args.cache)
-    print("| model | setting | ratio | error, fixed inputs | error, held-out inputs |")
-    print("|---|---|---|---|---|")
+    print("| model | setting | ratio | compile | error, fixed inputs | error, held-out inputs |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         held = Path(tmp)
         for m in zoo.select(args.only):
             source, fixed = zoo.model_path(m, cache), zoo.inputs_path(m, cache)
             if not (source.is_file() and fixed.exists()):
-                print(f"| {m.name} | not fetched (models/zoo.py fetch, inputs) | | | |")
+                print(f"| {m.name} | not fetched (models/zoo.py fetch, inputs) | | | | |")
                 continue
             zoo.model_path(m, held).parent.mkdir(parents=True, exist_ok=True)
             zoo.model_path(m, held).symlink_to(source)
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not bias_correction:
                     correct_bias.MIN_VALUES_PER_CHANNEL = correct_bias.MIN_SAMPLES = sys.maxsize
                 try:
+                    started = time.perf_counter()
                     result = dc_onnx.compile(source, out, options)
+                    seconds = time.perf_counter() - started
                 finally:
                     correct_bias.MIN_VALUES_PER_CHANNEL, correct_bias.MIN_SAMPLES = bounds
                 errors = [
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 ratio = result.report.ratio or 0.0
                 print(
-                    f"| {m.name} | {title} | {ratio:.2f}x | {errors[0]:.2%} | {errors[1]:.2%} |",
+                    f"| {m.name} | {title} | {ratio:.2f}x | {seconds:.0f} s | {errors[0]:.2%} "
+                    f"| {errors[1]:.2%} |",
                     flush=True,
                 )
     return 0

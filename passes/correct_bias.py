@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from dc_onnx.budget import sequential
 from dc_onnx.budget.calibration import Calibration
 from dc_onnx.budget.simulate import initializers_as_inputs, plain_session, self_contained
 from dc_onnx.errors import InputError
@@ -219,11 +220,11 @@ class BiasCorrection:
         targets = [t for t in self.targets if t.output in present]
         biases = {t.output: _bias_of(graph, t) for t in targets}
         graph.sort()  # the waves walk the nodes in topological order
-        waves = _waves(graph, [t.output for t in targets])
+        order = sequential.waves(graph, [t.output for t in targets])
         proto = _with_outputs(self_contained(model), [t.output for t in targets])
         initializers_as_inputs(proto, {str(b.name) for b in biases.values()})
         current = {str(b.name): _array(b) for b in biases.values()}
-        for wave in waves:
+        for wave in order:
             in_wave = [t for t in targets if t.output in wave]
             for target, mean, _ in self._means(proto, in_wave, current):
                 assert target.reference is not None
@@ -237,7 +238,7 @@ class BiasCorrection:
         return {
             "corrected": sorted(t.node for t in targets),
             "left_out": dict(self.left_out),
-            "waves": len(waves),
+            "waves": len(order),
             "samples": self.calibration.samples,
             "seconds": round(time.perf_counter() - start, 3),
         }
@@ -258,24 +259,6 @@ def _bias_of(graph: ir.Graph, target: Target) -> ir.Value:
         node.resize_inputs(3)
     node.replace_input_with(2, bias)
     return bias
-
-
-def _waves(graph: ir.Graph, outputs: Sequence[str]) -> list[set[str]]:
-    """The target outputs by wave: 1 + the latest wave of a target upstream."""
-    wanted = set(outputs)
-    level: dict[str, int] = {}  # value -> latest wave upstream of it (0: none)
-    waves: dict[str, int] = {}
-    for node in graph:  # in topological order (correct sorts the graph)
-        upstream = max((level.get(str(v.name), 0) for v in node.inputs if v is not None), default=0)
-        for v in node.outputs:
-            name = str(v.name)
-            if name in wanted:
-                waves[name] = upstream + 1
-                level[name] = upstream + 1
-            else:
-                level[name] = upstream
-    count = max(waves.values(), default=0)
-    return [{o for o, w in waves.items() if w == i} for i in range(1, count + 1)]
 
 
 def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

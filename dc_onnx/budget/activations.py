@@ -77,7 +77,7 @@ def _shape_of(layer: Layer) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.shape.numpy())
 
 
-def _activation(layer: Layer) -> ir.Value | None:
+def activation_of(layer: Layer) -> ir.Value | None:
     """The value multiplied by the weight: Gemm's A, Conv's X, MatMul's other input."""
     inputs = list(layer.node.inputs)
     if layer.node.op_type == "MatMul":
@@ -163,25 +163,29 @@ def _conv_patches(layer: Layer, x: np.ndarray) -> Iterator[np.ndarray]:
             yield chunk.reshape(-1, groups, cols)
 
 
+def input_rows(layer: Layer, x: np.ndarray) -> Iterator[np.ndarray]:
+    """The input vectors `layer` multiplies in `x`, its activation for one batch: chunks
+    of [groups, rows, cols] (groups 1 but for a grouped Conv), columns as in H."""
+    if layer.kind == "conv":
+        for patches in _conv_patches(layer, x):
+            yield np.transpose(patches, (1, 0, 2))
+        return
+    rows = _gemm_rows(layer, x).astype(np.float32)
+    for start in range(0, rows.shape[0], _CHUNK_ROWS):
+        yield rows[None, start : start + _CHUNK_ROWS]
+
+
 def _accumulate(layer: Layer, x: np.ndarray, h: np.ndarray) -> int:
     """Add X^T X of this batch's input of `layer` to `h` ([cols, cols] or [groups, ...]);
     returns the rows of X (input vectors) added."""
     count = 0
-    if layer.kind == "conv":
-        for patches in _conv_patches(layer, x):
-            count += patches.shape[0]
-            if h.ndim == 2:
-                flat = patches[:, 0, :]
-                h += (flat.T @ flat).astype(np.float64)
-            else:
-                grouped = np.transpose(patches, (1, 0, 2))  # [groups, rows, cols]
-                h += (np.transpose(grouped, (0, 2, 1)) @ grouped).astype(np.float64)
-        return count
-    rows = _gemm_rows(layer, x).astype(np.float32)
-    for start in range(0, rows.shape[0], _CHUNK_ROWS):
-        part = rows[start : start + _CHUNK_ROWS]
-        h += (part.T @ part).astype(np.float64)
-    return int(rows.shape[0])
+    for part in input_rows(layer, x):
+        count += part.shape[1]
+        if h.ndim == 2:
+            h += (part[0].T @ part[0]).astype(np.float64)
+        else:
+            h += (np.transpose(part, (0, 2, 1)) @ part).astype(np.float64)
+    return count
 
 
 _RECURRENT_OPS = ("LSTM", "GRU", "RNN")
@@ -194,7 +198,7 @@ class _LayerInput:
     layer: Layer
 
     def values(self) -> list[ir.Value]:
-        value = _activation(self.layer)
+        value = activation_of(self.layer)
         assert value is not None
         return [value]
 
