@@ -35,6 +35,7 @@ import zoo  # a sibling script, not a package
 
 DEFAULT_MODELS = "akiki-vad,silero-vad-sequence,silero-vad-16k-op15"
 NEAR_LOSSLESS = {"sparsity": 0.0, "bits_conv": 8, "bits_fc": 8}
+SEQUENTIAL = {**NEAR_LOSSLESS, "compensate": "sequential"}
 NO_BIAS_CORRECTION = "no bias correction"
 # (title, CompileOptions arguments besides the calibration inputs)
 SETTINGS: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
@@ -48,9 +49,14 @@ SETTINGS: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
     # correction off (no layer has enough values or samples: this script only); both off.
     "near-lossless": (
         ("--sparsity 0 --bits-conv 8 --bits-fc 8", NEAR_LOSSLESS),
-        ("the same, --compensate sequential", {**NEAR_LOSSLESS, "compensate": "sequential"}),
+        ("the same, --compensate sequential", SEQUENTIAL),
         ("the same, no bias correction", {**NEAR_LOSSLESS, NO_BIAS_CORRECTION: True}),
         ("the same, --compensate off", {**NEAR_LOSSLESS, "compensate": "off"}),
+    ),
+    # What bias correction does after sequential compensation.
+    "sequential": (
+        ("--sparsity 0 --bits-conv 8 --bits-fc 8 --compensate sequential", SEQUENTIAL),
+        ("the same, no bias correction", {**SEQUENTIAL, NO_BIAS_CORRECTION: True}),
     ),
 }
 

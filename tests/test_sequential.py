@@ -13,6 +13,7 @@ from onnx import helper
 import dc_onnx
 from conftest import make_model, mlp_model, save
 from dc_onnx.budget.sequential import shifted
+from dc_onnx.report import Report
 
 
 def _moments(x: np.ndarray, x_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,22 +64,22 @@ def _conv_net(rng: np.random.Generator) -> onnx.ModelProto:
     return make_model(nodes, {"x": ["N", 3, 10, 10]}, {"y": ["N", 10]}, weights)
 
 
-def _compile(
-    proto: onnx.ModelProto, x: np.ndarray, tmp_path: Path, compensate: str = "sequential"
-) -> dc_onnx.CompileReport:
+MANUAL = {"sparsity": 0.0, "bits_conv": 4, "bits_fc": 4}
+
+
+def _compile(proto: onnx.ModelProto, x: np.ndarray, tmp_path: Path, **given: object) -> Report:
+    """The report of compiling `proto` calibrated on `x`, with `given` options."""
     source = save(proto, tmp_path / "m.onnx")
     calibration = tmp_path / "cal.npz"
     np.savez(calibration, x=x.astype(np.float32))
-    options = dc_onnx.CompileOptions(
-        sparsity=0.0, bits_conv=4, bits_fc=4, calibration=str(calibration), compensate=compensate
-    )
-    return dc_onnx.compile(source, tmp_path / f"{compensate}.dc.onnx", options).report
+    options = dc_onnx.CompileOptions(calibration=str(calibration), **given)
+    return dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
 
 
 def test_sequential_rounding_lowers_the_output_error_of_a_chain(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     proto, x = mlp_model(3), rng.standard_normal((400, 64))  # every Gemm / MatMul form
-    report = _compile(proto, x, tmp_path)
+    report = _compile(proto, x, tmp_path, **MANUAL, compensate="sequential")
     cluster = next(p for p in report.passes if p.name == "cluster")
     assert cluster.stats["compensation"]["sequential"]["layers"] == 5
     assert cluster.stats["compensation"]["sequential"]["waves"] == 5
@@ -86,7 +87,7 @@ def test_sequential_rounding_lowers_the_output_error_of_a_chain(tmp_path: Path) 
     assert all(layer["compensated"] for layer in layers.values())
     # The first layer sees the model's own input: nothing to shift, so W is kept.
     assert [layers[f"fc{i}"]["sequential"] for i in range(1, 6)] == [False] + [True] * 4
-    alone = _compile(proto, x, tmp_path, "auto")
+    alone = _compile(proto, x, tmp_path, **MANUAL)
     cluster = next(p for p in alone.passes if p.name == "cluster")
     assert "sequential" not in cluster.stats["compensation"]
     assert report.error is not None and alone.error is not None
@@ -95,7 +96,8 @@ def test_sequential_rounding_lowers_the_output_error_of_a_chain(tmp_path: Path) 
 
 def test_grouped_convolutions_are_rounded_in_sequence(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
-    report = _compile(_conv_net(rng), rng.standard_normal((200, 3, 10, 10)), tmp_path)
+    x = rng.standard_normal((200, 3, 10, 10))
+    report = _compile(_conv_net(rng), x, tmp_path, **MANUAL, compensate="sequential")
     cluster = next(p for p in report.passes if p.name == "cluster")
     assert cluster.stats["compensation"]["sequential"]["layers"] == 4
     assert cluster.stats["layers"]["conv1"]["sequential"] is False
@@ -107,13 +109,8 @@ def test_budget_mode_rounds_each_layer_alone_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rng = np.random.default_rng(4)
-    source = save(_conv_net(rng), tmp_path / "m.onnx")
-    calibration = tmp_path / "cal.npz"
-    np.savez(calibration, x=rng.standard_normal((200, 3, 10, 10)).astype(np.float32))
-    options = dc_onnx.CompileOptions(
-        calibration=str(calibration), max_error=0.05, compensate="sequential"
-    )
-    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    x = rng.standard_normal((200, 3, 10, 10))
+    report = _compile(_conv_net(rng), x, tmp_path, max_error=0.05, compensate="sequential")
     cluster = next(p for p in report.passes if p.name == "cluster")
     assert "sequential" not in cluster.stats["compensation"]
     assert cluster.stats["compensation"]["weights"]  # compensated, each layer alone
