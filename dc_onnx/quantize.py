@@ -542,9 +542,11 @@ def share_layer(
     `mask` (False where pruned) lets `matrix` hold values where it is False: compensation
     then spreads their removal over the later columns too (sequential compensation's
     shifted weights, dc_onnx.budget.sequential). By default the zeros are the pruned."""
+    target = matrix
     if mask is None:
         mask = matrix != 0
-    target, matrix = matrix, np.where(mask, matrix, 0).astype(matrix.dtype)
+    else:
+        matrix = np.where(mask, matrix, 0).astype(matrix.dtype)
     per_tensor = matrix.copy()
     iterations = 0
     if mask.any():

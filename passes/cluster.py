@@ -158,7 +158,7 @@ class ClusterPass(CompilerPass):
         w = group.array()
         mask = w != 0  # NaN too: a non-finite weight is kept, never pruned
         stored = np.ascontiguousarray(stored_matrix_of(group, w))
-        layer = self._shared(group.name, bits, stored, hessian, stored != 0)
+        layer = self._shared(group.name, bits, stored, hessian)
         took_shift = False
         if sequential is not None:
             target, h_q = sequential
@@ -196,7 +196,12 @@ class ClusterPass(CompilerPass):
         return stats, changed
 
     def _shared(
-        self, name: str, bits: int, matrix: np.ndarray, h: np.ndarray | None, mask: np.ndarray
+        self,
+        name: str,
+        bits: int,
+        matrix: np.ndarray,
+        h: np.ndarray | None,
+        mask: np.ndarray | None = None,
     ) -> SharedLayer:
         try:
             return share_layer(
