@@ -34,6 +34,10 @@ ppocr-v4-rec 0.80% -> 0.89%, after bias correction in both.
 Taken: layer weights of the main graph read by one Gemm / MatMul / Conv that error
 compensation has an H for. The rest (shared weights, subgraphs, recurrent and storage
 weights) keep the H of the original inputs.
+
+"The original" is the model as the cluster pass gets it: after prune. Without pruning
+that is the original model; with it, the shift aims at the pruned model's outputs, and
+what pruning upstream moved is left to the pruning's own compensation.
 """
 
 from __future__ import annotations
