@@ -232,6 +232,11 @@ def build_passes(
         if not options.budgeted:
             bias_correction = BiasCorrection(calibration)
         sequential = _sequential(options, calibration)
+    elif options.cluster.compensate == "sequential":
+        logger.warning(
+            "warning: --compensate sequential needs calibration inputs from a file"
+            " (--calibration) and no retraining: nothing is compensated"
+        )
     ctx = Context(data, calibration, layer_inputs, bias_correction, sequential)
     for step in steps:
         passes += BUILDERS[step.builder](options, ctx, **step.params)

@@ -115,3 +115,13 @@ def test_budget_mode_rounds_each_layer_alone_and_says_so(
     assert "sequential" not in cluster.stats["compensation"]
     assert cluster.stats["compensation"]["weights"]  # compensated, each layer alone
     assert "--compensate sequential applies in manual mode" in caplog.text
+
+
+def test_without_calibration_inputs_it_says_it_does_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = save(mlp_model(5), tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(**MANUAL, compensate="sequential")
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    assert report.compensated == []
+    assert "--compensate sequential needs calibration inputs from a file" in caplog.text
