@@ -38,7 +38,12 @@ import onnx_ir as ir
 
 from dc_onnx.budget import sequential
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.simulate import initializers_as_inputs, plain_session, self_contained
+from dc_onnx.budget.simulate import (
+    initializers_as_inputs,
+    plain_session,
+    self_contained,
+    with_outputs,
+)
 from dc_onnx.errors import InputError
 from dc_onnx.layers import add_initializer, find_weight_groups
 from dc_onnx.pipeline import CompilerPass
@@ -200,7 +205,7 @@ class BiasCorrection:
         targets, self.left_out = find_targets(model)
         if not targets:
             return
-        proto = _with_outputs(self_contained(model), [t.output for t in targets])
+        proto = with_outputs(self_contained(model), [t.output for t in targets])
         for target, mean, n in self._means(proto, targets, {}):
             many_inputs = self.calibration.samples >= MIN_SAMPLES and n >= MIN_SAMPLE_VALUES
             if n < MIN_VALUES_PER_CHANNEL and not many_inputs:
@@ -221,7 +226,7 @@ class BiasCorrection:
         biases = {t.output: _bias_of(graph, t) for t in targets}
         graph.sort()  # the waves walk the nodes in topological order
         order = sequential.waves(graph, [t.output for t in targets])
-        proto = _with_outputs(self_contained(model), [t.output for t in targets])
+        proto = with_outputs(self_contained(model), [t.output for t in targets])
         initializers_as_inputs(proto, {str(b.name) for b in biases.values()})
         current = {str(b.name): _array(b) for b in biases.values()}
         for wave in order:
@@ -259,16 +264,6 @@ def _bias_of(graph: ir.Graph, target: Target) -> ir.Value:
         node.resize_inputs(3)
     node.replace_input_with(2, bias)
     return bias
-
-
-def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    listed = {o.name for o in proto.graph.output}
-    for name in names:
-        if name not in listed:
-            proto.graph.output.append(
-                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-            )
-    return proto
 
 
 class RecordMeansPass(CompilerPass):

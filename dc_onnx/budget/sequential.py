@@ -53,7 +53,12 @@ import onnx_ir as ir
 
 from dc_onnx.budget.activations import LayerInputs, activation_of, input_rows
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.simulate import initializers_as_inputs, plain_session, self_contained
+from dc_onnx.budget.simulate import (
+    initializers_as_inputs,
+    plain_session,
+    self_contained,
+    with_outputs,
+)
 from dc_onnx.compensate import DAMP
 from dc_onnx.errors import InputError
 from dc_onnx.layers import WeightGroup, stored_matrix_of
@@ -83,15 +88,6 @@ def waves(graph: ir.Graph, outputs: Sequence[str]) -> list[set[str]]:
                 level[name] = upstream
     count = max(found.values(), default=0)
     return [{o for o, w in found.items() if w == i} for i in range(1, count + 1)]
-
-
-def _with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> None:
-    listed = {o.name for o in proto.graph.output} | {i.name for i in proto.graph.input}
-    for name in names:
-        if name not in listed:
-            proto.graph.output.append(
-                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-            )
 
 
 def shifted(matrix: np.ndarray, h_q: np.ndarray, drift: np.ndarray) -> np.ndarray:
@@ -182,8 +178,7 @@ class SequentialCompensation:
         order = waves(graph, list(by_output))
         activations = {g.name: _activation_name(g) for g in groups}
         weights = {str(g.weight.name): g for g in groups}
-        original = self_contained(model)
-        _with_outputs(original, sorted(set(activations.values())))
+        original = with_outputs(self_contained(model), sorted(set(activations.values())))
         current = onnx.ModelProto()
         current.CopyFrom(original)
         initializers_as_inputs(current, set(weights))
@@ -191,11 +186,11 @@ class SequentialCompensation:
         rounded = plain_session(current.SerializeToString(), rewrites=False)
         del original, current
         fed = {i.name for i in reference.get_inputs()}
+        arrays = {name: g.array() for name, g in weights.items()}  # fed to `rounded`
         for number, wave in enumerate(track(order, "sequential compensation", "wave"), 1):
             in_wave = [by_output[o] for o in sorted(wave)]
             moments = {g.name: self._moments(g, layer_inputs) for g in in_wave}
             names = sorted({activations[g.name] for g in in_wave} - fed)
-            arrays = {name: g.array() for name, g in weights.items()}
             for batch in self.calibration.batches:
                 feeds = {k: v for k, v in batch.items() if k in fed}
                 x = self._values(reference, names, feeds)
@@ -208,6 +203,7 @@ class SequentialCompensation:
                 matrix = np.ascontiguousarray(stored_matrix_of(g, g.array()))
                 target = shifted(matrix, h_q, drift)
                 round_group(g, target, h_q)
+                arrays[str(g.weight.name)] = g.array()
             logger.debug(
                 "sequential compensation: wave %d/%d, %d layers, %.1f s",
                 number, len(order), len(in_wave), time.perf_counter() - start,

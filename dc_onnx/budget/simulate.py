@@ -147,6 +147,18 @@ def self_contained(model: ir.Model) -> onnx.ModelProto:
     return proto
 
 
+def with_outputs(proto: onnx.ModelProto, names: Collection[str]) -> onnx.ModelProto:
+    """`proto` with the named values (float) added to its outputs, where they are not
+    already outputs or inputs: one session returns intermediate values."""
+    listed = {o.name for o in proto.graph.output} | {i.name for i in proto.graph.input}
+    for name in names:
+        if name not in listed:
+            proto.graph.output.append(
+                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            )
+    return proto
+
+
 def initializers_as_inputs(proto: onnx.ModelProto, names: Collection[str]) -> None:
     """The named initializers become graph inputs, fed at each run: one session serves
     every value they take."""
