@@ -252,9 +252,10 @@ DC_ONNX_TARGET_AVX512 DC_ONNX_INLINE __m256 gathered_sums(const Index* p, const 
   return s;
 }
 
-// dots on the AVX-512 path: the documented sum's bits (the lane products and the final
-// halvings are the scalar loop's, in 8-lane registers). Only there: AVX-512 CPUs gather
-// 8 floats faster than 8 scalar loads, older AVX2 ones often do not.
+// dots where gathers are fast (fast_gathers(): AVX-512 CPUs without the Gather Data
+// Sampling mitigation gather 8 floats faster than they load them one by one): the
+// documented sum's bits, the lane products and final halvings being the scalar loop's
+// in 8-lane registers.
 template <typename Index>
 DC_ONNX_TARGET_AVX512 void dots_avx512(const ClusterRows& w, const Index* idx, const float* x,
                                        int64_t n0, int64_t n1, float* out) {
@@ -312,7 +313,7 @@ double cluster_work(const ClusterRows& w, int64_t n) {
 
 void cluster_dots(const ClusterRows& w, const float* x, int64_t n0, int64_t n1, float* out) {
 #ifdef DC_ONNX_X86
-  if (isa() == Isa::kAvx512) {
+  if (fast_gathers()) {
     if (w.cols < 65536)
       dots_avx512(w, w.idx16.data(), x, n0, n1, out);
     else

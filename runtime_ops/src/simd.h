@@ -10,6 +10,7 @@
 //   generic vector wider than the target's registers is kept in memory.
 #pragma once
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -65,6 +66,22 @@ inline Isa isa() {
     return want < cpu ? want : cpu;
   }();
   return chosen;
+}
+
+// Whether a loop may gather floats rather than load them one by one: on the AVX-512 path,
+// unless Linux reports the Gather Data Sampling microcode mitigation, which makes gathers
+// several times slower (Skylake to Ice Lake / Tiger Lake CPUs). Read once.
+inline bool fast_gathers() {
+  static const bool fast = [] {
+    if (isa() != Isa::kAvx512) return false;
+    std::FILE* f = std::fopen("/sys/devices/system/cpu/vulnerabilities/gather_data_sampling", "r");
+    if (f == nullptr) return true;
+    char line[64] = {};
+    const bool read = std::fgets(line, sizeof line, f) != nullptr;
+    std::fclose(f);
+    return !(read && std::strncmp(line, "Mitigation", 10) == 0);
+  }();
+  return fast;
 }
 
 }  // namespace dc_onnx
