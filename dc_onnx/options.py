@@ -37,8 +37,9 @@ PAPER_BITS = {"conv": 8, "fc": 5}
 # Storage-form weights (not the allocation's yet): near-lossless 8-bit codebooks.
 OTHER_BITS = 8
 # From this share of non-zero weights on, a Conv layer runs as ORT's own Conv on its decoded
-# weight: measured crossover of the sparse kernel against ORT's (docs/benchmarks.md).
-CONV_DENSE_DENSITY = 0.5
+# weight: from 35% the sparse kernel no longer beats ORT's on either CPU measured (about
+# even on AVX2, 0.6-0.9x on AVX-512: docs/benchmarks.md, "Sparse or dense convolution").
+CONV_DENSE_DENSITY = 0.35
 # Likewise for Gemm / MatMul: from 70% non-zero ORT's MLAS GEMM beats the sparse rows at
 # every batch measured but one (batch 1 of the largest layers; docs/benchmarks.md).
 FC_DENSE_DENSITY = 0.7

@@ -18,16 +18,16 @@ from conftest import compile_model, make_model, run, stream_bytes
 from dc_onnx.tools.decompile import decode_model
 
 M, K, N = 5, 40, 24
+# Dense-ish layers would take the decode form (lower's conv_dense_density and
+# fc_dense_density): keep the kernels here, test_decode_form.py covers that choice.
+KERNELS = {"conv_dense_density": 2.0, "fc_dense_density": 2.0}
 
 
 def check(model: onnx.ModelProto, x: np.ndarray, tmp_path: Path, op: str | list[str]) -> None:
     """8-bit unpruned compile: the compressed op(s), streams below the weight's bytes, the
     decoder's bits up to float rounding, the original's values up to the codebook error."""
     weight_bytes = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
-    # Unpruned layers would take the decode form (lower's conv_dense_density and
-    # fc_dense_density): keep the kernels here, test_decode_form.py covers that choice.
-    kernels = {"conv_dense_density": 2.0, "fc_dense_density": 2.0}
-    compiled = compile_model(model, tmp_path, quality=0.0, bits_fc=8, bits_conv=8, **kernels)
+    compiled = compile_model(model, tmp_path, quality=0.0, bits_fc=8, bits_conv=8, **KERNELS)
     ops = [n.op_type for n in onnx.load(str(compiled), load_external_data=False).graph.node]
     assert ops == ([op] if isinstance(op, str) else op)
     # A small layer's 8-bit codebook alone can outweigh it: codes and positions must not.
@@ -176,7 +176,7 @@ def test_conv_attributes_that_would_overflow_fail_cleanly(tmp_path: Path) -> Non
     w = np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", strides=[2**40, 1])
     model = make_model([node], {"x": [1, 3, 4, 4]}, {"y": [1, 4, 1, 4]}, {"W": w})
-    compiled = compile_model(model, tmp_path, sparsity=0.6)
+    compiled = compile_model(model, tmp_path, sparsity=0.6, **KERNELS)  # 5 of 12 weights left
     x = np.ones((1, 3, 4, 4), dtype=np.float32)
     with pytest.raises(Exception, match="strides must be in") as err:
         run(compiled, {"x": x})
@@ -189,7 +189,7 @@ def test_a_stride_beyond_the_input_gives_the_dense_result(tmp_path: Path) -> Non
     w = np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", strides=[2**31 - 1] * 2)
     model = make_model([node], {"x": [1, 3, 4, 4]}, {"y": [1, 4, 1, 1]}, {"W": w})
-    compiled = compile_model(model, tmp_path, sparsity=0.6)
+    compiled = compile_model(model, tmp_path, sparsity=0.6, **KERNELS)
     x = np.random.default_rng(1).standard_normal((1, 3, 4, 4)).astype(np.float32)
     (got,) = run(compiled, {"x": x})
     (want,) = run(decode_model(compiled), {"x": x})

@@ -75,7 +75,9 @@ def test_portable_form_folds_to_the_custom_op_form_weights(
     options = {"sparsity": sparsity, "quality": 0.0} if sparsity == 0 else {"sparsity": sparsity}
     portable = compile_model(model, tmp_path, "portable", target="portable", **options)
     # The custom-op form with its kernels: each compressed node keeps its layer's name.
-    custom = compile_model(model, tmp_path, "custom", fc_dense_density=2.0, **options)
+    custom = compile_model(
+        model, tmp_path, "custom", fc_dense_density=2.0, conv_dense_density=2.0, **options
+    )
     proto = onnx.load(str(portable))
     onnx.checker.check_model(proto, full_check=True)
     assert all(n.domain in ("", "ai.onnx") for n in proto.graph.node)

@@ -168,7 +168,8 @@ def test_sparse_conv_applies_row_scales(tmp_path: Path, bias: bool) -> None:
         inits["b"] = rng.standard_normal(16).astype(np.float32)
     node = helper.make_node("Conv", ["x", "C", *(["b"] if bias else [])], ["y"], name="conv")
     model = make_model([node], {"x": ["N", 24, 9, 9]}, {"y": ["N", 16, 7, 7]}, inits)
-    pruned = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8)
+    # 40% non-zero: the kernel form only when asked for (lower's conv_dense_density).
+    pruned = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8, conv_dense_density=2.0)
     assert _stream_id_counts(pruned) == {"CompressedConv": 5}  # the sparse kernel, scaled
     x = {"x": rng.standard_normal((2, 24, 9, 9)).astype(np.float32)}
     (actual,) = run(pruned, x)
