@@ -186,6 +186,8 @@ def compile_one(model: onnx.ModelProto, out: Path, name: str, options: dc_onnx.C
     suffix = "_unfused" if options.lower.keep_activations else ""
     dense = out / f"{name}.onnx"
     if external:  # protobuf refuses single files above 2 GB; VGG-16 is 553 MB, fine either way
+        # onnx.save appends to an existing data file: a second run would double it.
+        (out / f"{name}.weights").unlink(missing_ok=True)
         onnx.save(model, str(dense), save_as_external_data=True, location=f"{name}.weights")
     else:
         onnx.save(model, str(dense))
