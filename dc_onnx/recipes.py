@@ -228,10 +228,11 @@ def build_passes(
     if compensates(options, calibration) and not needs_data(steps):
         assert calibration is not None
         layer_inputs = LayerInputs(calibration)
+        sequential = _sequential(options, calibration)
         # The budget's simulation would not see what it did not simulate: manual only.
         if not options.budgeted:
-            bias_correction = BiasCorrection(calibration)
-        sequential = _sequential(options, calibration)
+            shifted = None if sequential is None else sequential.shifted
+            bias_correction = BiasCorrection(calibration, shifted)
     elif options.cluster.compensate == "sequential":
         logger.warning(
             "warning: --compensate sequential needs calibration inputs from a file"

@@ -167,8 +167,10 @@ def _channel_sums(value: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
 class BiasCorrection:
     """The targets and their reference means (recorded once), then the correction."""
 
-    def __init__(self, calibration: Calibration) -> None:
+    def __init__(self, calibration: Calibration, shifted: set[str] | None = None) -> None:
         self.calibration = calibration.head(MAX_SAMPLES)
+        # Nodes whose layer kept sequential compensation's shift (filled by then): left out.
+        self.shifted = set() if shifted is None else shifted
         self.targets: list[Target] = []
         self.left_out: dict[str, str] = {}
         self.few_samples: list[str] = []  # left out for want of calibration samples
@@ -222,7 +224,11 @@ class BiasCorrection:
         start = time.perf_counter()
         graph = model.graph
         present = {str(v.name) for node in graph for v in node.outputs}
-        targets = [t for t in self.targets if t.output in present]
+        left_out = dict(self.left_out)
+        for t in self.targets:
+            if t.node in self.shifted:
+                left_out[t.node] = "its sequential compensation fitted the original outputs"
+        targets = [t for t in self.targets if t.output in present and t.node not in self.shifted]
         biases = {t.output: _bias_of(graph, t) for t in targets}
         graph.sort()  # the waves walk the nodes in topological order
         order = sequential.waves(graph, [t.output for t in targets])
@@ -242,7 +248,7 @@ class BiasCorrection:
             b.const_value = ir.tensor(current[str(b.name)], name=str(b.name))
         return {
             "corrected": sorted(t.node for t in targets),
-            "left_out": dict(self.left_out),
+            "left_out": left_out,
             "waves": len(order),
             "samples": self.calibration.samples,
             "seconds": round(time.perf_counter() - start, 3),

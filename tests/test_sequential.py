@@ -103,6 +103,12 @@ def test_grouped_convolutions_are_rounded_in_sequence(tmp_path: Path) -> None:
     assert cluster.stats["layers"]["conv1"]["sequential"] is False
     assert cluster.stats["layers"]["conv2"]["sequential"] is True  # the grouped one
     assert report.error is not None and report.error["relative_l2"] < 0.1
+    # Bias correction leaves the layers that kept the shift as they are.
+    bias = next(p for p in report.passes if p.name == "correct-bias")
+    shifted = {name for name, layer in cluster.stats["layers"].items() if layer["sequential"]}
+    assert {"conv2", "conv3"} <= shifted and "conv1" not in shifted
+    assert bias.stats["corrected"] == ["conv1"]
+    assert all("sequential compensation" in bias.stats["left_out"][n] for n in ("conv2", "conv3"))
 
 
 def test_budget_mode_rounds_each_layer_alone_and_says_so(
