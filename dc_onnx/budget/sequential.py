@@ -28,8 +28,8 @@ others.
 Opt-in (`--compensate sequential`), manual mode only: the budget's simulation rounds
 each layer against the original's inputs, and the compiled model must be what it
 simulated. At 8 bits, no pruning, 64 calibration inputs, checked on 12 held-out ones
-(docs/budget.md, "Sequential compensation"): ppocr-v4-det 1.41% -> 0.95%, but
-ppocr-v4-rec 0.80% -> 0.89%, after bias correction in both.
+(docs/budget.md, "Sequential compensation"): ppocr-v4-det 1.41% -> 0.92%,
+ppocr-v4-rec 0.80% -> 0.81% (its fixed line 6.1% -> 14.4%), after bias correction in both.
 
 Taken: layer weights of the main graph read by one Gemm / MatMul / Conv that error
 compensation has an H for. The rest (shared weights, subgraphs, recurrent and storage
