@@ -120,12 +120,11 @@ class ClusterPass(CompilerPass):
                     and self.sequential.takes(g, model.graph, inputs)
                 ]
 
-                def round_group(group: WeightGroup, shifted: np.ndarray, h_q: np.ndarray) -> None:
+                def round_group(group: WeightGroup, shifted: np.ndarray, h_q: np.ndarray) -> bool:
                     hessian = inputs.get(str(group.weight.name))
                     layers[group.name], changed = self._share(group, hessian, (shifted, h_q))
                     modified.append(changed)
-                    if layers[group.name]["sequential"] and self.sequential is not None:
-                        self.sequential.shifted.update(str(x.node.name) for x in group.layers)
+                    return bool(layers[group.name]["sequential"])
 
                 sequential = self.sequential.run(model, taken, inputs, round_group)
         for group in track([g for g in groups if g.name not in layers], "cluster"):

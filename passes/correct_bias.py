@@ -225,10 +225,12 @@ class BiasCorrection:
         graph = model.graph
         present = {str(v.name) for node in graph for v in node.outputs}
         left_out = dict(self.left_out)
+        targets = []
         for t in self.targets:
             if t.node in self.shifted:
                 left_out[t.node] = "its sequential compensation fitted the original outputs"
-        targets = [t for t in self.targets if t.output in present and t.node not in self.shifted]
+            elif t.output in present:
+                targets.append(t)
         biases = {t.output: _bias_of(graph, t) for t in targets}
         graph.sort()  # the waves walk the nodes in topological order
         order = sequential.waves(graph, [t.output for t in targets])

@@ -72,8 +72,8 @@ from dc_onnx.progress import track
 logger = logging.getLogger(__name__)
 
 # Rounds a group given its shifted stored matrix W* ([rows, cols]) and H_q ([groups, cols,
-# cols]); sets its array.
-Round = Callable[[WeightGroup, np.ndarray, np.ndarray], None]
+# cols]); sets its array and says whether it kept the rounding of W*.
+Round = Callable[[WeightGroup, np.ndarray, np.ndarray], bool]
 
 
 def waves(graph: ir.Graph, outputs: Sequence[str]) -> list[set[str]]:
@@ -153,8 +153,8 @@ class SequentialCompensation:
 
     def __init__(self, calibration: Calibration) -> None:
         self.calibration = calibration
-        # Nodes whose layer kept W* (filled by the cluster pass): bias correction leaves
-        # them as they are, their outputs being fitted to the original's already.
+        # Nodes whose layer kept W* (filled by `run`): bias correction leaves them as they
+        # are, their outputs being fitted to the original's already.
         self.shifted: set[str] = set()
 
     def takes(self, group: WeightGroup, graph: ir.Graph, layer_inputs: LayerInputs) -> bool:
@@ -210,7 +210,8 @@ class SequentialCompensation:
                 h_q, drift = moments.pop(g.name)
                 matrix = np.ascontiguousarray(stored_matrix_of(g, g.array()))
                 target = shifted(matrix, h_q, drift)
-                round_group(g, target, h_q)
+                if round_group(g, target, h_q):
+                    self.shifted.update(str(layer.node.name) for layer in g.layers)
                 arrays[str(g.weight.name)] = g.array()
             logger.debug(
                 "sequential compensation: wave %d/%d, %d layers, %.1f s",
