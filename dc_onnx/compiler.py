@@ -14,7 +14,12 @@ import onnx_ir as ir
 
 from dc_onnx.budget import safety
 from dc_onnx.budget.calibration import Calibration, calibration_for
-from dc_onnx.budget.simulate import measure_compiled, reference_outputs
+from dc_onnx.budget.simulate import (
+    Outputs,
+    measure_compiled,
+    reference_outputs,
+    rounding_floor,
+)
 from dc_onnx.codecs.schema import HEADER_NAME
 from dc_onnx.data import Dataset
 from dc_onnx.errors import CompileError, InputError
@@ -38,6 +43,9 @@ logger = logging.getLogger(__name__)
 # Budget mode: compilations with a tighter allocation after the first one lands over budget;
 # after those, the safety net keeps the weights responsible exact.
 RETRIES = 3
+# A budget is refused when reordering the original's float arithmetic alone moves its
+# outputs on the calibration inputs by more than this share of it: it cannot be measured.
+FLOOR_SHARE = 0.25
 
 
 def _training_data(options: CompileOptions, source: ir.Model) -> TrainingData | None:
@@ -128,6 +136,9 @@ def compile(
     # is no breakage, so no budget verdict (and no false alarm) goes with it.
     judged = None if retrains and options.budget.max_error is None else limit
     expected = None if calibration is None else reference_outputs(reference, calibration)
+    floor = None
+    if calibration is not None and expected is not None:
+        floor = _rounding_floor(reference, expected, calibration, limit, enforced)
     # Rewritten weights of 16 MiB or more go to scratch files beside the output, so a
     # model larger than memory is compiled one weight at a time (dc_onnx/scratch.py).
     parent = None if output is None else Path(output).parent
@@ -158,7 +169,8 @@ def compile(
                 # Manual mode: the user's model is written; it only lacks the measurement.
                 logger.warning("warning: the output error is not measured: %s", e)
                 break
-            report.set_error(error, judged, calibration.to_json())
+            used = {**calibration.to_json(), "rounding_floor": floor}
+            report.set_error(error, judged, used)
             if not enforced or error.worst <= limit:
                 break
             assert allocate is not None and net is not None
@@ -180,6 +192,33 @@ def compile(
             100 * (report.error or {}).get("relative_l2", float("nan")), 100 * limit, limit,
         )  # fmt: skip
     return CompileResult(compiled, report)
+
+
+def _rounding_floor(
+    reference: str | bytes,
+    expected: tuple[list[str], Outputs],
+    calibration: Calibration,
+    limit: float,
+    enforced: bool,
+) -> float:
+    """The error these inputs cannot resolve (simulate.rounding_floor); a budget below
+    FLOOR_SHARE of it is refused before any work, else only warned about."""
+    floor = rounding_floor(reference, *expected, calibration)
+    if floor.worst <= FLOOR_SHARE * limit:
+        return floor.worst
+    worst = max(floor.outputs, key=lambda o: o.relative_l2)
+    message = (
+        f"on the calibration inputs ({calibration.description}), output '{worst.name}' "
+        f"moves by {100 * floor.worst:.3g}% when ONNX Runtime only reorders the original "
+        "model's float arithmetic (its graph optimizations on, then off), so an output error "
+        f"of {100 * limit:g}% cannot be measured on them: on these inputs that output is "
+        "likely near zero or saturated everywhere. Pass inputs of the kind the model is "
+        f"used on with --calibration, or a --max-error of at least {floor.worst / FLOOR_SHARE:.2g}"
+    )
+    if enforced:
+        raise InputError(message)
+    logger.warning("warning: %s", message)
+    return floor.worst
 
 
 def _calibration(options: CompileOptions, graph: ir.Graph) -> Calibration | None:

@@ -219,6 +219,9 @@ class Report:
             verdict = f"{within} the budget {100 * self.max_error:g}%, {self.mode} mode"
         used = self.calibration or {}
         calibration = f"{used.get('description', '')} ({used.get('samples')} samples)"
+        floor = used.get("rounding_floor")
+        if floor is not None and floor >= 1e-4:  # shown where it is more than float noise
+            calibration += f"; {100 * floor:.3g}% from reordering the float arithmetic alone"
         return [
             f"output error: {100 * self.error['relative_l2']:.3f}% relative L2, worst output"
             f"{agreement} ({verdict})",

@@ -265,6 +265,19 @@ def test_synthesized_integer_inputs_stay_in_range() -> None:
     assert "mask: ones" in calibration.description
 
 
+def test_the_first_dim_is_the_batch_whatever_its_name() -> None:
+    conv = helper.make_node("Conv", ["x", "C"], ["y"], name="conv")
+    weights = {"C": np.zeros((4, 3, 1, 1), np.float32)}
+    named = make_model([conv], {"x": ["DynamicDimension.0", 3, 5, 5]}, {"y": ["n", 4, 5, 5]}, weights)
+    (feeds,) = synthesize(ir.from_proto(named).graph).batches
+    assert feeds["x"].shape == (8, 3, 5, 5)
+    # Every dim that needs a value is named at once, with the shape to give.
+    image = make_model([conv], {"x": ["s0", 3, "height", "width"]}, {"y": ["n", 4, "h", "w"]}, weights)
+    message = r"dims 2 \('height'\), 3 \('width'\).*--input-shape x=8,3,D2,D3"
+    with pytest.raises(dc_onnx.InputError, match=message):
+        synthesize(ir.from_proto(image).graph)
+
+
 @pytest.mark.parametrize("text", ["x", "x=", "=1,2", "x=1,a", "x=0,3", " "])
 def test_input_shape_parsing_errors(text: str) -> None:
     with pytest.raises(ValueError, match="expected NAME=D0,D1"):
@@ -274,6 +287,44 @@ def test_input_shape_parsing_errors(text: str) -> None:
 def test_input_shapes_parse() -> None:
     assert parse_input_shapes("ids=1,128 mask=1,128") == {"ids": [1, 128], "mask": [1, 128]}
     assert parse_input_shapes("x=2,3;y=4") == {"x": [2, 3], "y": [4]}
+
+
+def _cancelling_model() -> onnx.ModelProto:
+    """Conv then BatchNorm whose bias and running mean (1e5) cancel: the outputs keep only
+    what float32 has left below 1e5, so ORT folding the BatchNorm moves them by ~0.4%."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn"),
+    ]
+    ones, big = np.ones(16, np.float32), np.full(16, 1e5, np.float32)
+    weights = {
+        "W": (0.1 * rng.standard_normal((16, 8, 3, 3))).astype(np.float32),
+        "B": big, "s": ones, "b": np.zeros(16, np.float32), "m": big, "v": ones,
+    }  # fmt: skip
+    return make_model(nodes, {"x": ["N", 8, 8, 8]}, {"y": ["N", 16, 8, 8]}, weights)
+
+
+def test_a_budget_below_the_rounding_floor_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    source = save(_cancelling_model(), tmp_path / "m.onnx")
+    out = tmp_path / "m.dc.onnx"
+    assert main(["compile", str(source), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "output 'y' moves by 0." in err and "cannot be measured" in err
+    assert "--calibration" in err and not out.exists()
+    # A budget the inputs can resolve compiles, and the report gives the floor.
+    report_path = tmp_path / "r.json"
+    args = ["compile", str(source), "-o", str(out), "--max-error", "0.05", "--quiet"]
+    assert main([*args, "--report", str(report_path)]) == 0
+    floor = json.loads(report_path.read_text())["calibration"]["rounding_floor"]
+    assert 0.001 < floor < 0.05 / 4
+    # Manual settings are measured and warned about, not refused.
+    manual = ["compile", str(source), "-o", str(out), "--bits-conv", "8", "--sparsity", "0"]
+    assert main(manual) == 0
+    assert "cannot be measured" in caplog.text
+    assert "from reordering the float arithmetic alone" in capsys.readouterr().out
 
 
 def test_input_shape_errors_on_the_command_line(

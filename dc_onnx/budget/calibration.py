@@ -11,8 +11,8 @@ models whose inputs share no sample axis) or synthesized from the model's input 
 - bool inputs: True.
 
 Symbolic dims take the value given with `--input-shape NAME=d0,d1,...`; batch-like dims
-(named `batch`, `N`, `batch_size`, ... or unnamed on axis 0) default to the batch size;
-any other symbolic dim is an error that asks for `--input-shape`.
+(any symbolic dim on axis 0, and those named `batch`, `N`, `batch_size`, ...) default to
+the batch size; any other symbolic dim is an error that asks for `--input-shape`.
 """
 
 from __future__ import annotations
@@ -109,21 +109,29 @@ def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[
         return given[name]
     if value.shape is None:
         raise InputError(f"input '{name}' has no shape; give one with --input-shape {name}=...")
-    dims = []
+    dims: list[int | str] = []
     for axis, dim in enumerate(value.shape):
+        label = getattr(dim, "value", None)
         if isinstance(dim, int) and dim > 0:
             dims.append(dim)
-            continue
-        label = getattr(dim, "value", None)
-        if (label is None and axis == 0) or (label is not None and _BATCH_NAMES.match(label)):
+        # Exporters name the first dim anything ('DynamicDimension.0', 's6', 'seq_len');
+        # it is the batch (or a count of chunks) in the models we met, as verify assumes.
+        elif axis == 0 or (label is not None and _BATCH_NAMES.match(label)):
             dims.append(batch)
-            continue
+        else:
+            dims.append(f"D{axis}")
+    unknown = [(axis, d) for axis, d in enumerate(value.shape) if isinstance(dims[axis], str)]
+    if unknown:
         shown = ",".join(str(d) if isinstance(d, int) else str(d.value or "?") for d in value.shape)
+        names = ", ".join(f"{axis} ('{getattr(d, 'value', None) or '?'}')" for axis, d in unknown)
+        template = ",".join(str(d) for d in dims)
         raise InputError(
-            f"input '{name}' has shape [{shown}]: cannot guess dim {axis} "
-            f"('{label or '?'}'); give it with --input-shape {name}=D0,D1,..."
+            f"input '{name}' has shape [{shown}]: cannot guess dim{'s' * (len(unknown) > 1)} "
+            f"{names} (an image size or a sequence length: no size fits every model); give "
+            f"{'them' if len(unknown) > 1 else 'it'} with --input-shape {name}={template}, or "
+            "real inputs with --calibration"
         )
-    return dims
+    return [int(d) for d in dims]
 
 
 def synthesize(

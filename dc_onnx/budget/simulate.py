@@ -243,6 +243,16 @@ def reference_outputs(model: str | bytes, calibration: Calibration) -> tuple[lis
     return [o.name for o in session.get_outputs()], run_batches(session, calibration, {})
 
 
+def rounding_floor(
+    model: str | bytes, names: Sequence[str], reference: Outputs, calibration: Calibration
+) -> OutputError:
+    """How far the original's own outputs move when ORT only reorders its float arithmetic
+    (its graph rewrites off: no BatchNorm or constant folding, no fusions). No compiled
+    model can be measured more finely than this on these inputs."""
+    session = plain_session(model, rewrites=False)
+    return compare(names, reference, run_batches(session, calibration, {}))
+
+
 def measure_compiled(
     path: str | os.PathLike[str],
     names: Sequence[str],
