@@ -16,6 +16,7 @@ from dc_onnx.budget import safety
 from dc_onnx.budget.calibration import Calibration, calibration_for
 from dc_onnx.budget.simulate import (
     Outputs,
+    constant_error,
     measure_compiled,
     reference_outputs,
     rounding_floor,
@@ -138,7 +139,7 @@ def compile(
     expected = None if calibration is None else reference_outputs(reference, calibration)
     floor = None
     if calibration is not None and expected is not None:
-        floor = _rounding_floor(reference, expected, calibration, limit, enforced)
+        floor = _check_calibration(reference, expected, calibration, limit, enforced)
     # Rewritten weights of 16 MiB or more go to scratch files beside the output, so a
     # model larger than memory is compiled one weight at a time (dc_onnx/scratch.py).
     parent = None if output is None else Path(output).parent
@@ -194,30 +195,41 @@ def compile(
     return CompileResult(compiled, report)
 
 
-def _rounding_floor(
+def _check_calibration(
     reference: str | bytes,
     expected: tuple[list[str], Outputs],
     calibration: Calibration,
     limit: float,
     enforced: bool,
 ) -> float:
-    """The error these inputs cannot resolve (simulate.rounding_floor); a budget below
-    FLOOR_SHARE of it is refused before any work, else only warned about."""
+    """Whether the calibration inputs can measure an error of `limit`, before any work;
+    returns their rounding floor (simulate.rounding_floor). A budget they cannot measure
+    is refused, or only warned about with manual settings."""
     floor = rounding_floor(reference, *expected, calibration)
-    if floor.worst <= FLOOR_SHARE * limit:
+    constant = constant_error(*expected, calibration)
+    real_inputs = "Pass inputs of the kind the model is used on with --calibration"
+    if floor.worst > FLOOR_SHARE * limit:
+        worst = max(floor.outputs, key=lambda o: o.relative_l2)
+        problem = (
+            f"output '{worst.name}' moves by {100 * floor.worst:.3g}% when ONNX Runtime only "
+            "reorders the original model's float arithmetic (its graph optimizations on, then "
+            f"off), so an output error of {100 * limit:g}% cannot be measured on them: there "
+            f"that output is likely near zero or saturated everywhere. {real_inputs}, or a "
+            f"--max-error of at least {floor.worst / FLOOR_SHARE:.2g}"
+        )
+    elif constant is not None and constant <= limit:
+        problem = (
+            "the original's outputs hardly differ from one sample to the next: a model that "
+            f"ignores its input and returns their mean is within {100 * constant:.3g}% of them, "
+            f"inside the budget of {100 * limit:g}%, so the budget cannot tell a working "
+            f"compiled model from a broken one. {real_inputs}"
+        )
+    else:
         return floor.worst
-    worst = max(floor.outputs, key=lambda o: o.relative_l2)
-    message = (
-        f"on the calibration inputs ({calibration.description}), output '{worst.name}' "
-        f"moves by {100 * floor.worst:.3g}% when ONNX Runtime only reorders the original "
-        "model's float arithmetic (its graph optimizations on, then off), so an output error "
-        f"of {100 * limit:g}% cannot be measured on them: on these inputs that output is "
-        "likely near zero or saturated everywhere. Pass inputs of the kind the model is "
-        f"used on with --calibration, or a --max-error of at least {floor.worst / FLOOR_SHARE:.2g}"
-    )
+    problem = f"on the calibration inputs ({calibration.description}), {problem}"
     if enforced:
-        raise InputError(message)
-    logger.warning("warning: %s", message)
+        raise InputError(problem)
+    logger.warning("warning: %s", problem)
     return floor.worst
 
 

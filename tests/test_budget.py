@@ -268,11 +268,15 @@ def test_synthesized_integer_inputs_stay_in_range() -> None:
 def test_the_first_dim_is_the_batch_whatever_its_name() -> None:
     conv = helper.make_node("Conv", ["x", "C"], ["y"], name="conv")
     weights = {"C": np.zeros((4, 3, 1, 1), np.float32)}
-    named = make_model([conv], {"x": ["DynamicDimension.0", 3, 5, 5]}, {"y": ["n", 4, 5, 5]}, weights)
+    named = make_model(
+        [conv], {"x": ["DynamicDimension.0", 3, 5, 5]}, {"y": ["n", 4, 5, 5]}, weights
+    )
     (feeds,) = synthesize(ir.from_proto(named).graph).batches
     assert feeds["x"].shape == (8, 3, 5, 5)
     # Every dim that needs a value is named at once, with the shape to give.
-    image = make_model([conv], {"x": ["s0", 3, "height", "width"]}, {"y": ["n", 4, "h", "w"]}, weights)
+    image = make_model(
+        [conv], {"x": ["s0", 3, "height", "width"]}, {"y": ["n", 4, "h", "w"]}, weights
+    )
     message = r"dims 2 \('height'\), 3 \('width'\).*--input-shape x=8,3,D2,D3"
     with pytest.raises(dc_onnx.InputError, match=message):
         synthesize(ir.from_proto(image).graph)
@@ -287,6 +291,88 @@ def test_input_shape_parsing_errors(text: str) -> None:
 def test_input_shapes_parse() -> None:
     assert parse_input_shapes("ids=1,128 mask=1,128") == {"ids": [1, 128], "mask": [1, 128]}
     assert parse_input_shapes("x=2,3;y=4") == {"x": [2, 3], "y": [4]}
+
+
+def test_integer_inputs_take_the_values_the_graph_reads_them_as(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    i64 = TensorProto.INT64
+    nodes = [
+        # bytes one-hot by comparison with 0..4 (as jax exports it), then a MatMul
+        helper.make_node("Unsqueeze", ["bytes", "last"], ["b3"]),
+        helper.make_node("Equal", ["b3", "codes"], ["hot"]),
+        helper.make_node("Cast", ["hot"], ["hotf"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["hotf", "W"], ["y1"]),
+        # an int8 table dequantized on the fly, then gathered
+        helper.make_node("Cast", ["table8"], ["tablef"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["tablef", "scale"], ["table"]),
+        helper.make_node("Gather", ["table", "ids"], ["y2"]),
+        helper.make_node("OneHot", ["cls", "depth", "onoff"], ["y3"]),
+        # a mask compared with 0 still keeps every position
+        helper.make_node("Equal", ["attention_mask", "zero"], ["y4"]),
+        helper.make_node("Identity", ["flag"], ["y5"]),
+    ]
+    rng = np.random.default_rng(0)
+    inits = {
+        "last": np.array([-1], np.int64),
+        "codes": np.arange(5, dtype=np.int64).reshape(1, 1, 5),
+        "W": rng.standard_normal((5, 4)).astype(np.float32),
+        "table8": rng.integers(-100, 100, (7, 4)).astype(np.int8),
+        "scale": np.array(0.01, np.float32),
+        "depth": np.array([3], np.int64),
+        "onoff": np.array([0, 1], np.float32),
+        "zero": np.array(0, np.int64),
+    }
+    shapes = {"bytes": ["N", 6], "ids": ["N", 6], "cls": ["N"], "attention_mask": ["N", 6]}
+    inputs = [
+        helper.make_tensor_value_info(n, i64, s) for n, s in {**shapes, "flag": ["N"]}.items()
+    ]
+    outputs = [
+        helper.make_tensor_value_info(f"y{i}", TensorProto.UNDEFINED, None) for i in range(1, 6)
+    ]
+    initializers = [numpy_helper.from_array(a, n) for n, a in inits.items()]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calibration = synthesize(ir.from_proto(model).graph)
+    (feeds,) = calibration.batches
+    assert set(np.unique(feeds["bytes"])) == {0, 1, 2, 3, 4}  # 48 draws: all five seen
+    assert set(np.unique(feeds["ids"])) <= set(range(7)) and feeds["ids"].max() > 4
+    assert set(np.unique(feeds["cls"])) <= {0, 1, 2}
+    assert np.all(feeds["attention_mask"] == 1) and np.all(feeds["flag"] == 1)
+    text = calibration.description
+    assert "bytes: the 5 values it is compared with (0, 1, 2, 3, ...)" in text
+    assert "ids: uniform integers in [0, 7)" in text
+    assert "cls: uniform integers in [0, 3) (a OneHot's depth)" in text
+    # Ones stand in for an input whose role is unknown, and the user is told.
+    assert "'flag' is not read as" in caplog.text and "attention_mask" not in caplog.text
+
+
+def test_inputs_that_do_not_move_the_outputs_cannot_hold_a_budget(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A large bias and small weights: every sample's output is within 0.1% of the mean, so
+    a model that ignored its input would meet a 1% budget on these inputs."""
+    rng = np.random.default_rng(0)
+    gemm = helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc")
+    weights = {
+        "W": (1e-3 * rng.standard_normal((64, 32))).astype(np.float32),
+        "B": (10 + rng.standard_normal(32)).astype(np.float32),
+    }
+    source = save(
+        make_model([gemm], {"x": ["N", 64]}, {"y": ["N", 32]}, weights), tmp_path / "m.onnx"
+    )
+    out = tmp_path / "m.dc.onnx"
+    with pytest.raises(dc_onnx.InputError, match="cannot tell a working compiled model"):
+        dc_onnx.compile(source, out)
+    assert not out.exists()
+    # Real inputs that do move it compile; manual settings are only warned about.
+    far = tmp_path / "far.npz"
+    np.savez(far, x=(1e4 * rng.standard_normal((16, 64))).astype(np.float32))
+    options = dc_onnx.CompileOptions(budget=dc_onnx.BudgetOptions(calibration=far))
+    assert dc_onnx.compile(source, out, options).report.within_budget
+    manual = dc_onnx.CompileOptions(prune=dc_onnx.PruneOptions(sparsity=0.5))
+    dc_onnx.compile(source, out, manual)
+    assert "returns their mean is within 0.0" in caplog.text
 
 
 def _cancelling_model() -> onnx.ModelProto:

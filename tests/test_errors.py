@@ -142,8 +142,9 @@ def test_floats_for_integer_inputs_must_be_whole_numbers(
     err = capsys.readouterr().err
     assert "input 'ids' takes int64" in err and "not whole numbers" in err
     assert not (tmp_path / "m.dc.onnx").exists()
-    # Whole numbers in a float array are the same ids: taken.
-    np.savez(data, ids=np.array([[1.0, 2.0, 3.0, 4.0]] * 8, np.float32))
+    # Whole numbers in a float array are the same ids: taken (samples that differ, so
+    # the budget can be measured on them).
+    np.savez(data, ids=np.arange(32, dtype=np.float32).reshape(8, 4))
     out = tmp_path / "ok.dc.onnx"
     args = ["compile", str(source), "--calibration", str(data), "-o", str(out), "--quiet"]
     assert cli_main(args) == 0

@@ -5,9 +5,12 @@ optional; or one run's inputs as given, in one `.npz` or one per file in a direc
 models whose inputs share no sample axis) or synthesized from the model's input specs:
 
 - float inputs: standard-normal values;
-- integer inputs that index a constant table (a Gather on an initializer, reached through
-  Cast / Unsqueeze / Squeeze / Reshape / Flatten / Identity): uniform in [0, rows);
-- other integer inputs (attention masks, flags): ones, the value that keeps every position;
+- integer inputs the graph reads as an index or a code (reached directly or through Cast /
+  Unsqueeze / Squeeze / Reshape / Flatten / Identity / Expand): uniform in [0, rows) for a
+  Gather on a constant table, in [0, depth) for a OneHot, drawn from the constant values
+  an Equal compares them with (a one-hot built by comparison, a sample rate);
+- other integer inputs, and those named like a mask: ones, the value that keeps every
+  position of an attention mask (with a warning when the name does not say mask);
 - bool inputs: True.
 
 Symbolic dims take the value given with `--input-shape NAME=d0,d1,...`; batch-like dims
@@ -18,6 +21,7 @@ the batch size; any other symbolic dim is an error that asks for `--input-shape`
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,6 +33,8 @@ import onnx_ir as ir
 from dc_onnx.data import Dataset, as_input_dtype, read_npz
 from dc_onnx.errors import InputError
 
+logger = logging.getLogger(__name__)
+
 # Samples synthesized when a batch dim is free; samples read from a file at most (error
 # compensation wants several input vectors per weight column: a speech model that sees one
 # vector per chunk in its last convolutions needs hundreds of chunks).
@@ -36,7 +42,7 @@ SYNTHETIC_SAMPLES = 8
 MAX_FILE_SAMPLES = 1024
 FILE_BATCH = 16
 _BATCH_NAMES = re.compile(r"^(n|b|bs|batch|batch_?size|batches|num_?samples|unk__\d+)$", re.I)
-_INDEX_PASS_THROUGH = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"}
+_INDEX_PASS_THROUGH = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
 
 
 @dataclasses.dataclass
@@ -79,28 +85,75 @@ def model_inputs(graph: ir.Graph) -> list[ir.Value]:
     return [v for v in graph.inputs if not v.is_initializer()]
 
 
-def _table_rows(value: ir.Value, seen: set[int] | None = None) -> int | None:
-    """Rows of the smallest constant table this integer input indexes, else None."""
+def _constant_values(value: ir.Value | None) -> np.ndarray | None:
+    """The values of a constant integer tensor (or a float one holding whole numbers)."""
+    tensor = None if value is None else value.const_value
+    if tensor is None:
+        return None
+    array = np.asarray(tensor.numpy())
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+        return None
+    return np.unique(array).astype(np.int64) if array.dtype.kind in "fiu" else None
+
+
+# Ops whose output has the shape of their first input, as they appear between an integer
+# table and the Gather that reads it (an int8 table dequantized on the fly).
+_SHAPE_KEEPING = {"Cast", "Identity", "Mul", "Div", "Add", "Sub", "DequantizeLinear"}
+
+
+def _rows(table: ir.Value | None, axis: int) -> int | None:
+    """The static size of a Gather table's axis: a constant, or one reached back through
+    shape-keeping ops (the shape is unknown otherwise)."""
+    while table is not None:
+        shape = table.const_value.shape if table.const_value is not None else table.shape
+        if shape is not None and len(shape) >= 1:
+            dim = shape[axis % len(shape)]
+            if isinstance(dim, int):
+                return dim
+        node = table.producer()
+        if node is None or node.op_type not in _SHAPE_KEEPING or not node.inputs:
+            return None
+        table = node.inputs[0]
+    return None
+
+
+def _index_values(value: ir.Value, seen: set[int] | None = None) -> tuple[np.ndarray, str] | None:
+    """The values an integer input is read as, with how they were found, or None.
+
+    Each use of the input, directly or through Cast / Unsqueeze / Squeeze / Reshape /
+    Flatten / Identity / Expand, may say: a Gather on a constant table ([0, rows)), a
+    OneHot of constant depth ([0, depth)), an Equal with a constant (the values it is
+    compared with: a one-hot built by comparison, a sample rate). The smallest set wins.
+    """
     seen = seen if seen is not None else set()
     if id(value) in seen:
         return None
     seen.add(id(value))
-    rows = []
+    found: list[tuple[np.ndarray, str]] = []
     for node, index in value.uses():
-        if node.op_type == "Gather" and index == 1:
-            table = node.inputs[0]
-            tensor = None if table is None else table.const_value
-            if tensor is not None and len(tensor.shape) >= 1:
-                axis = node.attributes.get_int("axis", 0) % len(tensor.shape)
-                dim = tensor.shape[axis]
-                if isinstance(dim, int):
-                    rows.append(dim)
-        elif node.op_type in _INDEX_PASS_THROUGH and index == 0:
+        op = node.op_type
+        if op == "Gather" and index == 1:
+            dim = _rows(node.inputs[0], node.attributes.get_int("axis", 0))
+            if dim is not None:
+                found.append((np.arange(dim), f"uniform integers in [0, {dim})"))
+        elif op == "OneHot" and index == 0 and len(node.inputs) > 1:
+            depth = _constant_values(node.inputs[1])
+            if depth is not None and depth.size == 1 and depth[0] > 0:
+                n = int(depth[0])
+                found.append((np.arange(n), f"uniform integers in [0, {n}) (a OneHot's depth)"))
+        elif op == "Equal" and len(node.inputs) == 2:
+            compared = _constant_values(node.inputs[1 - index])
+            if compared is not None and compared.size:
+                shown = ", ".join(str(v) for v in compared[:4]) + (", ..." * (compared.size > 4))
+                found.append(
+                    (compared, f"the {compared.size} values it is compared with ({shown})")
+                )
+        elif op in _INDEX_PASS_THROUGH and index == 0:
             for out in node.outputs:
-                r = _table_rows(out, seen)
-                if r is not None:
-                    rows.append(r)
-    return min(rows) if rows else None
+                values = _index_values(out, seen)
+                if values is not None:
+                    found.append(values)
+    return min(found, key=lambda f: f[0].size) if found else None
 
 
 def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[int]:
@@ -157,22 +210,31 @@ def synthesize(
         if dtype is None:
             raise InputError(f"input '{name}' has no element type")
         np_dtype = dtype.numpy()
-        rows = _table_rows(value) if dtype.is_integer() else None
+        # A mask keeps every position, even where the graph compares it with 0.
+        masked = "mask" in name.lower()
+        read_as = _index_values(value) if dtype.is_integer() and not masked else None
         if dtype.is_floating_point():
             kinds.append(f"{name}: standard normal")
         elif dtype == ir.DataType.BOOL:
             kinds.append(f"{name}: True")
-        elif rows is not None:
-            kinds.append(f"{name}: uniform integers in [0, {rows})")
+        elif read_as is not None:
+            kinds.append(f"{name}: {read_as[1]}")
         elif dtype.is_integer():
             kinds.append(f"{name}: ones")
+            if not masked:
+                logger.warning(
+                    "warning: integer input '%s' is not read as a table index, a one-hot or a "
+                    "compared value: synthesized as ones, as for an attention mask. If it is "
+                    "something else, the error is measured on inputs unlike real ones: pass "
+                    "real inputs with --calibration", name,
+                )  # fmt: skip
         else:
             raise InputError(f"input '{name}' is {dtype}: pass real inputs with --calibration")
         for feeds in batches:
             if dtype.is_floating_point():
                 feeds[name] = rng.standard_normal(shape).astype(np_dtype)
-            elif rows is not None:
-                feeds[name] = rng.integers(0, rows, size=shape).astype(np_dtype)
+            elif read_as is not None:
+                feeds[name] = rng.choice(read_as[0], size=shape).astype(np_dtype)
             else:
                 feeds[name] = np.ones(shape, dtype=np_dtype)
     return Calibration(batches, "synthetic", "synthesized: " + "; ".join(kinds))

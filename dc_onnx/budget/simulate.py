@@ -253,6 +253,30 @@ def rounding_floor(
     return compare(names, reference, run_batches(session, calibration, {}))
 
 
+def constant_error(
+    names: Sequence[str], reference: Outputs, calibration: Calibration
+) -> float | None:
+    """The worst output's error (as `compare` measures it) of a model that ignores its
+    inputs and returns the mean of the original's outputs over the calibration samples.
+    A budget above it cannot tell a working compiled model from a broken one. None where
+    the samples cannot be told apart: one sample, or an output with no axis of samples."""
+    batches = len(reference)
+    constant: Outputs = [[] for _ in range(batches)]
+    for i in range(len(names)):
+        arrays = [np.asarray(batch[i]) for batch in reference]
+        if batches >= 2 and all(a.shape == arrays[0].shape for a in arrays):
+            mean = np.mean([a.astype(np.float64) for a in arrays], axis=0)
+            per_batch = [mean] * batches
+        elif batches == 1 and arrays[0].ndim and arrays[0].shape[0] == calibration.samples > 1:
+            mean = arrays[0].astype(np.float64).mean(axis=0, keepdims=True)
+            per_batch = [np.broadcast_to(mean, arrays[0].shape)]
+        else:
+            return None
+        for b in range(batches):
+            constant[b].append(per_batch[b])
+    return compare(names, reference, constant).worst
+
+
 def measure_compiled(
     path: str | os.PathLike[str],
     names: Sequence[str],
