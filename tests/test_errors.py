@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import helper
 
@@ -156,8 +157,16 @@ def test_verify_makes_up_integer_inputs_and_names_dims_it_cannot(tmp_path: Path)
     source = save(_token_model(), tmp_path / "m.onnx")
     compiled = tmp_path / "m.dc.onnx"
     assert cli_main(["compile", str(source), "-o", str(compiled), "--quiet"]) == 0
-    result = verify(source, compiled, batch=3)  # int64 ids: ones, no error
+    result = verify(source, compiled, batch=3)
     assert result.outputs and all(o.max_rel_error < 0.05 for o in result.outputs)
+    # The ids are drawn as the compiler draws them: rows of the table, not ones.
+    from dc_onnx.budget.calibration import integer_reads
+    from dc_onnx.runtime import open_session
+    from dc_onnx.tools.verify import random_inputs
+
+    reads = integer_reads(ir.from_proto(_token_model()).graph)
+    ids = random_inputs(open_session(source), 3, 0, None, reads)["ids"]
+    assert ids.shape == (3, 4) and 1 < ids.max() < 300
 
     image = helper.make_node("Conv", ["x", "C"], ["y"], name="conv")
     weights = {"C": np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)}

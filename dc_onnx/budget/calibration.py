@@ -156,6 +156,20 @@ def _index_values(value: ir.Value, seen: set[int] | None = None) -> tuple[np.nda
     return min(found, key=lambda f: f[0].size) if found else None
 
 
+def integer_reads(graph: ir.Graph) -> dict[str, tuple[np.ndarray, str]]:
+    """The integer model inputs the graph reads as an index or a code (_index_values), with
+    the values to draw them from and how those were found. Inputs named like a mask are
+    left out: ones keep every position, even where the graph compares them with 0."""
+    reads = {}
+    for value in model_inputs(graph):
+        name = str(value.name)
+        if value.dtype is not None and value.dtype.is_integer() and "mask" not in name.lower():
+            found = _index_values(value)
+            if found is not None:
+                reads[name] = found
+    return reads
+
+
 def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[int]:
     name = str(value.name)
     if name in given:
@@ -204,15 +218,14 @@ def synthesize(
     count = 1 if not first else max(1, -(-SYNTHETIC_SAMPLES // max(first)))
     batches: list[dict[str, np.ndarray]] = [{} for _ in range(count)]
     kinds = []
+    reads = integer_reads(graph)
     for value in inputs:
         name, dtype = str(value.name), value.dtype
         shape = shapes[name]
         if dtype is None:
             raise InputError(f"input '{name}' has no element type")
         np_dtype = dtype.numpy()
-        # A mask keeps every position, even where the graph compares it with 0.
-        masked = "mask" in name.lower()
-        read_as = _index_values(value) if dtype.is_integer() and not masked else None
+        read_as = reads.get(name)
         if dtype.is_floating_point():
             kinds.append(f"{name}: standard normal")
         elif dtype == ir.DataType.BOOL:
@@ -221,7 +234,7 @@ def synthesize(
             kinds.append(f"{name}: {read_as[1]}")
         elif dtype.is_integer():
             kinds.append(f"{name}: ones")
-            if not masked:
+            if "mask" not in name.lower():
                 logger.warning(
                     "warning: integer input '%s' is not read as a table index, a one-hot or a "
                     "compared value: synthesized as ones, as for an attention mask. If it is "

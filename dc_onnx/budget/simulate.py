@@ -107,7 +107,7 @@ def plain_session(model: str | bytes, rewrites: bool = True) -> Any:
     returns None)."""
     ort = _ort()
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # its errors reach the user once, in our InputError
     if not rewrites:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dc_onnx.budget.calibration import integer_reads
 from dc_onnx.errors import InputError
+from dc_onnx.io import load_model
 from dc_onnx.runtime import NUMPY_TYPES, open_session
 
 
@@ -32,12 +35,16 @@ class VerifyResult:
 
 
 def random_inputs(
-    session: Any, batch: int, seed: int, shapes: Mapping[str, Sequence[int]] | None = None
+    session: Any,
+    batch: int,
+    seed: int,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    integers: Mapping[str, tuple[np.ndarray, str]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Inputs shaped like the model's, `batch` for a symbolic first dim and `shapes`
     (--input-shape NAME=D0,D1,...) for its other symbolic dims: standard normal floats,
-    True for bools, ones for integers (as the compiler's synthesized calibration inputs
-    where it finds no embedding table: a valid id, length or flag)."""
+    True for bools, integers drawn from `integers` (calibration.integer_reads: the values
+    the graph reads them as), else ones (a valid id, length, flag or mask)."""
     given = dict(shapes or {})
     args = session.get_inputs()
     unknown = sorted(set(given) - {arg.name for arg in args})
@@ -54,6 +61,8 @@ def random_inputs(
         shape = _input_shape(arg.name, list(arg.shape), batch, given.get(arg.name))
         if np.issubdtype(dtype, np.floating):
             feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
+        elif integers and arg.name in integers:
+            feeds[arg.name] = rng.choice(integers[arg.name][0], size=shape).astype(dtype)
         else:
             feeds[arg.name] = np.ones(shape, dtype=dtype)  # True for bools
     return feeds
@@ -97,7 +106,11 @@ def verify(
         raise InputError(f"batch must be >= 1, got {batch}")
     reference, candidate = open_session(original), open_session(compiled)
     names = [i.name for i in reference.get_inputs()]
-    feeds = random_inputs(reference, batch, seed, input_shapes) if inputs is None else dict(inputs)
+    if inputs is None:
+        reads = integer_reads(load_model(Path(original)).graph)
+        feeds = random_inputs(reference, batch, seed, input_shapes, reads)
+    else:
+        feeds = dict(inputs)
     labels = feeds.pop("labels", None)
     missing = [n for n in names if n not in feeds]
     if missing:
