@@ -192,6 +192,13 @@ def compile(
             "warning: output error %.3g%% exceeds the budget %.3g%% (--max-error %g)",
             100 * (report.error or {}).get("relative_l2", float("nan")), 100 * limit, limit,
         )  # fmt: skip
+    elif report.within_budget and calibration is not None and calibration.source == "synthetic":
+        logger.warning(
+            "warning: the output error was measured on synthesized inputs, not on inputs of "
+            "the kind the model is used on. Compiled on such inputs, 3 of 11 zoo models "
+            'measured up to 2.7x their budget on real ones (docs/budget.md, "Synthesized '
+            'inputs against real ones"): pass --calibration to hold it on your data'
+        )
     return CompileResult(compiled, report)
 
 

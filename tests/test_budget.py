@@ -85,6 +85,21 @@ def test_budget_is_met_on_the_compiled_model(tmp_path: Path, max_error: float) -
     assert report.ratio is not None and report.ratio > 1.5
 
 
+def test_a_budget_met_on_synthesized_inputs_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = save(mlp_model(), tmp_path / "m.onnx")
+    assert dc_onnx.compile(source, tmp_path / "a.dc.onnx").report.within_budget
+    assert "measured on synthesized inputs" in caplog.text
+    caplog.clear()
+    data = tmp_path / "real.npz"
+    x = np.random.default_rng(1).standard_normal((16, 64)).astype(np.float32)
+    np.savez(data, x=x)
+    options = dc_onnx.CompileOptions(budget=dc_onnx.BudgetOptions(calibration=data))
+    assert dc_onnx.compile(source, tmp_path / "b.dc.onnx", options).report.within_budget
+    assert "synthesized" not in caplog.text
+
+
 def test_a_looser_budget_gives_a_smaller_model(tmp_path: Path) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     sizes = []
