@@ -150,7 +150,16 @@ def choose_measured(
     """
     while True:
         settings = choose(analysis.layers, target, fill)
-        if analysis.measure_settings(settings, simulator):
+        # Each point is a run of the model on the analysis samples: say so, it can take minutes.
+        pending = sum(
+            point is not None
+            for layer in analysis.layers
+            if layer.weight in settings
+            for point in layer.unmeasured(settings[layer.weight])
+        )
+        if pending:
+            logger.info("allocation: measuring %d predicted point(s) the choice rests on", pending)
+            analysis.measure_settings(settings, simulator)
             continue
         mildest = [
             layer
@@ -159,6 +168,10 @@ def choose_measured(
         ]
         if not mildest:
             return settings
+        logger.info(
+            "allocation: measuring %d weight(s) left exact at %d bits, their mildest setting",
+            len(mildest), MILDEST_BITS,
+        )  # fmt: skip
         for layer in mildest:
             analysis.measure(layer, simulator, "bits", MILDEST_BITS)
 
