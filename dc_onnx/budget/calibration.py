@@ -156,6 +156,11 @@ def _index_values(value: ir.Value, seen: set[int] | None = None) -> tuple[np.nda
     return min(found, key=lambda f: f[0].size) if found else None
 
 
+def _is_mask(name: str) -> bool:
+    """An input named like a mask: ones keep every position, whatever the graph does."""
+    return "mask" in name.lower()
+
+
 def integer_reads(graph: ir.Graph) -> dict[str, tuple[np.ndarray, str]]:
     """The integer model inputs the graph reads as an index or a code (_index_values), with
     the values to draw them from and how those were found. Inputs named like a mask are
@@ -163,7 +168,7 @@ def integer_reads(graph: ir.Graph) -> dict[str, tuple[np.ndarray, str]]:
     reads = {}
     for value in model_inputs(graph):
         name = str(value.name)
-        if value.dtype is not None and value.dtype.is_integer() and "mask" not in name.lower():
+        if value.dtype is not None and value.dtype.is_integer() and not _is_mask(name):
             found = _index_values(value)
             if found is not None:
                 reads[name] = found
@@ -234,7 +239,7 @@ def synthesize(
             kinds.append(f"{name}: {read_as[1]}")
         elif dtype.is_integer():
             kinds.append(f"{name}: ones")
-            if "mask" not in name.lower():
+            if not _is_mask(name):
                 logger.warning(
                     "warning: integer input '%s' is not read as a table index, a one-hot or a "
                     "compared value: synthesized as ones, as for an attention mask. If it is "
