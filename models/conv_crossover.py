@@ -77,6 +77,8 @@ FC_SHAPES = [
     FcShape("384->1536 (MiniLM intermediate)", 384, 1536, (1, 16)),
     FcShape("1024->8210 (ddddocr CTC head)", 1024, 8210, (1, 20)),
     FcShape("4096->4096 (VGG-16 fc7)", 4096, 4096, (1, 8, 64)),
+    FcShape("257->64 (magika byte projection)", 257, 64, (512, 2048)),
+    FcShape("384->384, long sequences", 384, 384, (512, 2048)),
 ]
 
 

@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "simd.h"
+
 namespace dc_onnx {
 namespace {
 
@@ -18,7 +20,7 @@ inline bool non_finite(float v) {
 
 }  // namespace
 
-bool any_non_finite(const float* x, size_t count) {
+DC_ONNX_HOT bool any_non_finite(const float* x, size_t count) {
   uint32_t found = 0;  // an OR over all elements: vectorizes, no early exit needed
   for (size_t i = 0; i < count; ++i) found |= static_cast<uint32_t>(non_finite(x[i]));
   return found != 0;

@@ -12,6 +12,10 @@
 #include "scratch.h"
 #include "simd.h"
 
+#ifdef DC_ONNX_X86
+#include <immintrin.h>
+#endif
+
 namespace dc_onnx {
 namespace {
 
@@ -23,6 +27,18 @@ inline float finish(float acc, int64_t m, int64_t n, const Epilogue& ep) {
   float v = ep.alpha == 1.0f ? acc : ep.alpha * acc;
   if (ep.c != nullptr) v += ep.beta * ep.c[m * ep.c_sm + n * ep.c_sn];
   return ep.act(v);
+}
+
+// finish() over a panel row: acc[i] for column p0 + i of output row n, each step one loop
+// (the per-element branches took most of a Run where a row has few non-zeros).
+inline void finish_panel(float* acc, int64_t width, int64_t p0, int64_t n, const Epilogue& ep) {
+  if (ep.scale != nullptr)
+    for (int64_t i = 0; i < width; ++i) acc[i] *= ep.scale[n];
+  if (ep.alpha != 1.0f)
+    for (int64_t i = 0; i < width; ++i) acc[i] = ep.alpha * acc[i];
+  if (ep.c != nullptr)
+    for (int64_t i = 0; i < width; ++i) acc[i] += ep.beta * ep.c[(p0 + i) * ep.c_sm + n * ep.c_sn];
+  ep.act.apply(acc, static_cast<size_t>(width));
 }
 
 // Output rows [n0, n1) x columns [p0, p0 + width) of batch b for w_times_kmajor, with
@@ -41,8 +57,12 @@ DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const PanelRows& csr, const 
     sparse_panel_any<Vec>(width, csr.code.data(), csr.ptr[static_cast<size_t>(n)],
                           csr.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
                           nullptr, acc);
+    finish_panel(acc, width, p0, n, ep);
     float* yr = yb + n * pr.ys_n;
-    for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = finish(acc[i], p0 + i, n, ep);
+    if (pr.ys_p == 1)
+      std::copy(acc, acc + width, yr);
+    else
+      for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = acc[i];
   }
 }
 
@@ -298,7 +318,56 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
 
 namespace {
 
-int64_t kmajor_ld(int64_t p) { return checked_add(p, 15, "K-major copy width") / 16 * 16; }
+#ifdef DC_ONNX_X86
+// out[k * ldx + p] = a[p * a_sp + k] for an 8 x 8 block: rows of A in, K rows out.
+DC_ONNX_TARGET_AVX2 DC_ONNX_INLINE void transpose8(const float* a, int64_t a_sp, float* out,
+                                                   int64_t ldx) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(a + i * a_sp);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      r[i + j] = _mm256_shuffle_ps(t[i + j], t[i + j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      r[i + j + 2] = _mm256_shuffle_ps(t[i + j], t[i + j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+  // r[0..3] hold columns 0, 1, 2, 3 of rows 0-3 / 4-7 in their 128-bit halves, r[4..7]
+  // the same for the other four rows: one more exchange of halves gives the columns.
+  static constexpr int kCol[8] = {0, 2, 1, 3, 0, 2, 1, 3};
+  for (int c = 0; c < 8; ++c) {
+    const __m256 lo = r[kCol[c]];
+    const __m256 hi = r[kCol[c] + 4];
+    _mm256_storeu_ps(out + c * ldx, c < 4 ? _mm256_permute2f128_ps(lo, hi, 0x20)
+                                          : _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
+}
+
+// The K-major copy when K is contiguous in A (a_sk == 1): 8 x 8 blocks in registers
+// (a scalar transpose took about 1 ns per element: most of a 2048-row MatMul's Run at
+// 20% density), the ragged edges element by element.
+DC_ONNX_TARGET_AVX2 void transpose_rows_avx2(const float* a, int64_t k, int64_t p, int64_t a_sp,
+                                             float* out, int64_t ldx) {
+  const int64_t k8 = k / 8 * 8;
+  const int64_t p8 = p / 8 * 8;
+  for (int64_t p0 = 0; p0 < p8; p0 += 8)
+    for (int64_t k0 = 0; k0 < k8; k0 += 8)
+      transpose8(a + p0 * a_sp + k0, a_sp, out + k0 * ldx + p0, ldx);
+  for (int64_t pi = 0; pi < p; ++pi)
+    for (int64_t ki = pi < p8 ? k8 : 0; ki < k; ++ki) out[ki * ldx + pi] = a[pi * a_sp + ki];
+}
+#endif
+
+// P rounded up to 16 floats (64-byte lines); rows wider than one panel (4 lines) then to
+// an odd number of lines. With an even count (P = 512, 1024, 2048 ...) the 4 lines a
+// panel reads from each K row fall into a few cache sets and evict each other: a
+// 2048-row MatMul ran 6x slower than one of 2000 rows. Narrower rows are read whole.
+int64_t kmajor_ld(int64_t p) {
+  const int64_t lines = checked_add(p, 15, "K-major copy width") / 16;
+  const int64_t odd = lines > kPanel / 16 && lines % 2 == 0 ? lines + 1 : lines;
+  return checked_mul(odd, 16, "K-major copy width");
+}
 
 size_t kmajor_floats(int64_t batches, int64_t k, int64_t p) {
   return static_cast<size_t>(checked_mul(checked_mul(batches, k, "K-major copy"),
@@ -311,11 +380,24 @@ KMajorCopy::KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t ba
                        int64_t k, int64_t p, int64_t a_bs, int64_t a_sk, int64_t a_sp)
     : ldx_(kmajor_ld(p)), block_(ctx, kmajor_floats(batches, k, p)) {
   float* out = block_.data();
-  std::fill(out, out + kmajor_floats(batches, k, p), 0.0f);
+  if (ldx_ > p)  // only the padding columns: every other element is written below
+    for (int64_t row = 0; row < batches * k; ++row)
+      std::fill(out + row * ldx_ + p, out + (row + 1) * ldx_, 0.0f);
   constexpr int64_t kTile = 32;  // tiles keep both sides cache-friendly when transposing
   for (int64_t b = 0; b < batches; ++b) {
     const float* ab = a + b * a_bs;
     float* ob = out + b * k * ldx_;
+    if (a_sp == 1) {  // already K-major: only the padding changes
+      for (int64_t ki = 0; ki < k; ++ki)
+        std::copy(ab + ki * a_sk, ab + ki * a_sk + p, ob + ki * ldx_);
+      continue;
+    }
+#ifdef DC_ONNX_X86
+    if (a_sk == 1 && isa() >= Isa::kAvx2) {
+      transpose_rows_avx2(ab, k, p, a_sp, ob, ldx_);
+      continue;
+    }
+#endif
     for (int64_t k0 = 0; k0 < k; k0 += kTile)
       for (int64_t p0 = 0; p0 < p; p0 += kTile)
         for (int64_t pi = p0; pi < std::min(p, p0 + kTile); ++pi)
