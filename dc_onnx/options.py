@@ -40,9 +40,6 @@ OTHER_BITS = 8
 # weight: from 35% the sparse kernel no longer beats ORT's on either CPU measured (about
 # even on AVX2, 0.6-0.9x on AVX-512: docs/benchmarks.md, "Sparse or dense convolution").
 CONV_DENSE_DENSITY = 0.35
-# Likewise for Gemm / MatMul: from 70% non-zero ORT's MLAS GEMM beats the sparse rows at
-# every batch measured but one (batch 1 of the largest layers; docs/benchmarks.md).
-FC_DENSE_DENSITY = 0.7
 # The default output-error budget: relative L2 error of the worst output (docs/budget.md).
 DEFAULT_MAX_ERROR = 0.01
 
@@ -250,10 +247,11 @@ class LowerOptions(OptionGroup):
         " the weight decoded at session creation (same file bytes); 0: all, above 1: none",
         check=check_non_negative,
     )
-    fc_dense_density: float = option(
-        FC_DENSE_DENSITY,
+    fc_dense_density: float | None = option(
+        None,
         "Gemm / MatMul layers with at least this share of non-zero weights run as ORT's own"
-        " op on the weight decoded at session creation (same file bytes); 0: all, above 1: none",
+        " op on the weight decoded at session creation (same file bytes); 0: all, above 1:"
+        " none; default: by the layer's size, 10-70%% (docs/format.md)",
         check=check_non_negative,
     )
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import numpy as np
 import onnx_ir as ir
@@ -366,7 +367,7 @@ class LowerPass(CompilerPass):
         sparse kernel (docs/benchmarks.md, "Sparse or dense convolution" and "Sparse or
         dense FC"): a Conv at least `conv_dense_density` non-zero, or depthwise (one input
         channel per group: ORT's kernel wins at every density measured); a Gemm / MatMul
-        at least `fc_dense_density` non-zero."""
+        at least `fc_dense_density` non-zero, by default `fc_dense_threshold`'s."""
         if group.kind not in ("conv", "fc") or group.decoded:
             return False
         w = group.array()
@@ -376,8 +377,11 @@ class LowerPass(CompilerPass):
             groups = group.layers[0].node.attributes.get_int("group", 1)
             depthwise = groups > 1 and w.shape[1] == 1
             threshold = self.options.conv_dense_density
-        else:
+        elif self.options.fc_dense_density is not None:
             threshold = self.options.fc_dense_density
+        else:
+            many_rows = any(_many_rows(layer) for layer in group.layers)
+            threshold = fc_dense_threshold(w.size, many_rows)
         if density < threshold and not depthwise:
             return False
         why = "depthwise" if depthwise else f"{100 * density:.0f}% non-zero"
@@ -391,6 +395,42 @@ class LowerPass(CompilerPass):
                 continue
             if node.inputs[header_input(node.op_type)] is None:
                 raise AssertionError(f"{node.name}: compressed op lacks its header")
+
+
+def fc_dense_threshold(weights: int, many_rows: bool) -> float:
+    """The share of non-zero weights from which ORT's GEMM beats the sparse rows on a
+    Gemm / MatMul weight of `weights` elements (docs/benchmarks.md, "Sparse or dense FC,
+    by size"). ORT's small GEMMs cost little besides their arithmetic, large ones are bound
+    by reading the weight: the crossover rises with the size, from about 10-15% at 384 x
+    384 to 70% at 4096 x 4096 for a row or a few. Where a Run has many rows of
+    activations (the panel kernel) it rises less: about 20% at 384 x 384, 40% at 4096 x
+    4096."""
+    decades = math.log10(max(weights, 1) / (384 * 384))
+    if many_rows:
+        return min(max(0.2 + 0.1 * decades, 0.1), 0.45)
+    return min(max(0.15 + 0.27 * decades, 0.1), 0.7)
+
+
+def _many_rows(layer: Layer) -> bool:
+    """Whether every Run gives the layer more than 8 rows of activations whatever the
+    batch (the panel kernel's regime): MatMul X @ W with X of rank 3 or more whose middle
+    dims hold 9+ rows or are symbolic (a sequence), or W @ X with 9+ or symbolic columns.
+    A 2-D X @ W or a Gemm has as many rows as the batch: not known, taken as few."""
+    node = layer.node
+    if node.op_type != "MatMul":
+        return False
+    x = node.inputs[1 - layer.weight_side]
+    shape = x.shape if x is not None else None
+    if shape is None:
+        return False
+    dims = list(shape)
+    if len(dims) < 2:  # a vector: one row
+        return False
+    per_run = dims[-1:] if layer.weight_side == 0 else dims[1:-1]
+    static = [d for d in per_run if isinstance(d, int)]
+    if len(static) < len(per_run):  # a symbolic sequence or image axis
+        return True
+    return bool(static) and math.prod(static) > 8
 
 
 def _replace_stored(

@@ -121,3 +121,38 @@ def test_the_fc_crossover_is_an_option(threshold: float, kernels: int, tmp_path:
     ops = _ops(compiled)
     assert ops.count("CompressedGemm") + ops.count("CompressedMatMul") == kernels
     assert ops.count("CompressedConstant") == 5 - kernels
+
+
+def test_the_default_fc_crossover_rises_with_the_layer_size() -> None:
+    from dc_onnx.passes.lower import fc_dense_threshold
+
+    sizes = [16 * 16, 384 * 384, 384 * 1536, 1024 * 8210, 4096 * 4096, 32768 * 8192]
+    few = [fc_dense_threshold(n, many_rows=False) for n in sizes]
+    many = [fc_dense_threshold(n, many_rows=True) for n in sizes]
+    assert few == sorted(few) and many == sorted(many)
+    assert few[0] == many[0] == 0.1 and few[-1] == 0.7 and many[-1] == 0.45
+    assert many[-2] < few[-2]  # large layers: the panels lose to ORT's GEMM earlier
+
+
+@pytest.mark.parametrize(("x_shape", "kernel"), [(["B", 1024], True), (["B", 16, 1024], False)])
+def test_the_default_fc_crossover_depends_on_rows_per_run(
+    x_shape: list[int | str], kernel: bool, tmp_path: Path
+) -> None:
+    # 1024 x 2048 at 40% non-zero: below the few-rows crossover (46%), above the one for
+    # 16 rows per sample (31%), which runs on the panel kernel whatever the batch.
+    w = np.random.default_rng(1).standard_normal((1024, 2048)).astype(np.float32)
+    node = helper.make_node("MatMul", ["x", "W"], ["y"], name="fc")
+    model = make_model([node], {"x": x_shape}, {"y": [*x_shape[:-1], 2048]}, {"W": w})
+    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_fc=5, fc_dense_density=None)
+    ops = _ops(compiled)
+    assert ("CompressedMatMul" in ops) == kernel and ("CompressedConstant" in ops) != kernel
+    x = np.random.default_rng(2).standard_normal([2, *[16] * (len(x_shape) - 2), 1024])
+    (y,) = run(compiled, {"x": x.astype(np.float32)})
+    assert y.shape == (*x.shape[:-1], 2048) and np.isfinite(y).all()
+
+
+def test_a_small_layer_takes_the_decode_form_by_default(tmp_path: Path) -> None:
+    compiled = compile_model(mlp_model(), tmp_path, sparsity=0.5, bits_fc=8, fc_dense_density=None)
+    ops = _ops(compiled)
+    assert ops.count("CompressedConstant") == 5
+    assert "CompressedGemm" not in ops and "CompressedMatMul" not in ops

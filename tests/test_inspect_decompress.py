@@ -210,7 +210,8 @@ def test_a_matmul_of_an_activation_is_not_called_all_constant() -> None:
 def test_a_weight_read_by_many_nodes_is_one_row(tmp_path: Path) -> None:
     source = save(shared_weights_model(steps=5), tmp_path / "unrolled.onnx")
     compiled = tmp_path / "unrolled.dc.onnx"
-    result = dc_onnx.compile(source, compiled, dc_onnx.CompileOptions(sparsity=0.7, bits_fc=6))
+    options = dc_onnx.CompileOptions(sparsity=0.7, bits_fc=6, fc_dense_density=0.7)  # kernels
+    result = dc_onnx.compile(source, compiled, options)
     cell = next(r for r in result.report.layers if r.name.startswith("cell0"))
     assert cell.readers == 5 and cell.weights == 64 * 64  # counted once, not per reader
     assert "cell0 (and 4 more readers)" in result.report.format_table()

@@ -383,7 +383,7 @@ def _few_rows_model(
     if scaled:
         (group,) = find_weight_groups(ir_model.graph)
         annotate_rows(group.weight, scales, values)
-    compiled, _ = run_passes(ir_model, [LowerPass(LowerOptions(5, 5))])
+    compiled, _ = run_passes(ir_model, [LowerPass(LowerOptions(5, 5, fc_dense_density=2.0))])
     path = tmp / f"few_{k}_{scaled}_{cols}.dc.onnx"
     save_compiled(compiled, path)
     proto = onnx.load(str(path))

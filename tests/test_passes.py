@@ -207,7 +207,7 @@ def test_cluster_leaves_few_distinct_values_alone(rng: np.random.Generator) -> N
 def test_lower_replaces_layers_with_compressed_ops(trans_b: int, rng: np.random.Generator) -> None:
     w = rng.choice(np.array([0, 0, 0, -0.5, 0.25], dtype=np.float32), size=(16, 8))
     model = _fc(w.T.copy() if trans_b else w, trans_b)
-    pass_ = LowerPass(LowerOptions(index_bits_fc=3))
+    pass_ = LowerPass(LowerOptions(index_bits_fc=3, fc_dense_density=2.0))  # the kernel form
     assert pass_(model).modified
     (node,) = list(model.graph)
     assert (node.domain, node.op_type) == (DOMAIN, "CompressedGemm")
