@@ -72,7 +72,11 @@ class LayerInfo:
     def label(self) -> str:
         """The name for a table: the first reader's, and how many more there are."""
         more = self.readers - 1
-        return f"{self.name} (and {more} more readers)" if more else self.name
+        names = self.name.split(",")
+        # A shared weight in the decode form is named by all its readers (lower.py joins
+        # them with commas): the first stands for them, as a kernel op's own name does.
+        first = names[0] if more and len(names) == self.readers else self.name
+        return f"{first} (and {more} more readers)" if more else self.name
 
     @property
     def density(self) -> float:
@@ -361,6 +365,18 @@ def _file_bytes(path: Path, model: onnx.ModelProto) -> dict[str, int]:
     return sizes
 
 
+def _decoded_readers(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]]) -> int:
+    """The nodes that read what a compressed node stands for: itself for a kernel op; for
+    the decode op, the nodes fed its output (through the Transpose of a weight stored
+    transposed), so a shared weight in the decode form still counts its readers."""
+    if node.op_type != "CompressedConstant":
+        return 1
+    count = 0
+    for reader in consumers.get(node.output[0], []):
+        count += len(consumers.get(reader.output[0], [])) if reader.op_type == "Transpose" else 1
+    return max(count, 1)
+
+
 def inspect(path: str | os.PathLike[str]) -> InspectResult:
     """Decode and describe every compressed layer of the compiled model at `path`.
 
@@ -392,11 +408,16 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
         shape = str(node_attributes(node).get("weight_shape"))
         key = (node.input[header_input(node.op_type)], *streams, str(ids), shape)
         readers.setdefault(key, []).append(node)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     layers = []
     for key, nodes in readers.items():
         node, names = nodes[0], list(key[:-2])  # the header and the stream inputs
         problems = [_load_data(tensors[n], p.parent) for n in names]
         layer = _layer(node, tensors, toc, next((q for q in problems if q), None))
-        layers.append(dataclasses.replace(layer, readers=len(nodes)))
+        count = sum(_decoded_readers(n, consumers) for n in nodes)
+        layers.append(dataclasses.replace(layer, readers=count))
     opset = next((o.version for o in model.opset_import if o.domain == DOMAIN), 0)
     return InspectResult(str(p), version, opset, files, layers, _dense_nodes(graph))
