@@ -53,16 +53,34 @@ DC_ONNX_INLINE void kmajor_rows(const CodedRows& w, const PanelRows& csr, const 
   const int64_t ldx = pr.ldx;
   const auto offset = [&](size_t j) { return col[j] * ldx; };
   alignas(64) float acc[16 * kMaxV];  // widths are <= kPanel; sized for any V
-  for (int64_t n = n0; n < n1; ++n) {
-    sparse_panel_any<Vec>(width, csr.code.data(), csr.ptr[static_cast<size_t>(n)],
-                          csr.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
-                          nullptr, acc);
-    finish_panel(acc, width, p0, n, ep);
-    float* yr = yb + n * pr.ys_n;
-    if (pr.ys_p == 1)
-      std::copy(acc, acc + width, yr);
-    else
-      for (int64_t i = 0; i < width; ++i) yr[i * pr.ys_p] = acc[i];
+  if (pr.ys_p == 1) {  // Y's rows are output rows: each panel row is stored as it is
+    for (int64_t n = n0; n < n1; ++n) {
+      sparse_panel_any<Vec>(width, csr.code.data(), csr.ptr[static_cast<size_t>(n)],
+                            csr.ptr[static_cast<size_t>(n) + 1], w.codebook.data(), xb, offset,
+                            nullptr, acc);
+      finish_panel(acc, width, p0, n, ep);
+      std::copy(acc, acc + width, yb + n * pr.ys_n);
+    }
+    return;
+  }
+  // Y [P, N] (X @ W): a panel row is a column of Y. kTileRows of them are kept and then
+  // stored a row of Y at a time, which writes each cache line of Y once instead of
+  // touching 64 lines (64 rows of Y) per output row.
+  constexpr int64_t kTileRows = 16;
+  alignas(64) float tile[kTileRows * kPanel];
+  for (int64_t nb = n0; nb < n1; nb += kTileRows) {
+    const int64_t rows = std::min(kTileRows, n1 - nb);
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto n = static_cast<size_t>(nb + r);
+      sparse_panel_any<Vec>(width, csr.code.data(), csr.ptr[n], csr.ptr[n + 1],
+                            w.codebook.data(), xb, offset, nullptr, acc);
+      finish_panel(acc, width, p0, nb + r, ep);
+      std::copy(acc, acc + width, tile + r * kPanel);
+    }
+    for (int64_t i = 0; i < width; ++i) {
+      float* yr = yb + i * pr.ys_p + nb * pr.ys_n;
+      for (int64_t r = 0; r < rows; ++r) yr[r * pr.ys_n] = tile[r * kPanel + i];
+    }
   }
 }
 
