@@ -53,6 +53,9 @@ RUNS = [
     # Rows orders apart: both layers get row scales (the fifth stream) in the kernels.
     ("seed-rows", ["--sparsity", "0.55", "--bits-conv", "3", "--bits-fc", "3", "--max-error", "1"]),
 ]
+# The seeds are for the kernel ops: FC layers up to 70% non-zero keep them, as before the
+# default threshold followed the layer's size (these small layers would decode from 10%).
+KERNEL_FORMS = ["--fc-dense-density", "0.7"]
 
 
 def record(name: str, values: list[int]) -> bytes:
@@ -119,7 +122,8 @@ def write_seeds(out_dir: Path) -> int:
             else:
                 source = REPO / "models" / name
             compiled = Path(tmp) / f"out{i}.dc.onnx"
-            if dc_onnx_main(["compile", str(source), "-o", str(compiled), "--quiet", *extra]):
+            args = ["compile", str(source), "-o", str(compiled), "--quiet", *extra, *KERNEL_FORMS]
+            if dc_onnx_main(args):
                 raise SystemExit(f"dc-onnx compile {name} failed")
             side_file = side_file_of(compiled)
             if side_file is None:
