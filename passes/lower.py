@@ -399,12 +399,12 @@ class LowerPass(CompilerPass):
 
 def fc_dense_threshold(weights: int, many_rows: bool) -> float:
     """The share of non-zero weights from which ORT's GEMM beats the sparse rows on a
-    Gemm / MatMul weight of `weights` elements (docs/benchmarks.md, "Sparse or dense FC,
-    by size"). ORT's small GEMMs cost little besides their arithmetic, large ones are bound
-    by reading the weight: the crossover rises with the size, from about 10-15% at 384 x
-    384 to 70% at 4096 x 4096 for a row or a few. Where a Run has many rows of
-    activations (the panel kernel) it rises less: about 20% at 384 x 384, 40% at 4096 x
-    4096."""
+    Gemm / MatMul weight of `weights` elements (docs/benchmarks.md, "Many-row FC panels,
+    and sparse or dense FC by size"). ORT's small GEMMs cost little besides their
+    arithmetic, large ones are bound by reading the weight: the crossover rises with the
+    size, from about 10-15% at 384 x 384 to 70% at 4096 x 4096 for a row or a few. Where
+    a Run has many rows of activations (the panel kernel) it rises less: about 20% at
+    384 x 384, 40% at 4096 x 4096."""
     decades = math.log10(max(weights, 1) / (384 * 384))
     if many_rows:
         return min(max(0.2 + 0.1 * decades, 0.1), 0.45)
