@@ -150,16 +150,7 @@ def choose_measured(
     """
     while True:
         settings = choose(analysis.layers, target, fill)
-        # Each point is a run of the model on the analysis samples: say so, it can take minutes.
-        pending = sum(
-            point is not None
-            for layer in analysis.layers
-            if layer.weight in settings
-            for point in layer.unmeasured(settings[layer.weight])
-        )
-        if pending:
-            logger.info("allocation: measuring %d predicted point(s) the choice rests on", pending)
-            analysis.measure_settings(settings, simulator)
+        if analysis.measure_settings(settings, simulator):
             continue
         mildest = [
             layer

@@ -231,19 +231,23 @@ class Analysis:
     def measure_settings(self, settings: Mapping[str, Setting], simulator: Simulator) -> int:
         """Measure the predicted points that `settings` (weight -> setting) rely on; returns
         how many were measured."""
-        count = 0
+        points: list[tuple[LayerSensitivity, str, Knob]] = []
         for layer in self.layers:
             setting = settings.get(layer.weight)
             if setting is None:
                 continue
             bits, sparsity = layer.unmeasured(setting)
             if bits is not None:
-                self.measure(layer, simulator, "bits", bits)
-                count += 1
+                points.append((layer, "bits", bits))
             if sparsity is not None:
-                self.measure(layer, simulator, "sparsity", sparsity)
-                count += 1
-        return count
+                points.append((layer, "sparsity", sparsity))
+        if points:  # each is a run of the model on the analysis samples: it can take minutes
+            logger.info(
+                "allocation: measuring %d predicted point(s) the choice rests on", len(points)
+            )
+        for layer, knob, value in points:
+            self.measure(layer, simulator, knob, value)
+        return len(points)
 
     def format_table(self) -> str:
         head = ["layer", "weights", *[f"{b}b" for b in BITS], *[f"s{s:g}" for s in SPARSITIES[1:]]]
