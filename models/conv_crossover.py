@@ -43,13 +43,36 @@ class Shape:
     cin: int
     cout: int
     kernel: int
-    size: int  # input height = width
+    size: int  # input height (and width, unless `width` is given)
     stride: int = 1
     group: int = 1
+    kernel_width: int = 0  # 0: square kernel
+    width: int = 0  # 0: square input
+    same_pad: bool = True  # at stride 1; False: no padding
 
     @property
-    def pad(self) -> int:
-        return self.kernel // 2 if self.stride == 1 else 0
+    def kernel_hw(self) -> tuple[int, int]:
+        return self.kernel, self.kernel_width or self.kernel
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.size, self.width or self.size
+
+    @property
+    def pads(self) -> list[int]:
+        """Same padding at stride 1 (begins, then ends), none otherwise."""
+        if self.stride != 1 or not self.same_pad:
+            return [0, 0, 0, 0]
+        kh, kw = self.kernel_hw
+        return [kh // 2, kw // 2, kh // 2, kw // 2]
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        p = self.pads
+        return (
+            (self.input_hw[0] + p[0] + p[2] - self.kernel_hw[0]) // self.stride + 1,
+            (self.input_hw[1] + p[1] + p[3] - self.kernel_hw[1]) // self.stride + 1,
+        )
 
 
 SHAPES = [
@@ -60,6 +83,15 @@ SHAPES = [
     Shape("1x1 256->256 14x14", 256, 256, 1, 14),
     Shape("3x3 depthwise 128 28x28", 128, 128, 3, 28, group=128),
     Shape("11x11/4 3->96 224x224 (AlexNet conv1)", 3, 96, 11, 224, stride=4),
+    # Shapes of the zoo's models (docs/zoo.md) and other common ones.
+    Shape("1x1 512->512 7x7 (PP-LCNet last)", 512, 512, 1, 7),
+    Shape("1x1 512->128 1x1 (SE squeeze)", 512, 128, 1, 1),
+    Shape("5x1 256->512 512x1 (magika)", 256, 512, 5, 512, kernel_width=1, width=1, same_pad=False),
+    Shape("3x3 64->64 40x40 (YOLOv8n head)", 64, 64, 3, 40),
+    Shape("3x3 256->64 10x10 (YOLOv8n head)", 256, 64, 3, 10),
+    Shape("1x1 64->256 56x56 (ResNet-50 expand)", 64, 256, 1, 56),
+    Shape("1x1 128->128 28x28", 128, 128, 1, 28),
+    Shape("1x1 1024->1024 14x14", 1024, 1024, 1, 14),
 ]
 DENSITIES = [0.2, 0.35, 0.5, 0.65, 0.8, 1.0]
 
@@ -84,17 +116,16 @@ FC_SHAPES = [
 
 def conv_model(s: Shape, seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((s.cout, s.cin // s.group, s.kernel, s.kernel), dtype=np.float32)
+    w = rng.standard_normal((s.cout, s.cin // s.group, *s.kernel_hw), dtype=np.float32)
     node = helper.make_node(
-        "Conv", ["x", "W"], ["y"], name="conv", group=s.group, kernel_shape=[s.kernel] * 2,
-        strides=[s.stride] * 2, pads=[s.pad] * 4,
+        "Conv", ["x", "W"], ["y"], name="conv", group=s.group, kernel_shape=list(s.kernel_hw),
+        strides=[s.stride] * 2, pads=s.pads,
     )  # fmt: skip
-    out = (s.size + 2 * s.pad - s.kernel) // s.stride + 1
     graph = helper.make_graph(
         [node],
         "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, s.cin, s.size, s.size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, s.cout, out, out])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, s.cin, *s.input_hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, s.cout, *s.output_hw])],
         [numpy_helper.from_array(w, "W")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -165,7 +196,7 @@ def _conv_rows(
         shape = SHAPES[i]
         dense = out / f"conv{i}.onnx"
         onnx.save(conv_model(shape), str(dense))
-        x = np.random.default_rng(1).standard_normal((1, shape.cin, shape.size, shape.size))
+        x = np.random.default_rng(1).standard_normal((1, shape.cin, *shape.input_hw))
         feeds = {"x": x.astype(np.float32)}
         for density in densities:
             compiled = out / f"conv{i}_d{int(density * 100)}.dc.onnx"
