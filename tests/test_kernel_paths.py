@@ -275,6 +275,7 @@ CHAIN_CONVS = [
     dict(shape=(3, 3, 3, 3), hw=(6, 9), pads=[1, 1, 1, 1]),
     dict(shape=(2, 4, 2, 3), hw=(5, 7), pads=[0, 2, 1, 0], dilations=[2, 1]),
     dict(shape=(3, 4, 3, 3), hw=(3, 7)),
+    dict(shape=(3, 4, 1, 1), hw=(5, 7)),  # pointwise: computed on the image as one row
     WIDE_KEY_CONV,
 ]
 
@@ -303,6 +304,25 @@ def test_sparse_conv_is_one_chain_per_output(conv: dict, tmp_path: Path) -> None
                         continue  # absent weight, or padding (adds +-0 to a sum that is never -0)
                     acc = np.float32(acc + np.float32(w[o, ci, ky, kx] * x[0, ci, i, j]))
                 assert acc.tobytes() == y[0, o, oh, ow].tobytes(), (o, oh, ow)
+
+
+def test_conv_runs_of_many_image_sizes_share_one_session(tmp_path: Path) -> None:
+    # The input width sets the input-channel block size, and the weight keeps the block
+    # starts of the latest four sizes (sparse_conv.h, BlockStartsCache). These six widths
+    # give six sizes on AVX-512 and on AVX2 (blocks of 16-4 and 48-14 channels): run
+    # twice round, and from racing threads, against a fresh session per width.
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((4, 64, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    model = make_model([node], {"x": [1, 64, "H", "W"]}, {"y": [1, 4, "H", "W"]}, {"W": w})
+    compiled = compile_model(model, tmp_path, sparsity=0.6, bits_conv=8, conv_dense_density=2.0)
+    xs = [rng.standard_normal((1, 64, 6, w)).astype(np.float32) for w in (5, 17, 45, 70, 100, 140)]
+    fresh = [run(compiled, {"x": x})[0].tobytes() for x in xs]
+    session = dc_onnx.InferenceSession(str(compiled))
+    assert [session.run(None, {"x": x})[0].tobytes() for x in xs * 2] == fresh * 2
+    with ThreadPoolExecutor(4) as pool:  # ORT releases the GIL during Run
+        outs = list(pool.map(lambda x: session.run(None, {"x": x})[0].tobytes(), xs * 3))
+    assert outs == fresh * 3
 
 
 # The few-rows FC form (runtime_ops/src/cluster_rows.h): per weight row, the non-zeros

@@ -186,6 +186,23 @@ bool as_row(const ConvAttributes& a, ConvProblem& pr) {
          pr.in_h > 1;
 }
 
+// A pointwise convolution (1x1 kernel, stride 1, no padding) is the same computation on
+// the image flattened to one row: its taps never shift, so the rows need not be padded to
+// 16 floats each (a 7x7 image then fills a 64-float panel instead of 112). Only when
+// the whole image is already one band (band_rows), so the scratch stays as bounded.
+bool as_flat(const ConvAttributes& a, const ConvProblem& pr, int64_t band) {
+  return a.kh == 1 && a.kw == 1 && a.sh == 1 && a.sw == 1 && pr.pad_top == 0 &&
+         pr.pad_left == 0 && pr.out_h == pr.in_h && pr.out_w == pr.in_w && pr.in_h > 1 &&
+         pr.in_w % 16 != 0 && band == pr.out_h;
+}
+
+void flatten(ConvProblem& pr) {
+  pr.in_w *= pr.in_h;
+  pr.out_w = pr.in_w;
+  pr.in_h = 1;
+  pr.out_h = 1;
+}
+
 void swap_axes(ConvAttributes& a, ConvProblem& pr) {
   std::swap(a.kh, a.kw);
   std::swap(a.sh, a.sw);
@@ -248,12 +265,13 @@ std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsi
 
 // Input channels per block: small enough that what one panel reads from a block (every
 // shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB.
-int64_t channel_block(const ConvAttributes& a, const Phases& ph) {
+int64_t channel_block(const ConvAttributes& a, const Phases& ph, int64_t len) {
+  const int64_t panel = std::min(kWidest, (len + 15) / 16 * 16);  // a small image's is narrower
   const int64_t rows_reached = (a.kh - 1) * a.dh / a.sh;
   // Sizes are bounded by the buffer checked in phase_geometry; saturate to be safe.
   const double per_channel_bytes = static_cast<double>(ph.stored) * static_cast<double>(a.sh) *
                                    static_cast<double>(a.sw) *
-                                   static_cast<double>(kWidest + rows_reached * ph.row_width) * 4;
+                                   static_cast<double>(panel + rows_reached * ph.row_width) * 4;
   if (per_channel_bytes >= 24576.0) return 1;
   return std::clamp<int64_t>(static_cast<int64_t>(24576.0 / per_channel_bytes), 1,
                             a.in_per_group);
@@ -278,6 +296,24 @@ std::vector<size_t> block_starts(const ConvTaps& w, const Key* keys, const ConvA
     }
   }
   return block_ptr;
+}
+
+// block_starts, from the weight's cache (sparse_conv.h) or computed and kept there.
+template <typename Key>
+std::shared_ptr<const std::vector<size_t>> cached_block_starts(const ConvTaps& w,
+                                                               const Key* keys,
+                                                               const ConvAttributes& a,
+                                                               int64_t block,
+                                                               int64_t num_blocks) {
+  BlockStartsCache& cache = *w.block_starts;
+  const std::lock_guard<std::mutex> lock(cache.mutex);
+  for (const auto& [size, starts] : cache.by_block)
+    if (size == block) return starts;
+  auto starts =
+      std::make_shared<const std::vector<size_t>>(block_starts(w, keys, a, block, num_blocks));
+  if (cache.by_block.size() == BlockStartsCache::kSizes) cache.by_block.erase(cache.by_block.begin());
+  cache.by_block.emplace_back(block, starts);
+  return starts;
 }
 
 // Output channels [o0, o1) of one band from their flat sums: keeps the columns
@@ -366,12 +402,13 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   // Output rows in bands of `rows`, so the scratch stays under kConvScratchBytes whatever
   // the image size; the planes are laid out for a whole band (the last one uses less).
   const bool copies_in_memory = shifted_copies(isa());
+  if (as_flat(a, pr, band_rows(a, pr, copies_in_memory))) flatten(pr);
   const int64_t rows = band_rows(a, pr, copies_in_memory);
   ConvProblem band_pr = pr;
   band_pr.out_h = rows;
   const Phases ph = phase_geometry(a, band_pr, copies_in_memory);
   const std::vector<int64_t> tap_offset = tap_offsets(a, ph, w.tap_bits);
-  const int64_t block = channel_block(a, ph);
+  const int64_t block = channel_block(a, ph, (rows - 1) * ph.row_width + pr.out_w);
   const int64_t num_blocks = (a.in_per_group + block - 1) / block;
   const int64_t len_pad = band_len_pad(ph, rows, pr.out_w);
   // With AVX-512 (shifted_copies), copy s is the phase planes shifted left by s floats:
@@ -396,7 +433,8 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
   // The rest once per key width (ConvTaps: 16- or 32-bit keys).
   auto run = [&](const auto* keys) {
     using Key = std::remove_cv_t<std::remove_pointer_t<decltype(keys)>>;
-    const std::vector<size_t> block_ptr = block_starts(w, keys, a, block, num_blocks);
+    const std::shared_ptr<const std::vector<size_t>> block_ptr =
+        cached_block_starts(w, keys, a, block, num_blocks);
     const ChannelsFn<Key> channels = channels_for<Key>(isa());
     for (int64_t n = 0; n < pr.batch; ++n) {
       const float* xn = pr.x + n * image_in;
@@ -414,7 +452,7 @@ void sparse_conv(const Ort::KernelContext& ctx, const ConvTaps& w, const ConvAtt
         }
         const Plan<Key> plan{copies, a.sh * a.sw * ph.plane, ph.row_width, band, pr.out_w,
                              a.out_channels / a.group, a.in_per_group, num_blocks,
-                             block_ptr.data(), w.code.data(), keys, w.tap_bits,
+                             block_ptr->data(), w.code.data(), keys, w.tap_bits,
                              w.codebook.data(), tap_offset.data(), sums, len_pad,
                              pr.out_h * pr.out_w};
         float* yb = yn + r0 * pr.out_w;
