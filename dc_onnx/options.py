@@ -36,10 +36,6 @@ DEFAULT_QUALITY = 0.5
 PAPER_BITS = {"conv": 8, "fc": 5}
 # Storage-form weights (not the allocation's yet): near-lossless 8-bit codebooks.
 OTHER_BITS = 8
-# From this share of non-zero weights on, a Conv layer runs as ORT's own Conv on its decoded
-# weight: from 35% the sparse kernel no longer beats ORT's on either CPU measured (about
-# even on AVX2, 0.6-0.9x on AVX-512: docs/benchmarks.md, "Sparse or dense convolution").
-CONV_DENSE_DENSITY = 0.35
 # The default output-error budget: relative L2 error of the worst output (docs/budget.md).
 DEFAULT_MAX_ERROR = 0.01
 
@@ -241,10 +237,11 @@ class LowerOptions(OptionGroup):
     # Storage-form weights are mostly dense: their gaps cost ~1 bit each whatever the width.
     index_bits_other: int = option(5, check=check_bits)
 
-    conv_dense_density: float = option(
-        CONV_DENSE_DENSITY,
+    conv_dense_density: float | None = option(
+        None,
         "conv layers with at least this share of non-zero weights run as ORT's own Conv on"
-        " the weight decoded at session creation (same file bytes); 0: all, above 1: none",
+        " the weight decoded at session creation (same file bytes); 0: all, above 1: none;"
+        " default: by the layer's output size, 35%% from 150 positions (docs/format.md)",
         check=check_non_negative,
     )
     fc_dense_density: float | None = option(

@@ -168,7 +168,10 @@ def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passe
 def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
     if options.target == "portable":
         return [PortableLowerPass(options.min_weight_elements)]
-    lower: list[ir.passes.PassBase] = [LowerPass(options.lower, options.min_weight_elements)]
+    shapes = {} if ctx.calibration is None else ctx.calibration.input_shapes()
+    lower: list[ir.passes.PassBase] = [
+        LowerPass(options.lower, options.min_weight_elements, shapes)
+    ]
     # The portable form keeps its activation nodes: the layers there are ORT's own ops.
     return lower if options.lower.keep_activations else [*lower, FuseActivationPass()]
 

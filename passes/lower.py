@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -55,6 +56,7 @@ from dc_onnx.layers import (
     row_annotation,
 )
 from dc_onnx.options import LowerOptions
+from dc_onnx.output_positions import conv_output_positions
 from dc_onnx.pipeline import CompilerPass
 from dc_onnx.progress import track
 
@@ -266,11 +268,18 @@ class LowerPass(CompilerPass):
     name = "lower"
 
     def __init__(
-        self, options: LowerOptions, min_weight_elements: int = DEFAULT_MIN_ELEMENTS
+        self,
+        options: LowerOptions,
+        min_weight_elements: int = DEFAULT_MIN_ELEMENTS,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
+        """`input_shapes`: the graph inputs' shapes on the calibration inputs, from which
+        each Conv's output size is inferred for its choice of form (conv_dense_threshold)."""
         super().__init__()
         self.options = options
         self.min_weight_elements = min_weight_elements
+        self.input_shapes = dict(input_shapes or {})
+        self._positions: dict[str, int] = {}  # per Conv output, set by call()
 
     def requires(self, model: ir.Model) -> None:
         if HEADER_NAME in model.graph.initializers:
@@ -279,6 +288,9 @@ class LowerPass(CompilerPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         groups = find_weight_groups(graph)
+        # Before any layer is replaced: shape inference cannot see through our ops.
+        sized = self.options.conv_dense_density is None and any(g.kind == "conv" for g in groups)
+        self._positions = conv_output_positions(model, self.input_shapes) if sized else {}
         jobs: list[tuple[WeightGroup | StoredWeight, EncodedWeight]] = []
         left: list[Skipped] = []
         for i, group in enumerate(track(groups, "encode"), 1):
@@ -376,7 +388,13 @@ class LowerPass(CompilerPass):
         if group.kind == "conv":
             groups = group.layers[0].node.attributes.get_int("group", 1)
             depthwise = groups > 1 and w.shape[1] == 1
-            threshold = self.options.conv_dense_density
+            if self.options.conv_dense_density is not None:
+                threshold = self.options.conv_dense_density
+            else:
+                threshold = min(
+                    conv_dense_threshold(self._positions.get(str(layer.node.outputs[0].name)))
+                    for layer in group.layers
+                )
         elif self.options.fc_dense_density is not None:
             threshold = self.options.fc_dense_density
         else:
@@ -395,6 +413,19 @@ class LowerPass(CompilerPass):
                 continue
             if node.inputs[header_input(node.op_type)] is None:
                 raise AssertionError(f"{node.name}: compressed op lacks its header")
+
+
+def conv_dense_threshold(positions: int | None) -> float:
+    """The share of non-zero weights from which a Conv takes the decode form (ORT's own
+    Conv), by the output positions of one image (docs/benchmarks.md, "Sparse or dense
+    convolution, by output size"). The sparse kernel's fixed cost per Run and per output
+    channel weighs most on small images: on 1 to 15 positions (squeeze-and-excitation
+    blocks) it never won, on 49-100 its crossover was 15-22%. From 150 positions it was
+    25-40% on AVX-512 and about 35% on AVX2; 35% holds there, as below it the decode form
+    would also cost the memory of an fp32 weight. Unknown sizes count as large."""
+    if positions is None or positions >= 150:
+        return 0.35
+    return 0.0 if positions < 16 else 0.15
 
 
 def fc_dense_threshold(weights: int, many_rows: bool) -> float:

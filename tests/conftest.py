@@ -168,11 +168,14 @@ def compile_model(
 ) -> Path:
     """Save `model` to out_dir, compile it there, return the compiled model's path.
 
-    The test models' FC layers are tiny, and by default (`fc_dense_threshold`) a layer
-    that small runs as ORT's own op from 10% non-zero: the tests of kernels and formats
-    get a fixed threshold of 70% instead unless they pass `fc_dense_density` (None: the
-    default; test_decode_form.py covers it)."""
+    The test models' layers are tiny, and by default a layer that small runs as ORT's
+    own op from 10% non-zero (FC, `fc_dense_threshold`), or at any density (a Conv with
+    fewer than 16 outputs per image, `conv_dense_threshold`): the tests of kernels and
+    formats get fixed thresholds of 70% and 35% instead unless they pass
+    `fc_dense_density` / `conv_dense_density` (None: the defaults; test_decode_form.py
+    covers them)."""
     options.setdefault("fc_dense_density", 0.7)
+    options.setdefault("conv_dense_density", 0.35)
     source = save(model, out_dir / f"{name}.onnx")
     output = out_dir / f"{name}.dc.onnx"
     dc_onnx.compile(source, output, dc_onnx.CompileOptions(**options))

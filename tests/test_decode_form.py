@@ -156,3 +156,95 @@ def test_a_small_layer_takes_the_decode_form_by_default(tmp_path: Path) -> None:
     ops = _ops(compiled)
     assert ops.count("CompressedConstant") == 5
     assert "CompressedGemm" not in ops and "CompressedMatMul" not in ops
+
+
+def test_the_default_conv_crossover_falls_with_the_output_size() -> None:
+    from dc_onnx.passes.lower import conv_dense_threshold
+
+    assert conv_dense_threshold(None) == conv_dense_threshold(150) == 0.35  # unknown: large
+    assert conv_dense_threshold(149) == conv_dense_threshold(16) == 0.15
+    assert conv_dense_threshold(15) == conv_dense_threshold(1) == 0.0  # never the kernel
+
+
+def _conv(size: int | str) -> onnx.ModelProto:
+    """One 3x3 conv, 8 -> 8 channels, over a size x size image (symbolic: a name)."""
+    w = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="c", pads=[1, 1, 1, 1])
+    return make_model([node], {"x": [1, 8, size, size]}, {"y": [1, 8, size, size]}, {"W": w})
+
+
+@pytest.mark.parametrize(
+    ("size", "calibration_size", "kernel"),
+    [(13, None, True), (12, None, False), (3, None, False), ("S", 12, False), ("S", None, True)],
+)
+def test_the_default_conv_crossover_reads_the_output_size(
+    size: int | str, calibration_size: int | None, kernel: bool, tmp_path: Path
+) -> None:
+    # 25% non-zero: the kernel on 13 x 13 = 169 outputs (crossover 35%), the decode form
+    # on 12 x 12 = 144 (15%) and 3 x 3 (never the kernel). A symbolic image size is read
+    # from the calibration inputs; with none to read it from it counts as large.
+    options: dict[str, object] = dict(sparsity=0.75, bits_conv=8, conv_dense_density=None)
+    if calibration_size is not None:
+        x = np.random.default_rng(3).standard_normal((4, 8, calibration_size, calibration_size))
+        np.savez(tmp_path / "cal.npz", x=x.astype(np.float32))
+        options["calibration"] = str(tmp_path / "cal.npz")
+    compiled = compile_model(_conv(size), tmp_path, **options)
+    ops = _ops(compiled)
+    assert ("CompressedConv" in ops) == kernel and ("CompressedConstant" in ops) != kernel
+    from dc_onnx.tools.decompile import decode_model
+
+    n = calibration_size or (size if isinstance(size, int) else 9)
+    x = np.random.default_rng(4).standard_normal((1, 8, n, n)).astype(np.float32)
+    (expected,) = run(decode_model(compiled), {"x": x})
+    np.testing.assert_allclose(run(compiled, {"x": x})[0], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_conv_output_positions_leave_the_model_as_it_was() -> None:
+    # Convs in the main graph and in an If branch (reading the outer image), sized from
+    # the given input shape; the weights go back, in their order, with their values.
+    import onnx_ir as ir
+
+    from dc_onnx.output_positions import conv_output_positions
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "W": rng.standard_normal((8, 4, 3, 3)).astype(np.float32),
+        "V": rng.standard_normal((8, 4, 1, 1)).astype(np.float32),
+        "small": np.ones(2, np.float32),
+    }
+    branch = helper.make_graph(
+        [helper.make_node("Conv", ["x", "V"], ["b"], name="in_branch", strides=[2, 2])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, None)],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["o"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("o", onnx.TensorProto.FLOAT, None)],
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["y"], name="main", pads=[1, 1, 1, 1]),
+        helper.make_node("If", ["flag"], ["z"], then_branch=branch, else_branch=other),
+    ]
+    float_ = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", float_, ["N", 4, "H", "W"]),
+            helper.make_tensor_value_info("flag", onnx.TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info(n, float_, None) for n in ("y", "z")],
+        [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    before = [(v.name, v.const_value.numpy().copy()) for v in m.graph.initializers.values()]
+    inputs = [v.name for v in m.graph.inputs]
+    assert conv_output_positions(m, {"x": (2, 4, 9, 14)}) == {"y": 9 * 14, "b": 5 * 7}
+    assert conv_output_positions(m, {}) == {}  # symbolic: unknown
+    after = [(v.name, v.const_value.numpy()) for v in m.graph.initializers.values()]
+    assert [n for n, _ in after] == [n for n, _ in before]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(after, before, strict=True))
+    assert [v.name for v in m.graph.inputs] == inputs

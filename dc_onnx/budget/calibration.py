@@ -71,6 +71,10 @@ class Calibration:
     def summary(self) -> str:
         return f"{self.description} ({self.samples} samples)"
 
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each input in the first batch."""
+        return {} if not self.batches else {k: v.shape for k, v in self.batches[0].items()}
+
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "description": self.description, "samples": self.samples}
 
