@@ -264,7 +264,9 @@ std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsi
 }
 
 // Input channels per block: small enough that what one panel reads from a block (every
-// shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB.
+// shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB. A
+// small image's one panel is narrower than kWidest: its blocks are larger, and the sums
+// go through memory once per block (a 7x7 image: 11 blocks of 48 channels before, 6).
 int64_t channel_block(const ConvAttributes& a, const Phases& ph, int64_t len) {
   const int64_t panel = std::min(kWidest, (len + 15) / 16 * 16);  // a small image's is narrower
   const int64_t rows_reached = (a.kh - 1) * a.dh / a.sh;
@@ -311,7 +313,8 @@ std::shared_ptr<const std::vector<size_t>> cached_block_starts(const ConvTaps& w
     if (size == block) return starts;
   auto starts =
       std::make_shared<const std::vector<size_t>>(block_starts(w, keys, a, block, num_blocks));
-  if (cache.by_block.size() == BlockStartsCache::kSizes) cache.by_block.erase(cache.by_block.begin());
+  if (cache.by_block.size() == BlockStartsCache::kSizes)
+    cache.by_block.erase(cache.by_block.begin());  // the oldest
   cache.by_block.emplace_back(block, starts);
   return starts;
 }
