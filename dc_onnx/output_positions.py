@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
@@ -41,34 +41,21 @@ def conv_output_positions(
             d.Clear()
             d.dim_value = int(n)
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        inferred = ir.from_proto(onnx.shape_inference.infer_shapes(proto, data_prop=True))
     except Exception as e:  # onnx raises several kinds; the sizes then stay unknown
         logger.info("conv output sizes unknown: shape inference failed: %s", e)
         return {}
     positions: dict[str, int] = {}
-    for graph in _graphs(inferred.graph):
-        shapes = {v.name: v.type.tensor_type.shape for v in graph.value_info}
-        shapes.update((v.name, v.type.tensor_type.shape) for v in graph.output)
-        for node in graph.node:
-            if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
-                continue
-            shape = shapes.get(node.output[0])
-            if shape is None or len(shape.dim) < 3:
-                continue
-            spatial = [d.dim_value if d.HasField("dim_value") else 0 for d in shape.dim[2:]]
-            if all(n > 0 for n in spatial):
-                positions[node.output[0]] = math.prod(spatial)
+    for node in ir.traversal.RecursiveGraphIterator(inferred.graph):
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+            continue
+        shape = node.outputs[0].shape
+        if shape is None or len(shape) < 3:
+            continue
+        spatial = [n for n in list(shape)[2:] if isinstance(n, int) and n > 0]
+        if len(spatial) == len(shape) - 2:  # every one known
+            positions[str(node.outputs[0].name)] = math.prod(spatial)
     return positions
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            for g in attr.graphs:
-                yield from _graphs(g)
 
 
 def _without_weights(model: ir.Model) -> onnx.ModelProto:
