@@ -377,7 +377,8 @@ class LowerPass(CompilerPass):
     def _decode_form(self, group: WeightGroup) -> bool:
         """Whether a layer runs faster as ORT's own op, fed by the decode op, than as the
         sparse kernel (docs/benchmarks.md, "Sparse or dense convolution" and "Sparse or
-        dense FC"): a Conv at least `conv_dense_density` non-zero, or depthwise (one input
+        dense FC"): a Conv at least `conv_dense_density` non-zero (by default
+        `conv_dense_threshold`'s, from its output size), or depthwise (one input
         channel per group: ORT's kernel wins at every density measured); a Gemm / MatMul
         at least `fc_dense_density` non-zero, by default `fc_dense_threshold`'s."""
         if group.kind not in ("conv", "fc") or group.decoded:
@@ -417,12 +418,13 @@ class LowerPass(CompilerPass):
 
 def conv_dense_threshold(positions: int | None) -> float:
     """The share of non-zero weights from which a Conv takes the decode form (ORT's own
-    Conv), by the output positions of one image (docs/benchmarks.md, "Sparse or dense
-    convolution, by output size"). The sparse kernel's fixed cost per Run and per output
-    channel weighs most on small images: on 1 to 15 positions (squeeze-and-excitation
-    blocks) it never won, on 49-100 its crossover was 15-22%. From 150 positions it was
-    25-40% on AVX-512 and about 35% on AVX2; 35% holds there, as below it the decode form
-    would also cost the memory of an fp32 weight. Unknown sizes count as large."""
+    Conv), by the output positions of one image (docs/benchmarks.md, "Small images: the
+    sparse convolution's per-Run costs, and the crossover by output size"). The sparse
+    kernel's fixed costs per Run and per output channel weigh most on small images: at 1
+    position (squeeze-and-excitation blocks) it never won, at 49-100 its crossover was
+    15-22%. From 150 positions it was 18-40% on AVX-512 and about 35% on AVX2; 35% holds
+    there, as below it the decode form would also cost the memory of an fp32 weight.
+    Unknown sizes count as large."""
     if positions is None or positions >= 150:
         return 0.35
     return 0.0 if positions < 16 else 0.15
