@@ -266,7 +266,8 @@ std::vector<int64_t> tap_offsets(const ConvAttributes& a, const Phases& ph, unsi
 // Input channels per block: small enough that what one panel reads from a block (every
 // shifted copy and phase, the panel plus the rows its taps reach) fits in ~24 KiB. A
 // small image's one panel is narrower than kWidest: its blocks are larger, and the sums
-// go through memory once per block (a 7x7 image: 11 blocks of 48 channels before, 6).
+// go through memory once per block (a 7x7 image of 512 channels: 6 blocks of 96, not 11
+// of 48).
 int64_t channel_block(const ConvAttributes& a, const Phases& ph, int64_t len) {
   const int64_t panel = std::min(kWidest, (len + 15) / 16 * 16);  // a small image's is narrower
   const int64_t rows_reached = (a.kh - 1) * a.dh / a.sh;
