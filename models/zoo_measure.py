@@ -574,7 +574,9 @@ def tables(rows: list[Row]) -> str:
         f"(constant tensors of {zoo.WEIGHT_MIN_ELEMENTS}+ elements), then the compile's wall "
         "time and its sensitivity analysis. The `--max-error 0.05` compile runs after the "
         "default one and reuses the points it measured (`DC_ONNX_ANALYSIS_CACHE`), so its "
-        "analysis time is only the points the default did not need.\n\n"
+        "analysis time is only the points the default did not need. With those extra "
+        "measured points its allocation can differ from a lone `--max-error 0.05` compile's."
+        "\n\n"
         + zoo.markdown_table(cov_head, cov),
         "## Speed\n\nSession creation, then the median batch-1 latency over alternating runs "
         "(1 intra-op thread, spinning off) and the speed-up against the original. Compiled "
