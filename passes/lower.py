@@ -279,7 +279,6 @@ class LowerPass(CompilerPass):
         self.options = options
         self.min_weight_elements = min_weight_elements
         self.input_shapes = dict(input_shapes or {})
-        self._positions: dict[str, int] = {}  # per Conv output, set by call()
 
     def requires(self, model: ir.Model) -> None:
         if HEADER_NAME in model.graph.initializers:
@@ -290,7 +289,7 @@ class LowerPass(CompilerPass):
         groups = find_weight_groups(graph)
         # Before any layer is replaced: shape inference cannot see through our ops.
         sized = self.options.conv_dense_density is None and any(g.kind == "conv" for g in groups)
-        self._positions = conv_output_positions(model, self.input_shapes) if sized else {}
+        positions = conv_output_positions(model, self.input_shapes) if sized else {}
         jobs: list[tuple[WeightGroup | StoredWeight, EncodedWeight]] = []
         left: list[Skipped] = []
         for i, group in enumerate(track(groups, "encode"), 1):
@@ -307,7 +306,7 @@ class LowerPass(CompilerPass):
                 size = int(group.array().size)
                 left.append(Skipped(str(group.weight.name), tensor.dtype.name, size, larger))
                 continue
-            if self._decode_form(group):
+            if self._decode_form(group, positions):
                 group = dataclasses.replace(
                     group, layers=tuple(dataclasses.replace(x, decoded=True) for x in group.layers)
                 )
@@ -374,13 +373,14 @@ class LowerPass(CompilerPass):
         self.stats = LowerStats(layers, left)
         return ir.passes.PassResult(model, True)
 
-    def _decode_form(self, group: WeightGroup) -> bool:
+    def _decode_form(self, group: WeightGroup, positions: Mapping[str, int]) -> bool:
         """Whether a layer runs faster as ORT's own op, fed by the decode op, than as the
         sparse kernel (docs/benchmarks.md, "Sparse or dense convolution" and "Sparse or
         dense FC"): a Conv at least `conv_dense_density` non-zero (by default
         `conv_dense_threshold`'s, from its output size), or depthwise (one input
         channel per group: ORT's kernel wins at every density measured); a Gemm / MatMul
-        at least `fc_dense_density` non-zero, by default `fc_dense_threshold`'s."""
+        at least `fc_dense_density` non-zero, by default `fc_dense_threshold`'s.
+        `positions`: each Conv's output positions per image, by output name, where known."""
         if group.kind not in ("conv", "fc") or group.decoded:
             return False
         w = group.array()
@@ -393,7 +393,7 @@ class LowerPass(CompilerPass):
                 threshold = self.options.conv_dense_density
             else:
                 threshold = min(
-                    conv_dense_threshold(self._positions.get(str(layer.node.outputs[0].name)))
+                    conv_dense_threshold(positions.get(str(layer.node.outputs[0].name)))
                     for layer in group.layers
                 )
         elif self.options.fc_dense_density is not None:
