@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +129,45 @@ def _check_result(result: dict[str, Any], batches: list[int], with_4bit: bool) -
         assert b["runs"] == 3 and set(b["forms"]) == set(measured)
         for t in b["forms"].values():
             assert 0 < t["median_ms"] <= t["p90_ms"]
+            assert t["after_others_ms"] > 0
             assert t["first_run_peak_bytes"] is not None and t["run_peak_bytes"] is not None
             expected = b["forms"]["original"]["median_ms"] / t["median_ms"]
             assert t["speedup"] == pytest.approx(expected)
     assert "allow_spinning=0" in result["isolation"]
+    assert "twice in a row" in result["isolation"]
     assert result["memory_method"] == HIGH_WATER_MARK
+
+
+class _Recorder:
+    """A session stand-in that logs each Run by name."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def get_inputs(self) -> list[Any]:
+        return []
+
+    def run(self, _outputs: Any, _feeds: Any) -> list[np.ndarray]:
+        self.log.append(self.name)
+        return [np.ones(3, np.float32)]
+
+
+def test_each_form_is_timed_on_its_second_run_in_a_row() -> None:
+    log: list[str] = []
+    names = ["original", "compiled", peers.INT8]
+    live = [
+        bench_module._Live(bench_module.Form(n, None), _Recorder(n, log)) for n in names
+    ]  # fmt: skip
+    timing = bench_module._time_batch(
+        live, 1, PeakMeter(), 1, 4, 60.0, 0, time.perf_counter, {}, {}
+    )  # fmt: skip
+    assert timing.runs == 4
+    timed = log[len(names) :]  # after one warm-up Run per form
+    pairs = [timed[i : i + 2] for i in range(0, len(timed), 2)]
+    assert all(a == b for a, b in pairs), pairs  # every form twice in a row
+    firsts = [a for a, _ in pairs]
+    assert firsts[: len(names)] == names and firsts[len(names)] == "compiled"  # rotated
+    assert all(t.after_others_ms is not None for t in timing.forms.values())
 
 
 def test_bench_peers_sizes_times_and_compares_every_form(

@@ -1,0 +1,67 @@
+"""What one model's Run costs the next: each model timed right after a Run of a large one,
+and right after a Run of itself, alternating, in one process with one intra-op thread
+(CPU time of the calling thread, medians).
+
+    python models/after_others.py LARGE MODEL [MODEL ...] [--repeat N]
+
+The reason `dc-onnx bench` times each form on its second Run in a row (docs/benchmarks.md,
+"What the previous form's Run costs the next"). Compiled models (.dc.onnx) are opened
+with `dc_onnx.InferenceSession`; inputs are standard normal with symbolic dims 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+import dc_onnx
+from dc_onnx.runtime import _onnxruntime
+from dc_onnx.tools.bench_sessions import bench_session_options
+
+
+def _feeds(session: Any) -> dict[str, np.ndarray]:
+    first = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in first.shape]
+    return {first.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+
+
+def _open(path: str) -> Any:
+    if path.endswith(".dc.onnx"):
+        return dc_onnx.InferenceSession(path, bench_session_options(1))
+    return _onnxruntime().InferenceSession(path, bench_session_options(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("large")
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--repeat", type=int, default=101)
+    args = parser.parse_args()
+    large = _open(args.large)
+    large_feeds = _feeds(large)
+    sessions = [(path, _open(path)) for path in args.models]
+    after: dict[str, list[float]] = {path: [] for path in args.models}
+    again: dict[str, list[float]] = {path: [] for path in args.models}
+
+    def timed(session: Any, feeds: dict[str, np.ndarray]) -> float:
+        start = time.thread_time()
+        session.run(None, feeds)
+        return (time.thread_time() - start) * 1e3
+
+    feeds = {path: _feeds(s) for path, s in sessions}
+    for _ in range(args.repeat):
+        for path, session in sessions:
+            large.run(None, large_feeds)
+            after[path].append(timed(session, feeds[path]))
+            again[path].append(timed(session, feeds[path]))
+    print(f"{'model':<48} {'after large ms':>14} {'in a row ms':>11} {'ratio':>6}")
+    for path in args.models:
+        a, b = float(np.median(after[path])), float(np.median(again[path]))
+        print(f"{path:<48} {a:>14.3f} {b:>11.3f} {a / b:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
