@@ -1,6 +1,8 @@
 """Library builds against each other: one model's dense original and its compiled form
 run with each given custom-op library, in one process, one intra-op thread, median CPU
-time of the calling thread (`time.thread_time`); each library's run follows a dense run.
+time of the calling thread (`time.thread_time`); each library's session runs twice in a
+row after a dense run, and, as in `dc-onnx bench`, the second Run is its time (the first,
+after the dense one, is shown as "after dense").
 
     python models/library_ab.py ORIGINAL COMPILED REPEAT LIBRARY [LIBRARY ...] [--batch N]
 
@@ -55,25 +57,27 @@ def main() -> None:
         diff = float(np.abs(outputs[i] - outputs[1]).max())
         print(f"{libraries[i - 1]}: same bits as {libraries[0]}: {same} (max diff {diff:.3g})")
     times: list[list[float]] = [[] for _ in sessions]
+    after_dense: list[list[float]] = [[] for _ in sessions]
 
-    def timed(i: int) -> None:
+    def timed(i: int, into: list[list[float]]) -> None:
         start = time.thread_time()
         sessions[i].run(None, feeds)
-        times[i].append((time.thread_time() - start) * 1e3)
+        into[i].append((time.thread_time() - start) * 1e3)
 
-    # Every library's run comes right after a dense one (as in `dc-onnx bench`, where the
-    # dense layer has just streamed its weights through the caches), the libraries in an
-    # order rotated each round. Alternating dense, A, B and back gave the last library a
-    # run after itself (warm) in every other round and the first none: 5-10% in its favour.
+    # Every library's pair of Runs comes right after a dense Run, the libraries in an order
+    # rotated each round, so each starts from the same state of the caches.
     libs = list(range(1, len(sessions)))
     for r in range(repeat):
         for i in libs[r % len(libs) :] + libs[: r % len(libs)]:
-            timed(0)
-            timed(i)
+            timed(0, after_dense)
+            timed(0, times)
+            timed(i, after_dense)
+            timed(i, times)
     medians = [float(np.median(t)) for t in times]
-    print(f"dense {medians[0]:.3f} ms")
-    for library, m in zip(libraries, medians[1:], strict=True):
-        print(f"{library}: {m:.3f} ms, {medians[0] / m:.2f}x")
+    firsts = [float(np.median(t)) for t in after_dense]
+    print(f"dense {medians[0]:.3f} ms (after dense {firsts[0]:.3f})")
+    for library, m, first in zip(libraries, medians[1:], firsts[1:], strict=True):
+        print(f"{library}: {m:.3f} ms, {medians[0] / m:.2f}x (after dense {first:.3f} ms)")
 
 
 if __name__ == "__main__":

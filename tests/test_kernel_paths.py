@@ -394,23 +394,33 @@ def _few_rows_model(
         used = rng.integers(1, values.size + 1, size=1 + r % 3 if r % 2 else values.size)
         codes[r, rng.choice(cols, n, replace=False)] = rng.choice(used, n)
     scales = np.exp(rng.standard_normal(len(lengths)) * 2).astype(np.float32)
+    path = tmp / f"few_{k}_{scaled}_{cols}.dc.onnx"
+    return matmul_from_codes(path, codes, values, scales if scaled else None)
+
+
+def matmul_from_codes(
+    path: Path, codes: np.ndarray, values: np.ndarray, scales: np.ndarray | None = None
+) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray | None]:
+    """MatMul X @ W compiled to `path` as a kernel, W [rows, cols] = values[codes - 1]
+    (code 0: absent) times the row scales if given: the model, the stored codes, the
+    codebook and the scales as decoded."""
+    rows, cols = codes.shape
     full = np.concatenate([[0.0], values]).astype(np.float32)
-    stored = full[codes] * (scales[:, None] if scaled else np.float32(1))
+    stored = full[codes] * (scales[:, None] if scales is not None else np.float32(1))
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     inits = {"W": stored.T.copy()}
-    model = make_model([node], {"x": ["B", cols]}, {"y": ["B", len(lengths)]}, inits)
+    model = make_model([node], {"x": ["B", cols]}, {"y": ["B", rows]}, inits)
     ir_model = ir.from_proto(model)
-    if scaled:
+    if scales is not None:
         (group,) = find_weight_groups(ir_model.graph)
         annotate_rows(group.weight, scales, values)
     compiled, _ = run_passes(ir_model, [LowerPass(LowerOptions(5, 5, fc_dense_density=2.0))])
-    path = tmp / f"few_{k}_{scaled}_{cols}.dc.onnx"
     save_compiled(compiled, path)
     proto = onnx.load(str(path))
     (op,) = [n for n in proto.graph.node if n.op_type == "CompressedMatMul"]
     tensors = {t.name: t for t in proto.graph.initializer}
-    encoded, (rows, width) = read_encoded_weight(op, tensors)
-    stored_codes = decode_codes(encoded, rows * width).reshape(rows, width)
+    encoded, (n_rows, width) = read_encoded_weight(op, tensors)
+    stored_codes = decode_codes(encoded, n_rows * width).reshape(n_rows, width)
     return path, stored_codes, encoded.codebook, encoded.row_scales
 
 

@@ -152,6 +152,25 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
   const int64_t n_out = w.rows;
   // Per-Run buffers come from the session's arena (scratch.h): no allocation or page
   // fault of our own in a Run once the arena holds them.
+  if (num_rows == 1 && !w.blocks.empty()) {
+    const BlockRows& bw = w.blocks;
+    const auto padded = static_cast<size_t>(bw.padded_cols());
+    const Scratch x(ctx, padded);
+    std::copy(a, a + k, x.data());
+    std::fill(x.data() + k, x.data() + padded, 0.0f);  // the last block, and the overflow's x[K]
+    // Groups have equal work (R rounds per block) but for their overflow.
+    const size_t tasks = task_count(bw.groups, static_cast<double>(bw.blocks * bw.rounds * kBlockLanes));
+    const int64_t per = (bw.groups + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
+    parallel_for(ctx, tasks, [&](size_t t) {
+      const int64_t g0 = static_cast<int64_t>(t) * per;
+      const int64_t g1 = std::min(bw.groups, g0 + per);
+      if (g0 >= g1) return;
+      block_dots(bw, x.data(), g0, g1, y + g0 * kBlockLanes);
+      for (int64_t n = g0 * kBlockLanes; n < std::min(n_out, g1 * kBlockLanes); ++n)
+        y[n] = finish(y[n], 0, n, ep);
+    });
+    return;
+  }
   if (num_rows == 1) {
     const Scratch x(ctx, static_cast<size_t>(k) + 1);
     std::copy(a, a + k, x.data());
@@ -279,6 +298,7 @@ CodedRows pack_rows(const CsrMatrix& m) {
   w.codebook = m.codebook;
   w.row_scale = m.row_scale;
   w.clusters = pack_clusters(m);
+  w.blocks = pack_blocks(m);
   return w;
 }
 

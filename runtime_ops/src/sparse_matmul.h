@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "activation.h"
+#include "block_rows.h"
 #include "cluster_rows.h"
 #include "ort_api.h"
 #include "scratch.h"
@@ -37,6 +38,7 @@ class CodedRows {
   std::array<float, 256> codebook{};
   std::vector<float> row_scale;  // empty, or one per row: multiplies that row's sums
   ClusterRows clusters;
+  BlockRows blocks;  // one row of activations, where it pays (block_rows.h); else empty
 
   // The CSR, built on the first call (thread-safe: concurrent Runs build it once; copies
   // of a CodedRows share it).
