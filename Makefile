@@ -63,7 +63,7 @@ fuzz: install $(ORT_HEADERS)
 # ASan runtime is preloaded into the test's Python, which DC_ONNX_OPS_LIBRARY points at
 # that build. Leak checks are off: CPython itself does not free everything at exit.
 ASAN_TESTS ?= tests/test_runtime.py tests/test_kernel_paths.py tests/test_errors.py \
-  tests/test_runtime_hardening.py tests/test_row_scales.py
+  tests/test_runtime_hardening.py tests/test_row_scales.py tests/test_block_rows.py
 define ASAN_RUN
 cmake -S runtime_ops -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_ONNX_SANITIZE=ON \
   -DDC_ONNX_TESTS=ON >/dev/null
