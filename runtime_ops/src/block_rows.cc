@@ -16,9 +16,9 @@ namespace dc_onnx {
 namespace {
 
 // Relative costs for choosing the form, from runs of a 4096 x 4096 layer on an AVX-512
-// CPU (docs/benchmarks.md, "The block form"): a round's lane (a slot, used or not) costs
-// 1, a weight in the grouped form about 2.4 (gathered), one of the overflow about 4.5
-// (its pieces are short).
+// CPU (docs/benchmarks.md, "The batch-1 block form"): a round's lane (a slot, used or
+// not) costs 1, a weight in the grouped form about 2.4 (gathered), one of the overflow
+// about 4.5 (its pieces are short).
 constexpr double kClusterCost = 2.0;  // below the measured 2.4: the block form must win clearly
 constexpr double kOverflowCost = 4.5;
 constexpr uintptr_t kEntriesAhead = 4096;  // bytes; a group's block is 32-128
@@ -28,7 +28,8 @@ constexpr uintptr_t kMasksAhead = 1024;
 std::vector<uint8_t> block_counts(const CsrMatrix& m, int64_t blocks) {
   std::vector<uint8_t> count(static_cast<size_t>(m.rows * blocks), 0);
   for (int64_t n = 0; n < m.rows; ++n)
-    for (size_t j = m.row_ptr[static_cast<size_t>(n)]; j < m.row_ptr[static_cast<size_t>(n) + 1]; ++j)
+    for (size_t j = m.row_ptr[static_cast<size_t>(n)], end = m.row_ptr[static_cast<size_t>(n) + 1];
+         j < end; ++j)
       ++count[static_cast<size_t>(n * blocks + m.col[j] / kBlockCols)];  // <= 32: fits
   return count;
 }
@@ -42,7 +43,8 @@ int64_t choose_rounds(const CsrMatrix& m, const std::vector<uint8_t>& count, int
   for (int64_t r = 1; r <= kMaxRounds; ++r) {
     double over = 0;
     for (const uint8_t c : count) over += c > r ? static_cast<double>(c - r) : 0.0;
-    const double cost = static_cast<double>(groups * blocks * r * kBlockLanes) + kOverflowCost * over;
+    const double slots = static_cast<double>(groups * blocks * r * kBlockLanes);
+    const double cost = slots + kOverflowCost * over;
     if (cost < best_cost) {
       best = r;
       best_cost = cost;
@@ -100,7 +102,8 @@ DC_ONNX_TARGET_AVX512 void dots_avx512(const BlockRows& w, const float* x, int64
       const uintptr_t ahead = reinterpret_cast<uintptr_t>(e) + kEntriesAhead;
       for (uintptr_t line = 0; line < R * kBlockLanes * sizeof(uint16_t); line += 64)
         __builtin_prefetch(reinterpret_cast<const void*>(ahead + line));
-      __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(mk) + kMasksAhead));
+      const uintptr_t masks = reinterpret_cast<uintptr_t>(mk) + kMasksAhead;
+      __builtin_prefetch(reinterpret_cast<const void*>(masks));
       const __m512 x0 = _mm512_loadu_ps(xb);
       const __m512 x1 = _mm512_loadu_ps(xb + 16);
 #pragma GCC unroll 4
@@ -110,7 +113,8 @@ DC_ONNX_TARGET_AVX512 void dots_avx512(const BlockRows& w, const float* x, int64
             0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e + r * kBlockLanes)));
         const __m512 xv = _mm512_permutex2var_ps(x0, v, x1);  // low 5 bits: the column
         const __m512 cv = _mm512_permutex2var_ps(v0, _mm512_maskz_srli_epi32(0xFFFF, v, 5), v1);
-        a[r] = _mm512_mask_add_ps(a[r], static_cast<__mmask16>(mk[r]), a[r], _mm512_mul_ps(cv, xv));
+        const auto held = static_cast<__mmask16>(mk[r]);
+        a[r] = _mm512_mask_add_ps(a[r], held, a[r], _mm512_mul_ps(cv, xv));
       }
     }
     const int64_t lanes = std::min(kBlockLanes, w.rows - g * kBlockLanes);
@@ -162,14 +166,15 @@ BlockRows pack_blocks(const CsrMatrix& m) {
     const int64_t l = n % kBlockLanes;
     int64_t block = -1;
     int64_t r = 0;
-    for (size_t j = m.row_ptr[static_cast<size_t>(n)]; j < m.row_ptr[static_cast<size_t>(n) + 1]; ++j) {
+    const size_t end = m.row_ptr[static_cast<size_t>(n) + 1];
+    for (size_t j = m.row_ptr[static_cast<size_t>(n)]; j < end; ++j) {
       const int64_t b = m.col[j] / kBlockCols;  // columns ascend within a row
       r = b == block ? r + 1 : 0;
       block = b;
       if (r < rounds) {
         const auto slot = static_cast<size_t>((g * w.blocks + b) * rounds + r);
         w.entry[slot * kBlockLanes + static_cast<size_t>(l)] =
-            static_cast<uint16_t>((m.col[j] % kBlockCols) | (static_cast<uint32_t>(m.code[j]) << 5));
+            static_cast<uint16_t>((m.col[j] % kBlockCols) | (uint32_t{m.code[j]} << 5));
         w.mask[slot] = static_cast<uint16_t>(w.mask[slot] | (1u << l));
       } else {
         over.col.push_back(m.col[j]);

@@ -159,7 +159,8 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
     std::copy(a, a + k, x.data());
     std::fill(x.data() + k, x.data() + padded, 0.0f);  // the last block, and the overflow's x[K]
     // Groups have equal work (R rounds per block) but for their overflow.
-    const size_t tasks = task_count(bw.groups, static_cast<double>(bw.blocks * bw.rounds * kBlockLanes));
+    const auto per_group = static_cast<double>(bw.blocks * bw.rounds * kBlockLanes);
+    const size_t tasks = task_count(bw.groups, per_group);
     const int64_t per = (bw.groups + static_cast<int64_t>(tasks) - 1) / static_cast<int64_t>(tasks);
     parallel_for(ctx, tasks, [&](size_t t) {
       const int64_t g0 = static_cast<int64_t>(t) * per;
