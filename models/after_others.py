@@ -1,8 +1,8 @@
-"""What one model's Run costs the next: each model timed right after a Run of a large one,
-and right after a Run of itself, alternating, in one process with one intra-op thread
-(CPU time of the calling thread, medians).
+"""What one model's Run costs the next: each model run K times in a row right after a Run
+of a large one, every Run timed, alternating, in one process with one intra-op thread
+(CPU time of the calling thread, medians per position in the row).
 
-    python models/after_others.py LARGE MODEL [MODEL ...] [--repeat N]
+    python models/after_others.py LARGE MODEL [MODEL ...] [--repeat N] [--runs K]
 
 The reason `dc-onnx bench` times each form on its second Run in a row (docs/benchmarks.md,
 "What the previous form's Run costs the next"). Compiled models (.dc.onnx) are opened
@@ -39,12 +39,12 @@ def main() -> None:
     parser.add_argument("large")
     parser.add_argument("models", nargs="+")
     parser.add_argument("--repeat", type=int, default=101)
+    parser.add_argument("--runs", type=int, default=2, help="Runs in a row after the large one")
     args = parser.parse_args()
     large = _open(args.large)
     large_feeds = _feeds(large)
     sessions = [(path, _open(path)) for path in args.models]
-    after: dict[str, list[float]] = {path: [] for path in args.models}
-    again: dict[str, list[float]] = {path: [] for path in args.models}
+    times: dict[str, list[list[float]]] = {p: [[] for _ in range(args.runs)] for p in args.models}
 
     def timed(session: Any, feeds: dict[str, np.ndarray]) -> float:
         start = time.thread_time()
@@ -55,12 +55,14 @@ def main() -> None:
     for _ in range(args.repeat):
         for path, session in sessions:
             large.run(None, large_feeds)
-            after[path].append(timed(session, feeds[path]))
-            again[path].append(timed(session, feeds[path]))
-    print(f"{'model':<48} {'after large ms':>14} {'in a row ms':>11} {'ratio':>6}")
+            for run in times[path]:
+                run.append(timed(session, feeds[path]))
+    head = " ".join(f"{f'run {k + 1} ms':>9}" for k in range(args.runs))
+    print(f"{'model':<48} {head} {'1st/last':>8}")
     for path in args.models:
-        a, b = float(np.median(after[path])), float(np.median(again[path]))
-        print(f"{path:<48} {a:>14.3f} {b:>11.3f} {a / b:>5.2f}x")
+        medians = [float(np.median(run)) for run in times[path]]
+        cells = " ".join(f"{m:>9.3f}" for m in medians)
+        print(f"{path:<48} {cells} {medians[0] / medians[-1]:>7.2f}x")
 
 
 if __name__ == "__main__":
