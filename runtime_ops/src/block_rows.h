@@ -9,7 +9,7 @@
 // so a round is two permutes, a product and an add for 16 weights. The weights past R
 // in a (row, block) are the "overflow", kept in the grouped form (cluster_rows.h).
 //
-// Where. Only the AVX-512 loop is fast (two-register permutes; an AVX2 version ran 3x
+// Where. Only the AVX-512 loop is fast (two-register permutes; an AVX2 version ran 2.2x
 // slower than the grouped form's AVX2 loop), so the form is used on AVX-512 paths
 // (simd.h isa()), unless DC_ONNX_BLOCK_ROWS says otherwise: "0" never, any other value
 // wherever a weight qualifies, on any path (the scalar loop gives the same bits; tests
