@@ -75,7 +75,7 @@ def main() -> None:
             timed(i, times)
     medians = [float(np.median(t)) for t in times]
     firsts = [float(np.median(t)) for t in after_dense]
-    print(f"dense {medians[0]:.3f} ms (after dense {firsts[0]:.3f})")
+    print(f"dense {medians[0]:.3f} ms (first of each pair {firsts[0]:.3f})")
     for library, m, first in zip(libraries, medians[1:], firsts[1:], strict=True):
         print(f"{library}: {m:.3f} ms, {medians[0] / m:.2f}x (after dense {first:.3f} ms)")
 

@@ -22,8 +22,8 @@ its latency (median, p90, speedup): it finds the caches as a loop of that form's
 leaves them, which is what a program serving that model sees, and the same for every
 form. The first is reported apart ("after others"): it follows another form's Run, often
 a much larger one that streamed its weights through the caches, and pays a fixed cost for
-what that evicted. Measured with a 64 MB dense layer before a 384x384 one: 0.150 ms
-against 0.028 ms in a row (docs/benchmarks.md, "What the previous form's Run costs the
+what that evicted. Measured with a 64 MB dense layer before a 384x384 one: 0.171 ms
+against 0.030 ms in a row (docs/benchmarks.md, "What the previous form's Run costs the
 next"); a cost that weighs most on the fastest form, so timing those Runs alone had
 understated the small forms' speedups.
 
