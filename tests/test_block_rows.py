@@ -170,3 +170,24 @@ def test_block_rows_pass_non_finite_inputs_as_ieee(tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
         finite = np.isfinite(expected)
         np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-5, atol=1e-4)
+
+
+def test_block_rows_split_into_tasks_keep_their_bits(tmp_path: Path) -> None:
+    # 500 rows (32 groups, the last of 4 lanes) x 2048 columns at 9%: several tasks per
+    # Run (parallel.h task_count), so thread counts split the groups differently.
+    rng = np.random.default_rng(3)
+    codes = _random(rng, 500, 2048, 31, 0.09)
+    path, stored, _, _ = matmul_from_codes(
+        tmp_path / "w.dc.onnx", codes, rng.standard_normal(31).astype(np.float32)
+    )  # fmt: skip
+    assert _rounds(stored) > 0
+    xs = [rng.standard_normal((1, 2048)).astype(np.float32) for _ in range(3)]
+    (expected,) = run(decode_model(path), {"x": np.concatenate(xs)})
+    outputs = {}
+    for isa in ("scalar", "avx512"):
+        for threads in (1, 2, 4):
+            env = {"DC_ONNX_BLOCK_ROWS": "1", "DC_ONNX_ISA": isa}
+            ys, _ = _outputs(path, xs, env, threads, tmp_path)
+            outputs[isa, threads] = b"".join(y.tobytes() for y in ys)
+            np.testing.assert_allclose(np.concatenate(ys), expected, rtol=1e-4, atol=1e-4)
+    assert len(set(outputs.values())) == 1, outputs.keys()
