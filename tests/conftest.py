@@ -18,8 +18,9 @@ import dc_onnx
 # Batch-1 FC layers in the grouped form on every CPU (the rule the kernel and format
 # tests were written against, like the pinned densities below); the block form, which the
 # library picks on AVX-512 CPUs, has its own tests (test_block_rows.py, in subprocesses).
-# Read once, when the custom-op library first packs a weight.
-os.environ.setdefault("DC_ONNX_BLOCK_ROWS", "0")
+# Read once, when the custom-op library first packs a weight; set here whatever the
+# caller's environment says, since the tests' expected bits depend on it.
+os.environ["DC_ONNX_BLOCK_ROWS"] = "0"
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
