@@ -67,6 +67,17 @@ def _random(rng: np.random.Generator, rows: int, cols: int, k: int, density: flo
     return np.where(rng.random((rows, cols)) < density, rng.integers(1, k + 1, (rows, cols)), 0)
 
 
+def _model_at_9(
+    tmp: Path, rng: np.random.Generator, rows: int, cols: int
+) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A compiled MatMul over a random 9% weight with 31 codes: the model, its stored
+    codes and its codebook."""
+    codes = _random(rng, rows, cols, 31, 0.09)
+    values = rng.standard_normal(31).astype(np.float32)
+    path, stored, codebook, _ = matmul_from_codes(tmp / "w.dc.onnx", codes, values)
+    return path, stored, codebook
+
+
 def _outputs(
     model: Path, xs: list[np.ndarray], env: dict[str, str], threads: int, tmp: Path
 ) -> tuple[list[np.ndarray], str]:
@@ -139,9 +150,7 @@ def test_block_rows_follow_the_documented_sum(name: str, tmp_path: Path) -> None
 
 def test_the_block_form_is_the_default_on_avx512_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    codes = _random(rng, 70, 600, 31, 0.09)
-    values = rng.standard_normal(31).astype(np.float32)
-    path, stored, codebook, _ = matmul_from_codes(tmp_path / "w.dc.onnx", codes, values)
+    path, stored, codebook = _model_at_9(tmp_path, rng, 70, 600)
     x = rng.standard_normal((1, 600)).astype(np.float32)
     (y,), isa = _outputs(path, [x], {"DC_ONNX_BLOCK_ROWS": "", "DC_ONNX_ISA": ""}, 1, tmp_path)
     rounds = _rounds(stored) if isa == "avx512" else 0
@@ -157,10 +166,7 @@ def test_block_rows_pass_non_finite_inputs_as_ieee(tmp_path: Path) -> None:
     # An Inf meeting a stored weight gives +-Inf (NaN where signs meet), an absent one
     # NaN; empty lanes are masked, so they never multiply an input.
     rng = np.random.default_rng(2)
-    codes = _random(rng, 40, 320, 31, 0.09)
-    path, _, _, _ = matmul_from_codes(
-        tmp_path / "w.dc.onnx", codes, rng.standard_normal(31).astype(np.float32)
-    )  # fmt: skip
+    path, _, _ = _model_at_9(tmp_path, rng, 40, 320)
     x = rng.standard_normal((1, 320)).astype(np.float32)
     x[0, 5], x[0, 40], x[0, 300] = np.inf, -np.inf, np.nan
     (expected,) = run(decode_model(path), {"x": x})
@@ -176,10 +182,7 @@ def test_block_rows_split_into_tasks_keep_their_bits(tmp_path: Path) -> None:
     # 500 rows (32 groups, the last of 4 lanes) x 2048 columns at 9%: several tasks per
     # Run (parallel.h task_count), so thread counts split the groups differently.
     rng = np.random.default_rng(3)
-    codes = _random(rng, 500, 2048, 31, 0.09)
-    path, stored, _, _ = matmul_from_codes(
-        tmp_path / "w.dc.onnx", codes, rng.standard_normal(31).astype(np.float32)
-    )  # fmt: skip
+    path, stored, _ = _model_at_9(tmp_path, rng, 500, 2048)
     assert _rounds(stored) > 0
     xs = [rng.standard_normal((1, 2048)).astype(np.float32) for _ in range(3)]
     (expected,) = run(decode_model(path), {"x": np.concatenate(xs)})

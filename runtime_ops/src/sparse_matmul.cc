@@ -152,12 +152,21 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
   const int64_t n_out = w.rows;
   // Per-Run buffers come from the session's arena (scratch.h): no allocation or page
   // fault of our own in a Run once the arena holds them.
-  if (num_rows == 1 && !w.blocks.empty()) {
+  if (num_rows == 1) {
+    // x padded with zeros: x[K] for the grouped form's empty lanes (and the overflow's),
+    // up to whole 32-column blocks for the block form.
     const BlockRows& bw = w.blocks;
-    const auto padded = static_cast<size_t>(bw.padded_cols());
+    const auto padded = static_cast<size_t>(bw.empty() ? k + 1 : bw.padded_cols());
     const Scratch x(ctx, padded);
     std::copy(a, a + k, x.data());
-    std::fill(x.data() + k, x.data() + padded, 0.0f);  // the last block, and the overflow's x[K]
+    std::fill(x.data() + k, x.data() + padded, 0.0f);
+    if (bw.empty()) {
+      balanced_rows(ctx, cw, 1, [&](int64_t n0, int64_t n1) {
+        cluster_dots(cw, x.data(), n0, n1, y + n0);
+        for (int64_t n = n0; n < n1; ++n) y[n] = finish(y[n], 0, n, ep);
+      });
+      return;
+    }
     // Groups have equal work (R rounds per block) but for their overflow.
     const auto per_group = static_cast<double>(bw.blocks * bw.rounds * kBlockLanes);
     const size_t tasks = task_count(bw.groups, per_group);
@@ -169,16 +178,6 @@ void cluster_rows_times_w(const Ort::KernelContext& ctx, const CodedRows& w, con
       block_dots(bw, x.data(), g0, g1, y + g0 * kBlockLanes);
       for (int64_t n = g0 * kBlockLanes; n < std::min(n_out, g1 * kBlockLanes); ++n)
         y[n] = finish(y[n], 0, n, ep);
-    });
-    return;
-  }
-  if (num_rows == 1) {
-    const Scratch x(ctx, static_cast<size_t>(k) + 1);
-    std::copy(a, a + k, x.data());
-    x.data()[k] = 0.0f;  // read by empty lanes
-    balanced_rows(ctx, cw, 1, [&](int64_t n0, int64_t n1) {
-      cluster_dots(cw, x.data(), n0, n1, y + n0);
-      for (int64_t n = n0; n < n1; ++n) y[n] = finish(y[n], 0, n, ep);
     });
     return;
   }
