@@ -146,8 +146,16 @@ BlockRows pack_blocks(const CsrMatrix& m) {
   if (!block_rows_enabled()) return w;
   for (const uint8_t k : m.code)
     if (k >= 32) return w;  // more than 32 codes: no two-register look-up
-  w.groups = (m.rows + kBlockLanes - 1) / kBlockLanes;
-  w.blocks = (m.cols + kBlockCols - 1) / kBlockCols;
+  const int64_t groups = (m.rows + kBlockLanes - 1) / kBlockLanes;
+  const int64_t blocks = (m.cols + kBlockCols - 1) / kBlockCols;
+  // One round's slots alone cost more than the grouped form: the form cannot win. Checked
+  // before allocating per (row, block), which would follow the dense size, not the
+  // non-zeros (a 100 x 2^30 weight with 5000 non-zeros asked for 3 GiB).
+  if (static_cast<double>(groups * blocks * kBlockLanes) >=
+      kClusterCost * static_cast<double>(m.code.size()))
+    return w;
+  w.groups = groups;
+  w.blocks = blocks;
   const std::vector<uint8_t> count = block_counts(m, w.blocks);
   const int64_t rounds = choose_rounds(m, count, w.groups, w.blocks);
   if (rounds == 0) return w;
