@@ -107,6 +107,37 @@ def test_every_isa_gives_the_scalar_bits(fc_model: Path, isa: str, tmp_path: Pat
     assert _outputs_with_isa(fc_model, xs, isa, tmp_path) == scalar
 
 
+# K-major copies of at least 64K floats run in chunks of 8-row blocks on the session's
+# threads (sparse_matmul.cc, KMajorCopy): K = 2050 at 64 columns gives five chunks, the
+# last of 2 rows. Each layout of X: rows to transpose (Gemm), already K-major (transA),
+# and a batch of K-major matrices (MatMul W @ X).
+WIDE_K = 2050
+
+
+def _wide_k_model(layout: str, tmp_path: Path) -> tuple[Path, np.ndarray]:
+    w = np.random.default_rng(3).standard_normal((WIDE_K, 24)).astype(np.float32)
+    rng = np.random.default_rng(4)
+    if layout == "matmul-weight-first":
+        node = helper.make_node("MatMul", ["W", "x"], ["y"], name="mm")
+        x = rng.standard_normal((3, WIDE_K, 20)).astype(np.float32)
+        model = make_model([node], {"x": [3, WIDE_K, 20]}, {"y": [3, 24, 20]}, {"W": w.T.copy()})
+    else:
+        trans_a = int(layout == "gemm-transA")
+        node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transA=trans_a)
+        x = rng.standard_normal((WIDE_K, 64) if trans_a else (64, WIDE_K)).astype(np.float32)
+        model = make_model([node], {"x": list(x.shape)}, {"y": [64, 24]}, {"W": w})
+    return compile_model(model, tmp_path, sparsity=0.7, bits_fc=5), x
+
+
+@pytest.mark.parametrize("layout", ["gemm", "gemm-transA", "matmul-weight-first"])
+def test_wide_k_copies_in_chunks(layout: str, tmp_path: Path) -> None:
+    compiled, x = _wide_k_model(layout, tmp_path)
+    _check(compiled, x)
+    if layout == "gemm":  # the scalar transpose (tiles) against the vector one
+        scalar = _outputs_with_isa(compiled, [x], "scalar", tmp_path)
+        assert _outputs_with_isa(compiled, [x], "avx512", tmp_path) == scalar
+
+
 # Convolutions: panels from 16 to 128 wide over planes of several widths, dilation,
 # groups, asymmetric pads; strides (phase planes), with dilation, and SAME_UPPER with a
 # stride above the kernel (negative total pad).

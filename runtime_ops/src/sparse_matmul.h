@@ -92,7 +92,8 @@ void w_times_kmajor(const Ort::KernelContext& ctx, const CodedRows& w, const KMa
 // `batches` matrices A[b][k, p] = a[b * a_bs + k * a_sk + p * a_sp] copied into a
 // zero-padded K-major block [batches, K, ldx], ldx = P rounded up to 16 (above 64, to an
 // odd number of 64-byte lines: no cache-set aliasing between K rows), taken from the
-// session's arena (scratch.h), so a Run allocates and faults in nothing of its own.
+// session's arena (scratch.h), so a Run allocates and faults in nothing of its own. Large
+// copies are split by K rows over the session's threads.
 class KMajorCopy {
  public:
   KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t batches, int64_t k,
