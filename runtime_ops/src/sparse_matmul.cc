@@ -425,8 +425,9 @@ KMajorCopy::KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t ba
     : ldx_(kmajor_ld(p)), block_(ctx, kmajor_floats(batches, k, p)) {
   float* out = block_.data();
   const int64_t ldx = ldx_;
-  // K rows [k0, k1) of batch b: tasks of about 32768 floats on the session's threads (at
-  // batch 64 of a 4096-wide layer, one thread's copy was 7% of a two-thread Run).
+  // K rows [k0, k1) of batch b: copies of 1 MiB and more in tasks of about 512 KiB on the
+  // session's threads (at batch 64 of a 4096-wide layer, one thread's copy was 7% of a
+  // two-thread Run); smaller ones would gain less than waking a thread costs (~16 us).
   const auto copy_rows = [=](int64_t b, int64_t k0, int64_t k1) {
     const float* ab = a + b * a_bs + k0 * a_sk;
     float* ob = out + (b * k + k0) * ldx;
@@ -449,7 +450,7 @@ KMajorCopy::KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t ba
           for (int64_t ki = r0; ki < std::min(rows, r0 + kTile); ++ki)
             ob[ki * ldx + pi] = ab[ki * a_sk + pi * a_sp];
   };
-  const size_t per_batch = task_count(k, static_cast<double>(ldx));
+  const size_t per_batch = task_count(k, static_cast<double>(ldx), 131072.0);
   if (per_batch == 0) return;
   // Whole 8-row blocks per chunk: only the last one has a ragged edge for the transpose.
   const int64_t chunk = (k / static_cast<int64_t>(per_batch) + 7) / 8 * 8;
