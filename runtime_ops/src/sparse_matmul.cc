@@ -426,7 +426,7 @@ KMajorCopy::KMajorCopy(const Ort::KernelContext& ctx, const float* a, int64_t ba
   float* out = block_.data();
   const int64_t ldx = ldx_;
   // K rows [k0, k1) of batch b: copies of 1 MiB and more in tasks of about 512 KiB on the
-  // session's threads (at batch 64 of a 4096-wide layer, one thread's copy was 7% of a
+  // session's threads (at batch 64 of a 4096-wide layer, one thread's copy was 6% of a
   // two-thread Run); smaller ones would gain less than waking a thread costs (~16 us).
   const auto copy_rows = [=](int64_t b, int64_t k0, int64_t k1) {
     const float* ab = a + b * a_bs + k0 * a_sk;
