@@ -5,8 +5,9 @@ of a large one, every Run timed, alternating, in one process with one intra-op t
     python models/after_others.py LARGE MODEL [MODEL ...] [--repeat N] [--runs K]
 
 The reason `dc-onnx bench` times each form on its second Run in a row (docs/benchmarks.md,
-"What the previous form's Run costs the next"). Compiled models (.dc.onnx) are opened
-with `dc_onnx.InferenceSession`; inputs are standard normal with symbolic dims 1.
+"What the previous form's Run costs the next"). Sessions open with the custom-op library
+(`dc_onnx.runtime.open_session`); inputs are bench's random ones at batch 1
+(`dc_onnx.tools.verify.random_inputs`).
 """
 
 from __future__ import annotations
@@ -17,21 +18,9 @@ from typing import Any
 
 import numpy as np
 
-import dc_onnx
-from dc_onnx.runtime import _onnxruntime
+from dc_onnx.runtime import open_session
 from dc_onnx.tools.bench_sessions import bench_session_options
-
-
-def _feeds(session: Any) -> dict[str, np.ndarray]:
-    first = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in first.shape]
-    return {first.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-
-
-def _open(path: str) -> Any:
-    if path.endswith(".dc.onnx"):
-        return dc_onnx.InferenceSession(path, bench_session_options(1))
-    return _onnxruntime().InferenceSession(path, bench_session_options(1))
+from dc_onnx.tools.verify import random_inputs
 
 
 def main() -> None:
@@ -41,9 +30,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=101)
     parser.add_argument("--runs", type=int, default=2, help="Runs in a row after the large one")
     args = parser.parse_args()
-    large = _open(args.large)
-    large_feeds = _feeds(large)
-    sessions = [(path, _open(path)) for path in args.models]
+    large = open_session(args.large, bench_session_options(1))
+    large_feeds = random_inputs(large, 1, seed=0)
+    sessions = [(path, open_session(path, bench_session_options(1))) for path in args.models]
     times: dict[str, list[list[float]]] = {p: [[] for _ in range(args.runs)] for p in args.models}
 
     def timed(session: Any, feeds: dict[str, np.ndarray]) -> float:
@@ -51,7 +40,7 @@ def main() -> None:
         session.run(None, feeds)
         return (time.thread_time() - start) * 1e3
 
-    feeds = {path: _feeds(s) for path, s in sessions}
+    feeds = {path: random_inputs(s, 1, seed=0) for path, s in sessions}
     for _ in range(args.repeat):
         for path, session in sessions:
             large.run(None, large_feeds)

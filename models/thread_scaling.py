@@ -11,9 +11,9 @@ Scaling measured in two `make bench` runs minutes apart also carries the host's 
 between them (docs/benchmarks.md).
 
 Also printed: the share of the timed period that the hypervisor gave neither vCPU
-("steal", from /proc/stat; 0 on bare metal or where not reported). Compiled models
-(.dc.onnx) are opened with `dc_onnx.InferenceSession`; inputs are standard normal, the
-first dim the batch, other symbolic dims 1.
+("steal", from /proc/stat; 0 on bare metal or where not reported). Sessions open with the
+custom-op library (`dc_onnx.runtime.open_session`); inputs are bench's random ones
+(`dc_onnx.tools.verify.random_inputs`), the batch the first dim.
 """
 
 from __future__ import annotations
@@ -21,29 +21,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-import dc_onnx
-from dc_onnx.runtime import _onnxruntime
+from dc_onnx.runtime import open_session
 from dc_onnx.tools.bench_sessions import bench_session_options, warm_up_ort
+from dc_onnx.tools.verify import random_inputs
 
 THREADS = (1, 2)
-
-
-def _feeds(session: Any, batch: int) -> dict[str, np.ndarray]:
-    first = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in first.shape]
-    shape[0] = batch
-    return {first.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-
-
-def _open(path: str, threads: int) -> Any:
-    opener = (
-        dc_onnx.InferenceSession if path.endswith(".dc.onnx") else _onnxruntime().InferenceSession
-    )
-    return opener(path, bench_session_options(threads))
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -63,11 +48,13 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
     warm_up_ort(1)
-    sessions = {(m, t): _open(m, t) for m in args.models for t in THREADS}
+    sessions = {
+        (m, t): open_session(m, bench_session_options(t)) for m in args.models for t in THREADS
+    }
     pairs = list(sessions)
     print(f"{'model':<40} {'batch':>5} {'1 thread ms':>11} {'2 threads ms':>12} {'2 over 1':>8}")
     for batch in batches:
-        feeds = {m: _feeds(sessions[(m, 1)], batch) for m in args.models}
+        feeds = {m: random_inputs(sessions[(m, 1)], batch, seed=0) for m in args.models}
         times: dict[tuple[str, int], list[float]] = {p: [] for p in pairs}
         for p in pairs:  # warm-up: arenas and scratch sized for this batch
             for _ in range(2):
