@@ -13,6 +13,8 @@ Representations (k = 2^bits - 1 shared non-zero values):
   outliers    tensor, with the 0.1% largest |w| kept exact in a side list;
   rows+outliers, wide1023, wide4095 (a (2^10 - 1)- or (2^12 - 1)-entry codebook),
   rows+wide1023;
+  rowbooks    a k-entry codebook per stored row (output channel) with float16 centroids:
+              a row of at most k distinct values keeps them to float16 precision;
   fp16, bf16  every weight rounded to that type: no sharing at all, a floor that tells a
               model whose outputs move by more than 1% at 16 bits a weight.
 Bytes are an estimate: the codes' empirical entropy (what Huffman approaches), plus the
@@ -70,6 +72,20 @@ def rows(m: np.ndarray, k: int) -> Simulated:
     return Simulated((normalised * scale[:, None]).astype(np.float32), nbytes + 4 * m.shape[0])
 
 
+def rowbooks(m: np.ndarray, k: int) -> Simulated:
+    """Each row its own k-entry mse codebook, centroids rounded to float16 (2 bytes each);
+    the bytes are each row's code entropy plus its centroids."""
+    out = np.zeros_like(m)
+    nbytes = 0.0
+    for r, row in enumerate(m):
+        mask = row != 0
+        if mask.any():
+            shared = share_values(row[mask], k, "mse")[0]
+            out[r, mask] = shared.astype(np.float16).astype(np.float32)
+        nbytes += _entropy_bytes(out[r]) + 2 * np.unique(out[r]).size
+    return Simulated(out, nbytes)
+
+
 def _with_outliers(base: Callable[[np.ndarray, int], Simulated]) -> Callable[..., Simulated]:
     def simulate(m: np.ndarray, k: int) -> Simulated:
         n = max(1, round(OUTLIER_SHARE * m.size))
@@ -105,6 +121,7 @@ REPRESENTATIONS: dict[str, Callable[[np.ndarray, int], Simulated]] = {
     "wide1023": _wide(tensor, 1023),
     "wide4095": _wide(tensor, 4095),
     "rows+wide1023": _wide(rows, 1023),
+    "rowbooks": rowbooks,
     "fp16": _rounded("fp16"),
     "bf16": _rounded("bf16"),
 }
