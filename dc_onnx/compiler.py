@@ -266,8 +266,12 @@ def _compile_once(
     compiled, records = run_passes(model, passes)
     lowered = stats_of(records, LowerStats) or LowerStats({})
     report = Report.from_records(records, lowered, original_bytes)
-    kept_all = allocate is not None and bool(allocate.stats.get("layers"))
-    if not lowered.layers and kept_all:
+    chosen = {} if allocate is None else allocate.stats.get("layers", {})
+    kept_all = bool(chosen)
+    halved = [name for name, s in chosen.items() if s["setting"].get("float16")]
+    if lowered.layers or halved:
+        pass  # something got smaller (float16 weights alone count: passes/half.py)
+    elif kept_all:
         # The budget's answer, not a failure: the output is the model, unchanged in value.
         assert allocate is not None
         logger.warning(
@@ -275,7 +279,7 @@ def _compile_once(
             "the outputs by more than that, or would not get smaller): weights left as they are",
             allocate.max_error,
         )
-    elif not lowered.layers:
+    else:
         why = "".join(f"; '{s.name}': {s.reason}" for s in report.left)
         raise InputError(
             f"nothing to compress: no weight of at least {options.min_weight_elements} "
@@ -289,4 +293,5 @@ def _compile_once(
             for name, s in allocate.stats["layers"].items()
             if s["setting"].get("keep") and s["kind"] != "integer"
         ]
+        report.stored_float16 = halved
     return report, compiled

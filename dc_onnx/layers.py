@@ -49,10 +49,15 @@ def set_weight_values(value: ir.Value, array: np.ndarray) -> None:
 
 
 # Per-weight settings the allocate pass leaves on a weight for the prune, cluster and
-# lower passes: "sparsity", "bits", "index_bits", or "keep" (left dense, not a layer).
+# lower passes: "sparsity", "bits", "index_bits", or "keep" (left dense, not a layer);
+# "keep" with "float16": stored as float16 instead (passes/half.py).
 ANNOTATION_PREFIX = "dc_onnx."
-ANNOTATIONS = ("sparsity", "bits", "index_bits", "keep")
+ANNOTATIONS = ("sparsity", "bits", "index_bits", "keep", "float16")
 KEPT_REASON = "kept exact: compressing it would cost more error than the budget allows"
+FLOAT16_REASON = (
+    "stored as float16, cast back to float32 at load: a codebook would cost more error than "
+    "the budget allows"
+)
 
 
 def annotation(weight: ir.Value, key: str) -> float | None:
@@ -406,8 +411,10 @@ def survey(graph: ir.Graph, min_elements: int = DEFAULT_MIN_ELEMENTS) -> Survey:
                                  "and below the threshold: it stays dense", value.name)  # fmt: skip
                 continue
             if value.metadata_props.get(ANNOTATION_PREFIX + "keep"):
-                # The error budget keeps it exact: not a layer, and not stored either.
-                skipped.append(Skipped(str(value.name), tensor.dtype.name, size, KEPT_REASON))
+                # The error budget keeps it exact (or float16): not a layer, nor stored.
+                half = value.metadata_props.get(ANNOTATION_PREFIX + "float16")
+                why = FLOAT16_REASON if half else KEPT_REASON
+                skipped.append(Skipped(str(value.name), tensor.dtype.name, size, why))
                 continue
             reason = _storage_refusal(value, graph)
             if reason is not None:

@@ -26,6 +26,7 @@ from dc_onnx.passes.canonicalize import CanonicalizePass
 from dc_onnx.passes.cluster import ClusterPass
 from dc_onnx.passes.correct_bias import BiasCorrection, CorrectBiasPass, RecordMeansPass
 from dc_onnx.passes.fuse_activation import FuseActivationPass
+from dc_onnx.passes.half import HalfPass
 from dc_onnx.passes.lower import LowerPass
 from dc_onnx.passes.lower_portable import PortableLowerPass
 from dc_onnx.passes.prune import PrunePass, PrunePolicy
@@ -166,11 +167,13 @@ def _retrain(options: CompileOptions, ctx: Context, phase: str) -> list[ir.passe
 
 
 def _lower(options: CompileOptions, ctx: Context) -> list[ir.passes.PassBase]:
+    # The weights the budget chose float16 for become float16 first, in either form.
     if options.target == "portable":
-        return [PortableLowerPass(options.min_weight_elements)]
+        return [HalfPass(), PortableLowerPass(options.min_weight_elements)]
     shapes = {} if ctx.calibration is None else ctx.calibration.input_shapes()
     lower: list[ir.passes.PassBase] = [
-        LowerPass(options.lower, options.min_weight_elements, shapes)
+        HalfPass(),
+        LowerPass(options.lower, options.min_weight_elements, shapes),
     ]
     # The portable form keeps its activation nodes: the layers there are ORT's own ops.
     return lower if options.lower.keep_activations else [*lower, FuseActivationPass()]

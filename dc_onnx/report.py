@@ -87,6 +87,8 @@ class Report:
     error: dict[str, Any] | None = None  # measured on the compiled model (OutputError json)
     calibration: dict[str, Any] | None = None  # what the error was measured on
     kept_dense: list[str] = dataclasses.field(default_factory=list)
+    # Weights the budget stored as float16 instead of coding them (passes/half.py).
+    stored_float16: list[str] = dataclasses.field(default_factory=list)
     # Weight -> why the budget's safety net kept it exact (dc_onnx/budget/safety.py).
     kept_exact: dict[str, str] = dataclasses.field(default_factory=dict)
     # Layers whose rounding compensated errors through their calibration inputs
@@ -144,6 +146,7 @@ class Report:
             "within_budget": self.within_budget,
             "calibration": self.calibration,
             "kept_dense": self.kept_dense,
+            "stored_float16": self.stored_float16,
             "kept_exact": self.kept_exact,
             "compensated": self.compensated,
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
@@ -191,6 +194,11 @@ class Report:
             lines.append("portable:   codes and gaps are plain bytes (the H columns), not Huffman")
         if self.kept_dense:
             lines.append(f"left dense: {', '.join(self.kept_dense)}")
+        if self.stored_float16:
+            lines.append(
+                f"float16:    {', '.join(self.stored_float16)} (8-bit codes would cost more "
+                "error than the budget allows)"
+            )
         if self.kept_exact:
             lines.append(
                 f"kept exact: {', '.join(self.kept_exact)} (the safety net: the compiled model "

@@ -63,7 +63,7 @@ def main() -> None:
         original = layer.sizes.array
         expected = original if setting.keep else allocator.array(layer, setting)
         group = layer.group
-        if isinstance(group, WeightGroup) and not setting.keep:
+        if isinstance(group, WeightGroup) and not (setting.keep or setting.float16):
             key = f"{group.layers[0].name}.decoded_weight"
             node = group.layers[0].node
             if node.op_type == "Gemm":

@@ -118,6 +118,8 @@ class AllocatePass(CompilerPass):
                 pass  # lossless: the lower pass codes it as it is
             elif setting.keep or setting.bits is None:
                 annotate(layer.group.weight, keep=1)
+            elif setting.float16:  # not a layer either: passes/half.py stores it
+                annotate(layer.group.weight, keep=1, float16=1)
             else:
                 annotate(
                     layer.group.weight,
@@ -143,6 +145,10 @@ class AllocatePass(CompilerPass):
         ]
         if kept:
             logger.info("left dense (its bytes saved are not worth its error): %s", ", ".join(kept))
+        halved = [n for n, s in layers.items() if s["setting"].get("float16")]
+        if halved:
+            logger.info("stored as float16 (8-bit codes would cost too much error): %s",
+                        ", ".join(halved))  # fmt: skip
         self.stats = {
             "max_error": self.max_error,
             "budget": self.budget,

@@ -450,7 +450,8 @@ def test_analyze_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert data["sparsities"][0] == 0.0 and data["sparsities"][-1] == 0.95
     assert [layer["name"] for layer in data["layers"]] == ["fc1", "fc2", "fc3", "fc4", "fc5"]
     for layer in data["layers"]:
-        assert set(layer["bits_error"]) == {str(b) for b in data["bits"]}
+        # float16 storage (bits 16) is a candidate of every float32 weight in its range
+        assert set(layer["bits_error"]) == {str(b) for b in data["bits"]} | {"16"}
         assert layer["sparsity_error"]["0"] == 0.0
         errors = [layer["bits_error"][str(b)] for b in data["bits"]]
         assert errors[-1] > errors[0]  # 2 bits hurt more than 8
@@ -504,8 +505,9 @@ def test_allocation_measures_every_point_it_picks(tmp_path: Path) -> None:
         # The chosen point of each curve was measured, not left predicted.
         assert setting["bits"] not in layer["predicted"]["bits"], name
         assert setting["sparsity"] not in layer["predicted"]["sparsity"], name
-    # Two anchors per weight plus what the allocation asked for: fewer than a full sweep.
-    full = len(stats["layers"]) * (7 + 11)
+    # Two anchors per weight plus what the allocation asked for: fewer than a full sweep
+    # (float16, 7 bit widths, 11 sparsities).
+    full = len(stats["layers"]) * (1 + 7 + 11)
     assert 2 * len(stats["layers"]) <= stats["analysis_runs"] < full
 
 
@@ -518,7 +520,7 @@ def test_analyze_exact_measures_every_point(
     assert "~" in text and "--exact measures them all" in text
     assert main(["analyze", str(source), "--exact", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["exact"] and data["runs"] == len(data["layers"]) * 18
+    assert data["exact"] and data["runs"] == len(data["layers"]) * 19  # float16 included
     assert all(layer["predicted"] == {"bits": [], "sparsity": []} for layer in data["layers"])
 
 

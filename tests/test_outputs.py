@@ -117,7 +117,8 @@ def test_a_file_that_only_looks_like_ours_is_not_removed(tmp_path: Path) -> None
 def _gather_model() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     table = rng.integers(-9, 9, (300, 64)).astype(np.int64)  # int64: nothing encodes it
-    w = rng.standard_normal((64, 10)).astype(np.float32)
+    # Large enough that codes beat float16 (a small layer's codebook outweighs its codes).
+    w = rng.standard_normal((64, 256)).astype(np.float32)
     nodes = [
         helper.make_node("Gather", ["E", "ids"], ["g"]),
         helper.make_node("Cast", ["g"], ["f"], to=TensorProto.FLOAT),

@@ -175,7 +175,8 @@ def test_deep_compression_recipe_end_to_end(tmp_path: Path) -> None:
     names = [p.name for p in result.report.passes]
     assert names == [
         "canonicalize", "prune-1/2", "retrain-weights-1/2", "prune-2/2",
-        "retrain-weights-2/2", "cluster", "retrain-centroids", "lower", "fuse-activation",
+        "retrain-weights-2/2", "cluster", "retrain-centroids", "half", "lower",
+        "fuse-activation",
     ]  # fmt: skip
     density = {layer.name: layer.density for layer in result.report.layers}
     assert all(d <= 0.25 + 1e-9 for d in density.values())

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dc_onnx.budget.candidates import KEEP, Setting
+from dc_onnx.budget.candidates import FLOAT16, KEEP, Setting
 from dc_onnx.budget.integer import IntegerSizes
 from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity
 from dc_onnx.budget.simulate import OutputError, Simulator
@@ -143,28 +143,31 @@ def choose_measured(
     """`choose`, then measure the predicted curve points it picked and choose again, until
     the choice rests on measured points only (each round measures at least one new point).
 
-    A weight left exact is measured too, at its mildest setting (8 bits, no pruning), if
-    that point was only predicted: a prediction extrapolated from a harsh anchor can
-    overstate it many times over, and an overstated point is never picked, so it would
-    never be measured either (akiki-vad went from 1.66x to 4.49x with this and ACCEPT).
+    A weight left exact is measured too, at its mildest settings (8 bits, no pruning, and
+    float16 where it has that candidate), if those points were only predicted: a prediction
+    extrapolated from a harsh anchor can overstate it many times over, and an overstated
+    point is never picked, so it would never be measured either (akiki-vad went from 1.66x
+    to 4.49x with this and ACCEPT).
     """
     while True:
         settings = choose(analysis.layers, target, fill)
         if analysis.measure_settings(settings, simulator):
             continue
         mildest = [
-            layer
+            (layer, bits)
             for layer in analysis.layers
-            if settings[layer.weight].keep and MILDEST_BITS not in layer.bits.measured
+            if settings[layer.weight].keep
+            for bits in (MILDEST_BITS, FLOAT16)
+            if bits in layer.bits.perturbation and bits not in layer.bits.measured
         ]
         if not mildest:
             return settings
         logger.info(
-            "allocation: measuring %d weight(s) left exact at %d bits, their mildest setting",
-            len(mildest), MILDEST_BITS,
-        )  # fmt: skip
-        for layer in mildest:
-            analysis.measure(layer, simulator, "bits", MILDEST_BITS)
+            "allocation: measuring %d point(s) of weights left exact at their mildest settings",
+            len(mildest),
+        )
+        for layer, bits in mildest:
+            analysis.measure(layer, simulator, "bits", bits)
 
 
 class Allocator:
@@ -180,6 +183,9 @@ class Allocator:
         if key not in self._arrays:
             assert setting.bits is not None
             sizes = layer.sizes
+            if setting.float16:
+                self._arrays[key] = sizes.array.astype(np.float16).astype(sizes.array.dtype)
+                return self._arrays[key]
             if isinstance(sizes, IntegerSizes):
                 self._arrays[key] = sizes.array_at(setting.bits, setting.sparsity)
                 return self._arrays[key]

@@ -1,6 +1,7 @@
 """Candidate settings of one weight and their encoded sizes.
 
-A setting is a sparsity (magnitude pruning) plus k-means bits, or "left as it is". Its
+A setting is a sparsity (magnitude pruning) plus k-means bits, float16 storage (a float32
+weight with bits = FLOAT16: no pruning, no codebook), or "left as it is". Its
 error is measured by running the model with the array `dc_onnx.quantize.quantize` makes of
 it, the same math as the prune and cluster passes (dc_onnx.budget.simulate);
 its size is computed here without encoding: the Huffman code lengths follow from symbol
@@ -20,6 +21,12 @@ from dc_onnx.layers import AnalysedWeight
 from dc_onnx.quantize import Init, kmeans_1d, prune_array
 
 BITS = (8, 7, 6, 5, 4, 3, 2)
+# The bits knob of float16 storage: a float32 weight stored as float16 and Cast back to
+# float32 at load (passes/half.py), for a weight that 8-bit codes would change too much.
+# Half the bytes, and an error near float16's rounding (2^-11 of each weight).
+FLOAT16 = 16
+# Bytes a float16 weight costs beyond its values: the Cast node and its output's name.
+CAST_OVERHEAD = 48
 SPARSITIES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 INDEX_BITS = (2, 3, 4, 5, 6, 7, 8)
 # Bytes a compressed layer costs beyond its streams (codes, gaps, codebook and code
@@ -50,14 +57,22 @@ class Setting:
     def keep(self) -> bool:
         return self.bits is None
 
+    @property
+    def float16(self) -> bool:
+        return self.bits == FLOAT16
+
     def label(self) -> str:
         if self.keep:
             return "dense"
+        if self.float16:
+            return "float16"
         return f"s={self.sparsity:g} b={self.bits} i={self.index_bits}"
 
     def to_json(self) -> dict[str, object]:
         if self.keep:
             return {"keep": True}
+        if self.float16:
+            return {"float16": True, "sparsity": 0.0, "bits": FLOAT16}
         return {"sparsity": self.sparsity, "bits": self.bits, "index_bits": self.index_bits}
 
 
@@ -98,11 +113,15 @@ class LayerSizes:
         return self._masks[sparsity]
 
     def setting(self, sparsity: float, bits: int) -> Setting:
+        if bits == FLOAT16:
+            return Setting(0.0, FLOAT16)  # never pruned: the values are stored as they are
         return Setting(sparsity, bits, self._pruned(sparsity)[2])
 
     def bytes(self, setting: Setting) -> int:
         if setting.keep or setting.bits is None:
             return self.dense_bytes
+        if setting.float16:
+            return 2 * int(self.array.size) + CAST_OVERHEAD
         key = (setting.sparsity, setting.bits)
         if key not in self._bytes:
             gaps_bytes = self._pruned(setting.sparsity)[1]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.candidates import BITS, SPARSITIES, LayerSizes, Setting
+from dc_onnx.budget.candidates import BITS, FLOAT16, SPARSITIES, LayerSizes, Setting
 from dc_onnx.budget.integer import IntegerSizes, is_integer, sizes_and_perturbations
 from dc_onnx.budget.simulate import Simulator
 from dc_onnx.layers import AnalysedWeight, StoredWeight, row_axis_of
@@ -147,10 +147,13 @@ class LayerSensitivity:
         return bool(points) and all(e == 0.0 for e in points)
 
     def candidates(self) -> list[Setting]:
-        """Every (sparsity, bits) pair whose error is finite (measured or predicted)."""
+        """Every (sparsity, bits) pair whose error is finite (measured or predicted); float16
+        storage at sparsity 0 only."""
         bits = [b for b, e in self.bits_error.items() if math.isfinite(e)]
         sparsities = [s for s, e in self.sparsity_error.items() if math.isfinite(e)]
-        return [self.sizes.setting(s, b) for s in sparsities for b in bits]
+        return [
+            self.sizes.setting(s, b) for s in sparsities for b in bits if b != FLOAT16 or s == 0.0
+        ]
 
     def measured_points(self) -> dict[str, dict[Knob, float]]:
         return {"bits": dict(self.bits.measured), "sparsity": dict(self.sparsity.measured)}
@@ -176,6 +179,7 @@ class LayerSensitivity:
                 f"s={s:g},b={b}": self.sizes.bytes(self.sizes.setting(s, int(b)))
                 for s in self.sparsity.perturbation
                 for b in self.bits.perturbation
+                if b != FLOAT16 or s == 0.0
             },
         }
 
@@ -197,7 +201,7 @@ class Analysis:
             "seconds": self.seconds,
             "runs": self.runs,
             "exact": self.exact,
-            "bits": list(BITS),
+            "bits": list(BITS),  # k-means; bits_error also has FLOAT16 where it is a candidate
             "sparsities": list(SPARSITIES),
             "layers": [layer.to_json() for layer in self.layers],
         }
@@ -214,6 +218,9 @@ class Analysis:
             bits = int(value) if knob == "bits" else None
             simulated = layer.sizes.array_at(bits, 0.0 if bits else float(value))
             curve = layer.bits if bits else layer.sparsity
+        elif knob == "bits" and value == FLOAT16:
+            simulated = array.astype(np.float16).astype(array.dtype)
+            curve = layer.bits
         elif knob == "bits":
             simulated = quantize(array, int(value), 0.0, self.init, row_axis=row_axis,
                                  hessian=hessian)  # fmt: skip
@@ -250,12 +257,14 @@ class Analysis:
         return len(points)
 
     def format_table(self) -> str:
-        head = ["layer", "weights", *[f"{b}b" for b in BITS], *[f"s{s:g}" for s in SPARSITIES[1:]]]
+        bits = (FLOAT16, *BITS)
+        head = ["layer", "weights", "f16", *[f"{b}b" for b in BITS],
+                *[f"s{s:g}" for s in SPARSITIES[1:]]]  # fmt: skip
         rows = [head]
         for layer in self.layers:
             rows.append([
                 layer.name, f"{layer.sizes.array.size:,}",
-                *[_point(layer.bits, b) for b in BITS],
+                *[_point(layer.bits, b) for b in bits],
                 *[_point(layer.sparsity, s) for s in SPARSITIES[1:]],
             ])  # fmt: skip
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -269,8 +278,8 @@ class Analysis:
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
         lines.append(
-            "relative L2 output error with only that layer compressed: k-means bits (no "
-            "pruning), then sparsity (no quantization)"
+            "relative L2 output error with only that layer compressed: float16 storage (f16), "
+            "k-means bits (no pruning), then sparsity (no quantization)"
         )
         if not self.exact:
             lines.append(
@@ -310,11 +319,13 @@ ANCHOR_BITS = (5,)
 ANCHOR_SPARSITIES = (0.3, 0.7)
 # The quantization curve's weight-space error is taken on a sample of this many weights.
 _PERTURBATION_SAMPLE = 1 << 15
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # past it a weight would turn infinite
 
 
 def perturbations(array: np.ndarray, init: Init) -> tuple[dict[Knob, float], dict[Knob, float]]:
     """Relative weight-space error ||W - Q(W)|| / ||W|| at each bit width (k-means on a
-    sample) and at each sparsity (exact, from the sorted magnitudes)."""
+    sample), at float16 for a float32 weight within float16's range, and at each sparsity
+    (exact, from the sorted magnitudes)."""
     flat = array.reshape(-1).astype(np.float64)
     flat = flat[np.isfinite(flat)]
     energy = float(np.dot(flat, flat))
@@ -332,6 +343,9 @@ def perturbations(array: np.ndarray, init: Init) -> tuple[dict[Knob, float], dic
     for b in BITS:
         quantized = quantize(sample.astype(np.float32), b, 0.0, init).astype(np.float64)
         bits[b] = math.sqrt(float(np.sum((quantized - sample) ** 2)) / sample_energy)
+    if array.dtype == np.float32 and float(np.abs(flat).max()) <= FLOAT16_MAX:
+        halved = sample.astype(np.float16).astype(np.float64)
+        bits[FLOAT16] = math.sqrt(float(np.sum((halved - sample) ** 2)) / sample_energy)
     return bits, sparsity
 
 
@@ -374,7 +388,7 @@ def analyze(
         layer.bits.measured.update({int(b): e for b, e in before.get("bits", {}).items()})
         layer.sparsity.measured.update(before.get("sparsity", {}))
         for knob, curve, points in (
-            ("bits", layer.bits, BITS if exact else ANCHOR_BITS),
+            ("bits", layer.bits, (FLOAT16, *BITS) if exact else ANCHOR_BITS),
             ("sparsity", layer.sparsity, SPARSITIES[1:] if exact else ANCHOR_SPARSITIES),
         ):
             for point in points:

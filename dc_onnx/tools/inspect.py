@@ -243,6 +243,9 @@ def _why_dense(
         return "a bias: stored as it is"
     if node.op_type == "MatMul" and all(name in constants for name in node.input):
         return "both MatMul inputs are constant: nothing to compute with a compressed kernel"
+    if node.op_type == "Cast" and tensor.data_type == onnx.TensorProto.FLOAT16:
+        return ("float16, cast to float32 at load (the compile report's stored_float16 where "
+                "the budget chose it; else the input's own)")  # fmt: skip
     if elements < DEFAULT_MIN_ELEMENTS:
         return (f"{elements} values: below the storage-form threshold "
                 f"(--min-weight-elements, default {DEFAULT_MIN_ELEMENTS})")  # fmt: skip

@@ -1,0 +1,79 @@
+"""The error budget's float16 rung (dc_onnx.budget.candidates.FLOAT16, passes/half.py): a
+weight that 8-bit codes would change too much is stored as float16 behind a Cast, not left
+float32 whole; the compiled model computes exactly what the allocation simulated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from test_budget import _two_paths
+
+import dc_onnx
+from conftest import save
+from dc_onnx.runtime import open_session
+
+
+def _halved_original(source: Path, name: str) -> onnx.ModelProto:
+    """The original model with one initializer rounded to float16 (kept float32)."""
+    model = onnx.load(source)
+    for tensor in model.graph.initializer:
+        if tensor.name == name:
+            rounded = onnx.numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
+            tensor.CopyFrom(onnx.numpy_helper.from_array(rounded, name))
+    return model
+
+
+@pytest.mark.parametrize("target", ["ort", "portable"])
+def test_a_sensitive_layer_is_stored_as_float16(tmp_path: Path, target: str) -> None:
+    # `direct` feeds an output: 8 bits cost it about 1e-3, float16 about 2e-4.
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")
+    out = tmp_path / "m.dc.onnx"
+    options = dc_onnx.CompileOptions(max_error=0.001, target=target)  # type: ignore[arg-type]
+    report = dc_onnx.compile(source, out, options).report
+    assert report.within_budget and report.stored_float16 == ["direct"]
+    assert report.kept_dense == []
+
+    compiled = onnx.load(out)
+    original = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(source).graph.initializer}
+    (stored,) = [t for t in compiled.graph.initializer if t.name == "sensitive"]
+    assert stored.data_type == onnx.TensorProto.FLOAT16
+    assert len(stored.raw_data) == original["sensitive"].nbytes // 2
+    values = onnx.numpy_helper.to_array(stored)
+    assert np.array_equal(values, original["sensitive"].astype(np.float16))
+    (cast,) = [n for n in compiled.graph.node if n.input == ["sensitive"]]
+    assert cast.op_type == "Cast"
+    (direct,) = [n for n in compiled.graph.node if n.name == "direct"]
+    assert direct.input[1] == cast.output[0]
+
+    # The layer computes from exactly the float16 values: the same bits as the original
+    # with that weight rounded, run in plain ORT.
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    expected = ort.InferenceSession(_halved_original(source, "sensitive").SerializeToString())
+    y_expected = expected.run(["y"], {"x": x})[0]
+    session = (
+        ort.InferenceSession(str(out)) if target == "portable" else open_session(out)
+    )  # the portable form needs no custom ops
+    y = session.run(["y"], {"x": x})[0]
+    assert np.array_equal(y, y_expected)
+    y_original = ort.InferenceSession(str(source)).run(["y"], {"x": x})[0]
+    assert 0 < np.linalg.norm(y - y_original) / np.linalg.norm(y_original) < 0.001
+
+
+def test_a_weight_out_of_float16_range_never_takes_it(tmp_path: Path) -> None:
+    # A value past float16's largest would turn infinite: not a candidate at all.
+    model = _two_paths(width=256)
+    for tensor in model.graph.initializer:
+        if tensor.name == "sensitive":
+            array = onnx.numpy_helper.to_array(tensor).copy()
+            array[0, 0] = 1e5
+            tensor.CopyFrom(onnx.numpy_helper.from_array(array, tensor.name))
+    source = save(model, tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(max_error=0.001)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    assert report.within_budget and report.stored_float16 == []
+    (allocate,) = [p for p in report.passes if p.name == "allocate"]
+    assert "16" not in allocate.stats["layers"]["direct"]["bits_error"]
