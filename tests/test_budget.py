@@ -550,11 +550,17 @@ def test_analysis_cache_reuses_measured_points(
 
     cold = _allocation(compiled("a.dc.onnx"))
     assert cold["analysis_runs"] > 0 and len(list(cache_dir.glob("*.json"))) == 1
+    # With the cold run's points known from the start, the predictions between them change,
+    # and the searches (with and without float16) may pass one point the cold run did
+    # not; once that is cached too, nothing is measured again.
     warm = _allocation(compiled("b.dc.onnx"))
-    assert warm["analysis_runs"] == 0  # every point it needed was measured before
-    assert {n: x["setting"] for n, x in warm["layers"].items()} == {
-        n: x["setting"] for n, x in cold["layers"].items()
-    }
+    assert warm["analysis_runs"] <= 2 < cold["analysis_runs"]
+    again = _allocation(compiled("b2.dc.onnx"))
+    assert again["analysis_runs"] == 0  # every point it needed was measured before
+    for run in (warm, again):
+        assert {n: x["setting"] for n, x in run["layers"].items()} == {
+            n: x["setting"] for n, x in cold["layers"].items()
+        }
     looser = _allocation(compiled("c.dc.onnx", 0.05))
     assert looser["analysis_runs"] < cold["analysis_runs"]
     # Another model (other weights) does not see these points.

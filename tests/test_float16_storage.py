@@ -77,3 +77,16 @@ def test_a_weight_out_of_float16_range_never_takes_it(tmp_path: Path) -> None:
     assert report.within_budget and report.stored_float16 == []
     (allocate,) = [p for p in report.passes if p.name == "allocate"]
     assert "16" not in allocate.stats["layers"]["direct"]["bits_error"]
+
+
+def test_the_search_also_runs_without_float16_and_keeps_the_cheapest(tmp_path: Path) -> None:
+    # The searches are heuristic: a new candidate must not steer them to a larger result
+    # than they find without it, so they run both ways and the cheapest choice wins.
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(max_error=0.001)
+    report = dc_onnx.compile(source, tmp_path / "m.dc.onnx", options).report
+    (allocate,) = [p for p in report.passes if p.name == "allocate"]
+    attempts = allocate.stats["attempts"]
+    assert {a["float16"] for a in attempts} == {True, False}
+    within = [a["estimated_bytes"] for a in attempts if a["within"]]
+    assert allocate.stats["estimated_bytes"] == min(within)

@@ -72,18 +72,22 @@ class Allocation:
 Option = tuple[int, float, Setting]  # bytes, predicted squared error, setting
 
 
-def _options(layer: LayerSensitivity) -> list[Option]:
+def _options(layer: LayerSensitivity, half: bool = True) -> list[Option]:
     options = [(layer.sizes.dense_bytes, 0.0, KEEP)]
     if layer.unobserved:  # what the inputs never exercise stays exact (never "free")
         return options
     for setting in layer.candidates():
-        options.append((layer.sizes.bytes(setting), layer.predicted_sq(setting), setting))
+        if half or not setting.float16:
+            options.append((layer.sizes.bytes(setting), layer.predicted_sq(setting), setting))
     return options
 
 
-def choose(layers: list[LayerSensitivity], target: float, fill: bool = False) -> dict[str, Setting]:
-    """Per-layer settings of least total bytes whose predicted error is at most `target`."""
-    table = [_options(layer) for layer in layers]
+def choose(
+    layers: list[LayerSensitivity], target: float, fill: bool = False, half: bool = True
+) -> dict[str, Setting]:
+    """Per-layer settings of least total bytes whose predicted error is at most `target`;
+    `half` False leaves float16 out."""
+    table = [_options(layer, half) for layer in layers]
 
     def pick(lam: float) -> tuple[list[Option], float]:
         chosen = [min(opts, key=lambda o: (o[0] + lam * o[1], o[1])) for opts in table]
@@ -138,7 +142,7 @@ def _fill(table: list[list[Option]], chosen: list[Option], limit: float) -> list
 
 
 def choose_measured(
-    analysis: Analysis, simulator: Simulator, target: float, fill: bool = False
+    analysis: Analysis, simulator: Simulator, target: float, fill: bool = False, half: bool = True
 ) -> dict[str, Setting]:
     """`choose`, then measure the predicted curve points it picked and choose again, until
     the choice rests on measured points only (each round measures at least one new point).
@@ -150,14 +154,14 @@ def choose_measured(
     to 4.49x with this and ACCEPT).
     """
     while True:
-        settings = choose(analysis.layers, target, fill)
+        settings = choose(analysis.layers, target, fill, half)
         if analysis.measure_settings(settings, simulator):
             continue
         mildest = [
             (layer, bits)
             for layer in analysis.layers
             if settings[layer.weight].keep
-            for bits in (MILDEST_BITS, FLOAT16)
+            for bits in ((MILDEST_BITS, FLOAT16) if half else (MILDEST_BITS,))
             if bits in layer.bits.perturbation and bits not in layer.bits.measured
         ]
         if not mildest:
@@ -229,17 +233,25 @@ class Allocator:
         filled choices sit closer to the target, which helps where one big layer moves
         the error in large steps (minilm-l3) but can send the search below a cheaper
         hull choice where the simulated error runs ahead of the prediction (ppocr-cls,
-        silero-vad-sequence at the default budget: 15-24% larger filled)."""
+        silero-vad-sequence at the default budget: 15-24% larger filled).
+
+        Where some weight has the float16 candidate, both searches run again without it:
+        the searches are heuristic, and on models whose simulated error runs far ahead of
+        the prediction, a new candidate can steer them to a costlier choice (docs/budget.md,
+        "Float16 for the layers 8 bits cannot hold"). So float16 never makes a result
+        larger than the one found without it."""
         dense = sum(layer.sizes.dense_bytes for layer in self.analysis.layers)
         best = Allocation(
             {layer.weight: KEEP for layer in self.analysis.layers}, 0.0, None, dense, dense
         )
         attempts: list[dict[str, Any]] = []
         seen: dict[tuple[Setting, ...], float] = {}
-        for fill in (False, True):
-            found = self._search(budget, fill, seen, attempts)
-            if found is not None and found.estimated_bytes < best.estimated_bytes:
-                best = found
+        halves = any(FLOAT16 in layer.bits.perturbation for layer in self.analysis.layers)
+        for half in (True, False) if halves else (False,):
+            for fill in (False, True):
+                found = self._search(budget, fill, seen, attempts, half)
+                if found is not None and found.estimated_bytes < best.estimated_bytes:
+                    best = found
         best.attempts = attempts
         return best
 
@@ -249,6 +261,7 @@ class Allocator:
         fill: bool,
         seen: dict[tuple[Setting, ...], float],
         attempts: list[dict[str, Any]],
+        half: bool = True,
     ) -> Allocation | None:
         """The cheapest choice found within budget (see the module docstring), if any."""
         layers = self.analysis.layers
@@ -258,7 +271,7 @@ class Allocator:
         target = budget
         previous, stalled = math.inf, 0  # the last error over budget; steps it barely fell
         for _ in range(MAX_ATTEMPTS):
-            settings = choose_measured(self.analysis, self.simulator, target, fill)
+            settings = choose_measured(self.analysis, self.simulator, target, fill, half)
             key = tuple(settings[layer.weight] for layer in layers)
             if key in seen:
                 worst = seen[key]
@@ -267,7 +280,7 @@ class Allocator:
                 worst = seen[key] = measured.worst
                 ok = worst <= ACCEPT * budget
                 attempts.append({
-                    "target": target, "fill": fill, "predicted_error": predicted,
+                    "target": target, "fill": fill, "float16": half, "predicted_error": predicted,
                     "simulated_error": worst, "estimated_bytes": nbytes, "within": ok,
                 })  # fmt: skip
                 logger.info(
