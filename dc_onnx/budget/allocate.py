@@ -235,11 +235,12 @@ class Allocator:
         hull choice where the simulated error runs ahead of the prediction (ppocr-cls,
         silero-vad-sequence at the default budget: 15-24% larger filled).
 
-        Where some weight has the float16 candidate, both searches run again without it:
-        the searches are heuristic, and on models whose simulated error runs far ahead of
-        the prediction, a new candidate can steer them to a costlier choice (docs/budget.md,
-        "Float16 for the layers 8 bits cannot hold"). So float16 never makes a result
-        larger than the one found without it."""
+        Where some weight has the float16 candidate, both searches run first without it,
+        exactly as before it existed, then with it: the searches are heuristic, and on
+        models whose simulated error runs far ahead of the prediction a new candidate can
+        steer them to a costlier choice (docs/budget.md, "Float16 for the layers 8 bits
+        cannot hold"). Run first, the searches without it see the same measured points as
+        before, so float16 never makes a result larger than the one found without it."""
         dense = sum(layer.sizes.dense_bytes for layer in self.analysis.layers)
         best = Allocation(
             {layer.weight: KEEP for layer in self.analysis.layers}, 0.0, None, dense, dense
@@ -247,7 +248,7 @@ class Allocator:
         attempts: list[dict[str, Any]] = []
         seen: dict[tuple[Setting, ...], float] = {}
         halves = any(FLOAT16 in layer.bits.perturbation for layer in self.analysis.layers)
-        for half in (True, False) if halves else (False,):
+        for half in (False, True) if halves else (False,):
             for fill in (False, True):
                 found = self._search(budget, fill, seen, attempts, half)
                 if found is not None and found.estimated_bytes < best.estimated_bytes:

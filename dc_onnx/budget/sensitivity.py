@@ -65,7 +65,9 @@ class Curve:
         x = self.perturbation[knob]
         if x <= 0:
             return 0.0  # the setting changes nothing
-        points = sorted((self.perturbation[k], e) for k, e in self.measured.items())
+        points = sorted(
+            (self.perturbation[k], e) for k, e in self.measured.items() if k in self.perturbation
+        )  # a cached point of a knob this weight lacks (float16 past its range) is no guide
         points = [(px, e) for px, e in points if px > 0]
         if not points:
             return math.inf  # nothing measured: never chosen unmeasured
