@@ -202,6 +202,8 @@ class Cell:
     worst_output: str | None = None  # named when the model has several outputs
     layers: int | None = None  # weights the compiler compressed
     layer_bytes: int | None = None
+    float16: int | None = None  # weights the budget stored as float16 instead
+    float16_bytes: int | None = None
     compile_s: float | None = None  # wall time of `dc-onnx compile`
     analysis_s: float | None = None  # the budget mode's sensitivity analysis (--report)
     analysed: int | None = None  # weights the analysis measured
@@ -245,6 +247,19 @@ def layer_bytes(report: dict[str, Any]) -> tuple[int, int]:
             )
             total += int(layer.get("weights", 0)) * itemsize
     return len(layers), total
+
+
+def float16_bytes(report: dict[str, Any]) -> tuple[int, int]:
+    """Count and original bytes of the weights stored as float16 (the allocate pass's
+    stats hold each weight's original bytes)."""
+    names = set(report.get("stored_float16") or [])
+    total = 0
+    for record in report.get("passes") or []:
+        if not isinstance(record, dict) or record.get("name") != "allocate":
+            continue
+        layers = (record.get("stats") or {}).get("layers") or {}
+        total = sum(int(layers[n].get("dense_bytes", 0)) for n in names if n in layers)
+    return len(names), total
 
 
 def analysis_of(report: dict[str, Any]) -> tuple[float | None, int | None]:
@@ -301,6 +316,7 @@ def compile_cell(
     try:
         data = json.loads(report.read_text())
         cell.layers, cell.layer_bytes = layer_bytes(data)
+        cell.float16, cell.float16_bytes = float16_bytes(data)
         cell.analysis_s, cell.analysed = analysis_of(data)
     except (OSError, ValueError, AttributeError) as e:
         cell.note = f"report unreadable: {first_line(str(e), 80)}"
@@ -426,6 +442,9 @@ def coverage_cell(row: Row, cell: Cell | None) -> str:
     if found[1]:  # the report also counts tensors under the inventory's size threshold
         share = f" ({min(100.0, 100 * (cell.layer_bytes or 0) / found[1]):.0f}% of bytes)"
     text = f"{cell.layers} / {zoo.human_bytes(cell.layer_bytes or 0)}{share}"
+    if cell.float16:
+        half = zoo.human_bytes(cell.float16_bytes or 0)
+        text += f", and {cell.float16} / {half} stored as float16"
     if cell.compile_s is not None:
         text += f"; compile {cell.compile_s:.0f} s"
         if cell.analysis_s is not None:
@@ -571,7 +590,8 @@ def tables(rows: list[Row]) -> str:
         "several), `ok` within the setting's budget (1%; 5% for `--max-error 0.05`; int8 "
         f"against {pct(BUDGET)}), `over` beyond it.\n\n" + zoo.markdown_table(head, sizes),
         "## Coverage\n\nWeights the compiler compressed (from `--report`: layers, and the bytes "
-        "of those weights before compression) against the weights the inventory finds "
+        "of those weights before compression; then those the error budget stored as float16 "
+        "instead, `stored_float16`) against the weights the inventory finds "
         f"(constant tensors of {zoo.WEIGHT_MIN_ELEMENTS}+ elements), then the compile's wall "
         "time and its sensitivity analysis. The `--max-error 0.05` compile runs after the "
         "default one and reuses the points it measured (`DC_ONNX_ANALYSIS_CACHE`), so its "
