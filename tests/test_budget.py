@@ -557,8 +557,8 @@ def test_analysis_cache_reuses_measured_points(
     assert warm["analysis_runs"] <= 2 < cold["analysis_runs"]
     again = _allocation(compiled("b2.dc.onnx"))
     assert again["analysis_runs"] == 0  # every point it needed was measured before
-    for run in (warm, again):
-        assert {n: x["setting"] for n, x in run["layers"].items()} == {
+    for later in (warm, again):
+        assert {n: x["setting"] for n, x in later["layers"].items()} == {
             n: x["setting"] for n, x in cold["layers"].items()
         }
     looser = _allocation(compiled("c.dc.onnx", 0.05))
