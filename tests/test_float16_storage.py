@@ -4,6 +4,7 @@ float32 whole; the compiled model computes exactly what the allocation simulated
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,19 @@ def test_the_search_also_runs_without_float16_and_keeps_the_cheapest(tmp_path: P
     assert {a["float16"] for a in attempts} == {True, False}
     within = [a["estimated_bytes"] for a in attempts if a["within"]]
     assert allocate.stats["estimated_bytes"] == min(within)
+
+
+def test_ort_folds_the_cast_once_at_session_creation(tmp_path: Path) -> None:
+    # A Run must read the float32 values, not convert the weight again each time.
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")
+    out = tmp_path / "m.dc.onnx"
+    dc_onnx.compile(source, out, dc_onnx.CompileOptions(max_error=0.001))
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    session = open_session(out, options)
+    session.run(None, {"x": np.ones((2, 32), np.float32)})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    ran = {e["name"] for e in events if e.get("cat") == "Node"}
+    assert any(name.startswith("direct") for name in ran)  # the profile does list nodes
+    assert not any(name.startswith("sensitive.float32") for name in ran)
