@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dc_onnx.budget.candidates import FLOAT16, KEEP, Setting
+from dc_onnx.budget.candidates import FLOAT16, KEEP, Setting, float16_values
 from dc_onnx.budget.integer import IntegerSizes
 from dc_onnx.budget.sensitivity import Analysis, LayerSensitivity
 from dc_onnx.budget.simulate import OutputError, Simulator
@@ -188,7 +188,7 @@ class Allocator:
             assert setting.bits is not None
             sizes = layer.sizes
             if setting.float16:
-                self._arrays[key] = sizes.array.astype(np.float16).astype(sizes.array.dtype)
+                self._arrays[key] = float16_values(sizes.array)
                 return self._arrays[key]
             if isinstance(sizes, IntegerSizes):
                 self._arrays[key] = sizes.array_at(setting.bits, setting.sparsity)

@@ -27,6 +27,14 @@ BITS = (8, 7, 6, 5, 4, 3, 2)
 FLOAT16 = 16
 # Bytes a float16 weight costs beyond its values: the Cast node and its output's name.
 CAST_OVERHEAD = 48
+
+
+def float16_values(array: np.ndarray) -> np.ndarray:
+    """What a weight stored as float16 reads after its Cast: `array` rounded to float16,
+    in its own dtype again."""
+    return array.astype(np.float16).astype(array.dtype)
+
+
 SPARSITIES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 INDEX_BITS = (2, 3, 4, 5, 6, 7, 8)
 # Bytes a compressed layer costs beyond its streams (codes, gaps, codebook and code

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from dc_onnx.budget.calibration import Calibration
-from dc_onnx.budget.candidates import BITS, FLOAT16, SPARSITIES, LayerSizes, Setting
+from dc_onnx.budget.candidates import (
+    BITS,
+    FLOAT16,
+    SPARSITIES,
+    LayerSizes,
+    Setting,
+    float16_values,
+)
 from dc_onnx.budget.integer import IntegerSizes, is_integer, sizes_and_perturbations
 from dc_onnx.budget.simulate import Simulator
 from dc_onnx.layers import AnalysedWeight, StoredWeight, row_axis_of
@@ -221,7 +228,7 @@ class Analysis:
             simulated = layer.sizes.array_at(bits, 0.0 if bits else float(value))
             curve = layer.bits if bits else layer.sparsity
         elif knob == "bits" and value == FLOAT16:
-            simulated = array.astype(np.float16).astype(array.dtype)
+            simulated = float16_values(array)
             curve = layer.bits
         elif knob == "bits":
             simulated = quantize(array, int(value), 0.0, self.init, row_axis=row_axis,
