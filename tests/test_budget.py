@@ -584,3 +584,30 @@ def test_the_fill_spends_the_error_the_hull_leaves() -> None:
     assert sum(o[1] for o in chosen) <= 1.0
     # Nothing fits: the choice stays as it is.
     assert _fill(table, [table[0][0], table[1][0]], limit=0.1) == [table[0][0], table[1][0]]
+
+
+def test_a_search_can_start_again_from_earlier_points_without_running_them_again() -> None:
+    # The allocation's float16 searches start from the points the allocation began with
+    # (Allocator.allocate): a point measured meanwhile is predicted again, and measuring
+    # it again costs no model run.
+    from dc_onnx.budget.sensitivity import analyze
+    from dc_onnx.budget.simulate import Simulator
+    from dc_onnx.layers import find_analysed_weights
+
+    model = ir.from_proto(mlp_model())
+    groups = find_analysed_weights(model.graph, 1)
+    calibration = synthesize(model.graph)
+    simulator = Simulator(model, groups, calibration)
+    analysis = analyze(groups, simulator, calibration)
+    layer = analysis.layers[0]
+    start, runs = analysis.view(), analysis.runs
+    (point, *_) = layer.predicted_points()["bits"]
+    error = analysis.measure(layer, simulator, "bits", point)
+    assert analysis.runs == runs + 1 and layer.bits.error(point) == error
+    analysis.restore(start)
+    assert point not in layer.bits.measured and analysis.view() == start
+    assert analysis.measure(layer, simulator, "bits", point) == error
+    assert analysis.runs == runs + 1  # known: not run again
+    analysis.restore(start)
+    analysis.recall_all()
+    assert layer.bits.measured[point] == error

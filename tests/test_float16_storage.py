@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from test_budget import _two_paths
 
 import dc_onnx
 from conftest import save
+from dc_onnx.budget.allocate import Allocator
 from dc_onnx.runtime import open_session
 
 
@@ -91,6 +93,35 @@ def test_the_search_also_runs_without_float16_and_keeps_the_cheapest(tmp_path: P
     assert {a["float16"] for a in attempts} == {True, False}
     within = [a["estimated_bytes"] for a in attempts if a["within"]]
     assert allocate.stats["estimated_bytes"] == min(within)
+
+
+def test_the_float16_search_starts_from_the_same_points_as_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where a search goes depends on the points measured before it: the one with float16
+    # must take the same path whether or not the float16-free searches ran before it.
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")
+    options = dc_onnx.CompileOptions(max_error=0.001)
+
+    def fresh_float16_path(out: Path) -> list[tuple[float, float, int]]:
+        (allocate,) = [
+            p for p in dc_onnx.compile(source, out, options).report.passes if p.name == "allocate"
+        ]
+        return [
+            (a["target"], a["simulated_error"], a["estimated_bytes"])
+            for a in allocate.stats["attempts"]
+            if a["float16"] and a["fresh"]
+        ]
+
+    after_the_others = fresh_float16_path(tmp_path / "a.dc.onnx")
+    search = Allocator._search
+
+    def float16_only(self: Allocator, *args: Any, **kwargs: Any) -> Any:
+        return search(self, *args, **kwargs) if args[4] else None
+
+    monkeypatch.setattr(Allocator, "_search", float16_only)
+    alone = fresh_float16_path(tmp_path / "b.dc.onnx")
+    assert after_the_others and after_the_others == alone
 
 
 def test_ort_folds_the_cast_once_at_session_creation(tmp_path: Path) -> None:

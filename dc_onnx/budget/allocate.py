@@ -235,24 +235,36 @@ class Allocator:
         hull choice where the simulated error runs ahead of the prediction (ppocr-cls,
         silero-vad-sequence at the default budget: 15-24% larger filled).
 
-        Where some weight has the float16 candidate, both searches run first without it,
-        exactly as before it existed, then with it: the searches are heuristic, and on
-        models whose simulated error runs far ahead of the prediction a new candidate can
-        steer them to a costlier choice (docs/budget.md, "Float16 for the layers 8 bits
-        cannot hold"). Run first, the searches without it see the same measured points as
-        before, so float16 never makes a result larger than the one found without it."""
+        Where some weight has the float16 candidate, they run three times: without it,
+        exactly as before it existed; with it, from the measured points the allocation
+        started with, as if it had run first; and with it again, continuing from every
+        point the searches without it measured. The searches are heuristic: what they
+        find depends on the points measured along the way, and on models whose simulated
+        error runs far ahead of the prediction each of the three wins somewhere (docs/
+        budget.md, "Float16 for the layers 8 bits cannot hold"). So float16 never makes a
+        result larger than the one found without it. A point measured by one search is
+        not run again by another (`Analysis.known`); at the end every point counts."""
         dense = sum(layer.sizes.dense_bytes for layer in self.analysis.layers)
         best = Allocation(
             {layer.weight: KEEP for layer in self.analysis.layers}, 0.0, None, dense, dense
         )
         attempts: list[dict[str, Any]] = []
-        seen: dict[tuple[Setting, ...], float] = {}
-        halves = any(FLOAT16 in layer.bits.perturbation for layer in self.analysis.layers)
-        for half in (False, True) if halves else (False,):
+        seen: dict[tuple[Setting, ...], tuple[OutputError, float, int]] = {}
+        families = [(False, True)]  # (float16 a candidate, from the starting points)
+        if any(FLOAT16 in layer.bits.perturbation for layer in self.analysis.layers):
+            families += [(True, True), (True, False)]
+        start = without = self.analysis.view()
+        for half, fresh in families:
+            if half and fresh:
+                without = self.analysis.view()
+                self.analysis.restore(start)
+            elif half:
+                self.analysis.restore(without)
             for fill in (False, True):
-                found = self._search(budget, fill, seen, attempts, half)
+                found = self._search(budget, fill, seen, attempts, half, fresh)
                 if found is not None and found.estimated_bytes < best.estimated_bytes:
                     best = found
+        self.analysis.recall_all()
         best.attempts = attempts
         return best
 
@@ -260,9 +272,10 @@ class Allocator:
         self,
         budget: float,
         fill: bool,
-        seen: dict[tuple[Setting, ...], float],
+        seen: dict[tuple[Setting, ...], tuple[OutputError, float, int]],
         attempts: list[dict[str, Any]],
         half: bool = True,
+        fresh: bool = True,
     ) -> Allocation | None:
         """The cheapest choice found within budget (see the module docstring), if any."""
         layers = self.analysis.layers
@@ -274,23 +287,25 @@ class Allocator:
         for _ in range(MAX_ATTEMPTS):
             settings = choose_measured(self.analysis, self.simulator, target, fill, half)
             key = tuple(settings[layer.weight] for layer in layers)
-            if key in seen:
-                worst = seen[key]
-            else:
-                measured, predicted, nbytes = self._evaluate(settings)
-                worst = seen[key] = measured.worst
-                ok = worst <= ACCEPT * budget
-                attempts.append({
-                    "target": target, "fill": fill, "float16": half, "predicted_error": predicted,
-                    "simulated_error": worst, "estimated_bytes": nbytes, "within": ok,
-                })  # fmt: skip
+            repeat = key in seen  # another search simulated this choice already
+            if not repeat:
+                seen[key] = self._evaluate(settings)
+            measured, predicted, nbytes = seen[key]
+            worst = measured.worst
+            ok = worst <= ACCEPT * budget
+            attempts.append({
+                "target": target, "fill": fill, "float16": half, "fresh": fresh,
+                "repeat": repeat, "predicted_error": predicted, "simulated_error": worst,
+                "estimated_bytes": nbytes, "within": ok,
+            })  # fmt: skip
+            if not repeat:
                 logger.info(
                     "allocation: target %.4g, predicted %.4g, simulated %.4g, %d bytes",
                     target, predicted, worst, nbytes,
                 )  # fmt: skip
-                if ok and (best is None or nbytes < best.estimated_bytes):
-                    best = Allocation(settings, predicted, measured, nbytes, dense)
-            if worst <= ACCEPT * budget:
+            if ok and (best is None or nbytes < best.estimated_bytes):
+                best = Allocation(settings, predicted, measured, nbytes, dense)
+            if ok:
                 feasible = max(feasible, target)
             else:
                 infeasible = min(infeasible, target)
@@ -298,7 +313,7 @@ class Allocator:
                 break  # the boundary is found to within 5%
             if feasible and infeasible < math.inf:
                 target = math.sqrt(feasible * infeasible)  # bisect between the two
-            elif worst <= ACCEPT * budget:  # within: up towards the budget, never down
+            elif ok:  # within: up towards the budget, never down
                 target *= float(np.clip(ACCEPT * budget / max(worst, 1e-12), 1.0, 4.0))
             else:  # over: down to the aim, faster while the error will not fall
                 far = worst > FAR_OVER * budget

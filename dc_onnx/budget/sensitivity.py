@@ -203,6 +203,9 @@ class Analysis:
     init: Init = "mse"
     # error compensation's H per weight (dc_onnx.budget.activations); absent: plain rounding
     hessians: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # every point measured so far, (weight, knob, point) -> error: a search that starts again
+    # from an earlier view (`restore`) gets these back without running the model again
+    known: dict[tuple[str, str, Knob], float] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -215,10 +218,32 @@ class Analysis:
             "layers": [layer.to_json() for layer in self.layers],
         }
 
+    def view(self) -> dict[str, dict[str, dict[Knob, float]]]:
+        """Which points count as measured now (weight -> knob -> point -> error): what the
+        predictions, and so the choices, rest on."""
+        return {layer.weight: layer.measured_points() for layer in self.layers}
+
+    def restore(self, view: Mapping[str, Mapping[str, Mapping[Knob, float]]]) -> None:
+        """Make exactly the points of `view` count as measured (the rest are predicted)."""
+        for layer in self.layers:
+            layer.bits.measured = dict(view[layer.weight]["bits"])
+            layer.sparsity.measured = dict(view[layer.weight]["sparsity"])
+
+    def recall_all(self) -> None:
+        """Make every point measured so far count as measured."""
+        for (weight, knob, value), error in self.known.items():
+            layer = next(la for la in self.layers if la.weight == weight)
+            (layer.bits if knob == "bits" else layer.sparsity).measured[value] = error
+
     def measure(
         self, layer: LayerSensitivity, simulator: Simulator, knob: str, value: Knob
     ) -> float:
         """Measure one point of one curve (`knob` "bits" or "sparsity") and keep it."""
+        curve = layer.bits if knob == "bits" else layer.sparsity
+        key = (layer.weight, knob, value)
+        if key in self.known:  # measured before a `restore`: the same run, not run again
+            curve.measured[value] = self.known[key]
+            return self.known[key]
         start = time.perf_counter()
         array = layer.sizes.array
         row_axis = row_axis_of(layer.sizes.group)  # row scales where the compiler takes them
@@ -226,20 +251,16 @@ class Analysis:
         if isinstance(layer.sizes, IntegerSizes):  # requantized in place: no H, no rows
             bits = int(value) if knob == "bits" else None
             simulated = layer.sizes.array_at(bits, 0.0 if bits else float(value))
-            curve = layer.bits if bits else layer.sparsity
         elif knob == "bits" and value == FLOAT16:
             simulated = float16_values(array)
-            curve = layer.bits
         elif knob == "bits":
             simulated = quantize(array, int(value), 0.0, self.init, row_axis=row_axis,
                                  hessian=hessian)  # fmt: skip
-            curve = layer.bits
         else:
             simulated = prune_array(array, "sparsity", float(value))
             simulated = compensate_pruning(array, simulated, row_axis, hessian)
-            curve = layer.sparsity
         error = simulator.error({layer.weight: simulated}, self.calibration).worst
-        curve.measured[value] = error
+        curve.measured[value] = self.known[key] = error
         self.runs += 1
         self.seconds += time.perf_counter() - start
         return error
