@@ -24,6 +24,7 @@ from dc_onnx.codecs.schema import (
     HEADER_NAME,
     OWN_ATTRIBUTES,
     STREAM_KINDS,
+    not_compiled,
 )
 from dc_onnx.codecs.wiring import codebook_type, node_streams
 from dc_onnx.errors import InputError
@@ -172,7 +173,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     graph = model.graph
     tensors = {t.name: t for t in graph.initializer}
     if HEADER_NAME not in tensors:
-        raise InputError(f"{path}: not a compiled dc-onnx model")
+        raise InputError(not_compiled(path))
     graph_outputs = {o.name for o in graph.output}
     nodes, dense = [], []
     for node in graph.node:

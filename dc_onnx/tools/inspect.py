@@ -28,6 +28,7 @@ from dc_onnx.codecs.schema import (
     HEADER_NAME,
     STREAM_KINDS,
     header_input,
+    not_compiled,
     stream_names,
 )
 from dc_onnx.codecs.sparse_index import SparseIndexError
@@ -186,7 +187,7 @@ def load_compiled(path: str | os.PathLike[str]) -> onnx.ModelProto:
     p = Path(path)
     model = load_proto(p, external_data=False)
     if not any(t.name == HEADER_NAME for t in model.graph.initializer):
-        raise InputError(f"{p}: not a compiled dc-onnx model (it has no {HEADER_NAME})")
+        raise InputError(not_compiled(p))
     return model
 
 
