@@ -226,7 +226,8 @@ def _write_side_file(stage: _Staging, header: onnx.TensorProto) -> None:
 def _write_dense_data(
     stage: _Staging, dense: list[onnx.TensorProto], sources: dict[str, ir.ExternalTensor]
 ) -> None:
-    """Copy the weights left dense from the input's external data into the output's."""
+    """Copy the external tensors into the output's `.data` file: weights left dense from
+    the input's external data, and float16 weights from scratch files (passes/half.py)."""
     tmp, fd = stage.open()
     f = _HashingWriter(fd)
     extents = []

@@ -16,6 +16,7 @@ from test_budget import _two_paths
 
 import dc_onnx
 from conftest import save
+from dc_onnx import scratch
 from dc_onnx.budget.allocate import Allocator
 from dc_onnx.runtime import open_session
 
@@ -64,6 +65,38 @@ def test_a_sensitive_layer_is_stored_as_float16(tmp_path: Path, target: str) -> 
     assert np.array_equal(y, y_expected)
     y_original = ort.InferenceSession(str(source)).run(["y"], {"x": x})[0]
     assert 0 < np.linalg.norm(y - y_original) / np.linalg.norm(y_original) < 0.001
+
+
+@pytest.mark.parametrize("single_file", [False, True])
+def test_a_large_float16_weight_is_external_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single_file: bool
+) -> None:
+    # Past the scratch threshold (16 MiB; here every size) a float16 weight goes to the
+    # `.data` file like a weight left dense, or into the `.onnx` with --single-file.
+    monkeypatch.setattr(scratch, "SPILL_BYTES", 1)
+    source = save(_two_paths(width=256), tmp_path / "m.onnx")
+    out = tmp_path / "m.dc.onnx"
+    options = dc_onnx.CompileOptions(max_error=0.001, single_file=single_file)
+    report = dc_onnx.compile(source, out, options).report
+    assert report.within_budget and report.stored_float16 == ["direct"]
+    data_files = [f for f in report.files if f.endswith(".data")]
+    assert len(data_files) == (0 if single_file else 1)
+    (stored,) = [t for t in onnx.load(out, load_external_data=False).graph.initializer
+                 if t.name == "sensitive"]  # fmt: skip
+    assert stored.data_type == onnx.TensorProto.FLOAT16
+    assert onnx.external_data_helper.uses_external_data(stored) != single_file
+    loaded = onnx.numpy_helper.to_array(
+        next(t for t in onnx.load(out).graph.initializer if t.name == "sensitive")
+    )
+    original = onnx.numpy_helper.to_array(
+        next(t for t in onnx.load(source).graph.initializer if t.name == "sensitive")
+    )
+    assert np.array_equal(loaded, original.astype(np.float16))
+    x = np.ones((2, 32), np.float32)
+    y = open_session(out).run(["y"], {"x": x})[0]
+    expected = ort.InferenceSession(_halved_original(source, "sensitive").SerializeToString())
+    assert np.array_equal(y, expected.run(["y"], {"x": x})[0])
+    assert not list(tmp_path.glob(".*scratch*"))  # the scratch folder is gone
 
 
 def test_a_weight_out_of_float16_range_never_takes_it(tmp_path: Path) -> None:
