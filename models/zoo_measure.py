@@ -501,9 +501,10 @@ def summary(rows: list[Row]) -> str:
     ratios = []
     for r in rows:
         c = r.cells.get("max-error-0.05")
-        # A model that failed or did not compile counts as nothing gained (1.0x).
-        ok = _ok(c) and c is not None and c.bytes and r.file_bytes
-        ratios.append(r.file_bytes / c.bytes if ok and c is not None and r.file_bytes else 1.0)
+        if _ok(c) and c is not None and c.bytes and r.file_bytes:
+            ratios.append(r.file_bytes / c.bytes)
+        else:  # a model that failed or did not compile counts as nothing gained
+            ratios.append(1.0)
     median = f"{statistics.median(ratios):.1f}x" if ratios else "-"
     analysed = [
         (c.analysed or 0, c.analysis_s, r.model.name)
