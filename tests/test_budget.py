@@ -326,6 +326,9 @@ def test_integer_inputs_take_the_values_the_graph_reads_them_as(
         # a mask compared with 0 still keeps every position
         helper.make_node("Equal", ["attention_mask", "zero"], ["y4"]),
         helper.make_node("Identity", ["flag"], ["y5"]),
+        # a decoder's last token: selected from the prefix, then gathered
+        helper.make_node("Gather", ["prefix", "last_position"], ["token"], axis=1),
+        helper.make_node("Gather", ["table", "token"], ["y6"]),
     ]
     rng = np.random.default_rng(0)
     inits = {
@@ -337,13 +340,15 @@ def test_integer_inputs_take_the_values_the_graph_reads_them_as(
         "depth": np.array([3], np.int64),
         "onoff": np.array([0, 1], np.float32),
         "zero": np.array(0, np.int64),
+        "last_position": np.array(-1, np.int64),
     }
-    shapes = {"bytes": ["N", 6], "ids": ["N", 6], "cls": ["N"], "attention_mask": ["N", 6]}
+    shapes = {"bytes": ["N", 6], "ids": ["N", 6], "cls": ["N"], "attention_mask": ["N", 6],
+              "prefix": ["N", 3]}  # fmt: skip
     inputs = [
         helper.make_tensor_value_info(n, i64, s) for n, s in {**shapes, "flag": ["N"]}.items()
     ]
     outputs = [
-        helper.make_tensor_value_info(f"y{i}", TensorProto.UNDEFINED, None) for i in range(1, 6)
+        helper.make_tensor_value_info(f"y{i}", TensorProto.UNDEFINED, None) for i in range(1, 7)
     ]
     initializers = [numpy_helper.from_array(a, n) for n, a in inits.items()]
     graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
@@ -357,6 +362,7 @@ def test_integer_inputs_take_the_values_the_graph_reads_them_as(
     text = calibration.description
     assert "bytes: the 5 values it is compared with (0, 1, 2, 3, ...)" in text
     assert "ids: uniform integers in [0, 7)" in text
+    assert "prefix: uniform integers in [0, 7)" in text and feeds["prefix"].max() > 1
     assert "cls: uniform integers in [0, 3) (a OneHot's depth)" in text
     # Ones stand in for an input whose role is unknown, and the user is told.
     assert "'flag' is not read as" in caplog.text and "attention_mask" not in caplog.text
@@ -611,3 +617,46 @@ def test_a_search_can_start_again_from_earlier_points_without_running_them_again
     analysis.restore(start)
     analysis.recall_all()
     assert layer.bits.measured[point] == error
+
+
+def test_a_padding_mask_is_synthesized_to_keep_every_position() -> None:
+    # Where(mask, -1e9, scores) masks out where the mask is true: True everywhere would
+    # mask every position, and the weights behind the scores would never move the outputs.
+    nodes = [
+        helper.make_node("Unsqueeze", ["padding", "axis"], ["padding3"]),
+        helper.make_node(  # as exporters write it: a Constant node
+            "Constant", [], ["minus_inf"], value=numpy_helper.from_array(np.float32(-np.inf))
+        ),
+        helper.make_node("Where", ["padding3", "minus_inf", "scores"], ["s1"]),
+        helper.make_node("Cast", ["pad_ids"], ["pad_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["pad_f", "minus_big"], ["offset"]),
+        helper.make_node("Add", ["scores", "offset"], ["s2"]),
+        helper.make_node("Where", ["keep", "scores", "minus_big"], ["s3"]),  # True keeps
+        # mean pooling over the positions Not(pad) keeps: True removes
+        helper.make_node("Not", ["pad_pool"], ["valid"]),
+        helper.make_node("Cast", ["valid"], ["valid_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["scores", "valid_f"], ["s4"]),
+        # an attention mask that multiplies the data keeps where it is 1
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["scores", "mask_f"], ["s5"]),
+    ]
+    inits = {"axis": np.array([1], np.int64), "minus_big": np.array(-1e9, np.float32)}
+    inputs = [
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 4, 4]),
+        helper.make_tensor_value_info("padding", TensorProto.BOOL, ["N", 4]),
+        helper.make_tensor_value_info("pad_ids", TensorProto.INT64, ["N", 4]),
+        helper.make_tensor_value_info("keep", TensorProto.BOOL, ["N", 4, 4]),
+        helper.make_tensor_value_info("pad_pool", TensorProto.BOOL, ["N", 4, 4]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", 4, 4]),
+    ]
+    outputs = [helper.make_tensor_value_info(f"s{i}", TensorProto.FLOAT, None) for i in range(1, 6)]
+    initializers = [numpy_helper.from_array(a, n) for n, a in inits.items()]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calibration = synthesize(ir.from_proto(model).graph)
+    (feeds,) = calibration.batches
+    assert not feeds["padding"].any() and not feeds["pad_ids"].any()
+    assert not feeds["pad_pool"].any()
+    assert feeds["keep"].all() and (feeds["attention_mask"] == 1).all()
+    assert "padding: False (a padding mask" in calibration.description
+    assert "pad_ids: zeros (a padding mask" in calibration.description

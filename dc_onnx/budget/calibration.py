@@ -6,12 +6,18 @@ models whose inputs share no sample axis) or synthesized from the model's input 
 
 - float inputs: standard-normal values;
 - integer inputs the graph reads as an index or a code (reached directly or through Cast /
-  Unsqueeze / Squeeze / Reshape / Flatten / Identity / Expand): uniform in [0, rows) for a
-  Gather on a constant table, in [0, depth) for a OneHot, drawn from the constant values
-  an Equal compares them with (a one-hot built by comparison, a sample rate);
+  Unsqueeze / Squeeze / Reshape / Flatten / Identity / Expand, or through ops that select
+  their elements: Gather / Slice / Split / Transpose / Tile of the input itself): uniform
+  in [0, rows) for a Gather on a constant table, in [0, depth) for a OneHot, drawn from
+  the constant values an Equal compares them with (a one-hot built by comparison, a
+  sample rate);
 - other integer inputs, and those named like a mask: ones, the value that keeps every
-  position of an attention mask (with a warning when the name does not say mask);
-- bool inputs: True.
+  position of an attention mask (with a warning when the name does not say mask), unless
+  the mask is a padding mask (below);
+- bool inputs: True;
+- an integer or bool input that sets a score to a large negative value where it is true
+  (`Where(mask, -1e9, scores)`, or `mask * -1e9` added to them: a padding mask): zeros,
+  which keep every position.
 
 Symbolic dims take the value given with `--input-shape NAME=d0,d1,...`; batch-like dims
 (any symbolic dim on axis 0, and those named `batch`, `N`, `batch_size`, ...) default to
@@ -43,6 +49,9 @@ MAX_FILE_SAMPLES = 1024
 FILE_BATCH = 16
 _BATCH_NAMES = re.compile(r"^(n|b|bs|batch|batch_?size|batches|num_?samples|unk__\d+)$", re.I)
 _INDEX_PASS_THROUGH = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
+# Ops that select or rearrange the elements of their first input (the data, not the
+# indices): the last token of a prefix, Gather(prefix, -1, axis=1), keeps its values.
+_INDEX_SELECTING = {"Gather", "GatherElements", "GatherND", "Slice", "Split", "Transpose", "Tile"}
 
 
 @dataclasses.dataclass
@@ -125,7 +134,8 @@ def _index_values(value: ir.Value, seen: set[int] | None = None) -> tuple[np.nda
     """The values an integer input is read as, with how they were found, or None.
 
     Each use of the input, directly or through Cast / Unsqueeze / Squeeze / Reshape /
-    Flatten / Identity / Expand, may say: a Gather on a constant table ([0, rows)), a
+    Flatten / Identity / Expand, or ops that select its elements (a Gather or Slice of it,
+    ...), may say: a Gather on a constant table ([0, rows)), a
     OneHot of constant depth ([0, depth)), an Equal with a constant (the values it is
     compared with: a one-hot built by comparison, a sample rate). The smallest set wins.
     """
@@ -152,12 +162,69 @@ def _index_values(value: ir.Value, seen: set[int] | None = None) -> tuple[np.nda
                 found.append(
                     (compared, f"the {compared.size} values it is compared with ({shown})")
                 )
-        elif op in _INDEX_PASS_THROUGH and index == 0:
+        elif (op in _INDEX_PASS_THROUGH or op in _INDEX_SELECTING) and index == 0:
             for out in node.outputs:
                 values = _index_values(out, seen)
                 if values is not None:
                     found.append(values)
     return min(found, key=lambda f: f[0].size) if found else None
+
+
+# A score at or below this is a position masked out (-1e9, -10000, -inf in exporters).
+_MASKED_SCORE = -1e4
+
+
+def _masks_out_when_true(value: ir.Value) -> bool:
+    """The input is a padding mask, whose true values remove a position: so False (zeros)
+    keeps every one. Followed through Cast / Unsqueeze / ... and Not, each use says which
+    way the mask reads: a score set to a large negative value where it is true
+    (Where(mask, -1e9, scores), or mask * -1e9 added to them) removes; data multiplied by
+    it (mean pooling over the positions kept) keeps. Only uses that all say "removes" make
+    it a padding mask."""
+    readings = _mask_readings(value, flipped=False, seen=set())
+    return bool(readings) and all(readings)
+
+
+def _mask_readings(value: ir.Value, flipped: bool, seen: set[int]) -> list[bool]:
+    """For each use that says which way the mask reads: True where a true value removes."""
+    if id(value) in seen:
+        return []
+    seen.add(id(value))
+    readings = []
+    for node, index in value.uses():
+        op = node.op_type
+        if op == "Not":
+            readings += _mask_readings(node.outputs[0], not flipped, seen)
+        elif op in _INDEX_PASS_THROUGH and index == 0:
+            for out in node.outputs:
+                readings += _mask_readings(out, flipped, seen)
+        elif op == "Where" and index == 0 and len(node.inputs) == 3:
+            if _masked_score(_constant_array(node.inputs[1])):
+                readings.append(not flipped)
+            elif _masked_score(_constant_array(node.inputs[2])):
+                readings.append(flipped)
+        elif op == "Mul" and len(node.inputs) == 2:
+            other = node.inputs[1 - index]
+            constant = _constant_array(other)
+            if _masked_score(constant):
+                readings.append(not flipped)
+            elif other is not None and not constant.size:  # data times the mask: kept
+                readings.append(flipped)
+    return readings
+
+
+def _masked_score(array: np.ndarray) -> bool:
+    return bool(array.size and array.dtype.kind == "f" and np.all(array <= _MASKED_SCORE))
+
+
+def _constant_array(value: ir.Value | None) -> np.ndarray:
+    """An initializer's or a Constant node's values (empty if neither)."""
+    if value is not None and value.const_value is not None:
+        return np.asarray(value.const_value.numpy())
+    node = None if value is None else value.producer()
+    if node is not None and node.op_type == "Constant" and "value" in node.attributes:
+        return np.asarray(node.attributes["value"].as_tensor().numpy())
+    return np.asarray([])
 
 
 def _is_mask(name: str) -> bool:
@@ -235,8 +302,12 @@ def synthesize(
             raise InputError(f"input '{name}' has no element type")
         np_dtype = dtype.numpy()
         read_as = reads.get(name)
+        masks_out = not dtype.is_floating_point() and _masks_out_when_true(value)
         if dtype.is_floating_point():
             kinds.append(f"{name}: standard normal")
+        elif masks_out:
+            kinds.append(f"{name}: {'False' if dtype == ir.DataType.BOOL else 'zeros'} (a "
+                         "padding mask: a true value removes a position)")  # fmt: skip
         elif dtype == ir.DataType.BOOL:
             kinds.append(f"{name}: True")
         elif read_as is not None:
@@ -255,6 +326,8 @@ def synthesize(
         for feeds in batches:
             if dtype.is_floating_point():
                 feeds[name] = rng.standard_normal(shape).astype(np_dtype)
+            elif masks_out:
+                feeds[name] = np.zeros(shape, dtype=np_dtype)
             elif read_as is not None:
                 feeds[name] = rng.choice(read_as[0], size=shape).astype(np_dtype)
             else:
