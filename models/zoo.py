@@ -245,6 +245,18 @@ ZOO: tuple[ZooModel, ...] = (
             "token_type_ids": InputSpec((1, TOKENS), ("const", 0)),
         },
     ),
+    ZooModel(
+        "khmersm", "khmersm==1.4.2", "khmersm/model.onnx",
+        "78279d7c50f80aa6283dcc7ed6d9a65db13353e1bd758951ca410b5a88744b27",
+        "Khmer word segmentation (transformer encoder, per-character tag scores): every "
+        "weight in external data (model.onnx.data), a bool keep-mask input",
+        {
+            # Character ids past <pad> and <unk> (khmersm/config.json's char2id), one line
+            # of 64; the model's Reshapes fix the batch at 1. The mask keeps every position.
+            "x": InputSpec((1, 64), ("int", 2, 126)),
+            "mask": InputSpec((1, 64), ("const", 1)),
+        },
+    ),
 )  # fmt: skip
 
 BY_NAME = {m.name: m for m in ZOO}
@@ -372,6 +384,13 @@ def _external_locations(proto: onnx.ModelProto) -> set[str]:
             if t.data_location == TensorProto.EXTERNAL:
                 out.update(e.value for e in t.external_data if e.key == "location")
     return out
+
+
+def model_bytes(path: Path) -> int:
+    """The .onnx and the external data files it names."""
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = _external_locations(proto)
+    return path.stat().st_size + sum((path.parent / loc).stat().st_size for loc in locations)
 
 
 def fetch_one(model: ZooModel, cache: Path) -> Path:
@@ -791,10 +810,7 @@ def inventory(path: Path, name: str | None = None) -> Inventory:
     ops: collections.Counter[str] = collections.Counter()
     for graph in iter_graphs(proto.graph):
         ops.update(n.op_type for n in graph.node)
-    size = path.stat().st_size + sum(
-        (path.parent / loc).stat().st_size for loc in _external_locations(proto)
-    )
-    return Inventory(name or path.stem, ops, find_weights(proto), size)
+    return Inventory(name or path.stem, ops, find_weights(proto), model_bytes(path))
 
 
 def _fmt_group(d: dict[str, tuple[int, int]]) -> str:

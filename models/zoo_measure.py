@@ -331,7 +331,7 @@ def measure_row(row: Row, args: argparse.Namespace, help_text: str) -> None:
         inputs = zoo.inputs_path(m, cache)
         if not inputs.exists():
             zoo.write_inputs(m, cache)
-        row.file_bytes = source.stat().st_size
+        row.file_bytes = zoo.model_bytes(source)
         row.inventory = zoo.inventory(source, m.name)
     except zoo.ZooError as e:
         row.failed = str(e)
