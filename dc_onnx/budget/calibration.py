@@ -15,8 +15,9 @@ models whose inputs share no sample axis) or synthesized from the model's input 
   position of an attention mask (with a warning when the name does not say mask), unless
   the mask is a padding mask (below);
 - bool inputs: True;
-- an integer or bool input that sets a score to a large negative value where it is true
-  (`Where(mask, -1e9, scores)`, or `mask * -1e9` added to them: a padding mask): zeros,
+- a padding mask, an integer or bool input whose true values remove a position (every
+  use sets a score to a large negative value where it is true, `Where(mask, -1e9,
+  scores)` or `mask * -1e9` added to them, or multiplies data by `Not(mask)`): zeros,
   which keep every position.
 
 Symbolic dims take the value given with `--input-shape NAME=d0,d1,...`; batch-like dims
