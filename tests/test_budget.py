@@ -447,6 +447,28 @@ def test_input_shape_errors_on_the_command_line(
     assert main(["analyze", str(source), "--input-shape", "x=3,64", "--quiet"]) == 0
 
 
+def test_a_batch_fixed_inside_the_model_gets_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The input says batch N, but a Reshape inside says 1 (as torch exports often do).
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Reshape", ["x", "one_row"], ["r"]),
+        helper.make_node("MatMul", ["r", "W"], ["y"]),
+    ]
+    inits = {
+        "one_row": np.array([1, 64], np.int64),
+        "W": rng.standard_normal((64, 64)).astype(np.float32),
+    }
+    source = save(make_model(nodes, {"x": ["N", 64]}, {"y": [1, 64]}, inits), tmp_path / "m.onnx")
+    assert main(["compile", str(source), "-o", str(tmp_path / "m.dc.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be reshaped" in err and "give --input-shape with 1 there" in err
+    assert "Traceback" not in err
+    assert main(["compile", str(source), "-o", str(tmp_path / "m.dc.onnx"),
+                 "--input-shape", "x=1,64", "--quiet"]) == 0  # fmt: skip
+
+
 def test_analyze_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = save(mlp_model(), tmp_path / "m.onnx")
     assert main(["analyze", str(source), "--json"]) == 0

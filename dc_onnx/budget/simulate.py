@@ -125,9 +125,17 @@ def run_batches(session: Any, calibration: Calibration, extra: Mapping[str, Any]
         try:
             results.append(session.run(None, feeds))
         except Exception as e:
+            hint = ""
+            if calibration.source == "synthetic" and any(
+                v.ndim and v.shape[0] > 1 for v in batch.values()
+            ):  # a symbolic batch dim the export fixed inside (a Reshape to batch 1)
+                hint = (
+                    "; synthesized inputs take a symbolic batch dim as 8: if the model "
+                    "only runs one sample at a time, give --input-shape with 1 there"
+                )
             raise InputError(
                 f"running the model on the calibration inputs ({calibration.description}) "
-                f"failed: {e}"
+                f"failed: {e}{hint}"
             ) from None
     return results
 
