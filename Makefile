@@ -45,7 +45,7 @@ lint: install
 	$(VENV)/bin/ruff check dc_onnx passes tests models scripts
 	$(VENV)/bin/ruff format --check dc_onnx passes tests models scripts
 	$(VENV)/bin/mypy -p dc_onnx
-	$(VENV)/bin/mypy models/zoo.py models/zoo_measure.py
+	$(VENV)/bin/mypy models/*.py scripts/*.py
 
 # Standalone C++ build with warnings as errors (also what the wheel build uses), then the
 # C++ tests (the standalone decoder's, runtime_ops/tests/; `ctest --test-dir` needs CMake 3.20).

@@ -48,7 +48,7 @@ def main() -> None:
         captured.extend(p for p in passes if isinstance(p, AllocatePass))
         return passes
 
-    compiler.build_passes = spy  # type: ignore[assignment]
+    compiler.build_passes = spy
     options = dc_onnx.CompileOptions(calibration=args.calibration, max_error=args.max_error)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.dc.onnx"

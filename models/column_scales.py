@@ -75,7 +75,7 @@ def study(model_entry: zoo.ZooModel, cache: Path, min_rows: float) -> None:
         g for g in find_weight_groups(model.graph)
         if g.weight.const_value is not None and g.weight.const_value.dtype == ir.DataType.FLOAT
     ]  # fmt: skip
-    activations.MIN_ROWS_PER_COLUMN = min_rows
+    activations.MIN_ROWS_PER_COLUMN = min_rows  # type: ignore[assignment]  # a fraction is fine
     hessians = activations.collect(model, groups, Calibration(runs, "file", "zoo inputs"))
     reference = representations.run(model, runs[0])
     print(f"\n{model_entry.name}: {len(hessians.by_weight)} of {len(groups)} weights have H")

@@ -99,9 +99,9 @@ def measure(
         for with_h in (False, True):
             for w in weights:
                 name = str(w.weight.name)
-                h = hessians.get(name) if with_h else None
+                hessian = hessians.get(name) if with_h else None
                 arrays[with_h][name] = quantize(
-                    w.array(), bits, sparsity, row_axis=row_axis_of(w), hessian=h
+                    w.array(), bits, sparsity, row_axis=row_axis_of(w), hessian=hessian
                 )
         # every weight compressed; then only the weights with an H (the others exact)
         errors = [simulator.error(arrays[h]).worst for h in (False, True)]
@@ -110,7 +110,7 @@ def measure(
             for h in (False, True)
         ]
         print(f"  {setting}: " + ", ".join(f"{e:.4%}" for e in errors), flush=True)
-        rows.append((setting, *errors))
+        rows.append((setting, errors[0], errors[1], errors[2], errors[3]))
     return rows
 
 

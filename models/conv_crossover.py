@@ -165,7 +165,7 @@ def sparse_options(density: float, kind: str = "conv") -> dc_onnx.CompileOptions
 
 
 def alternate(
-    sessions: list,  # type: ignore[type-arg]
+    sessions: list,
     feeds: dict[str, np.ndarray],
     repeat: int,
     evict: np.ndarray | None = None,

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # a sibling script, not a package
 
 DEFAULT_MODELS = "akiki-vad,silero-vad-sequence,silero-vad-16k-op15"
-NEAR_LOSSLESS = {"sparsity": 0.0, "bits_conv": 8, "bits_fc": 8}
+NEAR_LOSSLESS: dict[str, object] = {"sparsity": 0.0, "bits_conv": 8, "bits_fc": 8}
 SEQUENTIAL = {**NEAR_LOSSLESS, "compensate": "sequential"}
 NO_BIAS_CORRECTION = "no bias correction"
 # (title, CompileOptions arguments besides the calibration inputs)

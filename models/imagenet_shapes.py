@@ -44,7 +44,7 @@ class Fc:
 
 
 # Caffe's AlexNet (the paper's), without LRN: conv2, conv4 and conv5 are grouped.
-ALEXNET = [
+ALEXNET: list[Conv | Fc] = [
     Conv("conv1", 96, 11, stride=4, pool=True),
     Conv("conv2", 256, 5, pad=2, group=2, pool=True),
     Conv("conv3", 384, 3, pad=1),
@@ -60,7 +60,7 @@ ALEXNET_DENSITY = {
     "fc6": 0.09, "fc7": 0.09, "fc8": 0.25,
 }  # fmt: skip
 
-VGG16 = [
+VGG16: list[Conv | Fc] = [
     *(Conv(f"conv1_{i}", 64, 3, pad=1, pool=i == 2) for i in (1, 2)),
     *(Conv(f"conv2_{i}", 128, 3, pad=1, pool=i == 2) for i in (1, 2)),
     *(Conv(f"conv3_{i}", 256, 3, pad=1, pool=i == 3) for i in (1, 2, 3)),
@@ -85,7 +85,7 @@ def build(layers: list[Conv | Fc], pool_kernel: int, seed: int = 0) -> onnx.Mode
     nodes, inits = [], []
     x, channels, size, flat = "input", 3, 224, False
 
-    def weight(name: str, shape: tuple[int, ...], fan_in: int) -> str:
+    def weight(name: str, shape: tuple[int, ...], fan_in: float) -> str:
         w = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
         inits.append(numpy_helper.from_array(w, name))
         return name

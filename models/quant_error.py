@@ -89,13 +89,10 @@ def compare_representations(
             continue
         feeds = zoo.read_runs(inputs)[0]  # the first run
         r = representations.simulate(path, feeds, args.bits, names, args.per_layer)
-        cells = [f"{r[n][0]:.3%} / {r[n][1] / 1e6:.3f} MB" for n in names]  # type: ignore[index]
-        print(
-            f"| {name} | {r['float32 bytes'] / 1e6:.3f} | " + " | ".join(cells) + " |", flush=True
-        )
+        cells = [f"{r.errors[n][0]:.3%} / {r.errors[n][1] / 1e6:.3f} MB" for n in names]
+        print(f"| {name} | {r.float32_bytes / 1e6:.3f} | " + " | ".join(cells) + " |", flush=True)
         if args.per_layer:
-            errors = r[f"{names[0]} per layer"]
-            worst = sorted(errors.items(), key=lambda kv: -kv[1])[:8]  # type: ignore[union-attr]
+            worst = sorted(r.per_layer[names[0]].items(), key=lambda kv: -kv[1])[:8]
             print(
                 f"|   worst layers ({names[0]} alone) | | "
                 + ", ".join(f"{n} {e:.2%}" for n, e in worst)

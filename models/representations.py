@@ -127,21 +127,29 @@ REPRESENTATIONS: dict[str, Callable[[np.ndarray, int], Simulated]] = {
 }
 
 
-def _weights(model: ir.Model) -> list[tuple[str, ir.Value, Callable, Callable]]:
+Reshape = Callable[[np.ndarray], np.ndarray]
+
+
+def _tensor(value: ir.Value) -> ir.TensorProtocol:
+    assert value.const_value is not None, f"{value.name} is not a constant"
+    return value.const_value
+
+
+def _as_rows(shape: tuple[int, ...]) -> tuple[Reshape, Reshape]:
+    """A storage weight as a matrix of its first axis's rows, and back."""
+    rows = shape[0] if len(shape) >= 2 else 1
+    return (lambda a: a.reshape(rows, -1)), (lambda m: m.reshape(shape))
+
+
+def _weights(model: ir.Model) -> list[tuple[str, ir.Value, Reshape, Reshape]]:
     """(name, value, to stored matrix, back) of each float32 weight the compiler encodes."""
-    found = []
+    found: list[tuple[str, ir.Value, Reshape, Reshape]] = []
     for group in find_weight_groups(model.graph):
-        if group.weight.const_value.dtype != ir.DataType.FLOAT:
-            continue
-        found.append((group.name, group.weight, group.stored_matrix, group.from_stored))
+        if _tensor(group.weight).dtype == ir.DataType.FLOAT:
+            found.append((group.name, group.weight, group.stored_matrix, group.from_stored))
     for s in find_stored_weights(model.graph, DEFAULT_MIN_ELEMENTS):
-        if s.kind != "storage" or s.weight.const_value.dtype != ir.DataType.FLOAT:
-            continue
-        shape = s.array().shape
-        r = shape[0] if len(shape) >= 2 else 1
-        found.append(
-            (s.name, s.weight, lambda a, r=r: a.reshape(r, -1), lambda m, sh=shape: m.reshape(sh))
-        )
+        if s.kind == "storage" and _tensor(s.weight).dtype == ir.DataType.FLOAT:
+            found.append((s.name, s.weight, *_as_rows(s.array().shape)))
     return found
 
 
@@ -160,19 +168,28 @@ def run(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return session.run(None, {n: feeds[n] for n in names})
 
 
+@dataclasses.dataclass
+class Comparison:
+    """What `simulate` measured on one model."""
+
+    float32_bytes: int  # of the weights the representations replace
+    errors: dict[str, tuple[float, float]]  # representation: (worst-output error, bytes)
+    per_layer: dict[str, dict[str, float]]  # representation: weight: its error alone
+
+
 def simulate(
     path: Path, feeds: dict[str, np.ndarray], bits: int, names: list[str], per_layer: bool
-) -> dict[str, object]:
-    """Per representation: (worst-output error, estimated bytes, original bytes); with
-    per_layer, the error of quantizing each weight alone (first representation only)."""
+) -> Comparison:
+    """Each representation applied to every weight at once; with per_layer, also to each
+    weight alone."""
     from quant_error import relative_l2
 
     k = (1 << bits) - 1
     model = load(path)
     reference = run(model, feeds)
     weights = _weights(model)
-    originals = {name: value.const_value.numpy().copy() for name, value, _, _ in weights}
-    results: dict[str, object] = {}
+    originals = {name: _tensor(value).numpy().copy() for name, value, _, _ in weights}
+    result = Comparison(sum(a.nbytes for a in originals.values()), {}, {})
     for rep in names:
         total = 0.0
         per: dict[str, Simulated] = {}
@@ -182,16 +199,15 @@ def simulate(
             per[name] = sim
             total += sim.nbytes
         if per_layer:
-            errors = {}
+            errors: dict[str, float] = {}
             for name, value, _, back in weights:
                 value.const_value = ir.tensor(back(per[name].matrix).astype(np.float32))
                 errors[name] = relative_l2(reference, run(model, feeds))
                 value.const_value = ir.tensor(originals[name])
-            results[f"{rep} per layer"] = errors
+            result.per_layer[rep] = errors
         for name, value, _, back in weights:
             value.const_value = ir.tensor(back(per[name].matrix).astype(np.float32))
-        results[rep] = (relative_l2(reference, run(model, feeds)), total)
+        result.errors[rep] = (relative_l2(reference, run(model, feeds)), total)
         for name, value, _, _ in weights:
             value.const_value = ir.tensor(originals[name])
-    results["float32 bytes"] = sum(a.nbytes for a in originals.values())
-    return results
+    return result

@@ -113,14 +113,23 @@ def sizes(model_path: str) -> None:
     from dc_onnx.passes.canonicalize import CanonicalizePass
 
     model = CanonicalizePass()(load_model(model_path)).model
-    fast_config = (candidates._SAMPLE, candidates._ITERATIONS, candidates.SIZED_SPARSITIES)
+    # (values sampled, k-means iterations, sparsities sized): as compiled, then in full
+    fast_config: tuple[int, int | None, tuple[float, ...]] = (
+        candidates._SAMPLE, candidates._ITERATIONS, candidates.SIZED_SPARSITIES
+    )  # fmt: skip
     full_config = (1 << 18, None, candidates.SPARSITIES)
+
+    def configure(config: tuple[int, int | None, tuple[float, ...]]) -> None:
+        candidates._SAMPLE = config[0]
+        candidates._ITERATIONS = config[1]  # type: ignore[assignment]  # None: until converged
+        candidates.SIZED_SPARSITIES = config[2]  # type: ignore[assignment]
+
     worst = 0.0
     for group in find_weight_groups(model.graph)[::4]:
         array = group.array()
         result = []
         for config in (fast_config, full_config):
-            candidates._SAMPLE, candidates._ITERATIONS, candidates.SIZED_SPARSITIES = config
+            configure(config)
             layer = candidates.LayerSizes(group, array)
             start = time.perf_counter()
             result.append((
@@ -128,7 +137,7 @@ def sizes(model_path: str) -> None:
                  for s in candidates.SPARSITIES for b in (8, 5, 3)},
                 time.perf_counter() - start,
             ))  # fmt: skip
-        candidates._SAMPLE, candidates._ITERATIONS, candidates.SIZED_SPARSITIES = fast_config
+        configure(fast_config)
         (fast, t_fast), (full, t_full) = result
         deviation = max(abs(fast[k] / full[k] - 1) for k in fast)
         worst = max(worst, deviation)

@@ -197,7 +197,7 @@ def scan(codes2d: np.ndarray, index_bits: int, order: str, compact: bool) -> Sca
     cursor = np.concatenate([[0], ends[:-1]]).astype(np.int64)
     name = order + (" compact" if compact else "")
     return Scan(
-        name, gaps, codes, cursor, matrix.shape[1], ~matrix.any(axis=0), side,
+        name, gaps, codes, cursor, matrix.shape[1], np.asarray(~matrix.any(axis=0)), side,
         kept_rows, kept_cols, order == "col", index_bits,
     )  # fmt: skip
 

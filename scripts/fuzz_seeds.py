@@ -18,6 +18,7 @@ import sys
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import onnx
 from onnx import helper
@@ -81,7 +82,7 @@ def layer_side_file(side: bytes, stream_ids: list[int], version: int = 1) -> byt
     return fixed + toc + body
 
 
-def attrs_of(node: onnx.NodeProto) -> dict[str, object]:
+def attrs_of(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
