@@ -71,9 +71,12 @@ def measure(path: Path) -> dict[str, float]:
             totals["node"] += _field(node)
             totals["saved"] += _record(weights[node.output[0]])
             continue
-        twin = twins[node.output[0]]
-        totals["node"] += _field(node) - _field(twin)
-        totals["saved"] += _record(next(weights[i] for i in twin.input if i in weights))
+        replaced = [twins[node.output[0]]]
+        if not any(i in weights for i in replaced[0].input):
+            # a fused activation (its attribute in the node): the layer is its input's producer
+            replaced.append(twins[replaced[0].input[0]])
+        totals["node"] += _field(node) - sum(_field(t) for t in replaced)
+        totals["saved"] += _record(next(weights[i] for i in replaced[-1].input if i in weights))
     per_layer = (totals["node"] + totals["stubs"] + totals["toc"] - totals["saved"]) / layers
     return {
         "version": format_version(header.raw_data),
