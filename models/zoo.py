@@ -386,9 +386,11 @@ def _external_locations(proto: onnx.ModelProto) -> set[str]:
     return out
 
 
-def model_bytes(path: Path) -> int:
-    """The .onnx and the external data files it names."""
-    proto = onnx.load(str(path), load_external_data=False)
+def model_bytes(path: Path, proto: onnx.ModelProto | None = None) -> int:
+    """The .onnx and the external data files it names (`proto`: the model loaded without
+    its external data, where the caller has it)."""
+    if proto is None:
+        proto = onnx.load(str(path), load_external_data=False)
     locations = _external_locations(proto)
     return path.stat().st_size + sum((path.parent / loc).stat().st_size for loc in locations)
 
@@ -806,11 +808,13 @@ def _subgraph_kind(scope: str) -> str:
 
 
 def inventory(path: Path, name: str | None = None) -> Inventory:
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    size = model_bytes(path, proto)  # before the external data is read in
+    onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
     ops: collections.Counter[str] = collections.Counter()
     for graph in iter_graphs(proto.graph):
         ops.update(n.op_type for n in graph.node)
-    return Inventory(name or path.stem, ops, find_weights(proto), model_bytes(path))
+    return Inventory(name or path.stem, ops, find_weights(proto), size)
 
 
 def _fmt_group(d: dict[str, tuple[int, int]]) -> str:

@@ -331,8 +331,8 @@ def measure_row(row: Row, args: argparse.Namespace, help_text: str) -> None:
         inputs = zoo.inputs_path(m, cache)
         if not inputs.exists():
             zoo.write_inputs(m, cache)
-        row.file_bytes = zoo.model_bytes(source)
         row.inventory = zoo.inventory(source, m.name)
+        row.file_bytes = row.inventory.file_bytes
     except zoo.ZooError as e:
         row.failed = str(e)
         return

@@ -231,8 +231,9 @@ class Analysis:
 
     def recall_all(self) -> None:
         """Make every point measured so far count as measured."""
+        by_weight = {layer.weight: layer for layer in self.layers}
         for (weight, knob, value), error in self.known.items():
-            layer = next(la for la in self.layers if la.weight == weight)
+            layer = by_weight[weight]
             (layer.bits if knob == "bits" else layer.sparsity).measured[value] = error
 
     def measure(

@@ -18,17 +18,6 @@ DOMAIN = "ai.dc_onnx"
 OPSET_VERSION = 1
 # The initializer holding the side file's header and TOC (format version 3: the whole file).
 HEADER_NAME = "dc_onnx.header"
-
-
-def not_compiled(path: object) -> str:
-    """The error for a model without the header; a compile that only stored weights as
-    float16 (passes/half.py) writes plain ONNX, with nothing to decode."""
-    return (
-        f"{path}: not a compiled dc-onnx model (it has no {HEADER_NAME}; a model whose "
-        "compile only stored weights as float16 is plain ONNX and runs as it is)"
-    )
-
-
 SIDE_FILE_SUFFIX = ".dcw"  # the side file: <model stem>.<hash>.dcw
 DATA_FILE_SUFFIX = ".data"  # weights left dense: <model stem>.<hash>.data
 
@@ -69,6 +58,15 @@ ROW_SCALES_INPUT = BIAS_INPUT + 1
 # The storage-form op: no X, so the header is input 0 and the streams inputs 1..4; it
 # outputs the decoded weight in its own dtype (the codebook's).
 CONSTANT_OP = "CompressedConstant"
+
+
+def not_compiled(path: object) -> str:
+    """The error for a model without the header; a compile that only stored weights as
+    float16 (passes/half.py) writes plain ONNX, with nothing to decode."""
+    return (
+        f"{path}: not a compiled dc-onnx model (it has no {HEADER_NAME}; a model whose "
+        "compile only stored weights as float16 is plain ONNX and runs as it is)"
+    )
 
 
 def header_input(op_type: str) -> int:
