@@ -614,6 +614,27 @@ def test_the_fill_spends_the_error_the_hull_leaves() -> None:
     assert _fill(table, [table[0][0], table[1][0]], limit=0.1) == [table[0][0], table[1][0]]
 
 
+def test_the_vectorized_pick_takes_what_min_would() -> None:
+    from dc_onnx.budget.allocate import _padded, _pick
+    from dc_onnx.budget.candidates import Setting
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        table = []
+        for _layer in range(int(rng.integers(1, 6))):
+            # Few distinct values, so ties in cost and in error are common.
+            n = int(rng.integers(1, 8))
+            points = zip(rng.integers(1, 5, n) * 10, rng.integers(0, 4, n) / 4.0, strict=True)
+            table.append([(int(b), float(e), Setting(0.0, 8 - i)) for i, (b, e) in
+                          enumerate(points)])  # fmt: skip
+        arrays = _padded(table)
+        for lam in (0.0, 1.0, 20.0, 40.0, 1e30):
+            expected = [min(opts, key=lambda o: (o[0] + lam * o[1], o[1])) for opts in table]
+            chosen, total = _pick(table, arrays, lam)
+            assert [o[2] for o in chosen] == [o[2] for o in expected]
+            assert total == sum(o[1] for o in expected)
+
+
 def test_a_search_can_start_again_from_earlier_points_without_running_them_again() -> None:
     # The allocation's float16 searches start from the points the allocation began with
     # (Allocator.allocate): a point measured meanwhile is predicted again, and measuring
@@ -639,6 +660,30 @@ def test_a_search_can_start_again_from_earlier_points_without_running_them_again
     analysis.restore(start)
     analysis.recall_all()
     assert layer.bits.measured[point] == error
+
+
+def test_a_point_measured_on_the_analysis_subset_runs_the_model_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The analysis measures on a subset of the calibration (its own Calibration object):
+    # the original's outputs on it are run once, not again for every point.
+    from dc_onnx.budget import simulate
+    from dc_onnx.budget.sensitivity import analyze
+    from dc_onnx.layers import find_analysed_weights
+
+    model = ir.from_proto(mlp_model())
+    groups = find_analysed_weights(model.graph, 1)
+    calibration = synthesize(model.graph)
+    simulator = simulate.Simulator(model, groups, calibration)
+    runs = []
+    counted = simulate.run_batches
+    monkeypatch.setattr(simulate, "run_batches", lambda *a: runs.append(1) or counted(*a))
+    analysis = analyze(groups, simulator, calibration.head(4))
+    assert analysis.calibration is not calibration
+    assert len(runs) == analysis.runs + 1  # each point, and the original's outputs once
+    before = len(runs)
+    assert simulator.error({}, analysis.calibration).worst == 0.0
+    assert len(runs) == before + 1
 
 
 def test_a_padding_mask_is_synthesized_to_keep_every_position() -> None:

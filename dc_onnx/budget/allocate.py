@@ -76,9 +76,9 @@ def _options(layer: LayerSensitivity, half: bool = True) -> list[Option]:
     options = [(layer.sizes.dense_bytes, 0.0, KEEP)]
     if layer.unobserved:  # what the inputs never exercise stays exact (never "free")
         return options
-    for setting in layer.candidates():
+    for setting, error_sq in layer.candidates():
         if half or not setting.float16:
-            options.append((layer.sizes.bytes(setting), layer.predicted_sq(setting), setting))
+            options.append((layer.sizes.bytes(setting), error_sq, setting))
     return options
 
 
@@ -88,25 +88,49 @@ def choose(
     """Per-layer settings of least total bytes whose predicted error is at most `target`;
     `half` False leaves float16 out."""
     table = [_options(layer, half) for layer in layers]
-
-    def pick(lam: float) -> tuple[list[Option], float]:
-        chosen = [min(opts, key=lambda o: (o[0] + lam * o[1], o[1])) for opts in table]
-        return chosen, sum(o[1] for o in chosen)
-
+    arrays = _padded(table)
     limit = target**2
-    chosen, total = pick(0.0)
+    chosen, total = _pick(table, arrays, 0.0)
     if total > limit:
         lo, hi = -6.0, 30.0  # log10 of lambda: bytes per unit of squared error
-        best = pick(10.0**hi)[0]
+        best = _pick(table, arrays, 10.0**hi)[0]
         for _ in range(60):
             mid = (lo + hi) / 2
-            candidate, total = pick(10.0**mid)
+            candidate, total = _pick(table, arrays, 10.0**mid)
             if total <= limit:
                 hi, best = mid, candidate
             else:
                 lo = mid
         chosen = _fill(table, best, limit) if fill else best
     return {layer.weight: o[2] for layer, o in zip(layers, chosen, strict=True)}
+
+
+def _pick(
+    table: list[list[Option]], arrays: tuple[np.ndarray, np.ndarray], lam: float
+) -> tuple[list[Option], float]:
+    """Per layer the first option of least (bytes + lam * error, error), as
+    `min(options, key=...)` would take it, for all layers at once (a search calls this
+    thousands of times), and the total squared error, summed in layer order as `sum` would."""
+    nbytes, error = arrays
+    with np.errstate(invalid="ignore"):  # padding: inf + 0 * inf
+        cost = nbytes + lam * error
+    cost[np.isnan(cost)] = np.inf
+    tied = cost == cost.min(axis=1, keepdims=True)
+    least = np.where(tied, error, np.inf).min(axis=1, keepdims=True)
+    index = np.argmax(tied & (error == least), axis=1).tolist()
+    chosen = [opts[j] for opts, j in zip(table, index, strict=True)]
+    return chosen, sum(o[1] for o in chosen)
+
+
+def _padded(table: list[list[Option]]) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes and squared errors of every layer's options as arrays, padded with inf."""
+    width = max(len(opts) for opts in table)
+    nbytes = np.full((len(table), width), np.inf)
+    error = np.full((len(table), width), np.inf)
+    for i, opts in enumerate(table):
+        nbytes[i, : len(opts)] = [o[0] for o in opts]
+        error[i, : len(opts)] = [o[1] for o in opts]
+    return nbytes, error
 
 
 def _fill(table: list[list[Option]], chosen: list[Option], limit: float) -> list[Option]:
@@ -118,12 +142,7 @@ def _fill(table: list[list[Option]], chosen: list[Option], limit: float) -> list
     a move fits, one layer at a time moves to whichever cheaper option saves the most bytes
     per unit of added squared error that still fits under `limit`.
     """
-    width = max(len(opts) for opts in table)
-    nbytes = np.full((len(table), width), np.inf)
-    error = np.full((len(table), width), np.inf)
-    for i, opts in enumerate(table):
-        nbytes[i, : len(opts)] = [o[0] for o in opts]
-        error[i, : len(opts)] = [o[1] for o in opts]
+    nbytes, error = _padded(table)
     current = np.array([opts.index(o) for opts, o in zip(table, chosen, strict=True)])
     rows = np.arange(len(table))
     slack = limit - float(error[rows, current].sum())

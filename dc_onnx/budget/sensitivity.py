@@ -155,13 +155,17 @@ class LayerSensitivity:
         ]
         return bool(points) and all(e == 0.0 for e in points)
 
-    def candidates(self) -> list[Setting]:
-        """Every (sparsity, bits) pair whose error is finite (measured or predicted); float16
-        storage at sparsity 0 only."""
-        bits = [b for b, e in self.bits_error.items() if math.isfinite(e)]
-        sparsities = [s for s, e in self.sparsity_error.items() if math.isfinite(e)]
+    def candidates(self) -> list[tuple[Setting, float]]:
+        """Every (sparsity, bits) pair whose error is finite (measured or predicted), with its
+        `predicted_sq`; float16 storage at sparsity 0 only. Each curve is read once here: the
+        allocation asks for every layer's candidates at each of its choices."""
+        bits = {b: e for b, e in self.bits_error.items() if math.isfinite(e)}
+        sparsities = {s: e for s, e in self.sparsity_error.items() if math.isfinite(e)}
         return [
-            self.sizes.setting(s, b) for s in sparsities for b in bits if b != FLOAT16 or s == 0.0
+            (self.sizes.setting(s, b), es**2 + eb**2)
+            for s, es in sparsities.items()
+            for b, eb in bits.items()
+            if b != FLOAT16 or s == 0.0
         ]
 
     def measured_points(self) -> dict[str, dict[Knob, float]]:
