@@ -108,6 +108,9 @@ def plain_session(model: str | bytes, rewrites: bool = True) -> Any:
     ort = _ort()
     options = ort.SessionOptions()
     options.log_severity_level = 4  # its errors reach the user once, in our InputError
+    # Between two runs the compiler quantizes and encodes in Python: threads left spinning
+    # after a run would take the cores that work needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not rewrites:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
