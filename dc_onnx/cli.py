@@ -177,6 +177,9 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{result.samples} samples")
     for out in result.outputs:
+        if not out.numeric:  # strings, sequences, maps: compared for equality
+            print(f"{out.name}: {'identical' if out.max_abs_error == 0 else 'different'}")
+            continue
         agree = (
             "" if out.argmax_agreement is None else f"  argmax agreement {out.argmax_agreement:.2%}"
         )

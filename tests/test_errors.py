@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper
 
 import dc_onnx
 from conftest import cnn_model, compile_model, make_model, mlp_model, run, save
@@ -173,6 +174,34 @@ def test_verify_makes_up_integer_inputs_and_names_dims_it_cannot(tmp_path: Path)
     sized = make_model([image], {"x": ["N", 3, "H", "W"]}, {"y": ["N", 8, "h", "w"]}, weights)
     with pytest.raises(dc_onnx.InputError, match=r"\[N,3,H,W\].*make_dynamic_shape_fixed"):
         verify(save(sized, tmp_path / "c.onnx"), source)
+
+
+def test_verify_compares_string_outputs_for_equality(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A classifier that also names its class: the label output is a string tensor.
+    w = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    fc = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")
+    model = make_model([fc], {"x": [4, 64]}, {"y": [4, 8]}, {"W": w})
+    model.graph.node.extend([
+        helper.make_node("ArgMax", ["y"], ["k"], axis=1, keepdims=0),
+        helper.make_node("LabelEncoder", ["k"], ["label"], domain="ai.onnx.ml",
+                         keys_int64s=list(range(8)), values_strings=list("abcdefgh")),
+    ])  # fmt: skip
+    model.graph.output.append(helper.make_tensor_value_info("label", TensorProto.STRING, [4]))
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 2))
+    source = save(model, tmp_path / "m.onnx")
+    compiled = tmp_path / "m.dc.onnx"
+    assert cli_main(["compile", str(source), "-o", str(compiled), "--quiet"]) == 0
+    assert cli_main(["verify", str(source), str(compiled)]) == 0
+    assert "label: identical" in capsys.readouterr().out
+
+    from dc_onnx.tools.verify import _compare
+
+    same = _compare("label", np.array(["a", "b"], object), np.array(["a", "b"], object))
+    differs = _compare("label", np.array(["a", "b"], object), np.array(["a", "c"], object))
+    assert (same.max_abs_error, same.numeric) == (0.0, False)
+    assert differs.max_abs_error == math.inf and differs.argmax_agreement is None
 
 
 def test_verify_and_bench_take_the_symbolic_dims_they_cannot_make_up(

@@ -281,7 +281,9 @@ def constant_error(
     constant: Outputs = [[] for _ in range(batches)]
     for i in range(len(names)):
         arrays = [np.asarray(batch[i]) for batch in reference]
-        if batches >= 2 and all(a.shape == arrays[0].shape for a in arrays):
+        if any(a.dtype.kind not in "fiub" for a in arrays):
+            per_batch = arrays  # strings and the like: `compare` leaves them out
+        elif batches >= 2 and all(a.shape == arrays[0].shape for a in arrays):
             mean = np.mean([a.astype(np.float64) for a in arrays], axis=0)
             per_batch = [mean] * batches
         elif batches == 1 and arrays[0].ndim and arrays[0].shape[0] == calibration.samples > 1:

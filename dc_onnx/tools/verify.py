@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,9 @@ class OutputComparison:
     max_abs_error: float
     max_rel_error: float  # max |a - b| / max |a|, a = original output
     argmax_agreement: float | None  # along the last axis, when it has more than one class
+    # Strings, sequences and maps have no distance: only whether they are the same (the
+    # errors are then 0 or inf).
+    numeric: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,17 +125,10 @@ def verify(
         actual = candidate.run(None, feeds)
     except Exception as e:
         raise InputError(f"{compiled}: running it failed: {e}") from None
-    outputs = []
-    for arg, a, b in zip(reference.get_outputs(), expected, actual, strict=True):
-        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a64.shape != b64.shape:
-            raise InputError(f"output '{arg.name}': shape {b64.shape}, expected {a64.shape}")
-        err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
-        scale = float(np.max(np.abs(a64))) if a64.size else 0.0
-        agree = None
-        if a64.ndim >= 1 and a64.shape[-1] > 1:
-            agree = float(np.mean(a64.argmax(-1) == b64.argmax(-1)))
-        outputs.append(OutputComparison(arg.name, err, err / scale if scale else err, agree))
+    outputs = [
+        _compare(arg.name, a, b)
+        for arg, a, b in zip(reference.get_outputs(), expected, actual, strict=True)
+    ]
     accuracy = None
     if labels is not None:
         accuracy = {
@@ -140,3 +137,23 @@ def verify(
         }
     samples = int(next(iter(feeds.values())).shape[0]) if feeds else 0
     return VerifyResult(outputs, samples, accuracy)
+
+
+def _compare(name: str, a: Any, b: Any) -> OutputComparison:
+    if not (_is_numeric(a) and _is_numeric(b)):
+        same = type(a) is type(b) and bool(np.array_equal(np.asarray(a), np.asarray(b)))
+        err = 0.0 if same else math.inf
+        return OutputComparison(name, err, err, None, numeric=False)
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a64.shape != b64.shape:
+        raise InputError(f"output '{name}': shape {b64.shape}, expected {a64.shape}")
+    err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+    scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+    agree = None
+    if a64.ndim >= 1 and a64.shape[-1] > 1:
+        agree = float(np.mean(a64.argmax(-1) == b64.argmax(-1)))
+    return OutputComparison(name, err, err / scale if scale else err, agree)
+
+
+def _is_numeric(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind in "fiub"
