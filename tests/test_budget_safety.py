@@ -195,3 +195,43 @@ def test_weights_the_calibration_never_reaches_stay_exact(
     assert unreached in report["kept_dense"]
     assert not allocation["layers"]["W_then"]["setting"].get("keep")
     assert "do not reach 1 weight" in caplog.text
+
+
+def test_a_weight_that_sets_an_output_shape_is_kept_from_changing_it(tmp_path: Path) -> None:
+    # A speech model's durations set the length of its audio: a point that changes the
+    # length is an infinite error, not a stop (it stopped the compile with "shape ...,
+    # expected ..."), and the compiled model keeps the original's length.
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = {"W": rng.standard_normal((64, 8)), "D": rng.standard_normal((64, 8))}
+    nodes = [
+        helper.make_node("Gemm", ["x", "W"], ["y"], name="fc"),
+        helper.make_node("Gemm", ["x", "D"], ["d"], name="durations"),
+        helper.make_node("Relu", ["d"], ["r"]),
+        helper.make_node("Round", ["r"], ["frames"]),
+        helper.make_node("ReduceSum", ["frames"], ["total"], keepdims=1),
+        helper.make_node("Cast", ["total"], ["length"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["length", "one"], ["shape"]),
+        helper.make_node("ConstantOfShape", ["shape"], ["audio"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tts", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8]),
+         helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["n"])],
+        [*(onnx.numpy_helper.from_array(a.astype(np.float32), n) for n, a in weights.items()),
+         onnx.numpy_helper.from_array(np.array([1], np.int64), "one")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source = save(model, tmp_path / "m.onnx")
+    report_path = tmp_path / "r.json"
+    assert main(["compile", str(source), "--report", str(report_path), "--quiet"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["within_budget"] is True
+    layers = _allocation(report)["layers"]
+    assert any(e == float("inf") for e in layers["durations"]["sparsity_error"].values())
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    from conftest import run
+
+    (_, original), (_, compiled) = run(source, {"x": x}), run(tmp_path / "m.dc.onnx", {"x": x})
+    assert original.shape == compiled.shape
