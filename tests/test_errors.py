@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -176,10 +177,8 @@ def test_verify_makes_up_integer_inputs_and_names_dims_it_cannot(tmp_path: Path)
         verify(save(sized, tmp_path / "c.onnx"), source)
 
 
-def test_verify_compares_string_outputs_for_equality(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # A classifier that also names its class: the label output is a string tensor.
+def _labelled_model() -> onnx.ModelProto:
+    """A classifier that also names its class: the label output is a string tensor."""
     w = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     fc = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")
     model = make_model([fc], {"x": [4, 64]}, {"y": [4, 8]}, {"W": w})
@@ -190,6 +189,30 @@ def test_verify_compares_string_outputs_for_equality(
     ])  # fmt: skip
     model.graph.output.append(helper.make_tensor_value_info("label", TensorProto.STRING, [4]))
     model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 2))
+    return model
+
+
+def test_a_string_output_counts_the_entries_that_change(tmp_path: Path) -> None:
+    # Its error was 0 whatever the compile did to the model (20 of 20 labels changed in a
+    # real model): now the share of its entries that differ.
+    source = save(_labelled_model(), tmp_path / "m.onnx")
+    report_path = tmp_path / "r.json"
+    harsh = ["--sparsity", "0.9", "--bits-fc", "2", "--report", str(report_path), "--quiet"]
+    assert cli_main(["compile", str(source), "-o", str(tmp_path / "h.dc.onnx"), *harsh]) == 0
+    outputs = {o["name"]: o for o in json.loads(report_path.read_text())["error"]["outputs"]}
+    assert 0 < outputs["label"]["relative_l2"] <= 1
+    x = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    labels = [run(p, {"x": x})[1] for p in (source, tmp_path / "h.dc.onnx")]
+    from dc_onnx.budget.simulate import compare
+
+    share = float(np.mean(labels[0] != labels[1]))
+    assert compare(["label"], [[labels[0]]], [[labels[1]]]).worst == share
+
+
+def test_verify_compares_string_outputs_for_equality(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _labelled_model()
     source = save(model, tmp_path / "m.onnx")
     compiled = tmp_path / "m.dc.onnx"
     assert cli_main(["compile", str(source), "-o", str(compiled), "--quiet"]) == 0

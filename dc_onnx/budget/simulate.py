@@ -64,10 +64,12 @@ def compare(names: Sequence[str], reference: Outputs, actual: Outputs) -> Output
     """Relative L2 error of each output over all batches (inf where a finite one broke)."""
     outputs = []
     for i, name in enumerate(names):
+        if not all(_numeric(batch[i]) for batch in reference):
+            refs, outs = [batch[i] for batch in reference], [batch[i] for batch in actual]
+            outputs.append(OutputComparison(name, _changed(refs, outs), None))
+            continue
         ref = [np.asarray(batch[i]) for batch in reference]
         out = [np.asarray(batch[i]) for batch in actual]
-        if any(a.dtype.kind not in "fiub" for a in ref):
-            continue  # strings and the like have no numeric error
         diff = ref_sq = 0.0
         agree, total = 0, 0
         for a, b in zip(ref, out, strict=True):
@@ -88,6 +90,34 @@ def compare(names: Sequence[str], reference: Outputs, actual: Outputs) -> Output
         error = _relative(diff, ref_sq)
         outputs.append(OutputComparison(name, error, agree / total if total else None))
     return OutputError(outputs)
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind in "fiub"
+
+
+def _changed(reference: list[Any], actual: list[Any]) -> float:
+    """The error of an output with no distance (strings, sequences, maps): the fraction of
+    its entries that differ, for string tensors (a label that changes in 1 sample of 100
+    costs 1%); for the others, 0 when equal, else inf."""
+    if all(isinstance(a, np.ndarray) for a in [*reference, *actual]):
+        if any(a.shape != b.shape for a, b in zip(reference, actual, strict=True)):
+            return math.inf
+        total = sum(a.size for a in reference)
+        differ = sum(int(np.count_nonzero(a != b)) for a, b in zip(reference, actual, strict=True))
+        return differ / total if total else 0.0
+    return 0.0 if all(_equal(a, b) for a, b in zip(reference, actual, strict=True)) else math.inf
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.all(a == b))
+    return bool(a == b)
 
 
 def _relative(diff_sq: float, ref_sq: float) -> float:
@@ -282,12 +312,14 @@ def constant_error(
     A budget above it cannot tell a working compiled model from a broken one. None where
     the samples cannot be told apart: one sample, or an output with no axis of samples."""
     batches = len(reference)
+    # Strings, sequences and maps have no mean: only the numeric outputs count here.
+    numeric = [i for i in range(len(names)) if all(_numeric(b[i]) for b in reference)]
+    if not numeric:
+        return None
     constant: Outputs = [[] for _ in range(batches)]
-    for i in range(len(names)):
+    for i in numeric:
         arrays = [np.asarray(batch[i]) for batch in reference]
-        if any(a.dtype.kind not in "fiub" for a in arrays):
-            per_batch = arrays  # strings and the like: `compare` leaves them out
-        elif batches >= 2 and all(a.shape == arrays[0].shape for a in arrays):
+        if batches >= 2 and all(a.shape == arrays[0].shape for a in arrays):
             mean = np.mean([a.astype(np.float64) for a in arrays], axis=0)
             per_batch = [mean] * batches
         elif batches == 1 and arrays[0].ndim and arrays[0].shape[0] == calibration.samples > 1:
@@ -297,7 +329,8 @@ def constant_error(
             return None
         for b in range(batches):
             constant[b].append(per_batch[b])
-    return compare(names, reference, constant).worst
+    kept = [[batch[i] for i in numeric] for batch in reference]
+    return compare([names[i] for i in numeric], kept, constant).worst
 
 
 def measure_compiled(
