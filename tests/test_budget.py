@@ -727,3 +727,7 @@ def test_a_padding_mask_is_synthesized_to_keep_every_position() -> None:
     assert feeds["keep"].all() and (feeds["attention_mask"] == 1).all()
     assert "padding: False (a padding mask" in calibration.description
     assert "pad_ids: zeros (a padding mask" in calibration.description
+    # verify and bench make up the same masks (they made every one True).
+    from dc_onnx.budget.calibration import padding_masks
+
+    assert padding_masks(ir.from_proto(model).graph) == {"padding", "pad_ids", "pad_pool"}

@@ -240,11 +240,43 @@ def integer_reads(graph: ir.Graph) -> dict[str, tuple[np.ndarray, str]]:
     reads = {}
     for value in model_inputs(graph):
         name = str(value.name)
-        if value.dtype is not None and value.dtype.is_integer() and not _is_mask(name):
+        if value.dtype is None or _is_mask(name):
+            continue
+        found = None
+        if value.dtype.is_integer():
             found = _index_values(value)
-            if found is not None:
-                reads[name] = found
+        elif value.dtype.is_floating_point():
+            found = _float_index_values(value)
+        if found is not None:
+            reads[name] = found
     return reads
+
+
+def _float_index_values(value: ir.Value) -> tuple[np.ndarray, str] | None:
+    """The values a float input is read as when every use casts it to integers (tf2onnx
+    writes embedding ids so: a float input, Cast to int32, Gather), or None."""
+    uses = [node for node, _ in value.uses()]
+    casts = [
+        node for node in uses
+        if node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer()
+    ]  # fmt: skip
+    if not uses or len(casts) != len(uses):
+        return None  # read as a float somewhere: its values are not only ids
+    found = [f for node in casts if (f := _index_values(node.outputs[0])) is not None]
+    if not found:
+        return None
+    values, how = min(found, key=lambda f: f[0].size)
+    return values, f"{how}, as floats (the graph casts them to integers)"
+
+
+def padding_masks(graph: ir.Graph) -> set[str]:
+    """The bool or integer inputs that are padding masks: a true value removes a position,
+    so False (zeros) keeps every one (_masks_out_when_true)."""
+    return {
+        str(v.name)
+        for v in model_inputs(graph)
+        if v.dtype is not None and not v.dtype.is_floating_point() and _masks_out_when_true(v)
+    }
 
 
 def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[int]:
@@ -296,6 +328,7 @@ def synthesize(
     batches: list[dict[str, np.ndarray]] = [{} for _ in range(count)]
     kinds = []
     reads = integer_reads(graph)
+    masks = padding_masks(graph)
     for value in inputs:
         name, dtype = str(value.name), value.dtype
         shape = shapes[name]
@@ -303,8 +336,8 @@ def synthesize(
             raise InputError(f"input '{name}' has no element type")
         np_dtype = dtype.numpy()
         read_as = reads.get(name)
-        masks_out = not dtype.is_floating_point() and _masks_out_when_true(value)
-        if dtype.is_floating_point():
+        masks_out = name in masks
+        if dtype.is_floating_point() and read_as is None:
             kinds.append(f"{name}: standard normal")
         elif masks_out:
             kinds.append(f"{name}: {'False' if dtype == ir.DataType.BOOL else 'zeros'} (a "
@@ -325,7 +358,7 @@ def synthesize(
         else:
             raise InputError(f"input '{name}' is {dtype}: pass real inputs with --calibration")
         for feeds in batches:
-            if dtype.is_floating_point():
+            if dtype.is_floating_point() and read_as is None:
                 feeds[name] = rng.standard_normal(shape).astype(np_dtype)
             elif masks_out:
                 feeds[name] = np.zeros(shape, dtype=np_dtype)

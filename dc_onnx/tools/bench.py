@@ -52,14 +52,14 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dc_onnx.budget.calibration import integer_reads
+from dc_onnx.budget.calibration import integer_reads, padding_masks
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model
 from dc_onnx.runtime import open_session
@@ -421,7 +421,8 @@ def _bench(
 ) -> BenchResult:
     # Integer inputs drawn as compile and verify draw them; read before any session exists,
     # so the graph held meanwhile is not counted in a session's memory.
-    integers = integer_reads(load_model(Path(original)).graph)
+    graph = load_model(Path(original)).graph
+    integers, masks = integer_reads(graph), padding_masks(graph)
     warm_up_ort(threads)
     comp_session, comp_stats, decode = _create_compiled(compiled, threads)
     live = [_Live(Form(COMPILED, os.fspath(compiled), session=comp_stats), comp_session)]
@@ -446,7 +447,9 @@ def _bench(
         raise InputError("the two models have different inputs")
     meter = PeakMeter()
     timings = [
-        _time_batch(live, batch, meter, warmup, repeat, max_seconds, seed, clock, shapes, integers)
+        _time_batch(
+            live, batch, meter, warmup, repeat, max_seconds, seed, clock, shapes, integers, masks
+        )
         for batch in batches
     ]
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -480,8 +483,9 @@ def _time_batch(
     clock: Any,
     shapes: Mapping[str, Sequence[int]],
     integers: Mapping[str, tuple[np.ndarray, str]],
+    masks: Collection[str],
 ) -> BatchTiming:
-    feeds = random_inputs(live[0].session, batch, seed, shapes, integers)
+    feeds = random_inputs(live[0].session, batch, seed, shapes, integers, masks)
     peaks: dict[str, tuple[int | None, int | None]] = {}
     reference = None
     for item in live:

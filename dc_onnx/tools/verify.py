@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dc_onnx.budget.calibration import integer_reads
+from dc_onnx.budget.calibration import integer_reads, padding_masks
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model
 from dc_onnx.runtime import NUMPY_TYPES, open_session
@@ -44,11 +44,14 @@ def random_inputs(
     seed: int,
     shapes: Mapping[str, Sequence[int]] | None = None,
     integers: Mapping[str, tuple[np.ndarray, str]] | None = None,
+    masks: Collection[str] = (),
 ) -> dict[str, np.ndarray]:
     """Inputs shaped like the model's, `batch` for a symbolic first dim and `shapes`
-    (--input-shape NAME=D0,D1,...) for its other symbolic dims: standard normal floats,
-    True for bools, integers drawn from `integers` (calibration.integer_reads: the values
-    the graph reads them as), else ones (a valid id, length, flag or mask)."""
+    (--input-shape NAME=D0,D1,...) for its other symbolic dims: values drawn from
+    `integers` (calibration.integer_reads: the values the graph reads them as, floats cast
+    to ids included), standard normal floats, False / zeros for the padding `masks`
+    (calibration.padding_masks), else ones / True (a valid id, length, flag or mask), as
+    the compiler synthesizes them."""
     given = dict(shapes or {})
     args = session.get_inputs()
     unknown = sorted(set(given) - {arg.name for arg in args})
@@ -63,10 +66,12 @@ def random_inputs(
             why = f"input '{arg.name}' is {arg.type}"
             raise InputError(f"{why}: give real inputs (verify --inputs)")
         shape = _input_shape(arg.name, list(arg.shape), batch, given.get(arg.name))
-        if np.issubdtype(dtype, np.floating):
-            feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
-        elif integers and arg.name in integers:
+        if integers and arg.name in integers:
             feeds[arg.name] = rng.choice(integers[arg.name][0], size=shape).astype(dtype)
+        elif np.issubdtype(dtype, np.floating):
+            feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
+        elif arg.name in masks:
+            feeds[arg.name] = np.zeros(shape, dtype=dtype)  # False: keeps every position
         else:
             feeds[arg.name] = np.ones(shape, dtype=dtype)  # True for bools
     return feeds
@@ -111,8 +116,9 @@ def verify(
     reference, candidate = open_session(original), open_session(compiled)
     names = [i.name for i in reference.get_inputs()]
     if inputs is None:
-        reads = integer_reads(load_model(Path(original)).graph)
-        feeds = random_inputs(reference, batch, seed, input_shapes, reads)
+        graph = load_model(Path(original)).graph
+        reads, masks = integer_reads(graph), padding_masks(graph)
+        feeds = random_inputs(reference, batch, seed, input_shapes, reads, masks)
     else:
         feeds = dict(inputs)
     labels = feeds.pop("labels", None)
@@ -147,8 +153,12 @@ def _compare(name: str, a: Any, b: Any) -> OutputComparison:
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a64.shape != b64.shape:
         raise InputError(f"output '{name}': shape {b64.shape}, expected {a64.shape}")
-    err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
-    scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+    # As the compile measures it: entries the original leaves non-finite (NaN at masked
+    # positions) are not compared; a finite one the compiled model breaks is an inf error.
+    finite = np.isfinite(a64)
+    diff = np.abs(a64[finite] - b64[finite])
+    err = float(np.nan_to_num(diff, nan=math.inf).max()) if diff.size else 0.0
+    scale = float(np.max(np.abs(a64[finite]))) if diff.size else 0.0
     agree = None
     if a64.ndim >= 1 and a64.shape[-1] > 1:
         agree = float(np.mean(a64.argmax(-1) == b64.argmax(-1)))
