@@ -447,6 +447,23 @@ def test_input_shape_errors_on_the_command_line(
     assert main(["analyze", str(source), "--input-shape", "x=3,64", "--quiet"]) == 0
 
 
+def test_inputs_that_share_a_dim_take_it_from_one_given_shape() -> None:
+    # ids and their mask share the sequence length: the compile asked for one input per
+    # run; now every missing dim is named at once, and a named dim is given once.
+    graph = ir.from_proto(
+        make_model([helper.make_node("Add", ["a", "b"], ["y"])],
+                   {"a": ["N", "seq", 4], "b": ["N", "seq", "width"]}, {"y": ["N", "seq", 4]}, {})
+    ).graph  # fmt: skip
+    with pytest.raises(dc_onnx.InputError) as info:
+        synthesize(graph)
+    assert "input 'a' has shape [N,seq,4]" in str(info.value)
+    assert "input 'b' has shape [N,seq,width]" in str(info.value)
+    calibration = synthesize(graph, parse_input_shapes("a=2,5,4 b=2,5,4"))
+    assert calibration.input_shapes() == {"a": (2, 5, 4), "b": (2, 5, 4)}
+    calibration = synthesize(graph, parse_input_shapes("b=2,5,4"))
+    assert calibration.input_shapes() == {"a": (2, 5, 4), "b": (2, 5, 4)}
+
+
 def test_a_batch_fixed_inside_the_model_gets_a_hint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

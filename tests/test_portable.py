@@ -125,6 +125,14 @@ def test_portable_compile_reports_raw_and_zipped_bytes(
     data = json.loads(report.read_text())
     assert data["files"] == [out.name] and data["compressed_bytes"] == out.stat().st_size
     assert 0 < data["zipped_bytes"] < data["compressed_bytes"] < data["original_bytes"]
+    # inspect and decompress read the custom-op form: they name this one for what it is
+    # (they said "no dc_onnx.header", and listed its codes as weights left as they were).
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    assert "a portable-form model (--target portable): 5 weight(s)" in capsys.readouterr().out
+    assert main(["decompress", str(out), "-o", str(tmp_path / "d.onnx")]) != 0
+    assert "a portable-form model" in capsys.readouterr().err
+    assert not (tmp_path / "d.onnx").exists()
 
 
 def _runtime_python() -> Path:

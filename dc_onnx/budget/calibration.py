@@ -279,7 +279,24 @@ def padding_masks(graph: ir.Graph) -> set[str]:
     }
 
 
-def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[int]:
+def _named_sizes(inputs: Sequence[ir.Value], given: Mapping[str, list[int]]) -> dict[str, int]:
+    """The sizes that --input-shape gives the named symbolic dims: a dim that several
+    inputs share (a sequence length, read by the ids and by their mask) is given once."""
+    sizes: dict[str, int] = {}
+    for value in inputs:
+        shape = given.get(str(value.name))
+        if shape is None or value.shape is None or len(shape) != len(value.shape):
+            continue
+        for dim, size in zip(value.shape, shape, strict=True):
+            label = getattr(dim, "value", None)
+            if not isinstance(dim, int) and label:
+                sizes.setdefault(label, int(size))
+    return sizes
+
+
+def _shape(
+    value: ir.Value, given: Mapping[str, list[int]], batch: int, named: Mapping[str, int]
+) -> list[int]:
     name = str(value.name)
     if name in given:
         return given[name]
@@ -290,6 +307,8 @@ def _shape(value: ir.Value, given: Mapping[str, list[int]], batch: int) -> list[
         label = getattr(dim, "value", None)
         if isinstance(dim, int) and dim > 0:
             dims.append(dim)
+        elif label is not None and label in named:
+            dims.append(named[label])
         # Exporters name the first dim anything ('DynamicDimension.0', 's6', 'seq_len');
         # it is the batch (or a count of chunks) in the models we met, as verify assumes.
         elif axis == 0 or (label is not None and _BATCH_NAMES.match(label)):
@@ -321,7 +340,15 @@ def synthesize(
         names = ", ".join(str(v.name) for v in inputs)
         raise InputError(f"--input-shape names {', '.join(unknown)}; model inputs: {names}")
     rng = np.random.default_rng(seed)
-    shapes = {str(v.name): _shape(v, given, SYNTHETIC_SAMPLES) for v in inputs}
+    named = _named_sizes(inputs, given)
+    shapes, unknown_dims = {}, []
+    for value in inputs:  # every input's missing dims in one message, not one per run
+        try:
+            shapes[str(value.name)] = _shape(value, given, SYNTHETIC_SAMPLES, named)
+        except InputError as e:
+            unknown_dims.append(str(e))
+    if unknown_dims:
+        raise InputError("; and ".join(unknown_dims))
     # A fixed batch dim (often 1) gets several batches, so the error is not one sample's.
     first = [s[0] for s in shapes.values() if s]
     count = 1 if not first else max(1, -(-SYNTHETIC_SAMPLES // max(first)))

@@ -8,7 +8,7 @@ The C++ kernels (`runtime_ops/`) must agree with it; docs/format.md is their con
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -60,9 +60,25 @@ ROW_SCALES_INPUT = BIAS_INPUT + 1
 CONSTANT_OP = "CompressedConstant"
 
 
-def not_compiled(path: object) -> str:
+def portable_weights(initializers: Iterable[str]) -> list[str]:
+    """The weights a `--target portable` compile stored as uint8 codes and a codebook
+    (passes/lower_portable.py names them BASE.codes and BASE.codebook)."""
+    names = set(initializers)
+    bases = (n.removesuffix(".codebook") for n in names if n.endswith(".codebook"))
+    return sorted(b for b in bases if f"{b}.codes" in names)
+
+
+def not_compiled(path: object, portable: Sequence[str] = ()) -> str:
     """The error for a model without the header; a compile that only stored weights as
-    float16 (passes/half.py) writes plain ONNX, with nothing to decode."""
+    float16 (passes/half.py) writes plain ONNX, with nothing to decode, and so does
+    `--target portable` (`portable`: its weights, from `portable_weights`)."""
+    if portable:
+        return (
+            f"{path}: a portable-form model (--target portable): {len(portable)} weight(s) "
+            "stored as uint8 codes and a codebook, which standard ONNX ops rebuild when the "
+            "model loads; it has no dc-onnx streams to read, and runs as it is in any ONNX "
+            "runtime (inspect and decompress read the --target ort form)"
+        )
     return (
         f"{path}: not a compiled dc-onnx model (it has no {HEADER_NAME}; a model whose "
         "compile only stored weights as float16 is plain ONNX and runs as it is)"

@@ -25,6 +25,7 @@ from dc_onnx.codecs.schema import (
     OWN_ATTRIBUTES,
     STREAM_KINDS,
     not_compiled,
+    portable_weights,
 )
 from dc_onnx.codecs.wiring import codebook_type, node_streams
 from dc_onnx.errors import InputError
@@ -173,7 +174,7 @@ def decode_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     graph = model.graph
     tensors = {t.name: t for t in graph.initializer}
     if HEADER_NAME not in tensors:
-        raise InputError(not_compiled(path))
+        raise InputError(not_compiled(path, portable_weights(tensors)))
     graph_outputs = {o.name for o in graph.output}
     nodes, dense = [], []
     for node in graph.node:

@@ -29,6 +29,7 @@ from dc_onnx.codecs.schema import (
     STREAM_KINDS,
     header_input,
     not_compiled,
+    portable_weights,
     stream_names,
 )
 from dc_onnx.codecs.sparse_index import SparseIndexError
@@ -106,6 +107,7 @@ class InspectResult:
     file_bytes: dict[str, int]  # file name -> bytes
     layers: list[LayerInfo]
     dense: list[DenseNode]
+    portable: list[str] = dataclasses.field(default_factory=list)  # --target portable's
 
     @property
     def problems(self) -> list[str]:
@@ -143,9 +145,12 @@ class InspectResult:
             "layers": [layer.to_json() for layer in self.layers],
             "dense": [dataclasses.asdict(d) for d in self.dense],
             "problems": self.problems,
+            "portable": self.portable,
         }
 
     def format_table(self) -> str:
+        if self.portable:
+            return not_compiled(self.path, self.portable)
         if self.format_version == 0:
             return "\n".join([
                 f"no compressed layers: the model has no {HEADER_NAME} (dc-onnx compile left "
@@ -186,8 +191,9 @@ def load_compiled(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """A compiled model's graph, its external data not yet read (InputError if unusable)."""
     p = Path(path)
     model = load_proto(p, external_data=False)
-    if not any(t.name == HEADER_NAME for t in model.graph.initializer):
-        raise InputError(not_compiled(p))
+    names = [t.name for t in model.graph.initializer]
+    if HEADER_NAME not in names:
+        raise InputError(not_compiled(p, portable_weights(names)))
     return model
 
 
@@ -392,7 +398,9 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
     files = _file_bytes(p, model)
     tensors = {t.name: t for t in graph.initializer}
     if HEADER_NAME not in tensors:  # e.g. what compile wrote when no layer was worth it
-        return InspectResult(str(p), 0, 0, files, [], _dense_nodes(graph))
+        portable = portable_weights(tensors)
+        dense = [] if portable else _dense_nodes(graph)  # there: the codes and codebooks
+        return InspectResult(str(p), 0, 0, files, [], dense, portable)
     header_problem = _load_header(tensors[HEADER_NAME], p.parent)
     if header_problem:
         raise InputError(f"{p}: the side-file header cannot be read: {header_problem}")
