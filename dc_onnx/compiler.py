@@ -139,7 +139,8 @@ def compile(
     expected = None if calibration is None else reference_outputs(reference, calibration)
     floor = None
     if calibration is not None and expected is not None:
-        floor = _check_calibration(reference, expected, calibration, limit, enforced)
+        dynamic = _quantizes_at_run_time(source.graph)
+        floor = _check_calibration(reference, expected, calibration, limit, enforced, dynamic)
     # Rewritten weights of 16 MiB or more go to scratch files beside the output, so a
     # model larger than memory is compiled one weight at a time (dc_onnx/scratch.py).
     parent = None if output is None else Path(output).parent
@@ -202,12 +203,22 @@ def compile(
     return CompileResult(compiled, report)
 
 
+# Ops that round activations to integers at run time (ORT's dynamic quantization).
+_RUN_TIME_QUANTIZERS = {"DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul"}
+
+
+def _quantizes_at_run_time(graph: ir.Graph) -> bool:
+    nodes = ir.traversal.RecursiveGraphIterator(graph)
+    return any(node.op_type in _RUN_TIME_QUANTIZERS for node in nodes)
+
+
 def _check_calibration(
     reference: str | bytes,
     expected: tuple[list[str], Outputs],
     calibration: Calibration,
     limit: float,
     enforced: bool,
+    dynamic: bool = False,
 ) -> float:
     """Whether the calibration inputs can measure an error of `limit`, before any work;
     returns their rounding floor (simulate.rounding_floor). A budget they cannot measure
@@ -216,12 +227,18 @@ def _check_calibration(
     constant = constant_error(*expected, calibration)
     real_inputs = "Pass inputs of the kind the model is used on with --calibration"
     if floor.worst > FLOOR_SHARE * limit:
+        cause = (
+            "the model quantizes its activations as it runs (DynamicQuantizeLinear), and a "
+            "reordered float sum moves values across its rounding steps"
+            if dynamic
+            else "there that output is likely near zero or saturated everywhere"
+        )
         worst = max(floor.outputs, key=lambda o: o.relative_l2)
         problem = (
             f"output '{worst.name}' moves by {100 * floor.worst:.3g}% when ONNX Runtime only "
             "reorders the original model's float arithmetic (its graph optimizations on, then "
-            f"off), so an output error of {100 * limit:g}% cannot be measured on them: there "
-            f"that output is likely near zero or saturated everywhere. {real_inputs}, or a "
+            f"off), so an output error of {100 * limit:g}% cannot be measured on them: "
+            f"{cause}. {real_inputs}, or a "
             f"--max-error of at least {floor.worst / FLOOR_SHARE:.2g}"
         )
     elif constant is not None and constant <= limit:

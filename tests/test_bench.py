@@ -159,7 +159,7 @@ def test_each_form_is_timed_on_its_second_run_in_a_row() -> None:
         bench_module._Live(bench_module.Form(n, None), _Recorder(n, log)) for n in names
     ]  # fmt: skip
     timing = bench_module._time_batch(
-        live, 1, PeakMeter(), 1, 4, 60.0, 0, time.perf_counter, {}, {}
+        live, 1, PeakMeter(), 1, 4, 60.0, 0, time.perf_counter, {}, {}, ()
     )  # fmt: skip
     assert timing.runs == 4
     timed = log[len(names) :]  # after one warm-up Run per form

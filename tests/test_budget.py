@@ -421,6 +421,13 @@ def test_a_budget_below_the_rounding_floor_is_refused_before_any_work(
     err = capsys.readouterr().err
     assert "output 'y' moves by 0." in err and "cannot be measured" in err
     assert "--calibration" in err and not out.exists()
+    assert "near zero or saturated" in err
+    # In a model that quantizes as it runs, the cause named is that rounding.
+    dynamic = _cancelling_model()
+    dynamic.graph.node.append(helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "qs", "qz"]))
+    dynamic.graph.output.append(helper.make_tensor_value_info("q", TensorProto.UINT8, None))
+    assert main(["compile", str(save(dynamic, tmp_path / "d.onnx")), "--quiet"]) == 1
+    assert "quantizes its activations as it runs" in capsys.readouterr().err
     # A budget the inputs can resolve compiles, and the report gives the floor.
     report_path = tmp_path / "r.json"
     args = ["compile", str(source), "-o", str(out), "--max-error", "0.05", "--quiet"]

@@ -315,7 +315,7 @@ def test_analyze_shows_an_integer_table_without_a_zero_point(tmp_path: Path) -> 
     (layer,) = analysis.layers
     assert layer.group.kind == "integer" and set(layer.sparsity_error) == {0.0}
     assert layer.bits.measured and all(s == 0.0 for s in layer.sparsity.measured)
-    assert all(setting.sparsity == 0.0 for setting in layer.candidates())
+    assert all(setting.sparsity == 0.0 for setting, _ in layer.candidates())
     text = analysis.format_table()
     assert "T" in text.splitlines()[2] and text.splitlines()[2].rstrip().endswith("-")
     assert all(key.startswith("s=0,") for key in layer.to_json()["bytes"])
