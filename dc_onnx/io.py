@@ -49,7 +49,13 @@ def load_model(path: str | os.PathLike[str]) -> ir.Model:
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as e:
-        raise InputError(f"{p}: the ONNX model could not be read ({e})") from None
+        cause: BaseException = e  # onnx-ir wraps the reason in one error per graph level
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        hint = ""
+        if "Map types" in str(cause):  # skl2onnx's ZipMap output (a sequence of maps)
+            hint = "; a classifier converted with skl2onnx: convert it with the option zipmap=False"
+        raise InputError(f"{p}: the ONNX model could not be read ({cause}){hint}") from None
     ir.external_data.set_base_dir(model.graph, p.parent)
     return model
 

@@ -245,6 +245,41 @@ def test_a_string_output_counts_the_entries_that_change(tmp_path: Path) -> None:
     assert compare(["label"], [[labels[0]]], [[labels[1]]]).worst == share
 
 
+def test_a_sequence_output_is_measured_on_its_items(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _labelled_model()
+    model.graph.node.append(helper.make_node("SplitToSequence", ["y"], ["rows"], keepdims=0))
+    rows = helper.make_sequence_type_proto(helper.make_tensor_type_proto(1, None))
+    model.graph.output.append(helper.make_value_info("rows", rows))
+    source = save(model, tmp_path / "m.onnx")
+    report_path = tmp_path / "r.json"
+    assert cli_main(["compile", str(source), "--report", str(report_path), "--quiet"]) == 0
+    report = json.loads(report_path.read_text())
+    outputs = {o["name"]: o["relative_l2"] for o in report["error"]["outputs"]}
+    # The same numbers as the tensor they were split from.
+    assert report["within_budget"] and 0 < outputs["rows"] == pytest.approx(outputs["y"])
+    assert report["compressed_bytes"] < report["original_bytes"]
+
+    from dc_onnx.budget.simulate import compare
+
+    ref, out = [np.array([1.0, 2.0])], [np.array([1.0, 2.1])]
+    assert math.isclose(compare(["s"], [[ref]], [[out]]).worst, 0.1 / math.sqrt(5))
+    assert compare(["s"], [[ref]], [[[*out, out[0]]]]).worst == math.inf
+    # A ZipMap (a sequence of maps) cannot be loaded: the reason and the way round it.
+    zipmap = helper.make_node(
+        "ZipMap", ["y"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=list(range(8))
+    )
+    model.graph.node.append(zipmap)
+    maps = helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(1, None))
+    model.graph.output.append(
+        helper.make_value_info("probabilities", helper.make_sequence_type_proto(maps))
+    )
+    assert cli_main(["compile", str(save(model, tmp_path / "z.onnx")), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Map types are not supported" in err and "zipmap=False" in err
+
+
 def test_verify_compares_string_outputs_for_equality(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
