@@ -137,6 +137,6 @@ def test_a_long_analysis_says_how_long_and_how_to_go_faster(
         compile_model(mlp_model(), tmp_path, max_error=0.02)
     lines = [r.getMessage() for r in caplog.records if r.name == "dc_onnx.budget.sensitivity"]
     progress = [line for line in lines if line.startswith("sensitivity ")]
-    assert len(progress) == 5 and all("left)" in line for line in progress[:-1])
+    assert len(progress) == 5 and all("left in the analysis)" in line for line in progress[:-1])
     hints = [line for line in lines if "--analysis-samples" in line]
     assert len(hints) == 1 and "a manual compile" in hints[0]

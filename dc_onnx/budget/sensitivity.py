@@ -437,10 +437,12 @@ def analyze(
                     break
         elapsed = time.perf_counter() - start
         left = elapsed / i * (len(groups) - i)
+        # The allocation that follows runs the model about as many times again.
+        eta = f" (about {_time_left(left)} left in the analysis)" if left else ""
         logger.info(
             "sensitivity %d/%d %s: %s at 5 bits, %s at 50%% sparsity%s",
             i, len(groups), group.name, _pct(layer.bits.error(5)),
-            _pct(layer.sparsity.error(0.5)), f" (about {_time_left(left)} left)" if left else "",
+            _pct(layer.sparsity.error(0.5)), eta,
         )  # fmt: skip
         if left > SLOW_ANALYSIS_S and analysis.runs and not hinted:
             hinted = True
