@@ -177,8 +177,9 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{result.samples} samples")
     for out in result.outputs:
-        if not out.numeric:  # strings, sequences, maps: compared for equality
-            print(f"{out.name}: {'identical' if out.max_abs_error == 0 else 'different'}")
+        if not out.numeric:  # strings, sequences: the compile's measure of them
+            err = out.max_abs_error
+            print(f"{out.name}: " + ("identical" if err == 0 else f"different ({err:.3g})"))
             continue
         agree = (
             "" if out.argmax_agreement is None else f"  argmax agreement {out.argmax_agreement:.2%}"

@@ -252,13 +252,16 @@ def integer_reads(graph: ir.Graph) -> dict[str, tuple[np.ndarray, str]]:
     return reads
 
 
+_INTEGER_TYPES = {int(t) for t in ir.DataType if t.is_integer()}
+
+
 def _float_index_values(value: ir.Value) -> tuple[np.ndarray, str] | None:
     """The values a float input is read as when every use casts it to integers (tf2onnx
     writes embedding ids so: a float input, Cast to int32, Gather), or None."""
     uses = [node for node, _ in value.uses()]
     casts = [
         node for node in uses
-        if node.op_type == "Cast" and ir.DataType(node.attributes.get_int("to", 0)).is_integer()
+        if node.op_type == "Cast" and node.attributes.get_int("to", 0) in _INTEGER_TYPES
     ]  # fmt: skip
     if not uses or len(casts) != len(uses):
         return None  # read as a float somewhere: its values are not only ids

@@ -64,9 +64,9 @@ def compare(names: Sequence[str], reference: Outputs, actual: Outputs) -> Output
     """Relative L2 error of each output over all batches (inf where a finite one broke)."""
     outputs = []
     for i, name in enumerate(names):
-        if not all(_numeric(batch[i]) for batch in reference):
+        if not all(is_numeric(batch[i]) for batch in reference):
             refs, outs = [batch[i] for batch in reference], [batch[i] for batch in actual]
-            outputs.append(OutputComparison(name, _changed(refs, outs), None))
+            outputs.append(OutputComparison(name, non_numeric_error(refs, outs), None))
             continue
         ref = [np.asarray(batch[i]) for batch in reference]
         out = [np.asarray(batch[i]) for batch in actual]
@@ -92,11 +92,11 @@ def compare(names: Sequence[str], reference: Outputs, actual: Outputs) -> Output
     return OutputError(outputs)
 
 
-def _numeric(value: Any) -> bool:
+def is_numeric(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind in "fiub"
 
 
-def _changed(reference: list[Any], actual: list[Any]) -> float:
+def non_numeric_error(reference: list[Any], actual: list[Any]) -> float:
     """The error of an output that is not a numeric tensor. Its leaves are taken in order
     (a sequence's items): where the two differ in structure (a length, a shape), inf;
     numbers, the relative L2 error; strings (a label from a LabelEncoder), the share that
@@ -327,7 +327,7 @@ def constant_error(
     the samples cannot be told apart: one sample, or an output with no axis of samples."""
     batches = len(reference)
     # Strings, sequences and maps have no mean: only the numeric outputs count here.
-    numeric = [i for i in range(len(names)) if all(_numeric(b[i]) for b in reference)]
+    numeric = [i for i in range(len(names)) if all(is_numeric(b[i]) for b in reference)]
     if not numeric:
         return None
     constant: Outputs = [[] for _ in range(batches)]

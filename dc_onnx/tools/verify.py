@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from dc_onnx.budget.calibration import integer_reads, padding_masks
+from dc_onnx.budget.simulate import is_numeric, non_numeric_error
 from dc_onnx.errors import InputError
 from dc_onnx.io import load_model
 from dc_onnx.runtime import NUMPY_TYPES, open_session
@@ -23,8 +24,8 @@ class OutputComparison:
     max_abs_error: float
     max_rel_error: float  # max |a - b| / max |a|, a = original output
     argmax_agreement: float | None  # along the last axis, when it has more than one class
-    # Strings, sequences and maps have no distance: only whether they are the same (the
-    # errors are then 0 or inf).
+    # Strings and sequences: both errors are the compile's measure of them (the share of
+    # strings changed, the relative L2 of a sequence's numbers; inf for another shape).
     numeric: bool = True
 
 
@@ -146,9 +147,8 @@ def verify(
 
 
 def _compare(name: str, a: Any, b: Any) -> OutputComparison:
-    if not (_is_numeric(a) and _is_numeric(b)):
-        same = type(a) is type(b) and bool(np.array_equal(np.asarray(a), np.asarray(b)))
-        err = 0.0 if same else math.inf
+    if not (is_numeric(a) and is_numeric(b)):
+        err = non_numeric_error([a], [b])  # as the compile measures it
         return OutputComparison(name, err, err, None, numeric=False)
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a64.shape != b64.shape:
@@ -163,7 +163,3 @@ def _compare(name: str, a: Any, b: Any) -> OutputComparison:
     if a64.ndim >= 1 and a64.shape[-1] > 1:
         agree = float(np.mean(a64.argmax(-1) == b64.argmax(-1)))
     return OutputComparison(name, err, err / scale if scale else err, agree)
-
-
-def _is_numeric(value: Any) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype.kind in "fiub"
